@@ -1,0 +1,14 @@
+"""migshark: dissect and analyse QEMU live-migration traffic captured as pcap/pcapng.
+
+Rooms (one-way doors):
+- ``capture``  reads capture files into TCP segments; knows nothing of QEMU.
+- ``tcp``      tracks connections and reassembles streams; knows nothing of QEMU.
+- ``layers``   Scapy declarations of every wire structure; knows nothing of captures.
+- ``channels`` sans-IO parsers per channel kind, built on ``layers``.
+- ``analysis`` groups connections into migrations and judges roles; uses ``channels`` and ``tcp``.
+- ``outputs``  text, JSON, plots (and later the Wireshark Lua export).
+- ``recorder`` drives real QEMU migrations and captures them.
+- ``cli``      only wires the above together.
+"""
+
+__version__ = "0.1.0"
