@@ -1,0 +1,96 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``migshark record``: options and exit status (0 completed, 1 failed or stalled, 2 usage/environment)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .proxy import hold_back_indices
+from .qemus import EnvironmentProblem
+from .scenarios import SCENARIOS, with_overrides
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenario", metavar="NAME", help="scenario to record (see --list)")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--src-qemu", choices=["7.2", "10.0"], help="source QEMU (overrides the scenario)")
+    parser.add_argument("--dst-qemu", choices=["7.2", "10.0"], help="destination QEMU")
+    parser.add_argument("--multifd", type=int, metavar="N", help="multifd channels (0 = off)")
+    parser.add_argument(
+        "--hold-back",
+        choices=["main", "multifd", "preempt", "none"],
+        help="reordering proxy: hold back this channel's upstream connect by ~1 s",
+    )
+    parser.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="TLS with x509 credentials made by certtool",
+    )
+    parser.add_argument("--out", type=Path, default=Path("."), metavar="DIR", help="output directory")
+    parser.add_argument("--name", help="file name stem (default: the scenario name)")
+    parser.add_argument("--timeout", type=float, metavar="S", help="give up (stalled) after S seconds")
+    parser.add_argument("--gzip", action="store_true", help="write NAME.pcap.gz instead of NAME.pcap")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print the timeline while recording")
+
+
+def list_scenarios() -> str:
+    width = max(len(n) for n in SCENARIOS)
+    lines = []
+    for sc in SCENARIOS.values():
+        lines.append(
+            f"{sc.name:<{width}}  {sc.src:>4} -> {sc.dst:<4}  expect {sc.expect:<9}  {sc.description}"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        print(list_scenarios())
+        return 0
+    if not args.scenario:
+        print("migshark record: --scenario NAME is required (see --list)", file=sys.stderr)
+        return 2
+    base = SCENARIOS.get(args.scenario)
+    if base is None:
+        print(f"migshark record: unknown scenario {args.scenario!r} (see --list)", file=sys.stderr)
+        return 2
+    sc = with_overrides(
+        base,
+        src=args.src_qemu,
+        dst=args.dst_qemu,
+        multifd=args.multifd,
+        hold_back=args.hold_back,
+        tls=args.tls,
+        timeout_s=args.timeout,
+    )
+    try:
+        hold_back_indices(sc.hold_back, multifd=sc.multifd, preempt=sc.preempt)
+    except ValueError as exc:
+        print(f"migshark record: {exc}", file=sys.stderr)
+        return 2
+    from .driver import record  # imports qemu.qmp, which only recording needs
+
+    try:
+        rec = record(sc, args.out, args.name, compress=args.gzip, verbose=args.verbose)
+    except EnvironmentProblem as exc:
+        print(f"migshark record: {exc}", file=sys.stderr)
+        return 2
+    cap = rec.manifest_data.get("capture", {})
+    print(
+        f"{rec.pcap}: {rec.outcome} ({rec.reason}); {cap.get('size_bytes', 0)} bytes, "
+        f"{cap.get('packets_dropped_by_kernel')} dropped by kernel; manifest {rec.manifest}"
+    )
+    return 0 if rec.outcome == "completed" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="migshark record", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,395 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Run one scenario: two QEMUs on loopback, optional reordering proxy, tcpdump, QMP, manifest."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import platform
+import re
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .capture import Tcpdump, port_filter
+from .guest import build_guest, guest_append
+from .manifest import write_manifest
+from .proxy import ProxyConfig, ReorderingProxy, hold_back_indices
+from .qemus import EnvironmentProblem, GuestSpec, qemu_command, qemu_install, tool
+from .scenarios import Scenario
+from .side import QemuSide, QmpFailed
+from .tls import make_x509_creds
+
+LOOPBACK = "127.0.0.1"
+POLL_S = 0.25
+ERROR_GRACE_S = 2.0
+GUEST_SETTLE_S = 1.2
+# Destination stderr lines that mean the incoming migration broke (QEMU prints and may keep running).
+_DST_ERROR = re.compile(r"(?i)(error|failed|not a migration stream|magic|assert|abort|unknown)")
+
+
+@dataclass
+class Recording:
+    outcome: str
+    reason: str
+    pcap: Path
+    manifest: Path
+    manifest_data: dict[str, Any] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def capabilities(sc: Scenario) -> dict[str, bool]:
+    caps = {"events": True}
+    if sc.multifd:
+        caps["multifd"] = True
+    if sc.postcopy:
+        caps["postcopy-ram"] = True
+        caps["return-path"] = True
+    if sc.preempt:
+        caps["postcopy-preempt"] = True
+    return caps
+
+
+def parameters(sc: Scenario, role: str) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if sc.multifd:
+        params["multifd-channels"] = sc.multifd
+    if sc.tls:
+        params["tls-creds"] = "tls0"
+    if role == "source":
+        params["max-bandwidth"] = sc.max_bandwidth
+        if sc.max_postcopy_bandwidth:
+            params["max-postcopy-bandwidth"] = sc.max_postcopy_bandwidth
+        if sc.tls:
+            params["tls-hostname"] = LOOPBACK
+    return params
+
+
+def _cap_list(caps: dict[str, bool]) -> list[dict[str, Any]]:
+    return [{"capability": k, "state": v} for k, v in caps.items()]
+
+
+def check_environment(sc: Scenario) -> None:
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("recording needs root (tcpdump on lo, userfaultfd for postcopy)")
+    for name in (sc.src, sc.dst):
+        qemu_install(name).check()
+    tool("tcpdump")
+    if sc.tls:
+        tool("certtool")
+
+
+async def _resolved_machine(side: QemuSide, requested: str) -> str:
+    machines = await side.try_execute("query-machines", log=False) or []
+    for m in machines:
+        if m.get("name") == requested:
+            return str(m["name"])
+        if m.get("alias") == requested:
+            return str(m["name"])
+    return requested
+
+
+async def _wait_status(side: QemuSide, wanted: set[str], timeout: float) -> str | None:
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        status = await side.migration_status()
+        if status in wanted or not side.alive():
+            return status
+        await asyncio.sleep(0.1)
+    return status
+
+
+class Run:
+    """State of one recording; ``execute()`` does it, always cleaning up its processes."""
+
+    def __init__(
+        self, sc: Scenario, out_dir: Path, name: str, *, compress: bool = False, verbose: bool = False
+    ) -> None:
+        self.sc = sc
+        self.out_dir = out_dir
+        self.name = name
+        self.compress = compress
+        self.verbose = verbose
+        self.t0 = time.time()
+        self.work = Path(".")
+        self.timeline: list[dict[str, Any]] = []
+        self.ports = {"destination": free_port()}
+        if sc.uses_proxy:
+            self.ports["proxy"] = free_port()
+        if sc.recover:
+            self.ports["recover"] = free_port()
+
+    def mark(self, what: str, **extra: Any) -> None:
+        self.timeline.append(
+            {"time": time.time(), "t": round(time.time() - self.t0, 4), "what": what, **extra}
+        )
+        if self.verbose:
+            print(f"[{time.time() - self.t0:7.2f}] {what} {extra if extra else ''}", flush=True)
+
+    async def execute(self) -> Recording:
+        sc = self.sc
+        check_environment(sc)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        pcap = self.out_dir / f"{self.name}.pcap"
+        kernel = build_guest()
+        with tempfile.TemporaryDirectory(prefix="migshark-rec-") as tmp:
+            work = Path(tmp)
+            self.work = work
+            tls_dir = make_x509_creds(work / "tls") if sc.tls else None
+            keylog = self.out_dir / f"{self.name}.keylog" if sc.tls else None
+            env = {"SSLKEYLOGFILE": str(keylog)} if keylog else {}
+            guest = GuestSpec(
+                kernel, guest_append(sc.fill_mib, sc.dirty_pages, sc.dirty_rate), sc.memory_mib, sc.machine
+            )
+            sides = {}
+            for role, ver in (("destination", sc.dst), ("source", sc.src)):
+                inst = qemu_install(ver)
+                cmd = qemu_command(
+                    inst,
+                    guest,
+                    qmp_socket=work / f"{role}.qmp",
+                    serial_log=work / f"{role}.serial",
+                    incoming=role == "destination",
+                    tls_dir=tls_dir,
+                    name=f"migshark-{role}",
+                )
+                sides[role] = QemuSide(role, inst, cmd, work, work / f"{role}.qmp", env)
+            tcpdump = Tcpdump(pcap, list(self.ports.values()))
+            proxy: ReorderingProxy | None = None
+            stats = None
+            manifest: dict[str, Any] = {}
+            outcome, reason = "failed", "not started"
+            try:
+                for side in sides.values():
+                    await side.start()
+                manifest = await self._describe(sides)
+                tcpdump.start()
+                self.mark("tcpdump ready")
+                if sc.uses_proxy:
+                    proxy = ReorderingProxy(
+                        ProxyConfig(
+                            self.ports["proxy"],
+                            self.ports["destination"],
+                            hold_back_indices(sc.hold_back, multifd=sc.multifd, preempt=sc.preempt),
+                            sc.hold_delay_s,
+                        )
+                    )
+                    await proxy.start()
+                outcome, reason = await self._migrate(sides)
+            except QmpFailed as exc:
+                outcome, reason = "failed", f"QMP: {exc}"
+            finally:
+                manifest["query_migrate"] = {
+                    r: await s.try_execute("query-migrate") for r, s in sides.items()
+                }
+                manifest["run_state"] = {r: await s.try_execute("query-status") for r, s in sides.items()}
+                exit_status = {r: await s.stop() for r, s in sides.items()}
+                if proxy is not None:
+                    await proxy.stop()
+                stats = tcpdump.stop()
+            self.mark("stopped")
+            manifest.update(self._results(sides, exit_status, proxy, stats, pcap, keylog, work))
+        manifest["outcome"], manifest["outcome_reason"] = outcome, reason
+        manifest["expected_outcome"] = sc.expect
+        manifest["matches_lab_notes"] = outcome == sc.expect
+        manifest["timeline"] = self.timeline
+        if self.compress:
+            gz = pcap.with_suffix(".pcap.gz")
+            with open(pcap, "rb") as src, gzip.open(gz, "wb", compresslevel=9) as dst:
+                shutil.copyfileobj(src, dst)
+            pcap.unlink()
+            pcap = gz
+            manifest["capture"]["file"] = gz.name
+            manifest["capture"]["size_bytes"] = gz.stat().st_size
+        path = write_manifest(self.out_dir / f"{self.name}.manifest.json", manifest)
+        return Recording(outcome, reason, pcap, path, manifest)
+
+    async def _describe(self, sides: dict[str, QemuSide]) -> dict[str, Any]:
+        sc = self.sc
+        caps = capabilities(sc)
+        info: dict[str, Any] = {
+            "name": self.name,
+            "scenario": asdict(sc),
+            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.t0)),
+            "host": {"kernel": platform.release(), "python": platform.python_version()},
+            "ports": self.ports,
+            "capabilities": caps,
+            "parameters_set": {r: parameters(sc, r) for r in sides},
+            "qemu": {},
+        }
+        for role, side in sides.items():
+            version = await side.execute("query-version")
+            info["qemu"][role] = {
+                "name": side.install.name,
+                "binary": str(side.install.binary),
+                "version": version,
+                "version_string": "{major}.{minor}.{micro}".format(**version["qemu"])
+                + " "
+                + version.get("package", ""),
+                "machine": {"requested": sc.machine, "resolved": await _resolved_machine(side, sc.machine)},
+                "command_line": side.cmd,
+                "env": side.install.env,
+            }
+            await side.execute("migrate-set-capabilities", {"capabilities": _cap_list(caps)})
+            params = parameters(sc, role)
+            if params:
+                await side.execute("migrate-set-parameters", params)
+            info["qemu"][role]["migrate_parameters"] = await side.try_execute("query-migrate-parameters")
+            info["qemu"][role]["migrate_capabilities"] = await side.try_execute("query-migrate-capabilities")
+        info["machine_type"] = info["qemu"]["destination"]["machine"]["resolved"]
+        return info
+
+    async def _migrate(self, sides: dict[str, QemuSide]) -> tuple[str, str]:
+        sc, src, dst = self.sc, sides["source"], sides["destination"]
+        dport = self.ports["destination"]
+        target = self.ports.get("proxy", dport)
+        await self._wait_guest_ready(src)
+        baseline = len(dst.stderr())
+        await dst.execute("migrate-incoming", {"uri": f"tcp:{LOOPBACK}:{dport}"})
+        self.mark("migrate-incoming", port=dport)
+        t_migrate = time.monotonic()
+        await src.execute("migrate", {"uri": f"tcp:{LOOPBACK}:{target}"})
+        self.mark("migrate", port=target)
+        if sc.postcopy:
+            await asyncio.sleep(max(0.0, sc.postcopy_after_s - (time.monotonic() - t_migrate)))
+            status = await src.migration_status()
+            if status in ("active", "setup", "device", "pre-switchover"):
+                await src.try_execute("migrate-start-postcopy")
+                self.mark("migrate-start-postcopy", source_status=status)
+            else:
+                self.mark("postcopy not started", source_status=status)
+        if sc.recover:
+            result = await self._recover(src, dst)
+            if result is not None:
+                return result
+        return await self._wait_outcome(src, dst, baseline)
+
+    async def _wait_guest_ready(self, src: QemuSide, timeout: float = 30.0) -> None:
+        """Wait until the guest has filled its memory (it says so on its serial port), then a little more."""
+        serial = self.work / "source.serial"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if serial.exists() and "migshark-guest: filled" in serial.read_text(errors="replace"):
+                self.mark("guest filled")
+                await asyncio.sleep(GUEST_SETTLE_S)
+                return
+            await asyncio.sleep(0.1)
+        self.mark("guest did not report 'filled' in time")
+
+    async def _recover(self, src: QemuSide, dst: QemuSide) -> tuple[str, str] | None:
+        status = await _wait_status(src, {"postcopy-active", "completed", "failed"}, 15)
+        if status != "postcopy-active":
+            return "failed", f"recovery: source never reached postcopy-active (status {status})"
+        await asyncio.sleep(0.7)
+        await src.execute("migrate-pause")
+        self.mark("migrate-pause (source)")
+        s = await _wait_status(src, {"postcopy-paused", "completed", "failed"}, 10)
+        d = await _wait_status(dst, {"postcopy-paused", "completed", "failed"}, 10)
+        self.mark("paused", source_status=s, destination_status=d)
+        if s != "postcopy-paused" or d != "postcopy-paused":
+            return "failed", f"recovery: not paused (source {s}, destination {d})"
+        await asyncio.sleep(0.5)
+        uri = f"tcp:{LOOPBACK}:{self.ports['recover']}"
+        await dst.execute("migrate-recover", {"uri": uri})
+        self.mark("migrate-recover (destination)", uri=uri)
+        await asyncio.sleep(0.2)
+        await src.execute("migrate", {"uri": uri, "resume": True})
+        self.mark("migrate resume=true (source)", uri=uri)
+        return None
+
+    async def _wait_outcome(self, src: QemuSide, dst: QemuSide, baseline: int) -> tuple[str, str]:
+        deadline = time.monotonic() + self.sc.timeout_s
+        last: tuple[str | None, str | None] = (None, None)
+        error_at: float | None = None
+        error_line = ""
+        while time.monotonic() < deadline:
+            s, d = await src.migration_status(), await dst.migration_status()
+            if (s, d) != last:
+                self.mark("status", source=s, destination=d)
+                last = (s, d)
+            if not dst.alive():
+                return "failed", f"destination QEMU exited ({dst.proc.returncode if dst.proc else '?'})"
+            if not src.alive():
+                return "failed", f"source QEMU exited ({src.proc.returncode if src.proc else '?'})"
+            if s == "completed" and d == "completed" and error_at is None:
+                await asyncio.sleep(GUEST_SETTLE_S)  # let the guest print on the destination's serial
+                return "completed", "both sides completed"
+            if error_at is None:
+                new = [ln for ln in dst.stderr()[baseline:].splitlines() if _DST_ERROR.search(ln)]
+                if new:
+                    error_at, error_line = time.monotonic(), new[0]
+                    self.mark("destination error", line=error_line)
+            if "failed" in (s, d) and error_at is None:
+                error_at, error_line = time.monotonic(), f"status source={s} destination={d}"
+            if error_at is not None and time.monotonic() - error_at >= ERROR_GRACE_S:
+                return "failed", error_line
+            await asyncio.sleep(POLL_S)
+        if error_at is not None:
+            return "failed", error_line
+        return (
+            "stalled",
+            f"no completion within {self.sc.timeout_s:g} s (source {last[0]}, destination {last[1]})",
+        )
+
+    def _results(
+        self,
+        sides: dict[str, QemuSide],
+        exit_status: dict[str, int | None],
+        proxy: ReorderingProxy | None,
+        stats: Any,
+        pcap: Path,
+        keylog: Path | None,
+        work: Path,
+    ) -> dict[str, Any]:
+        def tail(path: Path, n: int = 8) -> list[str]:
+            return path.read_text(errors="replace").splitlines()[-n:] if path.exists() else []
+
+        res: dict[str, Any] = {
+            "events": {r: s.events for r, s in sides.items()},
+            "qmp_log": {r: s.qmp_log for r, s in sides.items()},
+            "stderr": {r: s.stderr() for r, s in sides.items()},
+            "exit_status": exit_status,
+            "serial_tail": {r: tail(work / f"{r}.serial") for r in sides},
+            "capture": {
+                "file": pcap.name,
+                "filter": port_filter(list(self.ports.values())),
+                "interface": "lo",
+                "size_bytes": pcap.stat().st_size if pcap.exists() else 0,
+                **(stats.to_dict() if stats is not None else {}),
+            },
+            "proxy": None,
+        }
+        if keylog is not None:
+            res["tls"] = {
+                "keylog_file": keylog.name if keylog.exists() else None,
+                "hostname": LOOPBACK,
+                "creds": "x509 from certtool (CA, server SAN IP 127.0.0.1, client)",
+            }
+        if proxy is not None:
+            res["proxy"] = {
+                "listen_port": proxy.config.listen_port,
+                "upstream_port": proxy.config.upstream_port,
+                "hold_back_role": self.sc.hold_back,
+                "hold_back_indices": proxy.config.hold_back,
+                "hold_delay_s": proxy.config.hold_delay_s,
+                "connections": [c.to_dict() for c in proxy.log],
+            }
+        return res
+
+
+def record(
+    sc: Scenario, out_dir: Path, name: str | None = None, *, compress: bool = False, verbose: bool = False
+) -> Recording:
+    run = Run(sc, out_dir, name or sc.name, compress=compress, verbose=verbose)
+    return asyncio.run(run.execute())

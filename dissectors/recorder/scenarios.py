@@ -1,0 +1,215 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Named migration scenarios: which QEMUs, which capabilities, what to break, what the lab notes expect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    src: str = "7.2"
+    dst: str = "7.2"
+    multifd: int = 0
+    postcopy: bool = False
+    preempt: bool = False
+    recover: bool = False
+    tls: bool = False
+    hold_back: str | None = None  # main | multifd | preempt
+    hold_delay_s: float = 1.0
+    max_bandwidth: int = 64 * MIB
+    max_postcopy_bandwidth: int = 0  # 0 = unlimited
+    postcopy_after_s: float = 1.5
+    memory_mib: int = 64
+    fill_mib: int = 24
+    dirty_pages: int = 4096
+    dirty_rate: int = 2000
+    timeout_s: float = 60.0
+    expect: str = "completed"  # completed | failed | stalled
+    lab_note: str = ""
+
+    @property
+    def machine(self) -> str:
+        """Same versions: the default ``pc``; mixed versions need the older side's versioned type."""
+        if self.src == self.dst:
+            return "pc"
+        older = min(self.src, self.dst, key=lambda v: tuple(int(x) for x in v.split(".")))
+        return f"pc-i440fx-{older}"
+
+    @property
+    def uses_proxy(self) -> bool:
+        return self.hold_back is not None
+
+
+_PC = dict(postcopy=True, max_bandwidth=8 * MIB, max_postcopy_bandwidth=16 * MIB)
+_PRE = dict(_PC, preempt=True)
+_HOLD_PRE = dict(_PRE, hold_back="main")
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario("precopy-7.2", "plain precopy, one main channel", lab_note="completes"),
+        Scenario(
+            "precopy-10.0", "plain precopy, one main channel", src="10.0", dst="10.0", lab_note="completes"
+        ),
+        Scenario(
+            "multifd4-7.2",
+            "multifd with 4 channels",
+            multifd=4,
+            lab_note="completes; channels not always accepted in id order",
+        ),
+        Scenario(
+            "multifd4-10.0",
+            "multifd with 4 channels",
+            src="10.0",
+            dst="10.0",
+            multifd=4,
+            lab_note="completes; channels not always accepted in id order",
+        ),
+        Scenario(
+            "multifd4-7.2-to-10.0",
+            "cross-version multifd, machine pc-i440fx-7.2",
+            dst="10.0",
+            multifd=4,
+            lab_note="(not in the table) expected to complete",
+        ),
+        Scenario(
+            "multifd-tls-7.2",
+            "multifd with 2 channels over TLS (x509, SSLKEYLOGFILE kept)",
+            multifd=2,
+            tls=True,
+            lab_note="(not in the table) expected to complete; TLS 1.3",
+        ),
+        Scenario("postcopy-7.2", "precopy then postcopy (no preempt)", **_PC, lab_note="completes"),
+        Scenario(
+            "preempt-7.2",
+            "postcopy with the preempt channel",
+            **_PRE,
+            lab_note="preempt channel connects ~1 ms after main, at setup",
+        ),
+        Scenario(
+            "preempt-10.0",
+            "postcopy with the preempt channel",
+            src="10.0",
+            dst="10.0",
+            **_PRE,
+            lab_note="preempt channel connects only at postcopy start",
+        ),
+        Scenario(
+            "preempt-recover-7.2",
+            "postcopy-preempt, migrate-pause, migrate-recover, migrate resume=true",
+            **dict(_PRE, max_postcopy_bandwidth=2 * MIB),
+            recover=True,
+            lab_note="new main starts with 08 00 0a (RECV_BITMAP), new preempt, no new multifd",
+        ),
+        Scenario(
+            "preempt-recover-10.0",
+            "postcopy-preempt, migrate-pause, migrate-recover, migrate resume=true",
+            src="10.0",
+            dst="10.0",
+            **dict(_PRE, max_postcopy_bandwidth=2 * MIB),
+            recover=True,
+            lab_note="new main starts with 08 00 0a (RECV_BITMAP), new preempt, no new multifd",
+        ),
+        Scenario(
+            "holdback-multifd-7.2",
+            "multifd 4, proxy holds back main by 1 s",
+            multifd=4,
+            hold_back="main",
+            expect="failed",
+            timeout_s=30,
+            lab_note="fails fast: multifd received packet magic 5145564d expected 11223344",
+        ),
+        Scenario(
+            "holdback-preempt-7.2",
+            "postcopy-preempt, proxy holds back main by 1 s",
+            **_HOLD_PRE,
+            expect="stalled",
+            timeout_s=20,
+            lab_note="silent preempt taken as main: no progress, no error until killed",
+        ),
+        Scenario(
+            "holdback-multifd-10.0",
+            "multifd 4, proxy holds back main by 1 s",
+            src="10.0",
+            dst="10.0",
+            multifd=4,
+            hold_back="main",
+            lab_note="mapped right (magic peek)",
+        ),
+        Scenario(
+            "holdback-preempt-10.0",
+            "postcopy-preempt, proxy holds back main by 1 s",
+            src="10.0",
+            dst="10.0",
+            **_HOLD_PRE,
+            lab_note="no effect: preempt opens too late to race",
+        ),
+        Scenario(
+            "holdback-preempt-7.2-to-10.0",
+            "postcopy-preempt 7.2 -> 10.0, proxy holds back main by 1 s",
+            dst="10.0",
+            **_HOLD_PRE,
+            expect="failed",
+            timeout_s=20,
+            lab_note="fails: 10.0 does not peek with postcopy on; Not a migration stream",
+        ),
+        Scenario(
+            "holdback-tls-7.2",
+            "multifd 2 over TLS, proxy holds back main by 1 s",
+            multifd=2,
+            tls=True,
+            hold_back="main",
+            lab_note="mapped right: other channels open after main's TLS handshake",
+        ),
+        Scenario(
+            "holdback-multifd-conn-7.2",
+            "multifd 4, proxy holds back a multifd connection",
+            multifd=4,
+            hold_back="multifd",
+            lab_note="harmless",
+        ),
+        Scenario(
+            "smoke-multifd2-7.2",
+            "short multifd run with 2 channels and a 32 MiB guest (live test)",
+            multifd=2,
+            memory_mib=32,
+            fill_mib=8,
+            dirty_pages=512,
+            dirty_rate=500,
+            timeout_s=60,
+            lab_note="completes",
+        ),
+    ]
+}
+
+
+def with_overrides(
+    base: Scenario,
+    *,
+    src: str | None = None,
+    dst: str | None = None,
+    multifd: int | None = None,
+    hold_back: str | None = None,
+    tls: bool | None = None,
+    timeout_s: float | None = None,
+) -> Scenario:
+    """A scenario with command-line overrides applied; the name stays the base's."""
+    changes: dict[str, object] = {}
+    if src is not None:
+        changes["src"] = src
+    if dst is not None:
+        changes["dst"] = dst
+    if multifd is not None:
+        changes["multifd"] = multifd
+    if hold_back is not None:
+        changes["hold_back"] = None if hold_back == "none" else hold_back
+    if tls is not None:
+        changes["tls"] = tls
+    if timeout_s is not None:
+        changes["timeout_s"] = timeout_s
+    return replace(base, **changes) if changes else base
