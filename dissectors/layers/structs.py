@@ -1,0 +1,84 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Derive fast ``struct.Struct`` formats from Scapy ``fields_desc`` declarations.
+
+The Scapy class is the only spelling of a wire structure. The hot-path parsers unpack with a
+``struct.Struct`` built here from a run of fixed-size fields of that class, so the two cannot drift.
+Runs of consecutive bit fields (for example a 52-bit address plus 12 flag bits) become one integer.
+"""
+
+from __future__ import annotations
+
+import struct
+from functools import cache
+
+from scapy.fields import ConditionalField, Field, StrFixedLenField, _BitField
+from scapy.packet import Packet
+
+_INT_CHAR = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+def _fixed_char(fld: Field) -> str:
+    """Format characters of one fixed-size, big-endian field; raise ValueError otherwise."""
+    if isinstance(fld, StrFixedLenField):
+        try:
+            size = fld.length_from(None)
+        except (AttributeError, TypeError) as exc:
+            raise ValueError(f"field {fld.name!r} has a variable length") from exc
+        return f"{size}s"
+    fmt = getattr(fld, "fmt", "")
+    char = fmt.lstrip("!<>=@")
+    if fmt[:1] == "<":
+        raise ValueError(f"field {fld.name!r} is little-endian")
+    if len(char) != 1 or char not in "BbHhIiQq" or struct.calcsize("!" + char) != fld.sz:
+        raise ValueError(f"field {fld.name!r} ({type(fld).__name__}) is not a fixed-size scalar")
+    return char
+
+
+@cache
+def layout_of(
+    cls: type[Packet], first: str | None = None, last: str | None = None
+) -> tuple[str, tuple[str, ...]]:
+    """Return ``(struct format, item names)`` for fields ``first``..``last`` (inclusive) of ``cls``.
+
+    A run of bit fields yields one item named ``"a+b"``. Conditional or variable-length fields in the
+    range raise ValueError.
+    """
+    fields = list(cls.fields_desc)
+    names = [f.name for f in fields]
+    lo = names.index(first) if first else 0
+    hi = names.index(last) if last else len(fields) - 1
+    chars: list[str] = []
+    items: list[str] = []
+    bits = 0
+    bit_names: list[str] = []
+    for fld in fields[lo:hi + 1]:
+        if isinstance(fld, ConditionalField):
+            raise ValueError(f"field {fld.name!r} is conditional")
+        if isinstance(fld, _BitField):
+            bits += fld.size
+            bit_names.append(fld.name)
+            if bits % 8 == 0:
+                if bits // 8 not in _INT_CHAR:
+                    raise ValueError(f"bit run ending at {fld.name!r} is {bits} bits")
+                chars.append(_INT_CHAR[bits // 8])
+                items.append("+".join(bit_names))
+                bits, bit_names = 0, []
+            continue
+        if bits:
+            raise ValueError(f"bit run before {fld.name!r} is not byte aligned")
+        chars.append(_fixed_char(fld))
+        items.append(fld.name)
+    if bits:
+        raise ValueError(f"bit run at the end of {cls.__name__} is not byte aligned")
+    return ">" + "".join(chars), tuple(items)
+
+
+@cache
+def struct_of(cls: type[Packet], first: str | None = None, last: str | None = None) -> struct.Struct:
+    """``struct.Struct`` for fields ``first``..``last`` of ``cls`` (all fields by default)."""
+    return struct.Struct(layout_of(cls, first, last)[0])
+
+
+def fixed_size(cls: type[Packet], first: str | None = None, last: str | None = None) -> int:
+    """Byte size of fields ``first``..``last`` of ``cls``."""
+    return struct_of(cls, first, last).size
