@@ -1,0 +1,296 @@
+"""One direction of a TCP connection: absolute offsets, out-of-order buffer, gaps, retransmission checks.
+
+Offsets are absolute 64-bit stream positions: offset 0 is the first byte after the SYN (or, without a
+SYN, the first byte of the first segment seen). ``offset`` is the *front*: every byte below it has been
+handed to the sink as data or declared a gap, and nothing below it is ever delivered again.
+
+Segments above the front wait in ``pending`` (a list sorted by start offset, copies of the payload)
+until the hole before them is filled, until they exceed ``ooo_limit`` bytes, or until the stream ends;
+then the hole is declared a gap and the waiting data delivered. A small tail of the most recently
+delivered bytes is kept so retransmissions can be compared with what was delivered.
+
+Snaplen-cut segments: the captured bytes are data, the bytes that were not captured become a gap as
+soon as they reach the front. If the full bytes were buffered from another copy of the segment before
+that, the copy wins; if they arrive after, they count as retransmitted.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from operator import itemgetter
+from typing import TYPE_CHECKING
+
+from .flags import SEQ_MASK, unwrap
+from .sink import END_FIN, StreamSink
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+#: How many gap ranges and conflict offsets are kept per direction (counters stay exact).
+MAX_GAPS_KEPT = 1000
+MAX_CONFLICTS_KEPT = 16
+
+_DATA = 0
+_HOLE = 1
+# pending entries: (start, kind, end, data); data bytes are the copy for _DATA, b"" for _HOLE.
+_ORDER = itemgetter(0, 1)
+
+
+class HalfStream:
+    """Reassembly state and counters for one direction (0 = client->server, 1 = server->client)."""
+
+    __slots__ = (
+        "direction", "conn", "sink", "deliver", "isn", "base", "next_seq", "offset", "pending",
+        "pending_bytes", "ooo_limit", "tail", "tail_size", "fin_offset", "ended", "awaiting_handshake",
+        "frames", "last_ts", "first_data_ts", "last_data_ts", "gaps", "gap_count", "gap_bytes",
+        "retransmitted_bytes", "overlap_conflicts", "conflict_offsets", "ignored_bytes",
+        "fin_ts", "rst_ts",
+    )
+
+    def __init__(self, direction: int, ooo_limit: int, tail_size: int) -> None:
+        self.direction = direction
+        self.conn: Connection | None = None   # set by the tracker right after construction
+        self.sink: StreamSink | None = None
+        self.deliver = None  # sink.data, bound once; None when nothing is delivered
+        self.isn: int | None = None          # sequence number of our SYN, if seen
+        self.base: int | None = None         # sequence number of offset 0
+        self.next_seq = -1                   # fast-path cache (base + offset); -1 forces the slow path
+        self.offset = 0
+        self.pending: list[tuple[int, int, int, bytes]] = []
+        self.pending_bytes = 0
+        self.ooo_limit = ooo_limit
+        self.tail: bytearray | None = bytearray() if tail_size > 0 else None
+        self.tail_size = tail_size
+        self.fin_offset: int | None = None
+        self.ended: str | None = None        # how the stream ended, once it has
+        self.awaiting_handshake = False      # client side between SYN and the ACK completing it
+        self.frames = 0
+        self.last_ts: float | None = None
+        self.first_data_ts: float | None = None
+        self.last_data_ts: float | None = None
+        self.gaps: list[tuple[int, int]] = []
+        self.gap_count = 0
+        self.gap_bytes = 0
+        self.retransmitted_bytes = 0
+        self.overlap_conflicts = 0
+        self.conflict_offsets: list[int] = []
+        self.ignored_bytes = 0               # before offset 0, after the FIN/RST end, or in an RST
+        self.fin_ts: float | None = None
+        self.rst_ts: float | None = None
+
+    # ---- state used by the tracker -------------------------------------------------------------
+
+    def attach(self, sink: StreamSink | None) -> None:
+        self.sink = sink
+        self.deliver = sink.data if sink is not None else None
+
+    def refresh(self) -> None:
+        """Re-arm or disarm the tracker's fast path for this direction."""
+        if (self.base is None or self.pending or self.fin_offset is not None or self.ended is not None
+                or self.awaiting_handshake):
+            self.next_seq = -1
+        else:
+            self.next_seq = (self.base + self.offset) & SEQ_MASK
+
+    def offset_of(self, seq: int) -> int:
+        """Absolute offset of sequence number ``seq`` (base must be known)."""
+        assert self.base is not None
+        return unwrap(seq, self.base, self.offset)
+
+    # ---- data ------------------------------------------------------------------------------------
+
+    def accept(self, seq: int, payload: memoryview | bytes, missing: int, ts: float) -> None:
+        """A segment whose first byte has sequence number ``seq``: ``payload`` captured, ``missing`` not."""
+        n = len(payload)
+        off = self.offset_of(seq)
+        end = off + n + missing
+        if off < 0:                                   # before the start of the stream
+            cut = -off
+            if cut >= n + missing:
+                self.ignored_bytes += n + missing
+                return
+            self.ignored_bytes += cut
+            if cut <= n:
+                payload, n = payload[cut:], n - cut
+            else:
+                missing -= cut - n
+                payload, n = payload[n:], 0
+            off = 0
+        limit = self.fin_offset if self.fin_offset is not None else (
+            self.offset if self.ended is not None else None)
+        if limit is not None and end > limit:         # beyond the FIN (or after the stream ended)
+            if off >= limit:
+                self.ignored_bytes += n + missing
+                return
+            keep = limit - off
+            self.ignored_bytes += end - limit
+            if keep <= n:
+                payload, n, missing = payload[:keep], keep, 0
+            else:
+                missing = keep - n
+            end = limit
+        front = self.offset
+        if off < front:                               # retransmission (maybe partial)
+            dup = min(end, front) - off
+            self.retransmitted_bytes += dup
+            if n:
+                self._compare(off, payload[:dup])
+            if end <= front:
+                return
+            if dup <= n:
+                payload, n = payload[dup:], n - dup
+            else:
+                missing -= dup - n
+                payload, n = payload[n:], 0
+            off = front
+        if off == front:
+            if n:
+                self._deliver(payload, ts)
+            if missing:
+                self._gap(missing, ts)
+            if self.pending:
+                self._drain(ts)
+            self._reach_fin(ts)
+        else:
+            self._buffer(off, payload, missing, ts)
+
+    def _deliver(self, data: memoryview | bytes, ts: float) -> None:
+        off = self.offset
+        self.offset = off + len(data)
+        if self.first_data_ts is None:
+            self.first_data_ts = ts
+        self.last_data_ts = ts
+        tail = self.tail
+        if tail is not None:
+            tail += data
+            if len(tail) > 2 * self.tail_size:
+                del tail[:len(tail) - self.tail_size]
+        if self.deliver is not None:
+            self.deliver(self.direction, off, data, ts)
+
+    def _gap(self, length: int, ts: float) -> None:
+        off = self.offset
+        self.offset = off + length
+        self.gap_count += 1
+        self.gap_bytes += length
+        gaps = self.gaps
+        if gaps and gaps[-1][0] + gaps[-1][1] == off:
+            gaps[-1] = (gaps[-1][0], gaps[-1][1] + length)
+            self.gap_count -= 1
+        elif len(gaps) < MAX_GAPS_KEPT:
+            gaps.append((off, length))
+        if self.tail is not None:
+            self.tail.clear()                         # the tail must end at the front, contiguously
+        if self.sink is not None:
+            self.sink.gap(self.direction, off, length, ts)
+
+    def _compare(self, off: int, data: memoryview | bytes) -> None:
+        """Compare retransmitted ``data`` at ``off`` with the delivered tail, where it is still kept."""
+        tail = self.tail
+        if not tail:
+            return
+        tail_start = self.offset - len(tail)
+        lo = max(off, tail_start)
+        hi = min(off + len(data), self.offset)
+        if lo >= hi:
+            return
+        old = tail[lo - tail_start:hi - tail_start]
+        new = data[lo - off:hi - off]
+        if old == new:
+            return
+        differing = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
+        self.overlap_conflicts += len(differing)
+        if len(self.conflict_offsets) < MAX_CONFLICTS_KEPT:
+            self.conflict_offsets.append(lo + differing[0])
+
+    def _buffer(self, off: int, payload: memoryview | bytes, missing: int, ts: float) -> None:
+        n = len(payload)
+        if n:
+            insort(self.pending, (off, _DATA, off + n, bytes(payload)), key=_ORDER)
+            self.pending_bytes += n
+        if missing:
+            insort(self.pending, (off + n, _HOLE, off + n + missing, b""), key=_ORDER)
+        while self.pending_bytes > self.ooo_limit:
+            self._give_up_front(ts)
+
+    def _give_up_front(self, ts: float) -> None:
+        """Declare the hole before the first buffered segment a gap and deliver what follows it."""
+        start = self.pending[0][0]
+        if start > self.offset:
+            self._gap(start - self.offset, ts)
+        self._drain(ts)
+
+    def _drain(self, ts: float) -> None:
+        pending = self.pending
+        used = 0
+        for start, kind, end, data in pending:
+            front = self.offset
+            if start > front:
+                break
+            used += 1
+            if kind == _DATA:
+                self.pending_bytes -= len(data)
+            if end <= front:
+                self.retransmitted_bytes += end - start
+                if kind == _DATA:
+                    self._compare(start, data)
+                continue
+            dup = front - start
+            if dup:
+                self.retransmitted_bytes += dup
+                if kind == _DATA:
+                    self._compare(start, data[:dup])
+            if kind == _DATA:
+                self._deliver(memoryview(data)[dup:] if dup else data, ts)
+            else:
+                self._gap(end - front, ts)
+        del pending[:used]
+
+    # ---- ends ------------------------------------------------------------------------------------
+
+    def fin(self, fin_offset: int, ts: float) -> None:
+        """A FIN whose sequence number maps to ``fin_offset`` (the stream's final length)."""
+        if self.fin_ts is None:
+            self.fin_ts = ts
+        if self.fin_offset is not None or self.ended is not None:
+            return
+        fin_offset = max(fin_offset, self.offset)
+        self.fin_offset = fin_offset
+        if self.pending and self.pending[-1][2] > fin_offset:
+            kept = []
+            for start, kind, end, data in self.pending:
+                if kind == _DATA:
+                    self.pending_bytes -= len(data)
+                if start >= fin_offset:
+                    self.ignored_bytes += end - start
+                    continue
+                if end > fin_offset:
+                    self.ignored_bytes += end - fin_offset
+                    end, data = fin_offset, data[:fin_offset - start]
+                if kind == _DATA:
+                    self.pending_bytes += len(data)
+                kept.append((start, kind, end, data))
+            self.pending[:] = kept
+        self._reach_fin(ts)
+
+    def _reach_fin(self, ts: float) -> None:
+        if self.fin_offset is not None and self.offset == self.fin_offset and self.ended is None:
+            self.end(END_FIN, ts)
+
+    def flush(self, ts: float) -> None:
+        """No more bytes will come: declare every hole a gap and deliver everything buffered."""
+        while self.pending:
+            self._give_up_front(ts)
+        if self.fin_offset is not None and self.offset < self.fin_offset and self.ended is None:
+            self._gap(self.fin_offset - self.offset, ts)
+        self._reach_fin(ts)
+
+    def end(self, how: str, ts: float) -> None:
+        """Close this direction (once); the sink hears ``end`` at the front."""
+        if self.ended is not None:
+            return
+        self.ended = how
+        self.next_seq = -1
+        self.tail = None                              # free the memory; nothing new is delivered
+        if self.sink is not None:
+            self.sink.end(self.direction, self.offset, ts, how)

@@ -1,0 +1,34 @@
+"""What a consumer of reassembled TCP streams implements."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+#: Direction numbers used in every sink call.
+CLIENT_TO_SERVER = 0
+SERVER_TO_CLIENT = 1
+
+#: Values of ``how`` in :meth:`StreamSink.end`.
+END_FIN = "fin"                  # the sender's FIN was reached in sequence space
+END_RST = "rst"                  # either side reset the connection
+END_CAPTURE = "capture-end"      # the capture ended with the stream still open
+END_SUPERSEDED = "superseded"    # a new connection (SYN with another ISN) took over the 4-tuple
+
+
+class StreamSink(Protocol):
+    """Receives one connection's two byte streams, strictly in order and without overlaps.
+
+    For each direction the calls cover ``[0, end_offset)`` exactly once, as a sequence of ``data`` and
+    ``gap`` calls with increasing offsets, followed by one ``end`` call. ``ts`` is the capture time at
+    which the bytes became readable in order (so it never decreases within a direction).
+    ``data`` may be handed a memoryview into the capture's buffer: copy what you keep.
+    """
+
+    def data(self, direction: int, offset: int, data: memoryview | bytes, ts: float) -> None:
+        """Bytes ``[offset, offset + len(data))`` of ``direction``'s stream."""
+
+    def gap(self, direction: int, offset: int, length: int, ts: float) -> None:
+        """Bytes ``[offset, offset + length)`` will never come (not captured, or given up waiting)."""
+
+    def end(self, direction: int, offset: int, ts: float, how: str) -> None:
+        """``direction``'s stream ended at ``offset``; ``how`` is one of the ``END_*`` values."""

@@ -1,0 +1,228 @@
+"""Demultiplex TCP segments into connections and feed each direction's reassembler (sans-IO).
+
+A segment is the capture reader's tuple
+``(frame, ts, src, sport, dst, dport, seq, ack, flags, payload, missing)``.
+
+Fast path: one dict lookup of the 4-tuple, the segment's sequence number equal to the one expected,
+no SYN/FIN/RST, nothing cut by the snaplen and nothing buffered out of order: the counters are bumped
+and the payload memoryview goes straight to ``sink.data``. Everything else takes :meth:`_slow`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+
+from .connection import (
+    EPHEMERAL_PORT_MIN,
+    ROLE_FIRST_PACKET,
+    ROLE_PORT,
+    ROLE_SYN,
+    ROLE_SYNACK,
+    Connection,
+    ip_text,
+)
+from .flags import ACK, CONTROL, FIN, RST, SEQ_MASK, SYN
+from .halfstream import HalfStream
+from .sink import END_CAPTURE, END_RST, END_SUPERSEDED, StreamSink
+
+Segment = tuple[int, float, bytes, int, bytes, int, int, int, int, "memoryview | bytes", int]
+SinkFactory = Callable[[Connection], "StreamSink | None"]
+_Key = tuple[bytes, int, bytes, int]
+
+
+class TcpTracker:
+    """Tracks every TCP connection in a capture and reassembles both directions of each.
+
+    ``sink_factory(conn)`` is called once per connection, when it is first seen; it returns the sink
+    for its two streams or ``None`` (the connection is still tracked and counted).
+    ``ooo_limit`` bounds the out-of-order bytes buffered per direction; ``tail_size`` is how many
+    recently delivered bytes per direction are kept to compare retransmissions with (0 = don't).
+    ``server_ports`` helps guess roles of connections whose handshake was not captured.
+    """
+
+    def __init__(self, sink_factory: SinkFactory, *, ooo_limit: int = 8 << 20, tail_size: int = 64 << 10,
+                 server_ports: Collection[int] = ()) -> None:
+        self._sink_factory = sink_factory
+        self._ooo_limit = ooo_limit
+        self._tail_size = tail_size
+        self._tail_trim = 2 * tail_size
+        self._server_ports = frozenset(server_ports)
+        self._halves: dict[_Key, HalfStream] = {}
+        self.connections: list[Connection] = []
+
+    # ---- hot path ------------------------------------------------------------------------------
+
+    def feed(self, seg: Segment) -> None:
+        """Process one segment. (The body of :meth:`feed_all`'s loop, kept identical by hand.)"""
+        frame, ts, src, sport, dst, dport, seq, ack, flags, payload, missing = seg
+        h = self._halves.get((src, sport, dst, dport))
+        if h is None or seq != h.next_seq or flags & CONTROL or missing:
+            self._slow(seg)
+            return
+        h.frames += 1
+        h.last_ts = ts
+        n = len(payload)
+        if n:
+            off = h.offset
+            h.offset = off + n
+            h.next_seq = (seq + n) & SEQ_MASK
+            if h.first_data_ts is None:
+                h.first_data_ts = ts
+            h.last_data_ts = ts
+            tail = h.tail
+            if tail is not None:
+                tail += payload
+                if len(tail) > self._tail_trim:
+                    del tail[:len(tail) - self._tail_size]
+            if h.deliver is not None:
+                h.deliver(h.direction, off, payload, ts)
+
+    def feed_all(self, segments: Iterable[Segment]) -> None:
+        """Process every segment of an iterable; the same as calling :meth:`feed` on each, but faster."""
+        get = self._halves.get
+        slow = self._slow
+        trim = self._tail_trim
+        keep = self._tail_size
+        for seg in segments:
+            frame, ts, src, sport, dst, dport, seq, ack, flags, payload, missing = seg
+            h = get((src, sport, dst, dport))
+            if h is None or seq != h.next_seq or flags & CONTROL or missing:
+                slow(seg)
+                continue
+            h.frames += 1
+            h.last_ts = ts
+            n = len(payload)
+            if n:
+                off = h.offset
+                h.offset = off + n
+                h.next_seq = (seq + n) & SEQ_MASK
+                if h.first_data_ts is None:
+                    h.first_data_ts = ts
+                h.last_data_ts = ts
+                tail = h.tail
+                if tail is not None:
+                    tail += payload
+                    if len(tail) > trim:
+                        del tail[:len(tail) - keep]
+                if h.deliver is not None:
+                    h.deliver(h.direction, off, payload, ts)
+
+    # ---- everything else -----------------------------------------------------------------------
+
+    def _slow(self, seg: Segment) -> None:
+        frame, ts, src, sport, dst, dport, seq, ack, flags, payload, missing = seg
+        key = (src, sport, dst, dport)
+        h = self._halves.get(key)
+        if h is None:
+            h = self._open(key, flags, ts)
+        elif flags & SYN and self._starts_new(h, seq, flags):
+            self._supersede(h, ts)
+            h = self._open(key, flags, ts)
+        conn = h.conn
+        assert conn is not None
+        h.frames += 1
+        h.last_ts = ts
+        n = len(payload)
+
+        if flags & SYN:
+            if h.isn is None:
+                h.isn = seq
+                if h.base is None:
+                    h.base = (seq + 1) & SEQ_MASK
+            if flags & ACK:
+                if conn.synack_ts is None:
+                    conn.synack_ts = ts
+            else:
+                if conn.syn_ts is None:
+                    conn.syn_ts = ts
+                    conn.syn_seen = True
+                    h.awaiting_handshake = h.direction == 0
+            seq = (seq + 1) & SEQ_MASK               # data in a SYN (TFO) follows the SYN's number
+        elif h.base is None:
+            h.base = seq
+        if h.awaiting_handshake and flags & ACK and not flags & SYN:
+            h.awaiting_handshake = False
+            if conn.synack_ts is not None and conn.handshake_ts is None:
+                conn.handshake_ts = ts
+
+        if flags & RST:
+            if h.rst_ts is None:
+                h.rst_ts = ts
+            h.ignored_bytes += n + missing
+            if conn.closed_by is None:
+                conn.closed_by = "client" if h.direction == 0 else "server"
+            for half in conn.halves:
+                half.flush(ts)
+                half.end(END_RST, ts)
+            return
+
+        if n or missing:
+            h.accept(seq, payload, missing, ts)
+        if flags & FIN:
+            if conn.closed_by is None and h.ended is None:
+                conn.closed_by = "client" if h.direction == 0 else "server"
+            h.fin(h.offset_of((seq + n + missing) & SEQ_MASK), ts)
+        h.refresh()
+
+    def _starts_new(self, h: HalfStream, seq: int, flags: int) -> bool:
+        """Does this SYN or SYN-ACK open a new connection on the 4-tuple (rather than repeat one)?"""
+        conn = h.conn
+        assert conn is not None
+        if conn.closed:
+            return True
+        if h.isn is not None:
+            return h.isn != seq                      # same ISN: a retransmitted SYN / SYN-ACK
+        if h.base is not None:
+            return True                              # this side sent data without a SYN before
+        return conn.halves[1 - h.direction].isn is None
+
+    def _open(self, key: _Key, flags: int, ts: float) -> HalfStream:
+        """Start tracking a connection whose first segment seen is ``key``'s; return ``key``'s half."""
+        src, sport, dst, dport = key
+        if flags & SYN:
+            role = ROLE_SYNACK if flags & ACK else ROLE_SYN
+            client_is_src = not flags & ACK
+        elif (dport in self._server_ports) != (sport in self._server_ports):
+            role, client_is_src = ROLE_PORT, dport in self._server_ports
+        elif (dport < EPHEMERAL_PORT_MIN) != (sport < EPHEMERAL_PORT_MIN):
+            role, client_is_src = ROLE_PORT, dport < EPHEMERAL_PORT_MIN
+        else:
+            role, client_is_src = ROLE_FIRST_PACKET, True
+        if client_is_src:
+            ckey, skey = key, (dst, dport, src, sport)
+        else:
+            ckey, skey = (dst, dport, src, sport), key
+        halves = (HalfStream(0, self._ooo_limit, self._tail_size),
+                  HalfStream(1, self._ooo_limit, self._tail_size))
+        conn = Connection(len(self.connections), (ip_text(ckey[0]), ckey[1]), (ip_text(skey[0]), skey[1]),
+                          role, ts, halves)
+        for half in halves:
+            half.conn = conn
+        self._halves[ckey] = halves[0]
+        self._halves[skey] = halves[1]
+        self.connections.append(conn)
+        sink = self._sink_factory(conn)
+        conn.sink = sink
+        for half in halves:
+            half.attach(sink)
+        return halves[0] if client_is_src else halves[1]
+
+    def _supersede(self, h: HalfStream, ts: float) -> None:
+        conn = h.conn
+        assert conn is not None
+        for half in conn.halves:
+            half.flush(ts)
+            half.end(END_SUPERSEDED, ts)
+
+    def finish(self, ts: float | None = None) -> None:
+        """End of capture: declare remaining holes as gaps, deliver buffered data, end open streams.
+
+        ``ts`` defaults to each connection's last segment time. Calling it again does nothing.
+        """
+        for conn in self.connections:
+            if conn.closed:
+                continue
+            when = conn.last_ts if ts is None else ts
+            for half in conn.halves:
+                half.flush(when)
+                half.end(END_CAPTURE, when)

@@ -1,0 +1,152 @@
+"""Connection tracking: roles, handshake times, RST, close, SYN retransmission, port reuse, IPv6."""
+
+from __future__ import annotations
+
+import json
+
+from test_tcp_support import Flow, Recorders
+
+from dissectors.tcp import TcpTracker
+
+
+def run(segments: list[tuple], **kwargs) -> tuple[TcpTracker, Recorders]:
+    recs = Recorders()
+    tracker = TcpTracker(recs, **kwargs)
+    tracker.feed_all(segments)
+    tracker.finish()
+    return tracker, recs
+
+
+def test_rst_ends_both_directions() -> None:
+    f = Flow()
+    segs = f.handshake() + [f.c(0, b"abc"), f.s(0, b"xy"), f.s(2, flags="RA"), f.c(3, b"late")]
+    tracker, recs = run(segs)
+    (conn,) = tracker.connections
+    assert recs[0].ends == [(3, "rst"), (2, "rst")]
+    assert conn.closed_by == "server" and conn.state == "reset"
+    assert conn.rst_ts == (None, 0.006)
+    assert conn.ignored_bytes == (4, 0)
+    assert conn.frames == (4, 3)
+
+
+def test_rst_flushes_buffered_data_with_gap() -> None:
+    f = Flow()
+    segs = f.handshake() + [f.c(0, b"abc"), f.c(10, b"klm"), f.c(13, flags="RA")]
+    _, recs = run(segs)
+    assert recs[0].pieces[0] == [("data", 0, b"abc"), ("gap", 3, 7), ("data", 10, b"klm")]
+    assert recs[0].ends[0] == (13, "rst")
+
+
+def test_simultaneous_close() -> None:
+    f = Flow()
+    segs = f.handshake() + [f.c(0, b"hi"), f.s(0, b"yo"), f.s(2, flags="FA"), f.c(2, flags="FA"),
+                            f.c(3, flags="A"), f.s(3, flags="A")]
+    tracker, recs = run(segs)
+    conn = tracker.connections[0]
+    assert recs[0].ends == [(2, "fin"), (2, "fin")]
+    assert conn.closed_by == "server" and conn.state == "closed"
+    assert conn.fin_ts == (0.007, 0.006)
+
+
+def test_syn_retransmission_is_not_a_new_connection() -> None:
+    f = Flow()
+    segs = [f.syn(), f.syn(), f.syn(), f.synack(), f.synack(), f.ack(), f.c(0, b"data")]
+    tracker, recs = run(segs)
+    (conn,) = tracker.connections
+    assert conn.syn_ts == 0.001 and conn.synack_ts == 0.004 and conn.handshake_ts == 0.006
+    assert recs[0].stream(0) == b"data"
+
+
+def test_port_reuse_after_close_and_after_rst() -> None:
+    a = Flow(cisn=100, sisn=200)
+    segs = a.handshake() + [a.c(0, b"one"), a.c(3, flags="FA"), a.s(0, flags="FA"), a.c(4, flags="A")]
+    b = Flow(cisn=100, sisn=900, frame=a.frame, ts=a.ts)     # same ISN: still a new connection (closed)
+    segs += b.handshake() + [b.c(0, b"two"), b.s(0, flags="RA")]
+    c = Flow(cisn=7777, sisn=1, frame=b.frame, ts=b.ts)
+    segs += c.handshake() + [c.c(0, b"three")]
+    tracker, recs = run(segs)
+    assert [conn.index for conn in tracker.connections] == [0, 1, 2]
+    assert [r.stream(0) for r in recs] == [b"one", b"two", b"three"]
+    assert [r.ends[0][1] for r in recs] == ["fin", "rst", "capture-end"]
+    assert tracker.connections[0].frames == (5, 2)
+
+
+def test_new_isn_on_open_connection_supersedes_it() -> None:
+    a = Flow(cisn=100)
+    segs = a.handshake() + [a.c(0, b"old"), a.c(10, b"lost-before")]
+    b = Flow(cisn=5_000_000, frame=a.frame, ts=a.ts)
+    segs += b.handshake() + [b.c(0, b"new")]
+    tracker, recs = run(segs)
+    assert len(tracker.connections) == 2
+    assert recs[0].pieces[0] == [("data", 0, b"old"), ("gap", 3, 7), ("data", 10, b"lost-before")]
+    assert recs[0].ends == [(21, "superseded"), (0, "superseded")]
+    assert recs[1].stream(0) == b"new"
+
+
+def test_synless_connection_then_syn_is_new() -> None:
+    a = Flow(cisn=100)
+    segs = [a.c(0, b"mid-stream")]
+    b = Flow(cisn=100, frame=a.frame, ts=a.ts)
+    segs += b.handshake() + [b.c(0, b"fresh")]
+    tracker, recs = run(segs)
+    assert [c.syn_seen for c in tracker.connections] == [False, True]
+    assert [r.stream(0) for r in recs] == [b"mid-stream", b"fresh"]
+
+
+def test_role_guesses() -> None:
+    # SYN-ACK first: the SYN was before the capture
+    f = Flow(cport=50000, sport=49152)
+    t, _ = run([f.synack(), f.ack(), f.c(0, b"x")])
+    conn = t.connections[0]
+    assert conn.role_guess == "synack" and not conn.syn_seen
+    assert conn.client == ("10.0.0.1", 50000) and conn.handshake_ts is None
+    assert conn.bytes == (1, 0)
+    # both ports ephemeral, server sends first: first-packet guess gets it backwards
+    f = Flow(cport=50000, sport=49152)
+    t, _ = run([f.s(0, b"reply"), f.c(0, b"x")])
+    assert t.connections[0].role_guess == "first-packet"
+    assert t.connections[0].client == ("10.0.0.2", 49152)
+    # ... unless the server port is known
+    f = Flow(cport=50000, sport=49152)
+    t, _ = run([f.s(0, b"reply"), f.c(0, b"x")], server_ports={49152})
+    assert t.connections[0].role_guess == "port"
+    assert t.connections[0].server == ("10.0.0.2", 49152)
+
+
+def test_ipv6_and_to_dict_is_json() -> None:
+    f = Flow(cip=bytes(15) + b"\x01", sip=bytes.fromhex("fe800000000000000000000000000002"))
+    tracker, _ = run(f.handshake() + [f.c(0, b"abc")])
+    d = tracker.connections[0].to_dict()
+    assert d["client"] == "[::1]:40000" and d["server"] == "[fe80::2]:4444"
+    assert d["directions"][0]["bytes"] == 3 and d["directions"][0]["end"] == "capture-end"
+    json.dumps(d)
+
+
+def test_several_connections_interleaved_in_first_seen_order() -> None:
+    flows = [Flow(cport=40000 + i, cisn=i * 1000) for i in range(4)]
+    segs = []
+    for f in flows:
+        segs += f.handshake()
+    for step in range(3):
+        for i, f in enumerate(flows):
+            segs.append(f.c(step * 2, bytes([i, step])))
+    tracker, recs = run(segs)
+    assert [c.client[1] for c in tracker.connections] == [40000, 40001, 40002, 40003]
+    assert [r.stream(0) for r in recs] == [bytes([i, 0, i, 1, i, 2]) for i in range(4)]
+
+
+def test_pure_acks_take_the_fast_path_and_are_counted() -> None:
+    f = Flow()
+    segs = f.handshake() + [f.c(0, b"a" * 100), f.s(0, flags="A"), f.c(100, b"b" * 100), f.s(0, flags="A")]
+    tracker, _ = run(segs)
+    conn = tracker.connections[0]
+    assert conn.frames == (4, 3)
+    assert conn.last_ts == 0.007 and conn.first_ts == 0.001
+    assert conn.first_data_ts == (0.004, None)
+
+
+def test_finish_is_idempotent_and_keeps_closed() -> None:
+    f = Flow()
+    tracker, recs = run(f.handshake() + [f.c(0, b"abc")])
+    tracker.finish()
+    assert recs[0].ends[0] == (3, "capture-end")
