@@ -2,8 +2,8 @@
 /*
  * migshark test guest: a tiny 32-bit multiboot kernel for recording migrations.
  *
- * It fills `fill` MiB of RAM (from 4 MiB up) with a non-zero, page-unique pattern, so the migration has
- * real pages to send rather than zero pages, then keeps dirtying the first `dirty` pages of that area at
+ * It fills `fill` MiB of RAM (from 4 MiB up) with a non-zero, page-unique (and compressible) pattern, so
+ * the migration has real pages to send rather than zero pages, then keeps dirtying the first `dirty` pages of that area at
  * `rate` pages per second (timed by polling the PIT, no interrupts), so precopy keeps iterating and
  * postcopy gets page requests. Progress goes to COM1 once a second.
  *
@@ -162,10 +162,13 @@ void kmain(uint32_t magic, const struct multiboot_info *mbi)
     putu(rate);
     puts("\n");
 
-    /* Fill: every 32-bit word differs, and no page is a copy of another. */
+    /*
+     * Fill: a non-zero pattern (so QEMU sends every page as a normal page, not a zero page) that starts
+     * with the page number (so no two pages are alike) and is otherwise constant, so captures gzip well.
+     */
     volatile uint32_t *mem = (volatile uint32_t *)FILL_BASE;
     for (uint32_t i = 0; i < pages * (PAGE / 4u); i++)
-        mem[i] = (i * 2654435761u) | 1u;
+        mem[i] = (i % (PAGE / 4u)) ? 0x6D696773u /* "migs" */ : i / (PAGE / 4u) + 1u;
     puts("migshark-guest: filled\n");
 
     if (!dirty || !rate) {

@@ -209,6 +209,7 @@ class Run:
             with open(pcap, "rb") as src, gzip.open(gz, "wb", compresslevel=9) as dst:
                 shutil.copyfileobj(src, dst)
             pcap.unlink()
+            manifest["capture"]["uncompressed_size_bytes"] = pcap.stat().st_size
             pcap = gz
             manifest["capture"]["file"] = gz.name
             manifest["capture"]["size_bytes"] = gz.stat().st_size

@@ -25,8 +25,8 @@ class Scenario:
     max_postcopy_bandwidth: int = 0  # 0 = unlimited
     postcopy_after_s: float = 1.5
     memory_mib: int = 64
-    fill_mib: int = 24
-    dirty_pages: int = 4096
+    fill_mib: int = 16
+    dirty_pages: int = 2048
     dirty_rate: int = 2000
     timeout_s: float = 60.0
     expect: str = "completed"  # completed | failed | stalled
