@@ -1,0 +1,100 @@
+"""One streaming pass over a capture: TCP reassembly into per-connection facts, then judgement.
+
+Memory is bounded by the number of connections (facts keep bounded summaries; the reassembler bounds
+its out-of-order buffer), never by the capture size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dissectors import __version__
+from dissectors.analysis.facts import ConnectionFacts
+from dissectors.analysis.grouping import group
+from dissectors.analysis.judge import MigrationJudge, Options
+from dissectors.analysis.ledger import PageLedger
+from dissectors.capture import open_capture
+from dissectors.tcp import TcpTracker
+from dissectors.tcp.connection import Connection
+
+SCHEMA = 1
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class Analysis:
+    report: dict[str, Any]
+    facts: list[ConnectionFacts] = field(default_factory=list)
+
+
+def reassemble(path: str, sink_factory: Callable[[Connection], Any],
+               progress: ProgressFn | None = None) -> tuple[TcpTracker, dict[str, Any]]:
+    """Feed every TCP segment of ``path`` to a tracker; return it and a capture summary."""
+    tracker = TcpTracker(sink_factory)
+    first_ts = last_ts = None
+    with open_capture(path) as cap:
+        feed = tracker.feed
+        n = 0
+        for seg in cap.tcp_segments():
+            feed(seg)
+            n += 1
+            if progress is not None and not n & 0x3FFF:
+                progress(cap.position, cap.size)
+            if first_ts is None:
+                first_ts = seg[1]
+            last_ts = seg[1]
+        tracker.finish()
+        if progress is not None:
+            progress(cap.size, cap.size)
+        st = cap.stats
+        summary = {
+            "file": str(path),
+            "frames": st.frames,
+            "tcp_segments": st.tcp_segments,
+            "non_tcp": st.non_tcp,
+            "truncated_frames": st.truncated_frames,
+            "link_types": sorted(st.link_types),
+            "first_time": first_ts,
+            "last_time": last_ts,
+            "warnings": list(cap.warnings),
+        }
+    return tracker, summary
+
+
+def analyze(path: str, options: Options | None = None, progress: ProgressFn | None = None,
+            page_size: int = 4096) -> Analysis:
+    options = options or Options()
+    ledger = PageLedger(page_size)
+    facts: list[ConnectionFacts] = []
+
+    def factory(conn: Connection) -> ConnectionFacts:
+        f = ConnectionFacts(conn, ledger, page_size)
+        facts.append(f)
+        return f
+
+    tracker, capture = reassemble(path, factory, progress)
+    end = capture["last_time"] or 0.0
+    groups = [g for g in group(facts) if _is_migration(g.connections)]
+    in_migration = {id(f) for g in groups for f in g.connections}
+    migrations = [MigrationJudge(g, i, ledger, end, options).run() for i, g in enumerate(groups)]
+    others = [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in facts if id(f) not in in_migration]
+    findings = sum(len(m["misclassifications"]) + len(m["stalls"]) + (m["outcome"]["status"] == "failed")
+                   for m in migrations)
+    report = {
+        "schema": SCHEMA,
+        "tool": f"migshark {__version__}",
+        "capture": capture,
+        "options": {"qemu_version": options.qemu_version, "stall_threshold": options.stall_threshold,
+                    "progress_timeout": options.progress_timeout},
+        "migrations": migrations,
+        "other_connections": others,
+        "findings": findings,
+    }
+    return Analysis(report, facts)
+
+
+def _is_migration(conns: list[ConnectionFacts]) -> bool:
+    """A group is a migration if any connection carries a migration channel's bytes."""
+    return any(f.kind in ("main", "main-recovery", "multifd", "tls", "preempt-candidate") for f in conns)

@@ -1,0 +1,87 @@
+"""Group a capture's connections into migrations.
+
+Per destination endpoint, a connection joins a migration that is still alive when it opens (one of its
+connections has not ended yet) unless it would be that migration's second main channel. A recovered
+main channel (RECV_BITMAP first, no QEVM) joins the latest paused postcopy migration, whatever the port
+(``migrate-recover`` usually listens on a new one). Multifd channels carry the source UUID in their
+hello; a channel whose UUID disagrees with the migration's never joins it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dissectors.analysis.facts import ConnectionFacts
+
+
+@dataclass
+class MigrationGroup:
+    destination: str
+    legs: list[list[ConnectionFacts]] = field(default_factory=list)   # leg 0, then each recovery
+
+    @property
+    def connections(self) -> list[ConnectionFacts]:
+        return [f for leg in self.legs for f in leg]
+
+    @property
+    def current(self) -> list[ConnectionFacts]:
+        return self.legs[-1]
+
+    def endpoints(self) -> set[str]:
+        return {f.endpoint for f in self.current} or {self.destination}
+
+    def alive_at(self, ts: float) -> bool:
+        return any(_end(f) >= ts for f in self.current)
+
+    def uuid(self) -> str | None:
+        for f in self.connections:
+            if f.hello and f.hello.get("uuid"):
+                return str(f.hello["uuid"])
+        return None
+
+    def has_main(self) -> bool:
+        return any(f.kind in ("main", "main-recovery") for f in self.current)
+
+    def postcopy(self) -> bool:
+        return any(f.commands("POSTCOPY_ADVISE") or f.commands("POSTCOPY_RUN") for f in self.connections)
+
+
+def _end(f: ConnectionFacts) -> float:
+    """When the connection ended for good (both directions), else infinity."""
+    return f.conn.last_ts if f.conn.closed else float("inf")
+
+
+def start_ts(f: ConnectionFacts) -> float:
+    c = f.conn
+    for t in (c.handshake_ts, c.synack_ts, c.syn_ts, c.first_ts):
+        if t is not None:
+            return t
+    return 0.0
+
+
+def group(facts: list[ConnectionFacts]) -> list[MigrationGroup]:
+    groups: list[MigrationGroup] = []
+    for f in sorted(facts, key=start_ts):
+        ts = start_ts(f)
+        if f.kind == "main-recovery":
+            paused = [g for g in groups if g.postcopy()]
+            if paused:
+                paused[-1].legs.append([f])
+                continue
+        target = None
+        for g in reversed(groups):
+            if f.endpoint not in g.endpoints() or not g.alive_at(ts):
+                continue
+            if f.kind in ("main", "main-recovery") and g.has_main():
+                continue
+            uuid = f.hello.get("uuid") if f.hello else None
+            if uuid and g.uuid() not in (None, uuid):
+                continue
+            target = g
+            break
+        if target is None:
+            # A recovery leg on the same endpoint: a new connection after the leg's main closed.
+            target = MigrationGroup(f.endpoint, [[]])
+            groups.append(target)
+        target.current.append(f)
+    return groups

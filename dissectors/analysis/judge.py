@@ -1,0 +1,402 @@
+"""Judge one migration: accept order, true and assigned roles, misclassifications, stalls, outcome."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dissectors.analysis import policies as P
+from dissectors.analysis.facts import ConnectionFacts
+from dissectors.analysis.grouping import MigrationGroup, start_ts
+from dissectors.analysis.ledger import PageLedger
+from dissectors.analysis.roles import infer_generation, true_role
+from dissectors.tcp.connection import Connection
+from dissectors.tcp.connection import endpoint_text as _addr
+
+BAD_MAGIC_72 = "multifd: received packet magic 5145564d expected 11223344"
+
+
+@dataclass
+class Options:
+    qemu_version: str | None = None      # the destination's QEMU version, if known
+    stall_threshold: float = 1.0         # seconds a page request may wait before it is a stall
+    progress_timeout: float = 5.0        # seconds without bytes before a migration "stopped making progress"
+
+
+def _rst(c: Connection) -> float | None:
+    times = [t for t in c.rst_ts if t is not None]
+    return min(times) if times else None
+
+
+def _r(ts: float | None) -> float | None:
+    return None if ts is None else round(ts, 6)
+
+
+class MigrationJudge:
+    def __init__(self, group: MigrationGroup, index: int, ledger: PageLedger, capture_end: float,
+                 options: Options) -> None:
+        self.g = group
+        self.index = index
+        self.ledger = ledger
+        self.capture_end = capture_end
+        self.opt = options
+
+    # -- facts ------------------------------------------------------------------------------------
+    def setup(self, leg: list[ConnectionFacts], roles: list[str], recovery: bool) -> P.Setup:
+        mains = [f for f in self.g.connections if f.kind in ("main", "main-recovery")]
+        postcopy = any(f.commands("POSTCOPY_ADVISE") for f in mains) or recovery
+        multifd_ids = {f.hello.get("id") for f in self.g.connections if f.hello}
+        n_multifd = 0 if recovery else max(len(multifd_ids), roles.count(P.MULTIFD))
+        preempt = P.PREEMPT in roles
+        return P.Setup(multifd_channels=n_multifd, postcopy=postcopy, preempt=preempt, recovery=recovery)
+
+    def run(self) -> dict[str, Any]:
+        legs_out = []
+        channels: list[dict[str, Any]] = []
+        misclassifications: list[dict[str, Any]] = []
+        stalls: list[dict[str, Any]] = []
+        what_if: dict[str, Any] = {}
+        policy_info: dict[str, Any] = {}
+        all_main = [f for f in self.g.connections if f.kind in ("main", "main-recovery")]
+        postcopy = any(f.commands("POSTCOPY_ADVISE") for f in all_main)
+        for leg_no, leg in enumerate(self.g.legs):
+            order = sorted(leg, key=start_ts)
+            recovery = leg_no > 0 or any(f.kind == "main-recovery" for f in order)
+            truth = [true_role(f, postcopy or recovery) for f in order]
+            roles = [t[0] for t in truth]
+            setup = self.setup(order, roles, recovery)
+            views = [P.ChannelView(role=P.destination_roles(r), magic=f.magic, tls=(r == P.TLS))
+                     for r, f in zip(roles, order, strict=True)]
+            policy_name, why, gen = self.choose_policy(order, roles)
+            chosen = P.POLICIES[policy_name](views, setup)
+            for name, fn in P.POLICIES.items():
+                a = fn(views, setup)
+                bad = [i for i, (v, r) in enumerate(zip(views, a.roles, strict=True)) if _wrong(v.role, r)]
+                what_if.setdefault(name, []).append({
+                    "leg": leg_no, "roles": a.roles, "misclassified": bad,
+                    "verdict": _verdict(views, a, bad),
+                })
+            policy_info = {"name": policy_name, "why": why, "source_generation": gen.text(),
+                           "evidence": gen.evidence, "notes": chosen.notes}
+            multifd_seen = 0
+            for i, (f, (role, evidence)) in enumerate(zip(order, truth, strict=True)):
+                assigned = chosen.roles[i]
+                wrong = _wrong(P.destination_roles(role), assigned)
+                ch = self.channel(f, i, leg_no, role, evidence, assigned, wrong)
+                if assigned == P.MULTIFD:
+                    ch["assigned_multifd_slot"] = multifd_seen
+                    multifd_seen += 1
+                if wrong:
+                    m = self.misclassification(f, ch, order, chosen.errors[i], policy_name)
+                    ch["predicted_failure"] = m["failure"]
+                    misclassifications.append(m)
+                    stall = self.misclass_stall(f, ch, order)
+                    if stall:
+                        stalls.append(stall)
+                channels.append(ch)
+            legs_out.append({"leg": leg_no, "kind": "recovery" if recovery else "initial",
+                             "channels": len(order), "setup": vars(setup)})
+        stalls.extend(self.request_stalls(postcopy))
+        np = self.no_progress()
+        if np and not stalls:
+            stalls.append(np)
+        outcome = self.outcome(misclassifications, stalls)
+        conns = self.g.connections
+        return {
+            "id": self.index,
+            "destination": self.g.destination,
+            "start_time": _r(min(start_ts(f) for f in conns)),
+            "end_time": _r(max(f.conn.last_ts for f in conns)),
+            "vantage": vantage(conns),
+            "policy": policy_info,
+            "outcome": outcome,
+            "legs": legs_out,
+            "postcopy": self.postcopy_summary(),
+            "channels": channels,
+            "misclassifications": misclassifications,
+            "stalls": stalls,
+            "what_if": what_if,
+        }
+
+    # -- policy -----------------------------------------------------------------------------------
+    def choose_policy(self, order: list[ConnectionFacts], roles: list[str]) -> tuple[str, str, Any]:
+        main = next((f for f in self.g.connections if f.kind == "main"), None)
+        multifd = [f for f in self.g.connections if f.kind == "multifd"]
+        preempt_early = None
+        pre = [f for f, r in zip(order, roles, strict=True) if r == P.PREEMPT]
+        if main is not None and pre:
+            run = main.first_event("main.cmd", cmd="POSTCOPY_RUN")
+            pong = None
+            preempt_early = start_ts(pre[0]) - start_ts(main) < 0.5 and (run is None or start_ts(pre[0]) < run.ts)
+            del pong
+        gen = infer_generation(main, multifd, preempt_early)
+        if self.opt.qemu_version:
+            name = P.policy_for_version(self.opt.qemu_version)
+            return name, f"--qemu-version {self.opt.qemu_version} (the destination's)", gen
+        lo = gen.at_least
+        if lo >= (10, 1):
+            return "qemu-10.1+", f"source looks like QEMU {gen.text()}; assuming the destination is the same", gen
+        if lo >= (8, 0):
+            return ("qemu-8.0-10.0", f"source looks like QEMU {gen.text()}; assuming the destination runs "
+                    "the same generation (pass --qemu-version for another)", gen)
+        return ("qemu-7.2", f"no 8.0+ feature in the streams ({gen.text()}); assuming a QEMU 7.2 destination "
+                "(pass --qemu-version for another)", gen)
+
+    # -- per channel ------------------------------------------------------------------------------
+    def channel(self, f: ConnectionFacts, i: int, leg: int, role: str, evidence: str, assigned: str,
+                wrong: bool) -> dict[str, Any]:
+        c = f.conn
+        hello = f.hello or {}
+        return {
+            "accept_index": i,
+            "leg": leg,
+            "connection": c.index,
+            "client": _addr(c.client),
+            "server": _addr(c.server),
+            "syn_time": _r(c.syn_ts),
+            "handshake_time": _r(c.handshake_ts),
+            "syn_seen": c.syn_seen,
+            "role": role,
+            "role_evidence": evidence,
+            "multifd_id": hello.get("id") if role == P.MULTIFD else None,
+            "uuid": hello.get("uuid"),
+            "assigned_role": assigned,
+            "misclassified": wrong,
+            "verifiable": role not in (P.TLS, P.UNKNOWN),
+            "bytes_to_server": c.bytes[0],
+            "bytes_to_client": c.bytes[1],
+            "first_data_time": _r(c.first_data_ts[0]),
+            "last_data_time": _r(c.last_data_ts[0]),
+            "closed_by": c.closed_by,
+            "fin_time": [_r(t) for t in c.fin_ts],
+            "rst_time": _r(_rst(c)),
+            "gaps": [[[o, n] for o, n in c.gaps[d][:20]] for d in (0, 1)],
+            "gap_bytes": [c.gap_bytes[0], c.gap_bytes[1]],
+            "retransmitted_bytes": [c.retransmitted_bytes[0], c.retransmitted_bytes[1]],
+            "records": dict(sorted(f.counts.items())),
+            "malformed": [{"offset": m.offset, "reason": m.fields.get("reason", "")} for m in f.malformed],
+        }
+
+    def misclassification(self, f: ConnectionFacts, ch: dict[str, Any], order: list[ConnectionFacts],
+                          error: str | None, policy: str) -> dict[str, Any]:
+        role, assigned = ch["role"], ch["assigned_role"]
+        c = f.conn
+        evidence: list[str] = [f"accepted {ch['accept_index'] + 1} of {len(order)} at "
+                               f"{_fmt(c.handshake_ts or c.syn_ts)}; its bytes say {role} ({ch['role_evidence']})"]
+        when = c.first_data_ts[0] or c.handshake_ts
+        if error:
+            failure = error
+        elif role == P.MAIN and assigned == P.MULTIFD:
+            slot = ch.get("assigned_multifd_slot", 0)
+            failure = f"failed to receive packet via multifd channel {slot}: {BAD_MAGIC_72}"
+            evidence.append(f"QEVM arrived on it at {_fmt(c.first_data_ts[0])} where a multifd hello was expected")
+        elif role == P.MULTIFD and assigned == P.MAIN:
+            failure = ("taken as the main channel; the loader waits for every multifd channel, "
+                       "so it fails through the real main channel's bad magic (else: Not a migration stream)")
+        elif role == P.PREEMPT and assigned == P.MAIN:
+            if c.first_data_ts[0] is not None:
+                failure = (f"stall, no error, until the source first writes on it at {_fmt(c.first_data_ts[0])}; "
+                           "then: Not a migration stream")
+            else:
+                failure = "stall, no error: the destination reads a silent socket"
+        elif role == P.MAIN and assigned == P.PREEMPT:
+            failure = "the real main channel is read as the preempt channel: its QEVM stream is not loaded"
+        else:
+            failure = f"taken as {assigned} though it carries {role}"
+        if c.closed_by == "server":
+            t = _rst(c) if _rst(c) is not None else c.fin_ts[1]
+            if t is not None and when is not None:
+                how = "reset" if _rst(c) is not None else "closed"
+                evidence.append(f"the destination {how} the connection {(t - when) * 1000:.1f} ms after its "
+                                "first bytes arrived")
+        elif c.closed_by == "client":
+            evidence.append("the source closed it")
+        elif c.last_ts is not None:
+            evidence.append("still open at the end of the capture")
+        return {
+            "accept_index": ch["accept_index"],
+            "leg": ch["leg"],
+            "client": ch["client"],
+            "role": role,
+            "assigned_role": assigned,
+            "policy": policy,
+            "time": _r(when),
+            "failure": failure,
+            "evidence": evidence,
+        }
+
+    def misclass_stall(self, f: ConnectionFacts, ch: dict[str, Any],
+                       order: list[ConnectionFacts]) -> dict[str, Any] | None:
+        if not (ch["role"] == P.PREEMPT and ch["assigned_role"] == P.MAIN) and ch["assigned_role"] != P.BLOCKED:
+            return None
+        c = f.conn
+        start = c.handshake_ts or c.syn_ts or c.first_ts
+        end = c.first_data_ts[0]
+        others = [o for o in order if o is not f]
+        sent = sum(o.conn.bytes[0] for o in others)
+        main = next((o for o in others if o.kind == "main"), None)
+        ev = [f"no byte from the source on {ch['client']} from {_fmt(start)} to {_fmt(end or self.capture_end)}",
+              f"meanwhile the other channels carried {sent} bytes to the destination"]
+        if main is not None:
+            ev.append(f"the real main channel {_addr(main.conn.client)} got {main.conn.bytes[1]} bytes back "
+                      "(return path)")
+        return {
+            "kind": "preempt-as-main" if ch["assigned_role"] == P.MAIN else "peek-blocked",
+            "start": _r(start),
+            "end": _r(end),
+            "ongoing_at_capture_end": end is None,
+            "duration": _r((end or self.capture_end) - start) if start is not None else None,
+            "channels": [ch["client"]] + ([_addr(main.conn.client)] if main else []),
+            "outstanding_requests": [],
+            "evidence": ev,
+        }
+
+    # -- stalls -----------------------------------------------------------------------------------
+    def request_stalls(self, postcopy: bool) -> list[dict[str, Any]]:
+        if not postcopy:
+            return []
+        endpoints = {f.endpoint for f in self.g.connections}
+        thr = self.opt.stall_threshold
+        late: list[tuple[float, float | None, Any]] = []
+        for ep in endpoints:
+            for r in self.ledger.served.get(ep, []):
+                if r.served_ts is not None and r.served_ts - r.ts > thr:
+                    late.append((r.ts, r.served_ts, r))
+            for r in self.ledger.waiting(ep):
+                if self.capture_end - r.ts > thr:
+                    late.append((r.ts, None, r))
+        late.sort(key=lambda x: x[0])
+        episodes: list[list[Any]] = []
+        for start, end, r in late:
+            e_end = end if end is not None else self.capture_end
+            if episodes and start <= episodes[-1][1]:
+                episodes[-1][1] = max(episodes[-1][1], e_end)
+                episodes[-1][2].append(r)
+                episodes[-1][3] = episodes[-1][3] or end is None
+            else:
+                episodes.append([start, e_end, [r], end is None])
+        out = []
+        conn_addr = {f.conn.index: _addr(f.conn.client) for f in self.g.connections}
+        for start, end, reqs, ongoing in episodes:
+            waiting = [r for r in reqs if r.served_ts is None]
+            chans = sorted({conn_addr.get(r.connection, "?") for r in reqs}
+                           | {conn_addr.get(r.served_by, "?") for r in reqs if r.served_by is not None})
+            out.append({
+                "kind": "page-request",
+                "start": _r(start),
+                "end": None if ongoing else _r(end),
+                "ongoing_at_capture_end": ongoing,
+                "duration": _r(end - start),
+                "channels": chans,
+                "outstanding_requests": [{"block": r.block, "addr": hex(r.addr), "time": _r(r.ts)}
+                                         for r in waiting[:20]],
+                "evidence": [f"{len(reqs)} page request(s) waited more than {thr:g} s for their page; "
+                             f"{len(waiting)} never served in the capture"],
+            })
+        return out
+
+    def no_progress(self) -> dict[str, Any] | None:
+        conns = self.g.connections
+        if any(f.first_event("main.eof") for f in conns):
+            return None
+        open_conns = [f for f in conns if _rst(f.conn) is None and f.conn.fin_ts[0] is None]
+        if not open_conns:
+            return None
+        last = max((f.conn.last_data_ts[0] or 0.0) for f in conns)
+        if self.capture_end - last < self.opt.progress_timeout:
+            return None
+        return {
+            "kind": "no-progress",
+            "start": _r(last),
+            "end": None,
+            "ongoing_at_capture_end": True,
+            "duration": _r(self.capture_end - last),
+            "channels": [_addr(f.conn.client) for f in open_conns],
+            "outstanding_requests": [],
+            "evidence": [f"no byte from the source on any channel for {self.capture_end - last:.1f} s before "
+                         f"the capture ends, {len(open_conns)} connection(s) still open, no EOF"],
+        }
+
+    # -- outcome ----------------------------------------------------------------------------------
+    def postcopy_summary(self) -> dict[str, Any]:
+        mains = [f for f in self.g.connections if f.kind in ("main", "main-recovery")]
+
+        def first(cmd: str) -> float | None:
+            ts = [r.ts for f in mains for r in f.commands(cmd)]
+            return _r(min(ts)) if ts else None
+
+        eps = {f.endpoint for f in self.g.connections}
+        served = [r for ep in eps for r in self.ledger.served.get(ep, [])]
+        lat = [r.served_ts - r.ts for r in served if r.served_ts is not None]
+        return {
+            "advise_time": first("POSTCOPY_ADVISE"),
+            "listen_time": first("POSTCOPY_LISTEN"),
+            "run_time": first("POSTCOPY_RUN"),
+            "page_requests": sum(f.counts.get("rp.req_pages.seen", 0) for f in mains),
+            "served_requests": len(served),
+            "max_latency": _r(max(lat)) if lat else None,
+        }
+
+    def outcome(self, misc: list[dict[str, Any]], stalls: list[dict[str, Any]]) -> dict[str, Any]:
+        conns = self.g.connections
+        eof = [r for f in conns if f.kind in ("main", "main-recovery") for r in f.events if r.kind == "main.eof"]
+        if eof:
+            return {"status": "completed", "reason": f"main channel reached EOF at {_fmt(eof[-1].ts)}"}
+        if stalls:
+            s = stalls[0]
+            return {"status": "stalled", "reason": f"{s['kind']} stall from {_fmt(s['start'])}"}
+        resets = [f for f in conns if _rst(f.conn) is not None or f.conn.closed_by == "server"]
+        if misc:
+            return {"status": "failed", "reason": misc[0]["failure"]}
+        if resets:
+            f = resets[0]
+            return {"status": "failed",
+                    "reason": f"{_addr(f.conn.client)} closed by {f.conn.closed_by} before the main channel's EOF"}
+        if all(f.conn.fin_ts[0] is not None for f in conns):
+            return {"status": "failed", "reason": "every connection closed without an EOF on the main channel"}
+        return {"status": "incomplete", "reason": "the capture ends before the migration does"}
+
+
+def _wrong(true_role: str, assigned: str) -> bool:
+    if true_role in (P.TLS, P.UNKNOWN):
+        return False
+    return true_role != assigned
+
+
+def _verdict(views: list[P.ChannelView], a: P.Assignment, bad: list[int]) -> str:
+    if not bad:
+        return "ok"
+    kinds = {(views[i].role, a.roles[i]) for i in bad}
+    if any(r == P.PREEMPT and x in (P.MAIN, P.BLOCKED) for r, x in kinds) or any(x == P.BLOCKED for _, x in kinds):
+        return "stalls"
+    return "fails"
+
+
+def _fmt(ts: float | None) -> str:
+    return "?" if ts is None else f"{ts:.6f}"
+
+
+def vantage(conns: list[ConnectionFacts]) -> dict[str, Any]:
+    """Where the capture was taken, judged from handshake timing."""
+    a, b = [], []
+    for f in conns:
+        c = f.conn
+        if c.syn_ts is not None and c.synack_ts is not None and c.handshake_ts is not None:
+            a.append(c.synack_ts - c.syn_ts)
+            b.append(c.handshake_ts - c.synack_ts)
+    if not a:
+        return {"guess": "unknown", "note": "no complete handshake seen: accept order is the order of first packets"}
+    ma, mb = sorted(a)[len(a) // 2], sorted(b)[len(b) // 2]
+    if ma < 2e-4 and mb < 2e-4:
+        guess, note = "same-host", ("SYN-ACK and ACK both follow within 0.2 ms (loopback or one host): "
+                                    "handshake times are the destination's accept-queue times")
+    elif ma < mb / 4:
+        guess, note = "destination", ("SYN-ACK is immediate and the ACK takes a round trip: captured near the "
+                                      "destination, handshake times are accept-queue times")
+    elif mb < ma / 4:
+        guess, note = "source", ("the ACK follows the SYN-ACK at once: captured near the source; the "
+                                 "destination queued each connection about half a round trip before the time shown")
+    else:
+        guess, note = "between", "captured between the hosts: accept times are shifted by part of a round trip"
+    return {"guess": guess, "median_syn_to_synack": round(ma, 6), "median_synack_to_ack": round(mb, 6),
+            "note": note}

@@ -1,0 +1,178 @@
+"""How a QEMU destination gives each accepted connection its role, per QEMU generation.
+
+Pure functions: they take the connections in accept order (each with its true role, as read from its
+bytes) and the migration's set-up, and return the role the destination would have given each, plus the
+reason. Sources: docs/wire-format.md section "How the destination classifies channels".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+# Role vocabulary shared with the report (docs/report-schema.md).
+MAIN = "main"
+MULTIFD = "multifd"
+PREEMPT = "preempt"
+RECOVERY = "main-recovery"
+TLS = "tls"
+UNKNOWN = "unknown"
+# Assigned-only outcomes: the destination never got to give this connection a role.
+BLOCKED = "blocked"      # the destination waits (peek on a silent socket) before deciding
+REJECTED = "rejected"    # the destination refuses the connection with an error
+
+
+@dataclass(frozen=True)
+class ChannelView:
+    """What a policy may know of one connection: its true role and whether it can be peeked."""
+
+    role: str
+    magic: bytes | None = None      # first 4 bytes client->server, None if it never sent 4 bytes
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The migration's set-up as far as the destination knows it (capabilities, channel count)."""
+
+    multifd_channels: int = 0       # 0 = multifd off
+    postcopy: bool = False
+    preempt: bool = False
+    recovery: bool = False          # these connections re-establish a paused postcopy migration
+
+
+@dataclass
+class Assignment:
+    roles: list[str]
+    errors: list[str | None]
+    policy: str
+    notes: list[str] = field(default_factory=list)
+
+
+QEVM = b"QEVM"
+MULTIFD_MAGIC = bytes.fromhex("11223344")
+
+
+def _positional(index_main: bool, setup: Setup) -> str:
+    if index_main:
+        return MAIN
+    if setup.multifd_channels:
+        return MULTIFD
+    return PREEMPT
+
+
+def accept_order_72(order: Sequence[ChannelView], setup: Setup) -> Assignment:
+    """QEMU <= 7.2: the first connection is main; later ones are multifd if multifd is on, else preempt."""
+    roles: list[str] = []
+    errors: list[str | None] = []
+    have_main = False
+    for _ in order:
+        roles.append(_positional(not have_main, setup))
+        errors.append(None)
+        have_main = True
+    return Assignment(roles, errors, "qemu-7.2", ["accept order only; nothing is peeked"])
+
+
+def peek_80(order: Sequence[ChannelView], setup: Setup) -> Assignment:
+    """QEMU 8.0-10.0: peek the magic only for precopy multifd on a plain socket; otherwise order."""
+    peek = setup.multifd_channels > 0 and not setup.postcopy
+    roles: list[str] = []
+    errors: list[str | None] = []
+    have_main = False
+    notes = []
+    if peek:
+        notes.append("multifd without postcopy: MSG_PEEK on the first 4 bytes where the socket allows it")
+    else:
+        notes.append("no peek (postcopy on or no multifd): accept order")
+    for c in order:
+        if peek and not c.tls:
+            if c.magic is None:
+                roles.append(BLOCKED)
+                errors.append("the peek loop waits for 4 bytes that never come (main loop stalls)")
+                continue
+            is_main = c.magic == QEVM
+        else:
+            is_main = not have_main
+        role = _positional(is_main, setup)
+        roles.append(role)
+        errors.append(None)
+        have_main = have_main or is_main
+    return Assignment(roles, errors, "qemu-8.0-10.0", notes)
+
+
+def peek_101(order: Sequence[ChannelView], setup: Setup) -> Assignment:
+    """QEMU 10.1+: peek until main and every multifd channel exist; any later connection is preempt."""
+    roles: list[str] = []
+    errors: list[str | None] = []
+    have_main = False
+    multifd = 0
+    for c in order:
+        if have_main and multifd >= setup.multifd_channels:
+            roles.append(PREEMPT)
+            errors.append(None)
+            continue
+        if not c.tls:
+            if c.magic is None:
+                roles.append(BLOCKED)
+                errors.append("the peek waits for 4 bytes that come only once postcopy sends on it")
+                continue
+            if c.magic == QEVM:
+                role = MAIN
+            elif c.magic == MULTIFD_MAGIC:
+                role = MULTIFD
+            elif not have_main and setup.recovery:
+                role = MAIN
+            else:
+                roles.append(REJECTED)
+                errors.append(f"unknown channel magic: {int.from_bytes(c.magic, 'big')}")
+                continue
+        elif have_main and setup.multifd_channels:
+            role = MULTIFD
+        elif not have_main:
+            role = MAIN
+        else:
+            roles.append(REJECTED)
+            errors.append("non-peekable channel used without multifd")
+            continue
+        roles.append(role)
+        errors.append(None)
+        if role == MAIN:
+            have_main = True
+        elif role == MULTIFD:
+            multifd += 1
+    return Assignment(roles, errors, "qemu-10.1+", ["peek until main and all multifd exist, then preempt"])
+
+
+def two_way_handshake(order: Sequence[ChannelView], setup: Setup) -> Assignment:
+    """The never-merged per-channel header (Oct 2022 proposal 3): every channel names itself."""
+    roles = [c.role if c.role not in (TLS, UNKNOWN) else c.role for c in order]
+    return Assignment(roles, [None] * len(roles), "two-way-handshake",
+                      ["hypothetical: each channel announces its type, so order does not matter"])
+
+
+POLICIES = {
+    "qemu-7.2": accept_order_72,
+    "qemu-8.0-10.0": peek_80,
+    "qemu-10.1+": peek_101,
+    "two-way-handshake": two_way_handshake,
+}
+
+
+def policy_for_version(version: str) -> str:
+    """Map a QEMU version string ("7.2", "8.1.3", "10.0", "10.1") to the policy that version runs."""
+    parts = version.strip().lstrip("v").split(".")
+    try:
+        major = int(parts[0])
+        minor = int(parts[1]) if len(parts) > 1 and parts[1] else 0
+    except ValueError as exc:
+        raise ValueError(f"not a QEMU version: {version!r}") from exc
+    if (major, minor) < (8, 0):
+        return "qemu-7.2"
+    if (major, minor) < (10, 1):
+        return "qemu-8.0-10.0"
+    return "qemu-10.1+"
+
+
+def destination_roles(role: str) -> str:
+    """The role vocabulary a destination can give: a recovered main is simply main to it."""
+    return MAIN if role == RECOVERY else role

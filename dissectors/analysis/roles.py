@@ -1,0 +1,104 @@
+"""A connection's true role, read from its own bytes, and the QEMU generation its features point to."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from dissectors.analysis.facts import ConnectionFacts
+from dissectors.analysis.policies import MAIN, MULTIFD, PREEMPT, RECOVERY, TLS, UNKNOWN
+
+KIND_TO_ROLE = {
+    "main": MAIN,
+    "main-recovery": RECOVERY,
+    "multifd": MULTIFD,
+    "tls": TLS,
+    "preempt-candidate": PREEMPT,
+}
+
+
+def true_role(facts: ConnectionFacts, postcopy: bool) -> tuple[str, str]:
+    """(role, evidence) for one connection. A silent connection is preempt only in a postcopy migration."""
+    kind = facts.kind
+    if kind in KIND_TO_ROLE:
+        role = KIND_TO_ROLE[kind]
+        return role, _evidence(facts, role)
+    if facts.client_sent() == 0:
+        if postcopy:
+            return PREEMPT, "silent: the source sent nothing on it (a preempt channel before postcopy starts)"
+        return UNKNOWN, "silent: the source sent nothing on it"
+    head = facts.dirs[0].first[:8].hex()
+    return UNKNOWN, f"first bytes {head} match no migration channel"
+
+
+def _evidence(facts: ConnectionFacts, role: str) -> str:
+    head = bytes(facts.dirs[0].first[:8]).hex(" ")
+    if role == MULTIFD and facts.hello:
+        h = facts.hello
+        return f"multifd hello: id {h.get('id')}, version {h.get('version')}, uuid {h.get('uuid')}"
+    if role == MAIN:
+        return f"starts with QEVM ({head})"
+    if role == RECOVERY:
+        return f"starts with a RECV_BITMAP command, no QEVM header ({head})"
+    if role == PREEMPT:
+        return f"RAM records with no header ({head})"
+    if role == TLS:
+        return f"TLS record layer ({head}): contents hidden"
+    return head
+
+
+@dataclass
+class Generation:
+    """What the streams say about the source's QEMU version."""
+
+    at_least: tuple[int, int] = (0, 0)
+    at_most: tuple[int, int] | None = None
+    evidence: list[str] = field(default_factory=list)
+
+    def floor(self, version: tuple[int, int], why: str) -> None:
+        self.evidence.append(why)
+        if version > self.at_least:
+            self.at_least = version
+
+    def ceiling(self, version: tuple[int, int], why: str) -> None:
+        self.evidence.append(why)
+        if self.at_most is None or version < self.at_most:
+            self.at_most = version
+
+    def text(self) -> str:
+        lo = f"{self.at_least[0]}.{self.at_least[1]}" if self.at_least != (0, 0) else None
+        hi = f"{self.at_most[0]}.{self.at_most[1]}" if self.at_most else None
+        if lo and hi:
+            return f">= {lo}, <= {hi}"
+        if lo:
+            return f">= {lo}"
+        if hi:
+            return f"<= {hi}"
+        return "unknown"
+
+
+MACHINE_VERSION = re.compile(r"-(\d+)\.(\d+)$")
+
+
+def infer_generation(main: ConnectionFacts | None, multifd: list[ConnectionFacts],
+                     preempt_early: bool | None) -> Generation:
+    gen = Generation()
+    if main is not None:
+        cfg = main.first_event("main.config")
+        machine = cfg.fields.get("machine") if cfg else None
+        if machine:
+            m = MACHINE_VERSION.search(str(machine))
+            if m:
+                gen.floor((int(m.group(1)), int(m.group(2))),
+                          f"machine type {machine}: QEMU is at least that version")
+        if "switchover_start" in main.features:
+            gen.floor((10, 0), "SWITCHOVER_START command (10.0+)")
+        if "multifd_flush" in main.features:
+            gen.floor((8, 1), "RAM_SAVE_FLAG_MULTIFD_FLUSH (8.1+)")
+    if any("zero_pages" in f.features for f in multifd):
+        gen.floor((9, 0), "multifd packets carry zero_pages (9.0+)")
+    if preempt_early is True:
+        gen.evidence.append("preempt channel opened at set-up (7.2, or a newer QEMU with a <= 7.2 machine type)")
+    elif preempt_early is False:
+        gen.floor((8, 0), "preempt channel opened only at postcopy start (8.0+)")
+    return gen

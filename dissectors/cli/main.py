@@ -1,0 +1,145 @@
+"""``migshark``: the command line. It only wires the rooms together.
+
+Exit codes: 0 clean, 1 findings (misclassification, stall, failure, regression), 2 usage or input error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from dissectors import __version__
+from dissectors.errors import InputError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from dissectors.analysis.engine import analyze
+    from dissectors.analysis.judge import Options
+    from dissectors.outputs.progress import Progress
+    from dissectors.outputs.text import render_report
+
+    opts = Options(qemu_version=args.qemu_version, stall_threshold=args.stall_threshold,
+                   progress_timeout=args.progress_timeout)
+    bar = Progress(f"analyse {args.capture}", force=args.progress)
+    try:
+        result = analyze(args.capture, opts, progress=bar)
+    finally:
+        bar.close()
+    if args.plot:
+        from dissectors.outputs.plot import plot_timeline
+
+        plot_timeline(result, args.plot)
+    if args.json:
+        json.dump(result.report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_report(result.report))
+        if args.plot:
+            sys.stdout.write(f"timeline written to {args.plot}\n")
+    return EXIT_FINDINGS if result.report["findings"] else EXIT_OK
+
+
+def _dissect(args: argparse.Namespace) -> int:
+    from dissectors.outputs.dissect import run_dissect
+
+    return run_dissect(args)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from dissectors.outputs.check import run_check
+
+    return run_check(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    print("migshark export-wireshark: not yet implemented (the Lua export is a later issue)", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _record(args: argparse.Namespace) -> int:
+    from dissectors.recorder import cli as recorder_cli
+
+    return recorder_cli.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="migshark", description="Dissect and analyse QEMU live-migration captures.")
+    p.add_argument("--version", action="version", version=f"migshark {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    a = sub.add_parser("analyze", aliases=["analyse"], help="per migration: accept order, roles, findings")
+    a.add_argument("capture", help="pcap or pcapng file (optionally gzip-compressed)")
+    a.add_argument("--json", action="store_true", help="machine-readable report (docs/report-schema.md)")
+    a.add_argument("--qemu-version", help="the destination's QEMU version (e.g. 7.2, 10.0); default: inferred")
+    a.add_argument("--stall-threshold", type=float, default=1.0, metavar="S",
+                   help="seconds a postcopy page request may wait before it counts as a stall (default 1)")
+    a.add_argument("--progress-timeout", type=float, default=5.0, metavar="S",
+                   help="seconds without traffic before an unfinished migration counts as stalled (default 5)")
+    a.add_argument("--plot", metavar="FILE.png", help="write a timeline picture of the channels")
+    a.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    a.set_defaults(func=_analyze)
+
+    d = sub.add_parser("dissect", help="decoded QEMU records per connection, like tshark -V")
+    d.add_argument("capture")
+    d.add_argument("--json", action="store_true", help="one JSON object per record (JSON lines)")
+    d.add_argument("--connection", "-c", action="append", metavar="N|IP:PORT",
+                   help="only this connection (index or client/server endpoint); repeatable")
+    d.add_argument("--channel", action="append", metavar="KIND",
+                   help="only channels of this kind: main, main-recovery, return-path, multifd, preempt, tls")
+    d.add_argument("--type", "-t", action="append", metavar="PATTERN",
+                   help="only records whose type matches (glob, e.g. 'main.cmd', 'rp.*'); repeatable")
+    d.add_argument("--pages", action="store_true", help="also list every RAM page record (long)")
+    d.add_argument("--summary", action="store_true", help="only the count per record type")
+    d.add_argument("--limit", type=int, default=0, help="stop after N records (0 = no limit)")
+    d.set_defaults(func=_dissect)
+
+    c = sub.add_parser("check", help="compare captures with their expected reports (regression)")
+    c.add_argument("paths", nargs="+", help="capture files or directories holding them")
+    c.add_argument("--update", action="store_true", help="rewrite the expected reports")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_check)
+
+    e = sub.add_parser("export-wireshark", help="write the Wireshark Lua plugin (not yet)")
+    e.add_argument("out", nargs="?")
+    e.set_defaults(func=_export)
+
+    r = sub.add_parser("record", help="record a real QEMU migration with tcpdump")
+    try:
+        from dissectors.recorder import cli as recorder_cli
+
+        recorder_cli.add_arguments(r)
+    except ImportError as exc:  # the recorder is optional at import time
+        r.set_defaults(_record_error=str(exc))
+    r.set_defaults(func=_record)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except InputError as exc:
+        print(f"migshark: error: {exc.describe()}", file=sys.stderr)
+        return EXIT_ERROR
+    except FileNotFoundError as exc:
+        print(f"migshark: error: {exc.filename}: no such file", file=sys.stderr)
+        return EXIT_ERROR
+    except IsADirectoryError as exc:
+        print(f"migshark: error: {exc.filename}: is a directory", file=sys.stderr)
+        return EXIT_ERROR
+    except PermissionError as exc:
+        print(f"migshark: error: {exc.filename}: permission denied", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The analyse report as text for people: findings first, then a table of channels per migration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _t(ts: float | None, base: float | None) -> str:
+    if ts is None:
+        return "-"
+    if base is None:
+        return f"{ts:.6f}"
+    return f"+{ts - base:.4f}s"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def table(rows: list[list[str]], header: list[str]) -> list[str]:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*map(str, r)) for r in rows]
+    return [line.rstrip() for line in out]
+
+
+def render_report(report: dict[str, Any]) -> str:
+    cap = report["capture"]
+    lines = [f"{cap['file']}: {cap['frames']} frames, {cap['tcp_segments']} TCP segments, "
+             f"{len(report['migrations'])} migration(s)"]
+    for w in cap.get("warnings", []):
+        lines.append(f"  warning: {w}")
+    for m in report["migrations"]:
+        lines.append("")
+        lines += render_migration(m)
+    others = report.get("other_connections", [])
+    if others:
+        lines.append("")
+        lines.append(f"Other TCP connections ({len(others)}), not part of a migration:")
+        rows = [[o["client"], o["server"], o.get("kind", ""), _t(o.get("handshake_ts"), None),
+                 o["directions"][0]["bytes"], o["directions"][1]["bytes"]] for o in others]
+        lines += ["  " + x for x in table(rows, ["client", "server", "kind", "handshake", "to server",
+                                                  "to client"])]
+    return "\n".join(lines) + "\n"
+
+
+def render_migration(m: dict[str, Any]) -> list[str]:
+    base = m.get("start_time")
+    out = m["outcome"]
+    pol = m["policy"]
+    lines = [f"Migration {m['id']} to {m['destination']}: {out['status'].upper()} ({out['reason']})",
+             f"  policy {pol['name']}: {pol['why']}"]
+    if pol.get("evidence"):
+        lines.append(f"  source generation {pol['source_generation']}: " + "; ".join(pol["evidence"]))
+    lines.append(f"  vantage: {m['vantage'].get('note', m['vantage'].get('guess'))}")
+    if m["misclassifications"] or m["stalls"]:
+        lines.append("  FINDINGS")
+    for x in m["misclassifications"]:
+        lines.append(f"  ! misclassified: {x['client']} is {x['role']} but the destination takes it as "
+                     f"{x['assigned_role']} ({x['policy']}), at {_t(x['time'], base)}")
+        lines.append(f"      QEMU would show: {x['failure']}")
+        for e in x["evidence"]:
+            lines.append(f"      - {e}")
+    for s in m["stalls"]:
+        end = "capture end" if s["ongoing_at_capture_end"] else _t(s["end"], base)
+        lines.append(f"  ! stall ({s['kind']}): {_t(s['start'], base)} to {end}, "
+                     f"channels {', '.join(s['channels'])}")
+        for e in s["evidence"]:
+            lines.append(f"      - {e}")
+        for r in s["outstanding_requests"][:5]:
+            lines.append(f"      - waiting: {r['block']} {r['addr']} since {_t(r['time'], base)}")
+    rows = []
+    for c in m["channels"]:
+        role = c["role"] + (f" #{c['multifd_id']}" if c["multifd_id"] is not None else "")
+        mark = "!!" if c["misclassified"] else ("?" if not c["verifiable"] else "ok")
+        rows.append([c["accept_index"], c["leg"], c["client"], _t(c["handshake_time"], base), role,
+                     c["assigned_role"], mark, _size(c["bytes_to_server"]), _size(c["bytes_to_client"]),
+                     c["closed_by"] or "-"])
+    lines += ["  " + x for x in table(rows, ["#", "leg", "client", "accepted", "true role", "assigned", "",
+                                           "to dst", "to src", "closed by"])]
+    pc = m.get("postcopy") or {}
+    if pc.get("run_time") is not None or pc.get("page_requests"):
+        lines.append(f"  postcopy: run at {_t(pc.get('run_time'), base)}, {pc.get('page_requests', 0)} page "
+                     f"requests, {pc.get('served_requests', 0)} served, max latency {pc.get('max_latency')}")
+    wi = []
+    for name, legs in m.get("what_if", {}).items():
+        verdicts = sorted({leg["verdict"] for leg in legs})
+        wi.append(f"{name}: {'/'.join(verdicts)}")
+    if wi:
+        lines.append("  this accept order under each policy: " + ", ".join(wi))
+    return lines

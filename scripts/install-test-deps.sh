@@ -1,0 +1,25 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Everything the test suite needs on a fresh Debian 12 machine: Debian's tshark, tcpdump, QEMU 7.2
+# (and QEMU 10.0 from bookworm-backports unpacked beside it), a virtualenv in .venv with migshark and
+# its test packages. Idempotent. Needs root for apt-get.
+set -eu
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+need=""
+for p in tshark python3-venv; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
+done
+if [ -n "$need" ]; then
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    apt-get update
+    # shellcheck disable=SC2086
+    apt-get install -y --no-install-recommends $need
+fi
+sh scripts/install-qemu.sh
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
