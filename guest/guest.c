@@ -4,7 +4,7 @@
  *
  * It fills `fill` MiB of RAM (from 4 MiB up) with a non-zero, page-unique (and compressible) pattern, so
  * the migration has real pages to send rather than zero pages, then keeps dirtying the first `dirty` pages of that area at
- * `rate` pages per second (timed by polling the PIT, no interrupts), so precopy keeps iterating and
+ * `rate` pages per second in a strided order (timed by polling the PIT, no interrupts), so precopy keeps iterating and
  * postcopy gets page requests. Progress goes to COM1 once a second.
  *
  * Arguments come from the multiboot command line (-append "fill=24 dirty=4096 rate=2000").
@@ -30,6 +30,7 @@ struct multiboot_info {
 #define PIT_HZ 1193182u
 #define MAX_RATE 60000u /* keeps delta * rate inside 32 bits */
 #define COM1 0x3F8
+#define STRIDE 1031u /* prime: visits every page of any working set that is not a multiple of it */
 
 uint8_t stack[16384] __attribute__((aligned(16), used));
 
@@ -179,7 +180,7 @@ void kmain(uint32_t magic, const struct multiboot_info *mbi)
 
     pit_init();
     uint16_t last = pit_read();
-    uint32_t acc = 0, tick_acc = 0, next = 0, generation = 1, seconds = 0, total = 0;
+    uint32_t acc = 0, tick_acc = 0, next = 0, step = 0, generation = 1, seconds = 0, total = 0;
     for (;;) {
         uint16_t now = pit_read();
         uint32_t delta = (uint16_t)(last - now);
@@ -193,8 +194,12 @@ void kmain(uint32_t magic, const struct multiboot_info *mbi)
             pg[0] = generation;
             pg[256] = generation ^ next;
             total++;
-            if (++next == dirty) {
-                next = 0;
+            /* Stride through the working set, so postcopy sees scattered faults, not one sequential run. */
+            next += STRIDE % dirty;
+            if (next >= dirty)
+                next -= dirty;
+            if (++step == dirty) {
+                step = 0;
                 generation++;
             }
         }

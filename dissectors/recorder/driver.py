@@ -205,11 +205,11 @@ class Run:
         manifest["matches_lab_notes"] = outcome == sc.expect
         manifest["timeline"] = self.timeline
         if self.compress:
+            manifest["capture"]["uncompressed_size_bytes"] = pcap.stat().st_size
             gz = pcap.with_suffix(".pcap.gz")
             with open(pcap, "rb") as src, gzip.open(gz, "wb", compresslevel=9) as dst:
                 shutil.copyfileobj(src, dst)
             pcap.unlink()
-            manifest["capture"]["uncompressed_size_bytes"] = pcap.stat().st_size
             pcap = gz
             manifest["capture"]["file"] = gz.name
             manifest["capture"]["size_bytes"] = gz.stat().st_size

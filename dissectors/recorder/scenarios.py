@@ -45,7 +45,7 @@ class Scenario:
         return self.hold_back is not None
 
 
-_PC = dict(postcopy=True, max_bandwidth=8 * MIB, max_postcopy_bandwidth=16 * MIB)
+_PC = dict(postcopy=True, max_bandwidth=8 * MIB, max_postcopy_bandwidth=4 * MIB)
 _PRE = dict(_PC, preempt=True)
 _HOLD_PRE = dict(_PRE, hold_back="main")
 
