@@ -1,0 +1,359 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Main-channel parser (source -> destination): header, configuration, sections, commands, EOF.
+
+The "ram" section is walked record by record. Other sections carry no length: their end is found by
+scanning for the footer ``0x7e + be32 section_id`` followed by a plausible next record type.
+A PACKAGED command's nested stream is parsed inline; its records carry ``fields["packaged"] = True``.
+A recovered main channel (no QEVM, starts with commands) is accepted too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dissectors.channels.engine import State
+from dissectors.channels.ram_walk import RamWalker
+from dissectors.layers.commands import (
+    MAX_PACKAGED_SIZE,
+    MIG_CMD_LENGTHS,
+    MIG_CMD_PACKAGED,
+    MIG_CMD_PING,
+    MIG_CMD_POSTCOPY_ADVISE,
+    MIG_CMD_POSTCOPY_RAM_DISCARD,
+    MIG_CMD_RECV_BITMAP,
+    MIG_CMDS,
+    CmdPackaged,
+    CmdPing,
+    CmdPostcopyAdvise,
+    Command,
+    DiscardRange,
+)
+from dissectors.layers.main_stream import (
+    QEMU_VM_COMMAND,
+    QEMU_VM_CONFIGURATION,
+    QEMU_VM_EOF,
+    QEMU_VM_FILE_MAGIC,
+    QEMU_VM_FILE_VERSION,
+    QEMU_VM_SECTION_END,
+    QEMU_VM_SECTION_FOOTER,
+    QEMU_VM_SECTION_FULL,
+    QEMU_VM_SECTION_PART,
+    QEMU_VM_SECTION_START,
+    QEMU_VM_SUBSECTION,
+    QEMU_VM_VMDESCRIPTION,
+    RAM_SECTION_IDSTR,
+    ConfigCapabilities,
+    ConfigTargetPageBits,
+    Configuration,
+    ConfigUuid,
+    QemuFileHeader,
+    SectionFooter,
+    SectionPart,
+    SectionStart,
+    Subsection,
+    VmDescription,
+)
+from dissectors.layers.structs import fixed_size, struct_of
+
+_HEADER = struct_of(QemuFileHeader)
+_CONFIG = struct_of(Configuration, "type", "len")
+_SUB_HEAD = struct_of(Subsection, "type", "name_len")
+_SUB_VERSION = struct_of(Subsection, "version_id", "version_id")
+_SEC_HEAD = struct_of(SectionStart, "type", "idlen")
+_SEC_TAIL = struct_of(SectionStart, "instance_id", "version_id")
+_PART = struct_of(SectionPart)
+_FOOTER = struct_of(SectionFooter)
+_VMDESC = struct_of(VmDescription, "type", "len")
+_CMD = struct_of(Command)
+_PING = struct_of(CmdPing)
+_ADVISE = struct_of(CmdPostcopyAdvise)
+_PACKAGED = struct_of(CmdPackaged)
+_RANGE = struct_of(DiscardRange)
+_PAGE_BITS = struct_of(ConfigTargetPageBits)
+_CAP_COUNT = struct_of(ConfigCapabilities, "count", "count")
+_UUID_LEN = fixed_size(ConfigUuid)
+
+_SECTION_KINDS = {
+    QEMU_VM_SECTION_START: "main.section_start",
+    QEMU_VM_SECTION_FULL: "main.section_full",
+    QEMU_VM_SECTION_PART: "main.section_part",
+    QEMU_VM_SECTION_END: "main.section_end",
+}
+#: Record types that may follow a section footer.
+_AFTER_FOOTER = frozenset({QEMU_VM_EOF, QEMU_VM_SECTION_START, QEMU_VM_SECTION_PART, QEMU_VM_SECTION_END,
+                           QEMU_VM_SECTION_FULL, QEMU_VM_COMMAND})
+#: Bounds on length fields (anything above is reported malformed, never allocated).
+MAX_VMDESC = 64 << 20
+MAX_DEVICE_STATE = 64 << 20
+
+
+def _text(b: bytes) -> str:
+    return b.decode("latin-1")
+
+
+class MainParser(RamWalker):
+    """Main channel: emits main.*, ram.* and device.state records."""
+
+    def __init__(self, page_size: int = 4096) -> None:
+        super().__init__(page_size)
+        self._sections: dict[int, str] = {}
+        self._section_id = 0
+        self._device_start = 0
+        self._package_end: int | None = None
+
+    def _initial_state(self) -> State:
+        return self._st_header
+
+    def _after_eos(self) -> None:
+        self._state = self._st_ram_footer
+
+    def _emit_main(self, kind: str, offset: int, length: int, fields: dict[str, Any],
+                   raw: bytes | None = None) -> None:
+        if self._package_end is not None:
+            fields["packaged"] = True
+        self._emit(kind, offset, length, fields, raw)
+
+    # -- header and configuration ---------------------------------------------------------------
+
+    def _st_header(self, mv: memoryview, pos: int, end: int) -> int | None:
+        if mv[pos] == QEMU_VM_COMMAND:  # recovered main channel: RECV_BITMAP commands, no header
+            self._state = self._st_record
+            return pos
+        if end - pos < _HEADER.size:
+            return None
+        magic, version = _HEADER.unpack_from(mv, pos)
+        if magic != QEMU_VM_FILE_MAGIC or version != QEMU_VM_FILE_VERSION:
+            self._malformed(self._base + pos, "not a QEVM v3 stream", magic=magic, version=version)
+            return None
+        self._emit("main.header", self._base + pos, _HEADER.size, {"magic": magic, "version": version},
+                   bytes(mv[pos:pos + _HEADER.size]))
+        self._state = self._st_record
+        return pos + _HEADER.size
+
+    def _configuration(self, mv: memoryview, pos: int, end: int) -> int | None:
+        if end - pos < _CONFIG.size:
+            return None
+        _, n = _CONFIG.unpack_from(mv, pos)
+        if n > 256:
+            self._malformed(self._base + pos, "machine name longer than 256 bytes", len=n)
+            return None
+        stop = pos + _CONFIG.size + n
+        if end < stop:
+            return None
+        name = _text(bytes(mv[pos + _CONFIG.size:stop]))
+        self._emit_main("main.config", self._base + pos, stop - pos, {"machine": name}, bytes(mv[pos:stop]))
+        return stop
+
+    def _subsection(self, mv: memoryview, pos: int, end: int) -> int | None:
+        """A configuration subsection at top level (device subsections live inside device bodies)."""
+        if end - pos < _SUB_HEAD.size:
+            return None
+        _, n = _SUB_HEAD.unpack_from(mv, pos)
+        p = pos + _SUB_HEAD.size
+        if end - p < n + _SUB_VERSION.size:
+            return None
+        name = _text(bytes(mv[p:p + n]))
+        (version,) = _SUB_VERSION.unpack_from(mv, p + n)
+        p += n + _SUB_VERSION.size
+        fields: dict[str, Any] = {"name": name, "version_id": version}
+        if name == "configuration/target-page-bits":
+            if end - p < _PAGE_BITS.size:
+                return None
+            (fields["target_page_bits"],) = _PAGE_BITS.unpack_from(mv, p)
+            p += _PAGE_BITS.size
+        elif name == "configuration/uuid":
+            if end - p < _UUID_LEN:
+                return None
+            fields["uuid"] = bytes(mv[p:p + _UUID_LEN]).hex()
+            p += _UUID_LEN
+        elif name == "configuration/capabilities":
+            if end - p < _CAP_COUNT.size:
+                return None
+            (count,) = _CAP_COUNT.unpack_from(mv, p)
+            if count > 256:
+                self._malformed(self._base + pos, "absurd capability count", count=count)
+                return None
+            p += _CAP_COUNT.size
+            caps = []
+            for _ in range(count):
+                if p >= end or end - p < 1 + mv[p]:
+                    return None
+                caps.append(_text(bytes(mv[p + 1:p + 1 + mv[p]])))
+                p += 1 + mv[p]
+            fields["capabilities"] = caps
+        else:
+            self._malformed(self._base + pos, "unknown top-level subsection", name=name)
+            return None
+        self._emit_main("main.subsection", self._base + pos, p - pos, fields, bytes(mv[pos:p]))
+        return p
+
+    # -- records --------------------------------------------------------------------------------
+
+    def _st_record(self, mv: memoryview, pos: int, end: int) -> int | None:
+        off = self._base + pos
+        if self._package_end is not None and off >= self._package_end:
+            if off > self._package_end:
+                self._malformed(off, "record crosses the end of the PACKAGED stream")
+                return None
+            self._package_end = None
+        typ = mv[pos]
+        if typ in _SECTION_KINDS:
+            return self._section(mv, pos, end, typ)
+        if typ == QEMU_VM_COMMAND:
+            return self._command(mv, pos, end)
+        if typ == QEMU_VM_EOF:
+            self._emit_main("main.eof", off, 1, {})
+            return pos + 1
+        if typ == QEMU_VM_VMDESCRIPTION:
+            if end - pos < _VMDESC.size:
+                return None
+            _, n = _VMDESC.unpack_from(mv, pos)
+            if n > MAX_VMDESC:
+                self._malformed(off, "VMDESCRIPTION length is absurd", len=n)
+                return None
+            self._emit_skipping("main.vmdesc", off, _VMDESC.size + n, {"len": n}, n)
+            return pos + _VMDESC.size
+        if typ == QEMU_VM_CONFIGURATION:
+            return self._configuration(mv, pos, end)
+        if typ == QEMU_VM_SUBSECTION:
+            return self._subsection(mv, pos, end)
+        if typ == QEMU_VM_SECTION_FOOTER:
+            if end - pos < _FOOTER.size:
+                return None
+            _, sid = _FOOTER.unpack_from(mv, pos)
+            self._emit_main("main.footer", off, _FOOTER.size, {"section_id": sid})
+            return pos + _FOOTER.size
+        self._malformed(off, "unknown main-channel record type", type=typ)
+        return None
+
+    def _section(self, mv: memoryview, pos: int, end: int, typ: int) -> int | None:
+        off = self._base + pos
+        if typ in (QEMU_VM_SECTION_START, QEMU_VM_SECTION_FULL):
+            if end - pos < _SEC_HEAD.size:
+                return None
+            _, sid, n = _SEC_HEAD.unpack_from(mv, pos)
+            p = pos + _SEC_HEAD.size
+            if end - p < n + _SEC_TAIL.size:
+                return None
+            idstr = _text(bytes(mv[p:p + n]))
+            instance_id, version_id = _SEC_TAIL.unpack_from(mv, p + n)
+            p += n + _SEC_TAIL.size
+            self._sections[sid] = idstr
+            fields = {"section_id": sid, "idstr": idstr, "instance_id": instance_id, "version_id": version_id}
+        else:
+            if end - pos < _PART.size:
+                return None
+            _, sid = _PART.unpack_from(mv, pos)
+            p = pos + _PART.size
+            idstr = self._sections.get(sid)
+            fields = {"section_id": sid, "idstr": idstr}
+        self._emit_main(_SECTION_KINDS[typ], off, p - pos, fields, bytes(mv[pos:p]))
+        self._section_id = sid
+        if idstr is not None and idstr.encode("latin-1") == RAM_SECTION_IDSTR:
+            self._state = self._st_ram
+        else:
+            self._device_start = self._base + p
+            self._state = self._st_device
+        return p
+
+    def _st_ram_footer(self, mv: memoryview, pos: int, end: int) -> int | None:
+        if end - pos < _FOOTER.size:
+            return None
+        typ, sid = _FOOTER.unpack_from(mv, pos)
+        if typ != QEMU_VM_SECTION_FOOTER or sid != self._section_id:
+            self._malformed(self._base + pos, "missing RAM section footer", expected=self._section_id)
+            return None
+        self._emit_main("main.footer", self._base + pos, _FOOTER.size, {"section_id": sid})
+        self._state = self._st_record
+        return pos + _FOOTER.size
+
+    def _footer_pattern(self) -> bytes:
+        return bytes([QEMU_VM_SECTION_FOOTER]) + self._section_id.to_bytes(4, "big")
+
+    def _device_done(self, footer_off: int) -> None:
+        sid = self._section_id
+        self._emit_main("device.state", self._device_start, footer_off - self._device_start,
+                        {"section_id": sid, "idstr": self._sections.get(sid)})
+        self._emit_main("main.footer", footer_off, _FOOTER.size, {"section_id": sid})
+        self._state = self._st_record
+
+    def _st_device(self, mv: memoryview, pos: int, end: int) -> int | None:
+        pat = self._footer_pattern()
+        chunk = bytes(mv[pos:end])
+        i = chunk.find(pat)
+        while i >= 0:
+            if i + _FOOTER.size >= len(chunk):
+                return pos + i if i else None  # need the byte after the footer
+            if chunk[i + _FOOTER.size] in _AFTER_FOOTER:
+                self._device_done(self._base + pos + i)
+                return pos + i + _FOOTER.size
+            i = chunk.find(pat, i + 1)
+        keep = max(pos, end - (_FOOTER.size - 1))
+        if self._base + keep - self._device_start > MAX_DEVICE_STATE:
+            self._malformed(self._device_start, "no section footer found within the bound",
+                            section_id=self._section_id, bound=MAX_DEVICE_STATE)
+            return None
+        return keep if keep > pos else None
+
+    def _eof_hook(self) -> bool:
+        if self._state == self._st_device and bytes(self._buf).startswith(self._footer_pattern()) \
+                and len(self._buf) == _FOOTER.size:
+            self._device_done(self.offset - _FOOTER.size)
+            return True
+        return False
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def _command(self, mv: memoryview, pos: int, end: int) -> int | None:
+        off = self._base + pos
+        if end - pos < _CMD.size:
+            return None
+        _, cmd, n = _CMD.unpack_from(mv, pos)
+        name = MIG_CMDS.get(cmd)
+        if name is None or cmd == 0:
+            self._malformed(off, "unknown MIG_CMD", cmd=cmd, len=n)
+            return None
+        allowed = MIG_CMD_LENGTHS.get(cmd)
+        if allowed is not None and n not in allowed:
+            self._malformed(off, "bad length for MIG_CMD", cmd=name, len=n)
+            return None
+        p = pos + _CMD.size
+        stop = p + n
+        if end < stop:
+            return None
+        fields: dict[str, Any] = {"cmd": name, "len": n}
+        if cmd == MIG_CMD_PING:
+            (fields["value"],) = _PING.unpack_from(mv, p)
+        elif cmd == MIG_CMD_POSTCOPY_ADVISE and n:
+            fields["ram_pagesize_summary"], fields["target_page_size"] = _ADVISE.unpack_from(mv, p)
+        elif cmd == MIG_CMD_RECV_BITMAP:
+            if n < 1 or mv[p] + 1 != n:
+                self._malformed(off, "RECV_BITMAP length does not match its idstr", len=n)
+                return None
+            fields["block"] = _text(bytes(mv[p + 1:stop]))
+        elif cmd == MIG_CMD_POSTCOPY_RAM_DISCARD:
+            if not self._discard(mv, p, stop, fields):
+                self._malformed(off, "bad POSTCOPY_RAM_DISCARD payload", len=n)
+                return None
+        elif cmd == MIG_CMD_PACKAGED:
+            (size,) = _PACKAGED.unpack_from(mv, p)
+            if size > MAX_PACKAGED_SIZE:
+                self._malformed(off, "PACKAGED length above MAX_VM_CMD_PACKAGED_SIZE", length=size)
+                return None
+            fields["length"] = size
+        self._emit_main("main.cmd", off, stop - pos, fields, bytes(mv[pos:stop]))
+        if cmd == MIG_CMD_PACKAGED:
+            self._package_end = self._base + stop + fields["length"]
+        return stop
+
+    def _discard(self, mv: memoryview, p: int, stop: int, fields: dict[str, Any]) -> bool:
+        if stop - p < 3:
+            return False
+        version, n = mv[p], mv[p + 1]
+        q = p + 2 + n
+        if version != 0 or q >= stop or mv[q] != 0 or (stop - q - 1) % _RANGE.size:
+            return False
+        fields["version"] = version
+        fields["block"] = _text(bytes(mv[p + 2:q]))
+        fields["ranges"] = [_RANGE.unpack_from(mv, r) for r in range(q + 1, stop, _RANGE.size)]
+        return True
