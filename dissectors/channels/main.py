@@ -57,7 +57,7 @@ from dissectors.layers.structs import fixed_size, struct_of
 
 _HEADER = struct_of(QemuFileHeader)
 _CONFIG = struct_of(Configuration, "type", "len")
-_SUB_HEAD = struct_of(Subsection, "type", "name_len")
+_SUB_HEAD = struct_of(Subsection, "type", "idlen")
 _SUB_VERSION = struct_of(Subsection, "version_id", "version_id")
 _SEC_HEAD = struct_of(SectionStart, "type", "idlen")
 _SEC_TAIL = struct_of(SectionStart, "instance_id", "version_id")

@@ -132,11 +132,11 @@ class CmdRamDiscard(_CmdData):
     name = "MIG_CMD_POSTCOPY_RAM_DISCARD"
     fields_desc = [
         ByteField("version", 0),
-        *counted_string("name", "name_len"),
+        *counted_string("block", "block_len"),
         ByteField("terminator", 0),
         PacketListField(
             "ranges", [], DiscardRange,
-            length_from=lambda pkt: (pkt.underlayer.len if pkt.underlayer else 0) - 3 - len(pkt.name),
+            length_from=lambda pkt: (pkt.underlayer.len if pkt.underlayer else 0) - 3 - len(pkt.block),
         ),
     ]
 

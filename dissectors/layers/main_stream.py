@@ -98,12 +98,12 @@ class Subsection(Packet):
     name = "QEMU_VM_SUBSECTION"
     fields_desc = [
         ByteEnumField("type", QEMU_VM_SUBSECTION, RECORD_TYPES),
-        *counted_string("name", "name_len"),
+        *counted_string("idstr", "idlen"),
         IntField("version_id", 1),
     ]
 
     def guess_payload_class(self, payload: bytes) -> type[Packet]:
-        return CONFIG_SUBSECTION_BODIES.get(bytes(self.name), Raw)
+        return CONFIG_SUBSECTION_BODIES.get(bytes(self.idstr), Raw)
 
 
 class ConfigTargetPageBits(_NextRecord):

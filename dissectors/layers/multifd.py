@@ -104,7 +104,8 @@ class MultifdRamPacket(_MultifdRam):
         IntField("unused32", 0),
         XStrFixedLenField("unused64", b"\0" * 24, length=24),
         StrFixedLenField("ramblock", b"", length=256),
-        FieldListField("offsets", [], XLongField("", 0), count_from=lambda pkt: pkt.page_count),
+        FieldListField("offsets", [], XLongField("", 0), count_from=lambda pkt: pkt.page_count,
+                       max_count=1 << 20),
     ]
 
 
@@ -115,7 +116,7 @@ class MultifdRamPacketV1(_MultifdRam):
     fields_desc = [
         *MultifdRamPacket.fields_desc[:7],
         XStrFixedLenField("unused", b"\0" * 32, length=32),
-        *MultifdRamPacket.fields_desc[11:],
+        *MultifdRamPacket.fields_desc[10:],
     ]
 
 

@@ -11,7 +11,15 @@ from __future__ import annotations
 import struct
 from functools import cache
 
-from scapy.fields import ConditionalField, Field, StrFixedLenField, _BitField
+from scapy.fields import (
+    ConditionalField,
+    Field,
+    FieldListField,
+    StrFixedLenField,
+    _BitField,
+    _PacketField,
+    _StrField,
+)
 from scapy.packet import Packet
 
 _INT_CHAR = {1: "B", 2: "H", 4: "I", 8: "Q"}
@@ -25,6 +33,8 @@ def _fixed_char(fld: Field) -> str:
         except (AttributeError, TypeError) as exc:
             raise ValueError(f"field {fld.name!r} has a variable length") from exc
         return f"{size}s"
+    if isinstance(fld, (_StrField, _PacketField, FieldListField)):
+        raise ValueError(f"field {fld.name!r} ({type(fld).__name__}) has a variable length")
     fmt = getattr(fld, "fmt", "")
     char = fmt.lstrip("!<>=@")
     if fmt[:1] == "<":
