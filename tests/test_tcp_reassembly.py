@@ -61,7 +61,7 @@ def test_many_wraps_long_stream() -> None:
     f = Flow(cisn=0xFFFF0000)
     block = bytes(60000)
     segs = [f.c(i * 60000, block) for i in range(150)]  # 9 MB: more than 2 wraps of 2^32? no: exact offsets
-    tracker, recs = run(segs, tail_size=0)
+    tracker, recs = run(segs, tail_segments=0)
     assert tracker.connections[0].bytes[0] == 150 * 60000
     assert recs[0].fronts[0] == 150 * 60000
 
@@ -100,7 +100,7 @@ def test_conflicts_beyond_tail_are_not_compared() -> None:
     f = Flow()
     segs = f.handshake() + [f.c(off, part) for off, part in chunks(DATA, 1000)]
     segs.append(f.c(0, bytes(1000)))
-    tracker, _ = run(segs, tail_size=2048)
+    tracker, _ = run(segs, tail_segments=2)
     conn = tracker.connections[0]
     assert conn.retransmitted_bytes[0] == 1000
     assert conn.overlap_conflicts[0] == 0

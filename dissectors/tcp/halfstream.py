@@ -6,8 +6,9 @@ handed to the sink as data or declared a gap, and nothing below it is ever deliv
 
 Segments above the front wait in ``pending`` (a list sorted by start offset, copies of the payload)
 until the hole before them is filled, until they exceed ``ooo_limit`` bytes, or until the stream ends;
-then the hole is declared a gap and the waiting data delivered. A small tail of the most recently
-delivered bytes is kept so retransmissions can be compared with what was delivered.
+then the hole is declared a gap and the waiting data delivered. The last ``tail_segments`` delivered
+pieces are kept *by reference* (no copy: the capture reader's buffers stay valid) so that retransmissions
+can be compared with what was delivered; a gap empties that tail, the stream's end drops it.
 
 Snaplen-cut segments: the captured bytes are data, the bytes that were not captured become a gap as
 soon as they reach the front. If the full bytes were buffered from another copy of the segment before
@@ -17,6 +18,7 @@ that, the copy wins; if they arrive after, they count as retransmitted.
 from __future__ import annotations
 
 from bisect import insort
+from collections import deque
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
@@ -41,13 +43,13 @@ class HalfStream:
 
     __slots__ = (
         "direction", "conn", "sink", "deliver", "isn", "base", "next_seq", "offset", "pending",
-        "pending_bytes", "ooo_limit", "tail", "tail_size", "fin_offset", "ended", "awaiting_handshake",
+        "pending_bytes", "ooo_limit", "tail", "fin_offset", "ended", "awaiting_handshake",
         "frames", "last_ts", "first_data_ts", "last_data_ts", "gaps", "gap_count", "gap_bytes",
         "retransmitted_bytes", "overlap_conflicts", "conflict_offsets", "ignored_bytes",
         "fin_ts", "rst_ts",
     )
 
-    def __init__(self, direction: int, ooo_limit: int, tail_size: int) -> None:
+    def __init__(self, direction: int, ooo_limit: int, tail_segments: int) -> None:
         self.direction = direction
         self.conn: Connection | None = None   # set by the tracker right after construction
         self.sink: StreamSink | None = None
@@ -59,8 +61,7 @@ class HalfStream:
         self.pending: list[tuple[int, int, int, bytes]] = []
         self.pending_bytes = 0
         self.ooo_limit = ooo_limit
-        self.tail: bytearray | None = bytearray() if tail_size > 0 else None
-        self.tail_size = tail_size
+        self.tail: deque[memoryview | bytes] = deque(maxlen=tail_segments)  # delivered, ends at front
         self.fin_offset: int | None = None
         self.ended: str | None = None        # how the stream ended, once it has
         self.awaiting_handshake = False      # client side between SYN and the ACK completing it
@@ -160,11 +161,7 @@ class HalfStream:
         if self.first_data_ts is None:
             self.first_data_ts = ts
         self.last_data_ts = ts
-        tail = self.tail
-        if tail is not None:
-            tail += data
-            if len(tail) > 2 * self.tail_size:
-                del tail[:len(tail) - self.tail_size]
+        self.tail.append(data)
         if self.deliver is not None:
             self.deliver(self.direction, off, data, ts)
 
@@ -179,29 +176,28 @@ class HalfStream:
             self.gap_count -= 1
         elif len(gaps) < MAX_GAPS_KEPT:
             gaps.append((off, length))
-        if self.tail is not None:
-            self.tail.clear()                         # the tail must end at the front, contiguously
+        self.tail.clear()                             # the tail must end at the front, contiguously
         if self.sink is not None:
             self.sink.gap(self.direction, off, length, ts)
 
     def _compare(self, off: int, data: memoryview | bytes) -> None:
         """Compare retransmitted ``data`` at ``off`` with the delivered tail, where it is still kept."""
-        tail = self.tail
-        if not tail:
-            return
-        tail_start = self.offset - len(tail)
-        lo = max(off, tail_start)
-        hi = min(off + len(data), self.offset)
-        if lo >= hi:
-            return
-        old = tail[lo - tail_start:hi - tail_start]
-        new = data[lo - off:hi - off]
-        if old == new:
-            return
-        differing = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
-        self.overlap_conflicts += len(differing)
-        if len(self.conflict_offsets) < MAX_CONFLICTS_KEPT:
-            self.conflict_offsets.append(lo + differing[0])
+        stop = off + len(data)
+        piece_end = self.offset
+        for piece in reversed(self.tail):
+            piece_start = piece_end - len(piece)
+            lo, hi = max(off, piece_start), min(stop, piece_end)
+            if lo < hi:
+                old = piece[lo - piece_start:hi - piece_start]
+                new = data[lo - off:hi - off]
+                if old != new:
+                    differing = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
+                    self.overlap_conflicts += len(differing)
+                    if len(self.conflict_offsets) < MAX_CONFLICTS_KEPT:
+                        self.conflict_offsets.append(lo + differing[0])
+            if piece_start <= off:
+                break
+            piece_end = piece_start
 
     def _buffer(self, off: int, payload: memoryview | bytes, missing: int, ts: float) -> None:
         n = len(payload)
@@ -291,6 +287,6 @@ class HalfStream:
             return
         self.ended = how
         self.next_seq = -1
-        self.tail = None                              # free the memory; nothing new is delivered
+        self.tail = deque(maxlen=0)                   # drop the references; nothing new is delivered
         if self.sink is not None:
             self.sink.end(self.direction, self.offset, ts, how)

@@ -35,17 +35,16 @@ class TcpTracker:
 
     ``sink_factory(conn)`` is called once per connection, when it is first seen; it returns the sink
     for its two streams or ``None`` (the connection is still tracked and counted).
-    ``ooo_limit`` bounds the out-of-order bytes buffered per direction; ``tail_size`` is how many
-    recently delivered bytes per direction are kept to compare retransmissions with (0 = don't).
+    ``ooo_limit`` bounds the out-of-order bytes buffered per direction; ``tail_segments`` is how many
+    recently delivered pieces per direction are kept (by reference) to compare retransmissions with.
     ``server_ports`` helps guess roles of connections whose handshake was not captured.
     """
 
-    def __init__(self, sink_factory: SinkFactory, *, ooo_limit: int = 8 << 20, tail_size: int = 64 << 10,
+    def __init__(self, sink_factory: SinkFactory, *, ooo_limit: int = 8 << 20, tail_segments: int = 256,
                  server_ports: Collection[int] = ()) -> None:
         self._sink_factory = sink_factory
         self._ooo_limit = ooo_limit
-        self._tail_size = tail_size
-        self._tail_trim = 2 * tail_size
+        self._tail_segments = tail_segments
         self._server_ports = frozenset(server_ports)
         self._halves: dict[_Key, HalfStream] = {}
         self.connections: list[Connection] = []
@@ -69,11 +68,7 @@ class TcpTracker:
             if h.first_data_ts is None:
                 h.first_data_ts = ts
             h.last_data_ts = ts
-            tail = h.tail
-            if tail is not None:
-                tail += payload
-                if len(tail) > self._tail_trim:
-                    del tail[:len(tail) - self._tail_size]
+            h.tail.append(payload)
             if h.deliver is not None:
                 h.deliver(h.direction, off, payload, ts)
 
@@ -81,12 +76,11 @@ class TcpTracker:
         """Process every segment of an iterable; the same as calling :meth:`feed` on each, but faster."""
         get = self._halves.get
         slow = self._slow
-        trim = self._tail_trim
-        keep = self._tail_size
+        control, mask = CONTROL, SEQ_MASK
         for seg in segments:
             frame, ts, src, sport, dst, dport, seq, ack, flags, payload, missing = seg
             h = get((src, sport, dst, dport))
-            if h is None or seq != h.next_seq or flags & CONTROL or missing:
+            if h is None or seq != h.next_seq or flags & control or missing:
                 slow(seg)
                 continue
             h.frames += 1
@@ -95,15 +89,11 @@ class TcpTracker:
             if n:
                 off = h.offset
                 h.offset = off + n
-                h.next_seq = (seq + n) & SEQ_MASK
+                h.next_seq = (seq + n) & mask
                 if h.first_data_ts is None:
                     h.first_data_ts = ts
                 h.last_data_ts = ts
-                tail = h.tail
-                if tail is not None:
-                    tail += payload
-                    if len(tail) > trim:
-                        del tail[:len(tail) - keep]
+                h.tail.append(payload)
                 if h.deliver is not None:
                     h.deliver(h.direction, off, payload, ts)
 
@@ -192,8 +182,8 @@ class TcpTracker:
             ckey, skey = key, (dst, dport, src, sport)
         else:
             ckey, skey = (dst, dport, src, sport), key
-        halves = (HalfStream(0, self._ooo_limit, self._tail_size),
-                  HalfStream(1, self._ooo_limit, self._tail_size))
+        halves = (HalfStream(0, self._ooo_limit, self._tail_segments),
+                  HalfStream(1, self._ooo_limit, self._tail_segments))
         conn = Connection(len(self.connections), (ip_text(ckey[0]), ckey[1]), (ip_text(skey[0]), skey[1]),
                           role, ts, halves)
         for half in halves:

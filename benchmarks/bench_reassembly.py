@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Time reading and reassembling a capture, phase by phase, each phase in its own process.
+
+    python benchmarks/bench_reassembly.py /tmp/a.pcap [--repeat 3]
+
+Phases: ``tcpdump -r FILE -w /dev/null`` (C-speed baseline), capture iteration alone, connection
+listing (tracking without sinks), full reassembly into a null sink via ``feed_all`` and via ``feed``.
+Prints MB/s (file bytes / seconds inside the phase, interpreter start-up excluded; median of the runs),
+the ratio to tcpdump, and the peak RSS of each phase's process (GNU time ``%M``). Warm page cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PHASES = ("tcpdump", "iterate", "connections", "reassemble", "reassemble-feed")
+
+
+class NullSink:
+    __slots__ = ("bytes",)
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def data(self, direction: int, offset: int, data: memoryview | bytes, ts: float) -> None:
+        pass
+
+    def gap(self, direction: int, offset: int, length: int, ts: float) -> None:
+        pass
+
+    def end(self, direction: int, offset: int, ts: float, how: str) -> None:
+        self.bytes = offset
+
+
+def run_phase(phase: str, path: str) -> dict[str, object]:
+    """Body of one child process: time ``phase`` on ``path``."""
+    sys.path.insert(0, str(ROOT))
+    from dissectors.capture import open_capture
+    from dissectors.tcp import TcpTracker
+
+    t0 = time.perf_counter()
+    result: dict[str, object] = {}
+    with open_capture(path) as cap:
+        segments = cap.tcp_segments()
+        if phase == "iterate":
+            deque(segments, maxlen=0)
+        else:
+            reassemble = phase.startswith("reassemble")
+            tracker = TcpTracker(lambda conn: NullSink() if reassemble else None)
+            if phase == "reassemble-feed":
+                feed = tracker.feed
+                for seg in segments:
+                    feed(seg)
+            else:
+                tracker.feed_all(segments)
+            tracker.finish()
+            result["connections"] = len(tracker.connections)
+            result["stream_bytes"] = sum(sum(c.bytes) for c in tracker.connections)
+            result["retransmitted"] = sum(sum(c.retransmitted_bytes) for c in tracker.connections)
+            result["gaps"] = sum(sum(c.gap_bytes) for c in tracker.connections)
+        result["segments"] = cap.stats.tcp_segments
+    result["seconds"] = time.perf_counter() - t0
+    return result
+
+
+def measure(phase: str, path: str) -> tuple[float, int, dict[str, object]]:
+    """Run one phase in a child; return (seconds, peak RSS in KiB, extra).
+
+    The child is started through GNU ``/usr/bin/time`` when present: a process forked straight from this
+    (bigger) Python would inherit its peak RSS across ``exec``, so ``os.wait4`` would overstate small phases.
+    """
+    if phase == "tcpdump":
+        cmd = ["tcpdump", "-r", path, "-w", "/dev/null"]
+    else:
+        cmd = [sys.executable, __file__, "--phase", phase, path]
+    gnu_time = shutil.which("time") or (Path("/usr/bin/time").exists() and "/usr/bin/time")
+    with tempfile.NamedTemporaryFile("r") as report:
+        if gnu_time:
+            cmd = [gnu_time, "-f", "%M", "-o", report.name, *cmd]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        code = os.waitstatus_to_exitcode(status)
+        proc.returncode = code
+        if code:
+            raise SystemExit(f"{phase} failed with exit code {code}")
+        rss_kib = int(report.read().split()[-1]) if gnu_time else usage.ru_maxrss
+    if phase == "tcpdump":
+        return wall, rss_kib, {}
+    extra = json.loads(out)
+    return float(extra.pop("seconds")), rss_kib, extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("file")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--phase", choices=PHASES[1:], help=argparse.SUPPRESS)
+    ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset of " + ",".join(PHASES))
+    args = ap.parse_args(argv)
+    if args.phase:
+        print(json.dumps(run_phase(args.phase, args.file)))
+        return 0
+    size = os.path.getsize(args.file)
+    with open(args.file, "rb") as f:        # warm the page cache
+        while f.read(1 << 24):
+            pass
+    phases = [p for p in args.phases.split(",") if p]
+    if "tcpdump" in phases and shutil.which("tcpdump") is None:
+        phases.remove("tcpdump")
+    print(f"{args.file}: {size / 1e6:.1f} MB, median of {args.repeat} runs")
+    print(f"{'phase':<16} {'seconds':>8} {'MB/s':>8} {'x tcpdump':>10} {'peak RSS':>10}  notes")
+    base_rate = None
+    for phase in phases:
+        runs = [measure(phase, args.file) for _ in range(args.repeat)]
+        secs = statistics.median(r[0] for r in runs)
+        rss = max(r[1] for r in runs)
+        rate = size / secs / 1e6
+        if phase == "tcpdump":
+            base_rate = rate
+        ratio = f"{rate / base_rate:.2f}" if base_rate else "-"
+        notes = " ".join(f"{k}={v}" for k, v in runs[-1][2].items())
+        print(f"{phase:<16} {secs:>8.3f} {rate:>8.0f} {ratio:>10} {rss / 1024:>8.1f}MB  {notes}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
