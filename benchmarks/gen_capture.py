@@ -6,7 +6,7 @@ every second data segment, ~0.07 % retransmitted and ~0.05 % reordered segments,
 
     python benchmarks/gen_capture.py /tmp/a.pcap --size 1G
 
-``--size`` is the total TCP payload to carry (the file is ~5 % bigger). The bytes each connection carries
+``--size`` is the total TCP payload to carry (the file is ~8 % bigger). The bytes each connection carries
 come from a pluggable ``payload_source(conn_index) -> Iterator[bytes]`` (``--payload module:function``);
 the default fills the main channel with a stream starting b"QEVM\\0\\0\\0\\3" and each multifd channel
 with its 64-byte hello, then filler. It is not a valid QEMU stream past those first bytes.

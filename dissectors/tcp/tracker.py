@@ -36,7 +36,9 @@ class TcpTracker:
     ``sink_factory(conn)`` is called once per connection, when it is first seen; it returns the sink
     for its two streams or ``None`` (the connection is still tracked and counted).
     ``ooo_limit`` bounds the out-of-order bytes buffered per direction; ``tail_segments`` is how many
-    recently delivered pieces per direction are kept (by reference) to compare retransmissions with.
+    recently delivered pieces per direction are kept (by reference) to compare retransmissions with;
+    with a chunked (gzip) capture source those references keep the reader's windows alive until the
+    direction ends, so memory is bounded by open connections x 2 x window size (0 turns it off).
     ``server_ports`` helps guess roles of connections whose handshake was not captured.
     """
 
