@@ -48,7 +48,10 @@ class MigrationGroup:
 
 def _end(f: ConnectionFacts) -> float:
     """When the connection ended for good (both directions), else infinity."""
-    return f.conn.last_ts if f.conn.closed else float("inf")
+    how = f.conn.end_how
+    if "rst" in how or "superseded" in how or how == ("fin", "fin"):
+        return f.conn.last_ts
+    return float("inf")
 
 
 def start_ts(f: ConnectionFacts) -> float:

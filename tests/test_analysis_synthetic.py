@@ -1,0 +1,192 @@
+"""The analyser on synthetic captures of the seed bug's shapes (real captures: test_captures_regression)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dissectors.analysis.engine import analyze
+from dissectors.analysis.judge import Options
+from dissectors.cli.main import main
+from tests import synth as S
+
+T0 = 1_700_000_000.0
+
+
+def multifd_migration(first: str, reset_main: bool = True) -> list[S.Conn]:
+    """Main + 2 multifd channels; ``first`` says which connection completes its handshake first."""
+    main = S.Conn(40000, T0 + (0.010 if first == "multifd" else 0.0))
+    m0 = S.Conn(40001, T0 + (0.0 if first == "multifd" else 0.002))
+    m1 = S.Conn(40002, T0 + 0.003 if first != "multifd" else T0 + 0.012)
+    main.send(main.syn_ts + 0.001, S.header() + S.ram_start() + S.ram_part([], flush=True))
+    m0.send(m0.syn_ts + 0.001, S.multifd_hello(0))
+    m1.send(m1.syn_ts + 0.001, S.multifd_hello(1))
+    if first == "multifd" and reset_main:
+        main.close(main.syn_ts + 0.003, by=1, how="R")
+        m0.close(main.syn_ts + 0.004, by=0)
+        m1.close(main.syn_ts + 0.004, by=0)
+    else:
+        t = T0 + 0.05
+        m0.send(t, S.multifd_packet(1, 2) + S.multifd_packet(3, 0, sync=True))
+        m1.send(t, S.multifd_packet(2, 1) + S.multifd_packet(4, 0, sync=True))
+        main.send(t + 0.01, S.ram_part([], end=True, flush=True) + S.eof())
+        for c in (main, m0, m1):
+            c.close(t + 0.02, by=0)
+    return [main, m0, m1]
+
+
+def postcopy_preempt(preempt_first: bool, serve_after: float | None = 0.001) -> list[S.Conn]:
+    main = S.Conn(41000, T0 + (0.005 if preempt_first else 0.0))
+    pre = S.Conn(41001, T0 + (0.0 if preempt_first else 0.001))
+    from dissectors.layers import commands as C
+
+    start = (S.header() + S.command(C.MIG_CMD_OPEN_RETURN_PATH) + S.ping(1)
+             + S.command(C.MIG_CMD_POSTCOPY_ADVISE, (0x1000).to_bytes(8, "big") + (0x1000).to_bytes(8, "big"))
+             + S.ram_start() + S.ram_part([0x1000, 0x2000]))
+    main.send(main.syn_ts + 0.001, start)
+    if preempt_first:
+        return [main, pre]          # the destination reads the silent socket: nothing more happens
+    main.reply(main.syn_ts + 0.002, S.rp_pong(1))
+    run_ts = T0 + 1.0
+    main.send(run_ts, S.command(C.MIG_CMD_POSTCOPY_RUN))
+    main.reply(run_ts + 0.01, S.rp_req_pages(0x8000))
+    if serve_after is not None:
+        pre.send(run_ts + 0.01 + serve_after, S.preempt_page(0x8000, first=True))
+    main.send(run_ts + 3.0, S.ram_part([0x9000], end=True) + S.eof())
+    for c in (main, pre):
+        c.close(run_ts + 3.1)
+    return [main, pre]
+
+
+@pytest.fixture
+def cap(tmp_path):
+    def build(conns: list[S.Conn]) -> str:
+        path = str(tmp_path / "x.pcap")
+        S.write_capture(path, conns)
+        return path
+    return build
+
+
+def test_multifd_in_order_is_clean(cap):
+    report = analyze(cap(multifd_migration("main")), Options(qemu_version="7.2")).report
+    (m,) = report["migrations"]
+    assert [c["role"] for c in m["channels"]] == ["main", "multifd", "multifd"]
+    assert [c["multifd_id"] for c in m["channels"]] == [None, 0, 1]
+    assert not m["misclassifications"] and not m["stalls"]
+    assert m["outcome"]["status"] == "completed"
+    assert report["findings"] == 0
+
+
+def test_multifd_first_on_72_is_misclassified_with_qemu_message(cap):
+    report = analyze(cap(multifd_migration("multifd")), Options(qemu_version="7.2")).report
+    (m,) = report["migrations"]
+    assert [c["role"] for c in m["channels"]] == ["multifd", "main", "multifd"]
+    assert [c["assigned_role"] for c in m["channels"]] == ["main", "multifd", "multifd"]
+    bad = {x["role"]: x for x in m["misclassifications"]}
+    assert set(bad) == {"multifd", "main"}
+    assert bad["main"]["failure"] == ("failed to receive packet via multifd channel 0: "
+                                      "multifd: received packet magic 5145564d expected 11223344")
+    assert any("reset the connection" in e for e in bad["main"]["evidence"])
+    assert m["outcome"]["status"] == "failed"
+    assert m["what_if"]["qemu-8.0-10.0"][0]["verdict"] == "ok"
+    assert m["what_if"]["qemu-7.2"][0]["verdict"] == "fails"
+
+
+def test_same_order_on_100_is_mapped_right(cap):
+    report = analyze(cap(multifd_migration("multifd", reset_main=False)), Options(qemu_version="10.0")).report
+    (m,) = report["migrations"]
+    assert m["policy"]["name"] == "qemu-8.0-10.0"
+    assert not m["misclassifications"]
+    assert m["outcome"]["status"] == "completed"
+
+
+def test_preempt_first_on_72_stalls_without_error(cap):
+    path = cap(postcopy_preempt(preempt_first=True))
+    report = analyze(path, Options(qemu_version="7.2", progress_timeout=1000)).report
+    (m,) = report["migrations"]
+    roles = [(c["role"], c["assigned_role"]) for c in m["channels"]]
+    assert roles == [("preempt", "main"), ("main", "preempt")]
+    kinds = [s["kind"] for s in m["stalls"]]
+    assert "preempt-as-main" in kinds
+    pre = next(x for x in m["misclassifications"] if x["role"] == "preempt")
+    assert pre["failure"].startswith("stall, no error")
+    assert m["outcome"]["status"] == "stalled"
+    assert m["what_if"]["two-way-handshake"][0]["verdict"] == "ok"
+
+
+def test_postcopy_preempt_in_order_served_quickly(cap):
+    report = analyze(cap(postcopy_preempt(preempt_first=False)), Options(qemu_version="7.2")).report
+    (m,) = report["migrations"]
+    assert [c["role"] for c in m["channels"]] == ["main", "preempt"]
+    assert not m["stalls"], m["stalls"]
+    assert m["postcopy"]["page_requests"] == 1 and m["postcopy"]["served_requests"] == 1
+    assert m["outcome"]["status"] == "completed"
+
+
+def test_unserved_page_request_is_a_stall(cap):
+    report = analyze(cap(postcopy_preempt(preempt_first=False, serve_after=None)), Options(qemu_version="7.2")).report
+    (m,) = report["migrations"]
+    (stall,) = [s for s in m["stalls"] if s["kind"] == "page-request"]
+    assert stall["outstanding_requests"][0]["addr"] == "0x8000"
+    assert stall["ongoing_at_capture_end"]
+
+
+def test_late_page_is_a_stall_with_an_end(cap):
+    report = analyze(cap(postcopy_preempt(preempt_first=False, serve_after=2.0)), Options(qemu_version="7.2")).report
+    (m,) = report["migrations"]
+    (stall,) = [s for s in m["stalls"] if s["kind"] == "page-request"]
+    assert not stall["ongoing_at_capture_end"]
+    assert stall["duration"] == pytest.approx(2.0, abs=0.01)
+
+
+def test_cli_json_and_exit_codes(cap, capsys):
+    path = cap(multifd_migration("multifd"))
+    assert main(["analyze", "--json", "--qemu-version", "7.2", path]) == 1
+    report = json.loads(capsys.readouterr().out)
+    ch = report["migrations"][0]["channels"][0]
+    for key in ("client", "server", "accept_index", "role", "multifd_id", "assigned_role", "misclassified",
+                "handshake_time", "bytes_to_server", "bytes_to_client"):
+        assert key in ch
+    # Mapped right under 10.0, but this capture shows the destination resetting main: still a failure.
+    assert main(["analyze", "--json", "--qemu-version", "10.0", path]) == 1
+    capsys.readouterr()
+    assert main(["analyze", "--json", cap(multifd_migration("main"))]) == 0
+
+
+def test_text_report_puts_findings_first(cap, capsys):
+    assert main(["analyze", "--qemu-version", "7.2", cap(multifd_migration("multifd"))]) == 1
+    out = capsys.readouterr().out
+    assert out.index("FINDINGS") < out.index("true role")
+    assert "5145564d" in out
+
+
+def test_plot_writes_png(cap, tmp_path):
+    png = tmp_path / "t.png"
+    assert main(["analyze", "--qemu-version", "7.2", "--plot", str(png), cap(postcopy_preempt(False))]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_garbage_file_is_exit_2_with_file_name(tmp_path, capsys):
+    bad = tmp_path / "junk.pcap"
+    bad.write_bytes(b"this is not a capture at all" * 10)
+    assert main(["analyze", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "junk.pcap" in err and "Traceback" not in err
+
+
+def test_truncated_capture_gives_partial_report(cap, tmp_path, capsys):
+    path = cap(multifd_migration("main"))
+    data = open(path, "rb").read()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    rc = main(["analyze", "--json", str(cut)])
+    report = json.loads(capsys.readouterr().out)
+    assert rc in (0, 1)
+    assert report["capture"]["warnings"], "a cut file must say where it stopped"
+    assert report["migrations"][0]["channels"]
+
+
+def test_missing_file_is_exit_2(capsys):
+    assert main(["analyze", "/nonexistent/x.pcap"]) == 2
+    assert "x.pcap" in capsys.readouterr().err.lower()
