@@ -53,9 +53,7 @@ def test_scenarios_machine_type_and_overrides() -> None:
     sc = with_overrides(SCENARIOS["multifd4-7.2"], dst="10.0", multifd=2, hold_back="main")
     assert (sc.dst, sc.multifd, sc.hold_back, sc.machine) == ("10.0", 2, "main", "pc-i440fx-7.2")
     assert with_overrides(SCENARIOS["holdback-multifd-7.2"], hold_back="none").hold_back is None
-    assert all(
-        isinstance(s, Scenario) and s.expect in ("completed", "failed", "stalled") for s in SCENARIOS.values()
-    )
+    assert all(isinstance(s, Scenario) and s.expect in ("completed", "failed", "stalled") for s in SCENARIOS.values())
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -49,9 +49,7 @@ async def _client(port: int, tag: int, payload: bytes, delay: float) -> bytes:
     return reply
 
 
-async def _run(
-    hold: set[int], hold_delay: float, payload: bytes
-) -> tuple[Upstream, ReorderingProxy, list[bytes]]:
+async def _run(hold: set[int], hold_delay: float, payload: bytes) -> tuple[Upstream, ReorderingProxy, list[bytes]]:
     up = Upstream()
     up_port = await up.start()
     proxy = ReorderingProxy(ProxyConfig(0, up_port, hold, hold_delay))

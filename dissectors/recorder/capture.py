@@ -63,9 +63,7 @@ class Tcpdump:
 
     def start(self, timeout: float = 10.0) -> None:
         self._err = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            self.args, stdout=subprocess.DEVNULL, stderr=self._err, start_new_session=True
-        )
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self._err, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if "listening on" in self.stderr_path.read_text(errors="replace"):

@@ -40,9 +40,7 @@ def list_scenarios() -> str:
     width = max(len(n) for n in SCENARIOS)
     lines = []
     for sc in SCENARIOS.values():
-        lines.append(
-            f"{sc.name:<{width}}  {sc.src:>4} -> {sc.dst:<4}  expect {sc.expect:<9}  {sc.description}"
-        )
+        lines.append(f"{sc.name:<{width}}  {sc.src:>4} -> {sc.dst:<4}  expect {sc.expect:<9}  {sc.description}")
     return "\n".join(lines)
 
 

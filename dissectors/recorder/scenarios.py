@@ -48,14 +48,15 @@ class Scenario:
 _PC = dict(postcopy=True, max_bandwidth=8 * MIB, max_postcopy_bandwidth=4 * MIB)
 _PRE = dict(_PC, preempt=True)
 _HOLD_PRE = dict(_PRE, hold_back="main")
+_TINY_HOLD_PRE = dict(_HOLD_PRE, memory_mib=16, fill_mib=1, dirty_pages=64, dirty_rate=100)
+# TLS records do not gzip: a small guest keeps those captures at a few MB.
+_TLS = dict(tls=True, memory_mib=32, fill_mib=2, dirty_pages=256, dirty_rate=500)
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
         Scenario("precopy-7.2", "plain precopy, one main channel", lab_note="completes"),
-        Scenario(
-            "precopy-10.0", "plain precopy, one main channel", src="10.0", dst="10.0", lab_note="completes"
-        ),
+        Scenario("precopy-10.0", "plain precopy, one main channel", src="10.0", dst="10.0", lab_note="completes"),
         Scenario(
             "multifd4-7.2",
             "multifd with 4 channels",
@@ -81,7 +82,7 @@ SCENARIOS: dict[str, Scenario] = {
             "multifd-tls-7.2",
             "multifd with 2 channels over TLS (x509, SSLKEYLOGFILE kept)",
             multifd=2,
-            tls=True,
+            **_TLS,
             lab_note="(not in the table) expected to complete; TLS 1.3",
         ),
         Scenario("postcopy-7.2", "precopy then postcopy (no preempt)", **_PC, lab_note="completes"),
@@ -159,10 +160,27 @@ SCENARIOS: dict[str, Scenario] = {
             lab_note="fails: 10.0 does not peek with postcopy on; Not a migration stream",
         ),
         Scenario(
+            "holdback-preempt-tiny-7.2",
+            "as holdback-preempt-7.2 with a tiny guest (1 MiB filled, 16 MiB RAM)",
+            **_TINY_HOLD_PRE,
+            expect="failed",
+            timeout_s=20,
+            lab_note="tiny guest: the source sends EOS on preempt first; Not a migration stream",
+        ),
+        Scenario(
+            "holdback-preempt-tiny-7.2-to-10.0",
+            "as holdback-preempt-7.2-to-10.0 with a tiny guest",
+            dst="10.0",
+            **_TINY_HOLD_PRE,
+            expect="failed",
+            timeout_s=20,
+            lab_note="fails: Not a migration stream",
+        ),
+        Scenario(
             "holdback-tls-7.2",
             "multifd 2 over TLS, proxy holds back main by 1 s",
             multifd=2,
-            tls=True,
+            **_TLS,
             hold_back="main",
             lab_note="mapped right: other channels open after main's TLS handshake",
         ),

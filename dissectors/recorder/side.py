@@ -91,9 +91,7 @@ class QemuSide:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    async def execute(
-        self, command: str, arguments: dict[str, Any] | None = None, *, log: bool = True
-    ) -> Any:
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None, *, log: bool = True) -> Any:
         if self.qmp is None or not self.alive():
             raise QmpFailed(f"{self.role} QEMU is not running")
         entry: dict[str, Any] = {"time": time.time(), "command": command}
@@ -110,9 +108,7 @@ class QemuSide:
             self.qmp_log.append(entry)
         return result
 
-    async def try_execute(
-        self, command: str, arguments: dict[str, Any] | None = None, *, log: bool = True
-    ) -> Any:
+    async def try_execute(self, command: str, arguments: dict[str, Any] | None = None, *, log: bool = True) -> Any:
         with contextlib.suppress(QmpFailed):
             return await self.execute(command, arguments, log=log)
         return None
