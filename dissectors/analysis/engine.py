@@ -6,13 +6,14 @@ its out-of-order buffer), never by the capture size.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from dissectors import __version__
 from dissectors.analysis.facts import ConnectionFacts
-from dissectors.analysis.grouping import group
+from dissectors.analysis.grouping import MigrationGroup, group
 from dissectors.analysis.judge import MigrationJudge, Options
 from dissectors.analysis.ledger import PageLedger
 from dissectors.capture import open_capture
@@ -79,6 +80,7 @@ def analyze(path: str, options: Options | None = None, progress: ProgressFn | No
     groups = [g for g in group(facts) if _is_migration(g.connections)]
     in_migration = {id(f) for g in groups for f in g.connections}
     migrations = [MigrationJudge(g, i, ledger, end, options).run() for i, g in enumerate(groups)]
+    link_relays(groups, migrations)
     others = [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in facts if id(f) not in in_migration]
     findings = sum(len(m["misclassifications"]) + len(m["stalls"]) + (m["outcome"]["status"] == "failed")
                    for m in migrations)
@@ -93,6 +95,33 @@ def analyze(path: str, options: Options | None = None, progress: ProgressFn | No
         "findings": findings,
     }
     return Analysis(report, facts)
+
+
+def _signature(f: ConnectionFacts) -> bytes:
+    return bytes(f.dirs[0].first[:64])
+
+
+def link_relays(groups: list[MigrationGroup], migrations: list[dict[str, Any]]) -> None:
+    """Pair the two legs of a migration relayed by a proxy: same channel openings, other endpoint.
+
+    The leg whose connections open first faces the source (its server is the relay); the other leg
+    faces the real destination, and only its accept order decides the roles.
+    """
+    sigs = [Counter(s for s in map(_signature, g.connections) if s) for g in groups]
+    for i, a in enumerate(groups):
+        for j, b in enumerate(groups):
+            if i >= j or a.destination == b.destination or not sigs[i] or sigs[i] != sigs[j]:
+                continue
+            if sum(sigs[i].values()) < 1:
+                continue
+            first, second = (i, j) if migrations[i]["start_time"] <= migrations[j]["start_time"] else (j, i)
+            migrations[first]["relay"] = {"side": "source", "peer": second,
+                                          "peer_destination": migrations[second]["destination"],
+                                          "note": "this leg ends at a relay; its accept order is the source's "
+                                                  "connect order, not the destination's"}
+            migrations[second]["relay"] = {"side": "destination", "peer": first,
+                                           "peer_destination": migrations[first]["destination"],
+                                           "note": "this leg is relayed; its accept order is the destination's"}
 
 
 def _is_migration(conns: list[ConnectionFacts]) -> bool:

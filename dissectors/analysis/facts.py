@@ -212,8 +212,12 @@ class ConnectionFacts:
                 continue
             if kind == "multifd.hello":
                 self.hello = dict(rec.fields)
-            if kind == "main.cmd" and rec.fields.get("cmd") == "SWITCHOVER_START":
-                self.features.add("switchover_start")
+            if kind == "main.cmd":
+                cmd = rec.fields.get("cmd")
+                if cmd == "SWITCHOVER_START":
+                    self.features.add("switchover_start")
+                elif cmd in ("POSTCOPY_ADVISE", "RECV_BITMAP"):
+                    self.ledger.watch(self.endpoint)
             if kind == "malformed":
                 if len(self.malformed) < MALFORMED_LIMIT:
                     self.malformed.append(rec)

@@ -13,6 +13,7 @@ from dissectors.analysis.roles import infer_generation, true_role
 from dissectors.tcp.connection import Connection
 from dissectors.tcp.connection import endpoint_text as _addr
 
+TLS_BULK = 256 << 10      # bytes a single extra TLS channel must carry to be taken for multifd
 BAD_MAGIC_72 = "multifd: received packet magic 5145564d expected 11223344"
 
 
@@ -48,6 +49,14 @@ class MigrationJudge:
         multifd_ids = {f.hello.get("id") for f in self.g.connections if f.hello}
         n_multifd = 0 if recovery else max(len(multifd_ids), roles.count(P.MULTIFD))
         preempt = P.PREEMPT in roles
+        if roles and all(r == P.TLS for r in roles) and len(roles) > 1 and not recovery:
+            # Encrypted: guess the set-up from the channels' number and volume. Several extra channels
+            # can only be multifd; a single one is multifd if it carried bulk data, else preempt.
+            extra = leg[1:]
+            if len(extra) > 1 or extra[0].client_sent() > TLS_BULK:
+                n_multifd = len(extra)
+            else:
+                preempt = postcopy = True
         return P.Setup(multifd_channels=n_multifd, postcopy=postcopy, preempt=preempt, recovery=recovery)
 
     def run(self) -> dict[str, Any]:
@@ -59,6 +68,7 @@ class MigrationJudge:
         policy_info: dict[str, Any] = {}
         all_main = [f for f in self.g.connections if f.kind in ("main", "main-recovery")]
         postcopy = any(f.commands("POSTCOPY_ADVISE") for f in all_main)
+        policy_name = ""
         for leg_no, leg in enumerate(self.g.legs):
             order = sorted(leg, key=start_ts)
             recovery = leg_no > 0 or any(f.kind == "main-recovery" for f in order)
@@ -67,7 +77,10 @@ class MigrationJudge:
             setup = self.setup(order, roles, recovery)
             views = [P.ChannelView(role=P.destination_roles(r), magic=f.magic, tls=(r == P.TLS))
                      for r, f in zip(roles, order, strict=True)]
-            policy_name, why, gen = self.choose_policy(order, roles)
+            if leg_no == 0:
+                policy_name, why, gen = self.choose_policy(order, roles)
+                policy_info = {"name": policy_name, "why": why, "source_generation": gen.text(),
+                               "evidence": gen.evidence}
             chosen = P.POLICIES[policy_name](views, setup)
             for name, fn in P.POLICIES.items():
                 a = fn(views, setup)
@@ -76,8 +89,7 @@ class MigrationJudge:
                     "leg": leg_no, "roles": a.roles, "misclassified": bad,
                     "verdict": _verdict(views, a, bad),
                 })
-            policy_info = {"name": policy_name, "why": why, "source_generation": gen.text(),
-                           "evidence": gen.evidence, "notes": chosen.notes}
+            policy_info.setdefault("notes", chosen.notes)
             multifd_seen = 0
             for i, (f, (role, evidence)) in enumerate(zip(order, truth, strict=True)):
                 assigned = chosen.roles[i]
@@ -102,6 +114,10 @@ class MigrationJudge:
             stalls.append(np)
         outcome = self.outcome(misclassifications, stalls)
         conns = self.g.connections
+        notes = []
+        if any(c["role"] == P.TLS for c in channels):
+            notes.append("TLS: the channels' contents are hidden; the assigned roles follow the accept order and "
+                         "the set-up was guessed from the number and volume of channels, so nothing can be verified")
         return {
             "id": self.index,
             "destination": self.g.destination,
@@ -116,6 +132,7 @@ class MigrationJudge:
             "misclassifications": misclassifications,
             "stalls": stalls,
             "what_if": what_if,
+            "notes": notes,
         }
 
     # -- policy -----------------------------------------------------------------------------------
@@ -125,10 +142,11 @@ class MigrationJudge:
         preempt_early = None
         pre = [f for f, r in zip(order, roles, strict=True) if r == P.PREEMPT]
         if main is not None and pre:
-            run = main.first_event("main.cmd", cmd="POSTCOPY_RUN")
-            pong = None
-            preempt_early = start_ts(pre[0]) - start_ts(main) < 0.5 and (run is None or start_ts(pre[0]) < run.ts)
-            del pong
+            # 7.2 (and <= 7.2 machine types) connect the preempt channel at set-up; 8.0+ only once
+            # postcopy starts (after a PONG), so it comes after the POSTCOPY_ADVISE/LISTEN commands.
+            listen = main.first_event("main.cmd", cmd="POSTCOPY_LISTEN") or main.first_event(
+                "main.cmd", cmd="POSTCOPY_RUN")
+            preempt_early = listen is None or start_ts(pre[0]) < listen.ts - 0.5
         gen = infer_generation(main, multifd, preempt_early)
         if self.opt.qemu_version:
             name = P.policy_for_version(self.opt.qemu_version)
@@ -196,6 +214,9 @@ class MigrationJudge:
         elif role == P.PREEMPT and assigned == P.MAIN:
             if c.first_data_ts[0] is not None:
                 failure = (f"stall, no error, until the source first writes on it at {_fmt(c.first_data_ts[0])}; "
+                           "then: Not a migration stream")
+            elif c.closed_by == "client" and c.fin_ts[0] is not None:
+                failure = (f"stall, no error, until the source closes it at {_fmt(c.fin_ts[0])}; "
                            "then: Not a migration stream")
             else:
                 failure = "stall, no error: the destination reads a silent socket"
@@ -327,7 +348,7 @@ class MigrationJudge:
 
         eps = {f.endpoint for f in self.g.connections}
         served = [r for ep in eps for r in self.ledger.served.get(ep, [])]
-        lat = [r.served_ts - r.ts for r in served if r.served_ts is not None]
+        lat = [max(0.0, r.served_ts - r.ts) for r in served if r.served_ts is not None]
         return {
             "advise_time": first("POSTCOPY_ADVISE"),
             "listen_time": first("POSTCOPY_LISTEN"),
@@ -339,20 +360,39 @@ class MigrationJudge:
 
     def outcome(self, misc: list[dict[str, Any]], stalls: list[dict[str, Any]]) -> dict[str, Any]:
         conns = self.g.connections
-        eof = [r for f in conns if f.kind in ("main", "main-recovery") for r in f.events if r.kind == "main.eof"]
+        mains = [f for f in conns if f.kind in ("main", "main-recovery")]
+        eof = [r for f in mains for r in f.events if r.kind == "main.eof"]
+        shut = [r for f in mains for r in f.events if r.kind == "rp.shut"]
+        bad_shut = [r for r in shut if r.fields.get("status", r.fields.get("value", 0))]
+        stall_kinds = {s["kind"] for s in stalls}
+        if misc:
+            if stall_kinds & {"preempt-as-main", "peek-blocked"}:
+                s = next(x for x in stalls if x["kind"] in ("preempt-as-main", "peek-blocked"))
+                return {"status": "stalled", "reason": f"{s['kind']} from {_fmt(s['start'])}: {misc[0]['failure']}"}
+            first = next((m for m in misc if m["role"] == P.MAIN), misc[0])   # QEMU's own error comes first
+            return {"status": "failed", "reason": first["failure"]}
+        if bad_shut:
+            r = bad_shut[0]
+            return {"status": "failed", "reason": f"the destination sent SHUT with an error at {_fmt(r.ts)} "
+                                                  "(Sibling indicated error)"}
         if eof:
-            return {"status": "completed", "reason": f"main channel reached EOF at {_fmt(eof[-1].ts)}"}
+            why = f"main channel reached EOF at {_fmt(eof[-1].ts)}"
+            if shut:
+                why += f"; the destination acknowledged with SHUT 0 at {_fmt(shut[-1].ts)}"
+            return {"status": "completed", "reason": why}
         if stalls:
             s = stalls[0]
             return {"status": "stalled", "reason": f"{s['kind']} stall from {_fmt(s['start'])}"}
+        if conns and all(f.kind == "tls" for f in conns if f.client_sent()):
+            closes = [f.conn for f in conns if f.conn.closed_by]
+            how = ", ".join(sorted({f"closed by {c.closed_by}" for c in closes})) or "still open"
+            return {"status": "unknown", "reason": f"encrypted (TLS): the outcome cannot be read; connections {how}"}
         resets = [f for f in conns if _rst(f.conn) is not None or f.conn.closed_by == "server"]
-        if misc:
-            return {"status": "failed", "reason": misc[0]["failure"]}
         if resets:
             f = resets[0]
             return {"status": "failed",
                     "reason": f"{_addr(f.conn.client)} closed by {f.conn.closed_by} before the main channel's EOF"}
-        if all(f.conn.fin_ts[0] is not None for f in conns):
+        if conns and all(f.conn.fin_ts[0] is not None for f in conns):
             return {"status": "failed", "reason": "every connection closed without an EOF on the main channel"}
         return {"status": "incomplete", "reason": "the capture ends before the migration does"}
 

@@ -53,6 +53,12 @@ from dissectors.layers.main_stream import (
     Subsection,
     VmDescription,
 )
+from dissectors.layers.ram import (
+    RAM_FLAGS_WITH_BLOCK,
+    RAM_SAVE_FLAG_CONTINUE,
+    RAM_SAVE_FLAG_EOS,
+    RAM_SAVE_FLAG_MULTIFD_FLUSH,
+)
 from dissectors.layers.structs import fixed_size, struct_of
 
 _HEADER = struct_of(QemuFileHeader)
@@ -100,6 +106,7 @@ class MainParser(RamWalker):
         self._section_id = 0
         self._device_start = 0
         self._package_end: int | None = None
+        self._recovered = False      # started without a QEVM header (postcopy recovery)
 
     def _initial_state(self) -> State:
         return self._st_header
@@ -117,6 +124,7 @@ class MainParser(RamWalker):
 
     def _st_header(self, mv: memoryview, pos: int, end: int) -> int | None:
         if mv[pos] == QEMU_VM_COMMAND:  # recovered main channel: RECV_BITMAP commands, no header
+            self._recovered = True
             self._state = self._st_record
             return pos
         if end - pos < _HEADER.size:
@@ -246,6 +254,14 @@ class MainParser(RamWalker):
             _, sid = _PART.unpack_from(mv, pos)
             p = pos + _PART.size
             idstr = self._sections.get(sid)
+            if idstr is None and self._recovered:
+                # A recovered channel never saw the SECTION_START that named this id: the sections
+                # that go on after a postcopy pause are iterable ones, so test for RAM records.
+                ram = self._looks_like_ram(mv, p, end)
+                if ram is None:
+                    return None
+                if ram:
+                    idstr = self._sections[sid] = RAM_SECTION_IDSTR.decode()
             fields = {"section_id": sid, "idstr": idstr}
         self._emit_main(_SECTION_KINDS[typ], off, p - pos, fields, bytes(mv[pos:p]))
         self._section_id = sid
@@ -255,6 +271,27 @@ class MainParser(RamWalker):
             self._device_start = self._base + p
             self._state = self._st_device
         return p
+
+    @staticmethod
+    def _looks_like_ram(mv: memoryview, p: int, end: int) -> bool | None:
+        """Whether a RAM record word (plus its block name, when one follows) starts at ``p``."""
+        if end - p < 8:
+            return None
+        word = int.from_bytes(mv[p:p + 8], "big")
+        flags = word & 0xFFF
+        kind = flags & ~RAM_SAVE_FLAG_CONTINUE
+        if kind in (RAM_SAVE_FLAG_EOS, RAM_SAVE_FLAG_MULTIFD_FLUSH):
+            return word == kind
+        if not kind or kind & ~RAM_FLAGS_WITH_BLOCK or kind & (kind - 1):
+            return False        # exactly one of the kinds that name a block
+        if flags & RAM_SAVE_FLAG_CONTINUE:
+            return True
+        if end - p < 9:
+            return None
+        n = mv[p + 8]
+        if end - p < 9 + n:
+            return None
+        return n > 0 and all(0x20 < c < 0x7F for c in mv[p + 9:p + 9 + n])
 
     def _st_ram_footer(self, mv: memoryview, pos: int, end: int) -> int | None:
         if end - pos < _FOOTER.size:

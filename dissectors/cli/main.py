@@ -61,9 +61,19 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from dissectors.recorder import cli as recorder_cli
+    from dissectors.recorder import command as recorder_cli
 
     return recorder_cli.run(args)
+
+
+def _qemu_version(text: str) -> str:
+    from dissectors.analysis.policies import policy_for_version
+
+    try:
+        policy_for_version(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", aliases=["analyse"], help="per migration: accept order, roles, findings")
     a.add_argument("capture", help="pcap or pcapng file (optionally gzip-compressed)")
     a.add_argument("--json", action="store_true", help="machine-readable report (docs/report-schema.md)")
-    a.add_argument("--qemu-version", help="the destination's QEMU version (e.g. 7.2, 10.0); default: inferred")
+    a.add_argument("--qemu-version", type=_qemu_version,
+                   help="the destination's QEMU version (e.g. 7.2, 10.0); default: inferred from the streams")
     a.add_argument("--stall-threshold", type=float, default=1.0, metavar="S",
                    help="seconds a postcopy page request may wait before it counts as a stall (default 1)")
     a.add_argument("--progress-timeout", type=float, default=5.0, metavar="S",
@@ -109,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("record", help="record a real QEMU migration with tcpdump")
     try:
-        from dissectors.recorder import cli as recorder_cli
+        from dissectors.recorder import command as recorder_cli
 
         recorder_cli.add_arguments(r)
     except ImportError as exc:  # the recorder is optional at import time

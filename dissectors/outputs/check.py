@@ -28,6 +28,12 @@ def stem(path: Path) -> Path:
     return path
 
 
+def sibling(capture: Path, suffix: str) -> Path:
+    """``NAME.pcap.gz`` -> ``NAME<suffix>`` (names hold dots, as in ``precopy-7.2``)."""
+    base = stem(capture)
+    return base.with_name(base.name + suffix)
+
+
 def find_captures(paths: list[str]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
@@ -39,25 +45,20 @@ def find_captures(paths: list[str]) -> list[Path]:
 
 
 def destination_version(capture: Path) -> str | None:
-    manifest = stem(capture).with_suffix(".manifest.json")
+    manifest = sibling(capture, ".manifest.json")
     if not manifest.exists():
         return None
     try:
         data = json.loads(manifest.read_text())
     except (OSError, ValueError):
         return None
-    for key in ("dst_qemu", "destination_qemu", "dst_version"):
-        v = data.get(key)
-        if isinstance(v, str):
-            return v
-    dst = data.get("destination") or data.get("dst") or {}
-    if isinstance(dst, dict):
-        v = dst.get("qemu_version") or dst.get("version") or dst.get("qemu")
-        if isinstance(v, str):
-            return v
-        if isinstance(v, dict) and "qemu" in v:
-            q = v["qemu"]
-            return f"{q.get('major')}.{q.get('minor')}"
+    qemu = data.get("qemu", {})
+    dst = qemu.get("destination", {}) if isinstance(qemu, dict) else {}
+    version = dst.get("version", {}).get("qemu") if isinstance(dst, dict) else None
+    if isinstance(version, dict) and "major" in version:
+        return f"{version['major']}.{version.get('minor', 0)}"
+    if isinstance(dst, dict) and isinstance(dst.get("name"), str):
+        return dst["name"]
     return None
 
 
@@ -70,7 +71,7 @@ def normalise(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_one(capture: Path, update: bool) -> tuple[str, list[str]]:
-    expected_path = stem(capture).with_suffix(".expected.json")
+    expected_path = sibling(capture, ".expected.json")
     version = destination_version(capture)
     report = normalise(analyze(str(capture), Options(qemu_version=version)).report)
     got = json.dumps(report, indent=2, sort_keys=True).splitlines()

@@ -58,6 +58,11 @@ def render_migration(m: dict[str, Any]) -> list[str]:
     if pol.get("evidence"):
         lines.append(f"  source generation {pol['source_generation']}: " + "; ".join(pol["evidence"]))
     lines.append(f"  vantage: {m['vantage'].get('note', m['vantage'].get('guess'))}")
+    relay = m.get("relay")
+    if relay:
+        lines.append(f"  relay: {relay['note']} (other leg: migration {relay['peer']} to {relay['peer_destination']})")
+    for note in m.get("notes", []):
+        lines.append(f"  note: {note}")
     if m["misclassifications"] or m["stalls"]:
         lines.append("  FINDINGS")
     for x in m["misclassifications"]:
