@@ -96,12 +96,25 @@ def test_multifd_gap_inside_data_keeps_sync() -> None:
 
 
 def test_multifd_absurd_size_and_bad_magic() -> None:
-    bad = bytearray(multifd_packet(1, 1))
+    bad = bytearray(multifd_packet(1, 1, flags=0x02))      # zlib: next_packet_size is what follows
     bad[20:24] = (0xFFFFFFFF).to_bytes(4, "big")
     recs = whole(MultifdParser(), multifd_stream(packets=0) + bytes(bad))
     assert kinds(recs) == ["multifd.hello", "malformed", "opaque"]
     assert "next_packet_size" in recs[1].fields["reason"]
     assert kinds(whole(MultifdParser(), b"QEVM" + b"\0" * 100)) == ["malformed", "opaque"]
+
+
+def test_multifd_nocomp_ignores_next_packet_size() -> None:
+    # QEMU 7.2-8.2 leave the previous packet's next_packet_size in a packet without pages (seen in a
+    # real 7.2 capture: normal_pages 0, next_packet_size 0x80000, nothing follows); nocomp receivers
+    # read normal_pages x page_size and never look at it.
+    stale = bytearray(multifd_packet(2, 0))
+    stale[20:24] = (0x80000).to_bytes(4, "big")
+    data = multifd_stream(packets=0) + bytes(stale) + multifd_packet(3, 1)
+    recs = whole(MultifdParser(), data)
+    assert kinds(recs) == ["multifd.hello", "multifd.packet", "multifd.packet"]
+    assert recs[1].fields["next_packet_size_ignored"] is True
+    assert recs[1].length == len(stale)
 
 
 def test_multifd_truncated() -> None:

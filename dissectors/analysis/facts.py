@@ -24,6 +24,7 @@ from dissectors.tcp import Connection
 
 RecordHook = Callable[["ConnectionFacts", int, Record], None]
 
+HEAD_KEPT = 64                 # first bytes kept per direction (evidence, relay matching)
 IDENTIFY_LIMIT = 4096          # bytes buffered at most before a stream is called unknown
 EVENT_LIMIT = 5000             # commands / return-path events kept per connection
 MALFORMED_LIMIT = 50
@@ -102,6 +103,8 @@ class ConnectionFacts:
         d.end_offset = offset + len(data)
         d.progress.add(ts, d.end_offset)
         if d.parser is not None:
+            if len(d.first) < HEAD_KEPT:
+                d.first += data[:HEAD_KEPT - len(d.first)]
             self._take(direction, d.parser.feed(data, ts))
             return
         if d.kind is not None:            # identified, nothing to parse with
@@ -169,7 +172,7 @@ class ConnectionFacts:
         d.kind = kind
         factory = ReturnPathParser if kind == "return-path" else PARSERS.get(kind)
         buffered = bytes(d.first)
-        d.first = bytearray(buffered[:64])
+        d.first = bytearray(buffered[:HEAD_KEPT])
         if factory is None:
             return
         d.parser = factory(page_size=self.page_size) if kind not in ("tls", "return-path") else factory()

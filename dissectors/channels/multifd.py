@@ -81,9 +81,19 @@ class MultifdParser(StreamParser):
             return "more than one compression flag"
         if alloc > self.page_count or normal > self.page_count or zero > self.page_count - normal:
             return "page counts above the header capacity"
-        if size > max(normal, 1) * self.page_size * 2 + 4096:
+        if normal and flags & MULTIFD_FLAG_COMPRESSION_MASK and size > normal * self.page_size * 2 + 4096:
             return "next_packet_size far above normal_pages x page_size"
         return None
+
+    def _data_length(self, flags: int, normal: int, size: int) -> int:
+        """Bytes after the header, as the receiver reads them. Without compression that is the normal
+        pages (next_packet_size is not used, and QEMU 7.2-8.2 leave a stale value in it when a packet
+        has no pages); with compression next_packet_size, and nothing when there are no normal pages."""
+        if not normal:
+            return 0
+        if flags & MULTIFD_FLAG_COMPRESSION_MASK:
+            return size
+        return normal * self.page_size
 
     def _st_packet(self, mv: memoryview, pos: int, end: int) -> int | None:
         off = self._base + pos
@@ -108,12 +118,15 @@ class MultifdParser(StreamParser):
             "block": _cstr(block), "next_packet_size": size,
             "compression": MULTIFD_COMPRESSION[flags & MULTIFD_FLAG_COMPRESSION_MASK],
         }
+        data = self._data_length(flags, normal, size)
+        if data != size:
+            fields["next_packet_size_ignored"] = True
         if normal:
             self._count("multifd.normal_pages", normal)
         if zero:
             self._count("multifd.zero_pages", zero)
         kind = "multifd.sync" if flags & MULTIFD_FLAG_SYNC else "multifd.packet"
-        self._emit_skipping(kind, off, self.header_size + size, fields, size)
+        self._emit_skipping(kind, off, self.header_size + data, fields, data)
         return pos + self.header_size
 
     def _device_state(self, mv: memoryview, pos: int, end: int) -> int | None:
