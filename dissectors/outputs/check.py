@@ -105,6 +105,8 @@ def run_check(args: argparse.Namespace) -> int:
     if args.json:
         json.dump({"results": results, "failed": bad}, sys.stdout, indent=2)
         print()
+    elif args.update:
+        print(f"{len(captures)} expected report(s) written")
     else:
         print(f"{len(captures) - bad} passed, {bad} failed")
     return 1 if bad else 0
