@@ -1,0 +1,61 @@
+"""Incremental gzip decompression that keeps every byte it could recover.
+
+``gzip.GzipFile.read`` raises on a cut stream and drops what it had decompressed of the last chunk; this
+reader returns the recoverable data first and reports the problem afterwards via ``problem``. It also
+bounds each output chunk, so a decompression bomb cannot allocate more than one chunk at a time.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import BinaryIO
+
+_RAW_CHUNK = 1 << 20
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+class GunzipStream:
+    """``read(n)`` returns up to ``n`` decompressed bytes, ``b""`` at the end (check ``problem``)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._inflate = zlib.decompressobj(_GZIP_WBITS)
+        self._raw_eof = False
+        self._done = False
+        self.problem: str | None = None
+
+    def read(self, count: int) -> bytes:
+        out: list[bytes] = []
+        have = 0
+        while have < count and not self._done:
+            chunk = self._step(count - have)
+            if chunk:
+                out.append(chunk)
+                have += len(chunk)
+        return b"".join(out)
+
+    def _step(self, limit: int) -> bytes:
+        inflate = self._inflate
+        if inflate.eof:  # member finished: what follows (if anything) is the next gzip member
+            data = inflate.unused_data or self._raw.read(_RAW_CHUNK)
+            if not data:
+                self._done = True
+                return b""
+            self._inflate = inflate = zlib.decompressobj(_GZIP_WBITS)
+        else:
+            data = inflate.unconsumed_tail  # input left over when the last call hit its output limit
+            if not data:
+                data = self._raw.read(_RAW_CHUNK)
+                if not data:
+                    self._done = True
+                    self.problem = "gzip stream ends early (file cut?)"
+                    return b""
+        try:
+            return inflate.decompress(data, limit)
+        except zlib.error as exc:
+            self._done = True
+            self.problem = f"gzip data corrupt: {exc}"
+            return b""
+
+    def close(self) -> None:
+        self._raw.close()

@@ -1,0 +1,225 @@
+"""pcapng block walk: sections of either byte order, many interfaces, EPB / SPB / obsolete PB.
+
+Interface Description Blocks give each interface its link type, snaplen and timestamp resolution
+(``if_tsresol``, power of 10 or of 2) and offset (``if_tsoffset``); a new Section Header Block restarts
+interface numbering. Other block types (name resolution, statistics, secrets, custom) are skipped.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, NamedTuple
+
+from .frames import FRAGMENT, SHORT, decode_frame
+from .limits import MAX_RECORD, PROGRESS_STEP
+from .linktypes import LINK_DECODERS, LinkDecoder, linktype_name
+
+if TYPE_CHECKING:
+    from .reader import Capture
+
+SHB_TYPE = 0x0A0D0D0A
+SHB_MAGIC = bytes.fromhex("0a0d0d0a")
+_BOM = 0x1A2B3C4D
+_IDB, _OPB, _SPB, _EPB = 1, 2, 3, 6
+_OPT_TSRESOL, _OPT_TSOFFSET = 9, 14
+_ETH_IPV4_TCP = struct.Struct("!HBxHxxHxB2x4s4sHHIIBB")
+
+
+class Interface(NamedTuple):
+    link: LinkDecoder | None
+    divisor: int
+    tsoffset: int
+    snaplen: int
+    fast: bool
+
+
+def _parse_idb(buf: memoryview, pos: int, blen: int, order: str) -> tuple[int, int, int, int]:
+    """Return (linktype, snaplen, divisor, tsoffset) of the IDB at ``pos``."""
+    linktype, snaplen = struct.unpack_from(order + "H2xI", buf, pos + 8)
+    divisor, tsoffset = 1_000_000, 0
+    opt = pos + 16
+    stop = pos + blen - 4
+    opt_header = struct.Struct(order + "HH").unpack_from
+    while opt + 4 <= stop:
+        code, length = opt_header(buf, opt)
+        if code == 0:
+            break
+        value = opt + 4
+        if value + length > stop:
+            break
+        if code == _OPT_TSRESOL and length >= 1:
+            res = buf[value]
+            divisor = 1 << (res & 0x7F) if res & 0x80 else 10 ** res
+        elif code == _OPT_TSOFFSET and length >= 8:
+            tsoffset = struct.unpack_from(order + "q", buf, value)[0]
+        opt = value + ((length + 3) & ~3)
+    return linktype, snaplen, divisor, tsoffset
+
+
+def pcapng_segments(cap: Capture) -> Iterator[tuple]:
+    """Yield segment tuples of a pcapng file; counters and warnings go to ``cap``."""
+    source = cap.source
+    buf = source.first()
+    base = 0
+    end = len(buf)
+    stats = cap.stats
+    stats.format = "pcapng"
+    order = "<"
+    block_header = struct.Struct("<II").unpack_from
+    u32 = struct.Struct("<I").unpack_from
+    epb_fields = struct.Struct("<IIIII").unpack_from
+    opb_fields = struct.Struct("<HHIIII").unpack_from
+    eth_ip_tcp = _ETH_IPV4_TCP.unpack_from
+    decode = decode_frame
+    max_record = MAX_RECORD
+    step = PROGRESS_STEP
+    interfaces: list[Interface] = []
+    section = -1
+    last_ts = 0.0
+
+    pos = 0
+    checkpoint = step
+    frame = non_tcp = truncated = frags = short = unsupported = 0
+    try:
+        while True:
+            if pos + 12 > end:
+                grown = source.more(buf, pos, 12)
+                if grown is None:
+                    if pos < end:
+                        cap.warn(base + pos, f"truncated block header ({end - pos} bytes); stopped reading")
+                    break
+                buf, base, pos, end = grown, base + pos, 0, len(grown)
+                checkpoint = 0
+                continue
+            btype, blen = block_header(buf, pos)
+            if btype == SHB_TYPE:
+                bom = bytes(buf[pos + 8:pos + 12])
+                if bom == b"\x4d\x3c\x2b\x1a":
+                    new_order = "<"
+                elif bom == b"\x1a\x2b\x3c\x4d":
+                    new_order = ">"
+                else:
+                    cap.warn(base + pos, "section header with an unknown byte-order magic; stopped reading")
+                    break
+                if new_order != order:
+                    order = new_order
+                    block_header = struct.Struct(order + "II").unpack_from
+                    u32 = struct.Struct(order + "I").unpack_from
+                    epb_fields = struct.Struct(order + "IIIII").unpack_from
+                    opb_fields = struct.Struct(order + "HHIIII").unpack_from
+                    btype, blen = block_header(buf, pos)
+            if blen < 12 or blen & 3 or blen > max_record:
+                cap.warn(base + pos, f"invalid block length {blen} (block type 0x{btype:08x}): garbage or "
+                                     "corrupt file; stopped reading")
+                break
+            nxt = pos + blen
+            if nxt > end:
+                grown = source.more(buf, pos, blen)
+                if grown is None or len(grown) < blen:
+                    have = len(grown) if grown is not None else end - pos
+                    cap.warn(base + pos, f"truncated block (type 0x{btype:08x}): {blen} bytes announced, "
+                                         f"{have} present; stopped reading")
+                    break
+                buf, base, pos, end = grown, base + pos, 0, len(grown)
+                checkpoint = 0
+                continue
+            if u32(buf, nxt - 4)[0] != blen:
+                cap.warn(base + pos, f"block (type 0x{btype:08x}) trailing length differs from its leading "
+                                     f"length {blen}: corrupt file; stopped reading")
+                break
+
+            if btype == _EPB:
+                ifid, ts_high, ts_low, caplen, wirelen = epb_fields(buf, pos + 8)
+                start = pos + 28
+            elif btype == _SPB:
+                wirelen = u32(buf, pos + 8)[0]
+                caplen = min(wirelen, blen - 16)
+                if interfaces and interfaces[0].snaplen:
+                    caplen = min(caplen, interfaces[0].snaplen)
+                ifid = 0
+                start = pos + 12
+            elif btype == _OPB:
+                ifid, _drops, ts_high, ts_low, caplen, wirelen = opb_fields(buf, pos + 8)
+                start = pos + 28
+            else:
+                if btype == _IDB:
+                    if blen < 20:
+                        cap.warn(base + pos, "interface description block too short; stopped reading")
+                        break
+                    linktype, snaplen, divisor, tsoffset = _parse_idb(buf, pos, blen, order)
+                    link = LINK_DECODERS.get(linktype)
+                    name = linktype_name(linktype)
+                    stats.link_types.add(name)
+                    stats.snaplen = max(stats.snaplen, snaplen)
+                    if link is None:
+                        cap.warn(base + pos, f"unsupported link type {linktype} ({name}) on interface "
+                                             f"{len(interfaces)} (section {section}): its frames are skipped "
+                                             "and counted")
+                    interfaces.append(Interface(link, divisor, tsoffset, snaplen, linktype == 1))
+                elif btype == SHB_TYPE:
+                    section += 1
+                    interfaces = []
+                pos = nxt
+                continue
+
+            stop = start + caplen
+            if stop > nxt - 4 and btype != _SPB:
+                cap.warn(base + pos, f"packet block claims {caplen} captured bytes but holds "
+                                     f"{nxt - 4 - start}: corrupt file; stopped reading")
+                break
+            frame += 1
+            if wirelen > caplen:
+                truncated += 1
+            if pos >= checkpoint:
+                stats.frames, stats.tcp_segments, stats.non_tcp = frame - 1, frame - 1 - non_tcp, non_tcp
+                cap.offset = base + pos
+                source.release_behind(base + pos)
+                checkpoint = pos + step
+            if ifid >= len(interfaces):
+                cap.warn(base + pos, f"frame {frame} names interface {ifid}, which section {section} does "
+                                     "not describe; skipped")
+                unsupported += 1
+                non_tcp += 1
+                pos = nxt
+                continue
+            iface = interfaces[ifid]
+            if btype != _SPB:
+                last_ts = ((ts_high << 32) | ts_low) / iface.divisor + iface.tsoffset
+            if iface.fast and caplen >= 54:
+                (ethertype, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff,
+                 flags) = eth_ip_tcp(buf, start + 12)
+                if ethertype == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF:
+                    ip_end = start + 14 + total
+                    pstart = start + 34 + ((doff >> 4) << 2)
+                    if ip_end <= stop and pstart <= ip_end and doff >= 0x50:
+                        pos = nxt
+                        yield (frame, last_ts, src, sport, dst, dport, seq, ack, flags, buf[pstart:ip_end], 0)
+                        continue
+            if iface.link is None:
+                unsupported += 1
+                non_tcp += 1
+            else:
+                tail = decode(iface.link, buf, start, stop)
+                if tail.__class__ is tuple:
+                    pos = nxt
+                    yield (frame, last_ts) + tail
+                    continue
+                non_tcp += 1
+                if tail == FRAGMENT:
+                    if not frags:
+                        cap.warn(base + pos, f"frame {frame}: IP fragment skipped (fragments are not "
+                                             "reassembled; all are counted in stats.ip_fragments)")
+                    frags += 1
+                elif tail == SHORT:
+                    short += 1
+            pos = nxt
+    finally:
+        if source.problem:
+            cap.warn(base + pos, source.problem + "; stopped reading")
+            source.problem = None
+        stats.frames, stats.tcp_segments, stats.non_tcp = frame, frame - non_tcp, non_tcp
+        stats.truncated_frames, stats.ip_fragments = truncated, frags
+        stats.short_frames, stats.unsupported_link = short, unsupported
+        stats.bytes = base + pos
+        cap.offset = base + pos

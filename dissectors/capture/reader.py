@@ -1,0 +1,84 @@
+"""``open_capture``: detect the format by magic and hand out TCP segments with counters and warnings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from types import TracebackType
+
+from ..errors import InputError
+from .pcap import PCAP_MAGICS, pcap_segments
+from .pcapng import SHB_MAGIC, pcapng_segments
+from .records import CaptureStats
+from .source import ByteSource, MmapSource, open_source
+
+
+class Capture:
+    """An open capture file. Iterate ``tcp_segments()``; read ``stats``, ``warnings``, ``position``/``size``.
+
+    Payload memoryviews point into the file mapping: copy them (``bytes(payload)``) to keep them past
+    ``close()``. Each call of ``tcp_segments()`` starts a fresh pass and resets ``stats``/``warnings``.
+    """
+
+    def __init__(self, path: str, source: ByteSource, is_pcapng: bool) -> None:
+        self.path = path
+        self.source = source
+        self.size = source.size
+        self.offset = 0
+        self.stats = CaptureStats()
+        self.warnings: list[str] = []
+        self._is_pcapng = is_pcapng
+        self._passes = 0
+        self._where = "uncompressed offset" if source.compressed else "offset"
+
+    @property
+    def position(self) -> int:
+        """Bytes consumed so far, comparable with ``size`` (compressed bytes for gzip input)."""
+        return self.source.position(self.offset)
+
+    def warn(self, offset: int, message: str) -> None:
+        self.warnings.append(f"{self.path}: {self._where} {offset}: {message}")
+
+    def tcp_segments(self) -> Iterator[tuple]:
+        """Yield a plain tuple ``(frame, ts, src, sport, dst, dport, seq, ack, flags, payload, missing)``
+        (see ``TcpSegment``) for every TCP segment, in file order."""
+        if self._passes:
+            self._restart()
+        self._passes += 1
+        self.stats = CaptureStats()
+        self.warnings = []
+        self.offset = 0
+        walker = pcapng_segments if self._is_pcapng else pcap_segments
+        return walker(self)
+
+    def _restart(self) -> None:
+        if not isinstance(self.source, MmapSource):
+            self.source.close()
+            self.source, _ = open_source(self.path)
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def open_capture(path: str | os.PathLike[str]) -> Capture:
+    """Open a pcap or pcapng file (optionally gzip-compressed), recognised by its magic number."""
+    name = os.fspath(path)
+    try:
+        source, magic = open_source(name)
+    except OSError as exc:
+        raise InputError(f"cannot open: {exc.strerror or exc}", path=name) from None
+    if source.size == 0:
+        source.close()
+        raise InputError("empty file", path=name, offset=0)
+    if magic in PCAP_MAGICS or magic == SHB_MAGIC:
+        return Capture(name, source, magic == SHB_MAGIC)
+    source.close()
+    shown = magic.hex() if magic else "none"
+    raise InputError(f"not a pcap or pcapng file (magic 0x{shown})", path=name, offset=0)

@@ -1,0 +1,156 @@
+"""Bad input: not a capture, empty, truncated, garbage in the middle, absurd lengths, fragments, gzip."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import pytest
+from capture_helpers import ipv4_fragment_frame, ipv6_fragment_frame, read_segments
+
+from dissectors.capture import open_capture
+from dissectors.capture.writer import PcapngWriter, PcapWriter, tcp_frame
+from dissectors.errors import InputError
+
+
+def frames(count: int) -> list[bytes]:
+    return [tcp_frame("10.0.0.1", "10.0.0.2", 1, 4444, 1000 * i, payload=bytes([i]) * 1000) for i in range(count)]
+
+
+def write_pcap(path: Path, items: list[bytes]) -> Path:
+    with PcapWriter(path) as w:
+        for i, frame in enumerate(items):
+            w.write(float(i), frame)
+    return path
+
+
+def write_pcapng(path: Path, items: list[bytes]) -> Path:
+    with PcapngWriter(path) as w:
+        w.add_interface("ether")
+        for i, frame in enumerate(items):
+            w.write(float(i), frame)
+    return path
+
+
+def test_not_a_capture(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"Hello, this is not a capture\n" * 10)
+    with pytest.raises(InputError) as err:
+        open_capture(path)
+    assert "not a pcap or pcapng file (magic 0x48656c6c)" in str(err.value)
+    assert err.value.path == str(path) and err.value.offset == 0
+
+
+def test_empty_and_tiny_and_missing_files(tmp_path: Path) -> None:
+    (tmp_path / "empty.pcap").write_bytes(b"")
+    (tmp_path / "tiny.pcap").write_bytes(b"\xd4\xc3")
+    for name in ("empty.pcap", "tiny.pcap", "absent.pcap"):
+        with pytest.raises(InputError):
+            open_capture(tmp_path / name)
+
+
+def test_gzip_of_garbage_is_not_a_capture(tmp_path: Path) -> None:
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip.compress(b"garbage" * 100))
+    with pytest.raises(InputError, match="not a pcap or pcapng file"):
+        open_capture(path)
+
+
+@pytest.mark.parametrize("writer", [write_pcap, write_pcapng])
+@pytest.mark.parametrize("cut", [1, 7, 16, 300])
+def test_truncated_file_keeps_what_was_read(tmp_path: Path, writer, cut: int) -> None:  # noqa: ANN001
+    path = writer(tmp_path / "t.cap", frames(5))
+    data = path.read_bytes()
+    path.write_bytes(data[:-cut])
+    segments, stats, warnings = read_segments(path)
+    assert [s.payload[:1] for s in segments] == [bytes([i]) for i in range(4)]
+    assert len(warnings) == 1 and "truncated" in warnings[0] and str(path) in warnings[0]
+    last_record_offset = len(data) - (len(data) - 24) // 5 if writer is write_pcap else None
+    if last_record_offset is not None:
+        assert f"offset {last_record_offset}:" in warnings[0]
+
+
+@pytest.mark.parametrize("writer", [write_pcap, write_pcapng])
+def test_garbage_in_the_middle_stops_with_offset(tmp_path: Path, writer) -> None:  # noqa: ANN001
+    head = writer(tmp_path / "a.cap", frames(3)).read_bytes()
+    tail = writer(tmp_path / "b.cap", frames(3)).read_bytes()
+    path = tmp_path / "g.cap"
+    skip = 24 if writer is write_pcap else 0
+    garbage = b"\xff\xee\xdd\xcc" * 8
+    path.write_bytes(head + garbage + tail[skip:])
+    segments, _, warnings = read_segments(path)
+    assert len(segments) == 3
+    assert len(warnings) == 1 and f"offset {len(head)}:" in warnings[0]
+
+
+def test_huge_claimed_record_is_never_allocated(tmp_path: Path) -> None:
+    path = write_pcap(tmp_path / "h.pcap", frames(2))
+    with open(path, "ab") as f:
+        f.write(struct.pack("<IIII", 0, 0, 0x7FFFFFFF, 0x7FFFFFFF) + b"x" * 100)
+    segments, _, warnings = read_segments(path)
+    assert len(segments) == 2 and "64 MiB" in warnings[0]
+    gz = tmp_path / "h.pcap.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    segments, _, warnings = read_segments(gz)
+    assert len(segments) == 2 and "64 MiB" in warnings[0]
+
+
+def test_huge_pcapng_block_length(tmp_path: Path) -> None:
+    path = write_pcapng(tmp_path / "h.pcapng", frames(2))
+    with open(path, "ab") as f:
+        f.write(struct.pack("<II", 6, 0x7FFFFFF0) + bytes(64))
+    segments, _, warnings = read_segments(path)
+    assert len(segments) == 2 and "invalid block length" in warnings[0]
+
+
+@pytest.mark.parametrize("writer", [write_pcap, write_pcapng])
+def test_gzip_reads_like_plain(tmp_path: Path, writer) -> None:  # noqa: ANN001
+    plain = writer(tmp_path / "p.cap", frames(50))
+    packed = tmp_path / "anything.bin"  # detected by content, not by name
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    expected = read_segments(plain)
+    got = read_segments(packed)
+    assert got[0] == expected[0] and got[2] == []
+    assert got[1].bytes == expected[1].bytes == plain.stat().st_size
+    with open_capture(packed) as cap:
+        assert cap.size == packed.stat().st_size
+        for _ in cap.tcp_segments():
+            pass
+        assert 0 < cap.position <= cap.size
+
+
+def test_truncated_gzip_stream(tmp_path: Path) -> None:
+    plain = write_pcap(tmp_path / "p.pcap", frames(50))
+    packed = tmp_path / "p.pcap.gz"
+    blob = gzip.compress(plain.read_bytes())
+    packed.write_bytes(blob[: len(blob) // 2])
+    segments, _, warnings = read_segments(packed)
+    assert 0 < len(segments) < 50 and warnings and all(str(packed) in w for w in warnings)
+
+
+def test_fragments_counted_and_warned_once(tmp_path: Path) -> None:
+    items = [ipv4_fragment_frame(0, True), ipv4_fragment_frame(3, False), ipv6_fragment_frame(0, True),
+             ipv6_fragment_frame(5, False), tcp_frame("10.0.0.1", "10.0.0.2", 1, 2, 3, payload=b"ok")]
+    segments, stats, warnings = read_segments(write_pcap(tmp_path / "f.pcap", items))
+    assert [s.payload for s in segments] == [b"ok"]
+    assert stats.ip_fragments == 4 and stats.non_tcp == 4
+    assert len(warnings) == 1 and "fragment" in warnings[0] and "offset 24:" in warnings[0]
+
+
+def test_second_pass_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "r.pcap.gz"
+    path.write_bytes(gzip.compress(write_pcap(tmp_path / "r.pcap", frames(3)).read_bytes()))
+    with open_capture(path) as cap:
+        assert len(list(cap.tcp_segments())) == 3
+        assert len(list(cap.tcp_segments())) == 3
+        assert cap.stats.frames == 3
+
+
+def test_stopping_early_still_publishes_stats(tmp_path: Path) -> None:
+    with open_capture(write_pcap(tmp_path / "e.pcap", frames(10))) as cap:
+        segments = cap.tcp_segments()
+        next(segments)
+        next(segments)
+        segments.close()
+        assert cap.stats.frames == 2 and cap.position > 24
