@@ -68,13 +68,16 @@ def pcapng_segments(cap: Capture) -> Iterator[tuple]:
     order = "<"
     block_header = struct.Struct("<II").unpack_from
     u32 = struct.Struct("<I").unpack_from
-    epb_fields = struct.Struct("<IIIII").unpack_from
+    epb_block = struct.Struct("<IIIIIII").unpack_from  # type, length, interface, ts high/low, caplen, wirelen
     opb_fields = struct.Struct("<HHIIII").unpack_from
     eth_ip_tcp = _ETH_IPV4_TCP.unpack_from
     decode = decode_frame
     max_record = MAX_RECORD
     step = PROGRESS_STEP
     interfaces: list[Interface] = []
+    current = -1  # interface whose settings are bound to the locals below
+    link: LinkDecoder | None = None
+    divisor, tsoffset, fast_min = 1_000_000, 0, 1 << 62
     section = -1
     last_ts = 0.0
 
@@ -83,7 +86,11 @@ def pcapng_segments(cap: Capture) -> Iterator[tuple]:
     frame = non_tcp = truncated = frags = short = unsupported = 0
     try:
         while True:
-            if pos + 12 > end:
+            if pos + 28 <= end:  # room for an EPB's fixed part: read it in one go, whatever the block is
+                btype, blen, ifid, ts_high, ts_low, caplen, wirelen = epb_block(buf, pos)
+            elif pos + 12 <= end:
+                btype, blen = block_header(buf, pos)
+            else:
                 grown = source.more(buf, pos, 12)
                 if grown is None:
                     if pos < end:
@@ -92,7 +99,6 @@ def pcapng_segments(cap: Capture) -> Iterator[tuple]:
                 buf, base, pos, end = grown, base + pos, 0, len(grown)
                 checkpoint = 0
                 continue
-            btype, blen = block_header(buf, pos)
             if btype == SHB_TYPE:
                 bom = bytes(buf[pos + 8:pos + 12])
                 if bom == b"\x4d\x3c\x2b\x1a":
@@ -106,7 +112,7 @@ def pcapng_segments(cap: Capture) -> Iterator[tuple]:
                     order = new_order
                     block_header = struct.Struct(order + "II").unpack_from
                     u32 = struct.Struct(order + "I").unpack_from
-                    epb_fields = struct.Struct(order + "IIIII").unpack_from
+                    epb_block = struct.Struct(order + "IIIIIII").unpack_from
                     opb_fields = struct.Struct(order + "HHIIII").unpack_from
                     btype, blen = block_header(buf, pos)
             if blen < 12 or blen & 3 or blen > max_record:
@@ -129,8 +135,7 @@ def pcapng_segments(cap: Capture) -> Iterator[tuple]:
                                      f"length {blen}: corrupt file; stopped reading")
                 break
 
-            if btype == _EPB:
-                ifid, ts_high, ts_low, caplen, wirelen = epb_fields(buf, pos + 8)
+            if btype == _EPB:  # fields were read with the header (a short EPB fails the caplen check below)
                 start = pos + 28
             elif btype == _SPB:
                 wirelen = u32(buf, pos + 8)[0]
@@ -160,6 +165,7 @@ def pcapng_segments(cap: Capture) -> Iterator[tuple]:
                 elif btype == SHB_TYPE:
                     section += 1
                     interfaces = []
+                    current = -1
                 pos = nxt
                 continue
 
@@ -176,17 +182,20 @@ def pcapng_segments(cap: Capture) -> Iterator[tuple]:
                 cap.offset = base + pos
                 source.release_behind(base + pos)
                 checkpoint = pos + step
-            if ifid >= len(interfaces):
-                cap.warn(base + pos, f"frame {frame} names interface {ifid}, which section {section} does "
-                                     "not describe; skipped")
-                unsupported += 1
-                non_tcp += 1
-                pos = nxt
-                continue
-            iface = interfaces[ifid]
+            if ifid != current:
+                if ifid >= len(interfaces):
+                    cap.warn(base + pos, f"frame {frame} names interface {ifid}, which section {section} does "
+                                         "not describe; skipped")
+                    unsupported += 1
+                    non_tcp += 1
+                    pos = nxt
+                    continue
+                current = ifid
+                link, divisor, tsoffset, _snaplen, fast = interfaces[ifid]
+                fast_min = 54 if fast else 1 << 62
             if btype != _SPB:
-                last_ts = ((ts_high << 32) | ts_low) / iface.divisor + iface.tsoffset
-            if iface.fast and caplen >= 54:
+                last_ts = ((ts_high << 32) | ts_low) / divisor + tsoffset
+            if caplen >= fast_min:
                 (ethertype, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff,
                  flags) = eth_ip_tcp(buf, start + 12)
                 if ethertype == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF:
@@ -196,11 +205,11 @@ def pcapng_segments(cap: Capture) -> Iterator[tuple]:
                         pos = nxt
                         yield (frame, last_ts, src, sport, dst, dport, seq, ack, flags, buf[pstart:ip_end], 0)
                         continue
-            if iface.link is None:
+            if link is None:
                 unsupported += 1
                 non_tcp += 1
             else:
-                tail = decode(iface.link, buf, start, stop)
+                tail = decode(link, buf, start, stop)
                 if tail.__class__ is tuple:
                     pos = nxt
                     yield (frame, last_ts) + tail
