@@ -28,6 +28,7 @@ ProgressFn = Callable[[int, int], None]
 class Analysis:
     report: dict[str, Any]
     facts: list[ConnectionFacts] = field(default_factory=list)
+    ledger: PageLedger | None = None
 
 
 def reassemble(path: str, sink_factory: Callable[[Connection], Any],
@@ -94,7 +95,7 @@ def analyze(path: str, options: Options | None = None, progress: ProgressFn | No
         "other_connections": others,
         "findings": findings,
     }
-    return Analysis(report, facts)
+    return Analysis(report, facts, ledger)
 
 
 def _signature(f: ConnectionFacts) -> bytes:

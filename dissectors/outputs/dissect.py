@@ -19,10 +19,13 @@ from dissectors.tcp.connection import Connection, endpoint_text
 PAGE_KINDS = {"ram.page", "ram.zero"}
 
 
-def _value(v: Any) -> Any:
+HEX_FIELDS = {"addr", "start", "magic", "total"}
+
+
+def _value(v: Any, key: str = "") -> Any:
     if isinstance(v, bytes | bytearray | memoryview):
         return bytes(v).hex()
-    if isinstance(v, int) and v > 0xFFFF and not isinstance(v, bool):
+    if isinstance(v, int) and not isinstance(v, bool) and (v > 0xFFFF or key in HEX_FIELDS):
         return hex(v)
     return v
 
@@ -60,13 +63,13 @@ class Dissector:
             obj = {"connection": conn.index, "client": endpoint_text(conn.client),
                    "server": endpoint_text(conn.server), "direction": "to-server" if direction == 0 else "to-client",
                    "channel": channel, "type": rec.kind, "offset": rec.offset, "length": rec.length,
-                   "time": rec.ts, "fields": {k: _value(v) for k, v in rec.fields.items()}}
+                   "time": rec.ts, "fields": {k: _value(v, k) for k, v in rec.fields.items()}}
             self.out.write(json.dumps(obj) + "\n")
             return
         arrow = "->" if direction == 0 else "<-"
-        fields = " ".join(f"{k}={_value(v)}" for k, v in rec.fields.items())
+        fields = " ".join(f"{k}={_value(v, k)}" for k, v in rec.fields.items())
         self.out.write(f"#{conn.index} {arrow} {channel:<12} @{rec.offset:<10} {rec.ts:.6f} {rec.kind:<20} "
-                       f"len={rec.length} {fields}\n")
+                       f"size={rec.length} {fields}\n")
 
     def summary(self) -> None:
         if self.args.json:

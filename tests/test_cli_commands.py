@@ -1,0 +1,102 @@
+"""dissect, check and the progress line, through the CLI entry point."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dissectors.cli.main import main
+from dissectors.outputs.progress import Progress
+from tests import synth as S
+from tests.test_analysis_synthetic import multifd_migration, postcopy_preempt
+
+CORPUS = Path(__file__).resolve().parent.parent / "captures"
+
+
+@pytest.fixture
+def capture(tmp_path):
+    path = tmp_path / "m.pcap"
+    S.write_capture(str(path), multifd_migration("main"))
+    return str(path)
+
+
+def test_dissect_lists_records_with_offsets(capture, capsys):
+    assert main(["dissect", capture]) == 0
+    out = capsys.readouterr().out
+    assert "main.header" in out and "multifd.hello" in out and "multifd.sync" in out
+    assert "Records per channel kind and type:" in out
+
+
+def test_dissect_filters_by_channel_type_and_connection(capture, capsys):
+    assert main(["dissect", "--json", "--channel", "multifd", "-t", "multifd.hello", capture]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    recs = [x for x in lines if "type" in x]
+    assert [r["fields"]["id"] for r in recs] == [0, 1]
+    assert all(r["channel"] == "multifd" for r in recs)
+    assert lines[-1]["summary"] == [{"channel": "multifd", "type": "multifd.hello", "count": 2}]
+    assert main(["dissect", "--json", "-c", "127.0.0.1:40002", "-t", "multifd.*", capture]) == 0
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()[:-1]]
+    assert {r["client"] for r in recs} == {"127.0.0.1:40002"}
+
+
+def test_dissect_return_path(tmp_path, capsys):
+    path = tmp_path / "p.pcap"
+    S.write_capture(str(path), postcopy_preempt(preempt_first=False))
+    assert main(["dissect", "--channel", "return-path", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "rp.pong" in out and "rp.req_pages" in out and "start=0x8000" in out
+
+
+def test_dissect_summary_counts_pages(capture, capsys):
+    assert main(["dissect", "--summary", capture]) == 0
+    out = capsys.readouterr().out
+    assert "multifd.normal_pages" not in out.split("Records")[0]
+    assert "multifd        multifd.packet           2" in out
+
+
+def test_check_detects_a_changed_report(tmp_path, capsys):
+    src = CORPUS / "precopy-7.2.pcap.gz"
+    for suffix in (".pcap.gz", ".manifest.json", ".expected.json"):
+        shutil.copy(CORPUS / f"precopy-7.2{suffix}", tmp_path / f"precopy-7.2{suffix}")
+    assert src.exists()
+    assert main(["check", str(tmp_path)]) == 0
+    capsys.readouterr()
+    expected = tmp_path / "precopy-7.2.expected.json"
+    report = json.loads(expected.read_text())
+    report["migrations"][0]["outcome"]["status"] = "failed"
+    expected.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    assert main(["check", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "differs" in out and '"status": "failed"' in out and '+        "status": "completed"' in out
+    assert main(["check", "--update", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["check", str(tmp_path)]) == 0
+
+
+def test_check_without_captures_is_usage_error(tmp_path, capsys):
+    assert main(["check", str(tmp_path)]) == 2
+
+
+def test_export_wireshark_says_not_yet(capsys):
+    assert main(["export-wireshark"]) == 2
+    assert "not yet" in capsys.readouterr().err
+
+
+def test_progress_is_quiet_when_piped():
+    buf = io.StringIO()
+    p = Progress("x", stream=buf)
+    p(50, 100)
+    p.close()
+    assert buf.getvalue() == ""
+
+
+def test_progress_draws_on_a_terminal():
+    buf = io.StringIO()
+    p = Progress("analyse x", stream=buf, force=True, min_interval=0)
+    p(50 << 20, 100 << 20)
+    p.close()
+    assert "50.0%" in buf.getvalue() and "MB/s" in buf.getvalue()
