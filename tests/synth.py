@@ -92,7 +92,8 @@ class Conn:
         return self
 
 
-def write_capture(path: str, conns: list[Conn], client: str = "127.0.0.1", server: str = "127.0.0.1") -> None:
+def write_capture(path: str, conns: list[Conn], client: str = "127.0.0.1", server: str = "127.0.0.1",
+                  snaplen: int = 262144) -> None:
     frames: list[tuple[float, int, bytes]] = []
     order = 0
     for c in conns:
@@ -121,6 +122,6 @@ def write_capture(path: str, conns: list[Conn], client: str = "127.0.0.1", serve
                 add(ts + i * 1e-9, d, "PA", chunk)
                 seq[d] += len(chunk)
     frames.sort(key=lambda f: (f[0], f[1]))
-    with PcapWriter(path) as w:
+    with PcapWriter(path, snaplen=snaplen) as w:
         for ts, _, frame in frames:
             w.write(ts, frame)

@@ -190,3 +190,16 @@ def test_truncated_capture_gives_partial_report(cap, tmp_path, capsys):
 def test_missing_file_is_exit_2(capsys):
     assert main(["analyze", "/nonexistent/x.pcap"]) == 2
     assert "x.pcap" in capsys.readouterr().err.lower()
+
+
+def test_snaplen_cut_capture_is_incomplete_not_stalled(tmp_path, capsys):
+    path = tmp_path / "cut.pcap"
+    S.write_capture(str(path), postcopy_preempt(preempt_first=False, serve_after=0.001), snaplen=96)
+    rc = main(["analyze", "--json", "--qemu-version", "7.2", str(path)])
+    report = json.loads(capsys.readouterr().out)
+    assert any("snapshot length" in w for w in report["capture"]["warnings"])
+    (m,) = report["migrations"]
+    assert m["outcome"]["status"] == "incomplete"
+    assert not [s for s in m["stalls"] if s["kind"] == "page-request"]
+    assert any("misses" in n for n in m["notes"])
+    assert rc == 0

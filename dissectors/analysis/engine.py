@@ -62,6 +62,10 @@ def reassemble(path: str, sink_factory: Callable[[Connection], Any],
             "last_time": last_ts,
             "warnings": list(cap.warnings),
         }
+        if st.truncated_frames:
+            summary["warnings"].append(
+                f"{path}: {st.truncated_frames} frame(s) cut short by the snapshot length: their missing bytes "
+                "are gaps in the streams")
     return tracker, summary
 
 

@@ -108,13 +108,18 @@ class MigrationJudge:
                 channels.append(ch)
             legs_out.append({"leg": leg_no, "kind": "recovery" if recovery else "initial",
                              "channels": len(order), "setup": vars(setup)})
-        stalls.extend(self.request_stalls(postcopy))
+        lost = sum(sum(f.conn.gap_bytes) for f in self.g.connections)
+        if not lost:        # with holes, a request may have been served inside one: not judged
+            stalls.extend(self.request_stalls(postcopy))
         np = self.no_progress()
         if np and not stalls:
             stalls.append(np)
-        outcome = self.outcome(misclassifications, stalls)
+        outcome = self.outcome(misclassifications, stalls, lost)
         conns = self.g.connections
         notes = []
+        if lost:
+            notes.append(f"the capture misses {lost} bytes of these streams (lost or snaplen-cut packets); "
+                         "page-request stalls are not judged and records inside the holes are not seen")
         if any(c["role"] == P.TLS for c in channels):
             notes.append("TLS: the channels' contents are hidden; the assigned roles follow the accept order and "
                          "the set-up was guessed from the number and volume of channels, so nothing can be verified")
@@ -358,7 +363,7 @@ class MigrationJudge:
             "max_latency": _r(max(lat)) if lat else None,
         }
 
-    def outcome(self, misc: list[dict[str, Any]], stalls: list[dict[str, Any]]) -> dict[str, Any]:
+    def outcome(self, misc: list[dict[str, Any]], stalls: list[dict[str, Any]], lost: int = 0) -> dict[str, Any]:
         conns = self.g.connections
         mains = [f for f in conns if f.kind in ("main", "main-recovery")]
         eof = [r for f in mains for r in f.events if r.kind == "main.eof"]
@@ -383,6 +388,9 @@ class MigrationJudge:
         if stalls:
             s = stalls[0]
             return {"status": "stalled", "reason": f"{s['kind']} stall from {_fmt(s['start'])}"}
+        if lost:
+            return {"status": "incomplete", "reason": f"no EOF seen, and the capture misses {lost} bytes of the "
+                                                      "streams (lost or snaplen-cut packets)"}
         if conns and all(f.kind == "tls" for f in conns if f.client_sent()):
             closes = [f.conn for f in conns if f.conn.closed_by]
             how = ", ".join(sorted({f"closed by {c.closed_by}" for c in closes})) or "still open"
