@@ -203,3 +203,36 @@ def test_snaplen_cut_capture_is_incomplete_not_stalled(tmp_path, capsys):
     assert not [s for s in m["stalls"] if s["kind"] == "page-request"]
     assert any("misses" in n for n in m["notes"])
     assert rc == 0
+
+
+def shifted(conns: list[S.Conn], dt: float, port_offset: int, dport: int = 4444) -> list[S.Conn]:
+    out = []
+    for c in conns:
+        n = S.Conn(c.sport + port_offset, c.syn_ts + dt, [(t + dt, d, x) for t, d, x in c.events], dport)
+        out.append(n)
+    return out
+
+
+def test_two_sequential_migrations_to_one_port_are_apart(cap):
+    first = multifd_migration("main")
+    second = shifted(multifd_migration("multifd"), 10.0, 100)
+    report = analyze(cap(first + second), Options(qemu_version="7.2")).report
+    assert [len(m["channels"]) for m in report["migrations"]] == [3, 3]
+    assert [m["outcome"]["status"] for m in report["migrations"]] == ["completed", "failed"]
+
+
+def test_concurrent_migrations_to_two_destinations(cap):
+    a = multifd_migration("main")
+    b = shifted(multifd_migration("main"), 0.0005, 100, dport=5555)
+    report = analyze(cap(a + b), Options(qemu_version="7.2")).report
+    assert sorted(m["destination"] for m in report["migrations"]) == ["127.0.0.1:4444", "127.0.0.1:5555"]
+    assert all(len(m["channels"]) == 3 for m in report["migrations"])
+
+
+def test_multifd_with_another_uuid_does_not_join(cap):
+    conns = multifd_migration("main")
+    stranger = S.Conn(40100, T0 + 0.004).send(T0 + 0.005, S.multifd_hello(0, uuid=bytes(16)))
+    stranger.close(T0 + 0.08)
+    report = analyze(cap(conns + [stranger]), Options(qemu_version="7.2")).report
+    sizes = sorted(len(m["channels"]) for m in report["migrations"])
+    assert sizes == [1, 3]

@@ -47,10 +47,11 @@ class MigrationGroup:
 
 
 def _end(f: ConnectionFacts) -> float:
-    """When the connection ended for good (both directions), else infinity."""
-    how = f.conn.end_how
-    if "rst" in how or "superseded" in how or how == ("fin", "fin"):
-        return f.conn.last_ts
+    """When the connection was done with: the source's FIN, an RST, or its replacement; else infinity."""
+    c = f.conn
+    how = c.end_how
+    if "rst" in how or "superseded" in how or c.fin_ts[0] is not None:
+        return c.last_ts
     return float("inf")
 
 
