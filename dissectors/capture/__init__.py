@@ -5,6 +5,6 @@ Knows nothing of QEMU or of TCP reassembly. ``open_capture(path)`` returns a ``C
 """
 
 from .reader import Capture, open_capture
-from .records import CaptureStats, TcpSegment
+from .records import CaptureStats, KeyedSegment, TcpSegment
 
-__all__ = ["Capture", "CaptureStats", "TcpSegment", "open_capture"]
+__all__ = ["Capture", "CaptureStats", "KeyedSegment", "TcpSegment", "open_capture"]

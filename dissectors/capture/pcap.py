@@ -28,10 +28,15 @@ _RECORD_LEN = 16
 # From Ethernet byte 12: ethertype, IPv4 vihl, total length, frag, proto, src, dst, then TCP ports, seq,
 # ack, data offset, flags.
 _ETH_IPV4_TCP = struct.Struct("!HBxHxxHxB2x4s4sHHIIBB")
+# The same for keyed segments: addresses and ports as one 12-byte key, no acknowledgment number.
+_ETH_IPV4_TCP_KEYED = struct.Struct("!HBxHxxHxB2x12sI4xBB")
+_PORTS = struct.Struct("!HH").pack
 
 
-def pcap_segments(cap: Capture) -> Iterator[tuple]:
-    """Yield segment tuples of a classic pcap file; counters and warnings go to ``cap``."""
+def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
+    """Yield segment tuples of a classic pcap file; counters and warnings go to ``cap``.
+
+    ``keyed``: yield ``KeyedSegment`` tuples instead of ``TcpSegment`` ones (see ``records``)."""
     source = cap.source
     buf = source.first()
     base = 0
@@ -53,6 +58,8 @@ def pcap_segments(cap: Capture) -> Iterator[tuple]:
     fast_min = 54 if linktype == 1 else 1 << 62  # smallest Ethernet/IPv4/TCP frame; off for other links
     record = struct.Struct(order + "IIII").unpack_from
     eth_ip_tcp = _ETH_IPV4_TCP.unpack_from
+    eth_key = _ETH_IPV4_TCP_KEYED.unpack_from
+    ports = _PORTS
     decode = decode_frame
     max_record = MAX_RECORD
     step = PROGRESS_STEP
@@ -99,16 +106,26 @@ def pcap_segments(cap: Capture) -> Iterator[tuple]:
                 source.release_behind(base + pos)
                 checkpoint = pos + step
             if caplen >= fast_min:
-                (ethertype, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff,
-                 flags) = eth_ip_tcp(buf, start + 12)
-                if ethertype == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF:
-                    ip_end = start + 14 + total
-                    pstart = start + 34 + ((doff >> 4) << 2)
-                    if ip_end <= nxt and pstart <= ip_end and doff >= 0x50:
-                        pos = nxt
-                        yield (frame, sec + frac / div, src, sport, dst, dport, seq, ack, flags,
-                               buf[pstart:ip_end], 0)
-                        continue
+                if keyed:
+                    ethertype, vihl, total, frag, proto, key, seq, doff, flags = eth_key(buf, start + 12)
+                    if ethertype == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF:
+                        ip_end = start + 14 + total
+                        pstart = start + 34 + ((doff >> 4) << 2)
+                        if ip_end <= nxt and pstart <= ip_end and doff >= 0x50:
+                            pos = nxt
+                            yield key, sec + frac / div, seq, flags, buf[pstart:ip_end], 0
+                            continue
+                else:
+                    (ethertype, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff,
+                     flags) = eth_ip_tcp(buf, start + 12)
+                    if ethertype == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF:
+                        ip_end = start + 14 + total
+                        pstart = start + 34 + ((doff >> 4) << 2)
+                        if ip_end <= nxt and pstart <= ip_end and doff >= 0x50:
+                            pos = nxt
+                            yield (frame, sec + frac / div, src, sport, dst, dport, seq, ack, flags,
+                                   buf[pstart:ip_end], 0)
+                            continue
             if link is None:
                 unsupported += 1
                 non_tcp += 1
@@ -116,7 +133,11 @@ def pcap_segments(cap: Capture) -> Iterator[tuple]:
                 tail = decode(link, buf, start, nxt)
                 if tail.__class__ is tuple:
                     pos = nxt
-                    yield (frame, sec + frac / div) + tail
+                    if keyed:
+                        src, sport, dst, dport, seq, ack, flags, payload, missing = tail
+                        yield src + dst + ports(sport, dport), sec + frac / div, seq, flags, payload, missing
+                    else:
+                        yield (frame, sec + frac / div) + tail
                     continue
                 non_tcp += 1
                 if tail == FRAGMENT:

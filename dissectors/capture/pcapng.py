@@ -24,6 +24,8 @@ _BOM = 0x1A2B3C4D
 _IDB, _OPB, _SPB, _EPB = 1, 2, 3, 6
 _OPT_TSRESOL, _OPT_TSOFFSET = 9, 14
 _ETH_IPV4_TCP = struct.Struct("!HBxHxxHxB2x4s4sHHIIBB")
+_ETH_IPV4_TCP_KEYED = struct.Struct("!HBxHxxHxB2x12sI4xBB")  # see pcap.py
+_PORTS = struct.Struct("!HH").pack
 
 
 class Interface(NamedTuple):
@@ -57,8 +59,10 @@ def _parse_idb(buf: memoryview, pos: int, blen: int, order: str) -> tuple[int, i
     return linktype, snaplen, divisor, tsoffset
 
 
-def pcapng_segments(cap: Capture) -> Iterator[tuple]:
-    """Yield segment tuples of a pcapng file; counters and warnings go to ``cap``."""
+def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
+    """Yield segment tuples of a pcapng file; counters and warnings go to ``cap``.
+
+    ``keyed``: yield ``KeyedSegment`` tuples instead of ``TcpSegment`` ones (see ``records``)."""
     source = cap.source
     buf = source.first()
     base = 0
@@ -71,6 +75,8 @@ def pcapng_segments(cap: Capture) -> Iterator[tuple]:
     epb_block = struct.Struct("<IIIIIII").unpack_from  # type, length, interface, ts high/low, caplen, wirelen
     opb_fields = struct.Struct("<HHIIII").unpack_from
     eth_ip_tcp = _ETH_IPV4_TCP.unpack_from
+    eth_key = _ETH_IPV4_TCP_KEYED.unpack_from
+    ports = _PORTS
     decode = decode_frame
     max_record = MAX_RECORD
     step = PROGRESS_STEP
@@ -196,15 +202,25 @@ def pcapng_segments(cap: Capture) -> Iterator[tuple]:
             if btype != _SPB:
                 last_ts = ((ts_high << 32) | ts_low) / divisor + tsoffset
             if caplen >= fast_min:
-                (ethertype, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff,
-                 flags) = eth_ip_tcp(buf, start + 12)
-                if ethertype == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF:
-                    ip_end = start + 14 + total
-                    pstart = start + 34 + ((doff >> 4) << 2)
-                    if ip_end <= stop and pstart <= ip_end and doff >= 0x50:
-                        pos = nxt
-                        yield (frame, last_ts, src, sport, dst, dport, seq, ack, flags, buf[pstart:ip_end], 0)
-                        continue
+                if keyed:
+                    ethertype, vihl, total, frag, proto, key, seq, doff, flags = eth_key(buf, start + 12)
+                    if ethertype == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF:
+                        ip_end = start + 14 + total
+                        pstart = start + 34 + ((doff >> 4) << 2)
+                        if ip_end <= stop and pstart <= ip_end and doff >= 0x50:
+                            pos = nxt
+                            yield key, last_ts, seq, flags, buf[pstart:ip_end], 0
+                            continue
+                else:
+                    (ethertype, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff,
+                     flags) = eth_ip_tcp(buf, start + 12)
+                    if ethertype == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF:
+                        ip_end = start + 14 + total
+                        pstart = start + 34 + ((doff >> 4) << 2)
+                        if ip_end <= stop and pstart <= ip_end and doff >= 0x50:
+                            pos = nxt
+                            yield (frame, last_ts, src, sport, dst, dport, seq, ack, flags, buf[pstart:ip_end], 0)
+                            continue
             if link is None:
                 unsupported += 1
                 non_tcp += 1
@@ -212,7 +228,11 @@ def pcapng_segments(cap: Capture) -> Iterator[tuple]:
                 tail = decode(link, buf, start, stop)
                 if tail.__class__ is tuple:
                     pos = nxt
-                    yield (frame, last_ts) + tail
+                    if keyed:
+                        src, sport, dst, dport, seq, ack, flags, payload, missing = tail
+                        yield src + dst + ports(sport, dport), last_ts, seq, flags, payload, missing
+                    else:
+                        yield (frame, last_ts) + tail
                     continue
                 non_tcp += 1
                 if tail == FRAGMENT:

@@ -42,6 +42,14 @@ class Capture:
     def tcp_segments(self) -> Iterator[tuple]:
         """Yield a plain tuple ``(frame, ts, src, sport, dst, dport, seq, ack, flags, payload, missing)``
         (see ``TcpSegment``) for every TCP segment, in file order."""
+        return self._walk(False)
+
+    def keyed_segments(self) -> Iterator[tuple]:
+        """Like ``tcp_segments()``, but yield the leaner ``(key, ts, seq, flags, payload, missing)``
+        (see ``KeyedSegment``): the same segments, with addresses and ports in one ``bytes`` key."""
+        return self._walk(True)
+
+    def _walk(self, keyed: bool) -> Iterator[tuple]:
         if self._passes:
             self._restart()
         self._passes += 1
@@ -49,7 +57,7 @@ class Capture:
         self.warnings = []
         self.offset = 0
         walker = pcapng_segments if self._is_pcapng else pcap_segments
-        return walker(self)
+        return walker(self, keyed)
 
     def _restart(self) -> None:
         if not isinstance(self.source, MmapSource):

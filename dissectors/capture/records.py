@@ -26,6 +26,25 @@ class TcpSegment(NamedTuple):
     missing: int
 
 
+class KeyedSegment(NamedTuple):
+    """Field order of the leaner tuples yielded by ``Capture.keyed_segments()``.
+
+    ``key`` is the IP source address, the IP destination address, then the two ports as big-endian
+    16-bit numbers, all in one ``bytes`` (12 bytes for IPv4, 36 for IPv6): the layout an IPv4 header
+    without options and the TCP header after it have on the wire, so the plain Ethernet/IPv4/TCP path
+    takes it as one slice. One hashable object per segment, instead of two addresses and two ports.
+    The frame number and the acknowledgment number are left out; the other fields are as in
+    ``TcpSegment``.
+    """
+
+    key: bytes
+    ts: float
+    seq: int
+    flags: int
+    payload: memoryview | bytes
+    missing: int
+
+
 @dataclass
 class CaptureStats:
     """Counters of one pass over a capture file.

@@ -3,13 +3,18 @@
 A segment is the capture reader's tuple
 ``(frame, ts, src, sport, dst, dport, seq, ack, flags, payload, missing)``.
 
-Fast path: one dict lookup of the 4-tuple, the segment's sequence number equal to the one expected,
-no SYN/FIN/RST, nothing cut by the snaplen and nothing buffered out of order: the counters are bumped
-and the payload memoryview goes straight to ``sink.data``. Everything else takes :meth:`_slow`.
+A *keyed* segment (:meth:`TcpTracker.feed_keyed`) is the leaner
+``(key, ts, seq, flags, payload, missing)`` where ``key`` is ``src + dst + be16 sport + be16 dport`` in
+one ``bytes`` (12 bytes for IPv4, 36 for IPv6): one object to hash instead of a 4-tuple of fresh ones.
+
+Fast path: one dict lookup of the 4-tuple (or of the key), the segment's sequence number equal to the
+one expected, no SYN/FIN/RST, nothing cut by the snaplen and nothing buffered out of order: the counters
+are bumped and the payload memoryview goes straight to ``sink.data``. Everything else takes :meth:`_slow`.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Collection, Iterable
 
 from .connection import (
@@ -27,7 +32,9 @@ from .sink import END_CAPTURE, END_RST, END_SUPERSEDED, StreamSink
 
 Segment = tuple[int, float, bytes, int, bytes, int, int, int, int, "memoryview | bytes", int]
 SinkFactory = Callable[[Connection], "StreamSink | None"]
+KeyedSegment = tuple[bytes, float, int, int, "memoryview | bytes", int]
 _Key = tuple[bytes, int, bytes, int]
+_PORTS = struct.Struct("!HH")
 
 
 class TcpTracker:
@@ -49,6 +56,7 @@ class TcpTracker:
         self._tail_segments = tail_segments
         self._server_ports = frozenset(server_ports)
         self._halves: dict[_Key, HalfStream] = {}
+        self._keyed: dict[bytes, HalfStream] = {}   # the same halves, by keyed-segment key
         self.connections: list[Connection] = []
 
     # ---- hot path ------------------------------------------------------------------------------
@@ -58,7 +66,7 @@ class TcpTracker:
         frame, ts, src, sport, dst, dport, seq, ack, flags, payload, missing = seg
         h = self._halves.get((src, sport, dst, dport))
         if h is None or seq != h.next_seq or flags & CONTROL or missing:
-            self._slow(seg)
+            self._slow((src, sport, dst, dport), ts, seq, flags, payload, missing)
             return
         h.frames += 1
         h.last_ts = ts
@@ -79,11 +87,35 @@ class TcpTracker:
         get = self._halves.get
         slow = self._slow
         control, mask = CONTROL, SEQ_MASK
-        for seg in segments:
-            frame, ts, src, sport, dst, dport, seq, ack, flags, payload, missing = seg
+        for _frame, ts, src, sport, dst, dport, seq, _ack, flags, payload, missing in segments:
             h = get((src, sport, dst, dport))
             if h is None or seq != h.next_seq or flags & control or missing:
-                slow(seg)
+                slow((src, sport, dst, dport), ts, seq, flags, payload, missing)
+                continue
+            h.frames += 1
+            h.last_ts = ts
+            n = len(payload)
+            if n:
+                off = h.offset
+                h.offset = off + n
+                h.next_seq = (seq + n) & mask
+                if h.first_data_ts is None:
+                    h.first_data_ts = ts
+                h.last_data_ts = ts
+                h.tail.append(payload)
+                if h.deliver is not None:
+                    h.deliver(h.direction, off, payload, ts)
+
+    def feed_keyed(self, segments: Iterable[KeyedSegment]) -> None:
+        """Process every keyed segment ``(key, ts, seq, flags, payload, missing)`` of an iterable: the
+        same result as :meth:`feed_all` on the equivalent plain segments, with a cheaper lookup."""
+        get = self._keyed.get
+        slow = self._slow_keyed
+        control, mask = CONTROL, SEQ_MASK
+        for key, ts, seq, flags, payload, missing in segments:
+            h = get(key)
+            if h is None or seq != h.next_seq or flags & control or missing:
+                slow(key, ts, seq, flags, payload, missing)
                 continue
             h.frames += 1
             h.last_ts = ts
@@ -101,9 +133,14 @@ class TcpTracker:
 
     # ---- everything else -----------------------------------------------------------------------
 
-    def _slow(self, seg: Segment) -> None:
-        frame, ts, src, sport, dst, dport, seq, ack, flags, payload, missing = seg
-        key = (src, sport, dst, dport)
+    def _slow_keyed(self, key: bytes, ts: float, seq: int, flags: int, payload: memoryview | bytes,
+                    missing: int) -> None:
+        half = (len(key) - 4) >> 1
+        sport, dport = _PORTS.unpack_from(key, half << 1)
+        self._slow((key[:half], sport, key[half:half << 1], dport), ts, seq, flags, payload, missing)
+
+    def _slow(self, key: _Key, ts: float, seq: int, flags: int, payload: memoryview | bytes,
+              missing: int) -> None:
         h = self._halves.get(key)
         if h is None:
             h = self._open(key, flags, ts)
@@ -192,6 +229,8 @@ class TcpTracker:
             half.conn = conn
         self._halves[ckey] = halves[0]
         self._halves[skey] = halves[1]
+        self._keyed[_keyed(ckey)] = halves[0]
+        self._keyed[_keyed(skey)] = halves[1]
         self.connections.append(conn)
         sink = self._sink_factory(conn)
         conn.sink = sink
@@ -218,3 +257,9 @@ class TcpTracker:
             for half in conn.halves:
                 half.flush(when)
                 half.end(END_CAPTURE, when)
+
+
+def _keyed(key: _Key) -> bytes:
+    """The keyed-segment key of a 4-tuple."""
+    src, sport, dst, dport = key
+    return bytes(src) + bytes(dst) + _PORTS.pack(sport, dport)

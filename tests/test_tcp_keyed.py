@@ -1,0 +1,95 @@
+"""The keyed fast path (``Capture.keyed_segments`` + ``TcpTracker.feed_keyed``) gives what the plain one does."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from test_tcp_pcap import write_flow
+from test_tcp_support import Recorders
+
+from dissectors.capture import KeyedSegment, open_capture
+from dissectors.capture.writer import PcapngWriter, tcp_frame
+from dissectors.tcp import TcpTracker
+
+CAPTURES = sorted((Path(__file__).resolve().parent.parent / "captures").glob("*.pcap*"))
+
+
+def _both(path: Path) -> tuple[tuple[TcpTracker, Recorders], tuple[TcpTracker, Recorders]]:
+    out = []
+    for keyed in (False, True):
+        recs = Recorders()
+        tracker = TcpTracker(recs)
+        with open_capture(path) as cap:
+            if keyed:
+                tracker.feed_keyed(cap.keyed_segments())
+            else:
+                tracker.feed_all(cap.tcp_segments())
+            tracker.finish()
+        out.append((tracker, recs))
+    return out[0], out[1]
+
+
+def _assert_same(path: Path) -> None:
+    (plain, plain_recs), (keyed, keyed_recs) = _both(path)
+    assert [c.to_dict() for c in keyed.connections] == [c.to_dict() for c in plain.connections]
+    assert [(r.pieces, r.ends) for r in keyed_recs] == [(r.pieces, r.ends) for r in plain_recs]
+
+
+def _assert_same_segments(path: Path) -> None:
+    with open_capture(path) as cap:
+        plain = [(s[2] + s[4] + struct.pack("!HH", s[3], s[5]), s[1], s[6], s[8], bytes(s[9]), s[10])
+                 for s in cap.tcp_segments()]
+        plain_stats, plain_warnings = cap.stats, list(cap.warnings)
+        keyed = [KeyedSegment(*s)._replace(payload=bytes(s[4])) for s in cap.keyed_segments()]
+        assert keyed == plain
+        assert cap.stats == plain_stats and cap.warnings == plain_warnings
+
+
+@pytest.mark.parametrize("client,server", [("192.0.2.1", "192.0.2.2"), ("2001:db8::1", "2001:db8::2")])
+@pytest.mark.parametrize("snaplen", [262144, 96])
+def test_keyed_pcap_flows(tmp_path: Path, client: str, server: str, snaplen: int) -> None:
+    path = tmp_path / "flow.pcap"
+    write_flow(path, client, server, snaplen=snaplen)
+    _assert_same_segments(path)
+    _assert_same(path)
+
+
+def test_keyed_pcapng(tmp_path: Path) -> None:
+    path = tmp_path / "flow.pcapng"
+    data = bytes(range(256)) * 20
+    with open(path, "wb") as f:
+        w = PcapngWriter(f)
+        w.add_interface()
+        w.add_interface(snaplen=80, tsresol=9)
+        w.write(1.0, tcp_frame("10.0.0.1", "10.0.0.2", 40000, 80, 100, 0, "S"))
+        w.write(1.1, tcp_frame("10.0.0.2", "10.0.0.1", 80, 40000, 500, 101, "SA"))
+        for i, off in enumerate(range(0, len(data), 1000)):
+            w.write(1.2 + i / 100, tcp_frame("10.0.0.1", "10.0.0.2", 40000, 80, 101 + off, 501, "PA",
+                                             data[off:off + 1000]), interface=i % 2)
+    _assert_same_segments(path)
+    _assert_same(path)
+
+
+@pytest.mark.parametrize("path", CAPTURES[:4], ids=lambda p: p.name)
+def test_keyed_real_captures(path: Path) -> None:
+    _assert_same(path)
+
+
+def test_keyed_and_plain_feeds_share_connections(tmp_path: Path) -> None:
+    """A tracker fed both ways sees one connection per 4-tuple, whichever path opened it."""
+    path = tmp_path / "flow.pcap"
+    write_flow(path, "192.0.2.1", "192.0.2.2")
+    with open_capture(path) as cap:
+        plain = list(cap.tcp_segments())
+        keyed = list(cap.keyed_segments())
+        recs = Recorders()
+        tracker = TcpTracker(recs)
+        tracker.feed_all(plain[:5])
+        tracker.feed_keyed(keyed[5:])
+        tracker.finish()
+        (conn,) = tracker.connections
+        (ref, ref_recs), _ = _both(path)
+        assert conn.to_dict() == ref.connections[0].to_dict()
+        assert recs[0].pieces == ref_recs[0].pieces
