@@ -78,6 +78,9 @@ class Conn:
     syn_ts: float
     events: list[tuple[float, int, bytes | str]] = field(default_factory=list)
     dport: int = 4444
+    handshake: bool = True          # False: the capture starts after the connection opened
+    synack_delay: float = 0.00001   # SYN to SYN-ACK, as the capture sees it
+    ack_delay: float = 0.00001      # SYN-ACK to the ACK that completes the handshake
 
     def send(self, ts: float, data: bytes) -> Conn:
         self.events.append((ts, 0, data))
@@ -107,11 +110,15 @@ def write_capture(path: str, conns: list[Conn], client: str = "127.0.0.1", serve
                                                 flags, payload)))
             order += 1
 
-        add(c.syn_ts, 0, "S")
-        seq[0] += 1
-        add(c.syn_ts + 0.00001, 1, "SA")
-        seq[1] += 1
-        add(c.syn_ts + 0.00002, 0, "A")
+        if c.handshake:
+            add(c.syn_ts, 0, "S")
+            seq[0] += 1
+            add(c.syn_ts + c.synack_delay, 1, "SA")
+            seq[1] += 1
+            add(c.syn_ts + c.synack_delay + c.ack_delay, 0, "A")
+        else:           # the SYNs happened before the capture started
+            seq[0] += 1
+            seq[1] += 1
         for ts, d, data in sorted(c.events, key=lambda e: e[0]):
             if isinstance(data, str):
                 add(ts, d, "FA" if data == "F" else "R")

@@ -236,3 +236,37 @@ def test_multifd_with_another_uuid_does_not_join(cap):
     report = analyze(cap(conns + [stranger]), Options(qemu_version="7.2")).report
     sizes = sorted(len(m["channels"]) for m in report["migrations"])
     assert sizes == [1, 3]
+
+
+def test_connections_open_before_the_capture_are_said(cap):
+    conns = multifd_migration("main")
+    for c in conns:
+        c.handshake = False
+    report = analyze(cap(conns), Options(qemu_version="7.2")).report
+    (m,) = report["migrations"]
+    assert [c["role"] for c in m["channels"]] == ["main", "multifd", "multifd"]
+    assert not any(c["syn_seen"] for c in m["channels"])
+    assert any("already open when the capture started" in n for n in m["notes"])
+
+
+@pytest.mark.parametrize("synack,ack,guess", [(0.00001, 0.00001, "same-host"), (0.00002, 0.0008, "destination"),
+                                              (0.0008, 0.00002, "source")])
+def test_vantage_point_from_handshake_timing(cap, synack, ack, guess):
+    conns = multifd_migration("main")
+    for c in conns:
+        c.synack_delay, c.ack_delay = synack, ack
+    report = analyze(cap(conns), Options(qemu_version="7.2")).report
+    assert report["migrations"][0]["vantage"]["guess"] == guess
+
+
+def test_migration_that_stops_making_progress(cap):
+    main = S.Conn(42000, T0).send(T0 + 0.001, S.header() + S.ram_start() + S.ram_part([0x1000]))
+    other = S.Conn(42001, T0 + 30.0).send(T0 + 30.001, b"x")    # the capture goes on for 30 s
+    other.dport = 9999
+    report = analyze(cap([main, other]), Options(qemu_version="7.2")).report
+    (m,) = report["migrations"]
+    (stall,) = m["stalls"]
+    assert stall["kind"] == "no-progress" and stall["ongoing_at_capture_end"]
+    assert stall["duration"] == pytest.approx(30.0, abs=0.01)
+    assert m["outcome"]["status"] == "stalled"
+    assert report["other_connections"][0]["server"] == "127.0.0.1:9999"

@@ -117,6 +117,10 @@ class MigrationJudge:
         outcome = self.outcome(misclassifications, stalls, lost)
         conns = self.g.connections
         notes = []
+        late = [f for f in conns if not f.conn.syn_seen]
+        if late:
+            notes.append(f"{len(late)} connection(s) were already open when the capture started (no SYN seen): "
+                         "their accept order is guessed from their first packet")
         if lost:
             notes.append(f"the capture misses {lost} bytes of these streams (lost or snaplen-cut packets); "
                          "page-request stalls are not judged and records inside the holes are not seen")

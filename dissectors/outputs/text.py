@@ -83,7 +83,8 @@ def render_migration(m: dict[str, Any]) -> list[str]:
     for c in m["channels"]:
         role = c["role"] + (f" #{c['multifd_id']}" if c["multifd_id"] is not None else "")
         mark = "!!" if c["misclassified"] else ("?" if not c["verifiable"] else "ok")
-        rows.append([c["accept_index"], c["leg"], c["client"], _t(c["handshake_time"], base), role,
+        accepted = _t(c["handshake_time"], base) if c["syn_seen"] else f"{_t(c['first_data_time'], base)} (no SYN)"
+        rows.append([c["accept_index"], c["leg"], c["client"], accepted, role,
                      c["assigned_role"], mark, _size(c["bytes_to_server"]), _size(c["bytes_to_client"]),
                      c["closed_by"] or "-"])
     lines += ["  " + x for x in table(rows, ["#", "leg", "client", "accepted", "true role", "assigned", "",
