@@ -51,6 +51,13 @@ def test_dissect_return_path(tmp_path, capsys):
     assert "rp.pong" in out and "rp.req_pages" in out and "start=0x8000" in out
 
 
+def test_dissect_verbose_shows_layer_trees(capture, capsys):
+    assert main(["dissect", "-V", "-t", "main.config", "-t", "multifd.hello", capture]) == 0
+    out = capsys.readouterr().out
+    assert "###[ QEMU_VM_CONFIGURATION ]###" in out and "machine   = b'pc-i440fx-7.2'" in out
+    assert "###[ multifd initial packet ]###" in out and "magic     = 0x11223344" in out
+
+
 def test_dissect_summary_counts_pages(capture, capsys):
     assert main(["dissect", "--summary", capture]) == 0
     out = capsys.readouterr().out

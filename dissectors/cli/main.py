@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--type", "-t", action="append", metavar="PATTERN",
                    help="only records whose type matches (glob, e.g. 'main.cmd', 'rp.*'); repeatable")
     d.add_argument("--pages", action="store_true", help="also list every RAM page record (long)")
+    d.add_argument("-V", "--verbose", action="store_true",
+                   help="show each header record as a Scapy layer tree (like tshark -V)")
     d.add_argument("--summary", action="store_true", help="only the count per record type")
     d.add_argument("--limit", type=int, default=0, help="stop after N records (0 = no limit)")
     d.set_defaults(func=_dissect)

@@ -70,6 +70,11 @@ class Dissector:
         fields = " ".join(f"{k}={_value(v, k)}" for k, v in rec.fields.items())
         self.out.write(f"#{conn.index} {arrow} {channel:<12} @{rec.offset:<10} {rec.ts:.6f} {rec.kind:<20} "
                        f"size={rec.length} {fields}\n")
+        if self.args.verbose:
+            layer = rec.layer()          # the Scapy dissection, built on demand for this record only
+            if layer is not None:
+                tree = layer.show(dump=True).rstrip("\n")
+                self.out.write("".join(f"    {line}\n" for line in tree.splitlines()))
 
     def summary(self) -> None:
         if self.args.json:
