@@ -100,12 +100,18 @@ class ConnectionFacts:
     # -- StreamSink -------------------------------------------------------------------------------
     def data(self, direction: int, offset: int, data: memoryview | bytes, ts: float) -> None:
         d = self.dirs[direction]
-        d.end_offset = offset + len(data)
-        d.progress.add(ts, d.end_offset)
-        if d.parser is not None:
-            if len(d.first) < HEAD_KEPT:
-                d.first += data[:HEAD_KEPT - len(d.first)]
-            self._take(direction, d.parser.feed(data, ts))
+        end = d.end_offset = offset + len(data)
+        progress = d.progress
+        if ts - progress.last_ts >= progress.step:   # Progress.add's own test, inlined (hot path)
+            progress.add(ts, end)
+        parser = d.parser
+        if parser is not None:
+            first = d.first
+            if len(first) < HEAD_KEPT:
+                first += data[:HEAD_KEPT - len(first)]
+            records = parser.feed(data, ts)
+            if records:
+                self._take(direction, records)
             return
         if d.kind is not None:            # identified, nothing to parse with
             return
