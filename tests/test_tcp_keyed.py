@@ -93,3 +93,31 @@ def test_keyed_and_plain_feeds_share_connections(tmp_path: Path) -> None:
         (ref, ref_recs), _ = _both(path)
         assert conn.to_dict() == ref.connections[0].to_dict()
         assert recs[0].pieces == ref_recs[0].pieces
+
+
+@pytest.mark.parametrize("path", CAPTURES[:2], ids=lambda p: p.name)
+def test_first_and_last_ts_and_progress_hook(path: Path) -> None:
+    with open_capture(path) as cap:
+        times = [seg[1] for seg in cap.tcp_segments()]
+        ticks: list[int] = []
+        cap.on_progress = lambda: ticks.append(cap.position)
+        tracker = TcpTracker(lambda conn: None)
+        tracker.feed_keyed(cap.keyed_segments())
+        assert (tracker.first_ts, tracker.last_ts) == (times[0], times[-1])
+        assert ticks == sorted(ticks) and len(ticks) >= 1
+    for feed in ("feed", "feed_all"):
+        tracker = TcpTracker(lambda conn: None)
+        with open_capture(path) as cap:
+            if feed == "feed":
+                for seg in cap.tcp_segments():
+                    tracker.feed(seg)
+            else:
+                tracker.feed_all(cap.tcp_segments())
+        assert (tracker.first_ts, tracker.last_ts) == (times[0], times[-1])
+
+
+def test_empty_feed_keeps_times() -> None:
+    tracker = TcpTracker(lambda conn: None)
+    tracker.feed_keyed([])
+    tracker.feed_all([])
+    assert tracker.first_ts is None and tracker.last_ts is None

@@ -105,6 +105,8 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                 cap.offset = base + pos
                 source.release_behind(base + pos)
                 checkpoint = pos + step
+                if cap.on_progress is not None:
+                    cap.on_progress()
             if caplen >= fast_min:
                 if keyed:
                     ethertype, vihl, total, frag, proto, key, seq, doff, flags = eth_key(buf, start + 12)

@@ -188,6 +188,8 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                 cap.offset = base + pos
                 source.release_behind(base + pos)
                 checkpoint = pos + step
+                if cap.on_progress is not None:
+                    cap.on_progress()
             if ifid != current:
                 if ifid >= len(interfaces):
                     cap.warn(base + pos, f"frame {frame} names interface {ifid}, which section {section} does "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 from ..errors import InputError
@@ -27,6 +27,8 @@ class Capture:
         self.offset = 0
         self.stats = CaptureStats()
         self.warnings: list[str] = []
+        #: Called without arguments every few MiB of a pass (``position``/``size`` tell how far it is).
+        self.on_progress: Callable[[], None] | None = None
         self._is_pcapng = is_pcapng
         self._passes = 0
         self._where = "uncompressed offset" if source.compressed else "offset"

@@ -58,12 +58,15 @@ class TcpTracker:
         self._halves: dict[_Key, HalfStream] = {}
         self._keyed: dict[bytes, HalfStream] = {}   # the same halves, by keyed-segment key
         self.connections: list[Connection] = []
+        self.first_ts: float | None = None   # time of the first and of the last segment fed (feed order)
+        self.last_ts: float | None = None
 
     # ---- hot path ------------------------------------------------------------------------------
 
     def feed(self, seg: Segment) -> None:
         """Process one segment. (The body of :meth:`feed_all`'s loop, kept identical by hand.)"""
         frame, ts, src, sport, dst, dport, seq, ack, flags, payload, missing = seg
+        self.last_ts = ts
         h = self._halves.get((src, sport, dst, dport))
         if h is None or seq != h.next_seq or flags & CONTROL or missing:
             self._slow((src, sport, dst, dport), ts, seq, flags, payload, missing)
@@ -87,6 +90,7 @@ class TcpTracker:
         get = self._halves.get
         slow = self._slow
         control, mask = CONTROL, SEQ_MASK
+        ts = self.last_ts
         for _frame, ts, src, sport, dst, dport, seq, _ack, flags, payload, missing in segments:
             h = get((src, sport, dst, dport))
             if h is None or seq != h.next_seq or flags & control or missing:
@@ -105,6 +109,7 @@ class TcpTracker:
                 h.tail.append(payload)
                 if h.deliver is not None:
                     h.deliver(h.direction, off, payload, ts)
+        self.last_ts = ts
 
     def feed_keyed(self, segments: Iterable[KeyedSegment]) -> None:
         """Process every keyed segment ``(key, ts, seq, flags, payload, missing)`` of an iterable: the
@@ -112,6 +117,7 @@ class TcpTracker:
         get = self._keyed.get
         slow = self._slow_keyed
         control, mask = CONTROL, SEQ_MASK
+        ts = self.last_ts
         for key, ts, seq, flags, payload, missing in segments:
             h = get(key)
             if h is None or seq != h.next_seq or flags & control or missing:
@@ -130,6 +136,7 @@ class TcpTracker:
                 h.tail.append(payload)
                 if h.deliver is not None:
                     h.deliver(h.direction, off, payload, ts)
+        self.last_ts = ts
 
     # ---- everything else -----------------------------------------------------------------------
 
@@ -141,6 +148,8 @@ class TcpTracker:
 
     def _slow(self, key: _Key, ts: float, seq: int, flags: int, payload: memoryview | bytes,
               missing: int) -> None:
+        if self.first_ts is None:
+            self.first_ts = ts                     # a fresh tracker's first segment always comes here
         h = self._halves.get(key)
         if h is None:
             h = self._open(key, flags, ts)
