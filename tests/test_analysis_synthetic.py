@@ -9,6 +9,8 @@ import pytest
 from dissectors.analysis.engine import analyze
 from dissectors.analysis.judge import Options
 from dissectors.cli.main import main
+from dissectors.layers import main_stream as M
+from dissectors.layers import synth as L
 from tests import synth as S
 
 T0 = 1_700_000_000.0
@@ -36,20 +38,21 @@ def multifd_migration(first: str, reset_main: bool = True) -> list[S.Conn]:
     return [main, m0, m1]
 
 
-def postcopy_preempt(preempt_first: bool, serve_after: float | None = 0.001) -> list[S.Conn]:
+def postcopy_preempt(preempt_first: bool, serve_after: float | None = 0.001,
+                     precopy_pages: tuple[int, ...] = (0x1000, 0x2000)) -> list[S.Conn]:
     main = S.Conn(41000, T0 + (0.005 if preempt_first else 0.0))
     pre = S.Conn(41001, T0 + (0.0 if preempt_first else 0.001))
     from dissectors.layers import commands as C
 
     start = (S.header() + S.command(C.MIG_CMD_OPEN_RETURN_PATH) + S.ping(1)
              + S.command(C.MIG_CMD_POSTCOPY_ADVISE, (0x1000).to_bytes(8, "big") + (0x1000).to_bytes(8, "big"))
-             + S.ram_start() + S.ram_part([0x1000, 0x2000]))
+             + S.ram_start() + S.ram_part(list(precopy_pages)))
     main.send(main.syn_ts + 0.001, start)
     if preempt_first:
         return [main, pre]          # the destination reads the silent socket: nothing more happens
     main.reply(main.syn_ts + 0.002, S.rp_pong(1))
     run_ts = T0 + 1.0
-    main.send(run_ts, S.command(C.MIG_CMD_POSTCOPY_RUN))
+    main.send(run_ts, L.postcopy_package())       # LISTEN, device state, PING 3, RUN
     main.reply(run_ts + 0.01, S.rp_req_pages(0x8000))
     if serve_after is not None:
         pre.send(run_ts + 0.01 + serve_after, S.preempt_page(0x8000, first=True))
@@ -270,3 +273,44 @@ def test_migration_that_stops_making_progress(cap):
     assert stall["duration"] == pytest.approx(30.0, abs=0.01)
     assert m["outcome"]["status"] == "stalled"
     assert report["other_connections"][0]["server"] == "127.0.0.1:9999"
+
+
+def test_precopy_copy_does_not_serve_a_postcopy_request(cap):
+    """The page went out in precopy, was dirtied, and is requested after LISTEN: it must come again."""
+    conns = postcopy_preempt(preempt_first=False, serve_after=None, precopy_pages=(0x8000,))
+    report = analyze(cap(conns), Options(qemu_version="7.2")).report
+    (m,) = report["migrations"]
+    assert m["postcopy"]["served_requests"] == 0 and m["postcopy"]["unserved_requests"] == 1
+    (stall,) = [s for s in m["stalls"] if s["kind"] == "page-request"]
+    assert stall["outstanding_requests"][0]["addr"] == "0x8000"
+
+
+def test_page_in_flight_serves_the_request(cap):
+    conns = postcopy_preempt(preempt_first=False, serve_after=None)
+    main, pre = conns
+    # the page goes out on the preempt channel after LISTEN but just before the request reaches it
+    pre.send(T0 + 1.005, S.preempt_page(0x8000, first=True))
+    report = analyze(cap(conns), Options(qemu_version="7.2")).report
+    (m,) = report["migrations"]
+    assert m["postcopy"]["served_requests"] == 1 and not m["stalls"]
+
+
+def test_nothing_readable_is_exit_2(tmp_path, capsys):
+    path = tmp_path / "udp.pcap"
+    from dissectors.capture.writer import PcapWriter
+
+    with PcapWriter(str(path)) as w:          # an Ethernet frame carrying ARP only
+        w.write(T0, b"\xff" * 6 + b"\x02" * 6 + b"\x08\x06" + b"\0" * 28)
+    assert main(["analyze", str(path)]) == 2
+    assert "no TCP segment" in capsys.readouterr().err
+
+
+def test_malformed_channel_is_a_finding(cap, capsys):
+    main_conn = S.Conn(43000, T0)
+    bad = bytearray(S.header() + S.ram_start())
+    bad += bytes([M.QEMU_VM_VMDESCRIPTION]) + (0xFFFFFFFF).to_bytes(4, "big") + b"{}"   # claims 4 GB
+    main_conn.send(T0 + 0.001, bytes(bad)).close(T0 + 0.01)
+    path = cap([main_conn])
+    assert main(["analyze", path]) == 1
+    out = capsys.readouterr().out
+    assert "! unreadable: 127.0.0.1:43000 (main, to-server) from offset" in out

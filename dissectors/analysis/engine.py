@@ -72,7 +72,7 @@ def reassemble(path: str, sink_factory: Callable[[Connection], Any],
 def analyze(path: str, options: Options | None = None, progress: ProgressFn | None = None,
             page_size: int = 4096) -> Analysis:
     options = options or Options()
-    ledger = PageLedger(page_size)
+    ledger = PageLedger(page_size, late_after=options.stall_threshold)
     facts: list[ConnectionFacts] = []
 
     def factory(conn: Connection) -> ConnectionFacts:
@@ -87,8 +87,9 @@ def analyze(path: str, options: Options | None = None, progress: ProgressFn | No
     migrations = [MigrationJudge(g, i, ledger, end, options).run() for i, g in enumerate(groups)]
     link_relays(groups, migrations)
     others = [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in facts if id(f) not in in_migration]
-    findings = sum(len(m["misclassifications"]) + len(m["stalls"]) + (m["outcome"]["status"] == "failed")
-                   for m in migrations)
+    findings = sum(len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"])
+                   + (m["outcome"]["status"] == "failed")
+                   for m in migrations if m.get("relay", {}).get("side") != "source")
     report = {
         "schema": SCHEMA,
         "tool": f"migshark {__version__}",
@@ -130,5 +131,8 @@ def link_relays(groups: list[MigrationGroup], migrations: list[dict[str, Any]]) 
 
 
 def _is_migration(conns: list[ConnectionFacts]) -> bool:
-    """A group is a migration if any connection carries a migration channel's bytes."""
-    return any(f.kind in ("main", "main-recovery", "multifd", "tls", "preempt-candidate") for f in conns)
+    """A group is a migration if a connection carries a migration channel's bytes. TLS alone says
+    little (any TLS service): it takes at least two TLS connections to one endpoint."""
+    if any(f.kind in ("main", "main-recovery", "multifd", "preempt-candidate") for f in conns):
+        return True
+    return sum(f.kind == "tls" for f in conns) >= 2

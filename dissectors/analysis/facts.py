@@ -87,7 +87,7 @@ class ConnectionFacts:
         self.kind: str | None = None            # identify_stream() of direction 0
         self.magic: bytes | None = None
         self.events: list[Record] = []
-        self.malformed: list[Record] = []
+        self.malformed: list[tuple[int, Record]] = []     # (direction, record)
         self.counts: dict[str, int] = {}
         self.hello: dict[str, Any] | None = None
         self.first_record_ts: float | None = None
@@ -225,11 +225,13 @@ class ConnectionFacts:
                 cmd = rec.fields.get("cmd")
                 if cmd == "SWITCHOVER_START":
                     self.features.add("switchover_start")
-                elif cmd in ("POSTCOPY_ADVISE", "RECV_BITMAP"):
-                    self.ledger.watch(self.endpoint)
+                elif cmd == "POSTCOPY_LISTEN":
+                    self.ledger.listen(self.endpoint)
+                elif cmd == "RECV_BITMAP":
+                    self.ledger.resume(self.endpoint)
             if kind == "malformed":
                 if len(self.malformed) < MALFORMED_LIMIT:
-                    self.malformed.append(rec)
+                    self.malformed.append((direction, rec))
                 continue
             if kind in KEPT and len(self.events) < EVENT_LIMIT:
                 self.events.append(rec)

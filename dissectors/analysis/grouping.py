@@ -63,12 +63,28 @@ def start_ts(f: ConnectionFacts) -> float:
     return 0.0
 
 
+def _paused_candidates(groups: list[MigrationGroup], f: ConnectionFacts, ts: float) -> list[MigrationGroup]:
+    """Migrations a recovered main channel may resume: postcopy ones (advised, or with a preempt-like
+    channel when the main channel's commands were not readable) whose main channel has ended by now.
+    Those towards the same destination host come last, so they win."""
+    host = f.conn.server[0]
+
+    def postcopyish(g: MigrationGroup) -> bool:
+        return g.postcopy() or any(x.kind in ("preempt-candidate", None) for x in g.connections)
+
+    def main_ended(g: MigrationGroup) -> bool:
+        return all(_end(x) <= ts for x in g.current if x.kind in ("main", "main-recovery"))
+
+    found = [g for g in groups if postcopyish(g) and main_ended(g)]
+    return sorted(found, key=lambda g: g.destination.rsplit(":", 1)[0].strip("[]") == host)
+
+
 def group(facts: list[ConnectionFacts]) -> list[MigrationGroup]:
     groups: list[MigrationGroup] = []
     for f in sorted(facts, key=start_ts):
         ts = start_ts(f)
         if f.kind == "main-recovery":
-            paused = [g for g in groups if g.postcopy()]
+            paused = _paused_candidates(groups, f, ts)
             if paused:
                 paused[-1].legs.append([f])
                 continue

@@ -13,6 +13,7 @@ from dissectors.analysis.roles import infer_generation, true_role
 from dissectors.tcp.connection import Connection
 from dissectors.tcp.connection import endpoint_text as _addr
 
+DIRECTIONS = ("to-server", "to-client")
 TLS_BULK = 256 << 10      # bytes a single extra TLS channel must carry to be taken for multifd
 BAD_MAGIC_72 = "multifd: received packet magic 5145564d expected 11223344"
 
@@ -114,7 +115,8 @@ class MigrationJudge:
         np = self.no_progress()
         if np and not stalls:
             stalls.append(np)
-        outcome = self.outcome(misclassifications, stalls, lost)
+        unreadable = [{"client": c["client"], "role": c["role"], **m} for c in channels for m in c["malformed"][:1]]
+        outcome = self.outcome(misclassifications, stalls, lost, unreadable)
         conns = self.g.connections
         notes = []
         late = [f for f in conns if not f.conn.syn_seen]
@@ -140,6 +142,7 @@ class MigrationJudge:
             "channels": channels,
             "misclassifications": misclassifications,
             "stalls": stalls,
+            "unreadable": unreadable,
             "what_if": what_if,
             "notes": notes,
         }
@@ -201,7 +204,8 @@ class MigrationJudge:
             "gap_bytes": [c.gap_bytes[0], c.gap_bytes[1]],
             "retransmitted_bytes": [c.retransmitted_bytes[0], c.retransmitted_bytes[1]],
             "records": dict(sorted(f.counts.items())),
-            "malformed": [{"offset": m.offset, "reason": m.fields.get("reason", "")} for m in f.malformed],
+            "malformed": [{"direction": DIRECTIONS[d], "offset": m.offset, "reason": m.fields.get("reason", "")}
+                          for d, m in f.malformed],
         }
 
     def misclassification(self, f: ConnectionFacts, ch: dict[str, Any], order: list[ConnectionFacts],
@@ -285,16 +289,12 @@ class MigrationJudge:
     def request_stalls(self, postcopy: bool) -> list[dict[str, Any]]:
         if not postcopy:
             return []
-        endpoints = {f.endpoint for f in self.g.connections}
+        keys = {self.ledger.key(f.endpoint) for f in self.g.connections}
         thr = self.opt.stall_threshold
         late: list[tuple[float, float | None, Any]] = []
-        for ep in endpoints:
-            for r in self.ledger.served.get(ep, []):
-                if r.served_ts is not None and r.served_ts - r.ts > thr:
-                    late.append((r.ts, r.served_ts, r))
-            for r in self.ledger.waiting(ep):
-                if self.capture_end - r.ts > thr:
-                    late.append((r.ts, None, r))
+        for ep in keys:
+            late += [(r.ts, r.served_ts, r) for r in self.ledger.late.get(ep, [])]
+            late += [(r.ts, None, r) for r in self.ledger.waiting(ep) if self.capture_end - r.ts > thr]
         late.sort(key=lambda x: x[0])
         episodes: list[list[Any]] = []
         for start, end, r in late:
@@ -355,21 +355,25 @@ class MigrationJudge:
             ts = [r.ts for f in mains for r in f.commands(cmd)]
             return _r(min(ts)) if ts else None
 
-        eps = {f.endpoint for f in self.g.connections}
-        served = [r for ep in eps for r in self.ledger.served.get(ep, [])]
-        lat = [max(0.0, r.served_ts - r.ts) for r in served if r.served_ts is not None]
+        keys = {self.ledger.key(f.endpoint) for f in self.g.connections}
+        sample = [r for ep in keys for r in self.ledger.served.get(ep, [])]
+        lat = sorted(r.latency for r in sample if r.latency is not None and not r.in_flight)
         return {
             "advise_time": first("POSTCOPY_ADVISE"),
             "listen_time": first("POSTCOPY_LISTEN"),
             "run_time": first("POSTCOPY_RUN"),
             "page_requests": sum(f.counts.get("rp.req_pages.seen", 0) for f in mains),
-            "served_requests": len(served),
-            "max_latency": _r(max(lat)) if lat else None,
+            "served_requests": sum(self.ledger.served_count.get(ep, 0) for ep in keys),
+            "already_in_flight": sum(self.ledger.in_flight_count.get(ep, 0) for ep in keys),
+            "unserved_requests": sum(len(self.ledger.waiting(ep)) for ep in keys),
+            "median_latency": _r(lat[len(lat) // 2]) if lat else None,
+            "max_latency": _r(lat[-1]) if lat else None,
         }
 
-    def outcome(self, misc: list[dict[str, Any]], stalls: list[dict[str, Any]], lost: int = 0) -> dict[str, Any]:
-        conns = self.g.connections
-        mains = [f for f in conns if f.kind in ("main", "main-recovery")]
+    def outcome(self, misc: list[dict[str, Any]], stalls: list[dict[str, Any]], lost: int = 0,
+                unreadable: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        conns = self.g.legs[-1]          # an earlier leg's channels were dropped at the pause, by design
+        mains = [f for f in self.g.connections if f.kind in ("main", "main-recovery")]
         eof = [r for f in mains for r in f.events if r.kind == "main.eof"]
         shut = [r for f in mains for r in f.events if r.kind == "rp.shut"]
         bad_shut = [r for r in shut if r.fields.get("status", r.fields.get("value", 0))]
@@ -392,6 +396,10 @@ class MigrationJudge:
         if stalls:
             s = stalls[0]
             return {"status": "stalled", "reason": f"{s['kind']} stall from {_fmt(s['start'])}"}
+        if unreadable:
+            u = unreadable[0]
+            return {"status": "incomplete", "reason": f"no EOF seen; {u['client']} ({u['role']}, {u['direction']}) "
+                                                      f"cannot be read past offset {u['offset']}: {u['reason']}"}
         if lost:
             return {"status": "incomplete", "reason": f"no EOF seen, and the capture misses {lost} bytes of the "
                                                       "streams (lost or snaplen-cut packets)"}
@@ -447,7 +455,7 @@ def vantage(conns: list[ConnectionFacts]) -> dict[str, Any]:
                                       "destination, handshake times are accept-queue times")
     elif mb < ma / 4:
         guess, note = "source", ("the ACK follows the SYN-ACK at once: captured near the source; the "
-                                 "destination queued each connection about half a round trip before the time shown")
+                                 "destination queued each connection about half a round trip after the time shown")
     else:
         guess, note = "between", "captured between the hosts: accept times are shifted by part of a round trip"
     return {"guess": guess, "median_syn_to_synack": round(ma, 6), "median_synack_to_ack": round(mb, 6),

@@ -12,6 +12,9 @@ from dissectors.channels.preempt import PreemptParser
 from dissectors.channels.record import Record
 from dissectors.channels.return_path import ReturnPathParser
 from dissectors.channels.tls import TlsParser
+from dissectors.layers.main_stream import QEMU_VM_FILE_MAGIC
+from dissectors.layers.multifd import MULTIFD_MAGIC
+from dissectors.layers.ram import TARGET_PAGE_SIZE
 
-__all__ = ["MainParser", "MultifdParser", "PreemptParser", "Record", "ReturnPathParser", "TlsParser",
-           "identify_stream"]
+__all__ = ["MULTIFD_MAGIC", "QEMU_VM_FILE_MAGIC", "TARGET_PAGE_SIZE", "MainParser", "MultifdParser",
+           "PreemptParser", "Record", "ReturnPathParser", "TlsParser", "identify_stream"]

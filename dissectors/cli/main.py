@@ -40,6 +40,16 @@ def _analyze(args: argparse.Namespace) -> int:
         sys.stdout.write(render_report(result.report))
         if args.plot:
             sys.stdout.write(f"timeline written to {args.plot}\n")
+    if not result.report["migrations"]:
+        cap = result.report["capture"]
+        why = None
+        if not cap["tcp_segments"]:
+            why = "no TCP segment could be decoded"
+        elif cap["warnings"]:
+            why = "the capture could not be read completely (see the warnings)"
+        if why:
+            print(f"migshark: error: {args.capture}: no migration found: {why}", file=sys.stderr)
+            return EXIT_ERROR
     return EXIT_FINDINGS if result.report["findings"] else EXIT_OK
 
 

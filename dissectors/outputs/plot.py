@@ -116,7 +116,7 @@ def _migration_marks(ax: Any, m: dict[str, Any], analysis: Analysis, base: float
         return
     mains = {ch["connection"]: top + i for i, ch in enumerate(m["channels"])
              if ch["role"] in ("main", "main-recovery")}
-    requests = [r for ep in {ch["server"] for ch in m["channels"]}
+    requests = [r for ep in {ledger.key(ch["server"]) for ch in m["channels"]}
                 for r in ledger.served.get(ep, []) + ledger.waiting(ep)]
     for r in requests[:3000]:
         lane = mains.get(r.connection)

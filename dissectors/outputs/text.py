@@ -63,8 +63,12 @@ def render_migration(m: dict[str, Any]) -> list[str]:
         lines.append(f"  relay: {relay['note']} (other leg: migration {relay['peer']} to {relay['peer_destination']})")
     for note in m.get("notes", []):
         lines.append(f"  note: {note}")
-    if m["misclassifications"] or m["stalls"]:
+    unreadable = m.get("unreadable", [])
+    if m["misclassifications"] or m["stalls"] or unreadable:
         lines.append("  FINDINGS")
+    for u in unreadable:
+        lines.append(f"  ! unreadable: {u['client']} ({u['role']}, {u['direction']}) from offset {u['offset']}: "
+                     f"{u['reason']}")
     for x in m["misclassifications"]:
         lines.append(f"  ! misclassified: {x['client']} is {x['role']} but the destination takes it as "
                      f"{x['assigned_role']} ({x['policy']}), at {_t(x['time'], base)}")
@@ -91,8 +95,11 @@ def render_migration(m: dict[str, Any]) -> list[str]:
                                            "to dst", "to src", "closed by"])]
     pc = m.get("postcopy") or {}
     if pc.get("run_time") is not None or pc.get("page_requests"):
+        lat = (f", latency median {pc['median_latency'] * 1000:.2f} ms, max {pc['max_latency'] * 1000:.2f} ms"
+               if pc.get("max_latency") is not None else "")
         lines.append(f"  postcopy: run at {_t(pc.get('run_time'), base)}, {pc.get('page_requests', 0)} page "
-                     f"requests, {pc.get('served_requests', 0)} served, max latency {pc.get('max_latency')}")
+                     f"requests, {pc.get('served_requests', 0)} served ({pc.get('already_in_flight', 0)} by a "
+                     f"page already in flight), {pc.get('unserved_requests', 0)} never served{lat}")
     wi = []
     for name, legs in m.get("what_if", {}).items():
         verdicts = sorted({leg["verdict"] for leg in legs})
