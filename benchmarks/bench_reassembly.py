@@ -24,7 +24,8 @@ from collections import deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PHASES = ("tcpdump", "iterate", "connections", "reassemble", "reassemble-feed")
+PHASES = ("tcpdump", "iterate", "iterate-keyed", "connections", "reassemble", "reassemble-tuples",
+          "reassemble-feed", "records", "analyze")
 
 
 class NullSink:
@@ -49,21 +50,28 @@ def run_phase(phase: str, path: str) -> dict[str, object]:
     from dissectors.capture import open_capture
     from dissectors.tcp import TcpTracker
 
+    if phase == "analyze":
+        return run_analyze(path)
+    if phase == "records":
+        return run_records(path)
     t0 = time.perf_counter()
     result: dict[str, object] = {}
     with open_capture(path) as cap:
-        segments = cap.tcp_segments()
         if phase == "iterate":
-            deque(segments, maxlen=0)
+            deque(cap.tcp_segments(), maxlen=0)
+        elif phase == "iterate-keyed":
+            deque(cap.keyed_segments(), maxlen=0)
         else:
             reassemble = phase.startswith("reassemble")
             tracker = TcpTracker(lambda conn: NullSink() if reassemble else None)
             if phase == "reassemble-feed":
                 feed = tracker.feed
-                for seg in segments:
+                for seg in cap.tcp_segments():
                     feed(seg)
+            elif phase == "reassemble-tuples":
+                tracker.feed_all(cap.tcp_segments())
             else:
-                tracker.feed_all(segments)
+                tracker.feed_keyed(cap.keyed_segments())
             tracker.finish()
             result["connections"] = len(tracker.connections)
             result["stream_bytes"] = sum(sum(c.bytes) for c in tracker.connections)
@@ -72,6 +80,48 @@ def run_phase(phase: str, path: str) -> dict[str, object]:
         result["segments"] = cap.stats.tcp_segments
     result["seconds"] = time.perf_counter() - t0
     return result
+
+
+def run_records(path: str) -> dict[str, object]:
+    """Reassembly, channel identification and every channel parser, through ``ConnectionFacts`` sinks
+    sharing one ``PageLedger`` (what ``analyze`` does before judging)."""
+    from dissectors.analysis.facts import ConnectionFacts
+    from dissectors.analysis.ledger import PageLedger
+    from dissectors.capture import open_capture
+    from dissectors.tcp import TcpTracker
+
+    t0 = time.perf_counter()
+    ledger = PageLedger(4096)
+    facts: list[ConnectionFacts] = []
+
+    def factory(conn: object) -> ConnectionFacts:
+        f = ConnectionFacts(conn, ledger, 4096)  # type: ignore[arg-type]
+        facts.append(f)
+        return f
+
+    tracker = TcpTracker(factory)
+    with open_capture(path) as cap:
+        tracker.feed_keyed(cap.keyed_segments())
+        tracker.finish()
+        segments = cap.stats.tcp_segments
+    seconds = time.perf_counter() - t0
+    counts: dict[str, int] = {}
+    for f in facts:
+        for k, v in f.counts.items():
+            counts[k] = counts.get(k, 0) + v
+    return {"seconds": seconds, "segments": segments, "kinds": ",".join(f.kind or "-" for f in facts),
+            "ram.page": counts.get("ram.page", 0), "multifd.packet": counts.get("multifd.packet", 0),
+            "multifd.normal_pages": counts.get("multifd.normal_pages", 0)}
+
+
+def run_analyze(path: str) -> dict[str, object]:
+    """``dissectors.analysis.engine.analyze(path)`` end to end (report built, not printed)."""
+    from dissectors.analysis.engine import analyze
+
+    t0 = time.perf_counter()
+    report = analyze(path).report
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "migrations": len(report["migrations"]), "findings": report["findings"]}
 
 
 def measure(phase: str, path: str) -> tuple[float, int, dict[str, object]]:
