@@ -17,6 +17,7 @@ from dissectors.analysis.grouping import MigrationGroup, group
 from dissectors.analysis.judge import MigrationJudge, Options
 from dissectors.analysis.ledger import PageLedger
 from dissectors.capture import open_capture
+from dissectors.channels import TARGET_PAGE_SIZE
 from dissectors.tcp import TcpTracker
 from dissectors.tcp.connection import Connection
 
@@ -70,7 +71,7 @@ def reassemble(path: str, sink_factory: Callable[[Connection], Any],
 
 
 def analyze(path: str, options: Options | None = None, progress: ProgressFn | None = None,
-            page_size: int = 4096) -> Analysis:
+            page_size: int = TARGET_PAGE_SIZE) -> Analysis:
     options = options or Options()
     ledger = PageLedger(page_size, late_after=options.stall_threshold)
     facts: list[ConnectionFacts] = []

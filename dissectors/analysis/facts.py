@@ -12,6 +12,7 @@ from typing import Any
 
 from dissectors.analysis.ledger import PageLedger
 from dissectors.channels import (
+    TARGET_PAGE_SIZE,
     MainParser,
     MultifdParser,
     PreemptParser,
@@ -25,7 +26,7 @@ from dissectors.tcp import Connection
 RecordHook = Callable[["ConnectionFacts", int, Record], None]
 
 HEAD_KEPT = 64                 # first bytes kept per direction (evidence, relay matching)
-IDENTIFY_LIMIT = 4096          # bytes buffered at most before a stream is called unknown
+BUFFER_LIMIT = 4096            # bytes buffered at most before a stream is called unknown
 EVENT_LIMIT = 5000             # commands / return-path events kept per connection
 MALFORMED_LIMIT = 50
 SAMPLE_LIMIT = 4000            # progress points kept per direction (thinned when full)
@@ -76,7 +77,7 @@ class Direction:
 class ConnectionFacts:
     """StreamSink for one connection (direction 0 = client to server)."""
 
-    def __init__(self, conn: Connection, ledger: PageLedger, page_size: int = 4096,
+    def __init__(self, conn: Connection, ledger: PageLedger, page_size: int = TARGET_PAGE_SIZE,
                  on_record: RecordHook | None = None) -> None:
         self.conn = conn
         self.on_record = on_record
@@ -127,7 +128,7 @@ class ConnectionFacts:
         if d.parser is not None:
             self._take(direction, d.parser.gap(length, ts))
         elif d.kind is None:
-            d.kind = "unknown"            # cannot identify across a hole at the start
+            d.kind = "uncaptured"         # a hole at the start (snaplen, loss): nothing to identify
             self._note_kind(direction)
 
     def end(self, direction: int, offset: int, ts: float, how: str) -> None:
@@ -148,8 +149,8 @@ class ConnectionFacts:
     # -- identification ---------------------------------------------------------------------------
     def _identify_client(self, ts: float, final: bool = False) -> None:
         d = self.dirs[0]
-        kind = identify_stream(bytes(d.first[:IDENTIFY_LIMIT]))
-        if kind is None and (final or len(d.first) >= IDENTIFY_LIMIT):
+        kind = identify_stream(bytes(d.first[:BUFFER_LIMIT]))
+        if kind is None and (final or len(d.first) >= BUFFER_LIMIT):
             kind = "unknown"
         if kind is None:
             return
@@ -163,7 +164,7 @@ class ConnectionFacts:
 
     def _identify_server(self, ts: float, final: bool = False) -> None:
         d = self.dirs[1]
-        if self.kind is None and not final and len(d.first) < IDENTIFY_LIMIT:
+        if self.kind is None and not final and len(d.first) < BUFFER_LIMIT:
             return
         if self.kind in ("main", "main-recovery"):
             kind = "return-path"

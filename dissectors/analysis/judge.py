@@ -10,12 +10,14 @@ from dissectors.analysis.facts import ConnectionFacts
 from dissectors.analysis.grouping import MigrationGroup, start_ts
 from dissectors.analysis.ledger import PageLedger
 from dissectors.analysis.roles import infer_generation, true_role
+from dissectors.channels import MULTIFD_MAGIC, QEMU_VM_FILE_MAGIC
 from dissectors.tcp.connection import Connection
 from dissectors.tcp.connection import endpoint_text as _addr
 
 DIRECTIONS = ("to-server", "to-client")
 TLS_BULK = 256 << 10      # bytes a single extra TLS channel must carry to be taken for multifd
-BAD_MAGIC_72 = "multifd: received packet magic 5145564d expected 11223344"
+# QEMU's multifd_recv_initial_packet() message, as the destination prints it for a QEVM stream.
+BAD_MAGIC_72 = f"multifd: received packet magic {QEMU_VM_FILE_MAGIC:x} expected {MULTIFD_MAGIC:x}"
 
 
 @dataclass

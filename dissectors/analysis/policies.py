@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from dissectors.channels import MULTIFD_MAGIC, QEMU_VM_FILE_MAGIC
+
 # Role vocabulary shared with the report (docs/report-schema.md).
 MAIN = "main"
 MULTIFD = "multifd"
@@ -49,8 +51,8 @@ class Assignment:
     notes: list[str] = field(default_factory=list)
 
 
-QEVM = b"QEVM"
-MULTIFD_MAGIC = bytes.fromhex("11223344")
+QEVM = QEMU_VM_FILE_MAGIC.to_bytes(4, "big")
+MULTIFD_BYTES = MULTIFD_MAGIC.to_bytes(4, "big")
 
 
 def _positional(index_main: bool, setup: Setup) -> str:
@@ -118,7 +120,7 @@ def peek_101(order: Sequence[ChannelView], setup: Setup) -> Assignment:
                 continue
             if c.magic == QEVM:
                 role = MAIN
-            elif c.magic == MULTIFD_MAGIC:
+            elif c.magic == MULTIFD_BYTES:
                 role = MULTIFD
             elif not have_main and setup.recovery:
                 role = MAIN
@@ -145,7 +147,7 @@ def peek_101(order: Sequence[ChannelView], setup: Setup) -> Assignment:
 
 def two_way_handshake(order: Sequence[ChannelView], setup: Setup) -> Assignment:
     """The never-merged per-channel header (Oct 2022 proposal 3): every channel names itself."""
-    roles = [c.role if c.role not in (TLS, UNKNOWN) else c.role for c in order]
+    roles = [c.role for c in order]
     return Assignment(roles, [None] * len(roles), "two-way-handshake",
                       ["hypothetical: each channel announces its type, so order does not matter"])
 

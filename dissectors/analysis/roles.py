@@ -27,6 +27,8 @@ def true_role(facts: ConnectionFacts, postcopy: bool) -> tuple[str, str]:
         if postcopy:
             return PREEMPT, "silent: the source sent nothing on it (a preempt channel before postcopy starts)"
         return UNKNOWN, "silent: the source sent nothing on it"
+    if kind == "uncaptured":
+        return UNKNOWN, "its payload is not in the capture (snaplen or loss): nothing to read"
     head = facts.dirs[0].first[:8].hex()
     return UNKNOWN, f"first bytes {head} match no migration channel"
 

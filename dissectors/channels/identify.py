@@ -10,16 +10,19 @@ from dissectors.layers.ram import (
     RAM_FLAGS_WITH_BLOCK,
     RAM_SAVE_FLAG_CONTINUE,
     RAM_SAVE_FLAG_EOS,
+    RAM_SAVE_FLAG_MULTIFD_FLUSH,
     TARGET_PAGE_SIZE,
+    RamRecord,
 )
+from dissectors.layers.structs import struct_of
 from dissectors.layers.tls import TLS_CONTENT_TYPES, TLS_HANDSHAKE
 
 _QEVM = QEMU_VM_FILE_MAGIC.to_bytes(4, "big") + QEMU_VM_FILE_VERSION.to_bytes(4, "big")
 _MULTIFD = MULTIFD_MAGIC.to_bytes(4, "big") + MULTIFD_VERSION.to_bytes(4, "big")
 _RECOVERY = bytes([QEMU_VM_COMMAND]) + MIG_CMD_RECV_BITMAP.to_bytes(2, "big")
-_EOS_WORD = RAM_SAVE_FLAG_EOS.to_bytes(8, "big")
-#: Bytes after which a decision is always made.
-IDENTIFY_LIMIT = 8 + 1 + 255
+_WORD = struct_of(RamRecord, "addr", "flags")
+#: Bytes after which a decision is always made (a RAM record word, a block name's length and name).
+IDENTIFY_LIMIT = _WORD.size + 1 + 255
 
 
 def _prefix_of(data: bytes, full: bytes) -> bool:
@@ -27,24 +30,27 @@ def _prefix_of(data: bytes, full: bytes) -> bool:
     return data[:n] == full[:n]
 
 
-def _looks_like_preempt(b: bytes) -> bool | None:
-    """A RAM record header naming its block (or a lone EOS). None = need more bytes."""
-    if len(b) < 8:
+def looks_like_ram_record(b: bytes | memoryview, allow_continue: bool = False,
+                          page_size: int = TARGET_PAGE_SIZE) -> bool | None:
+    """Whether ``b`` starts with a RAM record: a lone EOS or MULTIFD_FLUSH word, or a record of one of
+    the kinds that name a block, followed by a printable block name (unless CONTINUE is allowed and
+    set). None = need more bytes."""
+    if len(b) < _WORD.size:
         return None
-    if b[:8] == _EOS_WORD:
-        return True
-    word = int.from_bytes(b[:8], "big")
-    flags = word & (TARGET_PAGE_SIZE - 1)
+    (word,) = _WORD.unpack_from(b, 0)
+    flags = word & (page_size - 1)
     kind = flags & ~RAM_SAVE_FLAG_CONTINUE
-    if flags & RAM_SAVE_FLAG_CONTINUE or not kind or kind & ~RAM_FLAGS_WITH_BLOCK or kind & (kind - 1):
-        return False
-    if len(b) < 9:
+    if kind in (RAM_SAVE_FLAG_EOS, RAM_SAVE_FLAG_MULTIFD_FLUSH):
+        return word == kind
+    if not kind or kind & ~RAM_FLAGS_WITH_BLOCK or kind & (kind - 1):
+        return False                         # exactly one of the kinds that name a block
+    if flags & RAM_SAVE_FLAG_CONTINUE:
+        return allow_continue
+    if len(b) < _WORD.size + 1:
         return None
-    n = b[8]
-    if n == 0:
-        return False
-    name = b[9:9 + n]
-    if not all(0x20 < c < 0x7F for c in name):
+    n = b[_WORD.size]
+    name = bytes(b[_WORD.size + 1:_WORD.size + 1 + n])
+    if n == 0 or not all(0x20 < c < 0x7F for c in name):
         return False
     return True if len(name) == n else None
 
@@ -65,10 +71,10 @@ def identify_stream(first_bytes: bytes | bytearray | memoryview) -> str | None:
         if b[0] != TLS_HANDSHAKE:
             return "tls"
         if len(b) >= 6:
-            return "tls" if b[5] == 1 else "tls"
+            return "tls"         # a handshake record (a ClientHello first on a new connection)
     candidates = [_prefix_of(b, _QEVM[:4]), _prefix_of(b, _RECOVERY), _prefix_of(b, _MULTIFD),
                   len(b) < 5 and b[0] in TLS_CONTENT_TYPES]
-    preempt = _looks_like_preempt(b)
+    preempt = looks_like_ram_record(b)
     if preempt:
         return "preempt-candidate"
     if not final and (preempt is None or any(candidates)):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from dissectors.channels.engine import State
+from dissectors.channels.identify import looks_like_ram_record
 from dissectors.channels.ram_walk import RamWalker
 from dissectors.layers.commands import (
     MAX_PACKAGED_SIZE,
@@ -52,12 +53,6 @@ from dissectors.layers.main_stream import (
     SectionStart,
     Subsection,
     VmDescription,
-)
-from dissectors.layers.ram import (
-    RAM_FLAGS_WITH_BLOCK,
-    RAM_SAVE_FLAG_CONTINUE,
-    RAM_SAVE_FLAG_EOS,
-    RAM_SAVE_FLAG_MULTIFD_FLUSH,
 )
 from dissectors.layers.structs import fixed_size, struct_of
 
@@ -257,7 +252,7 @@ class MainParser(RamWalker):
             if idstr is None and self._recovered:
                 # A recovered channel never saw the SECTION_START that named this id: the sections
                 # that go on after a postcopy pause are iterable ones, so test for RAM records.
-                ram = self._looks_like_ram(mv, p, end)
+                ram = looks_like_ram_record(mv[p:end], allow_continue=True, page_size=self.page_size)
                 if ram is None:
                     return None
                 if ram:
@@ -271,27 +266,6 @@ class MainParser(RamWalker):
             self._device_start = self._base + p
             self._state = self._st_device
         return p
-
-    @staticmethod
-    def _looks_like_ram(mv: memoryview, p: int, end: int) -> bool | None:
-        """Whether a RAM record word (plus its block name, when one follows) starts at ``p``."""
-        if end - p < 8:
-            return None
-        word = int.from_bytes(mv[p:p + 8], "big")
-        flags = word & 0xFFF
-        kind = flags & ~RAM_SAVE_FLAG_CONTINUE
-        if kind in (RAM_SAVE_FLAG_EOS, RAM_SAVE_FLAG_MULTIFD_FLUSH):
-            return word == kind
-        if not kind or kind & ~RAM_FLAGS_WITH_BLOCK or kind & (kind - 1):
-            return False        # exactly one of the kinds that name a block
-        if flags & RAM_SAVE_FLAG_CONTINUE:
-            return True
-        if end - p < 9:
-            return None
-        n = mv[p + 8]
-        if end - p < 9 + n:
-            return None
-        return n > 0 and all(0x20 < c < 0x7F for c in mv[p + 9:p + 9 + n])
 
     def _st_ram_footer(self, mv: memoryview, pos: int, end: int) -> int | None:
         if end - pos < _FOOTER.size:
