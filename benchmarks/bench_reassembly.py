@@ -87,23 +87,19 @@ def run_records(path: str) -> dict[str, object]:
     sharing one ``PageLedger`` (what ``analyze`` does before judging)."""
     from dissectors.analysis.facts import ConnectionFacts
     from dissectors.analysis.ledger import PageLedger
-    from dissectors.capture import open_capture
-    from dissectors.tcp import TcpTracker
+    from dissectors.cli.pipeline import reassemble_file
 
     t0 = time.perf_counter()
-    ledger = PageLedger(4096)
+    ledger = PageLedger()
     facts: list[ConnectionFacts] = []
 
     def factory(conn: object) -> ConnectionFacts:
-        f = ConnectionFacts(conn, ledger, 4096)  # type: ignore[arg-type]
+        f = ConnectionFacts(conn, ledger)  # type: ignore[arg-type]
         facts.append(f)
         return f
 
-    tracker = TcpTracker(factory)
-    with open_capture(path) as cap:
-        tracker.feed_keyed(cap.keyed_segments())
-        tracker.finish()
-        segments = cap.stats.tcp_segments
+    _, summary = reassemble_file(path, factory)
+    segments = summary["tcp_segments"]
     seconds = time.perf_counter() - t0
     counts: dict[str, int] = {}
     for f in facts:
@@ -115,11 +111,11 @@ def run_records(path: str) -> dict[str, object]:
 
 
 def run_analyze(path: str) -> dict[str, object]:
-    """``dissectors.analysis.engine.analyze(path)`` end to end (report built, not printed)."""
-    from dissectors.analysis.engine import analyze
+    """``migshark analyze`` end to end (``cli.pipeline.analyze_file``: report built, not printed)."""
+    from dissectors.cli.pipeline import analyze_file
 
     t0 = time.perf_counter()
-    report = analyze(path).report
+    report = analyze_file(path).report
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "migrations": len(report["migrations"]), "findings": report["findings"]}
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from dissectors.analysis.engine import analyze
 from dissectors.analysis.judge import Options
 from dissectors.cli.main import main
+from dissectors.cli.pipeline import analyze_file as analyze
 from dissectors.layers import main_stream as M
 from dissectors.layers import synth as L
 from tests import synth as S

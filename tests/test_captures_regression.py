@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from dissectors.analysis.engine import analyze
 from dissectors.analysis.judge import Options
-from dissectors.outputs.check import check_one, destination_version, find_captures, sibling
+from dissectors.cli.check import check_one, destination_version, find_captures, sibling
+from dissectors.cli.pipeline import analyze_file
 
 CAPTURES = find_captures([str(Path(__file__).resolve().parent.parent / "captures")])
 IDS = [c.name.split(".pcap")[0] for c in CAPTURES]
@@ -25,7 +25,7 @@ def manifest(cap: Path) -> dict[str, Any]:
 
 @cache
 def report(cap: Path) -> dict[str, Any]:
-    return analyze(str(cap), Options(qemu_version=destination_version(cap))).report
+    return analyze_file(str(cap), Options(qemu_version=destination_version(cap))).report
 
 
 def destination_side(cap: Path) -> list[dict[str, Any]]:

@@ -7,16 +7,15 @@ its out-of-order buffer), never by the capture size.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from dissectors import __version__
 from dissectors.analysis.facts import ConnectionFacts
 from dissectors.analysis.grouping import MigrationGroup, group
 from dissectors.analysis.judge import MigrationJudge, Options
 from dissectors.analysis.ledger import PageLedger
-from dissectors.capture import open_capture
 from dissectors.channels import TARGET_PAGE_SIZE
 from dissectors.tcp import TcpTracker
 from dissectors.tcp.connection import Connection
@@ -32,45 +31,49 @@ class Analysis:
     ledger: PageLedger | None = None
 
 
-def reassemble(path: str, sink_factory: Callable[[Connection], Any],
+class SegmentSource(Protocol):
+    """What the analysis needs of a capture (the capture room's reader fits; nothing here opens files)."""
+
+    position: int
+    size: int
+    on_progress: Callable[[], None] | None
+    stats: Any
+    warnings: list[str]
+
+    def keyed_segments(self) -> Iterable[tuple[Any, ...]]: ...
+
+
+def reassemble(source: SegmentSource, label: str, sink_factory: Callable[[Connection], Any],
                progress: ProgressFn | None = None) -> tuple[TcpTracker, dict[str, Any]]:
-    """Feed every TCP segment of ``path`` to a tracker; return it and a capture summary."""
+    """Feed every TCP segment of ``source`` to a tracker; return it and a capture summary."""
     tracker = TcpTracker(sink_factory)
-    first_ts = last_ts = None
-    with open_capture(path) as cap:
-        feed = tracker.feed
-        n = 0
-        for seg in cap.tcp_segments():
-            feed(seg)
-            n += 1
-            if progress is not None and not n & 0x3FFF:
-                progress(cap.position, cap.size)
-            if first_ts is None:
-                first_ts = seg[1]
-            last_ts = seg[1]
-        tracker.finish()
-        if progress is not None:
-            progress(cap.size, cap.size)
-        st = cap.stats
-        summary = {
-            "file": str(path),
-            "frames": st.frames,
-            "tcp_segments": st.tcp_segments,
-            "non_tcp": st.non_tcp,
-            "truncated_frames": st.truncated_frames,
-            "link_types": sorted(st.link_types),
-            "first_time": first_ts,
-            "last_time": last_ts,
-            "warnings": list(cap.warnings),
-        }
-        if st.truncated_frames:
-            summary["warnings"].append(
-                f"{path}: {st.truncated_frames} frame(s) cut short by the snapshot length: their missing bytes "
-                "are gaps in the streams")
+    if progress is not None:
+        source.on_progress = lambda: progress(source.position, source.size)
+    tracker.feed_keyed(source.keyed_segments())
+    tracker.finish()
+    if progress is not None:
+        progress(source.size, source.size)
+    st = source.stats
+    summary = {
+        "file": label,
+        "frames": st.frames,
+        "tcp_segments": st.tcp_segments,
+        "non_tcp": st.non_tcp,
+        "truncated_frames": st.truncated_frames,
+        "link_types": sorted(st.link_types),
+        "first_time": tracker.first_ts,
+        "last_time": tracker.last_ts,
+        "warnings": list(source.warnings),
+    }
+    if st.truncated_frames:
+        summary["warnings"].append(
+            f"{label}: {st.truncated_frames} frame(s) cut short by the snapshot length: their missing bytes "
+            "are gaps in the streams")
     return tracker, summary
 
 
-def analyze(path: str, options: Options | None = None, progress: ProgressFn | None = None,
+def analyze(source: SegmentSource, label: str, options: Options | None = None,
+            progress: ProgressFn | None = None,
             page_size: int = TARGET_PAGE_SIZE) -> Analysis:
     options = options or Options()
     ledger = PageLedger(page_size, late_after=options.stall_threshold)
@@ -81,7 +84,7 @@ def analyze(path: str, options: Options | None = None, progress: ProgressFn | No
         facts.append(f)
         return f
 
-    tracker, capture = reassemble(path, factory, progress)
+    tracker, capture = reassemble(source, label, factory, progress)
     end = capture["last_time"] or 0.0
     groups = [g for g in group(facts) if _is_migration(g.connections)]
     in_migration = {id(f) for g in groups for f in g.connections}

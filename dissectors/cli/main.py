@@ -17,8 +17,8 @@ EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from dissectors.analysis.engine import analyze
     from dissectors.analysis.judge import Options
+    from dissectors.cli.pipeline import analyze_file
     from dissectors.outputs.progress import Progress
     from dissectors.outputs.text import render_report
 
@@ -26,7 +26,7 @@ def _analyze(args: argparse.Namespace) -> int:
                    progress_timeout=args.progress_timeout)
     bar = Progress(f"analyse {args.capture}", force=args.progress)
     try:
-        result = analyze(args.capture, opts, progress=bar)
+        result = analyze_file(args.capture, opts, progress=bar)
     finally:
         bar.close()
     if args.plot:
@@ -54,13 +54,13 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _dissect(args: argparse.Namespace) -> int:
-    from dissectors.outputs.dissect import run_dissect
+    from dissectors.cli.dissect import run_dissect
 
     return run_dissect(args)
 
 
 def _check(args: argparse.Namespace) -> int:
-    from dissectors.outputs.check import run_check
+    from dissectors.cli.check import run_check
 
     return run_check(args)
 

@@ -1,4 +1,4 @@
-"""``migshark dissect``: decoded QEMU records per connection, filtered, as text or JSON lines."""
+"""Decoded QEMU records, filtered and printed as text lines (or JSON lines) with a summary per type."""
 
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ import sys
 from collections import Counter
 from typing import Any
 
-from dissectors.analysis.engine import reassemble
 from dissectors.analysis.facts import ConnectionFacts
-from dissectors.analysis.ledger import PageLedger
 from dissectors.channels import Record
-from dissectors.outputs.progress import Progress
 from dissectors.tcp.connection import Connection, endpoint_text
 
 PAGE_KINDS = {"ram.page", "ram.zero"}
@@ -30,7 +27,7 @@ def _value(v: Any, key: str = "") -> Any:
     return v
 
 
-class Dissector:
+class RecordPrinter:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.selected = args.connection or []
@@ -84,24 +81,3 @@ class Dissector:
         self.out.write("\nRecords per channel kind and type:\n")
         for (ch, k), n in sorted(self.counts.items()):
             self.out.write(f"  {ch:<14} {k:<24} {n}\n")
-
-
-def run_dissect(args: argparse.Namespace) -> int:
-    d = Dissector(args)
-    ledger = PageLedger()
-
-    def factory(conn: Connection) -> ConnectionFacts | None:
-        if not d.wants_connection(conn):
-            return None
-        return ConnectionFacts(conn, ledger, on_record=d.record)
-
-    bar = Progress(f"dissect {args.capture}")
-    try:
-        tracker, capture = reassemble(args.capture, factory, bar)
-    finally:
-        bar.close()
-    d.summary()
-    for w in capture["warnings"]:
-        print(f"migshark: warning: {w}", file=sys.stderr)
-    bad = d.counts and any(k in ("malformed", "truncated") for _, k in d.counts)
-    return 1 if bad else 0

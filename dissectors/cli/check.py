@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dissectors.analysis.engine import analyze
 from dissectors.analysis.judge import Options
+from dissectors.cli.pipeline import analyze_file
 
 SUFFIXES = (".pcap", ".pcapng", ".pcap.gz", ".pcapng.gz")
 
@@ -73,7 +73,7 @@ def normalise(report: dict[str, Any]) -> dict[str, Any]:
 def check_one(capture: Path, update: bool) -> tuple[str, list[str]]:
     expected_path = sibling(capture, ".expected.json")
     version = destination_version(capture)
-    report = normalise(analyze(str(capture), Options(qemu_version=version)).report)
+    report = normalise(analyze_file(str(capture), Options(qemu_version=version)).report)
     got = json.dumps(report, indent=2, sort_keys=True).splitlines()
     if update:
         expected_path.write_text("\n".join(got) + "\n")
