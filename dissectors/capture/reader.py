@@ -10,7 +10,7 @@ from ..errors import InputError
 from .pcap import PCAP_MAGICS, pcap_segments
 from .pcapng import SHB_MAGIC, pcapng_segments
 from .records import CaptureStats
-from .source import ByteSource, MmapSource, open_source
+from .source import GZIP_MAGIC, ByteSource, MmapSource, StreamSource, open_source
 
 
 class Capture:
@@ -89,6 +89,17 @@ def open_capture(path: str | os.PathLike[str]) -> Capture:
         raise InputError("empty file", path=name, offset=0)
     if magic in PCAP_MAGICS or magic == SHB_MAGIC:
         return Capture(name, source, magic == SHB_MAGIC)
+    gzipped = isinstance(source, StreamSource) and source.size and _is_gzip(name)
     source.close()
-    shown = magic.hex() if magic else "none"
-    raise InputError(f"not a pcap or pcapng file (magic 0x{shown})", path=name, offset=0)
+    if gzipped and len(magic) < 4:
+        raise InputError(f"the gzip stream ends after {len(magic)} uncompressed byte(s), before a capture header",
+                         path=name, offset=0)
+    if len(magic) < 4:
+        raise InputError(f"too short for a capture header ({len(magic)} byte(s))", path=name, offset=0)
+    what = " inside the gzip stream" if gzipped else ""
+    raise InputError(f"not a pcap or pcapng file (magic 0x{magic.hex()}{what})", path=name, offset=0)
+
+
+def _is_gzip(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == GZIP_MAGIC
