@@ -107,3 +107,11 @@ def test_progress_draws_on_a_terminal():
     p(50 << 20, 100 << 20)
     p.close()
     assert "50.0%" in buf.getvalue() and "MB/s" in buf.getvalue()
+
+
+def test_cut_gzip_names_the_problem(tmp_path, capsys):
+    cut = tmp_path / "cut.pcap.gz"
+    cut.write_bytes((CORPUS / "precopy-7.2.pcap.gz").read_bytes()[:12])
+    assert main(["analyze", str(cut)]) == 2
+    err = capsys.readouterr().err
+    assert "cut.pcap.gz" in err and "gzip stream ends" in err and "0xnone" not in err
