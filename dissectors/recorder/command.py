@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, metavar="S", help="give up (stalled) after S seconds")
     parser.add_argument("--gzip", action="store_true", help="write NAME.pcap.gz instead of NAME.pcap")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the timeline while recording")
+    parser.add_argument("--json", action="store_true", help="print the result (or --list) as JSON")
 
 
 def list_scenarios() -> str:
@@ -46,7 +48,11 @@ def list_scenarios() -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.list:
-        print(list_scenarios())
+        if getattr(args, "json", False):
+            print(json.dumps([{"name": sc.name, "src": sc.src, "dst": sc.dst, "expect": sc.expect,
+                               "description": sc.description} for sc in SCENARIOS.values()], indent=2))
+        else:
+            print(list_scenarios())
         return 0
     if not args.scenario:
         print("migshark record: --scenario NAME is required (see --list)", file=sys.stderr)
@@ -77,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"migshark record: {exc}", file=sys.stderr)
         return 2
     cap = rec.manifest_data.get("capture", {})
+    if getattr(args, "json", False):
+        print(json.dumps({"capture": str(rec.pcap), "manifest": str(rec.manifest), "outcome": rec.outcome,
+                          "reason": rec.reason, "size_bytes": cap.get("size_bytes"),
+                          "dropped_by_kernel": cap.get("packets_dropped_by_kernel")}, indent=2))
+        return 0 if rec.outcome == "completed" else 1
     print(
         f"{rec.pcap}: {rec.outcome} ({rec.reason}); {cap.get('size_bytes', 0)} bytes, "
         f"{cap.get('packets_dropped_by_kernel')} dropped by kernel; manifest {rec.manifest}"
