@@ -39,12 +39,17 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    from dissectors.recorder.driver import record
-    from dissectors.recorder.scenarios import SCENARIOS
-
     out = tmp_path_factory.mktemp("live")
-    rec = record(SCENARIOS["smoke-multifd2-7.2"], out, "smoke")
-    return {"pcap": rec.pcap, "outcome": rec.outcome, "reason": rec.reason, "manifest": rec.manifest_data}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dissectors.cli.main", "record", "--scenario", "smoke-multifd2-7.2",
+         "--out", str(out), "--name", "smoke", "--json"],
+        capture_output=True, text=True, timeout=240, cwd=REPO,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    result = json.loads(proc.stdout)
+    manifest = json.loads(Path(result["manifest"]).read_text())
+    return {"pcap": result["capture"], "outcome": result["outcome"], "reason": result["reason"],
+            "manifest": manifest}
 
 
 def test_migration_completed(recording: dict[str, object]) -> None:
