@@ -1,0 +1,727 @@
+-- SPDX-License-Identifier: GPL-2.0-or-later
+-- qmig: QEMU live-migration dissector for Wireshark, written by `migshark export-wireshark`.
+--
+-- Load: tshark -X lua_script:qmig.lua -r capture.pcap -Y qmig
+-- or copy into ~/.local/lib/wireshark/plugins/ (not both: the protocol would be registered twice).
+--
+-- Everything about the wire format (fields, sizes, enums, constants, dispatch tables) is in the
+-- generated block below, produced from the Scapy declarations in migshark's dissectors/layers/.
+-- The rest of this file is generic machinery: per-stream state, walking records across TCP
+-- segments (desegmentation for headers, skipping payload by length), heuristics, prefs, experts.
+-- Written for Wireshark 4.0 (Lua 5.2) and later: no integer operators, `bit` for bit operations.
+
+--@@GENERATED@@
+
+local qmig = Proto("qmig", "QEMU migration")
+
+-- Machinery fields (not wire structures).
+local MF = {
+    channel = ProtoField.string("qmig.channel", "Channel"),
+    record = ProtoField.string("qmig.record", "Record"),
+    data = ProtoField.bytes("qmig.data", "Payload (skipped by length)"),
+    device = ProtoField.bytes("qmig.device_state", "Device state (not decoded)"),
+    opaque = ProtoField.bytes("qmig.not_walked", "Not walked"),
+    retrans = ProtoField.bytes("qmig.retransmitted", "Retransmitted bytes (already dissected)"),
+}
+
+do
+    local list = {}
+    for _, abbrev in ipairs(FIELD_ORDER) do list[#list + 1] = F[abbrev] end
+    for _, key in ipairs({"channel", "record", "data", "device", "opaque", "retrans"}) do list[#list + 1] = MF[key] end
+    qmig.fields = list
+end
+
+local E = {
+    bad_magic = ProtoExpert.new("qmig.expert.bad_magic", "Bad magic", expert.group.MALFORMED, expert.severity.ERROR),
+    bad_version = ProtoExpert.new("qmig.expert.bad_version", "Unsupported version", expert.group.MALFORMED,
+        expert.severity.ERROR),
+    malformed = ProtoExpert.new("qmig.expert.malformed", "Malformed record", expert.group.MALFORMED,
+        expert.severity.ERROR),
+    truncated = ProtoExpert.new("qmig.expert.truncated",
+        "Captured bytes end inside a record header (snaplen); walking of this stream direction stopped",
+        expert.group.UNDECODED, expert.severity.WARN),
+    no_reassembly = ProtoExpert.new("qmig.expert.no_reassembly",
+        "Record header spans TCP segments but reassembly is off (tcp.desegment_tcp_streams); walking stopped",
+        expert.group.REASSEMBLE, expert.severity.WARN),
+    not_walked = ProtoExpert.new("qmig.expert.not_walked", "Stream not walked", expert.group.UNDECODED,
+        expert.severity.NOTE),
+    device = ProtoExpert.new("qmig.expert.device_state",
+        "Device section body not decoded; its end was found by scanning for the section footer",
+        expert.group.UNDECODED, expert.severity.CHAT),
+}
+qmig.experts = {E.bad_magic, E.bad_version, E.malformed, E.truncated, E.no_reassembly, E.not_walked, E.device}
+
+qmig.prefs.port = Pref.uint("TCP port", 0, "Also decode this TCP port as QEMU migration (0: heuristic only)")
+qmig.prefs.multifd_v1 = Pref.bool("Multifd 7.2-8.2 header layout", false,
+    "Show multifd packet headers with the QEMU 7.2-8.2 layout (unused[4] instead of zero_pages)")
+
+local f_stream = Field.new("tcp.stream")
+local f_retrans = Field.new("tcp.analysis.retransmission")
+local f_spurious = Field.new("tcp.analysis.spurious_retransmission")
+
+local AFTER_FOOTER = {}
+for _, t in ipairs(C.AFTER_FOOTER) do AFTER_FOOTER[t] = true end
+
+local ENDING = UInt64.fromhex(C.RECV_BITMAP_ENDING_HEX)
+
+---------------------------------------------------------------------------------------------------
+-- Reading with bounds: every read checks the captured length and raises {need = end} otherwise.
+
+local NEED = {}
+NEED.__index = NEED
+
+local function need(n)
+    error(setmetatable({need = n}, NEED), 0)
+end
+
+local function rd_uint(ctx, off, sz)
+    if off + sz > ctx.cap then need(off + sz) end
+    if sz == 8 then return ctx.tvb(off, 8):uint64() end
+    return ctx.tvb(off, sz):uint()
+end
+
+local function num(v)
+    if type(v) == "number" then return v end
+    return v:tonumber()
+end
+
+local function low_mask64(width)
+    if width >= 64 then return UInt64.fromhex("ffffffffffffffff") end
+    return UInt64(1):lshift(width) - 1
+end
+
+local function add_flag_bits(item, abbrev, range)
+    local bits = C.FLAG_BITS[abbrev]
+    if not bits or not item then return end
+    for _, b in ipairs(bits) do item:add(F[b], range) end
+end
+
+-- ConditionalField predicates (by the Python predicate's name).
+local COND = {
+    has_idstr = function(vals)
+        local f = vals.flags or 0
+        return bit.band(f, C.RAM_FLAGS_WITH_BLOCK) ~= 0 and bit.band(f, C.RAM_FLAG_CONTINUE) == 0
+    end,
+}
+
+-- Walk the generated layout `desc` from item `first`. Returns (offset after the walked part,
+-- payload size, index of the item where walking stopped): the walk stops at a skippable payload
+-- field (its size is returned) and at an element list without a count field (size nil).
+local walk
+
+local function walk_items(ctx, desc, off, tree, vals, first, list_count)
+    local items = desc.items
+    for i = first or 1, #items do
+        local it = items[i]
+        if it.cond == nil or COND[it.cond](vals) then
+            local t = it.t
+            if t == "u" then
+                local v = rd_uint(ctx, off, it.sz)
+                vals[it.n] = v
+                if tree then
+                    local r = ctx.tvb(off, it.sz)
+                    add_flag_bits(tree:add(F[it.f], r), it.f, r)
+                end
+                off = off + it.sz
+            elseif t == "bits" then
+                local w = rd_uint(ctx, off, it.sz)
+                for _, b in ipairs(it.bits) do
+                    local v
+                    if it.sz == 8 then
+                        local x = w:rshift(b.shift):band(low_mask64(b.width))
+                        if b.keep then x = x:lshift(b.shift) end
+                        if b.fsz <= 4 then v = x:tonumber() else v = x end
+                    else
+                        v = bit.band(bit.rshift(w, b.shift), 2 ^ b.width - 1)
+                        if b.keep then v = v * 2 ^ b.shift end
+                    end
+                    vals[b.n] = v
+                    if tree then
+                        local item = tree:add(F[b.f], ctx.tvb(off, it.sz), v)
+                        if b.shift == 0 then add_flag_bits(item, b.f, ctx.tvb(off + it.sz - b.fsz, b.fsz)) end
+                    end
+                end
+                off = off + it.sz
+            elseif t == "s" or t == "z" or t == "b" then
+                local sz = it.sz or num(vals[it.lf])
+                if it.skip then return off, sz, i end
+                if off + sz > ctx.cap then need(off + sz) end
+                if t == "s" then
+                    vals[it.n] = ctx.tvb:raw(off, sz)
+                elseif t == "z" then
+                    vals[it.n] = ctx.tvb(off, sz):stringz()
+                end
+                if tree and sz > 0 then tree:add(F[it.f], ctx.tvb(off, sz)) end
+                off = off + sz
+            elseif t == "list" then
+                local total = it.cnt * it.esz
+                if off + total > ctx.cap then need(off + total) end
+                if tree then
+                    local shown = math.min(list_count and list_count(vals) or 0, it.cnt)
+                    local sub = tree:add(ctx.tvb(off, total), string.format("%s: %d of %d slots used", it.n, shown, it.cnt))
+                    for k = 0, shown - 1 do sub:add(F[it.f], ctx.tvb(off + k * it.esz, it.esz)) end
+                end
+                off = off + total
+            elseif t == "plist" then
+                if not it.cf then return off, nil, i end
+                for _ = 1, num(vals[it.cf]) do
+                    local sub = tree and tree:add(ctx.tvb(off, 1), S[it.elem].name)
+                    local start = off
+                    off = walk(ctx, S[it.elem], off, sub, {})
+                    if sub then sub:set_len(off - start) end
+                end
+            end
+        end
+    end
+    return off, nil, nil
+end
+walk = walk_items
+
+---------------------------------------------------------------------------------------------------
+-- Per-stream state. streams[tcp.stream].dirs[src endpoint] = state of that direction.
+
+local streams = {}
+local snapshots = {}
+local calls = {frame = -1, n = 0}
+-- RAM section ids seen on any main stream: a recovered main stream (postcopy recovery starts with
+-- a RECV_BITMAP command, no header, no SECTION_START) continues the sections of the first one.
+local ram_ids_seen = {}
+
+function qmig.init()
+    streams = {}
+    snapshots = {}
+    calls = {frame = -1, n = 0}
+    ram_ids_seen = {}
+end
+
+local function new_state(chan, phase)
+    return {chan = chan, phase = phase, skip = 0, ram_ids = {}}
+end
+
+local function copy_state(st)
+    local c = {}
+    for k, v in pairs(st) do c[k] = v end
+    c.ram_ids = {}
+    for k, v in pairs(st.ram_ids) do c.ram_ids[k] = v end
+    return c
+end
+
+---------------------------------------------------------------------------------------------------
+-- Record handlers, one per phase. Each returns a result table:
+--   off (end of the walked header), kind, label, phase (next), skip (payload bytes after off),
+--   skip_f (field to show a complete payload as), tail ({cls, idx}: items left after the payload),
+--   ram_id / dev_id, bad + expert (stop walking), warn (malformed but continue).
+-- They are called twice per record: first without a tree to learn whether the header is complete
+-- (a read past the captured bytes raises {need = n}), then with the tree. They never touch `st`.
+
+local H = {}
+
+local function record_item(ctx, tree, off, kind)
+    if not tree then return nil end
+    return tree:add(MF.record, ctx.tvb(off, math.min(1, ctx.cap - off)), kind)
+end
+
+local function header_check(r, vals, magic, version)
+    if vals.magic ~= magic then
+        r.bad, r.expert = string.format("bad magic 0x%08x", vals.magic), E.bad_magic
+    elseif vals.version ~= version then
+        r.bad, r.expert = string.format("unsupported version %d", vals.version), E.bad_version
+    end
+end
+
+H.header = function(ctx, st, off, tree)
+    local sub = record_item(ctx, tree, off, "main.header")
+    local vals = {}
+    local o = walk(ctx, S.QemuFileHeader, off, sub, vals)
+    local r = {off = o, kind = "main.header", phase = "records", sub = sub}
+    header_check(r, vals, C.QEMU_VM_FILE_MAGIC, C.QEMU_VM_FILE_VERSION)
+    return r
+end
+
+local function command(ctx, off, o, sub, vals, r)
+    local cmd, len = vals.cmd, vals.len
+    if o + len > ctx.cap then need(o + len) end
+    local name = C.MIG_CMDS[cmd] or string.format("0x%04x", cmd)
+    r.label = "cmd " .. name
+    local allowed = C.CMD_LENGTHS[cmd]
+    if allowed then
+        local ok = false
+        for _, n in ipairs(allowed) do if n == len then ok = true end end
+        if not ok then r.warn = string.format("length %d is not valid for %s", len, name) end
+    end
+    local pcls = C.CMD_PAYLOAD[cmd]
+    if pcls and len > 0 then
+        local pv = {}
+        local po, _, stop = walk(ctx, S[pcls], o, sub, pv)
+        if stop then -- a list running to the end of the command (discard ranges)
+            local elem = S[S[pcls].items[stop].elem]
+            while po + elem.size <= o + len do
+                local esub = sub and sub:add(ctx.tvb(po, elem.size), elem.name)
+                po = walk(ctx, elem, po, esub, {})
+            end
+        end
+        if po ~= o + len then r.warn = string.format("%s payload is %d bytes, length says %d", name, po - o, len) end
+        if pv.value then r.label = r.label .. " " .. pv.value end
+        if cmd == C.CMD_PACKAGED and pv.length then
+            r.label = r.label .. string.format(" (%d bytes of records follow)", pv.length)
+        end
+    elseif len > 0 and sub then
+        sub:add(MF.data, ctx.tvb(o, len))
+    end
+    r.off = o + len
+end
+
+H.records = function(ctx, st, off, tree)
+    local tv = {}
+    walk(ctx, S.MainRecord, off, nil, tv)
+    local t = tv.type
+    local cls = C.REC[t]
+    if not cls then
+        return {off = off, bad = string.format("unknown record type 0x%02x", t), expert = E.malformed}
+    end
+    local kind = C.MAIN_KIND[t]
+    local sub = record_item(ctx, tree, off, kind)
+    local vals = {}
+    local o, skip, stop = walk(ctx, S[cls], off, sub, vals)
+    local r = {off = o, kind = kind, sub = sub}
+    if t == C.REC_START or t == C.REC_FULL then
+        r.label = string.format("%s %s id %d", kind, vals.idstr, vals.section_id)
+        if vals.idstr == C.RAM_SECTION_IDSTR then
+            r.ram_id, r.phase = vals.section_id, "ram"
+        else
+            r.dev_id, r.phase = vals.section_id, "device"
+        end
+    elseif t == C.REC_PART or t == C.REC_END then
+        r.label = string.format("%s id %d", kind, vals.section_id)
+        if st.ram_ids[vals.section_id] or (st.recovered and ram_ids_seen[vals.section_id]) then
+            r.phase = "ram"
+        else
+            r.dev_id, r.phase = vals.section_id, "device"
+        end
+    elseif t == C.REC_SUBSECTION then
+        local body = C.CONFIG_BODIES[vals.idstr]
+        r.label = kind .. " " .. vals.idstr
+        if body then
+            local bo, _, bstop = walk(ctx, S[body], o, sub, {})
+            if bstop then return {off = off, bad = "subsection body with an unbounded list", expert = E.malformed} end
+            r.off = bo
+        else
+            r.bad, r.expert = "unknown subsection " .. vals.idstr .. ": its body cannot be walked", E.not_walked
+        end
+    elseif t == C.REC_COMMAND then
+        command(ctx, off, o, sub, vals, r)
+    elseif skip then
+        r.skip, r.skip_f = skip, S[cls].items[stop].f
+    end
+    return r
+end
+
+local function mem_size(ctx, o, sub, vals, r)
+    local remaining = num(vals.addr)
+    local blocks = 0
+    while remaining > 0 do
+        local first = rd_uint(ctx, o, 1)
+        if first == 0 then -- an optional be64 (postcopy page size / ignore-shared address)
+            rd_uint(ctx, o, 8)
+            if sub then sub:add(MF.data, ctx.tvb(o, 8)):append_text(" (optional be64 after a block)") end
+            o = o + 8
+        else
+            local bv = {}
+            local bsub = sub and sub:add(ctx.tvb(o, 1), S.RamBlockInfo.name)
+            local bo = walk(ctx, S.RamBlockInfo, o, bsub, bv)
+            if bsub then bsub:set_len(bo - o) end
+            remaining = remaining - num(bv.used_length)
+            o = bo
+            blocks = blocks + 1
+            if blocks > 4096 or remaining < 0 then
+                r.bad, r.expert = "MEM_SIZE block lengths do not add up to the total", E.malformed
+                break
+            end
+        end
+    end
+    r.label = string.format("ram.mem_size %d blocks", blocks)
+    r.off = o
+end
+
+H.ram = function(ctx, st, off, tree)
+    local vals = {}
+    walk(ctx, S.RamRecord, off, nil, vals)
+    local kind_bits = bit.band(vals.flags, bit.bnot(C.RAM_FLAG_CONTINUE))
+    local kind = C.RAM_KIND[kind_bits] or "ram"
+    local sub = record_item(ctx, tree, off, kind)
+    local o = walk(ctx, S.RamRecord, off, sub, vals)
+    local r = {off = o, kind = kind, sub = sub}
+    if kind_bits == C.RAM_FLAG_EOS then
+        r.phase = "records"
+    elseif kind_bits == C.RAM_FLAG_MULTIFD_FLUSH then
+        r.phase = "ram"
+    elseif kind_bits == C.RAM_FLAG_MEM_SIZE then
+        mem_size(ctx, o, sub, vals, r)
+    elseif C.RAM_PAYLOAD[kind_bits] then
+        local pcls = C.RAM_PAYLOAD[kind_bits]
+        local po, skip, stop = walk(ctx, S[pcls], o, sub, {})
+        r.off = po
+        if skip then r.skip, r.skip_f = skip, S[pcls].items[stop].f end
+    else
+        r.bad, r.expert = string.format("unknown RAM record flags 0x%03x", vals.flags), E.malformed
+    end
+    return r
+end
+
+H.hello = function(ctx, st, off, tree)
+    local sub = record_item(ctx, tree, off, "multifd.hello")
+    local vals = {}
+    local o = walk(ctx, S.MultifdHello, off, sub, vals)
+    local r = {off = o, kind = "multifd.hello", phase = "mfd", sub = sub,
+               label = string.format("multifd.hello channel %d", vals.id)}
+    header_check(r, vals, C.MULTIFD_MAGIC, C.MULTIFD_VERSION)
+    return r
+end
+
+H.mfd = function(ctx, st, off, tree)
+    local hv = {}
+    walk(ctx, S.MultifdPacketHdr, off, nil, hv)
+    local flags = hv.flags
+    local r = {off = off}
+    header_check(r, hv, C.MULTIFD_MAGIC, C.MULTIFD_VERSION)
+    if r.bad then return r end
+    local vals = {}
+    if bit.band(flags, C.MULTIFD_FLAG_DEVICE_STATE) ~= 0 then
+        r.kind = "multifd.device_state"
+        r.sub = record_item(ctx, tree, off, r.kind)
+        r.off = walk(ctx, S.MultifdDeviceStatePacket, off, r.sub, vals)
+        r.skip = vals.next_packet_size
+        r.label = "multifd.device_state " .. vals.idstr
+        return r
+    end
+    local layout = qmig.prefs.multifd_v1 and S.MultifdRamPacketV1 or S.MultifdRamPacket
+    r.kind = bit.band(flags, C.MULTIFD_FLAG_SYNC) ~= 0 and "multifd.sync" or "multifd.packet"
+    r.sub = record_item(ctx, tree, off, r.kind)
+    r.off = walk(ctx, layout, off, r.sub, vals, nil, function(v) return (v.normal_pages or 0) + (v.zero_pages or 0) end)
+    local normal = vals.normal_pages
+    -- data after the header, as the receiver reads it: nothing without normal pages; otherwise the
+    -- pages (no compression) or next_packet_size bytes (compressed)
+    if normal == 0 then
+        r.skip = 0
+    elseif bit.band(flags, C.MULTIFD_FLAG_COMPRESSION_MASK) ~= 0 then
+        r.skip = vals.next_packet_size
+    else
+        r.skip = normal * C.TARGET_PAGE_SIZE
+    end
+    r.label = string.format("%s #%s %d pages", r.kind, tostring(vals.packet_num), normal)
+    return r
+end
+
+H.rp = function(ctx, st, off, tree)
+    local vals = {}
+    walk(ctx, S.RpMessage, off, nil, vals)
+    local typ, len = vals.type, vals.len
+    local kind = C.RP_KIND[typ] or "rp"
+    local sub = record_item(ctx, tree, off, kind)
+    local o = walk(ctx, S.RpMessage, off, sub, vals)
+    local r = {off = o, kind = kind, sub = sub}
+    local fixed = C.RP_LENGTHS[typ]
+    if typ == 0 or not C.RP_TYPES[typ] or (fixed and fixed ~= len) then
+        r.bad = string.format("invalid message 0x%04x length 0x%04x", typ, len)
+        r.expert = E.malformed
+        return r
+    end
+    if o + len > ctx.cap then need(o + len) end
+    local pcls = C.RP_PAYLOAD[typ]
+    local pv = {}
+    if pcls then
+        local po = walk(ctx, S[pcls], o, sub, pv)
+        if po ~= o + len then r.warn = string.format("payload is %d bytes, length says %d", po - o, len) end
+    end
+    r.off = o + len
+    r.label = kind .. (pv.value and (" " .. pv.value) or "") .. (pv.start and (" " .. tostring(pv.start)) or "")
+    if typ == C.RP_RECV_BITMAP then -- the bitmap dump follows outside len
+        local dv = {}
+        local dsub = sub
+        local d_o, skip, stop = walk(ctx, S.RecvBitmapDump, r.off, dsub, dv)
+        r.off, r.skip, r.skip_f = d_o, skip, S.RecvBitmapDump.items[stop].f
+        r.tail = {cls = "RecvBitmapDump", idx = stop + 1, back = "rp"}
+    end
+    return r
+end
+
+H.tail = function(ctx, st, off, tree)
+    local tail = st.tail
+    local sub = record_item(ctx, tree, off, S[tail.cls].name)
+    local vals = {}
+    local o = walk(ctx, S[tail.cls], off, sub, vals, tail.idx)
+    local r = {off = o, kind = S[tail.cls].name, phase = tail.back, sub = sub, tail = false}
+    if vals.ending and vals.ending ~= ENDING then r.warn = "bitmap ending is not " .. C.RECV_BITMAP_ENDING_HEX end
+    return r
+end
+
+---------------------------------------------------------------------------------------------------
+-- The driver: walk one tvb of a stream direction.
+
+local function run_handler(ctx, st, off, tree)
+    local h = H[st.phase]
+    local ok, r = pcall(h, ctx, st, off, nil)
+    if not ok then
+        if getmetatable(r) == NEED then return {need = r.need} end
+        error(r, 0)
+    end
+    return h(ctx, st, off, tree)
+end
+
+local function stop_walking(st, root, expert_info, text)
+    st.phase = "lost"
+    if root then root:add_proto_expert_info(expert_info, text) end
+end
+
+-- Find the footer of device section `id` in the captured bytes from `off`: 0x7e, be32 id, then a
+-- record type that may follow a footer. Returns (position, "found" | "tail" | "none").
+local function scan_device(ctx, off, id)
+    local hay = ctx.tvb:raw(off, ctx.cap - off)
+    local pat = string.char(0x7e, bit.band(bit.rshift(id, 24), 0xff), bit.band(bit.rshift(id, 16), 0xff),
+        bit.band(bit.rshift(id, 8), 0xff), bit.band(id, 0xff))
+    local from = 1
+    while true do
+        local p = string.find(hay, pat, from, true)
+        if not p then break end
+        if p + 5 > #hay then return off + p - 1, "tail" end
+        if AFTER_FOOTER[hay:byte(p + 5)] then return off + p - 1, "found" end
+        from = p + 1
+    end
+    for k = math.max(1, #hay - 4), #hay do
+        if hay:byte(k) == 0x7e then return off + k - 1, "tail" end
+    end
+    return ctx.cap, "none"
+end
+
+local function apply(st, r)
+    if r.phase then st.phase = r.phase end
+    if r.ram_id then
+        st.ram_ids[r.ram_id] = true
+        ram_ids_seen[r.ram_id] = true
+    end
+    if r.dev_id then st.dev_id = r.dev_id end
+    if r.tail ~= nil then st.tail = r.tail or nil end
+end
+
+local function walk_tvb(tvb, pinfo, root, st, kinds)
+    local ctx = {tvb = tvb, cap = tvb:captured_len(), rep = tvb:reported_len()}
+    local off = 0
+    while off < ctx.rep do
+        if st.skip > 0 then
+            local n = math.min(st.skip, ctx.rep - off)
+            local shown = math.max(0, math.min(n, ctx.cap - off))
+            if shown > 0 then
+                if st.skip_f and n == st.skip_total and shown == n then
+                    root:add(F[st.skip_f], tvb(off, n))
+                else
+                    root:add(MF.data, tvb(off, shown)):append_text(string.format(
+                        " (%s: %d of %d bytes; %d left after this)", st.skip_label or "payload", n, st.skip_total,
+                        st.skip - n))
+                end
+            end
+            off = off + n
+            st.skip = st.skip - n
+            if st.skip == 0 and st.tail then st.phase = "tail" end
+        elseif st.phase == "lost" or st.phase == "unknown" then
+            if off < ctx.cap then root:add(MF.opaque, tvb(off, ctx.cap - off)) end
+            off = ctx.rep
+        elseif st.phase == "device" then
+            if off >= ctx.cap then
+                stop_walking(st, root, E.truncated, "capture truncated inside a device section")
+            else
+                local pos, how = scan_device(ctx, off, st.dev_id)
+                if pos > off then
+                    root:add(MF.device, tvb(off, pos - off)):add_proto_expert_info(E.device)
+                    kinds[#kinds + 1] = "device.state"
+                end
+                off = pos
+                if how == "found" then
+                    st.phase = "records"
+                elseif how == "tail" then
+                    if ctx.cap < ctx.rep then
+                        off = ctx.rep -- cannot look further: keep scanning in the next segment
+                    elseif pinfo.can_desegment > 0 then
+                        pinfo.desegment_offset = off
+                        pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
+                        return
+                    else
+                        root:add(MF.device, tvb(off, ctx.cap - off))
+                        off = ctx.rep
+                    end
+                elseif ctx.cap < ctx.rep then
+                    off = ctx.rep -- the footer may be in the missing bytes; keep scanning anyway
+                end
+            end
+        elseif off >= ctx.cap then
+            stop_walking(st, root, E.truncated, "capture truncated (snaplen) inside the stream")
+        else
+            local r = run_handler(ctx, st, off, root)
+            if r.need then
+                if ctx.cap < ctx.rep then
+                    stop_walking(st, root, E.truncated, "capture truncated (snaplen) inside a record header")
+                    root:add(MF.opaque, tvb(off, ctx.cap - off))
+                    return
+                elseif pinfo.can_desegment > 0 then
+                    pinfo.desegment_offset = off
+                    pinfo.desegment_len = r.need - ctx.cap
+                    return
+                else
+                    stop_walking(st, root, E.no_reassembly, "record header spans TCP segments")
+                    root:add(MF.opaque, tvb(off, ctx.cap - off))
+                    return
+                end
+            end
+            if r.sub then
+                r.sub:set_len(math.max(0, math.min(r.off, ctx.cap) - off))
+                if r.label then r.sub:append_text(" (" .. r.label .. ")") end
+                if r.warn then r.sub:add_proto_expert_info(E.malformed, r.warn) end
+            end
+            if r.bad then
+                stop_walking(st, r.sub or root, r.expert or E.malformed, r.bad)
+                if r.off <= off and off < ctx.cap then root:add(MF.opaque, tvb(off, ctx.cap - off)) end
+                return
+            end
+            kinds[#kinds + 1] = r.label or r.kind
+            apply(st, r)
+            off = r.off
+            if r.skip and r.skip > 0 then
+                st.skip, st.skip_total, st.skip_f = r.skip, r.skip, r.skip_f
+                st.skip_label = r.kind
+            elseif r.tail then
+                st.phase = "tail"
+            end
+        end
+    end
+end
+
+---------------------------------------------------------------------------------------------------
+-- Classification of a stream direction by its first bytes, and the dissector entry points.
+
+local function starts_with(tvb, list)
+    if tvb:captured_len() < #list then return false end
+    for i, b in ipairs(list) do
+        if tvb(i - 1, 1):uint() ~= b then return false end
+    end
+    return true
+end
+
+-- The first bytes as `cls` (magic + version), or nil when not captured.
+local function peek(tvb, cls)
+    local ctx = {tvb = tvb, cap = tvb:captured_len()}
+    local vals = {}
+    local ok = pcall(walk, ctx, S[cls], 0, nil, vals)
+    return ok and vals or nil
+end
+
+local function classify(tvb, other, forced)
+    local file = peek(tvb, "QemuFileHeader")
+    if file and file.magic == C.QEMU_VM_FILE_MAGIC and (forced or file.version == C.QEMU_VM_FILE_VERSION) then
+        return "main", "header"
+    end
+    local hello = peek(tvb, "MultifdPacketHdr")
+    if hello and hello.magic == C.MULTIFD_MAGIC and (forced or hello.version == C.MULTIFD_VERSION) then
+        return "multifd", "hello"
+    end
+    if starts_with(tvb, C.RECOVERY_START) then return "main", "records" end
+    if other and other.chan == "main" then return "return-path", "rp" end
+    if forced then return "unknown", "unknown" end
+    return nil
+end
+
+local function summary(kinds)
+    local counts, order = {}, {}
+    for _, k in ipairs(kinds) do
+        if not counts[k] then order[#order + 1] = k; counts[k] = 0 end
+        counts[k] = counts[k] + 1
+    end
+    local parts = {}
+    for i, k in ipairs(order) do
+        if i > 6 then parts[#parts + 1] = "..."; break end
+        parts[#parts + 1] = counts[k] > 1 and string.format("%s x%d", k, counts[k]) or k
+    end
+    return table.concat(parts, ", ")
+end
+
+local function dissect(tvb, pinfo, tree, forced)
+    local sid = f_stream()
+    if not sid then return 0 end
+    local s = streams[sid.value]
+    if not s then
+        s = {dirs = {}}
+        streams[sid.value] = s
+    end
+    local dk = tostring(pinfo.src) .. "/" .. pinfo.src_port
+    local rk = tostring(pinfo.dst) .. "/" .. pinfo.dst_port
+    local st
+    local key
+    if pinfo.visited then
+        if calls.frame ~= pinfo.number then calls.frame, calls.n = pinfo.number, 0 end
+        calls.n = calls.n + 1
+        key = pinfo.number .. "/" .. calls.n
+        local snap = snapshots[key]
+        if not snap then return 0 end
+        st = copy_state(snap)
+    else
+        st = s.dirs[dk]
+        if st == nil then
+            local chan, phase = classify(tvb, s.dirs[rk], forced)
+            if not chan then
+                s.dirs[dk] = false
+                return 0
+            end
+            st = new_state(chan, phase)
+            st.recovered = chan == "main" and phase == "records"
+            s.dirs[dk] = st
+        elseif st == false then
+            if not forced then return 0 end
+            st = new_state("unknown", "unknown")
+            s.dirs[dk] = st
+        end
+        if calls.frame ~= pinfo.number then calls.frame, calls.n = pinfo.number, 0 end
+        calls.n = calls.n + 1
+        key = pinfo.number .. "/" .. calls.n
+        snapshots[key] = copy_state(st)
+    end
+
+    pinfo.cols.protocol = "QMIG"
+    local root = tree:add(qmig, tvb())
+    root:add(MF.channel, tvb(0, 0), st.chan):set_generated()
+    if f_retrans() or f_spurious() then
+        -- TCP hands retransmitted data to the dissector again; the stream state already covers it.
+        root:add(MF.retrans, tvb(0, math.min(tvb:captured_len(), tvb:reported_len())))
+        pinfo.cols.info:append(" [QMIG retransmission]")
+        return tvb:reported_len()
+    end
+    local kinds = {}
+    if st.phase == "unknown" and not st.noted then
+        root:add_proto_expert_info(E.not_walked, "no migration magic at the start of this stream direction")
+        st.noted = true
+    end
+    walk_tvb(tvb, pinfo, root, st, kinds)
+    root:append_text(string.format(", %s", st.chan))
+    local text = summary(kinds)
+    if text ~= "" then pinfo.cols.info = string.format("QMIG %s: %s", st.chan, text) end
+    return tvb:reported_len()
+end
+
+function qmig.dissector(tvb, pinfo, tree)
+    return dissect(tvb, pinfo, tree, true)
+end
+
+local function heuristic(tvb, pinfo, tree)
+    if dissect(tvb, pinfo, tree, false) == 0 then return false end
+    pinfo.conversation = qmig
+    return true
+end
+
+qmig:register_heuristic("tcp", heuristic)
+
+local tcp_port = DissectorTable.get("tcp.port")
+tcp_port:add_for_decode_as(qmig)
+local registered_port = 0
+
+function qmig.prefs_changed()
+    if registered_port ~= 0 then tcp_port:remove(registered_port, qmig) end
+    registered_port = qmig.prefs.port
+    if registered_port ~= 0 then tcp_port:add(registered_port, qmig) end
+end
