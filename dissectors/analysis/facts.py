@@ -99,31 +99,48 @@ class ConnectionFacts:
         self.rp_block: str | None = None
 
     # -- StreamSink -------------------------------------------------------------------------------
-    def data(self, direction: int, offset: int, data: memoryview | bytes, ts: float) -> None:
+    # Skip window: ``data`` returns how many upcoming bytes the direction's parser does not need (the rest
+    # of a payload it skips by length), less one, so that the chunk holding a payload's last byte is
+    # still fed and the pending record completes with that chunk's time, exactly as without the window.
+    # The tracker then does not deliver the segments in between; the next call's offset jumps over them
+    # (by exactly the window for data; by less for a gap or the stream's end inside it) and
+    # ``parser.skipped`` accounts for them. Gaps always arrive where they are, so a payload partly lost
+    # is flagged or truncated as before. The progress series gets no points inside windows; ``end``
+    # closes it at the stream's end.
+    def data(self, direction: int, offset: int, data: memoryview | bytes, ts: float) -> int:
         d = self.dirs[direction]
+        parser = d.parser
+        if parser is not None and offset != d.end_offset:   # we asked not to see the bytes in between
+            self._skipped(direction, offset, ts)
         end = d.end_offset = offset + len(data)
         progress = d.progress
         if ts - progress.last_ts >= progress.step:   # Progress.add's own test, inlined (hot path)
             progress.add(ts, end)
-        parser = d.parser
         if parser is not None:
             first = d.first
-            if len(first) < HEAD_KEPT:
+            short = len(first) < HEAD_KEPT    # the first bytes are kept: no window before them
+            if short:
                 first += data[:HEAD_KEPT - len(first)]
             records = parser.feed(data, ts)
             if records:
                 self._take(direction, records)
-            return
+            if short:
+                return 0
+            skip = parser.skip_ahead
+            return skip - 1 if skip > 1 else 0
         if d.kind is not None:            # identified, nothing to parse with
-            return
+            return 0
         d.first += data               # whole chunks: the parser gets every byte once identified
         if direction == 0:
             self._identify_client(ts)
         else:
             self._identify_server(ts)
+        return 0
 
     def gap(self, direction: int, offset: int, length: int, ts: float) -> None:
         d = self.dirs[direction]
+        if d.parser is not None and offset != d.end_offset:
+            self._skipped(direction, offset, ts)
         d.end_offset = offset + length
         if d.parser is not None:
             self._take(direction, d.parser.gap(length, ts))
@@ -134,6 +151,8 @@ class ConnectionFacts:
     def end(self, direction: int, offset: int, ts: float, how: str) -> None:
         d = self.dirs[direction]
         if d.parser is not None:
+            if offset != d.end_offset:    # the stream ended inside a skip window
+                self._skipped(direction, offset, ts)
             self._take(direction, d.parser.eof(ts))
             for k, v in d.parser.counts.items():
                 self.counts[k] = self.counts.get(k, 0) + v
@@ -145,6 +164,21 @@ class ConnectionFacts:
                 self._identify_server(ts, final=True)
             if d.parser is not None:
                 self.end(direction, offset, ts, how)
+                return
+        points = d.progress.points        # data inside skip windows adds no points: close the series
+        if offset and (not points or points[-1][1] < offset):
+            when = self.conn.halves[direction].last_data_ts
+            if when is None or (points and when < points[-1][0]):
+                when = points[-1][0] if points else ts
+            points.append((when, offset))
+
+    def _skipped(self, direction: int, offset: int, ts: float) -> None:
+        """The bytes from the direction's end offset up to ``offset`` were skipped at our request."""
+        d = self.dirs[direction]
+        records = d.parser.skipped(offset - d.end_offset, ts)
+        d.end_offset = offset
+        if records:
+            self._take(direction, records)
 
     # -- identification ---------------------------------------------------------------------------
     def _identify_client(self, ts: float, final: bool = False) -> None:

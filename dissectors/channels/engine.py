@@ -5,6 +5,11 @@ A parser is a set of *state functions* ``state(mv, pos, end) -> int | None``: pa
 starting at ``mv[pos]`` and return the position after what it consumed, or None when more bytes are
 needed. Only partial headers are buffered (bounded); payloads are skipped by length across feeds
 without copying (``self._skip`` + a pending record emitted when the skip completes).
+
+Skip window: while a payload is being skipped, :attr:`StreamParser.skip_ahead` says how many upcoming
+bytes the parser does not need to see; a caller that lets those bytes pass unseen (a TCP sink returning
+it as its skip count, see ``dissectors.tcp.sink``) accounts for them with :meth:`StreamParser.skipped`,
+which has the same effect as feeding them.
 """
 
 from __future__ import annotations
@@ -102,6 +107,31 @@ class StreamParser:
             if self._opaque_from is None and used < n:
                 self._buf += mv[used:n]
             pos = n
+        return out
+
+    @property
+    def skip_ahead(self) -> int:
+        """How many upcoming bytes the parser does not need to see: the rest of a payload being skipped
+        (0 when a partial header is buffered, in opaque mode, or when no payload is being skipped)."""
+        if self._buf or self._opaque_from is not None:
+            return 0
+        return self._skip
+
+    def skipped(self, n: int, ts: float | None = None) -> list[Record]:
+        """``n`` bytes (``0 <= n <= skip_ahead``) went past without being fed: the same effect as feeding
+        them. The offset advances; when the skip ends exactly here, the pending record completes (with
+        ``ts``, by default the time of the last chunk fed) and is returned."""
+        skip = self.skip_ahead
+        if not 0 <= n <= skip:
+            raise ValueError(f"skipped({n}) outside the skip window ({skip} bytes)")
+        out = self._out = []
+        if ts is not None:
+            self._ts = ts
+        if n:
+            self.offset += n
+            self._skip = skip - n
+            if not self._skip:
+                self._finish_skip()
         return out
 
     def gap(self, length: int, ts: float) -> list[Record]:

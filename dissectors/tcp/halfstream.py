@@ -13,6 +13,12 @@ can be compared with what was delivered; a gap empties that tail, the stream's e
 Snaplen-cut segments: the captured bytes are data, the bytes that were not captured become a gap as
 soon as they reach the front. If the full bytes were buffered from another copy of the segment before
 that, the copy wins; if they arrive after, they count as retransmitted.
+
+Skip window: when ``sink.data`` returns ``k > 0``, the sink does not need the ``k`` bytes after that
+chunk; ``skip_until`` is the offset where the window ends. In-order data wholly below it is accounted
+for exactly as usual (offsets, counters, times, tail for retransmission checks) but not delivered; a
+piece crossing it is delivered from ``skip_until`` on. Gaps are always delivered, at their own offset:
+a consumer skipping bytes by length still has to know that some of them were lost.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ class HalfStream:
         "pending_bytes", "ooo_limit", "tail", "fin_offset", "ended", "awaiting_handshake",
         "frames", "last_ts", "first_data_ts", "last_data_ts", "gaps", "gap_count", "gap_bytes",
         "retransmitted_bytes", "overlap_conflicts", "conflict_offsets", "ignored_bytes",
-        "fin_ts", "rst_ts",
+        "fin_ts", "rst_ts", "skip_until",
     )
 
     def __init__(self, direction: int, ooo_limit: int, tail_segments: int) -> None:
@@ -78,6 +84,7 @@ class HalfStream:
         self.ignored_bytes = 0               # before offset 0, after the FIN/RST end, or in an RST
         self.fin_ts: float | None = None
         self.rst_ts: float | None = None
+        self.skip_until = 0                  # data below this offset is not delivered (the sink's window)
 
     # ---- state used by the tracker -------------------------------------------------------------
 
@@ -162,8 +169,22 @@ class HalfStream:
             self.first_data_ts = ts
         self.last_data_ts = ts
         self.tail.append(data)
-        if self.deliver is not None:
-            self.deliver(self.direction, off, data, ts)
+        if self.deliver is not None and off + len(data) > self.skip_until:
+            self.hand_over(off, data, ts)
+
+    def hand_over(self, off: int, data: memoryview | bytes, ts: float) -> None:
+        """Deliver the piece ``[off, off + len(data))`` (already accounted for) from ``skip_until`` on,
+        and open the window the sink asks for. The caller checked that the piece ends above
+        ``skip_until`` and that there is a sink."""
+        end = off + len(data)
+        skip = self.skip_until
+        if off < skip:
+            data = memoryview(data)[skip - off:]
+            off = skip
+        assert self.deliver is not None
+        k = self.deliver(self.direction, off, data, ts)
+        if k:
+            self.skip_until = end + k
 
     def _gap(self, length: int, ts: float) -> None:
         off = self.offset

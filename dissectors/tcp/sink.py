@@ -18,14 +18,23 @@ END_SUPERSEDED = "superseded"    # a new connection (SYN with another ISN) took 
 class StreamSink(Protocol):
     """Receives one connection's two byte streams, strictly in order and without overlaps.
 
-    For each direction the calls cover ``[0, end_offset)`` exactly once, as a sequence of ``data`` and
-    ``gap`` calls with increasing offsets, followed by one ``end`` call. ``ts`` is the capture time at
+    For each direction the calls cover ``[0, end_offset)`` exactly once (less the skip windows the sink
+    asked for, below), as a sequence of ``data`` and ``gap`` calls with increasing offsets, followed by
+    one ``end`` call. ``ts`` is the capture time at
     which the bytes became readable in order (so it never decreases within a direction).
     ``data`` may be handed a memoryview into the capture's buffer: copy what you keep.
+
+    Skip window: ``data`` may return an int ``k`` (``None`` means 0): the sink does not need the next
+    ``k`` bytes after this chunk. Data in ``[offset + len(data), offset + len(data) + k)`` is then not
+    delivered (the next ``data`` call starts at or after the window's end; a segment crossing the end is
+    delivered from it), so offsets may jump forward by at most ``k``. Gaps are still delivered where they
+    are, even inside a window, and ``end`` may come inside one. Counters and times of the connection
+    are not affected.
     """
 
-    def data(self, direction: int, offset: int, data: memoryview | bytes, ts: float) -> None:
-        """Bytes ``[offset, offset + len(data))`` of ``direction``'s stream."""
+    def data(self, direction: int, offset: int, data: memoryview | bytes, ts: float) -> int | None:
+        """Bytes ``[offset, offset + len(data))`` of ``direction``'s stream; return how many bytes after
+        them the sink does not need (or None)."""
 
     def gap(self, direction: int, offset: int, length: int, ts: float) -> None:
         """Bytes ``[offset, offset + length)`` will never come (not captured, or given up waiting)."""

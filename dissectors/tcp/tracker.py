@@ -9,7 +9,9 @@ one ``bytes`` (12 bytes for IPv4, 36 for IPv6): one object to hash instead of a 
 
 Fast path: one dict lookup of the 4-tuple (or of the key), the segment's sequence number equal to the
 one expected, no SYN/FIN/RST, nothing cut by the snaplen and nothing buffered out of order: the counters
-are bumped and the payload memoryview goes straight to ``sink.data``. Everything else takes :meth:`_slow`.
+are bumped and the payload memoryview goes straight to ``sink.data``, unless it lies wholly inside the
+sink's skip window (``HalfStream.skip_until``: one more integer compare). Everything else takes
+:meth:`_slow`.
 """
 
 from __future__ import annotations
@@ -82,8 +84,13 @@ class TcpTracker:
                 h.first_data_ts = ts
             h.last_data_ts = ts
             h.tail.append(payload)
-            if h.deliver is not None:
-                h.deliver(h.direction, off, payload, ts)
+            if off >= h.skip_until:
+                if h.deliver is not None:
+                    k = h.deliver(h.direction, off, payload, ts)
+                    if k:
+                        h.skip_until = off + n + k
+            elif off + n > h.skip_until:
+                h.hand_over(off, payload, ts)
 
     def feed_all(self, segments: Iterable[Segment]) -> None:
         """Process every segment of an iterable; the same as calling :meth:`feed` on each, but faster."""
@@ -107,8 +114,13 @@ class TcpTracker:
                     h.first_data_ts = ts
                 h.last_data_ts = ts
                 h.tail.append(payload)
-                if h.deliver is not None:
-                    h.deliver(h.direction, off, payload, ts)
+                if off >= h.skip_until:             # at or beyond the end of the sink's skip window
+                    if h.deliver is not None:
+                        k = h.deliver(h.direction, off, payload, ts)
+                        if k:
+                            h.skip_until = off + n + k
+                elif off + n > h.skip_until:        # crossing its end; wholly inside: not delivered
+                    h.hand_over(off, payload, ts)
         self.last_ts = ts
 
     def feed_keyed(self, segments: Iterable[KeyedSegment]) -> None:
@@ -134,8 +146,13 @@ class TcpTracker:
                     h.first_data_ts = ts
                 h.last_data_ts = ts
                 h.tail.append(payload)
-                if h.deliver is not None:
-                    h.deliver(h.direction, off, payload, ts)
+                if off >= h.skip_until:             # at or beyond the end of the sink's skip window
+                    if h.deliver is not None:
+                        k = h.deliver(h.direction, off, payload, ts)
+                        if k:
+                            h.skip_until = off + n + k
+                elif off + n > h.skip_until:        # crossing its end; wholly inside: not delivered
+                    h.hand_over(off, payload, ts)
         self.last_ts = ts
 
     # ---- everything else -----------------------------------------------------------------------
