@@ -67,8 +67,8 @@ _MAIN_TYPE = {"type": "qmig.main.type"}
 #: Every declared structure the plugin knows, grouped by abbreviation prefix. TLS is left to
 #: Wireshark's own TLS dissector.
 GROUPS: tuple[Group, ...] = (
-    Group("main", (main_stream.MainRecord, main_stream.QemuFileHeader, main_stream.Configuration, main_stream.Subsection,
-                   main_stream.SectionStart, main_stream.SectionFull, main_stream.SectionPart,
+    Group("main", (main_stream.MainRecord, main_stream.QemuFileHeader, main_stream.Configuration,
+                   main_stream.Subsection, main_stream.SectionStart, main_stream.SectionFull, main_stream.SectionPart,
                    main_stream.SectionEnd, main_stream.SectionFooter, main_stream.Eof,
                    main_stream.VmDescription)),
     Group("main.config", (main_stream.ConfigTargetPageBits, main_stream.ConfigCapabilities,

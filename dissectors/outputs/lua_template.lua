@@ -563,7 +563,9 @@ local function walk_tvb(tvb, pinfo, root, st, kinds)
                     return
                 elseif pinfo.can_desegment > 0 then
                     pinfo.desegment_offset = off
-                    pinfo.desegment_len = r.need - ctx.cap
+                    -- ask for whole segments: exact byte counts can split a frame into several
+                    -- reassembled calls, which TCP does not repeat the same way on a second pass
+                    pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
                     return
                 else
                     stop_walking(st, root, E.no_reassembly, "record header spans TCP segments")
