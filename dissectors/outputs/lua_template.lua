@@ -434,7 +434,7 @@ H.rp = function(ctx, st, off, tree)
         if po ~= o + len then r.warn = string.format("payload is %d bytes, length says %d", po - o, len) end
     end
     r.off = o + len
-    r.label = kind .. (pv.value and (" " .. pv.value) or "") .. (pv.start and (" " .. tostring(pv.start)) or "")
+    r.label = kind .. (pv.value and (" " .. pv.value) or "") .. (pv.start and (" 0x" .. pv.start:tohex()) or "")
     if typ == C.RP_RECV_BITMAP then -- the bitmap dump follows outside len
         local dv = {}
         local dsub = sub

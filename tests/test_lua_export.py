@@ -1,0 +1,272 @@
+"""`migshark export-wireshark`: the generated Lua plugin against the Scapy declarations and, in real
+tshark, against the Python dissector on the capture corpus (a differential test in the style of
+Wireshark's test/suite_wslua.py: same captures, one-pass and two-pass, fields compared)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from scapy.fields import ConditionalField, PacketListField
+
+from dissectors.layers import commands, main_stream, multifd, ram, return_path
+from dissectors.layers.structs import fixed_size, layout_of
+from dissectors.outputs import lua
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "captures"
+HAVE_TSHARK = shutil.which("tshark") is not None and shutil.which("editcap") is not None
+skip_no_tshark = pytest.mark.skipif(not HAVE_TSHARK, reason="tshark/editcap not installed")
+
+#: tshark options every run uses: reassembly on, and out-of-order segments put back in order
+#: (loopback captures hold reordered segments; the Python reader orders by sequence number too).
+TCP_OPTS = ["-o", "tcp.desegment_tcp_streams:TRUE", "-o", "tcp.reassemble_out_of_order:TRUE"]
+_FT = {1: "FT_UINT8", 2: "FT_UINT16", 3: "FT_UINT24", 4: "FT_UINT32", 8: "FT_UINT64"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The generated text against the Scapy classes (no tshark needed)
+
+
+@pytest.fixture(scope="module")
+def plugin_text() -> str:
+    return lua.render_plugin()
+
+
+def _layout_block(text: str, cls_name: str) -> str:
+    m = re.search(rf"^S\.{cls_name} = \{{.*?^\}}\}}", text, re.S | re.M)
+    assert m, f"no layout for {cls_name}"
+    return m.group(0)
+
+
+def test_hello_fields_and_sizes_follow_scapy(plugin_text: str) -> None:
+    fmt, names = layout_of(multifd.MultifdHello)
+    sizes = [int(x[:-1]) if x.endswith("s") else {"B": 1, "H": 2, "I": 4, "Q": 8}[x]
+             for x in re.findall(r"\d+s|[BHIQ]", fmt[1:])]
+    block = _layout_block(plugin_text, "MultifdHello")
+    assert f"size = {fixed_size(multifd.MultifdHello)}," in block
+    for name, size in zip(names, sizes, strict=True):
+        abbrev = f"qmig.multifd.hello.{name}"
+        assert abbrev in lua.field_abbrevs()
+        assert re.search(rf'n = "{name}", t = "[ubz]", f = "{re.escape(abbrev)}", sz = {size}\b', block), name
+        ctor = re.search(rf'ProtoField\.(\w+)\("{re.escape(abbrev)}"', plugin_text)
+        assert ctor, abbrev
+        assert ctor.group(1) == ("bytes" if name in ("uuid", "unused1", "unused2") else f"uint{8 * size}")
+    assert 'ProtoField.uint32("qmig.multifd.hello.magic", "Magic", base.HEX' in plugin_text
+
+
+def _all_field_names(cls: type) -> list[str]:
+    out = []
+    for f in cls.fields_desc:
+        f = f.fld if isinstance(f, ConditionalField) else f
+        if not isinstance(f, PacketListField):
+            out.append(f.name)
+    return out
+
+
+def test_every_declared_field_has_a_protofield_and_a_layout_item(plugin_text: str) -> None:
+    abbrevs = set(lua.field_abbrevs())
+    for group in lua.GROUPS:
+        for cls in group.classes:
+            block = _layout_block(plugin_text, cls.__name__)
+            for name in _all_field_names(cls):
+                abbrev = group.shared.get(name, f"qmig.{group.prefix}.{name}")
+                assert abbrev in abbrevs, (cls.__name__, name)
+                assert re.search(rf'n = "([\w+]*\+)?{name}(\+[\w+]*)?"', block), (cls.__name__, name)
+
+
+def test_enums_constants_and_header_sizes_come_from_the_layers(plugin_text: str) -> None:
+    c = lua.constants()
+    assert c["MULTIFD_HELLO_SIZE"] == fixed_size(multifd.MultifdHello) == 64
+    assert c["MULTIFD_HEADER_SIZE"] == (fixed_size(multifd.MultifdRamPacket, None, "ramblock")
+                                        + 8 * multifd.MultifdRamPacket.page_count) == 1344
+    assert c["MIG_CMDS"] == commands.MIG_CMDS and c["RP_TYPES"] == return_path.RP_TYPES
+    assert c["TARGET_PAGE_SIZE"] == ram.TARGET_PAGE_SIZE
+    assert c["REC"][main_stream.QEMU_VM_COMMAND] == "Command"
+    assert c["CMD_PAYLOAD"][commands.MIG_CMD_PING] == "CmdPing"
+    assert c["RP_PAYLOAD"][return_path.MIG_RP_MSG_PONG] == "RpPong"
+    for code, name in commands.MIG_CMDS.items():
+        assert f'[{code}] = "{name}"' in plugin_text
+    # one boolean per flag bit, from the FlagsField names
+    for i, name in enumerate(multifd.MULTIFD_FLAG_NAMES):
+        assert re.search(rf'"qmig\.multifd\.flags\.{name.lower()}", "{name}", 32, nil, {1 << i}\)', plugin_text)
+    assert 'ProtoField.uint64("qmig.ram.addr"' in plugin_text
+    assert "--@@GENERATED@@" not in plugin_text
+
+
+def test_drift_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A field the generator cannot express stops the export instead of producing a wrong layout."""
+    from scapy.fields import IntField
+    from scapy.packet import Packet
+
+    class Odd(Packet):
+        fields_desc = [IntField("a", 0), ConditionalField(IntField("b", 0), lambda pkt: pkt.a == 7)]
+
+    bad = (*lua.GROUPS, lua.Group("odd", (Odd,)))
+    monkeypatch.setattr(lua, "GROUPS", bad)
+    with pytest.raises(ValueError, match="no Lua predicate"):
+        lua.build_model()
+
+
+def test_run_export_writes_the_file(tmp_path: Path) -> None:
+    import argparse
+
+    out = tmp_path / "qmig.lua"
+    assert lua.run_export(argparse.Namespace(out=str(out))) == 0
+    text = out.read_text()
+    assert text.startswith("-- SPDX-License-Identifier") and 'Proto("qmig", "QEMU migration")' in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Real tshark
+
+
+@pytest.fixture(scope="module")
+def plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("lua") / "qmig.lua"
+    lua.write_plugin(path)
+    return path
+
+
+def tshark(plugin: Path, capture: Path | str, *args: str, two_pass: bool = False) -> str:
+    cmd = ["tshark", "-n", "-X", f"lua_script:{plugin}", *TCP_OPTS, *(["-2"] if two_pass else []), "-r", str(capture),
+           *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "LC_ALL": "C"})
+    assert res.returncode == 0, res.stderr
+    assert "Lua Error" not in res.stdout and "Lua Error" not in res.stderr, res.stdout[-2000:] + res.stderr
+    return res.stdout
+
+
+def python_records(capture: Path, pattern: str) -> list[dict]:
+    out = subprocess.run([sys.executable, "-m", "dissectors.cli.main", "dissect", "--json", "-t", pattern,
+                          str(capture)], capture_output=True, text=True, timeout=300, cwd=ROOT, check=True).stdout
+    return [d for d in map(json.loads, out.splitlines()) if "type" in d]
+
+
+def python_counts(capture: Path) -> Counter[str]:
+    out = subprocess.run([sys.executable, "-m", "dissectors.cli.main", "dissect", "--json", "--summary",
+                          str(capture)], capture_output=True, text=True, timeout=300, cwd=ROOT, check=True).stdout
+    counts: Counter[str] = Counter()
+    for line in out.splitlines():
+        for row in json.loads(line).get("summary", []):
+            if row["channel"] not in ("preempt", "tls"):  # channels the plugin does not walk
+                counts[row["type"]] += row["count"]
+    return counts
+
+
+def lua_counts(plugin: Path, capture: Path, kinds: list[str], two_pass: bool) -> Counter[str]:
+    flt = " || ".join(f'qmig.record == "{k}"' for k in kinds)
+    out = tshark(plugin, capture, "-Y", flt, "-T", "fields", "-E", "occurrence=a", "-e", "qmig.record",
+                 two_pass=two_pass)
+    counts: Counter[str] = Counter()
+    for line in out.splitlines():
+        counts.update(k for k in line.split(",") if k in kinds)
+    return counts
+
+
+PASSES = [pytest.param(False, id="one-pass"), pytest.param(True, id="two-pass")]
+
+
+@pytest.mark.tshark
+@skip_no_tshark
+@pytest.mark.parametrize("two_pass", PASSES)
+@pytest.mark.parametrize("name", ["multifd4-7.2", "multifd4-10.0"])
+def test_multifd_hello_ids_match_python(plugin: Path, name: str, two_pass: bool) -> None:
+    capture = CORPUS / f"{name}.pcap.gz"
+    out = tshark(plugin, capture, "-Y", "qmig.multifd.hello.id", "-T", "fields", "-e", "tcp.stream",
+                 "-e", "qmig.multifd.hello.id", two_pass=two_pass)
+    lua_ids = sorted(int(line.split("\t")[1]) for line in out.splitlines())
+    py_ids = sorted(r["fields"]["id"] for r in python_records(capture, "multifd.hello"))
+    assert lua_ids == py_ids == [0, 1, 2, 3]
+
+
+#: Record kinds whose counts must agree exactly (a record counts once its header is complete; the
+#: corpus files below have no stream cut inside a record, where the Python side says "truncated").
+COMPARED = ["multifd.hello", "multifd.packet", "multifd.sync", "rp.pong", "rp.req_pages", "rp.shut",
+            "rp.recv_bitmap", "main.cmd", "main.section_start", "main.section_full", "main.section_part",
+            "main.section_end", "main.footer", "main.eof", "main.vmdesc", "ram.eos", "ram.mem_size"]
+
+
+@pytest.mark.tshark
+@skip_no_tshark
+@pytest.mark.parametrize("two_pass", PASSES)
+@pytest.mark.parametrize("name", ["multifd4-7.2", "postcopy-7.2", "preempt-recover-10.0"])
+def test_record_counts_match_python(plugin: Path, name: str, two_pass: bool) -> None:
+    capture = CORPUS / f"{name}.pcap.gz"
+    py = python_counts(capture)
+    got = lua_counts(plugin, capture, COMPARED, two_pass)
+    want = Counter({k: py[k] for k in COMPARED if py[k]})
+    assert got == want
+    if name == "multifd4-7.2":
+        assert got["multifd.packet"] + got["multifd.sync"] == 61
+    if name == "postcopy-7.2":
+        assert got["rp.pong"] == 4 and got["rp.req_pages"] == 49
+
+
+@pytest.mark.tshark
+@skip_no_tshark
+def test_one_and_two_pass_give_the_same_fields(plugin: Path) -> None:
+    capture = CORPUS / "preempt-recover-10.0.pcap.gz"
+    args = ["-Y", 'qmig.record && !(qmig.record == "ram.zero") && !(qmig.record == "ram.page")', "-T", "fields",
+            "-e", "frame.number", "-e", "qmig.record", "-e", "qmig.rp.type", "-e", "qmig.main.section_id",
+            "-e", "qmig.cmd.cmd", "-e", "qmig.rp.pong.value"]
+    assert tshark(plugin, capture, *args) == tshark(plugin, capture, *args, two_pass=True)
+
+
+@pytest.mark.tshark
+@skip_no_tshark
+@pytest.mark.parametrize("name", ["multifd4-7.2", "postcopy-7.2", "preempt-recover-7.2"])
+def test_expert_shows_no_lua_error(plugin: Path, name: str) -> None:
+    out = tshark(plugin, CORPUS / f"{name}.pcap.gz", "-q", "-z", "expert")
+    assert "Lua" not in out
+    assert not re.search(r"^\s*\d+\s+\w+\s+QMIG\s+(Bad magic|Unsupported version|Malformed)", out, re.M)
+
+
+@pytest.mark.tshark
+@skip_no_tshark
+@pytest.mark.parametrize("name", ["multifd4-7.2", "postcopy-7.2", "preempt-recover-10.0"])
+def test_snaplen_cut_capture_has_no_lua_error(plugin: Path, tmp_path: Path, name: str) -> None:
+    cut = tmp_path / f"{name}-s96.pcap"
+    subprocess.run(["editcap", "-s", "96", str(CORPUS / f"{name}.pcap.gz"), str(cut)], check=True,
+                   capture_output=True)
+    out = tshark(plugin, cut, "-V")
+    assert "QEMU migration" in out
+    tshark(plugin, cut, "-2", "-q", "-z", "expert")
+
+
+@pytest.mark.tshark
+@skip_no_tshark
+def test_decode_as_and_port_pref(plugin: Path) -> None:
+    capture = CORPUS / "multifd4-7.2.pcap.gz"
+    port = tshark(plugin, capture, "-c", "1", "-T", "fields", "-e", "tcp.dstport").strip()
+    for extra in (["-d", f"tcp.port=={port},qmig"], ["-o", f"qmig.port:{port}"]):
+        out = tshark(plugin, capture, "--disable-heuristic", "qmig_tcp", *extra, "-Y", "qmig.multifd.hello.id",
+                     "-T", "fields", "-e", "qmig.multifd.hello.id")
+        assert sorted(map(int, out.split())) == [0, 1, 2, 3]
+    assert tshark(plugin, capture, "--disable-heuristic", "qmig_tcp", "-Y", "qmig").strip() == ""
+
+
+@pytest.mark.tshark
+@skip_no_tshark
+def test_tshark_registers_the_generated_fields(plugin: Path, tmp_path: Path) -> None:
+    """The fields tshark knows (personal plugin dir) have the types the Scapy classes say."""
+    plugdir = tmp_path / ".local" / "lib" / "wireshark" / "plugins"
+    plugdir.mkdir(parents=True)
+    shutil.copy(plugin, plugdir / "qmig.lua")
+    out = subprocess.run(["tshark", "-G", "fields"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HOME": str(tmp_path)}, check=True).stdout
+    types = {cols[2]: cols[3] for cols in (line.split("\t") for line in out.splitlines()) if len(cols) > 3
+             and cols[2].startswith("qmig.")}
+    fmt, names = layout_of(multifd.MultifdHello)
+    for name, char in zip(names, re.findall(r"\d+s|[BHIQ]", fmt[1:]), strict=True):
+        want = "FT_BYTES" if char.endswith("s") else _FT[{"B": 1, "H": 2, "I": 4, "Q": 8}[char]]
+        assert types[f"qmig.multifd.hello.{name}"] == want, name
+    assert types["qmig.main.section_id"] == "FT_UINT32" and types["qmig.rp.type"] == "FT_UINT16"
+    assert types["qmig.ram.addr"] == "FT_UINT64" and types["qmig.ram.flags.page"] == "FT_BOOLEAN"
