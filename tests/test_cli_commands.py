@@ -88,9 +88,11 @@ def test_check_without_captures_is_usage_error(tmp_path, capsys):
     assert main(["check", str(tmp_path)]) == 2
 
 
-def test_export_wireshark_says_not_yet(capsys):
-    assert main(["export-wireshark"]) == 2
-    assert "not yet" in capsys.readouterr().err
+def test_export_wireshark_writes_the_plugin(tmp_path, capsys):
+    out = tmp_path / "qmig.lua"
+    assert main(["export-wireshark", str(out)]) == 0
+    text = out.read_text()
+    assert 'Proto("qmig"' in text and "qmig.multifd.hello.id" in text
 
 
 def test_progress_is_quiet_when_piped():

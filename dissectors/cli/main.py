@@ -66,8 +66,9 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    print("migshark export-wireshark: not yet implemented (the Lua export is a later issue)", file=sys.stderr)
-    return EXIT_ERROR
+    from dissectors.outputs.lua import run_export
+
+    return run_export(args)
 
 
 def _record(args: argparse.Namespace) -> int:
@@ -126,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_check)
 
-    e = sub.add_parser("export-wireshark", help="write the Wireshark Lua plugin (not yet)")
-    e.add_argument("out", nargs="?")
+    e = sub.add_parser("export-wireshark", help="write the Wireshark Lua plugin (qmig) generated from the layers")
+    e.add_argument("out", nargs="?", metavar="OUT.lua", help="output file (default or '-': stdout)")
     e.set_defaults(func=_export)
 
     r = sub.add_parser("record", help="record a real QEMU migration with tcpdump")
