@@ -111,7 +111,9 @@ class ConnectionFacts:
         d = self.dirs[direction]
         parser = d.parser
         if parser is not None and offset != d.end_offset:   # we asked not to see the bytes in between
-            self._skipped(direction, offset, ts)
+            records = parser.skipped(offset - d.end_offset, ts)
+            if records:
+                self._take(direction, records)
         end = d.end_offset = offset + len(data)
         progress = d.progress
         if ts - progress.last_ts >= progress.step:   # Progress.add's own test, inlined (hot path)

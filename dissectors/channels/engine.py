@@ -121,7 +121,7 @@ class StreamParser:
         """``n`` bytes (``0 <= n <= skip_ahead``) went past without being fed: the same effect as feeding
         them. The offset advances; when the skip ends exactly here, the pending record completes (with
         ``ts``, by default the time of the last chunk fed) and is returned."""
-        skip = self.skip_ahead
+        skip = self._skip if not self._buf and self._opaque_from is None else 0   # skip_ahead, inlined
         if not 0 <= n <= skip:
             raise ValueError(f"skipped({n}) outside the skip window ({skip} bytes)")
         out = self._out = []
