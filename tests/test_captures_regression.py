@@ -141,3 +141,11 @@ def test_recovery_leg_is_linked():
         recovered = [c for c in m["channels"] if c["leg"] == 1]
         assert {c["role"] for c in recovered} == {"main-recovery", "preempt"}
         assert not m["stalls"]
+
+
+@pytest.mark.parametrize("name,generation", [("multifd4-7.2", ">= 7.2, <= 8.2"), ("multifd4-10.0", ">= 10.0"),
+                                             ("preempt-10.0", ">= 10.0"), ("preempt-7.2", ">= 7.2")])
+def test_source_generation_from_stream_features(name, generation):
+    cap = next(c for c in CAPTURES if c.name.startswith(name + "."))
+    (m,) = destination_side(cap)
+    assert m["policy"]["source_generation"] == generation

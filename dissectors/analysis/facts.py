@@ -241,10 +241,12 @@ class ConnectionFacts:
                 f = rec.fields
                 self.ledger.page(self.endpoint, f.get("block", ""), f.get("addr", 0), rec.ts, self.conn.index)
                 continue
-            if kind == "multifd.packet":
+            if kind == "multifd.packet" or kind == "multifd.sync":
                 f = rec.fields
                 if f.get("zero_pages"):
                     self.features.add("zero_pages")
+                if f.get("next_packet_size_ignored") and not f.get("normal_pages"):
+                    self.features.add("stale_next_packet_size")
                 self.last_page_ts = rec.ts
                 continue
             if kind == "ram.multifd_flush":

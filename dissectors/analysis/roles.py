@@ -99,6 +99,9 @@ def infer_generation(main: ConnectionFacts | None, multifd: list[ConnectionFacts
             gen.floor((8, 1), "RAM_SAVE_FLAG_MULTIFD_FLUSH (8.1+)")
     if any("zero_pages" in f.features for f in multifd):
         gen.floor((9, 0), "multifd packets carry zero_pages (9.0+)")
+    if any("stale_next_packet_size" in f.features for f in multifd):
+        gen.ceiling((8, 2), "an empty multifd packet repeats the previous next_packet_size: a sync shared "
+                            "the page job's counter (<= 8.2; separated in 9.0 by f5f48a7891cf)")
     if preempt_early is True:
         gen.evidence.append("preempt channel opened at set-up (7.2, or a newer QEMU with a <= 7.2 machine type)")
     elif preempt_early is False:
