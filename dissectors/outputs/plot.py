@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from dissectors.analysis.engine import Analysis
+from dissectors.errors import InputError
 
 ROLE_COLOURS = {"main": "#1f77b4", "main-recovery": "#17becf", "multifd": "#2ca02c", "preempt": "#9467bd",
                 "tls": "#7f7f7f", "unknown": "#8c564b"}
@@ -14,7 +15,10 @@ LANE = 0.8          # height of a lane's byte curve
 
 
 def plot_timeline(analysis: Analysis, path: str) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise InputError("--plot needs matplotlib (pip install matplotlib)", path=path) from exc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -53,12 +53,13 @@ def render_migration(m: dict[str, Any]) -> list[str]:
     base = m.get("start_time")
     out = m["outcome"]
     pol = m["policy"]
-    lines = [f"Migration {m['id']} to {m['destination']}: {out['status'].upper()} ({out['reason']})",
+    relay = m.get("relay")
+    leg = f" [relay leg, {relay['side']} side]" if relay else ""
+    lines = [f"Migration {m['id']} to {m['destination']}{leg}: {out['status'].upper()} ({out['reason']})",
              f"  policy {pol['name']}: {pol['why']}"]
     if pol.get("evidence"):
         lines.append(f"  source generation {pol['source_generation']}: " + "; ".join(pol["evidence"]))
     lines.append(f"  vantage: {m['vantage'].get('note', m['vantage'].get('guess'))}")
-    relay = m.get("relay")
     if relay:
         lines.append(f"  relay: {relay['note']} (other leg: migration {relay['peer']} to {relay['peer_destination']})")
     for note in m.get("notes", []):

@@ -75,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"migshark record: {exc}", file=sys.stderr)
         return 2
-    from .driver import record  # imports qemu.qmp, which only recording needs
+    try:
+        from .driver import record  # imports qemu.qmp, which only recording needs
+    except ImportError as exc:
+        print(f"migshark record: needs the Python package qemu.qmp ({exc}); pip install 'migshark[record]'",
+              file=sys.stderr)
+        return 2
 
     try:
         rec = record(sc, args.out, args.name, compress=args.gzip, verbose=args.verbose)
