@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
-from typing import Any
 
 import pytest
+from channel_helpers import bytewise, key, kinds, whole
 
 from dissectors.channels import MainParser, PreemptParser, Record
 from dissectors.layers.commands import CmdPing, CmdPostcopyAdvise, CmdRamDiscard, Command, DiscardRange
@@ -26,19 +26,10 @@ from dissectors.layers.synth import device_section, postcopy_package, precopy_st
 REAL = Path(__file__).parent / "data" / "qemu72-precopy-pc-i440fx.mig.gz"
 
 
-def key(recs: list[Record]) -> list[tuple[str, int, int, Any]]:
-    return [(r.kind, r.offset, r.length, r.fields) for r in recs]
 
 
-def whole(parser: Any, data: bytes) -> list[Record]:
-    return parser.feed(data, 1.0) + parser.eof(2.0)
 
 
-def bytewise(parser: Any, data: bytes) -> list[Record]:
-    out: list[Record] = []
-    for i in range(len(data)):
-        out += parser.feed(data[i:i + 1], float(i))
-    return out + parser.eof(0.0)
 
 
 def _first_page(data: bytes) -> int:
@@ -46,8 +37,6 @@ def _first_page(data: bytes) -> int:
     return data.index(b"\x06pc.ram", data.index(b"\x06pc.ram") + 1) + 7
 
 
-def kinds(recs: list[Record]) -> list[str]:
-    return [r.kind for r in recs]
 
 
 def test_precopy_stream_records() -> None:

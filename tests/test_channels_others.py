@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
+from channel_helpers import bytewise, key, kinds, whole
 
-from dissectors.channels import MultifdParser, Record, ReturnPathParser, TlsParser, identify_stream
+from dissectors.channels import MultifdParser, ReturnPathParser, TlsParser, identify_stream
 from dissectors.layers.multifd import MultifdDeviceStatePacket
 from dissectors.layers.return_path import (
     RecvBitmapDump,
@@ -21,26 +20,6 @@ from dissectors.layers.return_path import (
 )
 from dissectors.layers.synth import multifd_packet, multifd_stream, precopy_stream, ram_pages
 from dissectors.layers.tls import TlsHandshakeStart, TlsRecordHeader
-
-
-def key(recs: list[Record]) -> list[tuple[str, int, int, Any]]:
-    return [(r.kind, r.offset, r.length, r.fields) for r in recs]
-
-
-def whole(parser: Any, data: bytes) -> list[Record]:
-    return parser.feed(data, 1.0) + parser.eof(2.0)
-
-
-def bytewise(parser: Any, data: bytes) -> list[Record]:
-    out: list[Record] = []
-    for i in range(len(data)):
-        out += parser.feed(data[i:i + 1], 0.0)
-    return out + parser.eof(0.0)
-
-
-def kinds(recs: list[Record]) -> list[str]:
-    return [r.kind for r in recs]
-
 
 # -- multifd ---------------------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 """A recovered main channel (postcopy recovery) never sees the SECTION_START naming its RAM section."""
 
+from channel_helpers import kinds
+
 from dissectors.channels import MainParser
 from dissectors.layers import commands as C
 from dissectors.layers import main_stream as M
@@ -14,10 +16,6 @@ def recovered_stream() -> bytes:
     out += bytes(M.SectionEnd(section_id=2)) + L.ram_pages(b"pc.ram", [0x3000], zero=True) + L.ram_eos()
     out += bytes(M.SectionFooter(section_id=2)) + bytes(M.Eof())
     return out
-
-
-def kinds(records):
-    return [r.kind for r in records]
 
 
 def test_recovered_channel_walks_ram_sections():

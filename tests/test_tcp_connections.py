@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import json
 
-from test_tcp_support import Flow, Recorders
-
-from dissectors.tcp import TcpTracker
-
-
-def run(segments: list[tuple], **kwargs) -> tuple[TcpTracker, Recorders]:
-    recs = Recorders()
-    tracker = TcpTracker(recs, **kwargs)
-    tracker.feed_all(segments)
-    tracker.finish()
-    return tracker, recs
+from test_tcp_support import Flow, run
 
 
 def test_rst_ends_both_directions() -> None:

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from test_tcp_support import Flow, Recorders, chunks
+from test_tcp_support import Flow, Recorders, chunks, run
 
 from dissectors.tcp import TcpTracker
 
 DATA = bytes(range(256)) * 40  # 10,240 bytes
-
-
-def run(segments: list[tuple], **kwargs) -> tuple[TcpTracker, Recorders]:
-    recs = Recorders()
-    tracker = TcpTracker(recs, **kwargs)
-    tracker.feed_all(segments)
-    tracker.finish()
-    return tracker, recs
 
 
 def test_in_order_with_handshake() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dissectors.tcp import Connection
+from dissectors.tcp import Connection, TcpTracker
 
 CLIENT_IP = bytes([10, 0, 0, 1])
 SERVER_IP = bytes([10, 0, 0, 2])
@@ -129,3 +129,12 @@ class Recorders(list):
         rec = Recorder(conn)
         self.append(rec)
         return rec
+
+
+def run(segments: list[tuple], **kwargs) -> tuple[TcpTracker, Recorders]:
+    """Feed plain segments through a tracker whose sinks record everything; return both."""
+    recs = Recorders()
+    tracker = TcpTracker(recs, **kwargs)
+    tracker.feed_all(segments)
+    tracker.finish()
+    return tracker, recs
