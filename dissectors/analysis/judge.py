@@ -110,7 +110,9 @@ class MigrationJudge:
                         stalls.append(stall)
                 channels.append(ch)
             legs_out.append({"leg": leg_no, "kind": "recovery" if recovery else "initial",
-                             "channels": len(order), "setup": vars(setup)})
+                             "channels": len(order), "setup": vars(setup),
+                             "start_time": _r(start_ts(order[0])) if order else None,
+                             "end_time": _r(max(f.conn.last_ts for f in order)) if order else None})
         lost = sum(sum(f.conn.gap_bytes) for f in self.g.connections)
         if not lost:        # with holes, a request may have been served inside one: not judged
             stalls.extend(self.request_stalls(postcopy))

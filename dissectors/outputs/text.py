@@ -84,6 +84,11 @@ def render_migration(m: dict[str, Any]) -> list[str]:
             lines.append(f"      - {e}")
         for r in s["outstanding_requests"][:5]:
             lines.append(f"      - waiting: {r['block']} {r['addr']} since {_t(r['time'], base)}")
+    legs = m.get("legs", [])
+    for prev, leg in zip(legs, legs[1:], strict=False):
+        pause = (leg["start_time"] - prev["end_time"]) if leg["start_time"] and prev["end_time"] else None
+        gap = f", {pause:.3f} s after the previous leg's last packet" if pause is not None and pause > 0 else ""
+        lines.append(f"  leg {leg['leg']} ({leg['kind']}) starts at {_t(leg['start_time'], base)}{gap}")
     rows = []
     for c in m["channels"]:
         role = c["role"] + (f" #{c['multifd_id']}" if c["multifd_id"] is not None else "")
