@@ -2,13 +2,13 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Everything the test suite needs on a fresh Debian 12 machine: Debian's tshark, tcpdump, QEMU 7.2
 # (and QEMU 10.0 from bookworm-backports unpacked beside it), a virtualenv in .venv with migshark and
-# its test packages. Idempotent. Needs root for apt-get.
+# its test packages, with the compiled pcap scanner (gcc, python3-dev). Idempotent. Needs root for apt-get.
 set -eu
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 need=""
-for p in tshark python3-venv; do
+for p in tshark python3-venv python3-dev gcc; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
 done
 if [ -n "$need" ]; then

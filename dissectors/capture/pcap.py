@@ -2,16 +2,23 @@
 
 The loop body is deliberately flat: plain Ethernet/IPv4/TCP without options is decoded inline with one
 precompiled ``struct`` call, everything else goes through ``frames.decode_frame``.
+
+Keyed walks yield *lists* of segments (``Capture.keyed_segments`` chains them): one generator step per
+few MiB instead of one per frame. Where the optional compiled scanner (``_pcapscan.c``, built by
+``setup.py``) is present, it takes the runs of plain Ethernet/IPv4/TCP records of a keyed walk and this
+loop handles the rest, one record at a time, exactly as without it. ``MIGSHARK_PURE_PYTHON=1`` turns
+the scanner off.
 """
 
 from __future__ import annotations
 
+import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from .frames import FRAGMENT, SHORT, decode_frame
-from .limits import MAX_RECORD, PROGRESS_STEP
+from .limits import BATCH_BYTES, MAX_RECORD, PROGRESS_STEP
 from .linktypes import LINK_DECODERS, linktype_name
 
 if TYPE_CHECKING:
@@ -32,11 +39,24 @@ _ETH_IPV4_TCP = struct.Struct("!HBxHxxHxB2x4s4sHHIIBB")
 _ETH_IPV4_TCP_KEYED = struct.Struct("!HBxHxxHxB2x12sI4xBB")
 _PORTS = struct.Struct("!HH").pack
 
+try:
+    from ._pcapscan import pcap_scan as _compiled_scan
+except ImportError:  # built without a C compiler: the pure-Python walk does everything
+    _compiled_scan = None
+_SCAN_STOPPED_FOR_PYTHON = 1
+_SCAN_COOLDOWN = 32  # records left to the Python loop after the scanner stopped almost at once
+
+
+def compiled_scanner() -> Callable[..., tuple] | None:
+    """The compiled scanner, unless it was not built or ``MIGSHARK_PURE_PYTHON`` is set."""
+    return None if os.environ.get("MIGSHARK_PURE_PYTHON") else _compiled_scan
+
 
 def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
     """Yield segment tuples of a classic pcap file; counters and warnings go to ``cap``.
 
-    ``keyed``: yield ``KeyedSegment`` tuples instead of ``TcpSegment`` ones (see ``records``)."""
+    ``keyed``: yield lists of ``KeyedSegment`` tuples instead of single ``TcpSegment`` ones (see
+    ``records``)."""
     source = cap.source
     buf = source.first()
     base = 0
@@ -63,13 +83,38 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
     decode = decode_frame
     max_record = MAX_RECORD
     step = PROGRESS_STEP
+    scan = compiled_scanner() if keyed and linktype == 1 else None
+    big, fdiv = order == ">", float(div)
+    batch: list[tuple] = []
+    add = batch.append
+    cool = 0
 
     pos = FILE_HEADER_LEN
     last = end - _RECORD_LEN  # a record header fits while pos <= last
     checkpoint = pos + step
+    mark = pos + BATCH_BYTES  # the next flush of ``batch`` or checkpoint, whichever is first
     frame = non_tcp = truncated = frags = short = unsupported = 0
     try:
         while True:
+            if scan is not None:
+                if cool:
+                    cool -= 1
+                else:
+                    while pos < checkpoint:
+                        segs, pos, count, cut, status = scan(buf, pos, min(checkpoint, pos + BATCH_BYTES), end,
+                                                             big, fdiv, max_record)
+                        frame += count
+                        truncated += cut
+                        if segs:
+                            if batch:
+                                yield batch
+                                batch = []
+                                add = batch.append
+                            yield segs
+                        if status:
+                            if status == _SCAN_STOPPED_FOR_PYTHON and count < 8:
+                                cool = _SCAN_COOLDOWN
+                            break
             if pos > last:
                 grown = source.more(buf, pos, _RECORD_LEN)
                 if grown is None:
@@ -78,7 +123,7 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                                              "stopped reading")
                     break
                 buf, base, pos, end = grown, base + pos, 0, len(grown)
-                last, checkpoint = end - _RECORD_LEN, 0
+                last, checkpoint, mark = end - _RECORD_LEN, 0, 0
                 continue
             sec, frac, caplen, wirelen = record(buf, pos)
             start = pos + _RECORD_LEN
@@ -95,18 +140,24 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                                          f"{max(have - _RECORD_LEN, 0)} present; stopped reading")
                     break
                 buf, base, pos, end = grown, base + pos, 0, len(grown)
-                last, checkpoint = end - _RECORD_LEN, 0
+                last, checkpoint, mark = end - _RECORD_LEN, 0, 0
                 continue
             frame += 1
             if wirelen > caplen:
                 truncated += 1
-            if pos >= checkpoint:
-                stats.frames, stats.tcp_segments, stats.non_tcp = frame - 1, frame - 1 - non_tcp, non_tcp
-                cap.offset = base + pos
-                source.release_behind(base + pos)
-                checkpoint = pos + step
-                if cap.on_progress is not None:
-                    cap.on_progress()
+            if pos >= mark:
+                if batch:
+                    yield batch
+                    batch = []
+                    add = batch.append
+                if pos >= checkpoint:
+                    stats.frames, stats.tcp_segments, stats.non_tcp = frame - 1, frame - 1 - non_tcp, non_tcp
+                    cap.offset = base + pos
+                    source.release_behind(base + pos)
+                    checkpoint = pos + step
+                    if cap.on_progress is not None:
+                        cap.on_progress()
+                mark = min(checkpoint, pos + BATCH_BYTES)
             if caplen >= fast_min:
                 if keyed:
                     ethertype, vihl, total, frag, proto, key, seq, doff, flags = eth_key(buf, start + 12)
@@ -115,7 +166,7 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                         pstart = start + 34 + ((doff >> 4) << 2)
                         if ip_end <= nxt and pstart <= ip_end and doff >= 0x50:
                             pos = nxt
-                            yield key, sec + frac / div, seq, flags, buf[pstart:ip_end], 0
+                            add((key, sec + frac / div, seq, flags, buf[pstart:ip_end], 0))
                             continue
                 else:
                     (ethertype, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff,
@@ -137,7 +188,7 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                     pos = nxt
                     if keyed:
                         src, sport, dst, dport, seq, ack, flags, payload, missing = tail
-                        yield src + dst + ports(sport, dport), sec + frac / div, seq, flags, payload, missing
+                        add((src + dst + ports(sport, dport), sec + frac / div, seq, flags, payload, missing))
                     else:
                         yield (frame, sec + frac / div) + tail
                     continue
@@ -150,6 +201,8 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                 elif tail == SHORT:
                     short += 1
             pos = nxt
+        if batch:
+            yield batch
     finally:
         if source.problem:
             cap.warn(base + pos, source.problem + "; stopped reading")

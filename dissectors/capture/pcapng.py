@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 from .frames import FRAGMENT, SHORT, decode_frame
-from .limits import MAX_RECORD, PROGRESS_STEP
+from .limits import BATCH_BYTES, MAX_RECORD, PROGRESS_STEP
 from .linktypes import LINK_DECODERS, LinkDecoder, linktype_name
 
 if TYPE_CHECKING:
@@ -62,7 +62,8 @@ def _parse_idb(buf: memoryview, pos: int, blen: int, order: str) -> tuple[int, i
 def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
     """Yield segment tuples of a pcapng file; counters and warnings go to ``cap``.
 
-    ``keyed``: yield ``KeyedSegment`` tuples instead of ``TcpSegment`` ones (see ``records``)."""
+    ``keyed``: yield lists of ``KeyedSegment`` tuples (a list every few MiB) instead of single
+    ``TcpSegment`` ones (see ``records``)."""
     source = cap.source
     buf = source.first()
     base = 0
@@ -86,9 +87,12 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
     divisor, tsoffset, fast_min = 1_000_000, 0, 1 << 62
     section = -1
     last_ts = 0.0
+    batch: list[tuple] = []
+    add = batch.append
 
     pos = 0
     checkpoint = step
+    mark = BATCH_BYTES  # the next flush of ``batch`` or checkpoint, whichever is first
     frame = non_tcp = truncated = frags = short = unsupported = 0
     try:
         while True:
@@ -103,7 +107,7 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                         cap.warn(base + pos, f"truncated block header ({end - pos} bytes); stopped reading")
                     break
                 buf, base, pos, end = grown, base + pos, 0, len(grown)
-                checkpoint = 0
+                checkpoint = mark = 0
                 continue
             if btype == SHB_TYPE:
                 bom = bytes(buf[pos + 8:pos + 12])
@@ -134,7 +138,7 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                                          f"{have} present; stopped reading")
                     break
                 buf, base, pos, end = grown, base + pos, 0, len(grown)
-                checkpoint = 0
+                checkpoint = mark = 0
                 continue
             if u32(buf, nxt - 4)[0] != blen:
                 cap.warn(base + pos, f"block (type 0x{btype:08x}) trailing length differs from its leading "
@@ -183,13 +187,19 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
             frame += 1
             if wirelen > caplen:
                 truncated += 1
-            if pos >= checkpoint:
-                stats.frames, stats.tcp_segments, stats.non_tcp = frame - 1, frame - 1 - non_tcp, non_tcp
-                cap.offset = base + pos
-                source.release_behind(base + pos)
-                checkpoint = pos + step
-                if cap.on_progress is not None:
-                    cap.on_progress()
+            if pos >= mark:
+                if batch:
+                    yield batch
+                    batch = []
+                    add = batch.append
+                if pos >= checkpoint:
+                    stats.frames, stats.tcp_segments, stats.non_tcp = frame - 1, frame - 1 - non_tcp, non_tcp
+                    cap.offset = base + pos
+                    source.release_behind(base + pos)
+                    checkpoint = pos + step
+                    if cap.on_progress is not None:
+                        cap.on_progress()
+                mark = min(checkpoint, pos + BATCH_BYTES)
             if ifid != current:
                 if ifid >= len(interfaces):
                     cap.warn(base + pos, f"frame {frame} names interface {ifid}, which section {section} does "
@@ -211,7 +221,7 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                         pstart = start + 34 + ((doff >> 4) << 2)
                         if ip_end <= stop and pstart <= ip_end and doff >= 0x50:
                             pos = nxt
-                            yield key, last_ts, seq, flags, buf[pstart:ip_end], 0
+                            add((key, last_ts, seq, flags, buf[pstart:ip_end], 0))
                             continue
                 else:
                     (ethertype, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff,
@@ -232,7 +242,7 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                     pos = nxt
                     if keyed:
                         src, sport, dst, dport, seq, ack, flags, payload, missing = tail
-                        yield src + dst + ports(sport, dport), last_ts, seq, flags, payload, missing
+                        add((src + dst + ports(sport, dport), last_ts, seq, flags, payload, missing))
                     else:
                         yield (frame, last_ts) + tail
                     continue
@@ -245,6 +255,8 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                 elif tail == SHORT:
                     short += 1
             pos = nxt
+        if batch:
+            yield batch
     finally:
         if source.problem:
             cap.warn(base + pos, source.problem + "; stopped reading")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from itertools import chain
 from types import TracebackType
 
 from ..errors import InputError
@@ -48,7 +49,13 @@ class Capture:
 
     def keyed_segments(self) -> Iterator[tuple]:
         """Like ``tcp_segments()``, but yield the leaner ``(key, ts, seq, flags, payload, missing)``
-        (see ``KeyedSegment``): the same segments, with addresses and ports in one ``bytes`` key."""
+        (see ``KeyedSegment``): the same segments, with addresses and ports in one ``bytes`` key.
+
+        The walkers hand these over in lists of a few MiB's worth (see ``keyed_batches``)."""
+        return chain.from_iterable(self._walk(True))
+
+    def keyed_batches(self) -> Iterator[list[tuple]]:
+        """``keyed_segments()`` in the walkers' own lists; progress and ``stats`` move between lists."""
         return self._walk(True)
 
     def _walk(self, keyed: bool) -> Iterator[tuple]:

@@ -1,0 +1,170 @@
+"""The compiled pcap scanner (``capture/_pcapscan.c``) gives exactly what the pure-Python walk gives.
+
+Every comparison reads the same file twice, with the scanner and with ``MIGSHARK_PURE_PYTHON=1``, and
+compares segments (payload bytes included), ``stats`` and warnings. Random record streams, damaged
+files and the real corpus; the scanner must never crash on any of them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import shutil
+import struct
+import sysconfig
+from pathlib import Path
+
+import pytest
+from capture_helpers import arp_frame, ipv4_fragment_frame, udp_frame
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dissectors.capture import open_capture
+from dissectors.capture.limits import BATCH_BYTES
+from dissectors.capture.pcap import compiled_scanner
+from dissectors.capture.writer import PcapWriter, tcp_frame
+
+CAPTURES = sorted((Path(__file__).resolve().parent.parent / "captures").glob("*.pcap*"))
+
+
+def _can_compile() -> bool:
+    """A C compiler and this Python's headers: ``pip install`` then builds the scanner."""
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    return headers.exists() and any(shutil.which(cc) for cc in ("cc", "gcc"))
+
+
+needs_scanner = pytest.mark.skipif(compiled_scanner() is None,
+                                   reason="compiled scanner not built (no C compiler or Python headers)")
+
+
+def _read(path: Path, pure: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list, object, list[str], int]:
+    with monkeypatch.context() as m:
+        if pure:
+            m.setenv("MIGSHARK_PURE_PYTHON", "1")
+        else:
+            m.delenv("MIGSHARK_PURE_PYTHON", raising=False)
+        with open_capture(path) as cap:
+            batches = [[(k, ts, seq, fl, bytes(p), miss) for k, ts, seq, fl, p, miss in b]
+                       for b in cap.keyed_batches()]
+            return [s for b in batches for s in b], cap.stats, list(cap.warnings), len(batches)
+
+
+def _assert_same(path: Path, monkeypatch: pytest.MonkeyPatch) -> list:
+    fast, fast_stats, fast_warnings, _ = _read(path, False, monkeypatch)
+    pure, pure_stats, pure_warnings, _ = _read(path, True, monkeypatch)
+    assert fast == pure
+    assert fast_stats == pure_stats
+    assert fast_warnings == pure_warnings
+    return fast
+
+
+def test_scanner_is_built_where_it_can_be(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a compiler and headers exist (CI, set-up script), a silent fall-back to pure Python fails."""
+    monkeypatch.delenv("MIGSHARK_PURE_PYTHON", raising=False)
+    if not _can_compile():
+        pytest.skip("no C compiler or Python headers here: the pure-Python walk is what runs")
+    assert compiled_scanner() is not None, "reinstall with `pip install -e .` to build capture/_pcapscan.c"
+
+
+def test_pure_python_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIGSHARK_PURE_PYTHON", "1")
+    assert compiled_scanner() is None
+
+
+@needs_scanner
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_real_captures(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _assert_same(path, monkeypatch)
+
+
+def _flow(i: int, payload: bytes) -> bytes:
+    return tcp_frame("10.0.0.1", "10.0.0.2", 40000 + i % 3, 4444, 1000 + 7919 * i, 5, "PA", payload)
+
+
+# One record of each kind the scanner must leave to Python, or take itself.
+_ODD_FRAMES = {
+    "tcp": lambda i: _flow(i, bytes([i & 0xFF]) * (i % 1500)),
+    "ack": lambda i: _flow(i, b""),
+    "syn": lambda i: tcp_frame("10.0.0.1", "10.0.0.2", 40000, 4444, i, 0, "S"),
+    "options": lambda i: tcp_frame("10.0.0.1", "10.0.0.2", 1, 2, i, 0, "PA", b"opt", ip_options=b"\x01" * 4),
+    "vlan": lambda i: tcp_frame("10.0.0.1", "10.0.0.2", 1, 2, i, 0, "PA", b"vlan", vlan=7),
+    "ipv6": lambda i: tcp_frame("2001:db8::1", "2001:db8::2", 1, 2, i, 0, "PA", b"six"),
+    "udp": lambda i: udp_frame(),
+    "arp": lambda i: arp_frame(),
+    "fragment": lambda i: ipv4_fragment_frame(i % 4, True),
+    "runt": lambda i: _flow(i, b"")[:40],
+}
+
+
+@needs_scanner
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kinds=st.lists(st.sampled_from(sorted(_ODD_FRAMES)), min_size=1, max_size=120),
+       snaplen=st.sampled_from([262144, 96, 60, 54]), big=st.booleans(), nano=st.booleans(),
+       cut=st.integers(min_value=0, max_value=200))
+def test_random_record_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kinds: list[str],
+                               snaplen: int, big: bool, nano: bool, cut: int) -> None:
+    path = tmp_path / "mix.pcap"
+    with PcapWriter(path, snaplen=snaplen, nanosecond=nano, big_endian=big) as w:
+        for i, kind in enumerate(kinds):
+            w.write(1700000000 + i / 7, _ODD_FRAMES[kind](i))
+    data = path.read_bytes()
+    if cut:
+        path.write_bytes(data[:max(24, len(data) - cut)])  # a file cut inside its last record(s)
+    _assert_same(path, monkeypatch)
+
+
+@needs_scanner
+def test_batches_stay_small_and_ordered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long runs of plain frames come in lists of about ``BATCH_BYTES`` of capture, in file order."""
+    path = tmp_path / "bulk.pcap"
+    with PcapWriter(path) as w:
+        for i in range(3000):
+            w.write(1.0 + i / 1000, _flow(i, b"p" * 1400) if i % 500 else udp_frame())
+    segs, _, _, batches = _read(path, False, monkeypatch)
+    assert len(segs) == 3000 - 6
+    assert batches >= 3000 * 1454 // BATCH_BYTES
+    assert [s[1] for s in segs] == sorted(s[1] for s in segs)
+    _assert_same(path, monkeypatch)
+
+
+@needs_scanner
+def test_damaged_copies_of_a_real_capture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bit flips and a huge caplen in a real capture: same result both ways, no crash."""
+    raw = bytearray(gzip.decompress(CAPTURES[0].read_bytes()) if CAPTURES[0].suffix == ".gz"
+                    else CAPTURES[0].read_bytes())
+    rng = random.Random(1234)
+    for trial in range(12):
+        data = bytearray(raw)
+        for _ in range(40):
+            data[rng.randrange(24, len(data))] = rng.randrange(256)
+        if trial % 3 == 0:  # a record header somewhere claiming 4 GB
+            struct.pack_into("<I", data, 24 + 8, 0xFFFFFFF0)
+        path = tmp_path / f"damaged{trial}.pcap"
+        path.write_bytes(bytes(data))
+        _assert_same(path, monkeypatch)
+
+
+@needs_scanner
+def test_gzip_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gzip capture is read in windows: records straddling a window's end go through Python."""
+    path = tmp_path / "bulk.pcap.gz"
+    with gzip.open(path, "wb") as f, PcapWriter(f) as w:
+        for i in range(6000):
+            w.write(1.0 + i / 1000, _flow(i, bytes([i & 0xFF]) * (1 + i % 1460)))
+    assert len(_assert_same(path, monkeypatch)) == 6000
+
+
+@needs_scanner
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(min_size=0, max_size=400), pos=st.integers(-5, 420), stop=st.integers(-5, 1 << 40),
+       end=st.integers(-5, 1 << 40), big=st.booleans(), max_record=st.integers(0, 1 << 20))
+def test_scanner_on_arbitrary_bytes_and_bounds(data: bytes, pos: int, stop: int, end: int, big: bool,
+                                              max_record: int) -> None:
+    """Called directly with any window and any bounds: never reads outside the window."""
+    scan = compiled_scanner()
+    assert scan is not None
+    segs, new_pos, frames, cut, status = scan(memoryview(data), pos, stop, end, big, 1e6, max_record)
+    assert len(segs) == frames and 0 <= cut <= frames and status in (0, 1, 2)
+    assert new_pos == pos or (pos <= new_pos <= len(data) and frames)
+    for key, _ts, _seq, _flags, payload, missing in segs:
+        assert len(key) == 12 and missing == 0 and len(payload) <= len(data)
