@@ -7,6 +7,9 @@ Phases: ``tcpdump -r FILE -w /dev/null`` (C-speed baseline), capture iteration a
 listing (tracking without sinks), full reassembly into a null sink via ``feed_all`` and via ``feed``.
 Prints MB/s (file bytes / seconds inside the phase, interpreter start-up excluded; median of the runs),
 the ratio to tcpdump, and the peak RSS of each phase's process (GNU time ``%M``). Warm page cache.
+
+A phase name ending in ``-pure`` (``reassemble-pure``, ``records-pure``, ...) runs that phase with
+``MIGSHARK_PURE_PYTHON=1``: the pure-Python reader, as on a machine where the compiled scanner was not built.
 """
 
 from __future__ import annotations
@@ -126,6 +129,11 @@ def measure(phase: str, path: str) -> tuple[float, int, dict[str, object]]:
     The child is started through GNU ``/usr/bin/time`` when present: a process forked straight from this
     (bigger) Python would inherit its peak RSS across ``exec``, so ``os.wait4`` would overstate small phases.
     """
+    env = dict(os.environ)
+    env.pop("MIGSHARK_PURE_PYTHON", None)
+    if phase.endswith("-pure"):
+        phase = phase.removesuffix("-pure")
+        env["MIGSHARK_PURE_PYTHON"] = "1"
     if phase == "tcpdump":
         cmd = ["tcpdump", "-r", path, "-w", "/dev/null"]
     else:
@@ -135,7 +143,7 @@ def measure(phase: str, path: str) -> tuple[float, int, dict[str, object]]:
         if gnu_time:
             cmd = [gnu_time, "-f", "%M", "-o", report.name, *cmd]
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
         assert proc.stdout is not None
         out = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
@@ -159,13 +167,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset of " + ",".join(PHASES))
     args = ap.parse_args(argv)
     if args.phase:
-        print(json.dumps(run_phase(args.phase, args.file)))
+        result = run_phase(args.phase, args.file)
+        from dissectors.capture.pcap import compiled_scanner
+        result["reader"] = "python" if compiled_scanner() is None else "compiled"
+        print(json.dumps(result))
         return 0
     size = os.path.getsize(args.file)
     with open(args.file, "rb") as f:        # warm the page cache
         while f.read(1 << 24):
             pass
     phases = [p for p in args.phases.split(",") if p]
+    unknown = [p for p in phases if p.removesuffix("-pure") not in PHASES]
+    if unknown:
+        ap.error(f"unknown phase(s): {', '.join(unknown)}")
     if "tcpdump" in phases and shutil.which("tcpdump") is None:
         phases.remove("tcpdump")
     print(f"{args.file}: {size / 1e6:.1f} MB, median of {args.repeat} runs")
