@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.phase:
         result = run_phase(args.phase, args.file)
-        from dissectors.capture.pcap import compiled_scanner
+        from dissectors.capture.scanner import compiled_scanner
         result["reader"] = "python" if compiled_scanner() is None else "compiled"
         print(json.dumps(result))
         return 0

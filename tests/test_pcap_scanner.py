@@ -1,4 +1,4 @@
-"""The compiled pcap scanner (``capture/_pcapscan.c``) gives exactly what the pure-Python walk gives.
+"""The compiled scanner (``capture/_pcapscan.c``) gives exactly what the pure-Python walks give (pcap, pcapng).
 
 Every comparison reads the same file twice, with the scanner and with ``MIGSHARK_PURE_PYTHON=1``, and
 compares segments (payload bytes included), ``stats`` and warnings. Random record streams, damaged
@@ -11,6 +11,7 @@ import gzip
 import random
 import shutil
 import struct
+import subprocess
 import sysconfig
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from hypothesis import strategies as st
 
 from dissectors.capture import open_capture
 from dissectors.capture.limits import BATCH_BYTES
-from dissectors.capture.pcap import compiled_scanner
-from dissectors.capture.writer import PcapWriter, tcp_frame
+from dissectors.capture.scanner import compiled_scanner
+from dissectors.capture.writer import PcapngWriter, PcapWriter, tcp_frame
 
 CAPTURES = sorted((Path(__file__).resolve().parent.parent / "captures").glob("*.pcap*"))
 
@@ -168,3 +169,79 @@ def test_scanner_on_arbitrary_bytes_and_bounds(data: bytes, pos: int, stop: int,
     assert new_pos == pos or (pos <= new_pos <= len(data) and frames)
     for key, _ts, _seq, _flags, payload, missing in segs:
         assert len(key) == 12 and missing == 0 and len(payload) <= len(data)
+
+
+# ---- pcapng -------------------------------------------------------------------------------------------
+
+_INTERFACES = {  # (link type, if_tsresol, if_tsoffset, first timestamp: 64-bit stamps must hold it)
+    "ether-us": ("ether", 6, 0, 1_700_000_000),
+    "ether-ns": ("ether", 9, 0, 1_700_000_000),     # stamps past 2^53: the scanner divides as Python does
+    "ether-2^-30": ("ether", 0x80 | 30, 0, 1_700_000_000),
+    "ether-2^-60": ("ether", 0x80 | 60, 0, 1),       # a divisor past 2^53
+    "ether-offset": ("ether", 6, 1_600_000_000, 1_700_000_000),
+    "ether-ps": ("ether", 12, -5, 1_000_000),         # picoseconds, negative offset
+    "raw": ("raw", 6, 0, 1_700_000_000),
+}
+
+
+@needs_scanner
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ifaces=st.lists(st.sampled_from(sorted(_INTERFACES)), min_size=1, max_size=3),
+       frames=st.lists(st.tuples(st.sampled_from(sorted(_ODD_FRAMES)), st.integers(0, 2),
+                                 st.sampled_from(["epb", "epb", "epb", "spb", "custom"])),
+                       min_size=1, max_size=100),
+       snaplen=st.sampled_from([0, 262144, 96, 54]), big=st.booleans(), cut=st.integers(0, 120))
+def test_random_pcapng_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ifaces: list[str],
+                               frames: list[tuple[str, int, str]], snaplen: int, big: bool, cut: int) -> None:
+    path = tmp_path / "mix.pcapng"
+    with PcapngWriter(path, big_endian=big) as w:
+        for name in ifaces:
+            link, tsresol, tsoffset, _first = _INTERFACES[name]
+            w.add_interface(link, snaplen=snaplen, tsresol=tsresol, tsoffset=tsoffset)
+        for i, (kind, iface, block) in enumerate(frames):
+            frame = _ODD_FRAMES[kind](i)
+            if _INTERFACES[ifaces[iface % len(ifaces)]][0] == "raw":
+                frame = frame[14:]
+            if block == "spb":
+                w.write(0, frame, simple=True)
+            elif block == "custom":
+                w.write_block(0x00000BAD, b"custom block body")
+            else:
+                w.write(_INTERFACES[ifaces[iface % len(ifaces)]][3] + i / 1000, frame, interface=iface % len(ifaces))
+    data = path.read_bytes()
+    if cut:
+        path.write_bytes(data[:max(28, len(data) - cut)])
+    _assert_same(path, monkeypatch)
+
+
+@needs_scanner
+def test_pcapng_sections_and_damage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two sections of opposite byte order, then bit flips: the same both ways, no crash."""
+    path = tmp_path / "two.pcapng"
+    with open(path, "wb") as f:
+        for section, big in enumerate((False, True)):
+            w = PcapngWriter(f, big_endian=big)
+            w.add_interface(tsresol=9)
+            for i in range(400):
+                w.write(1_700_000_000 + section + i / 1000, _flow(i, bytes([i & 0xFF]) * (i % 1400)))
+            w.close()
+    segs = _assert_same(path, monkeypatch)
+    assert len(segs) == 800
+    raw = bytearray(path.read_bytes())
+    rng = random.Random(99)
+    for _trial in range(10):
+        data = bytearray(raw)
+        for _ in range(30):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        path.write_bytes(bytes(data))
+        _assert_same(path, monkeypatch)
+
+
+@needs_scanner
+@pytest.mark.skipif(shutil.which("editcap") is None, reason="needs Wireshark's editcap")
+@pytest.mark.parametrize("path", CAPTURES[:6], ids=lambda p: p.name)
+def test_real_captures_as_pcapng(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """The corpus converted by editcap (what dumpcap writes): the same both ways, and the same as the pcap."""
+    out = tmp_path / (path.name.split(".")[0] + ".pcapng")
+    subprocess.run(["editcap", "-F", "pcapng", str(path), str(out)], check=True, capture_output=True)
+    assert _assert_same(out, monkeypatch) == _read(path, False, monkeypatch)[0]

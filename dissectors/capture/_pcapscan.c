@@ -1,16 +1,18 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later
  *
- * Optional compiled fast path of the classic pcap walk (pcap.py): plain Ethernet/IPv4/TCP records only.
+ * Optional compiled fast path of the capture walks (pcap.py, pcapng.py): plain Ethernet/IPv4/TCP only.
  *
  *   pcap_scan(buf, pos, stop, end, big_endian, div, max_record)
+ *   pcapng_scan(buf, pos, stop, end, big_endian, interface, divisor, tsoffset, max_record)
  *       -> (segments, pos, frames, truncated, status)
  *
- * Walks the records of ``buf`` (a memoryview window) from ``pos`` while ``pos < stop`` and appends one
- * keyed segment ``(key, ts, seq, flags, payload, 0)`` per record to ``segments``, exactly as the Python
- * fast path in pcap.py would. It stops, without consuming it, at the first record it does not handle:
- * the header or body runs past ``end``, the record claims more than ``max_record`` bytes, or the frame
- * is anything but Ethernet/IPv4 (IHL 5, not a fragment)/TCP with the whole IP datagram captured.
- * pcap.py then handles that record (warnings, other link layers, snaplen cuts) and calls again.
+ * Walks the pcap records / pcapng Enhanced Packet Blocks of ``buf`` (a memoryview window) from ``pos``
+ * while ``pos < stop`` and appends one keyed segment ``(key, ts, seq, flags, payload, 0)`` per frame to
+ * ``segments``, exactly as the Python fast paths would. It stops, without consuming it, at the first
+ * record or block it does not handle: one running past ``end``, one claiming more than ``max_record``
+ * bytes, any pcapng block but an EPB of ``interface`` with matching trailing length, or a frame that is
+ * anything but Ethernet/IPv4 (IHL 5, not a fragment)/TCP with the whole IP datagram captured. The
+ * Python loop then handles that one (warnings, other link layers, snaplen cuts) and calls again.
  *
  * status: 0 = reached ``stop``, 1 = stopped at a record for the Python path, 2 = at the window's end.
  * Knows nothing of QEMU, and nothing of TCP beyond the header fields it copies out.
@@ -45,6 +47,75 @@ static PyObject *subview(PyObject *view, Py_ssize_t start, Py_ssize_t stop)
     return out;
 }
 
+/* Is buf[start:fstop] a plain Ethernet/IPv4/TCP frame? Then set the payload's bounds. */
+static inline int plain_frame(const unsigned char *base, Py_ssize_t start, Py_ssize_t fstop, Py_ssize_t *pstart,
+                              Py_ssize_t *ip_end)
+{
+    const unsigned char *f = base + start;
+    if (fstop - start < ETH_IPV4_TCP_MIN || be16(f + 12) != 0x0800 || f[14] != 0x45 || f[23] != 6
+        || (be16(f + 20) & 0x3FFF))
+        return 0;
+    unsigned doff = f[46];
+    *ip_end = start + 14 + be16(f + 16);
+    *pstart = start + 34 + ((doff >> 4) << 2);
+    return *ip_end <= fstop && *pstart <= *ip_end && doff >= 0x50;
+}
+
+/* Append (key, ts, seq, flags, payload, 0) for the plain frame at ``start``; steals ``ts``. 0 or -1. */
+static int append_segment(PyObject *segments, PyObject *view, const unsigned char *base, Py_ssize_t start,
+                          Py_ssize_t pstart, Py_ssize_t ip_end, PyObject *ts)
+{
+    const unsigned char *f = base + start;
+    PyObject *seg = PyTuple_New(6);
+    if (!seg) {
+        Py_XDECREF(ts);
+        return -1;
+    }
+    PyObject *key = PyBytes_FromStringAndSize((const char *)f + 26, 12); /* src, dst, sport, dport */
+    PyObject *seq = PyLong_FromUnsignedLong(rd32(f + 38, 1));
+    PyObject *flags = PyLong_FromLong(f[47]);
+    PyObject *payload = subview(view, pstart, ip_end);
+    PyObject *missing = PyLong_FromLong(0);
+    PyTuple_SET_ITEM(seg, 0, key);
+    PyTuple_SET_ITEM(seg, 1, ts);
+    PyTuple_SET_ITEM(seg, 2, seq);
+    PyTuple_SET_ITEM(seg, 3, flags);
+    PyTuple_SET_ITEM(seg, 4, payload);
+    PyTuple_SET_ITEM(seg, 5, missing);
+    int rc = (!key || !ts || !seq || !flags || !payload || !missing) ? -1 : PyList_Append(segments, seg);
+    Py_DECREF(seg);
+    return rc;
+}
+
+static PyObject *scan_result(PyObject *segments, Py_buffer *vb, Py_ssize_t pos, Py_ssize_t frames,
+                             Py_ssize_t truncated, int status)
+{
+    PyBuffer_Release(vb);
+    return Py_BuildValue("(NnnnI)", segments, pos, frames, truncated, (unsigned)status);
+}
+
+static PyObject *scan_failed(PyObject *segments, Py_buffer *vb)
+{
+    Py_DECREF(segments);
+    PyBuffer_Release(vb);
+    return NULL;
+}
+
+/* The window as a buffer, ``end`` clipped to it, and an empty list; 0 or -1. */
+static int scan_start(PyObject *view, Py_buffer *vb, Py_ssize_t *end, PyObject **segments)
+{
+    if (PyObject_GetBuffer(view, vb, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (*end > vb->len)
+        *end = vb->len;
+    *segments = PyList_New(0);
+    if (!*segments) {
+        PyBuffer_Release(vb);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *pcap_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
@@ -63,18 +134,11 @@ static PyObject *pcap_scan(PyObject *self, PyObject *const *args, Py_ssize_t nar
         return NULL;
 
     Py_buffer vb;
-    if (PyObject_GetBuffer(view, &vb, PyBUF_SIMPLE) < 0)
+    PyObject *segments;
+    if (scan_start(view, &vb, &end, &segments) < 0)
         return NULL;
-    if (end > vb.len)
-        end = vb.len;
     const unsigned char *base = (const unsigned char *)vb.buf;
-
-    PyObject *segments = PyList_New(0);
-    if (!segments) {
-        PyBuffer_Release(&vb);
-        return NULL;
-    }
-    Py_ssize_t frames = 0, truncated = 0;
+    Py_ssize_t frames = 0, truncated = 0, pstart, ip_end;
     int status = AT_STOP;
     while (pos < stop) {
         if (pos < 0 || end - pos < RECORD_LEN) {
@@ -88,65 +152,127 @@ static PyObject *pcap_scan(PyObject *self, PyObject *const *args, Py_ssize_t nar
             break;
         }
         Py_ssize_t start = pos + RECORD_LEN, next = start + caplen;
-        const unsigned char *f = base + start;
-        if (caplen < ETH_IPV4_TCP_MIN || be16(f + 12) != 0x0800 || f[14] != 0x45 || f[23] != 6
-            || (be16(f + 20) & 0x3FFF)) {
-            status = FOR_PYTHON;
-            break;
-        }
-        unsigned doff = f[46];
-        Py_ssize_t ip_end = start + 14 + be16(f + 16);
-        Py_ssize_t pstart = start + 34 + ((doff >> 4) << 2);
-        if (ip_end > next || pstart > ip_end || doff < 0x50) {
+        if (!plain_frame(base, start, next, &pstart, &ip_end)) {
             status = FOR_PYTHON;
             break;
         }
         uint32_t sec = rd32(rec, big), frac = rd32(rec + 4, big), wirelen = rd32(rec + 12, big);
-        PyObject *seg = PyTuple_New(6);
-        if (!seg)
-            goto fail;
-        PyObject *key = PyBytes_FromStringAndSize((const char *)f + 26, 12);
         PyObject *ts = PyFloat_FromDouble((double)sec + (double)frac / div);
-        PyObject *seq = PyLong_FromUnsignedLong(rd32(f + 38, 1));
-        PyObject *flags = PyLong_FromLong(f[47]);
-        PyObject *payload = subview(view, pstart, ip_end);
-        PyObject *missing = PyLong_FromLong(0);
-        PyTuple_SET_ITEM(seg, 0, key);
-        PyTuple_SET_ITEM(seg, 1, ts);
-        PyTuple_SET_ITEM(seg, 2, seq);
-        PyTuple_SET_ITEM(seg, 3, flags);
-        PyTuple_SET_ITEM(seg, 4, payload);
-        PyTuple_SET_ITEM(seg, 5, missing);
-        if (!key || !ts || !seq || !flags || !payload || !missing || PyList_Append(segments, seg) < 0) {
-            Py_DECREF(seg);
-            goto fail;
-        }
-        Py_DECREF(seg);
+        if (append_segment(segments, view, base, start, pstart, ip_end, ts) < 0)
+            return scan_failed(segments, &vb);
         frames++;
         if (wirelen > caplen)
             truncated++;
         pos = next;
     }
-    PyBuffer_Release(&vb);
-    return Py_BuildValue("(NnnnI)", segments, pos, frames, truncated, (unsigned)status);
+    return scan_result(segments, &vb, pos, frames, truncated, status);
+}
 
-fail:
-    Py_DECREF(segments);
-    PyBuffer_Release(&vb);
-    return NULL;
+#define EPB_TYPE 6
+#define EPB_FIXED 28 /* type, length, interface, ts high, ts low, caplen, wirelen */
+#define EXACT_DOUBLE (1ULL << 53)
+
+/* pcapng.py: ``((ts_high << 32) | ts_low) / divisor + tsoffset``, to the same last bit. */
+static PyObject *epb_time(uint64_t stamp, PyObject *divisor, uint64_t small_divisor, double tsoffset)
+{
+    if (small_divisor && stamp < EXACT_DOUBLE) /* both exact as doubles: Python divides them as doubles */
+        return PyFloat_FromDouble((double)stamp / (double)small_divisor + tsoffset);
+    PyObject *num = PyLong_FromUnsignedLongLong(stamp);
+    if (!num)
+        return NULL;
+    PyObject *q = PyNumber_TrueDivide(num, divisor); /* correctly rounded, as in Python */
+    Py_DECREF(num);
+    if (!q)
+        return NULL;
+    double t = PyFloat_AsDouble(q) + tsoffset;
+    Py_DECREF(q);
+    return PyErr_Occurred() ? NULL : PyFloat_FromDouble(t);
+}
+
+static PyObject *pcapng_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "pcapng_scan takes 9 arguments");
+        return NULL;
+    }
+    PyObject *view = args[0];
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t stop = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t end = PyLong_AsSsize_t(args[3]);
+    int big = PyObject_IsTrue(args[4]);
+    Py_ssize_t interface = PyLong_AsSsize_t(args[5]);
+    PyObject *divisor = args[6];
+    double tsoffset = PyFloat_AsDouble(args[7]); /* an int: converted as ``float + int`` does */
+    Py_ssize_t max_record = PyLong_AsSsize_t(args[8]);
+    if (PyErr_Occurred())
+        return NULL;
+    int overflow = 0;
+    long long d = PyLong_AsLongLongAndOverflow(divisor, &overflow);
+    if (PyErr_Occurred())
+        return NULL;
+    if (!overflow && d <= 0) {
+        PyErr_SetString(PyExc_ValueError, "divisor must be positive");
+        return NULL;
+    }
+    uint64_t small_divisor = (!overflow && (uint64_t)d < EXACT_DOUBLE) ? (uint64_t)d : 0;
+
+    Py_buffer vb;
+    PyObject *segments;
+    if (scan_start(view, &vb, &end, &segments) < 0)
+        return NULL;
+    const unsigned char *base = (const unsigned char *)vb.buf;
+    Py_ssize_t frames = 0, truncated = 0, pstart, ip_end;
+    int status = AT_STOP;
+    while (pos < stop) {
+        if (pos < 0 || end - pos < EPB_FIXED) {
+            status = AT_END;
+            break;
+        }
+        const unsigned char *blk = base + pos;
+        uint32_t btype = rd32(blk, big), blen = rd32(blk + 4, big);
+        if (btype != EPB_TYPE || blen < 12 || (blen & 3) || (Py_ssize_t)blen > max_record) {
+            status = FOR_PYTHON;
+            break;
+        }
+        if (end - pos < (Py_ssize_t)blen) {
+            status = AT_END;
+            break;
+        }
+        Py_ssize_t next = pos + blen;
+        uint32_t caplen = rd32(blk + 20, big), wirelen = rd32(blk + 24, big);
+        Py_ssize_t start = pos + EPB_FIXED, fstop = start + (Py_ssize_t)caplen;
+        if (rd32(base + next - 4, big) != blen || (Py_ssize_t)rd32(blk + 8, big) != interface || fstop > next - 4
+            || !plain_frame(base, start, fstop, &pstart, &ip_end)) {
+            status = FOR_PYTHON;
+            break;
+        }
+        uint64_t stamp = (uint64_t)rd32(blk + 12, big) << 32 | rd32(blk + 16, big);
+        PyObject *ts = epb_time(stamp, divisor, small_divisor, tsoffset);
+        if (!ts || append_segment(segments, view, base, start, pstart, ip_end, ts) < 0)
+            return scan_failed(segments, &vb);
+        frames++;
+        if (wirelen > caplen)
+            truncated++;
+        pos = next;
+    }
+    return scan_result(segments, &vb, pos, frames, truncated, status);
 }
 
 static PyMethodDef methods[] = {
     {"pcap_scan", (PyCFunction)(void (*)(void))pcap_scan, METH_FASTCALL,
      "pcap_scan(buf, pos, stop, end, big_endian, div, max_record) -> (segments, pos, frames, truncated, "
      "status)\n\nKeyed segments of the plain Ethernet/IPv4/TCP pcap records from pos (see pcap.py)."},
+    {"pcapng_scan", (PyCFunction)(void (*)(void))pcapng_scan, METH_FASTCALL,
+     "pcapng_scan(buf, pos, stop, end, big_endian, interface, divisor, tsoffset, max_record) -> (segments, pos, "
+     "frames, truncated, status)\n\nThe same for the Enhanced Packet Blocks of one interface (see pcapng.py)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_pcapscan",
-    .m_doc = "Compiled fast path of the classic pcap walk.",
+    .m_doc = "Compiled fast path of the pcap and pcapng walks.",
     .m_size = -1,
     .m_methods = methods,
 };

@@ -12,14 +12,14 @@ the scanner off.
 
 from __future__ import annotations
 
-import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .frames import FRAGMENT, SHORT, decode_frame
 from .limits import BATCH_BYTES, MAX_RECORD, PROGRESS_STEP
 from .linktypes import LINK_DECODERS, linktype_name
+from .scanner import SCAN_COOLDOWN, SCAN_STOPPED_FOR_PYTHON, compiled_scanner
 
 if TYPE_CHECKING:
     from .reader import Capture
@@ -39,17 +39,6 @@ _ETH_IPV4_TCP = struct.Struct("!HBxHxxHxB2x4s4sHHIIBB")
 _ETH_IPV4_TCP_KEYED = struct.Struct("!HBxHxxHxB2x12sI4xBB")
 _PORTS = struct.Struct("!HH").pack
 
-try:
-    from ._pcapscan import pcap_scan as _compiled_scan
-except ImportError:  # built without a C compiler: the pure-Python walk does everything
-    _compiled_scan = None
-_SCAN_STOPPED_FOR_PYTHON = 1
-_SCAN_COOLDOWN = 32  # records left to the Python loop after the scanner stopped almost at once
-
-
-def compiled_scanner() -> Callable[..., tuple] | None:
-    """The compiled scanner, unless it was not built or ``MIGSHARK_PURE_PYTHON`` is set."""
-    return None if os.environ.get("MIGSHARK_PURE_PYTHON") else _compiled_scan
 
 
 def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
@@ -83,7 +72,7 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
     decode = decode_frame
     max_record = MAX_RECORD
     step = PROGRESS_STEP
-    scan = compiled_scanner() if keyed and linktype == 1 else None
+    scan = compiled_scanner("pcap") if keyed and linktype == 1 else None
     big, fdiv = order == ">", float(div)
     batch: list[tuple] = []
     add = batch.append
@@ -112,8 +101,8 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                                 add = batch.append
                             yield segs
                         if status:
-                            if status == _SCAN_STOPPED_FOR_PYTHON and count < 8:
-                                cool = _SCAN_COOLDOWN
+                            if status == SCAN_STOPPED_FOR_PYTHON and count < 8:
+                                cool = SCAN_COOLDOWN
                             break
             if pos > last:
                 grown = source.more(buf, pos, _RECORD_LEN)

@@ -3,6 +3,9 @@
 Interface Description Blocks give each interface its link type, snaplen and timestamp resolution
 (``if_tsresol``, power of 10 or of 2) and offset (``if_tsoffset``); a new Section Header Block restarts
 interface numbering. Other block types (name resolution, statistics, secrets, custom) are skipped.
+
+As in pcap.py, keyed walks yield lists, and the compiled scanner (when built) takes runs of EPBs of the
+current Ethernet interface holding plain Ethernet/IPv4/TCP frames; this loop handles every other block.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from .frames import FRAGMENT, SHORT, decode_frame
 from .limits import BATCH_BYTES, MAX_RECORD, PROGRESS_STEP
 from .linktypes import LINK_DECODERS, LinkDecoder, linktype_name
+from .scanner import SCAN_COOLDOWN, SCAN_STOPPED_FOR_PYTHON, compiled_scanner
 
 if TYPE_CHECKING:
     from .reader import Capture
@@ -89,6 +93,8 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
     last_ts = 0.0
     batch: list[tuple] = []
     add = batch.append
+    scan = compiled_scanner("pcapng") if keyed else None
+    cool = 0
 
     pos = 0
     checkpoint = step
@@ -96,6 +102,27 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
     frame = non_tcp = truncated = frags = short = unsupported = 0
     try:
         while True:
+            if scan is not None and fast_min == 54:  # the current interface is Ethernet
+                if cool:
+                    cool -= 1
+                else:
+                    while pos < checkpoint:
+                        segs, pos, count, cut, status = scan(buf, pos, min(checkpoint, pos + BATCH_BYTES), end,
+                                                             order == ">", current, divisor, tsoffset,
+                                                             max_record)
+                        frame += count
+                        truncated += cut
+                        if segs:
+                            last_ts = segs[-1][1]
+                            if batch:
+                                yield batch
+                                batch = []
+                                add = batch.append
+                            yield segs
+                        if status:
+                            if status == SCAN_STOPPED_FOR_PYTHON and count < 8:
+                                cool = SCAN_COOLDOWN
+                            break
             if pos + 28 <= end:  # room for an EPB's fixed part: read it in one go, whatever the block is
                 btype, blen, ifid, ts_high, ts_low, caplen, wirelen = epb_block(buf, pos)
             elif pos + 12 <= end:

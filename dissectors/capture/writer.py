@@ -163,7 +163,7 @@ class PcapngWriter(_Output):
     def __init__(self, target: str | os.PathLike[str] | BinaryIO, big_endian: bool = False) -> None:
         super().__init__(target)
         self._order = ">" if big_endian else "<"
-        self._interfaces: list[tuple[int, int]] = []  # (snaplen, units per second)
+        self._interfaces: list[tuple[int, int, int]] = []  # (snaplen, units per second, offset in seconds)
         self.write_block(0x0A0D0D0A, struct.pack(self._order + "IHHq", 0x1A2B3C4D, 1, 0, -1))
 
     def write_block(self, block_type: int, body: bytes) -> None:
@@ -173,20 +173,25 @@ class PcapngWriter(_Output):
         self._file.write(struct.pack(self._order + "II", block_type, length) + body
                          + struct.pack(self._order + "I", length))
 
-    def add_interface(self, linktype: str | int = "ether", snaplen: int = 262144, tsresol: int = 6) -> int:
+    def add_interface(self, linktype: str | int = "ether", snaplen: int = 262144, tsresol: int = 6,
+                      tsoffset: int = 0) -> int:
+        """``tsoffset``: ``if_tsoffset`` in seconds, added by readers to every timestamp of the interface."""
         lt = LINKTYPES[linktype] if isinstance(linktype, str) else linktype
         options = b""
         if tsresol != 6:
-            end_of_options = struct.pack(self._order + "HH", 0, 0)
-            options = struct.pack(self._order + "HHB3x", 9, 1, tsresol) + end_of_options
+            options += struct.pack(self._order + "HHB3x", 9, 1, tsresol)
+        if tsoffset:
+            options += struct.pack(self._order + "HHq", 14, 8, tsoffset)
+        if options:
+            options += struct.pack(self._order + "HH", 0, 0)  # end of options
         self.write_block(1, struct.pack(self._order + "HHI", lt, 0, snaplen) + options)
         units = 1 << (tsresol & 0x7F) if tsresol & 0x80 else 10 ** tsresol
-        self._interfaces.append((snaplen, units))
+        self._interfaces.append((snaplen, units, tsoffset))
         return len(self._interfaces) - 1
 
     def write(self, ts: float, frame: bytes, interface: int = 0, orig_len: int | None = None,
               simple: bool = False) -> None:
-        snaplen, units = self._interfaces[interface]
+        snaplen, units, tsoffset = self._interfaces[interface]
         wire = len(frame) if orig_len is None else orig_len
         if simple:
             if interface != 0:
@@ -194,7 +199,7 @@ class PcapngWriter(_Output):
             self.write_block(3, struct.pack(self._order + "I", wire) + frame[:snaplen or None])
             return
         data = frame[:snaplen] if snaplen and len(frame) > snaplen else frame
-        sec, frac = _split_ts(ts, units)
+        sec, frac = _split_ts(ts - tsoffset, units)
         stamp = sec * units + frac
         self.write_block(6, struct.pack(self._order + "IIIII", interface, stamp >> 32, stamp & 0xFFFFFFFF,
                                         len(data), wire) + data)

@@ -1,0 +1,21 @@
+"""The optional compiled scanner (``_pcapscan.c``, built by ``setup.py``) and when to use it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+try:
+    from . import _pcapscan
+except ImportError:  # built without a C compiler or Python headers: the pure-Python walks do everything
+    _pcapscan = None
+
+SCAN_STOPPED_FOR_PYTHON = 1  # the scanner's status: it stopped at a record or block the Python loop must take
+SCAN_COOLDOWN = 32  # records left to the Python loop after the scanner stopped almost at once
+
+
+def compiled_scanner(kind: str = "pcap") -> Callable[..., tuple] | None:
+    """``pcap_scan`` or ``pcapng_scan`` (``kind``), unless not built or ``MIGSHARK_PURE_PYTHON`` is set."""
+    if _pcapscan is None or os.environ.get("MIGSHARK_PURE_PYTHON"):
+        return None
+    return getattr(_pcapscan, f"{kind}_scan")
