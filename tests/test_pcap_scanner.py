@@ -245,3 +245,18 @@ def test_real_captures_as_pcapng(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     out = tmp_path / (path.name.split(".")[0] + ".pcapng")
     subprocess.run(["editcap", "-F", "pcapng", str(path), str(out)], check=True, capture_output=True)
     assert _assert_same(out, monkeypatch) == _read(path, False, monkeypatch)[0]
+
+
+def test_version_says_which_reader_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from dissectors.cli.main import main
+
+    for pure, expected in ((True, "pure Python (MIGSHARK_PURE_PYTHON is set)"),
+                           (False, "compiled scanner" if compiled_scanner() else "was not built")):
+        if pure:
+            monkeypatch.setenv("MIGSHARK_PURE_PYTHON", "1")
+        else:
+            monkeypatch.delenv("MIGSHARK_PURE_PYTHON", raising=False)
+        with pytest.raises(SystemExit) as exc:
+            main(["--version"])
+        assert exc.value.code == 0
+        assert expected in capsys.readouterr().out

@@ -19,3 +19,13 @@ def compiled_scanner(kind: str = "pcap") -> Callable[..., tuple] | None:
     if _pcapscan is None or os.environ.get("MIGSHARK_PURE_PYTHON"):
         return None
     return getattr(_pcapscan, f"{kind}_scan")
+
+
+def scanner_status() -> str:
+    """One line for ``migshark --version``: which reader runs and, if pure Python, why."""
+    if _pcapscan is None:
+        return "capture reader: pure Python (the compiled scanner was not built: install gcc and python3-dev, " \
+               "then reinstall)"
+    if os.environ.get("MIGSHARK_PURE_PYTHON"):
+        return "capture reader: pure Python (MIGSHARK_PURE_PYTHON is set)"
+    return "capture reader: compiled scanner"

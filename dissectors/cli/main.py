@@ -77,6 +77,13 @@ def _record(args: argparse.Namespace) -> int:
     return recorder_cli.run(args)
 
 
+def _reader_kind() -> str:
+    """Which capture reader runs: the compiled scanner, or pure Python (and why)."""
+    from dissectors.capture.scanner import scanner_status
+
+    return scanner_status()
+
+
 def _qemu_version(text: str) -> str:
     from dissectors.analysis.policies import policy_for_version
 
@@ -89,7 +96,7 @@ def _qemu_version(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="migshark", description="Dissect and analyse QEMU live-migration captures.")
-    p.add_argument("--version", action="version", version=f"migshark {__version__}")
+    p.add_argument("--version", action="version", version=f"migshark {__version__}, {_reader_kind()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     a = sub.add_parser("analyze", aliases=["analyse"], help="per migration: accept order, roles, findings")
