@@ -53,8 +53,8 @@ def multifd_hello(channel: int, uuid: bytes = UUID) -> bytes:
     return bytes(F.MultifdHello(uuid=uuid, id=channel))
 
 
-def multifd_packet(num: int, pages: int, sync: bool = False) -> bytes:
-    return L.multifd_packet(num, pages, flags=F.MULTIFD_FLAG_SYNC if sync else 0)
+def multifd_packet(num: int, pages: int, sync: bool = False, offsets: list[int] | None = None) -> bytes:
+    return L.multifd_packet(num, pages, flags=F.MULTIFD_FLAG_SYNC if sync else 0, offsets=offsets)
 
 
 def rp_pong(value: int) -> bytes:

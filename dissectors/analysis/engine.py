@@ -16,6 +16,7 @@ from dissectors.analysis.facts import ConnectionFacts
 from dissectors.analysis.grouping import MigrationGroup, group
 from dissectors.analysis.judge import MigrationJudge, Options
 from dissectors.analysis.ledger import PageLedger
+from dissectors.analysis.repeats import RepeatedPages
 from dissectors.channels import TARGET_PAGE_SIZE
 from dissectors.tcp import TcpTracker
 from dissectors.tcp.connection import Connection
@@ -77,10 +78,11 @@ def analyze(source: SegmentSource, label: str, options: Options | None = None,
             page_size: int = TARGET_PAGE_SIZE) -> Analysis:
     options = options or Options()
     ledger = PageLedger(page_size, late_after=options.stall_threshold)
+    repeats = RepeatedPages()
     facts: list[ConnectionFacts] = []
 
     def factory(conn: Connection) -> ConnectionFacts:
-        f = ConnectionFacts(conn, ledger, page_size)
+        f = ConnectionFacts(conn, ledger, page_size, repeats=repeats)
         facts.append(f)
         return f
 
@@ -88,7 +90,7 @@ def analyze(source: SegmentSource, label: str, options: Options | None = None,
     end = capture["last_time"] or 0.0
     groups = [g for g in group(facts) if _is_migration(g.connections)]
     in_migration = {id(f) for g in groups for f in g.connections}
-    migrations = [MigrationJudge(g, i, ledger, end, options).run() for i, g in enumerate(groups)]
+    migrations = [MigrationJudge(g, i, ledger, end, options, repeats).run() for i, g in enumerate(groups)]
     link_relays(groups, migrations)
     others = [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in facts if id(f) not in in_migration]
     findings = sum(len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"])

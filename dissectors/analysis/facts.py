@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dissectors.analysis.ledger import PageLedger
+from dissectors.analysis.repeats import RepeatedPages
 from dissectors.channels import (
     TARGET_PAGE_SIZE,
     MainParser,
@@ -78,10 +79,11 @@ class ConnectionFacts:
     """StreamSink for one connection (direction 0 = client to server)."""
 
     def __init__(self, conn: Connection, ledger: PageLedger, page_size: int = TARGET_PAGE_SIZE,
-                 on_record: RecordHook | None = None) -> None:
+                 on_record: RecordHook | None = None, repeats: RepeatedPages | None = None) -> None:
         self.conn = conn
         self.on_record = on_record
         self.ledger = ledger
+        self.repeats = repeats
         self.page_size = page_size
         self.endpoint = f"{conn.server[0]}:{conn.server[1]}"
         self.dirs = (Direction(), Direction())
@@ -245,8 +247,13 @@ class ConnectionFacts:
                 f = rec.fields
                 if f.get("zero_pages"):
                     self.features.add("zero_pages")
-                if f.get("next_packet_size_ignored") and not f.get("normal_pages"):
+                normal = f.get("normal_pages")
+                if f.get("next_packet_size_ignored") and not normal:
                     self.features.add("stale_next_packet_size")
+                if normal and self.repeats is not None and self.hello is not None:
+                    self.repeats.packet((self.endpoint, self.hello["uuid"]), f["packet_num"], f["block"],
+                                        f["pages_alloc"], normal, f["first_offset"], f["last_offset"], rec.ts,
+                                        kind == "multifd.sync")
                 self.last_page_ts = rec.ts
                 continue
             if kind == "ram.multifd_flush":

@@ -9,6 +9,7 @@ from dissectors.analysis import policies as P
 from dissectors.analysis.facts import ConnectionFacts
 from dissectors.analysis.grouping import MigrationGroup, start_ts
 from dissectors.analysis.ledger import PageLedger
+from dissectors.analysis.repeats import RepeatedPages
 from dissectors.analysis.roles import infer_generation, true_role
 from dissectors.channels import MULTIFD_MAGIC, QEMU_VM_FILE_MAGIC
 from dissectors.tcp.connection import Connection
@@ -38,12 +39,14 @@ def _r(ts: float | None) -> float | None:
 
 class MigrationJudge:
     def __init__(self, group: MigrationGroup, index: int, ledger: PageLedger, capture_end: float,
-                 options: Options) -> None:
+                 options: Options, repeats: RepeatedPages | None = None) -> None:
         self.g = group
         self.index = index
         self.ledger = ledger
         self.capture_end = capture_end
         self.opt = options
+        uuids = {(f.endpoint, f.hello["uuid"]) for f in group.connections if f.hello and "uuid" in f.hello}
+        self.repeated = repeats.summary(uuids) if repeats is not None else None
 
     # -- facts ------------------------------------------------------------------------------------
     def setup(self, leg: list[ConnectionFacts], roles: list[str], recovery: bool) -> P.Setup:
@@ -148,6 +151,7 @@ class MigrationJudge:
             "stalls": stalls,
             "unreadable": unreadable,
             "what_if": what_if,
+            "multifd_repeated_pages": self.repeated,
             "notes": notes,
         }
 
@@ -163,7 +167,7 @@ class MigrationJudge:
             listen = main.first_event("main.cmd", cmd="POSTCOPY_LISTEN") or main.first_event(
                 "main.cmd", cmd="POSTCOPY_RUN")
             preempt_early = listen is None or start_ts(pre[0]) < listen.ts - 0.5
-        gen = infer_generation(main, multifd, preempt_early)
+        gen = infer_generation(main, multifd, preempt_early, self.repeated["count"] if self.repeated else 0)
         if self.opt.qemu_version:
             name = P.policy_for_version(self.opt.qemu_version)
             return name, f"--qemu-version {self.opt.qemu_version} (the destination's)", gen

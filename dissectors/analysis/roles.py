@@ -71,7 +71,7 @@ class Generation:
         lo = f"{self.at_least[0]}.{self.at_least[1]}" if self.at_least != (0, 0) else None
         hi = f"{self.at_most[0]}.{self.at_most[1]}" if self.at_most else None
         if lo and hi:
-            return f">= {lo}, <= {hi}"
+            return lo if lo == hi else f">= {lo}, <= {hi}"
         if lo:
             return f">= {lo}"
         if hi:
@@ -83,7 +83,7 @@ MACHINE_VERSION = re.compile(r"-(\d+)\.(\d+)$")
 
 
 def infer_generation(main: ConnectionFacts | None, multifd: list[ConnectionFacts],
-                     preempt_early: bool | None) -> Generation:
+                     preempt_early: bool | None, repeated_pages: int = 0) -> Generation:
     gen = Generation()
     if main is not None:
         cfg = main.first_event("main.config")
@@ -102,6 +102,9 @@ def infer_generation(main: ConnectionFacts | None, multifd: list[ConnectionFacts
     if any("stale_next_packet_size" in f.features for f in multifd):
         gen.ceiling((8, 2), "an empty multifd packet repeats the previous next_packet_size: a sync shared "
                             "the page job's counter (<= 8.2; separated in 9.0 by f5f48a7891cf)")
+    if repeated_pages:
+        gen.ceiling((7, 2), f"{repeated_pages} page(s) sent twice, a full multifd packet's last page opening the "
+                            "next packet: the 7.2 race fixed in 8.0 by ddbe628c97c3")
     if preempt_early is True:
         gen.evidence.append("preempt channel opened at set-up (7.2, or a newer QEMU with a <= 7.2 machine type)")
     elif preempt_early is False:

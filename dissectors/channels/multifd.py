@@ -23,12 +23,13 @@ from dissectors.layers.multifd import (
     MultifdRamPacket,
     multifd_page_count,
 )
-from dissectors.layers.structs import struct_of
+from dissectors.layers.structs import item_struct, struct_of
 
 _HELLO = struct_of(MultifdHello)
 _HDR = struct_of(MultifdPacketHdr)
 _RAM = struct_of(MultifdRamPacket, None, "ramblock")
 _DEV = struct_of(MultifdDeviceStatePacket)
+_OFFSET = item_struct(MultifdRamPacket, "offsets")
 _MAGIC_BYTES = _HDR.pack(MULTIFD_MAGIC, MULTIFD_VERSION, 0)[:8]
 _KNOWN_FLAGS = MULTIFD_FLAG_SYNC | MULTIFD_FLAG_COMPRESSION_MASK | MULTIFD_FLAG_DEVICE_STATE
 #: Device-state blobs above this are reported malformed.
@@ -122,6 +123,11 @@ class MultifdParser(StreamParser):
         if data != size:
             fields["next_packet_size_ignored"] = True
         if normal:
+            # The first and last page of the packet: enough to see QEMU 7.2 queue a page twice
+            # (analysis.repeats); the other offsets are not needed on the bulk path.
+            offsets = pos + _RAM.size
+            fields["first_offset"] = _OFFSET.unpack_from(mv, offsets)[0]
+            fields["last_offset"] = _OFFSET.unpack_from(mv, offsets + _OFFSET.size * (normal - 1))[0]
             self._count("multifd.normal_pages", normal)
         if zero:
             self._count("multifd.zero_pages", zero)

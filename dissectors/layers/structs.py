@@ -92,3 +92,12 @@ def struct_of(cls: type[Packet], first: str | None = None, last: str | None = No
 def fixed_size(cls: type[Packet], first: str | None = None, last: str | None = None) -> int:
     """Byte size of fields ``first``..``last`` of ``cls``."""
     return struct_of(cls, first, last).size
+
+
+@cache
+def item_struct(cls: type[Packet], name: str) -> struct.Struct:
+    """``struct.Struct`` of one element of the ``FieldListField`` ``name`` of ``cls`` (e.g. a be64 offset)."""
+    fld = next(f for f in cls.fields_desc if f.name == name)
+    if not isinstance(fld, FieldListField):
+        raise ValueError(f"field {name!r} of {cls.__name__} is not a list")
+    return struct.Struct(">" + _fixed_char(fld.field))

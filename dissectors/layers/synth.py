@@ -118,11 +118,15 @@ def _ram_packet_class(count: int) -> type[MultifdRamPacket]:
 
 
 def multifd_packet(packet_num: int, normal: int, page_size: int = 4096, block: bytes = b"pc.ram",
-                   flags: int = 0, zero: int = 0) -> bytes:
-    """A nocomp RAM packet (9.0+ header) with ``normal`` pages of data after it."""
+                   flags: int = 0, zero: int = 0, offsets: list[int] | None = None) -> bytes:
+    """A nocomp RAM packet (9.0+ header) with ``normal`` pages of data after it; ``offsets`` (normal then
+    zero pages) default to the first pages of the block."""
     count = multifd_page_count(page_size)
     cls = _ram_packet_class(count)
-    offsets = [i * page_size for i in range(normal + zero)]
+    if offsets is None:
+        offsets = [i * page_size for i in range(normal + zero)]
+    elif len(offsets) != normal + zero:
+        raise ValueError("one offset per normal and zero page")
     head = cls(flags=flags, pages_alloc=count if normal + zero else 0, normal_pages=normal, zero_pages=zero,
                next_packet_size=normal * page_size, packet_num=packet_num, ramblock=block if normal + zero else b"",
                offsets=offsets)

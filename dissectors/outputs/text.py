@@ -106,6 +106,13 @@ def render_migration(m: dict[str, Any]) -> list[str]:
         lines.append(f"  postcopy: run at {_t(pc.get('run_time'), base)}, {pc.get('page_requests', 0)} page "
                      f"requests, {pc.get('served_requests', 0)} served ({pc.get('already_in_flight', 0)} by a "
                      f"page already in flight), {pc.get('unserved_requests', 0)} never served{lat}")
+    rep = m.get("multifd_repeated_pages")
+    if rep:
+        first = rep["examples"][0] if rep["examples"] else None
+        example = (f", e.g. {first['block']} 0x{first['offset']:x} in packets {first['packets'][0]} and "
+                   f"{first['packets'][1]}" if first else "")
+        lines.append(f"  multifd: {rep['count']} page(s) sent twice by the QEMU 7.2 queueing race{example}; "
+                     "harmless, and query-migrate counts each once (fixed in 8.0 by ddbe628c97c3)")
     wi = []
     for name, legs in m.get("what_if", {}).items():
         verdicts = sorted({leg["verdict"] for leg in legs})
