@@ -150,19 +150,22 @@ def python_records(capture: Path, pattern: str) -> list[dict]:
     return [d for d in map(json.loads, out.splitlines()) if "type" in d]
 
 
-def python_counts(capture: Path) -> Counter[str]:
+def python_counts(capture: Path, channel: str | None = None) -> Counter[str]:
     out = subprocess.run([sys.executable, "-m", "dissectors.cli.main", "dissect", "--json", "--summary",
                           str(capture)], capture_output=True, text=True, timeout=300, cwd=ROOT, check=True).stdout
     counts: Counter[str] = Counter()
     for line in out.splitlines():
         for row in json.loads(line).get("summary", []):
-            if row["channel"] not in ("preempt", "tls"):  # channels the plugin does not walk
+            if row["channel"] != "tls" and channel in (None, row["channel"]):  # the plugin does not walk TLS
                 counts[row["type"]] += row["count"]
     return counts
 
 
-def lua_counts(plugin: Path, capture: Path, kinds: list[str], two_pass: bool) -> Counter[str]:
+def lua_counts(plugin: Path, capture: Path, kinds: list[str], two_pass: bool,
+               channel: str | None = None) -> Counter[str]:
     flt = " || ".join(f'qmig.record == "{k}"' for k in kinds)
+    if channel:
+        flt = f'qmig.channel == "{channel}" && ({flt})'
     out = tshark(plugin, capture, "-Y", flt, "-T", "fields", "-E", "occurrence=a", "-e", "qmig.record",
                  two_pass=two_pass)
     counts: Counter[str] = Counter()
@@ -191,13 +194,14 @@ def test_multifd_hello_ids_match_python(plugin: Path, name: str, two_pass: bool)
 #: corpus files below have no stream cut inside a record, where the Python side says "truncated").
 COMPARED = ["multifd.hello", "multifd.packet", "multifd.sync", "rp.pong", "rp.req_pages", "rp.shut",
             "rp.recv_bitmap", "main.cmd", "main.section_start", "main.section_full", "main.section_part",
-            "main.section_end", "main.footer", "main.eof", "main.vmdesc", "ram.eos", "ram.mem_size"]
+            "main.section_end", "main.footer", "main.eof", "main.vmdesc", "ram.eos", "ram.mem_size", "ram.page",
+            "ram.zero"]
 
 
 @pytest.mark.tshark
 @skip_no_tshark
 @pytest.mark.parametrize("two_pass", PASSES)
-@pytest.mark.parametrize("name", ["multifd4-7.2", "postcopy-7.2", "preempt-recover-10.0"])
+@pytest.mark.parametrize("name", ["multifd4-7.2", "postcopy-7.2", "preempt-7.2", "preempt-recover-10.0"])
 def test_record_counts_match_python(plugin: Path, name: str, two_pass: bool) -> None:
     capture = CORPUS / f"{name}.pcap.gz"
     py = python_counts(capture)
@@ -208,6 +212,28 @@ def test_record_counts_match_python(plugin: Path, name: str, two_pass: bool) -> 
         assert got["multifd.packet"] + got["multifd.sync"] == 61
     if name == "postcopy-7.2":
         assert got["rp.pong"] == 4 and got["rp.req_pages"] == 49
+
+
+@pytest.mark.tshark
+@skip_no_tshark
+@pytest.mark.parametrize("two_pass", PASSES)
+@pytest.mark.parametrize("name,pages", [("preempt-7.2", 112), ("preempt-10.0", 1012), ("preempt-recover-7.2", 97)])
+def test_preempt_channel_is_claimed(plugin: Path, name: str, pages: int, two_pass: bool) -> None:
+    """The preempt channel has no magic: the plugin claims a stream to a main channel's destination that
+    starts with a RAM record, and walks it as RAM records, as the Python side does."""
+    capture = CORPUS / f"{name}.pcap.gz"
+    got = lua_counts(plugin, capture, ["ram.page", "ram.zero", "ram.eos"], two_pass, channel="preempt")
+    want = python_counts(capture, channel="preempt")
+    assert got["ram.page"] == want["ram.page"] == pages
+    assert got == Counter({k: want[k] for k in ("ram.page", "ram.zero", "ram.eos") if want[k]})
+
+
+@pytest.mark.tshark
+@skip_no_tshark
+def test_silent_preempt_channel_is_left_alone(plugin: Path) -> None:
+    """7.2 took the silent preempt channel as main: the channel it really was never sends a page."""
+    out = tshark(plugin, CORPUS / "holdback-preempt-7.2.pcap.gz", "-Y", 'qmig.channel == "preempt"')
+    assert out.strip() == ""
 
 
 @pytest.mark.tshark

@@ -186,12 +186,16 @@ local calls = {frame = -1, n = 0}
 -- RAM section ids seen on any main stream: a recovered main stream (postcopy recovery starts with
 -- a RECV_BITMAP command, no header, no SECTION_START) continues the sections of the first one.
 local ram_ids_seen = {}
+-- Destinations (address/port) of the main channels seen: a stream to one of them that starts with RAM
+-- records is the postcopy preempt channel, which has no magic of its own.
+local migration_servers = {}
 
 function qmig.init()
     streams = {}
     snapshots = {}
     calls = {frame = -1, n = 0}
     ram_ids_seen = {}
+    migration_servers = {}
 end
 
 local function new_state(chan, phase)
@@ -352,7 +356,7 @@ H.ram = function(ctx, st, off, tree)
     local o = walk(ctx, S.RamRecord, off, sub, vals)
     local r = {off = o, kind = kind, sub = sub}
     if kind_bits == C.RAM_FLAG_EOS then
-        r.phase = "records"
+        r.phase = st.chan == "preempt" and "ram" or "records"   -- a preempt channel is RAM records only
     elseif kind_bits == C.RAM_FLAG_MULTIFD_FLUSH then
         r.phase = "ram"
     elseif kind_bits == C.RAM_FLAG_MEM_SIZE then
@@ -615,7 +619,31 @@ local function peek(tvb, cls)
     return ok and vals or nil
 end
 
-local function classify(tvb, other, forced)
+-- Does the stream start like a RAM record (a block-naming record with a printable block name, or a
+-- lone EOS / MULTIFD_FLUSH word)? The same test as channels.identify.looks_like_ram_record.
+local function looks_like_ram(tvb)
+    local cap = tvb:captured_len()
+    if cap < 8 then return false end
+    local low = tvb(4, 4):uint()                 -- the be64 word's low half holds the flags
+    local flags = low % C.TARGET_PAGE_SIZE
+    local kind = bit.band(flags, bit.bnot(C.RAM_FLAG_CONTINUE))
+    if kind == C.RAM_FLAG_EOS or kind == C.RAM_FLAG_MULTIFD_FLUSH then
+        return tvb(0, 4):uint() == 0 and low == kind
+    end
+    if kind == 0 or bit.band(kind, bit.bnot(C.RAM_FLAGS_WITH_BLOCK)) ~= 0 or bit.band(kind, kind - 1) ~= 0
+            or flags ~= kind or cap < 9 then
+        return false
+    end
+    local n = tvb(8, 1):uint()
+    if n == 0 or cap < 9 + n then return false end
+    for i = 9, 8 + n do
+        local c = tvb(i, 1):uint()
+        if c <= 0x20 or c >= 0x7F then return false end
+    end
+    return true
+end
+
+local function classify(tvb, other, forced, server)
     local file = peek(tvb, "QemuFileHeader")
     if file and file.magic == C.QEMU_VM_FILE_MAGIC and (forced or file.version == C.QEMU_VM_FILE_VERSION) then
         return "main", "header"
@@ -626,6 +654,7 @@ local function classify(tvb, other, forced)
     end
     if starts_with(tvb, C.RECOVERY_START) then return "main", "records" end
     if other and other.chan == "main" then return "return-path", "rp" end
+    if migration_servers[server] and looks_like_ram(tvb) then return "preempt", "ram" end
     if forced then return "unknown", "unknown" end
     return nil
 end
@@ -666,11 +695,12 @@ local function dissect(tvb, pinfo, tree, forced)
     else
         st = s.dirs[dk]
         if st == nil then
-            local chan, phase = classify(tvb, s.dirs[rk], forced)
+            local chan, phase = classify(tvb, s.dirs[rk], forced, rk)
             if not chan then
                 s.dirs[dk] = false
                 return 0
             end
+            if chan == "main" then migration_servers[rk] = true end
             st = new_state(chan, phase)
             st.recovered = chan == "main" and phase == "records"
             s.dirs[dk] = st
