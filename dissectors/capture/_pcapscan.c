@@ -106,8 +106,10 @@ static int scan_start(PyObject *view, Py_buffer *vb, Py_ssize_t *end, PyObject *
 {
     if (PyObject_GetBuffer(view, vb, PyBUF_SIMPLE) < 0)
         return -1;
-    if (*end > vb->len)
+    if (*end > vb->len) /* ``end`` in [0, len]: ``end - pos`` below cannot overflow for pos in [0, end] */
         *end = vb->len;
+    if (*end < 0)
+        *end = 0;
     *segments = PyList_New(0);
     if (!*segments) {
         PyBuffer_Release(vb);
