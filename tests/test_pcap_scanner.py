@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from dissectors.capture import open_capture
 from dissectors.capture.limits import BATCH_BYTES
-from dissectors.capture.scanner import compiled_scanner
+from dissectors.capture.scanner import LINK_LAYOUTS, compiled_scanner
 from dissectors.capture.writer import PcapngWriter, PcapWriter, tcp_frame
 
 CAPTURES = sorted((Path(__file__).resolve().parent.parent / "captures").glob("*.pcap*"))
@@ -67,6 +67,15 @@ def test_scanner_is_built_where_it_can_be(monkeypatch: pytest.MonkeyPatch) -> No
     assert compiled_scanner() is not None, "reinstall with `pip install -e .` to build capture/_pcapscan.c"
 
 
+@needs_scanner
+def test_bad_link_layouts_are_refused() -> None:
+    scan = compiled_scanner()
+    assert scan is not None
+    for l2len, proto_off in ((-1, -1), (65, 0), (14, 13), (0, 0), (14, -2)):
+        with pytest.raises(ValueError, match="bad link header layout"):
+            scan(memoryview(b""), 0, 0, 0, False, 1e6, 1 << 20, l2len, proto_off)
+
+
 def test_pure_python_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MIGSHARK_PURE_PYTHON", "1")
     assert compiled_scanner() is None
@@ -97,21 +106,60 @@ _ODD_FRAMES = {
 }
 
 
+def relink(frame: bytes, link: str) -> bytes:
+    """An Ethernet frame re-framed for another link type (its ethertype kept where the link has one)."""
+    ethertype, body = frame[12:14], frame[14:]
+    mac = bytes.fromhex("020000000001") + b"\0\0"
+    if link == "sll":
+        return struct.pack("!HHH8s", 0, 772, 6, mac) + ethertype + body
+    if link == "sll2":
+        return ethertype + struct.pack("!HIHBB8s", 0, 1, 772, 0, 6, mac) + body
+    if link == "raw":
+        return body
+    return frame
+
+
 @needs_scanner
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kinds=st.lists(st.sampled_from(sorted(_ODD_FRAMES)), min_size=1, max_size=120),
        snaplen=st.sampled_from([262144, 96, 60, 54]), big=st.booleans(), nano=st.booleans(),
-       cut=st.integers(min_value=0, max_value=200))
+       cut=st.integers(min_value=0, max_value=200), link=st.sampled_from(["ether", "sll", "sll2", "raw"]))
 def test_random_record_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kinds: list[str],
-                               snaplen: int, big: bool, nano: bool, cut: int) -> None:
+                               snaplen: int, big: bool, nano: bool, cut: int, link: str) -> None:
     path = tmp_path / "mix.pcap"
-    with PcapWriter(path, snaplen=snaplen, nanosecond=nano, big_endian=big) as w:
+    with PcapWriter(path, linktype=link, snaplen=snaplen, nanosecond=nano, big_endian=big) as w:
         for i, kind in enumerate(kinds):
-            w.write(1700000000 + i / 7, _ODD_FRAMES[kind](i))
+            w.write(1700000000 + i / 7, relink(_ODD_FRAMES[kind](i), link))
     data = path.read_bytes()
     if cut:
         path.write_bytes(data[:max(24, len(data) - cut)])  # a file cut inside its last record(s)
     _assert_same(path, monkeypatch)
+
+
+@needs_scanner
+@pytest.mark.parametrize("link", ["sll", "sll2", "raw"])
+def test_other_link_types_take_the_scanner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link: str) -> None:
+    """``tcpdump -i any`` (SLL, SLL2) and raw-IP captures: the scanner reads every frame of them."""
+    path = tmp_path / f"{link}.pcap"
+    with PcapWriter(path, linktype=link) as w:
+        for i in range(2000):
+            w.write(1.0 + i / 1000, relink(_flow(i, b"q" * 1000), link))
+    scanned = []
+    real = compiled_scanner
+
+    def counting(kind: str = "pcap"):
+        fn = real(kind)
+
+        def scan(*args):
+            out = fn(*args)
+            scanned.append(out[2])
+            return out
+        return scan if fn else None
+
+    monkeypatch.setattr("dissectors.capture.pcap.compiled_scanner", counting)
+    segs, _, _, _ = _read(path, False, monkeypatch)
+    assert len(segs) == 2000 and sum(scanned) == 2000
+    assert segs == _assert_same(path, monkeypatch)
 
 
 @needs_scanner
@@ -168,17 +216,19 @@ def test_scanner_on_arbitrary_bytes_and_bounds(data: bytes, pos: int, stop: int,
     (The reads themselves were checked under AddressSanitizer when the scanner was written.)"""
     scan = compiled_scanner()
     assert scan is not None
-    segs, new_pos, frames, cut, status = scan(memoryview(data), pos, stop, end, big, 1e6, max_record)
-    assert len(segs) == frames and 0 <= cut <= frames and status in (0, 1, 2)
-    assert new_pos == pos or (pos <= new_pos <= len(data) and frames)
-    for key, _ts, _seq, _flags, payload, missing in segs:
-        assert len(key) == 12 and missing == 0 and len(payload) <= len(data)
     ng = compiled_scanner("pcapng")
     assert ng is not None
-    for divisor in (1_000_000, 10 ** 30):
-        segs, new_pos, frames, cut, status = ng(memoryview(data), pos, stop, end, big, 0, divisor, -3, max_record)
+    for layout in LINK_LAYOUTS.values():
+        segs, new_pos, frames, cut, status = scan(memoryview(data), pos, stop, end, big, 1e6, max_record, *layout)
         assert len(segs) == frames and 0 <= cut <= frames and status in (0, 1, 2)
         assert new_pos == pos or (pos <= new_pos <= len(data) and frames)
+        for key, _ts, _seq, _flags, payload, missing in segs:
+            assert len(key) == 12 and missing == 0 and len(payload) <= len(data)
+        for divisor in (1_000_000, 10 ** 30):
+            segs, new_pos, frames, cut, status = ng(memoryview(data), pos, stop, end, big, 0, divisor, -3, max_record,
+                                                    *layout)
+            assert len(segs) == frames and 0 <= cut <= frames and status in (0, 1, 2)
+            assert new_pos == pos or (pos <= new_pos <= len(data) and frames)
 
 
 # ---- pcapng -------------------------------------------------------------------------------------------
@@ -191,6 +241,7 @@ _INTERFACES = {  # (link type, if_tsresol, if_tsoffset, first timestamp: 64-bit 
     "ether-offset": ("ether", 6, 1_600_000_000, 1_700_000_000),
     "ether-ps": ("ether", 12, -5, 1_000_000),         # picoseconds, negative offset
     "raw": ("raw", 6, 0, 1_700_000_000),
+    "sll2": ("sll2", 9, 0, 1_700_000_000),
 }
 
 
@@ -209,9 +260,7 @@ def test_random_pcapng_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
             link, tsresol, tsoffset, _first = _INTERFACES[name]
             w.add_interface(link, snaplen=snaplen, tsresol=tsresol, tsoffset=tsoffset)
         for i, (kind, iface, block) in enumerate(frames):
-            frame = _ODD_FRAMES[kind](i)
-            if _INTERFACES[ifaces[iface % len(ifaces)]][0] == "raw":
-                frame = frame[14:]
+            frame = relink(_ODD_FRAMES[kind](i), _INTERFACES[ifaces[iface % len(ifaces)]][0])
             if block == "spb":
                 w.write(0, frame, simple=True)
             elif block == "custom":

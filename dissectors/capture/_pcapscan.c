@@ -2,8 +2,8 @@
  *
  * Optional compiled fast path of the capture walks (pcap.py, pcapng.py): plain Ethernet/IPv4/TCP only.
  *
- *   pcap_scan(buf, pos, stop, end, big_endian, div, max_record)
- *   pcapng_scan(buf, pos, stop, end, big_endian, interface, divisor, tsoffset, max_record)
+ *   pcap_scan(buf, pos, stop, end, big_endian, div, max_record, l2len, proto_off)
+ *   pcapng_scan(buf, pos, stop, end, big_endian, interface, divisor, tsoffset, max_record, l2len, proto_off)
  *       -> (segments, pos, frames, truncated, status)
  *
  * Walks the pcap records / pcapng Enhanced Packet Blocks of ``buf`` (a memoryview window) from ``pos``
@@ -11,8 +11,10 @@
  * ``segments``, exactly as the Python fast paths would. It stops, without consuming it, at the first
  * record or block it does not handle: one running past ``end``, one claiming more than ``max_record``
  * bytes, any pcapng block but an EPB of ``interface`` with matching trailing length, or a frame that is
- * anything but Ethernet/IPv4 (IHL 5, not a fragment)/TCP with the whole IP datagram captured. The
- * Python loop then handles that one (warnings, other link layers, snaplen cuts) and calls again.
+ * anything but IPv4 (IHL 5, not a fragment)/TCP with the whole IP datagram captured. The link header is
+ * ``l2len`` bytes with a be16 ethertype at ``proto_off`` (Ethernet 14/12, Linux cooked SLL 16/14, SLL2
+ * 20/0), or none (``l2len`` 0, ``proto_off`` -1: raw IP). The Python loop then handles that one
+ * (warnings, VLAN tags, other link layers, snaplen cuts) and calls again.
  *
  * status: 0 = reached ``stop``, 1 = stopped at a record for the Python path, 2 = at the window's end.
  * Knows nothing of QEMU, and nothing of TCP beyond the header fields it copies out.
@@ -24,7 +26,7 @@
 enum { AT_STOP = 0, FOR_PYTHON = 1, AT_END = 2 };
 
 #define RECORD_LEN 16
-#define ETH_IPV4_TCP_MIN 54 /* Ethernet 14 + IPv4 20 + TCP 20 */
+#define IPV4_TCP_MIN 40 /* IPv4 20 + TCP 20, after the link header */
 
 static inline uint32_t rd32(const unsigned char *p, int big)
 {
@@ -47,33 +49,53 @@ static PyObject *subview(PyObject *view, Py_ssize_t start, Py_ssize_t stop)
     return out;
 }
 
-/* Is buf[start:fstop] a plain Ethernet/IPv4/TCP frame? Then set the payload's bounds. */
-static inline int plain_frame(const unsigned char *base, Py_ssize_t start, Py_ssize_t fstop, Py_ssize_t *pstart,
-                              Py_ssize_t *ip_end)
+/* The link header of the frames: its length and where its be16 ethertype is (-1: none, raw IP). */
+typedef struct {
+    Py_ssize_t l2len, proto_off;
+} link_t;
+
+/* Is buf[start:fstop] a plain IPv4/TCP frame after its link header? Then set the payload's bounds. */
+static inline int plain_frame(const unsigned char *base, Py_ssize_t start, Py_ssize_t fstop, link_t link,
+                              Py_ssize_t *pstart, Py_ssize_t *ip_end)
 {
-    const unsigned char *f = base + start;
-    if (fstop - start < ETH_IPV4_TCP_MIN || be16(f + 12) != 0x0800 || f[14] != 0x45 || f[23] != 6
-        || (be16(f + 20) & 0x3FFF))
+    const unsigned char *f = base + start, *ip = f + link.l2len;
+    if (fstop - start < link.l2len + IPV4_TCP_MIN || (link.proto_off >= 0 && be16(f + link.proto_off) != 0x0800)
+        || ip[0] != 0x45 || ip[9] != 6 || (be16(ip + 6) & 0x3FFF))
         return 0;
-    unsigned doff = f[46];
-    *ip_end = start + 14 + be16(f + 16);
-    *pstart = start + 34 + ((doff >> 4) << 2);
+    unsigned doff = ip[32];
+    *ip_end = start + link.l2len + be16(ip + 2);
+    *pstart = start + link.l2len + 20 + ((doff >> 4) << 2);
     return *ip_end <= fstop && *pstart <= *ip_end && doff >= 0x50;
 }
 
-/* Append (key, ts, seq, flags, payload, 0) for the plain frame at ``start``; steals ``ts``. 0 or -1. */
-static int append_segment(PyObject *segments, PyObject *view, const unsigned char *base, Py_ssize_t start,
-                          Py_ssize_t pstart, Py_ssize_t ip_end, PyObject *ts)
+/* ``l2len`` and ``proto_off`` from the arguments; -1 with an exception set when they make no sense. */
+static int link_arg(PyObject *l2len, PyObject *proto_off, link_t *link)
 {
-    const unsigned char *f = base + start;
+    link->l2len = PyLong_AsSsize_t(l2len);
+    link->proto_off = PyLong_AsSsize_t(proto_off);
+    if (PyErr_Occurred())
+        return -1;
+    if (link->l2len < 0 || link->l2len > 64 || link->proto_off < -1
+        || (link->proto_off >= 0 && link->proto_off + 2 > link->l2len)) {
+        PyErr_SetString(PyExc_ValueError, "bad link header layout");
+        return -1;
+    }
+    return 0;
+}
+
+/* Append (key, ts, seq, flags, payload, 0) for the plain frame whose IPv4 header is at ``ip``; steals
+ * ``ts``. 0 or -1. */
+static int append_segment(PyObject *segments, PyObject *view, const unsigned char *ip, Py_ssize_t pstart,
+                          Py_ssize_t ip_end, PyObject *ts)
+{
     PyObject *seg = PyTuple_New(6);
     if (!seg) {
         Py_XDECREF(ts);
         return -1;
     }
-    PyObject *key = PyBytes_FromStringAndSize((const char *)f + 26, 12); /* src, dst, sport, dport */
-    PyObject *seq = PyLong_FromUnsignedLong(rd32(f + 38, 1));
-    PyObject *flags = PyLong_FromLong(f[47]);
+    PyObject *key = PyBytes_FromStringAndSize((const char *)ip + 12, 12); /* src, dst, sport, dport */
+    PyObject *seq = PyLong_FromUnsignedLong(rd32(ip + 24, 1));
+    PyObject *flags = PyLong_FromLong(ip[33]);
     PyObject *payload = subview(view, pstart, ip_end);
     PyObject *missing = PyLong_FromLong(0);
     PyTuple_SET_ITEM(seg, 0, key);
@@ -121,8 +143,8 @@ static int scan_start(PyObject *view, Py_buffer *vb, Py_ssize_t *end, PyObject *
 static PyObject *pcap_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "pcap_scan takes 7 arguments");
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "pcap_scan takes 9 arguments");
         return NULL;
     }
     PyObject *view = args[0];
@@ -132,7 +154,8 @@ static PyObject *pcap_scan(PyObject *self, PyObject *const *args, Py_ssize_t nar
     int big = PyObject_IsTrue(args[4]);
     double div = PyFloat_AsDouble(args[5]);
     Py_ssize_t max_record = PyLong_AsSsize_t(args[6]);
-    if (PyErr_Occurred())
+    link_t link;
+    if (PyErr_Occurred() || link_arg(args[7], args[8], &link) < 0)
         return NULL;
 
     Py_buffer vb;
@@ -154,13 +177,13 @@ static PyObject *pcap_scan(PyObject *self, PyObject *const *args, Py_ssize_t nar
             break;
         }
         Py_ssize_t start = pos + RECORD_LEN, next = start + caplen;
-        if (!plain_frame(base, start, next, &pstart, &ip_end)) {
+        if (!plain_frame(base, start, next, link, &pstart, &ip_end)) {
             status = FOR_PYTHON;
             break;
         }
         uint32_t sec = rd32(rec, big), frac = rd32(rec + 4, big), wirelen = rd32(rec + 12, big);
         PyObject *ts = PyFloat_FromDouble((double)sec + (double)frac / div);
-        if (append_segment(segments, view, base, start, pstart, ip_end, ts) < 0)
+        if (append_segment(segments, view, base + start + link.l2len, pstart, ip_end, ts) < 0)
             return scan_failed(segments, &vb);
         frames++;
         if (wirelen > caplen)
@@ -194,8 +217,8 @@ static PyObject *epb_time(uint64_t stamp, PyObject *divisor, uint64_t small_divi
 static PyObject *pcapng_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "pcapng_scan takes 9 arguments");
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "pcapng_scan takes 11 arguments");
         return NULL;
     }
     PyObject *view = args[0];
@@ -207,7 +230,8 @@ static PyObject *pcapng_scan(PyObject *self, PyObject *const *args, Py_ssize_t n
     PyObject *divisor = args[6];
     double tsoffset = PyFloat_AsDouble(args[7]); /* an int: converted as ``float + int`` does */
     Py_ssize_t max_record = PyLong_AsSsize_t(args[8]);
-    if (PyErr_Occurred())
+    link_t link;
+    if (PyErr_Occurred() || link_arg(args[9], args[10], &link) < 0)
         return NULL;
     int overflow = 0;
     long long d = PyLong_AsLongLongAndOverflow(divisor, &overflow);
@@ -245,13 +269,13 @@ static PyObject *pcapng_scan(PyObject *self, PyObject *const *args, Py_ssize_t n
         uint32_t caplen = rd32(blk + 20, big), wirelen = rd32(blk + 24, big);
         Py_ssize_t start = pos + EPB_FIXED, fstop = start + (Py_ssize_t)caplen;
         if (rd32(base + next - 4, big) != blen || (Py_ssize_t)rd32(blk + 8, big) != interface || fstop > next - 4
-            || !plain_frame(base, start, fstop, &pstart, &ip_end)) {
+            || !plain_frame(base, start, fstop, link, &pstart, &ip_end)) {
             status = FOR_PYTHON;
             break;
         }
         uint64_t stamp = (uint64_t)rd32(blk + 12, big) << 32 | rd32(blk + 16, big);
         PyObject *ts = epb_time(stamp, divisor, small_divisor, tsoffset);
-        if (!ts || append_segment(segments, view, base, start, pstart, ip_end, ts) < 0)
+        if (!ts || append_segment(segments, view, base + start + link.l2len, pstart, ip_end, ts) < 0)
             return scan_failed(segments, &vb);
         frames++;
         if (wirelen > caplen)
@@ -263,11 +287,12 @@ static PyObject *pcapng_scan(PyObject *self, PyObject *const *args, Py_ssize_t n
 
 static PyMethodDef methods[] = {
     {"pcap_scan", (PyCFunction)(void (*)(void))pcap_scan, METH_FASTCALL,
-     "pcap_scan(buf, pos, stop, end, big_endian, div, max_record) -> (segments, pos, frames, truncated, "
-     "status)\n\nKeyed segments of the plain Ethernet/IPv4/TCP pcap records from pos (see pcap.py)."},
+     "pcap_scan(buf, pos, stop, end, big_endian, div, max_record, l2len, proto_off) -> (segments, pos, frames, "
+     "truncated, status)\n\nKeyed segments of the plain IPv4/TCP pcap records from pos (see pcap.py)."},
     {"pcapng_scan", (PyCFunction)(void (*)(void))pcapng_scan, METH_FASTCALL,
-     "pcapng_scan(buf, pos, stop, end, big_endian, interface, divisor, tsoffset, max_record) -> (segments, pos, "
-     "frames, truncated, status)\n\nThe same for the Enhanced Packet Blocks of one interface (see pcapng.py)."},
+     "pcapng_scan(buf, pos, stop, end, big_endian, interface, divisor, tsoffset, max_record, l2len, proto_off) -> "
+     "(segments, pos, frames, truncated, status)\n\nThe same for the Enhanced Packet Blocks of one interface "
+     "(see pcapng.py)."},
     {NULL, NULL, 0, NULL},
 };
 

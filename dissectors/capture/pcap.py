@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .frames import FRAGMENT, SHORT, decode_frame
 from .limits import BATCH_BYTES, MAX_RECORD, PROGRESS_STEP
 from .linktypes import LINK_DECODERS, linktype_name
-from .scanner import SCAN_COOLDOWN, SCAN_STOPPED_FOR_PYTHON, compiled_scanner
+from .scanner import LINK_LAYOUTS, SCAN_COOLDOWN, SCAN_STOPPED_FOR_PYTHON, compiled_scanner
 
 if TYPE_CHECKING:
     from .reader import Capture
@@ -72,7 +72,8 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
     decode = decode_frame
     max_record = MAX_RECORD
     step = PROGRESS_STEP
-    scan = compiled_scanner("pcap") if keyed and linktype == 1 else None
+    scan = compiled_scanner("pcap") if keyed and linktype in LINK_LAYOUTS else None
+    l2len, proto_off = LINK_LAYOUTS.get(linktype, (0, -1))
     big, fdiv = order == ">", float(div)
     batch: list[tuple] = []
     add = batch.append
@@ -91,7 +92,7 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                 else:
                     while pos < checkpoint:
                         segs, pos, count, cut, status = scan(buf, pos, min(checkpoint, pos + BATCH_BYTES), end,
-                                                             big, fdiv, max_record)
+                                                             big, fdiv, max_record, l2len, proto_off)
                         frame += count
                         truncated += cut
                         if segs:

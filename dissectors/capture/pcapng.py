@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from .frames import FRAGMENT, SHORT, decode_frame
 from .limits import BATCH_BYTES, MAX_RECORD, PROGRESS_STEP
 from .linktypes import LINK_DECODERS, LinkDecoder, linktype_name
-from .scanner import SCAN_COOLDOWN, SCAN_STOPPED_FOR_PYTHON, compiled_scanner
+from .scanner import LINK_LAYOUTS, SCAN_COOLDOWN, SCAN_STOPPED_FOR_PYTHON, compiled_scanner
 
 if TYPE_CHECKING:
     from .reader import Capture
@@ -38,6 +38,7 @@ class Interface(NamedTuple):
     tsoffset: int
     snaplen: int
     fast: bool
+    layout: tuple[int, int] | None  # for the compiled scanner (scanner.LINK_LAYOUTS)
 
 
 def _parse_idb(buf: memoryview, pos: int, blen: int, order: str) -> tuple[int, int, int, int]:
@@ -89,6 +90,7 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
     current = -1  # interface whose settings are bound to the locals below
     link: LinkDecoder | None = None
     divisor, tsoffset, fast_min = 1_000_000, 0, 1 << 62
+    layout: tuple[int, int] | None = None  # the current interface's link layout for the scanner
     section = -1
     last_ts = 0.0
     batch: list[tuple] = []
@@ -102,14 +104,14 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
     frame = non_tcp = truncated = frags = short = unsupported = 0
     try:
         while True:
-            if scan is not None and fast_min == 54:  # the current interface is Ethernet
+            if scan is not None and layout is not None:  # the current interface's link type is scanned
                 if cool:
                     cool -= 1
                 else:
                     while pos < checkpoint:
                         segs, pos, count, cut, status = scan(buf, pos, min(checkpoint, pos + BATCH_BYTES), end,
                                                              order == ">", current, divisor, tsoffset,
-                                                             max_record)
+                                                             max_record, *layout)
                         frame += count
                         truncated += cut
                         if segs:
@@ -198,11 +200,12 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                         cap.warn(base + pos, f"unsupported link type {linktype} ({name}) on interface "
                                              f"{len(interfaces)} (section {section}): its frames are skipped "
                                              "and counted")
-                    interfaces.append(Interface(link, divisor, tsoffset, snaplen, linktype == 1))
+                    interfaces.append(Interface(link, divisor, tsoffset, snaplen, linktype == 1,
+                                                LINK_LAYOUTS.get(linktype)))
                 elif btype == SHB_TYPE:
                     section += 1
                     interfaces = []
-                    current = -1
+                    current, layout = -1, None
                 pos = nxt
                 continue
 
@@ -236,7 +239,7 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                     pos = nxt
                     continue
                 current = ifid
-                link, divisor, tsoffset, _snaplen, fast = interfaces[ifid]
+                link, divisor, tsoffset, _snaplen, fast, layout = interfaces[ifid]
                 fast_min = 54 if fast else 1 << 62
             if btype != _SPB:
                 last_ts = ((ts_high << 32) | ts_low) / divisor + tsoffset
