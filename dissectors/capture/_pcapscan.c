@@ -37,6 +37,10 @@ static inline uint32_t rd32(const unsigned char *p, int big)
 
 static inline unsigned be16(const unsigned char *p) { return (unsigned)p[0] << 8 | p[1]; }
 
+/* Does a 32-bit length from the file exceed ``limit`` (a non-negative Py_ssize_t, or anything)? Compared
+ * in 64 bits: on a 32-bit build a length >= 2^31 cast to Py_ssize_t would be negative. */
+static inline int exceeds(uint32_t n, Py_ssize_t limit) { return limit < 0 || (uint64_t)n > (uint64_t)limit; }
+
 /* buf[start:stop] as a new memoryview sharing buf's export (keeps the mapping alive). */
 static PyObject *subview(PyObject *view, Py_ssize_t start, Py_ssize_t stop)
 {
@@ -66,6 +70,13 @@ static inline int plain_frame(const unsigned char *base, Py_ssize_t start, Py_ss
     *ip_end = start + link.l2len + be16(ip + 2);
     *pstart = start + link.l2len + 20 + ((doff >> 4) << 2);
     return *ip_end <= fstop && *pstart <= *ip_end && doff >= 0x50;
+}
+
+/* A Py_ssize_t argument; 0, or -1 with an exception set. */
+static int ssize_arg(PyObject *arg, Py_ssize_t *out)
+{
+    *out = PyLong_AsSsize_t(arg);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
 /* ``l2len`` and ``proto_off`` from the arguments; -1 with an exception set when they make no sense. */
@@ -126,6 +137,13 @@ static PyObject *scan_failed(PyObject *segments, Py_buffer *vb)
 /* The window as a buffer, ``end`` clipped to it, and an empty list; 0 or -1. */
 static int scan_start(PyObject *view, Py_buffer *vb, Py_ssize_t *end, PyObject **segments)
 {
+    if (PyMemoryView_Check(view)) { /* payloads are sliced from it: its items must be bytes */
+        Py_buffer *mv = PyMemoryView_GET_BUFFER(view);
+        if (mv->itemsize != 1 || mv->ndim != 1) {
+            PyErr_SetString(PyExc_ValueError, "the window must be a one-dimensional memoryview of bytes");
+            return -1;
+        }
+    }
     if (PyObject_GetBuffer(view, vb, PyBUF_SIMPLE) < 0)
         return -1;
     if (*end > vb->len) /* ``end`` in [0, len]: ``end - pos`` below cannot overflow for pos in [0, end] */
@@ -148,14 +166,13 @@ static PyObject *pcap_scan(PyObject *self, PyObject *const *args, Py_ssize_t nar
         return NULL;
     }
     PyObject *view = args[0];
-    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
-    Py_ssize_t stop = PyLong_AsSsize_t(args[2]);
-    Py_ssize_t end = PyLong_AsSsize_t(args[3]);
-    int big = PyObject_IsTrue(args[4]);
-    double div = PyFloat_AsDouble(args[5]);
-    Py_ssize_t max_record = PyLong_AsSsize_t(args[6]);
+    Py_ssize_t pos, stop, end, max_record;
+    int big;
+    double div;
     link_t link;
-    if (PyErr_Occurred() || link_arg(args[7], args[8], &link) < 0)
+    if (ssize_arg(args[1], &pos) < 0 || ssize_arg(args[2], &stop) < 0 || ssize_arg(args[3], &end) < 0
+        || (big = PyObject_IsTrue(args[4])) < 0 || ((div = PyFloat_AsDouble(args[5])) == -1.0 && PyErr_Occurred())
+        || ssize_arg(args[6], &max_record) < 0 || link_arg(args[7], args[8], &link) < 0)
         return NULL;
 
     Py_buffer vb;
@@ -172,7 +189,7 @@ static PyObject *pcap_scan(PyObject *self, PyObject *const *args, Py_ssize_t nar
         }
         const unsigned char *rec = base + pos;
         uint32_t caplen = rd32(rec + 8, big);
-        if ((Py_ssize_t)caplen > max_record || end - pos - RECORD_LEN < (Py_ssize_t)caplen) {
+        if (exceeds(caplen, max_record) || exceeds(caplen, end - pos - RECORD_LEN)) {
             status = AT_END;
             break;
         }
@@ -222,22 +239,21 @@ static PyObject *pcapng_scan(PyObject *self, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     PyObject *view = args[0];
-    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
-    Py_ssize_t stop = PyLong_AsSsize_t(args[2]);
-    Py_ssize_t end = PyLong_AsSsize_t(args[3]);
-    int big = PyObject_IsTrue(args[4]);
-    Py_ssize_t interface = PyLong_AsSsize_t(args[5]);
     PyObject *divisor = args[6];
-    double tsoffset = PyFloat_AsDouble(args[7]); /* an int: converted as ``float + int`` does */
-    Py_ssize_t max_record = PyLong_AsSsize_t(args[8]);
+    Py_ssize_t pos, stop, end, interface, max_record;
+    int big;
+    double tsoffset; /* an int: converted as ``float + int`` does */
     link_t link;
-    if (PyErr_Occurred() || link_arg(args[9], args[10], &link) < 0)
+    if (ssize_arg(args[1], &pos) < 0 || ssize_arg(args[2], &stop) < 0 || ssize_arg(args[3], &end) < 0
+        || (big = PyObject_IsTrue(args[4])) < 0 || ssize_arg(args[5], &interface) < 0
+        || ((tsoffset = PyFloat_AsDouble(args[7])) == -1.0 && PyErr_Occurred())
+        || ssize_arg(args[8], &max_record) < 0 || link_arg(args[9], args[10], &link) < 0)
         return NULL;
     int overflow = 0;
     long long d = PyLong_AsLongLongAndOverflow(divisor, &overflow);
-    if (PyErr_Occurred())
+    if (d == -1 && PyErr_Occurred())
         return NULL;
-    if (!overflow && d <= 0) {
+    if (overflow < 0 || (!overflow && d <= 0)) {
         PyErr_SetString(PyExc_ValueError, "divisor must be positive");
         return NULL;
     }
@@ -257,19 +273,24 @@ static PyObject *pcapng_scan(PyObject *self, PyObject *const *args, Py_ssize_t n
         }
         const unsigned char *blk = base + pos;
         uint32_t btype = rd32(blk, big), blen = rd32(blk + 4, big);
-        if (btype != EPB_TYPE || blen < 12 || (blen & 3) || (Py_ssize_t)blen > max_record) {
+        if (btype != EPB_TYPE || blen < 12 || (blen & 3) || exceeds(blen, max_record)) {
             status = FOR_PYTHON;
             break;
         }
-        if (end - pos < (Py_ssize_t)blen) {
+        if (exceeds(blen, end - pos)) {
             status = AT_END;
             break;
         }
-        Py_ssize_t next = pos + blen;
-        uint32_t caplen = rd32(blk + 20, big), wirelen = rd32(blk + 24, big);
+        Py_ssize_t next = pos + (Py_ssize_t)blen; /* blen <= end - pos: no overflow */
+        uint32_t ifid = rd32(blk + 8, big), caplen = rd32(blk + 20, big), wirelen = rd32(blk + 24, big);
+        /* The frame must fit between the fixed part and the trailing length: caplen <= blen - 32. */
+        if (blen < EPB_FIXED + 4 || caplen > blen - EPB_FIXED - 4 || rd32(base + next - 4, big) != blen
+            || interface < 0 || (uint64_t)ifid != (uint64_t)interface) {
+            status = FOR_PYTHON;
+            break;
+        }
         Py_ssize_t start = pos + EPB_FIXED, fstop = start + (Py_ssize_t)caplen;
-        if (rd32(base + next - 4, big) != blen || (Py_ssize_t)rd32(blk + 8, big) != interface || fstop > next - 4
-            || !plain_frame(base, start, fstop, link, &pstart, &ip_end)) {
+        if (!plain_frame(base, start, fstop, link, &pstart, &ip_end)) {
             status = FOR_PYTHON;
             break;
         }
