@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from .frames import FRAGMENT, SHORT, decode_frame
 from .limits import BATCH_BYTES, MAX_RECORD, PROGRESS_STEP
 from .linktypes import LINK_DECODERS, linktype_name
-from .scanner import LINK_LAYOUTS, SCAN_COOLDOWN, SCAN_STOPPED_FOR_PYTHON, compiled_scanner
+from .scanner import LINK_LAYOUTS, compiled_scanner, scan_runs
 
 if TYPE_CHECKING:
     from .reader import Capture
@@ -74,8 +74,7 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
     max_record = MAX_RECORD
     step = PROGRESS_STEP
     scan = compiled_scanner("pcap") if keyed and linktype in LINK_LAYOUTS else None
-    l2len, proto_off = LINK_LAYOUTS.get(linktype, (0, -1))
-    big, fdiv = order == ">", float(div)
+    rest = (order == ">", float(div), max_record, *LINK_LAYOUTS.get(linktype, (0, -1)))
     batch: list[tuple] = []
     add = batch.append
     cool = 0
@@ -90,22 +89,14 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
             if scan is not None:
                 if cool:
                     cool -= 1
-                else:
-                    while pos < checkpoint:
-                        segs, pos, count, cut, status = scan(buf, pos, min(checkpoint, pos + BATCH_BYTES), end,
-                                                             big, fdiv, max_record, l2len, proto_off)
-                        frame += count
-                        truncated += cut
-                        if segs:
-                            if batch:
-                                yield batch
-                                batch = []
-                                add = batch.append
-                            yield segs
-                        if status:
-                            if status == SCAN_STOPPED_FOR_PYTHON and count < 8:
-                                cool = SCAN_COOLDOWN
-                            break
+                elif pos < checkpoint:
+                    pos, count, cut, cool, flushed, _ = yield from scan_runs(scan, buf, pos, checkpoint, end, rest,
+                                                                             batch)
+                    frame += count
+                    truncated += cut
+                    if flushed:
+                        batch = []
+                        add = batch.append
             if pos > last:
                 grown = source.more(buf, pos, _RECORD_LEN)
                 if grown is None:
@@ -142,12 +133,8 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                     batch = []
                     add = batch.append
                 if pos >= checkpoint:
-                    stats.frames, stats.tcp_segments, stats.non_tcp = frame - 1, frame - 1 - non_tcp, non_tcp
-                    cap.offset = base + pos
-                    source.release_behind(base + pos)
+                    cap.publish(base + pos, frame - 1, non_tcp)
                     checkpoint = pos + step
-                    if cap.on_progress is not None:
-                        cap.on_progress()
                 mark = min(checkpoint, pos + BATCH_BYTES)
             if caplen >= fast_min:
                 if keyed:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from .frames import FRAGMENT, SHORT, decode_frame
 from .limits import BATCH_BYTES, MAX_RECORD, PROGRESS_STEP
 from .linktypes import LINK_DECODERS, LinkDecoder, linktype_name
-from .scanner import LINK_LAYOUTS, SCAN_COOLDOWN, SCAN_STOPPED_FOR_PYTHON, compiled_scanner
+from .scanner import LINK_LAYOUTS, compiled_scanner, scan_runs
 
 if TYPE_CHECKING:
     from .reader import Capture
@@ -107,24 +107,17 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
             if scan is not None and layout is not None:  # the current interface's link type is scanned
                 if cool:
                     cool -= 1
-                else:
-                    while pos < checkpoint:
-                        segs, pos, count, cut, status = scan(buf, pos, min(checkpoint, pos + BATCH_BYTES), end,
-                                                             order == ">", current, divisor, tsoffset,
-                                                             max_record, *layout)
-                        frame += count
-                        truncated += cut
-                        if segs:
-                            last_ts = segs[-1][1]
-                            if batch:
-                                yield batch
-                                batch = []
-                                add = batch.append
-                            yield segs
-                        if status:
-                            if status == SCAN_STOPPED_FOR_PYTHON and count < 8:
-                                cool = SCAN_COOLDOWN
-                            break
+                elif pos < checkpoint:
+                    rest = (order == ">", current, divisor, tsoffset, max_record, *layout)
+                    pos, count, cut, cool, flushed, ts = yield from scan_runs(scan, buf, pos, checkpoint, end, rest,
+                                                                              batch)
+                    frame += count
+                    truncated += cut
+                    if ts is not None:
+                        last_ts = ts
+                    if flushed:
+                        batch = []
+                        add = batch.append
             if pos + 28 <= end:  # room for an EPB's fixed part: read it in one go, whatever the block is
                 btype, blen, ifid, ts_high, ts_low, caplen, wirelen = epb_block(buf, pos)
             elif pos + 12 <= end:
@@ -223,12 +216,8 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                     batch = []
                     add = batch.append
                 if pos >= checkpoint:
-                    stats.frames, stats.tcp_segments, stats.non_tcp = frame - 1, frame - 1 - non_tcp, non_tcp
-                    cap.offset = base + pos
-                    source.release_behind(base + pos)
+                    cap.publish(base + pos, frame - 1, non_tcp)
                     checkpoint = pos + step
-                    if cap.on_progress is not None:
-                        cap.on_progress()
                 mark = min(checkpoint, pos + BATCH_BYTES)
             if ifid != current:
                 if ifid >= len(interfaces):

@@ -39,6 +39,15 @@ class Capture:
         """Bytes consumed so far, comparable with ``size`` (compressed bytes for gzip input)."""
         return self.source.position(self.offset)
 
+    def publish(self, offset: int, frames: int, non_tcp: int) -> None:
+        """A walker's checkpoint: counters so far, pages behind ``offset`` dropped, progress reported."""
+        st = self.stats
+        st.frames, st.tcp_segments, st.non_tcp = frames, frames - non_tcp, non_tcp
+        self.offset = offset
+        self.source.release_behind(offset)
+        if self.on_progress is not None:
+            self.on_progress()
+
     def warn(self, offset: int, message: str) -> None:
         self.warnings.append(f"{self.path}: {self._where} {offset}: {message}")
 
