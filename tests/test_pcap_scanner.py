@@ -159,13 +159,17 @@ def test_random_record_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
 
 
 @needs_scanner
-@pytest.mark.parametrize("link", ["sll", "sll2", "raw"])
-def test_other_link_types_take_the_scanner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link: str) -> None:
-    """``tcpdump -i any`` (SLL, SLL2) and raw-IP captures: the scanner reads every frame of them."""
+@pytest.mark.parametrize("link,ipv6", [("sll", False), ("sll2", False), ("raw", False), ("ether", True),
+                                       ("sll2", True), ("raw", True)])
+def test_other_link_types_take_the_scanner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link: str,
+                                           ipv6: bool) -> None:
+    """``tcpdump -i any`` (SLL, SLL2), raw-IP and IPv6 captures: the scanner reads every frame of them."""
     path = tmp_path / f"{link}.pcap"
+    hosts = ("2001:db8::1", "2001:db8::2") if ipv6 else ("10.0.0.1", "10.0.0.2")
     with PcapWriter(path, linktype=link) as w:
         for i in range(2000):
-            w.write(1.0 + i / 1000, relink(_flow(i, b"q" * 1000), link))
+            frame = tcp_frame(*hosts, 40000 + i % 3, 4444, 1000 + 7919 * i, 5, "PA", b"q" * 1000)
+            w.write(1.0 + i / 1000, relink(frame, link))
     scanned = []
     real = compiled_scanner
 

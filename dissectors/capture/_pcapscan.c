@@ -11,9 +11,10 @@
  * ``segments``, exactly as the Python fast paths would. It stops, without consuming it, at the first
  * record or block it does not handle: one running past ``end``, one claiming more than ``max_record``
  * bytes, any pcapng block but an EPB of ``interface`` with matching trailing length, or a frame that is
- * anything but IPv4 (IHL 5, not a fragment)/TCP with the whole IP datagram captured. The link header is
- * ``l2len`` bytes with a be16 ethertype at ``proto_off`` (Ethernet 14/12, Linux cooked SLL 16/14, SLL2
- * 20/0), or none (``l2len`` 0, ``proto_off`` -1: raw IP). The Python loop then handles that one
+ * anything but IPv4 (IHL 5, not a fragment) or IPv6 (no extension header, not a jumbogram) carrying
+ * TCP with the whole IP datagram captured. The link header is ``l2len`` bytes with a be16 ethertype at
+ * ``proto_off`` (Ethernet 14/12, Linux cooked SLL 16/14, SLL2 20/0), or none (``l2len`` 0,
+ * ``proto_off`` -1: raw IP, told apart by the version nibble). The Python loop then handles that one
  * (warnings, VLAN tags, other link layers, snaplen cuts) and calls again.
  *
  * status: 0 = reached ``stop``, 1 = stopped at a record for the Python path, 2 = at the window's end.
@@ -26,7 +27,7 @@
 enum { AT_STOP = 0, FOR_PYTHON = 1, AT_END = 2 };
 
 #define RECORD_LEN 16
-#define IPV4_TCP_MIN 40 /* IPv4 20 + TCP 20, after the link header */
+#define IPV4_TCP_MIN 40 /* IPv4 20 + TCP 20, after the link header (IPv6: 60) */
 
 static inline uint32_t rd32(const unsigned char *p, int big)
 {
@@ -58,18 +59,45 @@ typedef struct {
     Py_ssize_t l2len, proto_off;
 } link_t;
 
-/* Is buf[start:fstop] a plain IPv4/TCP frame after its link header? Then set the payload's bounds. */
+/* A plain frame: IPv4 with a 20-byte header, not a fragment, or IPv6 with no extension header and a
+ * payload length (not a jumbogram), carrying TCP, the whole datagram captured. Where its parts are: */
+typedef struct {
+    const unsigned char *key; /* src, dst, sport, dport: contiguous in both IP versions */
+    Py_ssize_t key_len;       /* 12 or 36 */
+    const unsigned char *tcp;
+    Py_ssize_t pstart, ip_end; /* the payload: buf[pstart:ip_end] */
+} frame_t;
+
+/* Is buf[start:fstop] a plain IPv4 or IPv6 TCP frame after its link header? Then say where its parts are. */
 static inline int plain_frame(const unsigned char *base, Py_ssize_t start, Py_ssize_t fstop, link_t link,
-                              Py_ssize_t *pstart, Py_ssize_t *ip_end)
+                              frame_t *fr)
 {
     const unsigned char *f = base + start, *ip = f + link.l2len;
-    if (fstop - start < link.l2len + IPV4_TCP_MIN || (link.proto_off >= 0 && be16(f + link.proto_off) != 0x0800)
-        || ip[0] != 0x45 || ip[9] != 6 || (be16(ip + 6) & 0x3FFF))
+    Py_ssize_t l3 = start + link.l2len, have = fstop - l3;
+    if (have < IPV4_TCP_MIN)
         return 0;
-    unsigned doff = ip[32];
-    *ip_end = start + link.l2len + be16(ip + 2);
-    *pstart = start + link.l2len + 20 + ((doff >> 4) << 2);
-    return *ip_end <= fstop && *pstart <= *ip_end && doff >= 0x50;
+    unsigned ethertype = link.proto_off >= 0 ? be16(f + link.proto_off) : (ip[0] >> 4 == 6 ? 0x86DD : 0x0800);
+    if (ethertype == 0x0800) {
+        if (ip[0] != 0x45 || ip[9] != 6 || (be16(ip + 6) & 0x3FFF))
+            return 0;
+        fr->key = ip + 12;
+        fr->key_len = 12;
+        fr->tcp = ip + 20;
+        fr->ip_end = l3 + be16(ip + 2);
+    } else if (ethertype == 0x86DD) {
+        unsigned plen = be16(ip + 4);
+        if (have < 60 || ip[0] >> 4 != 6 || ip[6] != 6 || plen == 0)
+            return 0;
+        fr->key = ip + 8;
+        fr->key_len = 36;
+        fr->tcp = ip + 40;
+        fr->ip_end = l3 + 40 + plen;
+    } else {
+        return 0;
+    }
+    unsigned doff = fr->tcp[12];
+    fr->pstart = (fr->tcp - base) + ((doff >> 4) << 2);
+    return fr->ip_end <= fstop && fr->pstart <= fr->ip_end && doff >= 0x50;
 }
 
 /* A Py_ssize_t argument; 0, or -1 with an exception set. */
@@ -94,20 +122,18 @@ static int link_arg(PyObject *l2len, PyObject *proto_off, link_t *link)
     return 0;
 }
 
-/* Append (key, ts, seq, flags, payload, 0) for the plain frame whose IPv4 header is at ``ip``; steals
- * ``ts``. 0 or -1. */
-static int append_segment(PyObject *segments, PyObject *view, const unsigned char *ip, Py_ssize_t pstart,
-                          Py_ssize_t ip_end, PyObject *ts)
+/* Append (key, ts, seq, flags, payload, 0) for a plain frame; steals ``ts``. 0 or -1. */
+static int append_segment(PyObject *segments, PyObject *view, const frame_t *fr, PyObject *ts)
 {
     PyObject *seg = PyTuple_New(6);
     if (!seg) {
         Py_XDECREF(ts);
         return -1;
     }
-    PyObject *key = PyBytes_FromStringAndSize((const char *)ip + 12, 12); /* src, dst, sport, dport */
-    PyObject *seq = PyLong_FromUnsignedLong(rd32(ip + 24, 1));
-    PyObject *flags = PyLong_FromLong(ip[33]);
-    PyObject *payload = subview(view, pstart, ip_end);
+    PyObject *key = PyBytes_FromStringAndSize((const char *)fr->key, fr->key_len);
+    PyObject *seq = PyLong_FromUnsignedLong(rd32(fr->tcp + 4, 1));
+    PyObject *flags = PyLong_FromLong(fr->tcp[13]);
+    PyObject *payload = subview(view, fr->pstart, fr->ip_end);
     PyObject *missing = PyLong_FromLong(0);
     PyTuple_SET_ITEM(seg, 0, key);
     PyTuple_SET_ITEM(seg, 1, ts);
@@ -180,7 +206,8 @@ static PyObject *pcap_scan(PyObject *self, PyObject *const *args, Py_ssize_t nar
     if (scan_start(view, &vb, &end, &segments) < 0)
         return NULL;
     const unsigned char *base = (const unsigned char *)vb.buf;
-    Py_ssize_t frames = 0, truncated = 0, pstart, ip_end;
+    Py_ssize_t frames = 0, truncated = 0;
+    frame_t fr;
     int status = AT_STOP;
     while (pos < stop) {
         if (pos < 0 || end - pos < RECORD_LEN) {
@@ -194,13 +221,13 @@ static PyObject *pcap_scan(PyObject *self, PyObject *const *args, Py_ssize_t nar
             break;
         }
         Py_ssize_t start = pos + RECORD_LEN, next = start + caplen;
-        if (!plain_frame(base, start, next, link, &pstart, &ip_end)) {
+        if (!plain_frame(base, start, next, link, &fr)) {
             status = FOR_PYTHON;
             break;
         }
         uint32_t sec = rd32(rec, big), frac = rd32(rec + 4, big), wirelen = rd32(rec + 12, big);
         PyObject *ts = PyFloat_FromDouble((double)sec + (double)frac / div);
-        if (append_segment(segments, view, base + start + link.l2len, pstart, ip_end, ts) < 0)
+        if (append_segment(segments, view, &fr, ts) < 0)
             return scan_failed(segments, &vb);
         frames++;
         if (wirelen > caplen)
@@ -264,7 +291,8 @@ static PyObject *pcapng_scan(PyObject *self, PyObject *const *args, Py_ssize_t n
     if (scan_start(view, &vb, &end, &segments) < 0)
         return NULL;
     const unsigned char *base = (const unsigned char *)vb.buf;
-    Py_ssize_t frames = 0, truncated = 0, pstart, ip_end;
+    Py_ssize_t frames = 0, truncated = 0;
+    frame_t fr;
     int status = AT_STOP;
     while (pos < stop) {
         if (pos < 0 || end - pos < EPB_FIXED) {
@@ -290,13 +318,13 @@ static PyObject *pcapng_scan(PyObject *self, PyObject *const *args, Py_ssize_t n
             break;
         }
         Py_ssize_t start = pos + EPB_FIXED, fstop = start + (Py_ssize_t)caplen;
-        if (!plain_frame(base, start, fstop, link, &pstart, &ip_end)) {
+        if (!plain_frame(base, start, fstop, link, &fr)) {
             status = FOR_PYTHON;
             break;
         }
         uint64_t stamp = (uint64_t)rd32(blk + 12, big) << 32 | rd32(blk + 16, big);
         PyObject *ts = epb_time(stamp, divisor, small_divisor, tsoffset);
-        if (!ts || append_segment(segments, view, base + start + link.l2len, pstart, ip_end, ts) < 0)
+        if (!ts || append_segment(segments, view, &fr, ts) < 0)
             return scan_failed(segments, &vb);
         frames++;
         if (wirelen > caplen)
