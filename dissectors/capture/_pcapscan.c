@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later
  *
- * Optional compiled fast path of the capture walks (pcap.py, pcapng.py): plain Ethernet/IPv4/TCP only.
+ * Optional compiled fast path of the capture walks (pcap.py, pcapng.py): plain IPv4/IPv6 TCP frames only.
  *
  *   pcap_scan(buf, pos, stop, end, big_endian, div, max_record, l2len, proto_off)
  *   pcapng_scan(buf, pos, stop, end, big_endian, interface, divisor, tsoffset, max_record, l2len, proto_off)
