@@ -93,7 +93,7 @@ def test_memory_is_bounded_by_the_window() -> None:
     r = R.RepeatedPages()
     for n in range(50_000):
         r.packet(KEY, n, "pc.ram", FULL, FULL, n << 20, (n << 20) + 0x7F000, T0 + n, False)
-    m = r._by_uuid[KEY]
+    m = r._by_key[KEY]
     assert len(m.recent) <= 2 * R.WINDOW + 1 and r.summary({KEY}) is None
 
 

@@ -45,8 +45,8 @@ class MigrationJudge:
         self.ledger = ledger
         self.capture_end = capture_end
         self.opt = options
-        uuids = {(f.endpoint, f.hello["uuid"]) for f in group.connections if f.hello and "uuid" in f.hello}
-        self.repeated = repeats.summary(uuids) if repeats is not None else None
+        keys = {(f.endpoint, f.hello["uuid"]) for f in group.connections if f.hello and "uuid" in f.hello}
+        self.repeated = repeats.summary(keys) if repeats is not None else None
 
     # -- facts ------------------------------------------------------------------------------------
     def setup(self, leg: list[ConnectionFacts], roles: list[str], recovery: bool) -> P.Setup:

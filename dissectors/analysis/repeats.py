@@ -9,8 +9,9 @@ Signature in a capture: packet ``n`` is full (``normal_pages == pages_alloc``) a
 first page of packet ``n + 1``, same RAMBlock. 7.2 also folds a SYNC request into a channel's pending
 page job and then sends that job under the SYNC's packet number, so the repeat can open a SYNC packet
 ``m`` a few numbers on while number ``n + 1`` never goes out (research note, "43 -> 49"): that counts
-too, once the capture has ended without ``n + 1``. Packet numbers are global to a migration (its
-multifd UUID) and the two packets travel on different channels, so packets are matched online across
+too, once the capture has ended without ``n + 1``. Packet numbers are global to a migration (keyed by
+its destination endpoint and multifd UUID, so that the two legs through a relay stay apart) and the two
+packets travel on different channels, so packets are matched online across
 channels inside a sliding window of packet numbers: memory is bounded per migration, never by capture
 size.
 """
@@ -48,12 +49,12 @@ class RepeatedPages:
     """Collects, per migration (destination endpoint, multifd UUID), the pages sent twice by the 7.2 race."""
 
     def __init__(self) -> None:
-        self._by_uuid: dict[tuple[str, str], _Migration] = {}
+        self._by_key: dict[tuple[str, str], _Migration] = {}
 
-    def packet(self, uuid: tuple[str, str], num: int, block: str, alloc: int, normal: int, first: int, last: int,
+    def packet(self, key: tuple[str, str], num: int, block: str, alloc: int, normal: int, first: int, last: int,
                ts: float, sync: bool = False) -> None:
         """One multifd RAM packet with ``normal`` > 0 pages (``first``/``last``: their offsets)."""
-        m = self._by_uuid.setdefault(uuid, _Migration())
+        m = self._by_key.setdefault(key, _Migration())
         this = _Packet(block, first, last, normal == alloc, sync, ts)
         recent = m.recent
         m.renumbered.pop(num - 1, None)          # n + 1 did go out: its n had no renumbered successor
@@ -90,12 +91,12 @@ class RepeatedPages:
             m.examples.append({"packets": [num, successor], "block": block, "offset": offset,
                                "time": round(ts, 6)})
 
-    def summary(self, uuids: set[tuple[str, str]]) -> dict[str, Any] | None:
+    def summary(self, keys: set[tuple[str, str]]) -> dict[str, Any] | None:
         """The repeats of the migrations with these (endpoint, multifd UUID) keys (the capture has ended),
         or None."""
         found = []
-        for u in sorted(uuids):
-            m = self._by_uuid.get(u)
+        for key in sorted(keys):
+            m = self._by_key.get(key)
             if m is None:
                 continue
             for n, (succ, block, offset, ts) in sorted(m.renumbered.items()):

@@ -7,8 +7,7 @@ Keyed walks yield *lists* of segments (``Capture.keyed_segments`` chains them), 
 ``BATCH_BYTES`` (64 KiB) of capture instead of a generator step per frame. Where the optional compiled
 scanner (``_pcapscan.c``, built by ``setup.py``) is present, it takes the runs of plain IPv4/IPv6 TCP records
 of a keyed walk (link types in ``scanner.LINK_LAYOUTS``) and this loop handles the rest, one record at
-a time, exactly as without it. ``MIGSHARK_PURE_PYTHON=1`` turns
-the scanner off.
+a time, exactly as without it. ``MIGSHARK_PURE_PYTHON=1`` turns the scanner off.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ _ETH_IPV4_TCP = struct.Struct("!HBxHxxHxB2x4s4sHHIIBB")
 # The same for keyed segments: addresses and ports as one 12-byte key, no acknowledgment number.
 _ETH_IPV4_TCP_KEYED = struct.Struct("!HBxHxxHxB2x12sI4xBB")
 _PORTS = struct.Struct("!HH").pack
-
 
 
 def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
@@ -90,13 +88,13 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                 if cool:
                     cool -= 1
                 elif pos < checkpoint:
-                    pos, count, cut, cool, flushed, _ = yield from scan_runs(scan, buf, pos, checkpoint, end, rest,
-                                                                             batch)
-                    frame += count
-                    truncated += cut
-                    if flushed:
+                    if batch:
+                        yield batch
                         batch = []
                         add = batch.append
+                    pos, count, cut, cool, _ = yield from scan_runs(scan, buf, pos, checkpoint, end, rest)
+                    frame += count
+                    truncated += cut
             if pos > last:
                 grown = source.more(buf, pos, _RECORD_LEN)
                 if grown is None:

@@ -109,15 +109,15 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                     cool -= 1
                 elif pos < checkpoint:
                     rest = (order == ">", current, divisor, tsoffset, max_record, *layout)
-                    pos, count, cut, cool, flushed, ts = yield from scan_runs(scan, buf, pos, checkpoint, end, rest,
-                                                                              batch)
+                    if batch:
+                        yield batch
+                        batch = []
+                        add = batch.append
+                    pos, count, cut, cool, ts = yield from scan_runs(scan, buf, pos, checkpoint, end, rest)
                     frame += count
                     truncated += cut
                     if ts is not None:
                         last_ts = ts
-                    if flushed:
-                        batch = []
-                        add = batch.append
             if pos + 28 <= end:  # room for an EPB's fixed part: read it in one go, whatever the block is
                 btype, blen, ifid, ts_high, ts_low, caplen, wirelen = epb_block(buf, pos)
             elif pos + 12 <= end:

@@ -39,29 +39,24 @@ def scanner_status() -> str:
     return "capture reader: compiled scanner"
 
 
-def scan_runs(scan: Callable[..., tuple], buf: object, pos: int, checkpoint: int, end: int, rest: tuple,
-              pending: list[tuple]) -> Generator[list[tuple], None, tuple[int, int, int, int, bool, float | None]]:
+def scan_runs(scan: Callable[..., tuple], buf: object, pos: int, checkpoint: int, end: int,
+              rest: tuple) -> Generator[list[tuple], None, tuple[int, int, int, int, float | None]]:
     """Run ``scan(buf, pos, stop, end, *rest)`` from ``pos`` towards ``checkpoint``, ``BATCH_BYTES`` at a
-    time.
+    time, yielding the scanner's lists (the walker has handed over its own segments first).
 
-    Yields the walker's ``pending`` segments first (once, and only if the scanner found any: order is
-    kept) and then the scanner's lists. Returns ``(pos, frames, truncated, cooldown, pending_yielded,
-    last_ts)``: ``cooldown`` is how many records the walker should take itself before trying again
-    (the scanner stopped almost at once: the capture is not of the kind it reads)."""
+    Returns ``(pos, frames, truncated, cooldown, last_ts)``: ``cooldown`` is how many records the walker
+    should take itself before trying again (the scanner stopped almost at once: the capture is not of
+    the kind it reads)."""
     frames = cut_total = 0
-    flushed = False
     last_ts = None
     while pos < checkpoint:
         segs, pos, count, cut, status = scan(buf, pos, min(checkpoint, pos + BATCH_BYTES), end, *rest)
         frames += count
         cut_total += cut
         if segs:
-            if pending and not flushed:
-                flushed = True
-                yield pending
             last_ts = segs[-1][1]
             yield segs
         if status:
             cool = SCAN_COOLDOWN if status == SCAN_STOPPED_FOR_PYTHON and count < 8 else 0
-            return pos, frames, cut_total, cool, flushed, last_ts
-    return pos, frames, cut_total, 0, flushed, last_ts
+            return pos, frames, cut_total, cool, last_ts
+    return pos, frames, cut_total, 0, last_ts
