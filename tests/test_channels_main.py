@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from channel_helpers import bytewise, key, kinds, whole
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dissectors.channels import MainParser, PreemptParser, Record
 from dissectors.layers.commands import CmdPing, CmdPostcopyAdvise, CmdRamDiscard, Command, DiscardRange
@@ -210,3 +212,68 @@ def test_real_qemu72_precopy_stream() -> None:
     for i in range(0, len(data), 1000):
         got += q.feed(data[i:i + 1000], 0.0)
     assert key(got + q.eof(0.0)) == key(recs)
+
+
+# -- footer candidates inside device bodies (a real 11.1 timer section held 7e 00 00 00 00 + zeros) -----
+
+TIMER_BODY = bytes.fromhex("00000001a9d1787e") + bytes(16)
+
+
+def _devices_stream(bodies: list[bytes], vmdesc: bool = True) -> bytes:
+    devices = [(b"timer", bodies[0])] + [(f"dev{i}".encode(), b) for i, b in enumerate(bodies[1:])]
+    return precopy_stream(pages=2, zero_pages=1, devices=devices,
+                          vmdesc=b'{"devices": []}' if vmdesc else b"")
+
+
+def _device_lengths(recs: list[Record]) -> list[int]:
+    return [r.length for r in recs if r.kind == "device.state"]
+
+
+@pytest.mark.parametrize("vmdesc", [True, False])
+def test_timer_body_holding_a_footer_and_eof(vmdesc: bool) -> None:
+    # section ids start at 10 in precopy_stream; the timer gets id 10, so spell its footer into the body
+    body = bytes.fromhex("00000001a9d1787e") + b"\x00\x00\x00\x0a" + bytes(12)
+    data = precopy_stream(pages=2, zero_pages=1, devices=[(b"timer", body)],
+                          vmdesc=b'{"devices": []}' if vmdesc else b"")
+    for recs in (whole(MainParser(), data), bytewise(MainParser(), data)):
+        assert _device_lengths(recs) == [len(body)]
+        assert kinds(recs).count("main.eof") == 1
+        assert "malformed" not in kinds(recs) and "truncated" not in kinds(recs)
+
+
+def test_eof_confirmed_at_stream_end_keeps_its_time() -> None:
+    data = precopy_stream(pages=1, zero_pages=0, devices=[(b"timer", bytes(24))], vmdesc=b"")
+    p = MainParser()
+    recs = p.feed(data, 1.0) + p.eof(9.0)
+    eof = next(r for r in recs if r.kind == "main.eof")
+    dev = next(r for r in recs if r.kind == "device.state")
+    assert eof.ts == 1.0 and dev.ts == 1.0 and eof.offset == len(data) - 1
+
+
+def test_bytes_after_eof_are_one_malformed_record() -> None:
+    data = precopy_stream(pages=1, zero_pages=0, vmdesc=b"") + bytes(1 << 20)
+    recs = whole(MainParser(), data)
+    assert kinds(recs).count("main.eof") == 1
+    assert [r.fields["reason"] for r in recs if r.kind == "malformed"] == [
+        "bytes after the end of the migration stream (EOF)"]
+
+
+_TOKENS = st.sampled_from([b"\x7e\x00\x00\x00\x0a", b"\x7e\x00\x00\x00\x0b", b"\x7e\x00\x00\x00\x00",
+                           b"\x00", b"\x7e", b"\x06", b"\x05", b"\xff", b"\x06\x00\x00\x00\x10"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(bodies=st.lists(st.lists(_TOKENS, max_size=30).map(b"".join), min_size=1, max_size=3),
+       chunk=st.sampled_from([1, 3, 64, 1 << 16]), vmdesc=st.booleans())
+def test_device_bodies_full_of_footer_like_bytes(bodies: list[bytes], chunk: int, vmdesc: bool) -> None:
+    """Bodies of footer candidates, EOF bytes and VMDESCRIPTION-like bytes that no real record confirms:
+    every body comes out whole, one EOF, nothing malformed, whatever the chunking."""
+    data = _devices_stream(bodies, vmdesc)
+    p = MainParser()
+    recs: list[Record] = []
+    for i in range(0, len(data), chunk):
+        recs += p.feed(data[i:i + chunk], 0.0)
+    recs += p.eof(0.0)
+    assert _device_lengths(recs) == [len(b) for b in bodies]
+    assert kinds(recs).count("main.eof") == 1
+    assert not {"malformed", "truncated", "opaque"} & set(kinds(recs))

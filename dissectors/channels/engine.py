@@ -52,7 +52,8 @@ class StreamParser:
         return None
 
     def _eof_hook(self) -> bool:
-        """Finish a record that may legitimately end at EOF; True if the buffer was used up."""
+        """At the stream's end (buffered bytes or none): finish a record that may legitimately end there;
+        True if the buffer was used up."""
         return False
 
     # -- public API -----------------------------------------------------------------------------
@@ -169,7 +170,7 @@ class StreamParser:
         out = self._out = []
         self._ts = ts
         if self._opaque_from is None:
-            if self._buf and self._eof_hook():
+            if self._eof_hook():
                 self._buf.clear()
             if self._pending is not None:
                 rec = self._pending

@@ -102,6 +102,8 @@ class MainParser(RamWalker):
         self._device_start = 0
         self._package_end: int | None = None
         self._recovered = False      # started without a QEVM header (postcopy recovery)
+        self._held_ts: float | None = None   # when a footer candidate waiting for confirmation arrived
+        self._fallback: tuple[int, float] | None = None   # first rejected candidate followed by EOF, its time
 
     def _initial_state(self) -> State:
         return self._st_header
@@ -206,16 +208,10 @@ class MainParser(RamWalker):
             return self._command(mv, pos, end)
         if typ == QEMU_VM_EOF:
             self._emit_main("main.eof", off, 1, {})
+            self._state = self._st_after_eof
             return pos + 1
         if typ == QEMU_VM_VMDESCRIPTION:
-            if end - pos < _VMDESC.size:
-                return None
-            _, n = _VMDESC.unpack_from(mv, pos)
-            if n > MAX_VMDESC:
-                self._malformed(off, "VMDESCRIPTION length is absurd", len=n)
-                return None
-            self._emit_skipping("main.vmdesc", off, _VMDESC.size + n, {"len": n}, n)
-            return pos + _VMDESC.size
+            return self._vmdescription(mv, pos, end)
         if typ == QEMU_VM_CONFIGURATION:
             return self._configuration(mv, pos, end)
         if typ == QEMU_VM_SUBSECTION:
@@ -282,36 +278,158 @@ class MainParser(RamWalker):
         return bytes([QEMU_VM_SECTION_FOOTER]) + self._section_id.to_bytes(4, "big")
 
     def _device_done(self, footer_off: int) -> None:
+        self._fallback = None
+        held, self._held_ts = self._held_ts, None
+        if held is not None:          # the footer arrived before the bytes that confirmed it
+            self._ts, held = held, self._ts
         sid = self._section_id
         self._emit_main("device.state", self._device_start, footer_off - self._device_start,
                         {"section_id": sid, "idstr": self._sections.get(sid)})
         self._emit_main("main.footer", footer_off, _FOOTER.size, {"section_id": sid})
         self._state = self._st_record
+        if held is not None:
+            self._ts = held
 
     def _st_device(self, mv: memoryview, pos: int, end: int) -> int | None:
+        """Scan a device section's body for its footer. A candidate ``7e + section_id`` counts only when
+        the bytes after it start a record that may follow a footer (:meth:`_follows_footer`); the body
+        of a device (the timer's clock offsets, say) can hold the same five bytes. Until the bytes after
+        a candidate tell, the scan waits on it (bounded: a record header)."""
         pat = self._footer_pattern()
         chunk = bytes(mv[pos:end])
         i = chunk.find(pat)
         while i >= 0:
-            if i + _FOOTER.size >= len(chunk):
-                return pos + i if i else None  # need the byte after the footer
-            if chunk[i + _FOOTER.size] in _AFTER_FOOTER:
+            verdict = self._follows_footer(mv, pos + i + _FOOTER.size, end)
+            if verdict is None:
+                if self._held_ts is None:
+                    self._held_ts = self._ts
+                return pos + i if i else None
+            if verdict:
                 self._device_done(self._base + pos + i)
                 return pos + i + _FOOTER.size
+            if self._fallback is None and mv[pos + i + _FOOTER.size] == QEMU_VM_EOF:
+                self._fallback = (self._base + pos + i, self._ts)
             i = chunk.find(pat, i + 1)
+        self._held_ts = None
         keep = max(pos, end - (_FOOTER.size - 1))
         if self._base + keep - self._device_start > MAX_DEVICE_STATE:
-            self._malformed(self._device_start, "no section footer found within the bound",
-                            section_id=self._section_id, bound=MAX_DEVICE_STATE)
+            if not self._end_at_fallback():
+                self._malformed(self._device_start, "no section footer found within the bound",
+                                section_id=self._section_id, bound=MAX_DEVICE_STATE)
             return None
         return keep if keep > pos else None
 
-    def _eof_hook(self) -> bool:
-        if self._state == self._st_device and bytes(self._buf).startswith(self._footer_pattern()) \
-                and len(self._buf) == _FOOTER.size:
-            self._device_done(self.offset - _FOOTER.size)
-            return True
+    def _end_at_fallback(self) -> bool:
+        """No footer was confirmed before the stream (or the scan bound) ended: take the first candidate
+        that was followed by EOF as the end of the stream, and what came after it as trailing bytes."""
+        if self._fallback is None:
+            return False
+        footer_off, ts = self._fallback
+        now, self._ts = self._ts, ts
+        self._device_done(footer_off)
+        self._emit_main("main.eof", footer_off + _FOOTER.size, 1, {})
+        self._ts = now
+        self._malformed(footer_off + _FOOTER.size + 1, "bytes after the end of the migration stream (EOF)")
+        return True
+
+    def _follows_footer(self, mv: memoryview, p: int, end: int) -> bool | None:
+        """Whether the bytes at ``p`` start a record that can follow a section footer: a section part or
+        end of a section the stream declared (RAM records after a RAM one), a section start or full
+        section with a printable idstr, a known command of a valid length, or EOF at the stream's end
+        (nothing after it but a VMDESCRIPTION). None: more bytes are needed to tell."""
+        if p >= end:
+            return None
+        typ = mv[p]
+        if typ == QEMU_VM_EOF:
+            if self._package_end is not None:
+                return False                  # a PACKAGED stream holds no EOF
+            if p + 1 >= end:
+                return None                   # the stream's end (see _eof_hook) or a VMDESCRIPTION
+            return self._vmdesc_follows(mv, p + 1, end)
+        if typ in (QEMU_VM_SECTION_PART, QEMU_VM_SECTION_END):
+            if end - p < _PART.size:
+                return None
+            _, sid = _PART.unpack_from(mv, p)
+            idstr = self._sections.get(sid)
+            if idstr is None:
+                return False
+            if idstr.encode("latin-1") != RAM_SECTION_IDSTR:
+                return True
+            return looks_like_ram_record(mv[p + _PART.size:end], allow_continue=False, page_size=self.page_size)
+        if typ in (QEMU_VM_SECTION_START, QEMU_VM_SECTION_FULL):
+            if end - p < _SEC_HEAD.size:
+                return None
+            _, sid, n = _SEC_HEAD.unpack_from(mv, p)
+            if n == 0:
+                return False
+            q = p + _SEC_HEAD.size
+            if end - q < n + _SEC_TAIL.size:
+                return None
+            name = bytes(mv[q:q + n])
+            if not all(0x20 <= c < 0x7F for c in name):
+                return False
+            known = self._sections.get(sid)
+            return known is None or known == _text(name)
+        if typ == QEMU_VM_COMMAND:
+            if end - p < _CMD.size:
+                return None
+            _, cmd, n = _CMD.unpack_from(mv, p)
+            if cmd == 0 or cmd not in MIG_CMDS:
+                return False
+            allowed = MIG_CMD_LENGTHS.get(cmd)
+            return allowed is None or n in allowed
         return False
+
+    @staticmethod
+    def _vmdesc_follows(mv: memoryview, p: int, end: int) -> bool | None:
+        """After EOF only a VMDESCRIPTION may come: type, a sane length and the JSON's opening brace."""
+        if mv[p] != QEMU_VM_VMDESCRIPTION:
+            return False
+        if end - p < _VMDESC.size + 1:
+            return None
+        _, n = _VMDESC.unpack_from(mv, p)
+        return 0 < n <= MAX_VMDESC and mv[p + _VMDESC.size] == ord("{")
+
+    def _vmdescription(self, mv: memoryview, pos: int, end: int) -> int | None:
+        if end - pos < _VMDESC.size:
+            return None
+        _, n = _VMDESC.unpack_from(mv, pos)
+        if n > MAX_VMDESC:
+            self._malformed(self._base + pos, "VMDESCRIPTION length is absurd", len=n)
+            return None
+        self._emit_skipping("main.vmdesc", self._base + pos, _VMDESC.size + n, {"len": n}, n)
+        self._state = self._st_trailing
+        return pos + _VMDESC.size
+
+    def _st_after_eof(self, mv: memoryview, pos: int, end: int) -> int | None:
+        """After EOF the stream ends, or carries one VMDESCRIPTION and then ends."""
+        if mv[pos] == QEMU_VM_VMDESCRIPTION:
+            return self._vmdescription(mv, pos, end)
+        return self._st_trailing(mv, pos, end)
+
+    def _st_trailing(self, mv: memoryview, pos: int, end: int) -> int | None:
+        self._malformed(self._base + pos, "bytes after the end of the migration stream (EOF)",
+                        first=int(mv[pos]))
+        return None
+
+    def _eof_hook(self) -> bool:
+        """The stream ended on a footer candidate: a footer (and EOF) that nothing after it contradicts."""
+        if self._state != self._st_device:
+            return False
+        buf = bytes(self._buf)
+        if not buf.startswith(self._footer_pattern()):
+            return self._end_at_fallback()
+        rest = buf[_FOOTER.size:]
+        if rest not in (b"", bytes([QEMU_VM_EOF])) or (rest and self._package_end is not None):
+            return self._end_at_fallback()
+        held = self._held_ts if self._held_ts is not None else self._ts
+        self._device_done(self.offset - len(buf))
+        if rest:
+            now, self._ts = self._ts, held
+            self._emit_main("main.eof", self.offset - 1, 1, {})
+            self._ts = now
+            self._state = self._st_after_eof
+        return True
 
     # -- commands -------------------------------------------------------------------------------
 
