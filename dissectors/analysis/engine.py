@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from dissectors import __version__
 from dissectors.analysis.facts import ConnectionFacts
-from dissectors.analysis.grouping import MigrationGroup, group
+from dissectors.analysis.grouping import MigrationGroup, group, start_ts
 from dissectors.analysis.judge import MigrationJudge, Options
 from dissectors.analysis.ledger import PageLedger
 from dissectors.analysis.repeats import RepeatedPages
@@ -90,8 +90,10 @@ def analyze(source: SegmentSource, label: str, options: Options | None = None,
     end = capture["last_time"] or 0.0
     groups = [g for g in group(facts) if _is_migration(g.connections)]
     in_migration = {id(f) for g in groups for f in g.connections}
-    migrations = [MigrationJudge(g, i, ledger, end, options, repeats).run() for i, g in enumerate(groups)]
-    link_relays(groups, migrations)
+    relays = pair_relays(groups)
+    migrations = [MigrationJudge(g, i, ledger, end, options, repeats, relay=relays.get(i)).run()
+                  for i, g in enumerate(groups)]
+    tie_relay_outcomes(migrations)
     others = [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in facts if id(f) not in in_migration]
     findings = sum(len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"])
                    + (m["outcome"]["status"] == "failed")
@@ -113,27 +115,40 @@ def _signature(f: ConnectionFacts) -> bytes:
     return bytes(f.dirs[0].first[:64])
 
 
-def link_relays(groups: list[MigrationGroup], migrations: list[dict[str, Any]]) -> None:
+def pair_relays(groups: list[MigrationGroup]) -> dict[int, dict[str, Any]]:
     """Pair the two legs of a migration relayed by a proxy: same channel openings, other endpoint.
 
     The leg whose connections open first faces the source (its server is the relay); the other leg
-    faces the real destination, and only its accept order decides the roles.
+    faces the real destination, and only its accept order and its closes are the destination's.
     """
     sigs = [Counter(s for s in map(_signature, g.connections) if s) for g in groups]
+    starts = [min((start_ts(f) for f in g.connections), default=0.0) for g in groups]
+    out: dict[int, dict[str, Any]] = {}
     for i, a in enumerate(groups):
         for j, b in enumerate(groups):
             if i >= j or a.destination == b.destination or not sigs[i] or sigs[i] != sigs[j]:
                 continue
-            if sum(sigs[i].values()) < 1:
-                continue
-            first, second = (i, j) if migrations[i]["start_time"] <= migrations[j]["start_time"] else (j, i)
-            migrations[first]["relay"] = {"side": "source", "peer": second,
-                                          "peer_destination": migrations[second]["destination"],
-                                          "note": "this leg ends at a relay; its accept order is the source's "
-                                                  "connect order, not the destination's"}
-            migrations[second]["relay"] = {"side": "destination", "peer": first,
-                                           "peer_destination": migrations[first]["destination"],
-                                           "note": "this leg is relayed; its accept order is the destination's"}
+            first, second = (i, j) if starts[i] <= starts[j] else (j, i)
+            out[first] = {"side": "source", "peer": second, "peer_destination": groups[second].destination,
+                          "note": "this leg ends at a relay; its accept order is the source's connect order and "
+                                  "its closes are the relay's, not the destination's"}
+            out[second] = {"side": "destination", "peer": first, "peer_destination": groups[first].destination,
+                           "note": "this leg is relayed; its accept order is the destination's"}
+    return out
+
+
+def tie_relay_outcomes(migrations: list[dict[str, Any]]) -> None:
+    """A relay's source-side leg ends as the destination-side leg does: the relay's EOF or closes say
+    nothing of what the destination loaded."""
+    for m in migrations:
+        relay = m.get("relay")
+        if not relay or relay["side"] != "source":
+            continue
+        peer = migrations[relay["peer"]]
+        own = m["outcome"]
+        m["outcome"] = {**peer["outcome"],
+                        "reason": f"{peer['outcome']['reason']} (the destination-side leg, migration {peer['id']})",
+                        "source_leg": own}
 
 
 def _is_migration(conns: list[ConnectionFacts]) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from dissectors.analysis import behaviour as B
 from dissectors.analysis import policies as P
 from dissectors.analysis.facts import ConnectionFacts
 from dissectors.analysis.grouping import MigrationGroup, start_ts
@@ -39,8 +40,10 @@ def _r(ts: float | None) -> float | None:
 
 class MigrationJudge:
     def __init__(self, group: MigrationGroup, index: int, ledger: PageLedger, capture_end: float,
-                 options: Options, repeats: RepeatedPages | None = None) -> None:
+                 options: Options, repeats: RepeatedPages | None = None,
+                 relay: dict[str, Any] | None = None) -> None:
         self.g = group
+        self.relay = relay
         self.index = index
         self.ledger = ledger
         self.capture_end = capture_end
@@ -83,17 +86,22 @@ class MigrationJudge:
             setup = self.setup(order, roles, recovery)
             views = [P.ChannelView(role=P.destination_roles(r), magic=f.magic, tls=(r == P.TLS))
                      for r, f in zip(roles, order, strict=True)]
+            assignments = {name: fn(views, setup) for name, fn in P.POLICIES.items()}
+            obs = B.observe(order, roles)
+            if self.relay is not None and self.relay["side"] == "source":
+                obs = B.Observed.unjudged(obs)     # the relay's closes are not the destination's
+            fits = B.judge_policies(order, views, assignments, obs, paused=leg_no < len(self.g.legs) - 1)
             if leg_no == 0:
-                policy_name, why, gen = self.choose_policy(order, roles)
+                policy_name, why, gen = self.choose_policy(order, roles, fits, assignments)
                 policy_info = {"name": policy_name, "why": why, "source_generation": gen.text(),
-                               "evidence": gen.evidence}
-            chosen = P.POLICIES[policy_name](views, setup)
-            for name, fn in P.POLICIES.items():
-                a = fn(views, setup)
+                               "evidence": gen.evidence, **self.behaviour_info(fits, assignments, obs)}
+            chosen = assignments[policy_name]
+            for name, a in assignments.items():
                 bad = [i for i, (v, r) in enumerate(zip(views, a.roles, strict=True)) if _wrong(v.role, r)]
                 what_if.setdefault(name, []).append({
                     "leg": leg_no, "roles": a.roles, "misclassified": bad,
-                    "verdict": _verdict(views, a, bad),
+                    "verdict": fits[name].verdict,
+                    "fits_capture": None if obs.encrypted else fits[name].fits,
                 })
             policy_info.setdefault("notes", chosen.notes)
             multifd_seen = 0
@@ -136,7 +144,7 @@ class MigrationJudge:
         if any(c["role"] == P.TLS for c in channels):
             notes.append("TLS: the channels' contents are hidden; the assigned roles follow the accept order and "
                          "the set-up was guessed from the number and volume of channels, so nothing can be verified")
-        return {
+        out = {
             "id": self.index,
             "destination": self.g.destination,
             "start_time": _r(min(start_ts(f) for f in conns)),
@@ -154,9 +162,13 @@ class MigrationJudge:
             "multifd_repeated_pages": self.repeated,
             "notes": notes,
         }
+        if self.relay is not None:
+            out["relay"] = self.relay
+        return out
 
     # -- policy -----------------------------------------------------------------------------------
-    def choose_policy(self, order: list[ConnectionFacts], roles: list[str]) -> tuple[str, str, Any]:
+    def choose_policy(self, order: list[ConnectionFacts], roles: list[str], fits: dict[str, B.Fit],
+                      assignments: dict[str, P.Assignment]) -> tuple[str, str, Any]:
         main = next((f for f in self.g.connections if f.kind == "main"), None)
         multifd = [f for f in self.g.connections if f.kind == "multifd"]
         preempt_early = None
@@ -170,15 +182,55 @@ class MigrationJudge:
         gen = infer_generation(main, multifd, preempt_early, self.repeated["count"] if self.repeated else 0)
         if self.opt.qemu_version:
             name = P.policy_for_version(self.opt.qemu_version)
-            return name, f"--qemu-version {self.opt.qemu_version} (the destination's)", gen
-        lo = gen.at_least
-        if lo >= (10, 1):
-            return "qemu-10.1+", f"source looks like QEMU {gen.text()}; assuming the destination is the same", gen
-        if lo >= (8, 0):
-            return ("qemu-8.0-10.0", f"source looks like QEMU {gen.text()}; assuming the destination runs "
-                    "the same generation (pass --qemu-version for another)", gen)
-        return ("qemu-7.2", f"no 8.0+ feature in the streams ({gen.text()}); assuming a QEMU 7.2 destination "
-                "(pass --qemu-version for another)", gen)
+            why = f"--qemu-version {self.opt.qemu_version} (the destination's)"
+            if not fits[name].fits:
+                why += f"; but the capture disagrees: {fits[name].against[0]}"
+            return name, why, gen
+        real = list(P.REAL_POLICIES)
+        guess = _policy_for_generation(gen.at_least)
+        if roles and all(r == P.TLS for r in roles) and gen.at_least == (0, 0):
+            return guess, ("TLS hides the streams, so the source's generation is unknown; every generation gives "
+                           "TLS channels their roles by accept order (main first), so the roles do not depend "
+                           "on it; judged as qemu-7.2"), gen
+        unjudged = next(iter(fits.values())).unjudged if fits else None
+        if unjudged:
+            return guess, (f"source looks like QEMU {gen.text()}; assuming the destination runs the same "
+                           f"generation ({unjudged}; pass --qemu-version for another)"), gen
+        fitting = [n for n in real if fits[n].fits]
+        if not fitting:
+            return guess, (f"source looks like QEMU {gen.text()}; no destination policy fits everything the "
+                           f"capture shows, so assuming the destination runs the same generation"), gen
+        if guess in fitting:
+            name = guess
+            why = f"source looks like QEMU {gen.text()}; the destination's behaviour fits that generation's rules"
+        else:
+            later = [n for n in fitting if real.index(n) > real.index(guess)]
+            name = later[0] if later else fitting[-1]
+            why = (f"source looks like QEMU {gen.text()}, but the destination did not behave as {guess} would "
+                   f"({fits[guess].against[0]}); {name} is the nearest generation whose rules fit")
+        same = {tuple(assignments[n].roles) for n in fitting}
+        if len(fitting) > 1:
+            why += (f"; the capture cannot tell {', '.join(fitting)} apart"
+                    + (" (they give every connection the same role)" if len(same) == 1 else ""))
+        return name, why, gen
+
+    @staticmethod
+    def behaviour_info(fits: dict[str, B.Fit], assignments: dict[str, P.Assignment],
+                       obs: B.Observed) -> dict[str, Any]:
+        """Which destination generations the capture agrees with, and why the others do not fit."""
+        if not obs.judged:
+            return {"fits_capture": None, "ruled_out": {},
+                    "destination_generation": "see the destination-side leg (a relay faces this one)"}
+        if obs.encrypted:
+            return {"fits_capture": None, "ruled_out": {},
+                    "destination_generation": "unknown (encrypted: the destination's behaviour cannot be "
+                                              "checked against the policies)"}
+        fitting = [n for n in P.REAL_POLICIES if fits[n].fits]
+        return {
+            "fits_capture": fitting,
+            "ruled_out": {n: fits[n].against for n in P.REAL_POLICIES if not fits[n].fits},
+            "destination_generation": _generation_span(fitting),
+        }
 
     # -- per channel ------------------------------------------------------------------------------
     def channel(self, f: ConnectionFacts, i: int, leg: int, role: str, evidence: str, assigned: str,
@@ -269,11 +321,14 @@ class MigrationJudge:
 
     def misclass_stall(self, f: ConnectionFacts, ch: dict[str, Any],
                        order: list[ConnectionFacts]) -> dict[str, Any] | None:
-        if not (ch["role"] == P.PREEMPT and ch["assigned_role"] == P.MAIN) and ch["assigned_role"] != P.BLOCKED:
+        silent_main = ch["role"] == P.PREEMPT and ch["assigned_role"] == P.MAIN
+        if not silent_main and not (ch["assigned_role"] == P.BLOCKED and f.magic is None):
             return None
         c = f.conn
         start = c.handshake_ts or c.syn_ts or c.first_ts
-        end = c.first_data_ts[0]
+        # The stall lasts until the source writes on the silent channel or the channel closes.
+        ends = [t for t in (c.first_data_ts[0], *c.fin_ts, *c.rst_ts) if t is not None]
+        end = min(ends) if ends else None
         others = [o for o in order if o is not f]
         sent = sum(o.conn.bytes[0] for o in others)
         main = next((o for o in others if o.kind == "main"), None)
@@ -378,6 +433,32 @@ class MigrationJudge:
             "max_latency": _r(lat[-1]) if lat else None,
         }
 
+    def after_stall(self, stall: dict[str, Any]) -> str | None:
+        """How a silent-channel stall ended, from the closes after it began; None if it outlasts the capture."""
+        if stall["end"] is None:
+            return None
+        start = stall["start"] or 0.0
+        closes: list[tuple[float, str, str]] = []
+        for f in self.g.current:
+            c = f.conn
+            for side, who in ((0, "source"), (1, "destination")):
+                for t, how in ((c.fin_ts[side], "closed"), (c.rst_ts[side], "reset")):
+                    if t is not None and t >= start:
+                        closes.append((t, who, how))
+        silent = "Failed to peek at channel" if stall["kind"] == "peek-blocked" else "Not a migration stream"
+        if not closes:
+            msg = "unknown channel magic" if stall["kind"] == "peek-blocked" else silent
+            return (f"the source wrote on the silent channel at {_fmt(stall['end'])}; a destination in this "
+                    f"state fails there (QEMU: {msg})")
+        t, who, how = min(closes)
+        by_dest = sorted({c for c in closes if c[1] == "destination"})
+        if who == "destination":
+            return (f"the destination {how} the channels from {_fmt(t)} (QEMU: {silent}; "
+                    f"{len(by_dest)} close(s) by the destination)")
+        tail = f"; the destination then closed {len(by_dest)} channel(s)" if by_dest else ""
+        return (f"the source closed its channels at {_fmt(t)} (stopped from outside){tail}; a destination "
+                f"in this state then fails (QEMU: {silent})")
+
     def outcome(self, misc: list[dict[str, Any]], stalls: list[dict[str, Any]], lost: int = 0,
                 unreadable: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         conns = self.g.legs[-1]          # an earlier leg's channels were dropped at the pause, by design
@@ -389,7 +470,13 @@ class MigrationJudge:
         if misc:
             if stall_kinds & {"preempt-as-main", "peek-blocked"}:
                 s = next(x for x in stalls if x["kind"] in ("preempt-as-main", "peek-blocked"))
-                return {"status": "stalled", "reason": f"{s['kind']} from {_fmt(s['start'])}: {misc[0]['failure']}"}
+                then = self.after_stall(s)
+                if then is None:
+                    return {"status": "stalled", "reason": f"{s['kind']} from {_fmt(s['start'])}: {misc[0]['failure']}"}
+                what = ("a silent preempt channel was taken as main" if s["kind"] == "preempt-as-main"
+                        else "the destination waits in a peek on a silent channel")
+                return {"status": "failed", "stalled_for": s["duration"],
+                        "reason": f"stalled {s['duration']:.1f} s with no error ({what}); then {then}"}
             first = next((m for m in misc if m["role"] == P.MAIN), misc[0])   # QEMU's own error comes first
             return {"status": "failed", "reason": first["failure"]}
         if bad_shut:
@@ -431,13 +518,27 @@ def _wrong(true_role: str, assigned: str) -> bool:
     return true_role != assigned
 
 
-def _verdict(views: list[P.ChannelView], a: P.Assignment, bad: list[int]) -> str:
-    if not bad:
-        return "ok"
-    kinds = {(views[i].role, a.roles[i]) for i in bad}
-    if any(r == P.PREEMPT and x in (P.MAIN, P.BLOCKED) for r, x in kinds) or any(x == P.BLOCKED for _, x in kinds):
-        return "stalls"
-    return "fails"
+def _policy_for_generation(at_least: tuple[int, int]) -> str:
+    if at_least >= (10, 1):
+        return "qemu-10.1+"
+    if at_least >= (8, 0):
+        return "qemu-8.0-10.0"
+    return "qemu-7.2"
+
+
+_SPANS = {"qemu-7.2": ((0, 0), (7, 2)), "qemu-8.0-10.0": ((8, 0), (10, 0)), "qemu-10.1+": ((10, 1), None)}
+
+
+def _generation_span(fitting: list[str]) -> str:
+    if not fitting or len(fitting) == len(_SPANS):
+        return "unknown (the capture fits every generation's rules)" if fitting else \
+            "unknown (the capture fits no generation's rules)"
+    lo = min(_SPANS[n][0] for n in fitting)
+    his = [_SPANS[n][1] for n in fitting]
+    hi = None if None in his else max(h for h in his if h is not None)
+    if lo == (0, 0):
+        return f"<= {hi[0]}.{hi[1]}" if hi else "unknown"
+    return f">= {lo[0]}.{lo[1]}" + (f", <= {hi[0]}.{hi[1]}" if hi else "")
 
 
 def _fmt(ts: float | None) -> str:

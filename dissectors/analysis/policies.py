@@ -86,11 +86,17 @@ def peek_80(order: Sequence[ChannelView], setup: Setup) -> Assignment:
         notes.append("multifd without postcopy: MSG_PEEK on the first 4 bytes where the socket allows it")
     else:
         notes.append("no peek (postcopy on or no multifd): accept order")
+    blocked = False
     for c in order:
+        if blocked:            # accepted behind a peek that never returns: never given a role
+            roles.append(BLOCKED)
+            errors.append("queued behind the blocked peek: the destination never takes it in")
+            continue
         if peek and not c.tls:
             if c.magic is None:
                 roles.append(BLOCKED)
                 errors.append("the peek loop waits for 4 bytes that never come (main loop stalls)")
+                blocked = True
                 continue
             is_main = c.magic == QEVM
         else:
@@ -108,7 +114,12 @@ def peek_101(order: Sequence[ChannelView], setup: Setup) -> Assignment:
     errors: list[str | None] = []
     have_main = False
     multifd = 0
+    blocked = False
     for c in order:
+        if blocked:            # the peek runs in the main thread: later accepts wait behind it
+            roles.append(BLOCKED)
+            errors.append("queued behind the blocked peek: the destination never takes it in")
+            continue
         if have_main and multifd >= setup.multifd_channels:
             roles.append(PREEMPT)
             errors.append(None)
@@ -116,7 +127,9 @@ def peek_101(order: Sequence[ChannelView], setup: Setup) -> Assignment:
         if not c.tls:
             if c.magic is None:
                 roles.append(BLOCKED)
-                errors.append("the peek waits for 4 bytes that come only once postcopy sends on it")
+                errors.append("the peek waits in the main thread for 4 bytes that come only once postcopy "
+                              "sends on it (QMP hangs; at teardown: Failed to peek at channel)")
+                blocked = True
                 continue
             if c.magic == QEVM:
                 role = MAIN
@@ -158,6 +171,10 @@ POLICIES = {
     "qemu-10.1+": peek_101,
     "two-way-handshake": two_way_handshake,
 }
+
+
+#: The policies of released QEMU generations, oldest first (the two-way handshake was never merged).
+REAL_POLICIES = ("qemu-7.2", "qemu-8.0-10.0", "qemu-10.1+")
 
 
 def policy_for_version(version: str) -> str:

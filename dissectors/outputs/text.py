@@ -59,6 +59,12 @@ def render_migration(m: dict[str, Any]) -> list[str]:
              f"  policy {pol['name']}: {pol['why']}"]
     if pol.get("evidence"):
         lines.append(f"  source generation {pol['source_generation']}: " + "; ".join(pol["evidence"]))
+    fitting = pol.get("fits_capture")
+    if fitting is not None:
+        lines.append(f"  destination generation {pol.get('destination_generation')}: its behaviour fits "
+                     f"{', '.join(fitting) or 'no policy'}")
+        for name, why in pol.get("ruled_out", {}).items():
+            lines.append(f"      - not {name}: {why[0]}")
     lines.append(f"  vantage: {m['vantage'].get('note', m['vantage'].get('guess'))}")
     if relay:
         lines.append(f"  relay: {relay['note']} (other leg: migration {relay['peer']} to {relay['peer_destination']})")
@@ -116,7 +122,8 @@ def render_migration(m: dict[str, Any]) -> list[str]:
     wi = []
     for name, legs in m.get("what_if", {}).items():
         verdicts = sorted({leg["verdict"] for leg in legs})
-        wi.append(f"{name}: {'/'.join(verdicts)}")
+        ruled_out = any(leg.get("fits_capture") is False for leg in legs)
+        wi.append(f"{name}: {'/'.join(verdicts)}" + (" (not what this destination did)" if ruled_out else ""))
     if wi:
         lines.append("  this accept order under each policy: " + ", ".join(wi))
     return lines

@@ -1,0 +1,190 @@
+"""What the destination visibly did, and which destination policies that behaviour agrees with.
+
+A policy (analysis/policies.py) predicts the role the destination gives each connection; from those
+roles follow things a capture shows without any knowledge of the destination's version:
+
+- the destination writes only on the connection it took as main (its return path: PONG, SHUT, page
+  requests), so return-path bytes name the destination's main channel;
+- a real main channel read as a multifd channel fails the hello check at once: the destination closes
+  or resets it a moment after its first bytes, and the migration never completes;
+- a migration whose main channel reached EOF, with SHUT 0 on the return path or with every channel
+  closed by the source first, was loaded: no policy that predicts a failure or a stall fits it;
+- a destination that took a silent connection as main (or waits in a peek on it) never answers on the
+  real main channel's return path.
+
+:func:`judge_policies` keeps the policies the capture agrees with and says why the others do not fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dissectors.analysis import policies as P
+from dissectors.analysis.facts import ConnectionFacts
+from dissectors.tcp.connection import endpoint_text
+
+#: A destination that rejects a channel does so within this long of its first bytes (7.2: 0.2 ms on
+#: loopback; a delayed path adds round trips).
+PROMPT_ABORT_S = 1.0
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The destination's visible behaviour on one leg's connections (in accept order)."""
+
+    return_path: tuple[bool, ...]              # the destination wrote on it
+    abort: tuple[float | None, ...]            # the destination closed/reset it before the source did
+    abort_is_reset: tuple[bool, ...]
+    first_data: tuple[float | None, ...]       # the source's first byte on it
+    client_data: tuple[bool, ...]
+    ended: tuple[bool, ...]                    # closed or reset, by either side
+    main_eof: float | None                     # the real main channel's EOF record, if any
+    shut_ok: bool                              # SHUT 0 on the return path
+    source_closed_all: bool                    # every channel closed by the source, none by the destination
+    encrypted: bool
+    judged: bool = True                        # False: nothing here is the destination's behaviour
+
+    @classmethod
+    def unjudged(cls, obs: Observed) -> Observed:
+        """The same leg with nothing to judge the destination by (a relay faces it, not the destination)."""
+        n = len(obs.return_path)
+        return cls((False,) * n, (None,) * n, (False,) * n, obs.first_data, obs.client_data, obs.ended, None,
+                   False, False, obs.encrypted, judged=False)
+
+    @property
+    def completed(self) -> bool:
+        return self.main_eof is not None and (self.shut_ok or self.source_closed_all)
+
+
+def observe(order: Sequence[ConnectionFacts], roles: Sequence[str]) -> Observed:
+    """Aborts: a reset from the destination (Linux resets a socket closed with unread data in it, so the
+    destination did not read all that arrived), or a close from the destination before the source's
+    and before the main channel's EOF (after EOF a destination that loaded the stream closes first)."""
+    mains = [f for f, r in zip(order, roles, strict=True) if r in (P.MAIN, P.RECOVERY)]
+    eofs = [r.ts for f in mains for r in f.events if r.kind == "main.eof"]
+    eof = min(eofs) if eofs else None
+    aborts: list[float | None] = []
+    resets: list[bool] = []
+    for f in order:
+        c = f.conn
+        rst_s, rst_c = c.rst_ts[1], c.rst_ts[0]
+        fin_s, fin_c = c.fin_ts[1], c.fin_ts[0]
+        t: float | None = None
+        if rst_s is not None and (rst_c is None or rst_s <= rst_c):
+            t = rst_s
+        elif fin_s is not None and (fin_c is None or fin_s < fin_c) and (rst_c is None or fin_s < rst_c) \
+                and (eof is None or fin_s < eof):
+            t = fin_s
+        aborts.append(t)
+        resets.append(t is not None and t == rst_s)
+    shut = [r for f in mains for r in f.events if r.kind == "rp.shut"]
+    shut_ok = any(not r.fields.get("status", r.fields.get("value", 0)) for r in shut)
+    closed_by_source = all(f.conn.closed_by == "client" for f in order) and bool(order)
+    return Observed(
+        return_path=tuple(f.conn.bytes[1] > 0 for f in order),
+        abort=tuple(aborts),
+        abort_is_reset=tuple(resets),
+        first_data=tuple(f.conn.first_data_ts[0] for f in order),
+        client_data=tuple(f.conn.bytes[0] > 0 for f in order),
+        ended=tuple(any(t is not None for t in (*f.conn.fin_ts, *f.conn.rst_ts)) for f in order),
+        main_eof=eof,
+        shut_ok=shut_ok,
+        source_closed_all=closed_by_source,
+        encrypted=any(r == P.TLS for r in roles),
+    )
+
+
+@dataclass
+class Fit:
+    """How one policy's prediction fits what the destination did."""
+
+    policy: str
+    verdict: str
+    fits: bool
+    against: list[str] = field(default_factory=list)    # observations that contradict the prediction
+    support: list[str] = field(default_factory=list)    # observations it predicts
+    unjudged: str | None = None                         # why the capture cannot test the prediction
+
+
+def verdict(views: Sequence[P.ChannelView], a: P.Assignment, obs: Observed | None = None) -> str:
+    """ok / fails / stalls / "stalls, then fails", for one policy's roles on one leg."""
+    bad = [i for i, (v, r) in enumerate(zip(views, a.roles, strict=True)) if _wrong(v.role, r)]
+    if not bad:
+        return "ok"
+    stalled = [i for i in bad if a.roles[i] == P.BLOCKED or (views[i].role == P.PREEMPT and a.roles[i] == P.MAIN)]
+    if not stalled:
+        return "fails"
+    if obs is not None and any(obs.client_data[i] or obs.ended[i] for i in stalled if a.roles[i] != P.BLOCKED
+                               or views[i].role == P.PREEMPT):
+        return "stalls, then fails"      # the source wrote on the silent channel at last, or it closed
+    return "stalls"
+
+
+def _wrong(true_role: str, assigned: str) -> bool:
+    if true_role in (P.TLS, P.UNKNOWN):
+        return False
+    return true_role != assigned
+
+
+def judge_policies(order: Sequence[ConnectionFacts], views: Sequence[P.ChannelView],
+                   assignments: dict[str, P.Assignment], obs: Observed, paused: bool = False) -> dict[str, Fit]:
+    """``paused``: a later recovery leg follows, so this leg's channels were dropped at a pause by design."""
+    names = [endpoint_text(f.conn.client) for f in order]
+    true_main = next((i for i, v in enumerate(views) if v.role == P.MAIN), None)
+    fits: dict[str, Fit] = {}
+    for name, a in assignments.items():
+        v = verdict(views, a, obs)
+        fit = Fit(name, v, True)
+        fits[name] = fit
+        if obs.encrypted or not obs.judged:
+            fit.unjudged = ("TLS hides what the destination answers" if obs.encrypted else
+                            "this leg faces a relay, whose closes are not the destination's")
+            continue
+        dest_main = next((i for i, r in enumerate(a.roles) if r == P.MAIN), None)
+        # 1. Return-path bytes name the destination's main channel.
+        writers = [i for i, w in enumerate(obs.return_path) if w]
+        for i in writers:
+            if i != dest_main:
+                fit.against.append(f"the destination wrote on {names[i]} (return path), so it took that "
+                                   f"connection as main; {name} gives main to "
+                                   f"{names[dest_main] if dest_main is not None else 'none'}")
+            else:
+                fit.support.append(f"the destination answered on {names[i]}, the connection {name} makes main")
+        # 2. A failing or stalling prediction cannot fit a migration the destination loaded to the end.
+        if v != "ok" and obs.completed:
+            how = "SHUT 0 on the return path" if obs.shut_ok else "every channel closed by the source"
+            fit.against.append(f"the destination loaded the whole stream (main channel EOF, {how}), which "
+                               f"{name} says {v}")
+        # 3. The real main read as multifd: the destination drops it a moment after its first bytes.
+        if true_main is not None and a.roles[true_main] == P.MULTIFD:
+            t, first = obs.abort[true_main], obs.first_data[true_main]
+            if t is not None and first is not None and t - first <= PROMPT_ABORT_S:
+                how = "reset" if obs.abort_is_reset[true_main] else "closed"
+                fit.support.append(f"the destination {how} {names[true_main]} {(t - first) * 1000:.1f} ms after "
+                                   "its first bytes, as a failed multifd hello check does")
+            elif t is None and (obs.main_eof is not None or obs.return_path[true_main]):
+                fit.against.append(f"the destination kept reading {names[true_main]} (the real main channel) "
+                                   f"{'to its EOF' if obs.main_eof is not None else ''}"
+                                   f"{' and answered on it' if obs.return_path[true_main] else ''}, which "
+                                   f"{name} reads as a multifd channel")
+        # 4. A prediction of success: the destination does not drop a channel before the stream ends.
+        if v == "ok" and not paused:
+            for i, t in enumerate(obs.abort):
+                if t is None or not obs.client_data[i]:
+                    continue
+                if obs.abort_is_reset[i]:
+                    fit.against.append(f"the destination reset {names[i]} (closed it with unread data), "
+                                       f"which {name} does not predict")
+                else:
+                    fit.against.append(f"the destination closed {names[i]} before the migration stream ended, "
+                                       f"which {name} does not predict")
+            if obs.completed:
+                fit.support.append("the destination loaded the whole stream")
+        # 5. A stall with the real main channel unread: no answer on its return path.
+        if v.startswith("stalls") and true_main is not None and obs.return_path[true_main] \
+                and dest_main != true_main:
+            fit.against.append(f"the destination answered on {names[true_main]}, the real main channel, "
+                               f"which {name} leaves unread")
+        fit.fits = not fit.against
+    return fits
