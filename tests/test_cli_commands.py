@@ -37,10 +37,27 @@ def test_dissect_filters_by_channel_type_and_connection(capture, capsys):
     recs = [x for x in lines if "type" in x]
     assert [r["fields"]["id"] for r in recs] == [0, 1]
     assert all(r["channel"] == "multifd" for r in recs)
-    assert lines[-1]["summary"] == [{"channel": "multifd", "type": "multifd.hello", "count": 2}]
+    assert len(recs) == len(lines)          # JSON lines of records only: no summary unless asked for
+    assert main(["dissect", "--json", "--summary", "--channel", "multifd", "-t", "multifd.hello", capture]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert lines == [{"summary": [{"channel": "multifd", "type": "multifd.hello", "count": 2}]}]
     assert main(["dissect", "--json", "-c", "127.0.0.1:40002", "-t", "multifd.*", capture]) == 0
-    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()[:-1]]
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert {r["client"] for r in recs} == {"127.0.0.1:40002"}
+
+
+def test_dissect_json_keeps_one_type_per_field(capture, capsys):
+    """Numbers stay numbers whatever their size (no "0x1f000" strings beside small ints)."""
+    assert main(["dissect", "--json", "--pages", capture]) == 0
+    types: dict[tuple[str, str], set[str]] = {}
+    big = 0
+    for line in capsys.readouterr().out.splitlines():
+        rec = json.loads(line)
+        for k, v in rec["fields"].items():
+            types.setdefault((rec["type"], k), set()).add(type(v).__name__)
+            big += isinstance(v, int) and v > 0xFFFF
+    assert big and types[("multifd.packet", "packet_num")] == {"int"}
+    assert all(len(t) == 1 for t in types.values()), {k: t for k, t in types.items() if len(t) > 1}
 
 
 def test_dissect_return_path(tmp_path, capsys):

@@ -20,10 +20,23 @@ HEX_FIELDS = {"addr", "start", "magic", "total"}
 
 
 def _value(v: Any, key: str = "") -> Any:
+    """A field for the text lines: big numbers and addresses in hex, bytes as hex digits."""
     if isinstance(v, bytes | bytearray | memoryview):
         return bytes(v).hex()
     if isinstance(v, int) and not isinstance(v, bool) and (v > 0xFFFF or key in HEX_FIELDS):
         return hex(v)
+    return v
+
+
+def json_value(v: Any) -> Any:
+    """A field for ``--json``: one JSON type per field whatever its value (numbers stay numbers, bytes are
+    hex strings, tuples are arrays), documented in docs/report-schema.md."""
+    if isinstance(v, bytes | bytearray | memoryview):
+        return bytes(v).hex()
+    if isinstance(v, dict):
+        return {str(k): json_value(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [json_value(x) for x in v]
     return v
 
 
@@ -60,7 +73,7 @@ class RecordPrinter:
             obj = {"connection": conn.index, "client": endpoint_text(conn.client),
                    "server": endpoint_text(conn.server), "direction": "to-server" if direction == 0 else "to-client",
                    "channel": channel, "type": rec.kind, "offset": rec.offset, "length": rec.length,
-                   "time": rec.ts, "fields": {k: _value(v, k) for k, v in rec.fields.items()}}
+                   "time": rec.ts, "fields": json_value(rec.fields)}
             self.out.write(json.dumps(obj) + "\n")
             return
         arrow = "->" if direction == 0 else "<-"
@@ -75,6 +88,8 @@ class RecordPrinter:
 
     def summary(self) -> None:
         if self.args.json:
+            if not self.args.summary:      # JSON lines of records only, unless the summary is asked for
+                return
             obj = {"summary": [{"channel": ch, "type": k, "count": n} for (ch, k), n in sorted(self.counts.items())]}
             self.out.write(json.dumps(obj) + "\n")
             return
