@@ -95,7 +95,7 @@ def analyze(source: SegmentSource, label: str, options: Options | None = None,
                   for i, g in enumerate(groups)]
     tie_relay_outcomes(migrations)
     others = [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in facts if id(f) not in in_migration]
-    findings = sum(len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"])
+    findings = sum(len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"]) + len(m["unsupported"])
                    + (m["outcome"]["status"] == "failed")
                    for m in migrations if m.get("relay", {}).get("side") != "source")
     report = {

@@ -124,9 +124,11 @@ class MigrationJudge:
                              "channels": len(order), "setup": vars(setup),
                              "start_time": _r(start_ts(order[0])) if order else None,
                              "end_time": _r(max(f.conn.last_ts for f in order)) if order else None})
+        pauses = self.pauses()
         lost = sum(sum(f.conn.gap_bytes) for f in self.g.connections)
         if not lost:        # with holes, a request may have been served inside one: not judged
-            stalls.extend(self.request_stalls(postcopy))
+            stalls.extend(self.request_stalls(postcopy, pauses))
+        unsupported = self.unsupported(policy_name, postcopy)
         np = self.no_progress()
         if np and not stalls:
             stalls.append(np)
@@ -153,11 +155,12 @@ class MigrationJudge:
             "policy": policy_info,
             "outcome": outcome,
             "legs": legs_out,
-            "postcopy": self.postcopy_summary(),
+            "postcopy": {**self.postcopy_summary(), "pauses": self.requests_across(pauses)},
             "channels": channels,
             "misclassifications": misclassifications,
             "stalls": stalls,
             "unreadable": unreadable,
+            "unsupported": unsupported,
             "what_if": what_if,
             "multifd_repeated_pages": self.repeated,
             "notes": notes,
@@ -349,7 +352,49 @@ class MigrationJudge:
         }
 
     # -- stalls -----------------------------------------------------------------------------------
-    def request_stalls(self, postcopy: bool) -> list[dict[str, Any]]:
+    def pauses(self) -> list[dict[str, Any]]:
+        """Each postcopy pause: when the previous leg's main channel was lost, when and where it resumed."""
+        out = []
+        for prev, leg in zip(self.g.legs, self.g.legs[1:], strict=False):
+            mains = [f for f in prev if f.kind in ("main", "main-recovery")] or prev
+            lost = [t for f in mains for t in (*f.conn.fin_ts, *f.conn.rst_ts) if t is not None]
+            paused = min(lost) if lost else max(f.conn.last_ts for f in mains)
+            new_main = next((f for f in leg if f.kind in ("main", "main-recovery")), leg[0])
+            resumed = start_ts(new_main)
+            out.append({"paused_at": _r(paused), "resumed_at": _r(resumed), "duration": _r(resumed - paused),
+                        "port": new_main.conn.server[1], "resumed_by": _addr(new_main.conn.client)})
+        return out
+
+    def requests_across(self, pauses: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Attribute to each pause the page requests made before it and served after it (or never)."""
+        if not pauses:
+            return pauses
+        keys = {self.ledger.key(f.endpoint) for f in self.g.connections}
+        reqs = [r for ep in keys for r in (*self.ledger.served.get(ep, []), *self.ledger.late.get(ep, []),
+                                           *self.ledger.waiting(ep))]
+        out = []
+        for p in pauses:
+            across = {id(r): r for r in reqs if r.ts <= p["paused_at"]
+                      and (r.served_ts is None or r.served_ts >= p["resumed_at"])}
+            waits = sorted(r.latency for r in across.values() if r.latency is not None)
+            out.append({**p, "requests_waiting": len(across), "longest_wait": _r(waits[-1]) if waits else None})
+        return out
+
+    def unsupported(self, policy: str, postcopy: bool) -> list[dict[str, Any]]:
+        """Set-ups the destination's QEMU does not support, with what a real one did."""
+        multifd = any(f.kind == "multifd" for f in self.g.connections)
+        if not (multifd and postcopy) or policy == "qemu-10.1+":
+            return []
+        if policy == "qemu-7.2":
+            text = ("multifd with postcopy before QEMU 10.1: 7.2 accepts it, and a real 7.2 destination then aborts "
+                    "after the source completes (yank_unregister_instance: Assertion `QLIST_EMPTY(&entry->yankfns)' "
+                    "failed)")
+        else:
+            text = ("multifd with postcopy before QEMU 10.1: 8.0-10.0 refuse it when the capabilities are set "
+                    "(Postcopy is not yet compatible with multifd); allowed from 10.1 (e27418861288)")
+        return [{"kind": "multifd+postcopy", "policy": policy, "text": text}]
+
+    def request_stalls(self, postcopy: bool, pauses: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         if not postcopy:
             return []
         keys = {self.ledger.key(f.endpoint) for f in self.g.connections}
@@ -384,7 +429,11 @@ class MigrationJudge:
                 "outstanding_requests": [{"block": r.block, "addr": hex(r.addr), "time": _r(r.ts)}
                                          for r in waiting[:20]],
                 "evidence": [f"{len(reqs)} page request(s) waited more than {thr:g} s for their page; "
-                             f"{len(waiting)} never served in the capture"],
+                             f"{len(waiting)} never served in the capture"]
+                + [f"they waited across the postcopy pause from {_fmt(p['paused_at'])} (connection lost) to "
+                   f"{_fmt(p['resumed_at'])} (resumed on port {p['port']})"
+                   for p in pauses or [] if start <= p["resumed_at"] and end >= p["paused_at"]],
+                "across_pause": any(start <= p["resumed_at"] and end >= p["paused_at"] for p in pauses or []),
             })
         return out
 

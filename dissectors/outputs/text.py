@@ -71,8 +71,10 @@ def render_migration(m: dict[str, Any]) -> list[str]:
     for note in m.get("notes", []):
         lines.append(f"  note: {note}")
     unreadable = m.get("unreadable", [])
-    if m["misclassifications"] or m["stalls"] or unreadable:
+    if m["misclassifications"] or m["stalls"] or unreadable or m.get("unsupported"):
         lines.append("  FINDINGS")
+    for u in m.get("unsupported", []):
+        lines.append(f"  ! unsupported ({u['policy']}): {u['text']}")
     for u in unreadable:
         lines.append(f"  ! unreadable: {u['client']} ({u['role']}, {u['direction']}) from offset {u['offset']}: "
                      f"{u['reason']}")
@@ -90,11 +92,11 @@ def render_migration(m: dict[str, Any]) -> list[str]:
             lines.append(f"      - {e}")
         for r in s["outstanding_requests"][:5]:
             lines.append(f"      - waiting: {r['block']} {r['addr']} since {_t(r['time'], base)}")
-    legs = m.get("legs", [])
-    for prev, leg in zip(legs, legs[1:], strict=False):
-        pause = (leg["start_time"] - prev["end_time"]) if leg["start_time"] and prev["end_time"] else None
-        gap = f", {pause:.3f} s after the previous leg's last packet" if pause is not None and pause > 0 else ""
-        lines.append(f"  leg {leg['leg']} ({leg['kind']}) starts at {_t(leg['start_time'], base)}{gap}")
+    for p in (m.get("postcopy") or {}).get("pauses", []):
+        lines.append(f"  postcopy paused at {_t(p['paused_at'], base)} (connection lost), resumed "
+                     f"{p['duration']:.3f} s later on port {p['port']} ({p['resumed_by']})"
+                     + (f"; {p['requests_waiting']} page request(s) waited across it (longest "
+                        f"{p['longest_wait'] * 1000:.0f} ms)" if p.get("longest_wait") is not None else ""))
     rows = []
     for c in m["channels"]:
         role = c["role"] + (f" #{c['multifd_id']}" if c["multifd_id"] is not None else "")
