@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,19 +80,44 @@ class MigrationJudge:
         all_main = [f for f in self.g.connections if f.kind in ("main", "main-recovery")]
         postcopy = any(f.commands("POSTCOPY_ADVISE") for f in all_main)
         policy_name = ""
+        order_notes: list[str] = []
         for leg_no, leg in enumerate(self.g.legs):
             order = sorted(leg, key=start_ts)
             recovery = leg_no > 0 or any(f.kind == "main-recovery" for f in order)
             truth = [true_role(f, postcopy or recovery) for f in order]
             roles = [t[0] for t in truth]
             setup = self.setup(order, roles, recovery)
-            views = [P.ChannelView(role=P.destination_roles(r), magic=f.magic, tls=(r == P.TLS))
-                     for r, f in zip(roles, order, strict=True)]
-            assignments = {name: fn(views, setup) for name, fn in P.POLICIES.items()}
-            obs = B.observe(order, roles)
-            if self.relay is not None and self.relay["side"] == "source":
-                obs = B.Observed.unjudged(obs)     # the relay's closes are not the destination's
-            fits = B.judge_policies(order, views, assignments, obs, paused=leg_no < len(self.g.legs) - 1)
+            window = order_window(order)
+            certain = order_certainty(order, window)
+            cert_of = {id(f): c for f, c in zip(order, certain, strict=True)}
+            relayed = self.relay is not None and self.relay["side"] == "source"
+            reordered = False
+            for n_try, perm in enumerate(candidate_orders(len(order), certain)):
+                o = [order[i] for i in perm]
+                t = [truth[i] for i in perm]
+                r = [x[0] for x in t]
+                views = [P.ChannelView(role=P.destination_roles(x), magic=f.magic, tls=(x == P.TLS))
+                         for x, f in zip(r, o, strict=True)]
+                assignments = {name: fn(views, setup) for name, fn in P.POLICIES.items()}
+                obs = B.observe(o, r)
+                if relayed:
+                    obs = B.Observed.unjudged(obs)     # the relay's closes are not the destination's
+                fits = B.judge_policies(o, views, assignments, obs, paused=leg_no < len(self.g.legs) - 1)
+                if n_try == 0:
+                    first = (o, t, r, views, assignments, obs, fits)
+                wanted = [P.policy_for_version(self.opt.qemu_version)] if self.opt.qemu_version else P.REAL_POLICIES
+                if any(fits[n].fits for n in wanted):
+                    reordered = n_try > 0
+                    break
+            else:
+                o, t, r, views, assignments, obs, fits = first
+            if reordered:
+                order_notes.append(
+                    "the accept order seen at this vantage does not fit what the destination did; within the path's "
+                    f"jitter ({window * 1000:.1f} ms) the destination most likely accepted "
+                    + ", ".join(_addr(f.conn.client) for f in o) + " in that order")
+            order, truth, roles = o, t, r
+            certain = [cert_of[id(f)] for f in order]
             if leg_no == 0:
                 policy_name, why, gen = self.choose_policy(order, roles, fits, assignments)
                 policy_info = {"name": policy_name, "why": why, "source_generation": gen.text(),
@@ -109,6 +136,7 @@ class MigrationJudge:
                 assigned = chosen.roles[i]
                 wrong = _wrong(P.destination_roles(role), assigned)
                 ch = self.channel(f, i, leg_no, role, evidence, assigned, wrong)
+                ch["order_certain"] = certain[i]
                 if assigned == P.MULTIFD:
                     ch["assigned_multifd_slot"] = multifd_seen
                     multifd_seen += 1
@@ -135,7 +163,7 @@ class MigrationJudge:
         unreadable = [{"client": c["client"], "role": c["role"], **m} for c in channels for m in c["malformed"][:1]]
         outcome = self.outcome(misclassifications, stalls, lost, unreadable)
         conns = self.g.connections
-        notes = []
+        notes = list(order_notes)
         late = [f for f in conns if not f.conn.syn_seen]
         if late:
             notes.append(f"{len(late)} connection(s) were already open when the capture started (no SYN seen): "
@@ -438,25 +466,30 @@ class MigrationJudge:
         return out
 
     def no_progress(self) -> dict[str, Any] | None:
+        """No byte from the source on any channel for ``progress_timeout`` seconds, up to the capture's end or
+        to the first close that ended the silence (a hung migration torn down from outside)."""
         conns = self.g.connections
         if any(f.first_event("main.eof") for f in conns):
             return None
-        open_conns = [f for f in conns if _rst(f.conn) is None and f.conn.fin_ts[0] is None]
-        if not open_conns:
-            return None
         last = max((f.conn.last_data_ts[0] or 0.0) for f in conns)
-        if self.capture_end - last < self.opt.progress_timeout:
+        closes = [t for f in conns for t in (*f.conn.fin_ts, *f.conn.rst_ts) if t is not None and t > last]
+        end = min(closes) if closes else None
+        quiet = (end if end is not None else self.capture_end) - last
+        if quiet < self.opt.progress_timeout:
             return None
+        open_conns = [f for f in conns if not any(t is not None and t <= last
+                                                  for t in (*f.conn.fin_ts, *f.conn.rst_ts))]
+        where = (f"until the first close at {_fmt(end)}" if end is not None else "before the capture ends")
         return {
             "kind": "no-progress",
             "start": _r(last),
-            "end": None,
-            "ongoing_at_capture_end": True,
-            "duration": _r(self.capture_end - last),
+            "end": _r(end),
+            "ongoing_at_capture_end": end is None,
+            "duration": _r(quiet),
             "channels": [_addr(f.conn.client) for f in open_conns],
             "outstanding_requests": [],
-            "evidence": [f"no byte from the source on any channel for {self.capture_end - last:.1f} s before "
-                         f"the capture ends, {len(open_conns)} connection(s) still open, no EOF"],
+            "evidence": [f"no byte from the source on any channel for {quiet:.1f} s {where}, "
+                         f"{len(open_conns)} connection(s) still open, no EOF"],
         }
 
     # -- outcome ----------------------------------------------------------------------------------
@@ -527,6 +560,13 @@ class MigrationJudge:
                 return {"status": "failed", "stalled_for": s["duration"],
                         "reason": f"stalled {s['duration']:.1f} s with no error ({what}); then {then}"}
             first = next((m for m in misc if m["role"] == P.MAIN), misc[0])   # QEMU's own error comes first
+            hung = next((x for x in stalls if x["kind"] == "no-progress"), None)
+            if hung is not None:
+                how = ("until the end of the capture" if hung["end"] is None else
+                       f"until the connections were closed at {_fmt(hung['end'])}")
+                return {"status": "failed", "hung_for": hung["duration"],
+                        "reason": f"{first['failure']}; then hung: no "
+                                  f"progress for {hung['duration']:.1f} s {how}"}
             return {"status": "failed", "reason": first["failure"]}
         if bad_shut:
             r = bad_shut[0]
@@ -565,6 +605,64 @@ def _wrong(true_role: str, assigned: str) -> bool:
     if true_role in (P.TLS, P.UNKNOWN):
         return False
     return true_role != assigned
+
+
+def order_window(order: list[ConnectionFacts]) -> float:
+    """How far apart two handshakes seen here may be and still have reached the destination the other way
+    round: the spread of the round trips measured on this path (0 where the capture shows the
+    destination's own accept times: same host, or near the destination)."""
+    v = vantage(order)
+    if v["guess"] in ("same-host", "destination", "unknown"):
+        return 0.0
+    rtts = [f.conn.synack_ts - f.conn.syn_ts for f in order
+            if f.conn.syn_ts is not None and f.conn.synack_ts is not None]
+    return max(rtts) - min(rtts) if len(rtts) > 1 else 0.0
+
+
+def order_certainty(order: list[ConnectionFacts], window: float) -> list[bool]:
+    """Per connection (in the order seen), whether its place in the destination's accept order is sure:
+    no neighbour's handshake lies within ``window`` of its own."""
+    times = [start_ts(f) for f in order]
+    out = []
+    for i, t in enumerate(times):
+        near = (i > 0 and t - times[i - 1] < window) or (i + 1 < len(times) and times[i + 1] - t < window)
+        out.append(not near)
+    return out
+
+
+MAX_ORDERS = 5040
+
+
+def candidate_orders(n: int, certain: list[bool]) -> list[tuple[int, ...]]:
+    """Accept orders to try, the order seen first, then every other one that keeps the certain connections in
+    place and permutes each run of uncertain neighbours, fewest inversions first (bounded)."""
+    seen = tuple(range(n))
+    runs: list[list[int]] = []
+    for i in range(n):
+        if not certain[i]:
+            if runs and runs[-1][-1] == i - 1:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+    total = 1
+    for run in runs:
+        total *= math.factorial(len(run))
+    if total == 1 or total > MAX_ORDERS:
+        return [seen]
+    orders = [seen]
+    for combo in itertools.product(*(itertools.permutations(run) for run in runs)):
+        perm = list(seen)
+        for run, p in zip(runs, combo, strict=True):
+            for slot, idx in zip(run, p, strict=True):
+                perm[slot] = idx
+        if tuple(perm) != seen:
+            orders.append(tuple(perm))
+    orders[1:] = sorted(orders[1:], key=_inversions)
+    return orders
+
+
+def _inversions(perm: tuple[int, ...]) -> int:
+    return sum(1 for i in range(len(perm)) for j in range(i + 1, len(perm)) if perm[i] > perm[j])
 
 
 def _policy_for_generation(at_least: tuple[int, int]) -> str:

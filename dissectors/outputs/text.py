@@ -102,11 +102,16 @@ def render_migration(m: dict[str, Any]) -> list[str]:
         role = c["role"] + (f" #{c['multifd_id']}" if c["multifd_id"] is not None else "")
         mark = "!!" if c["misclassified"] else ("?" if not c["verifiable"] else "ok")
         accepted = _t(c["handshake_time"], base) if c["syn_seen"] else f"{_t(c['first_data_time'], base)} (no SYN)"
+        if c.get("order_certain") is False:
+            accepted += " ~"        # its place in the destination's order is inferred, not seen
         rows.append([c["accept_index"], c["leg"], c["client"], accepted, role,
                      c["assigned_role"], mark, _size(c["bytes_to_server"]), _size(c["bytes_to_client"]),
                      c["closed_by"] or "-"])
     lines += ["  " + x for x in table(rows, ["#", "leg", "client", "accepted", "true role", "assigned", "",
                                            "to dst", "to src", "closed by"])]
+    if any(c.get("order_certain") is False for c in m["channels"]):
+        lines.append("  ~ handshakes closer together than the path's jitter at this vantage: the destination's order "
+                     "is inferred from its behaviour (order_certain: false)")
     pc = m.get("postcopy") or {}
     if pc.get("run_time") is not None or pc.get("page_requests"):
         lat = (f", latency median {pc['median_latency'] * 1000:.2f} ms, max {pc['max_latency'] * 1000:.2f} ms"
