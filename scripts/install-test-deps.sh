@@ -1,8 +1,9 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Everything the test suite needs on a fresh Debian 12 machine: Debian's tshark, tcpdump, QEMU 7.2
-# (and QEMU 10.0 from bookworm-backports unpacked beside it), a virtualenv in .venv with migshark and
-# its test packages, with the compiled pcap scanner (gcc, python3-dev). Idempotent. Needs root for apt-get.
+# (and QEMU 10.0 from bookworm-backports unpacked beside it, QEMU 11.1 in a debootstrapped trixie root),
+# a virtualenv in .venv with migshark and its test packages, with the compiled pcap scanner (gcc,
+# python3-dev). Idempotent. Needs root for apt-get.
 set -eu
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -18,6 +19,7 @@ if [ -n "$need" ]; then
     apt-get install -y --no-install-recommends $need
 fi
 sh scripts/install-qemu.sh
+sh scripts/install-qemu-11.sh   # QEMU 11.1 in a trixie chroot (/opt/migshark-trixie)
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Live smoke test: record one short real multifd migration with Debian's QEMU 7.2, then analyse it."""
+"""Live smoke tests: record one short real multifd migration with Debian's QEMU 7.2 (and one with QEMU 11.1 in
+its trixie chroot, when installed), then analyse it."""
 
 from __future__ import annotations
 
@@ -86,3 +87,45 @@ def test_analyze_sees_three_channels(recording: dict[str, object]) -> None:
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert len(report["migrations"][0]["channels"]) == 3
+
+
+def _skip_reason_11_1() -> str | None:
+    reason = _skip_reason()
+    if reason:
+        return reason
+    from dissectors.recorder.chroot import missing_mounts
+
+    inst = qemu_install("11.1")
+    if inst.root is None or not inst.binary.is_file():
+        return f"QEMU 11.1 root not installed at {inst.root} (scripts/install-qemu-11.sh)"
+    if missing_mounts(inst.root):
+        return f"QEMU 11.1 root {inst.root} lacks its mounts (re-run scripts/install-qemu-11.sh)"
+    return None
+
+
+def test_record_11_1_in_its_chroot(tmp_path: Path) -> None:
+    """A short multifd 2 migration between two QEMU 11.1 run as ``chroot ROOT qemu-system-x86_64``."""
+    reason = _skip_reason_11_1()
+    if reason:
+        pytest.skip(reason)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dissectors.cli.main", "record", "--scenario", "smoke-multifd2-7.2",
+         "--src-qemu", "11.1", "--dst-qemu", "11.1", "--out", str(tmp_path), "--name", "smoke11", "--json"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    result = json.loads(proc.stdout)
+    manifest = json.loads(Path(result["manifest"]).read_text())
+    assert result["outcome"] == "completed", result["reason"]
+    assert manifest["capture"]["packets_dropped_by_kernel"] == 0
+    for role in ("source", "destination"):
+        qemu = manifest["qemu"][role]
+        assert qemu["version"]["qemu"]["major"] == 11, qemu["version_string"]
+        assert Path(qemu["command_line"][0]).name == "chroot"
+    assert manifest["query_migrate"]["source"]["ram"]["multifd-bytes"] > 0
+    report = subprocess.run(
+        [sys.executable, "-m", "dissectors.cli.main", "analyze", "--json", str(result["capture"])],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert len(json.loads(report.stdout)["migrations"][0]["channels"]) == 3  # main + 2 multifd

@@ -71,8 +71,8 @@ def observe(order: Sequence[ConnectionFacts], roles: Sequence[str]) -> Observed:
         rst_s, rst_c = c.rst_ts[1], c.rst_ts[0]
         fin_s, fin_c = c.fin_ts[1], c.fin_ts[0]
         t: float | None = None
-        if rst_s is not None and (rst_c is None or rst_s <= rst_c):
-            t = rst_s
+        if rst_s is not None and (rst_c is None or rst_s <= rst_c) and (fin_c is None or rst_s < fin_c):
+            t = rst_s      # (after the source's FIN a reset is a destination dropping what it no longer needs)
         elif fin_s is not None and (fin_c is None or fin_s < fin_c) and (rst_c is None or fin_s < rst_c) \
                 and (eof is None or fin_s < eof):
             t = fin_s

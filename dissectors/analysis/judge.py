@@ -162,6 +162,10 @@ class MigrationJudge:
             stalls.append(np)
         unreadable = [{"client": c["client"], "role": c["role"], **m} for c in channels for m in c["malformed"][:1]]
         outcome = self.outcome(misclassifications, stalls, lost, unreadable)
+        if outcome["status"] == "completed" and any(u["policy"] == "qemu-7.2" for u in unsupported):
+            outcome = {"status": "failed", "reason": f"{outcome['reason']}; but multifd with postcopy is unsupported "
+                                                     "before 10.1: a 7.2 destination aborts right after completing "
+                                                     "(yank_unregister_instance assertion)"}
         conns = self.g.connections
         notes = list(order_notes)
         late = [f for f in conns if not f.conn.syn_seen]

@@ -9,15 +9,15 @@ import sys
 from pathlib import Path
 
 from .proxy import hold_back_indices
-from .qemus import EnvironmentProblem
+from .qemus import KNOWN_QEMUS, EnvironmentProblem
 from .scenarios import SCENARIOS, with_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", metavar="NAME", help="scenario to record (see --list)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    parser.add_argument("--src-qemu", choices=["7.2", "10.0"], help="source QEMU (overrides the scenario)")
-    parser.add_argument("--dst-qemu", choices=["7.2", "10.0"], help="destination QEMU")
+    parser.add_argument("--src-qemu", choices=list(KNOWN_QEMUS), help="source QEMU (overrides the scenario)")
+    parser.add_argument("--dst-qemu", choices=list(KNOWN_QEMUS), help="destination QEMU")
     parser.add_argument("--multifd", type=int, metavar="N", help="multifd channels (0 = off)")
     parser.add_argument(
         "--hold-back",

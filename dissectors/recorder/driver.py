@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from .capture import Tcpdump, port_filter
+from .chroot import stage_kernel, work_parent
 from .guest import build_guest, guest_append
 from .manifest import write_manifest
+from .netpath import NetpathSession, run_on_netpath
 from .proxy import ProxyConfig, ReorderingProxy, hold_back_indices
 from .qemus import EnvironmentProblem, GuestSpec, qemu_command, qemu_install, tool
 from .scenarios import Scenario
@@ -30,8 +32,19 @@ POLL_S = 0.25
 ERROR_GRACE_S = 2.0
 GUEST_SETTLE_S = 1.2
 TEARDOWN_WATCH_S = 2.0
+# A destination error followed by nothing (no exit, no close, the source in progress and not moving for
+# STALL_QUIET_S, watched for up to STALL_CONFIRM_S after the grace) is a stall, not a failure.
+STALL_QUIET_S = 2.0
+STALL_CONFIRM_S = 6.0
+_IN_PROGRESS = frozenset({"setup", "active", "device", "pre-switchover", "postcopy-active"})
 # Destination stderr lines that mean the incoming migration broke (QEMU prints and may keep running).
 _DST_ERROR = re.compile(r"(?i)(error|failed|not a migration stream|magic|assert|abort|unknown)")
+# ... but not QEMU's warnings (11.1: "warning: Machine type 'pc-i440fx-7.2' is deprecated: ...").
+_WARNING = re.compile(r"^[^:]*: warning: ")
+
+
+def is_destination_error(line: str) -> bool:
+    return bool(_DST_ERROR.search(line)) and not _WARNING.search(line)
 
 
 @dataclass
@@ -126,6 +139,8 @@ class Run:
         self.work = Path(".")
         self.timeline: list[dict[str, Any]] = []
         self.ports = {"destination": free_port()}
+        self.host = LOOPBACK  # the destination's address (a namespace path's, see netpath.py)
+        self.netpath: NetpathSession | None = None
         if sc.uses_proxy:
             self.ports["proxy"] = free_port()
         if sc.recover:
@@ -137,17 +152,25 @@ class Run:
             print(f"[{time.time() - self.t0:7.2f}] {what} {extra if extra else ''}", flush=True)
 
     async def execute(self) -> Recording:
+        if self.sc.path == "netns" and self.netpath is None:
+            return await run_on_netpath(self)  # sets self.netpath up, calls execute() again, tears it down
         sc = self.sc
         check_environment(sc)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         pcap = self.out_dir / f"{self.name}.pcap"
+        if self.netpath is not None:
+            pcap = self.netpath.pcap_path(self.out_dir, self.name)  # NAME.src.pcap (and NAME.dst.pcap)
         kernel = build_guest()
-        with tempfile.TemporaryDirectory(prefix="migshark-rec-") as tmp:
+        # A side that runs in a root (QEMU 11.1's chroot) opens only files inside it: work there.
+        parent = work_parent(qemu_install(v) for v in (sc.src, sc.dst))
+        with tempfile.TemporaryDirectory(prefix="migshark-rec-", dir=parent) as tmp:
             work = Path(tmp)
             self.work = work
+            if parent is not None:
+                kernel = stage_kernel(kernel, work)
             tls_dir = make_x509_creds(work / "tls") if sc.tls else None
             keylog = self.out_dir / f"{self.name}.keylog" if sc.tls else None
-            env = {"SSLKEYLOGFILE": str(keylog)} if keylog else {}
+            work_keylog = work / "sslkeylog" if sc.tls else None  # copied to keylog after the run
             guest = GuestSpec(
                 kernel, guest_append(sc.fill_mib, sc.dirty_pages, sc.dirty_rate), sc.memory_mib, sc.machine
             )
@@ -163,8 +186,15 @@ class Run:
                     tls_dir=tls_dir,
                     name=f"migshark-{role}",
                 )
+                env = {"SSLKEYLOGFILE": inst.qemu_path(work_keylog)} if work_keylog else {}
+                if self.netpath is not None:
+                    cmd = self.netpath.prefix(role) + cmd  # ip netns exec NS [chroot ROOT] qemu ...
                 sides[role] = QemuSide(role, inst, cmd, work, work / f"{role}.qmp", env)
-            tcpdump = Tcpdump(pcap, list(self.ports.values()))
+            tcpdump = (
+                self.netpath.make_capture(pcap, list(self.ports.values()))
+                if self.netpath is not None
+                else Tcpdump(pcap, list(self.ports.values()))
+            )
             proxy: ReorderingProxy | None = None
             stats = None
             manifest: dict[str, Any] = {}
@@ -196,6 +226,8 @@ class Run:
                     await proxy.stop()
                 stats = tcpdump.stop()
             self.mark("stopped")
+            if keylog is not None and work_keylog is not None and work_keylog.exists():
+                shutil.copyfile(work_keylog, keylog)
             manifest.update(self._results(sides, exit_status, proxy, stats, pcap, keylog, work))
         manifest["outcome"], manifest["outcome_reason"] = outcome, reason
         manifest["expected_outcome"] = sc.expect
@@ -210,6 +242,8 @@ class Run:
             pcap = gz
             manifest["capture"]["file"] = gz.name
             manifest["capture"]["size_bytes"] = gz.stat().st_size
+        if self.netpath is not None:
+            self.netpath.finish(manifest, compress=self.compress)
         path = write_manifest(self.out_dir / f"{self.name}.manifest.json", manifest)
         return Recording(outcome, reason, pcap, path, manifest)
 
@@ -254,10 +288,10 @@ class Run:
         target = self.ports.get("proxy", dport)
         await self._wait_guest_ready(src)
         baseline = len(dst.stderr())
-        await dst.execute("migrate-incoming", {"uri": f"tcp:{LOOPBACK}:{dport}"})
+        await dst.execute("migrate-incoming", {"uri": f"tcp:{self.host}:{dport}"})
         self.mark("migrate-incoming", port=dport)
         t_migrate = time.monotonic()
-        await src.execute("migrate", {"uri": f"tcp:{LOOPBACK}:{target}"})
+        await src.execute("migrate", {"uri": f"tcp:{self.host}:{target}"})
         self.mark("migrate", port=target)
         if sc.postcopy:
             await asyncio.sleep(max(0.0, sc.postcopy_after_s - (time.monotonic() - t_migrate)))
@@ -283,6 +317,8 @@ class Run:
             await asyncio.sleep(TEARDOWN_WATCH_S)
             info["destination_status_after_source_exit"] = await dst.migration_status()
             info["destination_stderr_after_source_exit"] = dst.stderr()[before:]
+            info["destination_exited_after_source_exit"] = None if dst.alive() else dst.proc and dst.proc.returncode
+            info["destination_qmp_timeouts"] = dst.qmp_timeouts
             self.mark("destination after source exit", status=info["destination_status_after_source_exit"])
         exit_status["destination"] = await dst.stop()
         return exit_status, info
@@ -312,7 +348,7 @@ class Run:
         if s != "postcopy-paused" or d != "postcopy-paused":
             return "failed", f"recovery: not paused (source {s}, destination {d})"
         await asyncio.sleep(0.5)
-        uri = f"tcp:{LOOPBACK}:{self.ports['recover']}"
+        uri = f"tcp:{self.host}:{self.ports['recover']}"
         await dst.execute("migrate-recover", {"uri": uri})
         self.mark("migrate-recover (destination)", uri=uri)
         await asyncio.sleep(0.2)
@@ -339,21 +375,48 @@ class Run:
                 return "completed", "both sides completed"
             # A paused postcopy prints socket errors on purpose; recovery runs are judged by status only.
             if error_at is None and not self.sc.recover:
-                new = [ln for ln in dst.stderr()[baseline:].splitlines() if _DST_ERROR.search(ln)]
+                new = [ln for ln in dst.stderr()[baseline:].splitlines() if is_destination_error(ln)]
                 if new:
                     error_at, error_line = time.monotonic(), new[0]
                     self.mark("destination error", line=error_line)
             if "failed" in (s, d) and error_at is None:
                 error_at, error_line = time.monotonic(), f"status source={s} destination={d}"
             if error_at is not None and time.monotonic() - error_at >= ERROR_GRACE_S:
+                if not error_line.startswith("status ") and await self._stalled_after_error(src, dst):
+                    return "stalled", error_line
                 return "failed", error_line
             await asyncio.sleep(POLL_S)
         if error_at is not None:
             return "failed", error_line
         return (
             "stalled",
-            f"no completion within {self.sc.timeout_s:g} s (source {last[0]}, destination {last[1]})",
+            f"no completion within {self.sc.timeout_s:g} s (source {last[0]}, destination {last[1]})"
+            + ("; destination QMP not answering" if dst.qmp_hung else ""),
         )
+
+    async def _stalled_after_error(self, src: QemuSide, dst: QemuSide) -> bool:
+        """After the destination printed an error: True if nothing followed it. Both QEMUs still run, the
+        source stays in progress (no failure, no completion) and transfers nothing more for STALL_QUIET_S.
+        A source that fails, completes or keeps moving (the loopback failures) leaves it a failure."""
+        deadline = time.monotonic() + STALL_CONFIRM_S
+        last: object = object()
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            if not (src.alive() and dst.alive()):
+                return False
+            info = await src.try_execute("query-migrate", log=False) or {}
+            status = info.get("status")
+            if status not in _IN_PROGRESS:
+                return False
+            transferred = (info.get("ram") or {}).get("transferred")
+            now = time.monotonic()
+            if transferred != last:
+                last, quiet_since = transferred, now
+            elif now - quiet_since >= STALL_QUIET_S:
+                self.mark("stalled after the destination's error", source_status=status, transferred=transferred)
+                return True
+            await asyncio.sleep(POLL_S)
+        return False
 
     def _results(
         self,

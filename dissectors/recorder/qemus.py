@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_PREFIX_10_0 = Path(os.environ.get("MIGSHARK_QEMU_10_0_PREFIX", "/opt/qemu-10.0"))
+KNOWN_QEMUS = ("7.2", "10.0", "11.1")  # 11.1 runs in a trixie chroot (chroot.py)
 
 
 class EnvironmentProblem(Exception):
@@ -17,14 +18,49 @@ class EnvironmentProblem(Exception):
 
 @dataclass(frozen=True)
 class QemuInstall:
-    name: str  # "7.2" or "10.0"
+    """One QEMU build. ``binary`` is its host path (checked before a run).
+
+    A QEMU that runs in another root (``root``, e.g. QEMU 11.1 in a trixie chroot) is started as
+    ``prefix + [command_binary, ...]`` and sees host paths under ``root`` at their in-root path:
+    ``qemu_path()`` translates every path written on its command line or in its environment. A wrapper
+    such as ``ip netns exec NS`` goes in front of the whole command line, so the two compose.
+    """
+
+    name: str  # "7.2", "10.0" or "11.1"
     binary: Path
     env: dict[str, str] = field(default_factory=dict)
-    firmware_dirs: tuple[Path, ...] = ()
+    firmware_dirs: tuple[Path, ...] = ()  # as QEMU sees them
+    root: Path | None = None  # host path of the root QEMU runs in (None: the host's)
+    prefix: tuple[str, ...] = ()  # e.g. ("chroot", "/opt/migshark-trixie")
+    command_binary: str | None = None  # the binary as the prefix's command sees it (default: binary)
+    install_hint: str | None = None
+
+    def argv0(self) -> list[str]:
+        """The start of the command line: the prefix, then the binary."""
+        return [*self.prefix, self.command_binary or str(self.binary)]
+
+    def qemu_path(self, host_path: Path) -> str:
+        """``host_path`` as QEMU sees it (the in-root path when it runs in a root)."""
+        if self.root is None:
+            return str(host_path)
+        try:
+            inner = Path(host_path).resolve().relative_to(Path(self.root).resolve())
+        except ValueError:
+            raise EnvironmentProblem(
+                f"QEMU {self.name} runs in {self.root} and cannot open {host_path} (outside the root)"
+            ) from None
+        return "/" + inner.as_posix() if inner.parts else "/"
 
     def check(self) -> None:
+        if self.root is not None:
+            from .chroot import check_root
+
+            check_root(self)
+            return
         if not self.binary.is_file() or not os.access(self.binary, os.X_OK):
-            hint = "apt-get install qemu-system-x86" if self.name == "7.2" else "scripts/install-qemu.sh"
+            hint = self.install_hint or (
+                "apt-get install qemu-system-x86" if self.name == "7.2" else "scripts/install-qemu.sh"
+            )
             raise EnvironmentProblem(f"QEMU {self.name} not found at {self.binary} (run {hint})")
 
 
@@ -40,7 +76,11 @@ def qemu_install(name: str) -> QemuInstall:
             env={"QEMU_MODULE_DIR": str(prefix / "usr/lib/x86_64-linux-gnu/qemu")},
             firmware_dirs=(prefix / "usr/share/seabios", prefix / "usr/share/qemu"),
         )
-    raise EnvironmentProblem(f"unknown QEMU {name!r} (known: 7.2, 10.0)")
+    if name == "11.1":
+        from .chroot import chroot_install
+
+        return chroot_install(name)
+    raise EnvironmentProblem(f"unknown QEMU {name!r} (known: {', '.join(KNOWN_QEMUS)})")
 
 
 @dataclass(frozen=True)
@@ -62,8 +102,9 @@ def qemu_command(
     name: str,
 ) -> list[str]:
     """The command line of one side. The destination starts with ``-incoming defer``."""
+    path = install.qemu_path
     cmd = [
-        str(install.binary),
+        *install.argv0(),
         "-name",
         name,
         "-accel",
@@ -78,19 +119,19 @@ def qemu_command(
         "-monitor",
         "none",
         "-serial",
-        f"file:{serial_log}",
+        f"file:{path(serial_log)}",
         "-kernel",
-        str(guest.kernel),
+        path(guest.kernel),
         "-append",
         guest.append,
         "-qmp",
-        f"unix:{qmp_socket},server=on,wait=off",
+        f"unix:{path(qmp_socket)},server=on,wait=off",
     ]
     for d in install.firmware_dirs:
         cmd += ["-L", str(d)]
     if tls_dir is not None:
         endpoint = "server" if incoming else "client"
-        cmd += ["-object", f"tls-creds-x509,id=tls0,dir={tls_dir},endpoint={endpoint},verify-peer=on"]
+        cmd += ["-object", f"tls-creds-x509,id=tls0,dir={path(tls_dir)},endpoint={endpoint},verify-peer=on"]
     if incoming:
         cmd += ["-incoming", "defer"]
     return cmd

@@ -31,6 +31,12 @@ class Scenario:
     timeout_s: float = 60.0
     expect: str = "completed"  # completed | failed | stalled
     lab_note: str = ""
+    # "loopback" (127.0.0.1, tcpdump on lo) or "netns" (source and destination namespaces joined through a
+    # middle one by a userspace relay delaying every frame by max(0, N(delay_ms, jitter_ms)); netpath.py)
+    path: str = "loopback"
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    relay_seed: int | None = None  # None: a random seed, written to the manifest
 
     @property
     def machine(self) -> str:
@@ -49,7 +55,14 @@ _PC = dict(postcopy=True, max_bandwidth=8 * MIB, max_postcopy_bandwidth=4 * MIB)
 _PRE = dict(_PC, preempt=True)
 _HOLD_PRE = dict(_PRE, hold_back="main")
 _TINY_HOLD_PRE = dict(_HOLD_PRE, memory_mib=16, fill_mib=1, dirty_pages=64, dirty_rate=100)
+# Multifd + postcopy (10.1+): max-bandwidth does not slow multifd, so postcopy must start early, and every
+# page left for postcopy goes out whole on main (zero pages too): a smaller guest keeps the capture small.
+_MP_PRE_SMALL = dict(_PRE, postcopy_after_s=0.05, memory_mib=32, fill_mib=8, dirty_pages=1024, dirty_rate=1000)
 # TLS records do not gzip: a small guest keeps those captures at a few MB.
+# A namespace path with 5 +- 3 ms one way (frames overtake each other) carries a few MB/s: a small guest
+# that converges at that rate, and a capture at each end of the path.
+_NETPATH = dict(path="netns", delay_ms=5.0, jitter_ms=3.0, memory_mib=32, fill_mib=4, dirty_pages=128,
+                dirty_rate=200)
 _TLS = dict(tls=True, memory_mib=32, fill_mib=2, dirty_pages=256, dirty_rate=500)
 
 SCENARIOS: dict[str, Scenario] = {
@@ -185,11 +198,107 @@ SCENARIOS: dict[str, Scenario] = {
             lab_note="mapped right: other channels open after main's TLS handshake",
         ),
         Scenario(
+            "holdback-multifd-7.2-to-10.0",
+            "multifd 4 7.2 -> 10.0, proxy holds back main by 1 s",
+            dst="10.0",
+            multifd=4,
+            hold_back="main",
+            lab_note="the 10.0 destination peeks the magic: mapped right although a multifd channel is accepted "
+            "first (a 7.2 destination fails)",
+        ),
+        Scenario(
             "holdback-multifd-conn-7.2",
             "multifd 4, proxy holds back a multifd connection",
             multifd=4,
             hold_back="multifd",
             lab_note="harmless",
+        ),
+        # QEMU 11.1 runs in a Debian trixie chroot (scripts/install-qemu-11.sh, recorder/chroot.py).
+        Scenario("precopy-11.1", "plain precopy, one main channel", src="11.1", dst="11.1", lab_note="completes"),
+        Scenario(
+            "multifd4-11.1",
+            "multifd with 4 channels",
+            src="11.1",
+            dst="11.1",
+            multifd=4,
+            lab_note="completes",
+        ),
+        Scenario(
+            "preempt-11.1",
+            "postcopy with the preempt channel",
+            src="11.1",
+            dst="11.1",
+            **_PRE,
+            lab_note="completes; preempt channel connects only at postcopy start (1.5 s after main)",
+        ),
+        Scenario(
+            "multifd4-postcopy-preempt-11.1",
+            "multifd 4 + postcopy + preempt together (allowed since 10.1), postcopy started 0.05 s in",
+            src="11.1",
+            dst="11.1",
+            multifd=4,
+            **_MP_PRE_SMALL,
+            lab_note="completes; max-bandwidth does not slow multifd, so postcopy starts 0.05 s after migrate; "
+            "preempt connects ~0.1 s after main, after the 4 multifd; the pages left for postcopy go whole on main",
+        ),
+        Scenario(
+            "holdback-multifd-11.1",
+            "multifd 4, proxy holds back main by 1 s",
+            src="11.1",
+            dst="11.1",
+            multifd=4,
+            hold_back="main",
+            lab_note="mapped right (magic peek)",
+        ),
+        Scenario(
+            "multifd4-10.0-to-11.1",
+            "cross-version multifd, machine pc-i440fx-10.0",
+            src="10.0",
+            dst="11.1",
+            multifd=4,
+            lab_note="completes",
+        ),
+        Scenario(
+            "holdback-preempt-7.2-to-11.1",
+            "postcopy-preempt 7.2 -> 11.1, proxy holds back main so the silent preempt channel comes first",
+            dst="11.1",
+            **_HOLD_PRE,
+            expect="stalled",
+            timeout_s=20,
+            lab_note="the 11.1 destination blocks in its peek at the silent preempt channel in the main thread: "
+            "QMP hangs, the held-back main is never accepted, no error; the 7.2 source goes from active to "
+            "postcopy-active (or stays active) and stalls; once the source exits: Failed to peek at channel, "
+            "destination status failed, exit status 1",
+        ),
+        Scenario(
+            "preempt-recover-11.1",
+            "postcopy-preempt, migrate-pause, migrate-recover, migrate resume=true",
+            src="11.1",
+            dst="11.1",
+            **dict(_PRE, max_postcopy_bandwidth=2 * MIB),
+            recover=True,
+            lab_note="completes; new main starts with 08 00 0a (RECV_BITMAP), new preempt, no new multifd; "
+            "stderr (paused on purpose): Detected IO failure for postcopy. Migration paused.",
+        ),
+        Scenario(
+            "multifd-tls-11.1",
+            "multifd with 2 channels over TLS (x509, SSLKEYLOGFILE kept)",
+            src="11.1",
+            dst="11.1",
+            multifd=2,
+            **_TLS,
+            lab_note="completes",
+        ),
+        Scenario(
+            "multifd-postcopy-7.2",
+            "multifd 4 + postcopy on 7.2 (no preempt)",
+            multifd=4,
+            **_PC,
+            expect="failed",
+            timeout_s=30,
+            lab_note="accepted; postcopy runs and the source completes (the destination even sends SHUT 0), then the "
+            "destination aborts (SIGABRT, exit -6) in cleanup: "
+            "yank_unregister_instance: Assertion QLIST_EMPTY(&entry->yankfns) failed",
         ),
         Scenario(
             "smoke-multifd2-7.2",
@@ -201,6 +310,23 @@ SCENARIOS: dict[str, Scenario] = {
             dirty_rate=500,
             timeout_s=60,
             lab_note="completes",
+        ),
+        Scenario(
+            "netpath-multifd4-7.2",
+            "multifd 4 over a namespace path, 5 +- 3 ms one way (relay jitter reorders frames)",
+            multifd=4,
+            **_NETPATH,
+            timeout_s=45,
+            lab_note="completes in most runs; in ~2 of 6 a multifd channel is accepted before main: the "
+            "destination prints received packet magic 5145564d expected 11223344, then nothing exits or "
+            "closes and the source stays active (a stall)",
+        ),
+        Scenario(
+            "netpath-preempt-7.2",
+            "postcopy-preempt over a namespace path, 5 +- 3 ms one way",
+            **dict(_PRE, **dict(_NETPATH, fill_mib=8)),
+            timeout_s=60,
+            lab_note="completes: the silent preempt channel never overtook main in 56 runs",
         ),
     ]
 }

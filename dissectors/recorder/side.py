@@ -21,6 +21,12 @@ from .qemus import EnvironmentProblem, QemuInstall
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 
+# A QEMU whose main thread blocks (11.1 peeking at a silent preempt channel) stops answering QMP: every
+# command times out; once one has, the next ones wait only briefly until the monitor answers again.
+QMP_TIMEOUT_S = 10.0
+HUNG_QMP_TIMEOUT_S = 1.0
+
+
 class QmpFailed(Exception):
     """A QMP command returned an error (the message is QEMU's)."""
 
@@ -45,6 +51,8 @@ class QemuSide:
         self.qmp: QMPClient | None = None
         self.events: list[dict[str, Any]] = []
         self.qmp_log: list[dict[str, Any]] = []
+        self.qmp_hung = False  # the last QMP command got no answer in time
+        self.qmp_timeouts = 0
         self._event_task: asyncio.Task[None] | None = None
 
     async def start(self, timeout: float = 15.0) -> None:
@@ -97,12 +105,20 @@ class QemuSide:
         entry: dict[str, Any] = {"time": time.time(), "command": command}
         if arguments:
             entry["arguments"] = arguments
+        timeout = HUNG_QMP_TIMEOUT_S if self.qmp_hung else QMP_TIMEOUT_S
         try:
-            result = await asyncio.wait_for(self.qmp.execute(command, arguments), timeout=10)
-        except (TimeoutError, QMPError, OSError, EOFError) as exc:
+            result = await asyncio.wait_for(self.qmp.execute(command, arguments), timeout=timeout)
+        except TimeoutError as exc:
+            self.qmp_hung = True
+            self.qmp_timeouts += 1
+            entry["error"] = f"timeout: no QMP answer within {timeout:g} s"
+            self.qmp_log.append(entry)
+            raise QmpFailed(entry["error"]) from exc
+        except (QMPError, OSError, EOFError) as exc:
             entry["error"] = str(exc) or type(exc).__name__
             self.qmp_log.append(entry)
             raise QmpFailed(entry["error"]) from exc
+        self.qmp_hung = False
         if log:
             entry["result"] = result
             self.qmp_log.append(entry)
