@@ -38,7 +38,14 @@ def test_80_no_peek_with_postcopy():
 def test_80_garbage_becomes_multifd_and_silent_blocks():
     junk = P.ChannelView(P.UNKNOWN, b"GET ")
     a = P.peek_80([junk, P.ChannelView(P.UNKNOWN, None), MAIN], MULTIFD2)
-    assert a.roles == [P.MULTIFD, P.BLOCKED, P.MAIN]
+    # 8.0's peek sleeps 1 ms at a time in the main loop (g_usleep): later accepts wait behind it
+    assert a.roles == [P.MULTIFD, P.BLOCKED, P.BLOCKED]
+
+
+def test_101_connections_queued_behind_a_blocked_peek_are_blocked():
+    a = P.peek_101([SILENT_PRE, MAIN, MFD], MULTIFD2)
+    assert a.roles == [P.BLOCKED, P.BLOCKED, P.BLOCKED]
+    assert "queued behind" in (a.errors[1] or "")
 
 
 def test_80_tls_falls_back_to_order():
