@@ -280,3 +280,14 @@ def test_natural_misorder_seen_at_the_source_is_inferred():
 def test_natural_path_without_misorder_is_clean(vantage):
     (m,) = destination_side(named(f"netpath-multifd4-7.2.{vantage}"))
     assert m["outcome"]["status"] == "completed" and not m["misclassifications"]
+
+
+def test_111_packaged_loaded_ping_and_its_pong():
+    """11.1 (10.2+): PING 0x42 (QEMU_VM_PING_PACKAGED_LOADED) inside the package just before POSTCOPY_RUN,
+    answered by PONG 0x42 on the return path."""
+    a = analyze_file(str(named("preempt-11.1")), Options())
+    main = next(f for f in a.facts if f.kind == "main")
+    cmds = [(r.fields["cmd"], r.fields.get("value"), r.fields.get("packaged", False)) for r in main.commands()]
+    run = cmds.index(("POSTCOPY_RUN", None, True))
+    assert cmds[run - 1] == ("PING", 0x42, True) and cmds[run - 2] == ("PING", 3, True)
+    assert 0x42 in [r.fields["value"] for r in main.events if r.kind == "rp.pong"]
