@@ -5,13 +5,12 @@ its trixie chroot, when installed), then analyse it."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from recorder_helpers import live_recording_unavailable
 
 from dissectors.recorder.qemus import qemu_install
 
@@ -21,18 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (tcpdump on lo)"
-    if not qemu_install("7.2").binary.is_file():
-        return "Debian's qemu-system-x86_64 (QEMU 7.2) is not installed"
-    for tool in ("tcpdump", "gcc"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    try:
-        import qemu.qmp  # noqa: F401
-    except ImportError:
-        return "python package qemu.qmp is not installed"
-    return None
+    return live_recording_unavailable()
 
 
 @pytest.fixture(scope="module")

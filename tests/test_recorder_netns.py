@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from recorder_helpers import live_recording_unavailable
 
 from dissectors.recorder.delay_relay import DelayQueue, RelayConfig, RelayProcess
 from dissectors.recorder.netns import NetnsPath, list_namespaces
@@ -268,21 +269,7 @@ def test_stalled_after_error_rule(source: list[tuple[str, int]], dst_alive: bool
 
 # -- one live recording over the path ---------------------------------------------------------------------
 def _live_skip_reason() -> str | None:
-    reason = _namespaces_unavailable()
-    if reason:
-        return reason
-    from dissectors.recorder.qemus import qemu_install
-
-    if not qemu_install("7.2").binary.is_file():
-        return "Debian's qemu-system-x86_64 (QEMU 7.2) is not installed"
-    for tool in ("tcpdump", "gcc"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    try:
-        import qemu.qmp  # noqa: F401
-    except ImportError:
-        return "python package qemu.qmp is not installed"
-    return None
+    return _namespaces_unavailable() or live_recording_unavailable()
 
 
 @pytest.mark.live

@@ -109,7 +109,7 @@ class Fit:
 
 def verdict(views: Sequence[P.ChannelView], a: P.Assignment, obs: Observed | None = None) -> str:
     """ok / fails / stalls / "stalls, then fails", for one policy's roles on one leg."""
-    bad = [i for i, (v, r) in enumerate(zip(views, a.roles, strict=True)) if _wrong(v.role, r)]
+    bad = [i for i, (v, r) in enumerate(zip(views, a.roles, strict=True)) if P.misread(v.role, r)]
     if not bad:
         return "ok"
     stalled = [i for i in bad if a.roles[i] == P.BLOCKED or (views[i].role == P.PREEMPT and a.roles[i] == P.MAIN)]
@@ -119,12 +119,6 @@ def verdict(views: Sequence[P.ChannelView], a: P.Assignment, obs: Observed | Non
                                or views[i].role == P.PREEMPT):
         return "stalls, then fails"      # the source wrote on the silent channel at last, or it closed
     return "stalls"
-
-
-def _wrong(true_role: str, assigned: str) -> bool:
-    if true_role in (P.TLS, P.UNKNOWN):
-        return False
-    return true_role != assigned
 
 
 def judge_policies(order: Sequence[ConnectionFacts], views: Sequence[P.ChannelView],

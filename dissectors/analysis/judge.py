@@ -40,6 +40,18 @@ def _r(ts: float | None) -> float | None:
     return None if ts is None else round(ts, 6)
 
 
+@dataclass
+class LegFit:
+    """One accept order of a leg with every policy's roles and how each fits the destination's behaviour."""
+
+    order: list[ConnectionFacts]
+    truth: list[tuple[str, str]]
+    views: list[P.ChannelView]
+    assignments: dict[str, P.Assignment]
+    obs: B.Observed
+    fits: dict[str, B.Fit]
+
+
 class MigrationJudge:
     def __init__(self, group: MigrationGroup, index: int, ledger: PageLedger, capture_end: float,
                  options: Options, repeats: RepeatedPages | None = None,
@@ -88,35 +100,17 @@ class MigrationJudge:
             roles = [t[0] for t in truth]
             setup = self.setup(order, roles, recovery)
             window = order_window(order)
-            certain = order_certainty(order, window)
-            cert_of = {id(f): c for f, c in zip(order, certain, strict=True)}
-            relayed = self.relay is not None and self.relay["side"] == "source"
-            reordered = False
-            for n_try, perm in enumerate(candidate_orders(len(order), certain)):
-                o = [order[i] for i in perm]
-                t = [truth[i] for i in perm]
-                r = [x[0] for x in t]
-                views = [P.ChannelView(role=P.destination_roles(x), magic=f.magic, tls=(x == P.TLS))
-                         for x, f in zip(r, o, strict=True)]
-                assignments = {name: fn(views, setup) for name, fn in P.POLICIES.items()}
-                obs = B.observe(o, r)
-                if relayed:
-                    obs = B.Observed.unjudged(obs)     # the relay's closes are not the destination's
-                fits = B.judge_policies(o, views, assignments, obs, paused=leg_no < len(self.g.legs) - 1)
-                if n_try == 0:
-                    first = (o, t, r, views, assignments, obs, fits)
-                wanted = [P.policy_for_version(self.opt.qemu_version)] if self.opt.qemu_version else P.REAL_POLICIES
-                if any(fits[n].fits for n in wanted):
-                    reordered = n_try > 0
-                    break
-            else:
-                o, t, r, views, assignments, obs, fits = first
-            if reordered:
+            cert_of = {id(f): c for f, c in zip(order, order_certainty(order, window), strict=True)}
+            leg_fit = self.fit_order(order, truth, setup, paused=leg_no < len(self.g.legs) - 1,
+                                     certain=list(cert_of.values()))
+            if leg_fit.order is not order:
                 order_notes.append(
                     "the accept order seen at this vantage does not fit what the destination did; within the path's "
                     f"jitter ({window * 1000:.1f} ms) the destination most likely accepted "
-                    + ", ".join(_addr(f.conn.client) for f in o) + " in that order")
-            order, truth, roles = o, t, r
+                    + ", ".join(_addr(f.conn.client) for f in leg_fit.order) + " in that order")
+            order, truth, views, assignments, obs, fits = (leg_fit.order, leg_fit.truth, leg_fit.views,
+                                                           leg_fit.assignments, leg_fit.obs, leg_fit.fits)
+            roles = [t[0] for t in truth]
             certain = [cert_of[id(f)] for f in order]
             if leg_no == 0:
                 policy_name, why, gen = self.choose_policy(order, roles, fits, assignments)
@@ -124,7 +118,7 @@ class MigrationJudge:
                                "evidence": gen.evidence, **self.behaviour_info(fits, assignments, obs)}
             chosen = assignments[policy_name]
             for name, a in assignments.items():
-                bad = [i for i, (v, r) in enumerate(zip(views, a.roles, strict=True)) if _wrong(v.role, r)]
+                bad = [i for i, (v, r) in enumerate(zip(views, a.roles, strict=True)) if P.misread(v.role, r)]
                 what_if.setdefault(name, []).append({
                     "leg": leg_no, "roles": a.roles, "misclassified": bad,
                     "verdict": fits[name].verdict,
@@ -134,7 +128,7 @@ class MigrationJudge:
             multifd_seen = 0
             for i, (f, (role, evidence)) in enumerate(zip(order, truth, strict=True)):
                 assigned = chosen.roles[i]
-                wrong = _wrong(P.destination_roles(role), assigned)
+                wrong = P.misread(P.destination_roles(role), assigned)
                 ch = self.channel(f, i, leg_no, role, evidence, assigned, wrong)
                 ch["order_certain"] = certain[i]
                 if assigned == P.MULTIFD:
@@ -202,6 +196,31 @@ class MigrationJudge:
         return out
 
     # -- policy -----------------------------------------------------------------------------------
+    def fit_order(self, order: list[ConnectionFacts], truth: list[tuple[str, str]], setup: P.Setup,
+                  paused: bool, certain: list[bool]) -> LegFit:
+        """Every policy's roles on the accept order seen, judged against the destination's behaviour. When
+        no policy wanted (``--qemu-version``'s, else any released one) fits and some places in the order
+        are uncertain, the other orders of those places are tried, fewest swaps first; the first that a
+        wanted policy fits is returned (the order seen when none does)."""
+        relayed = self.relay is not None and self.relay["side"] == "source"
+        wanted = [P.policy_for_version(self.opt.qemu_version)] if self.opt.qemu_version else P.REAL_POLICIES
+        first: LegFit | None = None
+        for perm in candidate_orders(len(order), certain):
+            o = order if perm == tuple(range(len(order))) else [order[i] for i in perm]
+            t = [truth[i] for i in perm]
+            views = [P.ChannelView(role=P.destination_roles(r), magic=f.magic, tls=(r == P.TLS))
+                     for (r, _), f in zip(t, o, strict=True)]
+            assignments = {name: fn(views, setup) for name, fn in P.POLICIES.items()}
+            obs = B.observe(o, [r for r, _ in t])
+            if relayed:
+                obs = B.Observed.unjudged(obs)     # the relay's closes are not the destination's
+            fit = LegFit(o, t, views, assignments, obs, B.judge_policies(o, views, assignments, obs, paused))
+            first = first or fit
+            if any(fit.fits[n].fits for n in wanted):
+                return fit
+        assert first is not None
+        return first
+
     def choose_policy(self, order: list[ConnectionFacts], roles: list[str], fits: dict[str, B.Fit],
                       assignments: dict[str, P.Assignment]) -> tuple[str, str, Any]:
         main = next((f for f in self.g.connections if f.kind == "main"), None)
@@ -222,7 +241,7 @@ class MigrationJudge:
                 why += f"; but the capture disagrees: {fits[name].against[0]}"
             return name, why, gen
         real = list(P.REAL_POLICIES)
-        guess = _policy_for_generation(gen.at_least)
+        guess = P.policy_for_generation(gen.at_least)
         if roles and all(r == P.TLS for r in roles) and gen.at_least == (0, 0):
             return guess, ("TLS hides the streams, so the source's generation is unknown; every generation gives "
                            "TLS channels their roles by accept order (main first), so the roles do not depend "
@@ -264,7 +283,7 @@ class MigrationJudge:
         return {
             "fits_capture": fitting,
             "ruled_out": {n: fits[n].against for n in P.REAL_POLICIES if not fits[n].fits},
-            "destination_generation": _generation_span(fitting),
+            "destination_generation": P.generation_span(fitting),
         }
 
     # -- per channel ------------------------------------------------------------------------------
@@ -537,7 +556,7 @@ class MigrationJudge:
             return (f"the source wrote on the silent channel at {_fmt(stall['end'])}; a destination in this "
                     f"state fails there (QEMU: {msg})")
         t, who, how = min(closes)
-        by_dest = sorted({c for c in closes if c[1] == "destination"})
+        by_dest = [c for c in closes if c[1] == "destination"]
         if who == "destination":
             return (f"the destination {how} the channels from {_fmt(t)} (QEMU: {silent}; "
                     f"{len(by_dest)} close(s) by the destination)")
@@ -605,12 +624,6 @@ class MigrationJudge:
         return {"status": "incomplete", "reason": "the capture ends before the migration does"}
 
 
-def _wrong(true_role: str, assigned: str) -> bool:
-    if true_role in (P.TLS, P.UNKNOWN):
-        return False
-    return true_role != assigned
-
-
 def order_window(order: list[ConnectionFacts]) -> float:
     """How far apart two handshakes seen here may be and still have reached the destination the other way
     round: the spread of the round trips measured on this path (0 where the capture shows the
@@ -667,29 +680,6 @@ def candidate_orders(n: int, certain: list[bool]) -> list[tuple[int, ...]]:
 
 def _inversions(perm: tuple[int, ...]) -> int:
     return sum(1 for i in range(len(perm)) for j in range(i + 1, len(perm)) if perm[i] > perm[j])
-
-
-def _policy_for_generation(at_least: tuple[int, int]) -> str:
-    if at_least >= (10, 1):
-        return "qemu-10.1+"
-    if at_least >= (8, 0):
-        return "qemu-8.0-10.0"
-    return "qemu-7.2"
-
-
-_SPANS = {"qemu-7.2": ((0, 0), (7, 2)), "qemu-8.0-10.0": ((8, 0), (10, 0)), "qemu-10.1+": ((10, 1), None)}
-
-
-def _generation_span(fitting: list[str]) -> str:
-    if not fitting or len(fitting) == len(_SPANS):
-        return "unknown (the capture fits every generation's rules)" if fitting else \
-            "unknown (the capture fits no generation's rules)"
-    lo = min(_SPANS[n][0] for n in fitting)
-    his = [_SPANS[n][1] for n in fitting]
-    hi = None if None in his else max(h for h in his if h is not None)
-    if lo == (0, 0):
-        return f"<= {hi[0]}.{hi[1]}" if hi else "unknown"
-    return f">= {lo[0]}.{lo[1]}" + (f", <= {hi[0]}.{hi[1]}" if hi else "")
 
 
 def _fmt(ts: float | None) -> str:

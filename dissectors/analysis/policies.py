@@ -173,8 +173,19 @@ POLICIES = {
 }
 
 
-#: The policies of released QEMU generations, oldest first (the two-way handshake was never merged).
-REAL_POLICIES = ("qemu-7.2", "qemu-8.0-10.0", "qemu-10.1+")
+#: The policies of released QEMU generations, oldest first, with the versions each covers
+#: (first, last; None = to this day). The two-way handshake was never merged.
+GENERATIONS: dict[str, tuple[tuple[int, int], tuple[int, int] | None]] = {
+    "qemu-7.2": ((0, 0), (7, 2)),
+    "qemu-8.0-10.0": ((8, 0), (10, 0)),
+    "qemu-10.1+": ((10, 1), None),
+}
+REAL_POLICIES = tuple(GENERATIONS)
+
+
+def policy_for_generation(version: tuple[int, int]) -> str:
+    """The policy a QEMU of this (major, minor) runs."""
+    return next(name for name, (first, _) in reversed(GENERATIONS.items()) if version >= first)
 
 
 def policy_for_version(version: str) -> str:
@@ -185,11 +196,29 @@ def policy_for_version(version: str) -> str:
         minor = int(parts[1]) if len(parts) > 1 and parts[1] else 0
     except ValueError as exc:
         raise ValueError(f"not a QEMU version: {version!r}") from exc
-    if (major, minor) < (8, 0):
-        return "qemu-7.2"
-    if (major, minor) < (10, 1):
-        return "qemu-8.0-10.0"
-    return "qemu-10.1+"
+    return policy_for_generation((major, minor))
+
+
+def generation_span(policies: Sequence[str]) -> str:
+    """The QEMU versions a set of policies covers, for people (">= 8.0", "<= 7.2", ">= 8.0, <= 10.0")."""
+    if not policies:
+        return "unknown (the capture fits no generation's rules)"
+    if len(policies) == len(GENERATIONS):
+        return "unknown (the capture fits every generation's rules)"
+    lo = min(GENERATIONS[n][0] for n in policies)
+    his = [GENERATIONS[n][1] for n in policies]
+    hi = None if None in his else max(h for h in his if h is not None)
+    text = [f">= {lo[0]}.{lo[1]}"] if lo != (0, 0) else []
+    if hi is not None:
+        text.append(f"<= {hi[0]}.{hi[1]}")
+    return ", ".join(text)
+
+
+def misread(true_role: str, assigned: str) -> bool:
+    """The destination gives a connection another role than its bytes say (unknowable for TLS/unknown)."""
+    if true_role in (TLS, UNKNOWN):
+        return False
+    return true_role != assigned
 
 
 def destination_roles(role: str) -> str:

@@ -80,12 +80,19 @@ _SECTION_KINDS = {
     QEMU_VM_SECTION_PART: "main.section_part",
     QEMU_VM_SECTION_END: "main.section_end",
 }
-#: Record types that may follow a section footer.
-_AFTER_FOOTER = frozenset({QEMU_VM_EOF, QEMU_VM_SECTION_START, QEMU_VM_SECTION_PART, QEMU_VM_SECTION_END,
-                           QEMU_VM_SECTION_FULL, QEMU_VM_COMMAND})
 #: Bounds on length fields (anything above is reported malformed, never allocated).
 MAX_VMDESC = 64 << 20
 MAX_DEVICE_STATE = 64 << 20
+
+
+def _command_problem(cmd: int, length: int) -> str | None:
+    """Why a MIG_CMD header is not one QEMU sends, or None."""
+    if cmd == 0 or cmd not in MIG_CMDS:
+        return "unknown MIG_CMD"
+    allowed = MIG_CMD_LENGTHS.get(cmd)
+    if allowed is not None and length not in allowed:
+        return "bad length for MIG_CMD"
+    return None
 
 
 def _text(b: bytes) -> str:
@@ -277,18 +284,22 @@ class MainParser(RamWalker):
     def _footer_pattern(self) -> bytes:
         return bytes([QEMU_VM_SECTION_FOOTER]) + self._section_id.to_bytes(4, "big")
 
-    def _device_done(self, footer_off: int) -> None:
+    def _device_done(self, footer_off: int, ts: float | None = None, eof: bool = False) -> None:
+        """The section ends at ``footer_off`` (followed by the stream's EOF if ``eof``); its records carry
+        ``ts``, else the time the footer first arrived (it may have waited for the bytes that confirmed
+        it), else the current feed's."""
         self._fallback = None
         held, self._held_ts = self._held_ts, None
-        if held is not None:          # the footer arrived before the bytes that confirmed it
-            self._ts, held = held, self._ts
+        now = self._ts
+        self._ts = ts if ts is not None else held if held is not None else now
         sid = self._section_id
         self._emit_main("device.state", self._device_start, footer_off - self._device_start,
                         {"section_id": sid, "idstr": self._sections.get(sid)})
         self._emit_main("main.footer", footer_off, _FOOTER.size, {"section_id": sid})
-        self._state = self._st_record
-        if held is not None:
-            self._ts = held
+        if eof:
+            self._emit_main("main.eof", footer_off + _FOOTER.size, 1, {})
+        self._ts = now
+        self._state = self._st_after_eof if eof else self._st_record
 
     def _st_device(self, mv: memoryview, pos: int, end: int) -> int | None:
         """Scan a device section's body for its footer. A candidate ``7e + section_id`` counts only when
@@ -325,10 +336,7 @@ class MainParser(RamWalker):
         if self._fallback is None:
             return False
         footer_off, ts = self._fallback
-        now, self._ts = self._ts, ts
-        self._device_done(footer_off)
-        self._emit_main("main.eof", footer_off + _FOOTER.size, 1, {})
-        self._ts = now
+        self._device_done(footer_off, ts, eof=True)
         self._malformed(footer_off + _FOOTER.size + 1, "bytes after the end of the migration stream (EOF)")
         return True
 
@@ -374,10 +382,7 @@ class MainParser(RamWalker):
             if end - p < _CMD.size:
                 return None
             _, cmd, n = _CMD.unpack_from(mv, p)
-            if cmd == 0 or cmd not in MIG_CMDS:
-                return False
-            allowed = MIG_CMD_LENGTHS.get(cmd)
-            return allowed is None or n in allowed
+            return _command_problem(cmd, n) is None
         return False
 
     @staticmethod
@@ -422,13 +427,7 @@ class MainParser(RamWalker):
         rest = buf[_FOOTER.size:]
         if rest not in (b"", bytes([QEMU_VM_EOF])) or (rest and self._package_end is not None):
             return self._end_at_fallback()
-        held = self._held_ts if self._held_ts is not None else self._ts
-        self._device_done(self.offset - len(buf))
-        if rest:
-            now, self._ts = self._ts, held
-            self._emit_main("main.eof", self.offset - 1, 1, {})
-            self._ts = now
-            self._state = self._st_after_eof
+        self._device_done(self.offset - len(buf), eof=bool(rest))
         return True
 
     # -- commands -------------------------------------------------------------------------------
@@ -438,14 +437,11 @@ class MainParser(RamWalker):
         if end - pos < _CMD.size:
             return None
         _, cmd, n = _CMD.unpack_from(mv, pos)
-        name = MIG_CMDS.get(cmd)
-        if name is None or cmd == 0:
-            self._malformed(off, "unknown MIG_CMD", cmd=cmd, len=n)
+        problem = _command_problem(cmd, n)
+        if problem is not None:
+            self._malformed(off, problem, cmd=cmd if cmd == 0 or cmd not in MIG_CMDS else MIG_CMDS[cmd], len=n)
             return None
-        allowed = MIG_CMD_LENGTHS.get(cmd)
-        if allowed is not None and n not in allowed:
-            self._malformed(off, "bad length for MIG_CMD", cmd=name, len=n)
-            return None
+        name = MIG_CMDS[cmd]
         p = pos + _CMD.size
         stop = p + n
         if end < stop:
