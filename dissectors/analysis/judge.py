@@ -122,7 +122,7 @@ class MigrationJudge:
                 what_if.setdefault(name, []).append({
                     "leg": leg_no, "roles": a.roles, "misclassified": bad,
                     "verdict": fits[name].verdict,
-                    "fits_capture": None if obs.encrypted else fits[name].fits,
+                    "fits_capture": None if fits[name].unjudged else fits[name].fits,
                 })
             policy_info.setdefault("notes", chosen.notes)
             multifd_seen = 0
