@@ -96,10 +96,10 @@ def run_records(path: str) -> dict[str, object]:
     ledger = PageLedger()
     facts: list[ConnectionFacts] = []
 
-    def factory(conn: object) -> ConnectionFacts:
+    def factory(conn: object) -> object:
         f = ConnectionFacts(conn, ledger)  # type: ignore[arg-type]
         facts.append(f)
-        return f
+        return f.sink
 
     _, summary = reassemble_file(path, factory)
     segments = summary["tcp_segments"]

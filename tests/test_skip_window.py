@@ -16,7 +16,7 @@ from test_tcp_support import Flow
 
 from dissectors.analysis.facts import ConnectionFacts
 from dissectors.analysis.ledger import PageLedger
-from dissectors.channels import MainParser, MultifdParser, Record
+from dissectors.channels import ChannelSink, MainParser, MultifdParser, Record
 from dissectors.cli.pipeline import reassemble_file
 from dissectors.layers.synth import multifd_stream, precopy_stream
 from dissectors.tcp import Connection, TcpTracker
@@ -114,8 +114,8 @@ def test_no_window_in_opaque_mode() -> None:
     assert parser.skip_ahead == 0
 
 
-# -- ConnectionFacts --------------------------------------------------------------------------------------
-class NoWindowFacts(ConnectionFacts):
+# -- ChannelSink feeding ConnectionFacts ---------------------------------------------------------------
+class NoWindowSink(ChannelSink):
     """The same sink, never asking for a window."""
 
     def data(self, direction: int, offset: int, data: memoryview | bytes, ts: float) -> int:
@@ -123,7 +123,7 @@ class NoWindowFacts(ConnectionFacts):
         return 0
 
 
-def _facts(run: Any, cls: type[ConnectionFacts]) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
+def _facts(run: Any, cls: type[ChannelSink]) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
     ledger = PageLedger()
     seen: list[tuple[int, int, Record]] = []
     calls = 0
@@ -135,10 +135,16 @@ def _facts(run: Any, cls: type[ConnectionFacts]) -> tuple[list[dict[str, Any]], 
             calls += 1
             return super().data(direction, offset, data, ts)
 
-    def factory(conn: Connection) -> ConnectionFacts:
-        f = Counting(conn, ledger, on_record=lambda f, d, rec: seen.append((f.conn.index, d, rec)))
+    def factory(conn: Connection) -> ChannelSink:
+        f = ConnectionFacts(conn, ledger)
+
+        def take(d: int, records: list[Record], f: ConnectionFacts = f) -> None:
+            seen.extend((f.conn.index, d, rec) for rec in records)
+            f.take(d, records)
+
+        f.sink = Counting(take, last_data_ts=lambda d, conn=conn: conn.halves[d].last_data_ts)
         facts.append(f)
-        return f
+        return f.sink
 
     tracker = run(factory)
     out = []
@@ -159,8 +165,8 @@ def _facts(run: Any, cls: type[ConnectionFacts]) -> tuple[list[dict[str, Any]], 
 
 def _compare(run: Any, fewer: bool = True) -> None:
     """Windowed and plain facts agree; with ``fewer``, the windows saved at least half the data calls."""
-    plain, plain_state, plain_calls = _facts(run, NoWindowFacts)
-    windowed, state, calls = _facts(run, ConnectionFacts)
+    plain, plain_state, plain_calls = _facts(run, NoWindowSink)
+    windowed, state, calls = _facts(run, ChannelSink)
     assert state == plain_state
     assert [{k: v for k, v in f.items() if k != "progress_end"} for f in windowed] == \
         [{k: v for k, v in f.items() if k != "progress_end"} for f in plain]

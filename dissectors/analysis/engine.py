@@ -1,4 +1,4 @@
-"""One streaming pass over a capture: TCP reassembly into per-connection facts, then judgement.
+"""One streaming pass over a capture's connections: per-connection facts, then judgement.
 
 Memory is bounded by the number of connections (facts keep bounded summaries; the reassembler bounds
 its out-of-order buffer), never by the capture size.
@@ -7,9 +7,8 @@ its out-of-order buffer), never by the capture size.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from dissectors import __version__
 from dissectors.analysis.facts import ConnectionFacts
@@ -17,12 +16,10 @@ from dissectors.analysis.grouping import MigrationGroup, group, start_ts
 from dissectors.analysis.judge import MigrationJudge, Options
 from dissectors.analysis.ledger import PageLedger
 from dissectors.analysis.repeats import RepeatedPages
-from dissectors.channels import TARGET_PAGE_SIZE
-from dissectors.tcp import TcpTracker
-from dissectors.tcp.connection import Connection
+from dissectors.channels import TARGET_PAGE_SIZE, ChannelSink
+from dissectors.tcp import Connection
 
 SCHEMA = 1
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass
@@ -32,83 +29,48 @@ class Analysis:
     ledger: PageLedger | None = None
 
 
-class SegmentSource(Protocol):
-    """What the analysis needs of a capture (the capture room's reader fits; nothing here opens files)."""
+class Analyzer:
+    """The analysis of one capture: a ``ConnectionFacts`` fold per connection (``sink_for`` is the TCP
+    sink factory), then grouping and judgement (``finish``). Whoever drives TCP reassembly (the CLI's
+    pipeline, a live watcher) owns the capture; nothing here opens files."""
 
-    position: int
-    size: int
-    on_progress: Callable[[], None] | None
-    stats: Any
-    warnings: list[str]
+    def __init__(self, options: Options | None = None, page_size: int = TARGET_PAGE_SIZE) -> None:
+        self.options = options or Options()
+        self.page_size = page_size
+        self.ledger = PageLedger(page_size, late_after=self.options.stall_threshold)
+        self.repeats = RepeatedPages()
+        self.facts: list[ConnectionFacts] = []
 
-    def keyed_segments(self) -> Iterable[tuple[Any, ...]]: ...
+    def sink_for(self, conn: Connection) -> ChannelSink:
+        f = ConnectionFacts(conn, self.ledger, self.page_size, repeats=self.repeats)
+        self.facts.append(f)
+        return f.sink
 
-
-def reassemble(source: SegmentSource, label: str, sink_factory: Callable[[Connection], Any],
-               progress: ProgressFn | None = None) -> tuple[TcpTracker, dict[str, Any]]:
-    """Feed every TCP segment of ``source`` to a tracker; return it and a capture summary."""
-    tracker = TcpTracker(sink_factory)
-    if progress is not None:
-        source.on_progress = lambda: progress(source.position, source.size)
-    tracker.feed_keyed(source.keyed_segments())
-    tracker.finish()
-    if progress is not None:
-        progress(source.size, source.size)
-    st = source.stats
-    summary = {
-        "file": label,
-        "frames": st.frames,
-        "tcp_segments": st.tcp_segments,
-        "non_tcp": st.non_tcp,
-        "truncated_frames": st.truncated_frames,
-        "link_types": sorted(st.link_types),
-        "first_time": tracker.first_ts,
-        "last_time": tracker.last_ts,
-        "warnings": list(source.warnings),
-    }
-    if st.truncated_frames:
-        summary["warnings"].append(
-            f"{label}: {st.truncated_frames} frame(s) cut short by the snapshot length: their missing bytes "
-            "are gaps in the streams")
-    return tracker, summary
-
-
-def analyze(source: SegmentSource, label: str, options: Options | None = None,
-            progress: ProgressFn | None = None,
-            page_size: int = TARGET_PAGE_SIZE) -> Analysis:
-    options = options or Options()
-    ledger = PageLedger(page_size, late_after=options.stall_threshold)
-    repeats = RepeatedPages()
-    facts: list[ConnectionFacts] = []
-
-    def factory(conn: Connection) -> ConnectionFacts:
-        f = ConnectionFacts(conn, ledger, page_size, repeats=repeats)
-        facts.append(f)
-        return f
-
-    tracker, capture = reassemble(source, label, factory, progress)
-    end = capture["last_time"] or 0.0
-    groups = [g for g in group(facts) if _is_migration(g.connections)]
-    in_migration = {id(f) for g in groups for f in g.connections}
-    relays = pair_relays(groups)
-    migrations = [MigrationJudge(g, i, ledger, end, options, repeats, relay=relays.get(i)).run()
-                  for i, g in enumerate(groups)]
-    tie_relay_outcomes(migrations)
-    others = [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in facts if id(f) not in in_migration]
-    findings = sum(len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"]) + len(m["unsupported"])
-                   + (m["outcome"]["status"] == "failed")
-                   for m in migrations if m.get("relay", {}).get("side") != "source")
-    report = {
-        "schema": SCHEMA,
-        "tool": f"migshark {__version__}",
-        "capture": capture,
-        "options": {"qemu_version": options.qemu_version, "stall_threshold": options.stall_threshold,
-                    "progress_timeout": options.progress_timeout},
-        "migrations": migrations,
-        "other_connections": others,
-        "findings": findings,
-    }
-    return Analysis(report, facts, ledger)
+    def finish(self, capture: dict[str, Any]) -> Analysis:
+        """Judge every migration once the capture (summarised in ``capture``, with ``last_time``) ended."""
+        options, facts, ledger = self.options, self.facts, self.ledger
+        end = capture["last_time"] or 0.0
+        groups = [g for g in group(facts) if _is_migration(g.connections)]
+        in_migration = {id(f) for g in groups for f in g.connections}
+        relays = pair_relays(groups)
+        migrations = [MigrationJudge(g, i, ledger, end, options, self.repeats, relay=relays.get(i)).run()
+                      for i, g in enumerate(groups)]
+        tie_relay_outcomes(migrations)
+        others = [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in facts if id(f) not in in_migration]
+        findings = sum(len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"])
+                       + len(m["unsupported"]) + (m["outcome"]["status"] == "failed")
+                       for m in migrations if m.get("relay", {}).get("side") != "source")
+        report = {
+            "schema": SCHEMA,
+            "tool": f"migshark {__version__}",
+            "capture": capture,
+            "options": {"qemu_version": options.qemu_version, "stall_threshold": options.stall_threshold,
+                        "progress_timeout": options.progress_timeout},
+            "migrations": migrations,
+            "other_connections": others,
+            "findings": findings,
+        }
+        return Analysis(report, facts, ledger)
 
 
 def _signature(f: ConnectionFacts) -> bytes:

@@ -1,8 +1,14 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Sans-IO streaming parsers per channel kind, built on ``dissectors.layers``.
+"""channels: turn a connection's two byte streams into typed QEMU records. Knows nothing of files.
 
-``feed(data, ts)`` / ``gap(length, ts)`` / ``eof(ts)`` return lists of ``Record``; ``offset`` is the
-number of stream bytes taken in; ``counts`` maps record kinds (and page counters) to totals.
+``ChannelSink`` is the TCP room's sink for one connection: it identifies each direction's channel
+(main, return path, multifd, preempt, TLS) from its first bytes, picks the parser from one table and
+hands every ``Record`` to its consumer. The parsers are sans-IO, built on ``dissectors.layers``:
+``feed(data, ts)`` / ``gap(length, ts)`` / ``eof(ts)`` return lists of ``Record``; every record kind is
+declared once in ``kinds`` with the Scapy layer that dissects it.
+
+>>> sink = ChannelSink(lambda direction, records: print(records))   # doctest: +SKIP
+>>> TcpTracker(lambda conn: sink)                                     # doctest: +SKIP
 """
 
 from dissectors.channels.identify import identify_stream
@@ -11,10 +17,11 @@ from dissectors.channels.multifd import MultifdParser
 from dissectors.channels.preempt import PreemptParser
 from dissectors.channels.record import Record
 from dissectors.channels.return_path import ReturnPathParser
+from dissectors.channels.sink import ChannelSink
 from dissectors.channels.tls import TlsParser
 from dissectors.layers.main_stream import QEMU_VM_FILE_MAGIC
 from dissectors.layers.multifd import MULTIFD_MAGIC
 from dissectors.layers.ram import TARGET_PAGE_SIZE
 
 __all__ = ["MULTIFD_MAGIC", "QEMU_VM_FILE_MAGIC", "TARGET_PAGE_SIZE", "MainParser", "MultifdParser",
-           "PreemptParser", "Record", "ReturnPathParser", "TlsParser", "identify_stream"]
+           "PreemptParser", "Record", "ChannelSink", "ReturnPathParser", "TlsParser", "identify_stream"]

@@ -29,7 +29,8 @@ class Record:
         """The Scapy dissection of ``raw`` (None when the record kept no bytes)."""
         if self.raw is None:
             return None
-        from dissectors.channels.layer_of import layer_class
+        from dissectors.channels.kinds import KINDS
 
-        cls = layer_class(self.kind)
+        kind = KINDS.get(self.kind)
+        cls = kind.layer if kind is not None else None
         return cls(self.raw) if cls is not None else None

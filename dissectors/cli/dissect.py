@@ -1,30 +1,22 @@
-"""``migshark dissect``: run a capture through the parsers and print the records."""
+"""``migshark dissect``: run a capture through the channel parsers and print the records."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from dissectors.analysis.facts import ConnectionFacts
-from dissectors.analysis.ledger import PageLedger
 from dissectors.cli.pipeline import reassemble_file
-from dissectors.outputs.dissect import RecordPrinter
+from dissectors.outputs.dissect import DissectOptions, RecordPrinter
 from dissectors.outputs.progress import Progress
-from dissectors.tcp.connection import Connection
 
 
 def run_dissect(args: argparse.Namespace) -> int:
-    d = RecordPrinter(args)
-    ledger = PageLedger()
-
-    def factory(conn: Connection) -> ConnectionFacts | None:
-        if not d.wants_connection(conn):
-            return None
-        return ConnectionFacts(conn, ledger, on_record=d.record)
-
+    d = RecordPrinter(DissectOptions(
+        connections=args.connection or (), channels=args.channel or (), types=args.type or (),
+        pages=args.pages, verbose=args.verbose, summary=args.summary, limit=args.limit, json=args.json))
     bar = Progress(f"dissect {args.capture}")
     try:
-        tracker, capture = reassemble_file(args.capture, factory, bar)
+        _, capture = reassemble_file(args.capture, d.sink_for, bar)
     finally:
         bar.close()
     d.summary()

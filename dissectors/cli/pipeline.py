@@ -1,24 +1,69 @@
-"""Wiring: a capture file through the reader, the TCP tracker and the analysis (the only place that
-opens capture files for them)."""
+"""Wiring: a capture through the reader, the TCP tracker and a sink factory (the analysis or the
+dissect printer). The only place that opens capture files for them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
-from dissectors.analysis.engine import Analysis, ProgressFn, analyze, reassemble
+from dissectors.analysis.engine import Analysis, Analyzer
 from dissectors.analysis.judge import Options
 from dissectors.capture import open_capture
-from dissectors.tcp import TcpTracker
-from dissectors.tcp.connection import Connection
+from dissectors.tcp import Connection, StreamSink, TcpTracker
+
+ProgressFn = Callable[[int, int], None]
+SinkFactory = Callable[[Connection], "StreamSink | None"]
+
+
+class SegmentSource(Protocol):
+    """What reassembly needs of a capture (the capture room's reader fits)."""
+
+    position: int
+    size: int
+    on_progress: Callable[[], None] | None
+    stats: Any
+    warnings: list[str]
+
+    def keyed_segments(self) -> Iterable[tuple[Any, ...]]: ...
+
+
+def reassemble(source: SegmentSource, label: str, sink_factory: SinkFactory,
+               progress: ProgressFn | None = None) -> tuple[TcpTracker, dict[str, Any]]:
+    """Feed every TCP segment of ``source`` to a tracker; return it and a capture summary."""
+    tracker = TcpTracker(sink_factory)
+    if progress is not None:
+        source.on_progress = lambda: progress(source.position, source.size)
+    tracker.feed_keyed(source.keyed_segments())
+    tracker.finish()
+    if progress is not None:
+        progress(source.size, source.size)
+    st = source.stats
+    summary = {
+        "file": label,
+        "frames": st.frames,
+        "tcp_segments": st.tcp_segments,
+        "non_tcp": st.non_tcp,
+        "truncated_frames": st.truncated_frames,
+        "link_types": sorted(st.link_types),
+        "first_time": tracker.first_ts,
+        "last_time": tracker.last_ts,
+        "warnings": list(source.warnings),
+    }
+    if st.truncated_frames:
+        summary["warnings"].append(
+            f"{label}: {st.truncated_frames} frame(s) cut short by the snapshot length: their missing bytes "
+            "are gaps in the streams")
+    return tracker, summary
 
 
 def analyze_file(path: str, options: Options | None = None, progress: ProgressFn | None = None) -> Analysis:
+    analyzer = Analyzer(options)
     with open_capture(path) as cap:
-        return analyze(cap, str(path), options, progress)
+        _, capture = reassemble(cap, str(path), analyzer.sink_for, progress)
+    return analyzer.finish(capture)
 
 
-def reassemble_file(path: str, sink_factory: Callable[[Connection], Any],
+def reassemble_file(path: str, sink_factory: SinkFactory,
                     progress: ProgressFn | None = None) -> tuple[TcpTracker, dict[str, Any]]:
     with open_capture(path) as cap:
         return reassemble(cap, str(path), sink_factory, progress)

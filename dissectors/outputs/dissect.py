@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import sys
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from dissectors.analysis.facts import ConnectionFacts
-from dissectors.channels import Record
+from dissectors.channels import ChannelSink, Record
 from dissectors.tcp.connection import Connection, endpoint_text
 
 PAGE_KINDS = {"ram.page", "ram.zero"}
@@ -40,12 +40,26 @@ def json_value(v: Any) -> Any:
     return v
 
 
+@dataclass(frozen=True)
+class DissectOptions:
+    """What ``migshark dissect`` prints: the selection and the format."""
+
+    connections: Sequence[str] = ()     # indexes or client/server endpoints
+    channels: Sequence[str] = ()        # channel kinds
+    types: Sequence[str] = ()           # record type globs
+    pages: bool = False                 # list every RAM page record too
+    verbose: bool = False               # Scapy layer tree under each record that kept its bytes
+    summary: bool = False               # only the count per record type
+    limit: int = 0                      # stop printing after this many records (0: no limit)
+    json: bool = False                  # JSON lines
+
+
 class RecordPrinter:
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.selected = args.connection or []
-        self.channels = set(args.channel or [])
-        self.types = args.type or []
+    def __init__(self, options: DissectOptions) -> None:
+        self.args = options
+        self.selected = list(options.connections)
+        self.channels = set(options.channels)
+        self.types = list(options.types)
         self.counts: Counter[tuple[str, str]] = Counter()
         self.printed = 0
         self.out = sys.stdout
@@ -56,8 +70,19 @@ class RecordPrinter:
         names = {str(conn.index), endpoint_text(conn.client), endpoint_text(conn.server)}
         return any(s in names for s in self.selected)
 
-    def record(self, facts: ConnectionFacts, direction: int, rec: Record) -> None:
-        channel = facts.channel_kind(direction)
+    def sink_for(self, conn: Connection) -> ChannelSink | None:
+        """The TCP sink of a connection whose records are wanted (None: not selected)."""
+        if not self.wants_connection(conn):
+            return None
+        sink = ChannelSink(lambda direction, records: self.records(conn, sink, direction, records))
+        return sink
+
+    def records(self, conn: Connection, sink: ChannelSink, direction: int, records: list[Record]) -> None:
+        for rec in records:
+            self.record(conn, sink, direction, rec)
+
+    def record(self, conn: Connection, sink: ChannelSink, direction: int, rec: Record) -> None:
+        channel = sink.channel_kind(direction)
         if self.channels and channel not in self.channels:
             return
         if self.types and not any(fnmatch.fnmatchcase(rec.kind, t) for t in self.types):
@@ -68,7 +93,6 @@ class RecordPrinter:
         if self.args.limit and self.printed >= self.args.limit:
             return
         self.printed += 1
-        conn = facts.conn
         if self.args.json:
             obj = {"connection": conn.index, "client": endpoint_text(conn.client),
                    "server": endpoint_text(conn.server), "direction": "to-server" if direction == 0 else "to-client",
