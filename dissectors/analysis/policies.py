@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from dissectors.channels import MULTIFD_MAGIC, QEMU_VM_FILE_MAGIC
+from dissectors.channels.identify import MULTIFD_MAGIC_BYTES, QEVM_MAGIC
 
 # Role vocabulary shared with the report (docs/report-schema.md).
 MAIN = "main"
@@ -51,8 +51,8 @@ class Assignment:
     notes: list[str] = field(default_factory=list)
 
 
-QEVM = QEMU_VM_FILE_MAGIC.to_bytes(4, "big")
-MULTIFD_BYTES = MULTIFD_MAGIC.to_bytes(4, "big")
+QEVM = QEVM_MAGIC
+MULTIFD_BYTES = MULTIFD_MAGIC_BYTES
 
 
 def _positional(index_main: bool, setup: Setup) -> str:

@@ -2,9 +2,10 @@
 """Sans-IO streaming engine shared by every channel parser.
 
 A parser is a set of *state functions* ``state(mv, pos, end) -> int | None``: parse one record
-starting at ``mv[pos]`` and return the position after what it consumed, or None when more bytes are
-needed. Only partial headers are buffered (bounded); payloads are skipped by length across feeds
-without copying (``self._skip`` + a pending record emitted when the skip completes).
+starting at ``mv[pos]`` and return the position after what it consumed, or None (or raise
+``cursor.NeedMore``, what a ``Cursor`` read past ``end`` does) when more bytes are needed. Only
+partial headers are buffered (bounded); payloads are skipped by length across feeds without copying
+(``self._skip`` + a pending record emitted when the skip completes).
 
 Skip window: while a payload is being skipped, :attr:`StreamParser.skip_ahead` says how many upcoming
 bytes the parser does not need to see; a caller that lets those bytes pass unseen (a TCP sink returning
@@ -17,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from dissectors.channels.cursor import NeedMore
+from dissectors.channels.kinds import GAP, MALFORMED, OPAQUE, TRUNCATED
 from dissectors.channels.record import Record
 
 State = Callable[[memoryview, int, int], int | None]
@@ -40,6 +43,8 @@ class StreamParser:
         self._ts = 0.0
         self._opaque_from: int | None = None
         self._opaque_reason = ""
+        #: Where the bytes after the last gap start (a resynchronising state reports what it skipped).
+        self.resync_from = 0
         self._state: State = self._initial_state()
 
     # -- subclass hooks -------------------------------------------------------------------------
@@ -142,7 +147,7 @@ class StreamParser:
         self.offset += length
         if self._opaque_from is not None or length <= 0:
             return out
-        self._emit("gap", off, length, {})
+        self._emit(GAP, off, length, {})
         if self._skip and not self._buf:
             if length <= self._skip:
                 self._skip -= length
@@ -153,7 +158,7 @@ class StreamParser:
                 return out
         if self._pending is not None or self._buf:
             start = self._pending.offset if self._pending is not None else off - len(self._buf)
-            self._emit("truncated", start, off - start, {"reason": "gap"})
+            self._emit(TRUNCATED, start, off - start, {"reason": "gap"})
         self._pending = None
         self._skip = 0
         self._skip_then = None
@@ -163,7 +168,7 @@ class StreamParser:
             self._go_opaque(off + length, "gap: cannot resynchronise")
         else:
             self._state = state
-            self._resync_from = off + length
+            self.resync_from = off + length
         return out
 
     def eof(self, ts: float) -> list[Record]:
@@ -174,16 +179,16 @@ class StreamParser:
                 self._buf.clear()
             if self._pending is not None:
                 rec = self._pending
-                self._emit("truncated", rec.offset, self.offset - rec.offset,
+                self._emit(TRUNCATED, rec.offset, self.offset - rec.offset,
                            {"expected": rec.kind, "missing": self._skip})
             elif self._buf:
                 start = self.offset - len(self._buf)
-                self._emit("truncated", start, len(self._buf), {"state": self._state.__name__.strip("_")})
+                self._emit(TRUNCATED, start, len(self._buf), {"state": self._state.__name__.strip("_")})
             self._pending = None
             self._skip = 0
             self._buf.clear()
         if self._opaque_from is not None and self.offset > self._opaque_from:
-            self._emit("opaque", self._opaque_from, self.offset - self._opaque_from,
+            self._emit(OPAQUE, self._opaque_from, self.offset - self._opaque_from,
                        {"reason": self._opaque_reason})
             self._opaque_from = self.offset
         return out
@@ -203,7 +208,10 @@ class StreamParser:
                 continue
             if pos >= end:
                 return pos
-            new = self._state(mv, pos, end)
+            try:
+                new = self._state(mv, pos, end)
+            except NeedMore:
+                new = None
             if self._opaque_from is not None:
                 return end
             if new is None:
@@ -237,8 +245,30 @@ class StreamParser:
         else:
             self._emit(kind, offset, length, fields, raw)
 
+    def _hold(self, kind: str, offset: int, length: int, fields: dict[str, Any], raw: bytes | None = None) -> Record:
+        """Start a record that later states complete (:meth:`_release`); reported truncated if the stream
+        ends or breaks first."""
+        rec = self._pending = Record(kind, offset, length, self._ts, fields, raw)
+        return rec
+
+    def _pass_over(self, n: int, then: State) -> None:
+        """Skip the next ``n`` bytes by length (across feeds, inside the skip window), then go on in
+        state ``then``; a held record stays held."""
+        if n:
+            self._skip = n
+            self._skip_then = then
+        else:
+            self._state = then
+
+    def _release(self) -> None:
+        """Emit the held record (with the current feed's time)."""
+        rec = self._pending
+        assert rec is not None
+        self._pending = None
+        self._emit(rec.kind, rec.offset, rec.length, rec.fields, rec.raw)
+
     def _malformed(self, offset: int, reason: str, **fields: Any) -> None:
-        self._emit("malformed", offset, 0, {"reason": reason, **fields})
+        self._emit(MALFORMED, offset, 0, {"reason": reason, **fields})
         self._go_opaque(offset, reason)
 
     def _go_opaque(self, offset: int, reason: str) -> None:

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from dissectors.layers.commands import MIG_CMD_RECV_BITMAP
-from dissectors.layers.main_stream import QEMU_VM_COMMAND, QEMU_VM_FILE_MAGIC, QEMU_VM_FILE_VERSION
-from dissectors.layers.multifd import MULTIFD_MAGIC, MULTIFD_VERSION
+from dissectors.layers.commands import MIG_CMD_RECV_BITMAP, Command
+from dissectors.layers.main_stream import QEMU_VM_COMMAND, QEMU_VM_FILE_MAGIC, QemuFileHeader
+from dissectors.layers.multifd import MULTIFD_MAGIC, MULTIFD_VERSION, MultifdHello
 from dissectors.layers.ram import (
     RAM_FLAGS_WITH_BLOCK,
     RAM_SAVE_FLAG_CONTINUE,
@@ -14,12 +14,16 @@ from dissectors.layers.ram import (
     TARGET_PAGE_SIZE,
     RamRecord,
 )
+from dissectors.layers.strings import counted_at
 from dissectors.layers.structs import struct_of
-from dissectors.layers.tls import TLS_CONTENT_TYPES, TLS_HANDSHAKE
+from dissectors.layers.tls import TLS_CONTENT_TYPES, TLS_HANDSHAKE, TlsRecordHeader
 
-_QEVM = QEMU_VM_FILE_MAGIC.to_bytes(4, "big") + QEMU_VM_FILE_VERSION.to_bytes(4, "big")
-_MULTIFD = MULTIFD_MAGIC.to_bytes(4, "big") + MULTIFD_VERSION.to_bytes(4, "big")
-_RECOVERY = bytes([QEMU_VM_COMMAND]) + MIG_CMD_RECV_BITMAP.to_bytes(2, "big")
+#: The first bytes of each channel kind, built from the declarations.
+QEVM_MAGIC = struct_of(QemuFileHeader, "magic", "magic").pack(QEMU_VM_FILE_MAGIC)
+MULTIFD_MAGIC_BYTES = struct_of(MultifdHello, "magic", "magic").pack(MULTIFD_MAGIC)
+_MULTIFD = struct_of(MultifdHello, "magic", "version").pack(MULTIFD_MAGIC, MULTIFD_VERSION)
+_RECOVERY = struct_of(Command, "type", "cmd").pack(QEMU_VM_COMMAND, MIG_CMD_RECV_BITMAP)
+_TLS_HEAD = struct_of(TlsRecordHeader)
 _WORD = struct_of(RamRecord, "addr", "flags")
 #: Bytes after which a decision is always made (a RAM record word, a block name's length and name).
 IDENTIFY_LIMIT = _WORD.size + 1 + 255
@@ -48,11 +52,13 @@ def looks_like_ram_record(b: bytes | memoryview, allow_continue: bool = False,
         return allow_continue
     if len(b) < _WORD.size + 1:
         return None
-    n = b[_WORD.size]
-    name = bytes(b[_WORD.size + 1:_WORD.size + 1 + n])
-    if n == 0 or not all(0x20 < c < 0x7F for c in name):
+    if b[_WORD.size] == 0:
         return False
-    return True if len(name) == n else None
+    got = counted_at(b, _WORD.size, len(b))
+    name = got[0] if got is not None else bytes(b[_WORD.size + 1:])
+    if not all(0x20 < c < 0x7F for c in name):
+        return False
+    return True if got is not None else None
 
 
 def identify_stream(first_bytes: bytes | bytearray | memoryview) -> str | None:
@@ -61,19 +67,19 @@ def identify_stream(first_bytes: bytes | bytearray | memoryview) -> str | None:
     if not b:
         return None
     final = len(b) >= IDENTIFY_LIMIT
-    if len(b) >= 4 and b[:4] == _QEVM[:4]:
+    if b.startswith(QEVM_MAGIC):
         return "main"
-    if len(b) >= 3 and b[:3] == _RECOVERY:
+    if b.startswith(_RECOVERY):
         return "main-recovery"
-    if len(b) >= 8 and b[:8] == _MULTIFD:
+    if b.startswith(_MULTIFD):
         return "multifd"
-    if len(b) >= 5 and b[0] in TLS_CONTENT_TYPES and b[1] == 3 and b[2] <= 4:
+    if len(b) >= _TLS_HEAD.size and b[0] in TLS_CONTENT_TYPES and b[1] == 3 and b[2] <= 4:
         if b[0] != TLS_HANDSHAKE:
             return "tls"
-        if len(b) >= 6:
+        if len(b) > _TLS_HEAD.size:
             return "tls"         # a handshake record (a ClientHello first on a new connection)
-    candidates = [_prefix_of(b, _QEVM[:4]), _prefix_of(b, _RECOVERY), _prefix_of(b, _MULTIFD),
-                  len(b) < 5 and b[0] in TLS_CONTENT_TYPES]
+    candidates = [_prefix_of(b, QEVM_MAGIC), _prefix_of(b, _RECOVERY), _prefix_of(b, _MULTIFD),
+                  len(b) < _TLS_HEAD.size and b[0] in TLS_CONTENT_TYPES]
     preempt = looks_like_ram_record(b)
     if preempt:
         return "preempt-candidate"

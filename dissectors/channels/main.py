@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dissectors.channels import kinds as K
+from dissectors.channels.cursor import Cursor, NeedMore
 from dissectors.channels.engine import State
 from dissectors.channels.identify import looks_like_ram_record
 from dissectors.channels.ram_walk import RamWalker
@@ -26,6 +28,7 @@ from dissectors.layers.commands import (
     CmdPackaged,
     CmdPing,
     CmdPostcopyAdvise,
+    CmdRamDiscard,
     Command,
     DiscardRange,
 )
@@ -54,32 +57,30 @@ from dissectors.layers.main_stream import (
     Subsection,
     VmDescription,
 )
-from dissectors.layers.structs import fixed_size, struct_of
+from dissectors.layers.structs import named
 
-_HEADER = struct_of(QemuFileHeader)
-_CONFIG = struct_of(Configuration, "type", "len")
-_SUB_HEAD = struct_of(Subsection, "type", "idlen")
-_SUB_VERSION = struct_of(Subsection, "version_id", "version_id")
-_SEC_HEAD = struct_of(SectionStart, "type", "idlen")
-_SEC_TAIL = struct_of(SectionStart, "instance_id", "version_id")
-_PART = struct_of(SectionPart)
-_FOOTER = struct_of(SectionFooter)
-_VMDESC = struct_of(VmDescription, "type", "len")
-_CMD = struct_of(Command)
-_PING = struct_of(CmdPing)
-_ADVISE = struct_of(CmdPostcopyAdvise)
-_PACKAGED = struct_of(CmdPackaged)
-_RANGE = struct_of(DiscardRange)
-_PAGE_BITS = struct_of(ConfigTargetPageBits)
-_CAP_COUNT = struct_of(ConfigCapabilities, "count", "count")
-_UUID_LEN = fixed_size(ConfigUuid)
+_HEADER = named(QemuFileHeader)
+_CONFIG = named(Configuration, "type", "len")
+_TYPE = named(Subsection, "type", "type")             # the record type byte that starts every record
+_SUB_VERSION = named(Subsection, "version_id", "version_id")
+_SEC_HEAD = named(SectionStart, "type", "section_id")
+_SEC_TAIL = named(SectionStart, "instance_id", "version_id")
+_PART = named(SectionPart)
+_FOOTER = named(SectionFooter)
+_VMDESC = named(VmDescription, "type", "len")
+_CMD = named(Command)
+_PING = named(CmdPing)
+_ADVISE = named(CmdPostcopyAdvise)
+_PACKAGED = named(CmdPackaged)
+_DISCARD_VERSION = named(CmdRamDiscard, "version", "version")
+_DISCARD_END = named(CmdRamDiscard, "terminator", "terminator")
+_RANGE = named(DiscardRange)
+_PAGE_BITS = named(ConfigTargetPageBits)
+_CAP_COUNT = named(ConfigCapabilities, "count", "count")
+_UUID = named(ConfigUuid)
 
-_SECTION_KINDS = {
-    QEMU_VM_SECTION_START: "main.section_start",
-    QEMU_VM_SECTION_FULL: "main.section_full",
-    QEMU_VM_SECTION_PART: "main.section_part",
-    QEMU_VM_SECTION_END: "main.section_end",
-}
+_SECTION_KINDS = {k.code: k for k in (K.MAIN_SECTION_START, K.MAIN_SECTION_FULL, K.MAIN_SECTION_PART,
+                                      K.MAIN_SECTION_END)}
 #: Bounds on length fields (anything above is reported malformed, never allocated).
 MAX_VMDESC = 64 << 20
 MAX_DEVICE_STATE = 64 << 20
@@ -131,72 +132,46 @@ class MainParser(RamWalker):
             self._recovered = True
             self._state = self._st_record
             return pos
-        if end - pos < _HEADER.size:
+        head = Cursor(mv, pos, end).read(_HEADER)
+        if head.magic != QEMU_VM_FILE_MAGIC or head.version != QEMU_VM_FILE_VERSION:
+            self._malformed(self._base + pos, "not a QEVM v3 stream", magic=head.magic, version=head.version)
             return None
-        magic, version = _HEADER.unpack_from(mv, pos)
-        if magic != QEMU_VM_FILE_MAGIC or version != QEMU_VM_FILE_VERSION:
-            self._malformed(self._base + pos, "not a QEVM v3 stream", magic=magic, version=version)
-            return None
-        self._emit("main.header", self._base + pos, _HEADER.size, {"magic": magic, "version": version},
-                   bytes(mv[pos:pos + _HEADER.size]))
+        self._emit(K.MAIN_HEADER, self._base + pos, _HEADER.size, head._asdict(), bytes(mv[pos:pos + _HEADER.size]))
         self._state = self._st_record
         return pos + _HEADER.size
 
     def _configuration(self, mv: memoryview, pos: int, end: int) -> int | None:
-        if end - pos < _CONFIG.size:
-            return None
-        _, n = _CONFIG.unpack_from(mv, pos)
+        c = Cursor(mv, pos, end)
+        n = c.read(_CONFIG).len
         if n > 256:
             self._malformed(self._base + pos, "machine name longer than 256 bytes", len=n)
             return None
-        stop = pos + _CONFIG.size + n
-        if end < stop:
-            return None
-        name = _text(bytes(mv[pos + _CONFIG.size:stop]))
-        self._emit_main("main.config", self._base + pos, stop - pos, {"machine": name}, bytes(mv[pos:stop]))
-        return stop
+        name = _text(c.take(n))
+        self._emit_main(K.MAIN_CONFIG, self._base + pos, c.pos - pos, {"machine": name}, c.raw_from(pos))
+        return c.pos
 
     def _subsection(self, mv: memoryview, pos: int, end: int) -> int | None:
         """A configuration subsection at top level (device subsections live inside device bodies)."""
-        if end - pos < _SUB_HEAD.size:
-            return None
-        _, n = _SUB_HEAD.unpack_from(mv, pos)
-        p = pos + _SUB_HEAD.size
-        if end - p < n + _SUB_VERSION.size:
-            return None
-        name = _text(bytes(mv[p:p + n]))
-        (version,) = _SUB_VERSION.unpack_from(mv, p + n)
-        p += n + _SUB_VERSION.size
+        c = Cursor(mv, pos, end)
+        c.read(_TYPE)
+        name = _text(c.counted())
+        version = c.read(_SUB_VERSION).version_id
         fields: dict[str, Any] = {"name": name, "version_id": version}
         if name == "configuration/target-page-bits":
-            if end - p < _PAGE_BITS.size:
-                return None
-            (fields["target_page_bits"],) = _PAGE_BITS.unpack_from(mv, p)
-            p += _PAGE_BITS.size
+            fields["target_page_bits"] = c.read(_PAGE_BITS).target_page_bits
         elif name == "configuration/uuid":
-            if end - p < _UUID_LEN:
-                return None
-            fields["uuid"] = bytes(mv[p:p + _UUID_LEN]).hex()
-            p += _UUID_LEN
+            fields["uuid"] = c.read(_UUID).uuid.hex()
         elif name == "configuration/capabilities":
-            if end - p < _CAP_COUNT.size:
-                return None
-            (count,) = _CAP_COUNT.unpack_from(mv, p)
+            count = c.read(_CAP_COUNT).count
             if count > 256:
                 self._malformed(self._base + pos, "absurd capability count", count=count)
                 return None
-            p += _CAP_COUNT.size
-            caps = []
-            for _ in range(count):
-                if p >= end or end - p < 1 + mv[p]:
-                    return None
-                caps.append(_text(bytes(mv[p + 1:p + 1 + mv[p]])))
-                p += 1 + mv[p]
-            fields["capabilities"] = caps
+            fields["capabilities"] = [_text(c.counted()) for _ in range(count)]
         else:
             self._malformed(self._base + pos, "unknown top-level subsection", name=name)
             return None
-        self._emit_main("main.subsection", self._base + pos, p - pos, fields, bytes(mv[pos:p]))
+        p = c.pos
+        self._emit_main(K.MAIN_SUBSECTION, self._base + pos, p - pos, fields, bytes(mv[pos:p]))
         return p
 
     # -- records --------------------------------------------------------------------------------
@@ -214,7 +189,7 @@ class MainParser(RamWalker):
         if typ == QEMU_VM_COMMAND:
             return self._command(mv, pos, end)
         if typ == QEMU_VM_EOF:
-            self._emit_main("main.eof", off, 1, {})
+            self._emit_main(K.MAIN_EOF, off, 1, {})
             self._state = self._st_after_eof
             return pos + 1
         if typ == QEMU_VM_VMDESCRIPTION:
@@ -224,33 +199,26 @@ class MainParser(RamWalker):
         if typ == QEMU_VM_SUBSECTION:
             return self._subsection(mv, pos, end)
         if typ == QEMU_VM_SECTION_FOOTER:
-            if end - pos < _FOOTER.size:
-                return None
-            _, sid = _FOOTER.unpack_from(mv, pos)
-            self._emit_main("main.footer", off, _FOOTER.size, {"section_id": sid})
+            sid = Cursor(mv, pos, end).read(_FOOTER).section_id
+            self._emit_main(K.MAIN_FOOTER, off, _FOOTER.size, {"section_id": sid})
             return pos + _FOOTER.size
         self._malformed(off, "unknown main-channel record type", type=typ)
         return None
 
     def _section(self, mv: memoryview, pos: int, end: int, typ: int) -> int | None:
         off = self._base + pos
+        c = Cursor(mv, pos, end)
         if typ in (QEMU_VM_SECTION_START, QEMU_VM_SECTION_FULL):
-            if end - pos < _SEC_HEAD.size:
-                return None
-            _, sid, n = _SEC_HEAD.unpack_from(mv, pos)
-            p = pos + _SEC_HEAD.size
-            if end - p < n + _SEC_TAIL.size:
-                return None
-            idstr = _text(bytes(mv[p:p + n]))
-            instance_id, version_id = _SEC_TAIL.unpack_from(mv, p + n)
-            p += n + _SEC_TAIL.size
+            sid = c.read(_SEC_HEAD).section_id
+            idstr = _text(c.counted())
+            tail = c.read(_SEC_TAIL)
+            p = c.pos
             self._sections[sid] = idstr
-            fields = {"section_id": sid, "idstr": idstr, "instance_id": instance_id, "version_id": version_id}
+            fields = {"section_id": sid, "idstr": idstr, "instance_id": tail.instance_id,
+                      "version_id": tail.version_id}
         else:
-            if end - pos < _PART.size:
-                return None
-            _, sid = _PART.unpack_from(mv, pos)
-            p = pos + _PART.size
+            sid = c.read(_PART).section_id
+            p = c.pos
             idstr = self._sections.get(sid)
             if idstr is None and self._recovered:
                 # A recovered channel never saw the SECTION_START that named this id: the sections
@@ -271,18 +239,16 @@ class MainParser(RamWalker):
         return p
 
     def _st_ram_footer(self, mv: memoryview, pos: int, end: int) -> int | None:
-        if end - pos < _FOOTER.size:
-            return None
-        typ, sid = _FOOTER.unpack_from(mv, pos)
-        if typ != QEMU_VM_SECTION_FOOTER or sid != self._section_id:
+        foot = Cursor(mv, pos, end).read(_FOOTER)
+        if foot.type != QEMU_VM_SECTION_FOOTER or foot.section_id != self._section_id:
             self._malformed(self._base + pos, "missing RAM section footer", expected=self._section_id)
             return None
-        self._emit_main("main.footer", self._base + pos, _FOOTER.size, {"section_id": sid})
+        self._emit_main(K.MAIN_FOOTER, self._base + pos, _FOOTER.size, {"section_id": foot.section_id})
         self._state = self._st_record
         return pos + _FOOTER.size
 
     def _footer_pattern(self) -> bytes:
-        return bytes([QEMU_VM_SECTION_FOOTER]) + self._section_id.to_bytes(4, "big")
+        return _FOOTER.pack(QEMU_VM_SECTION_FOOTER, self._section_id)
 
     def _device_done(self, footer_off: int, ts: float | None = None, eof: bool = False) -> None:
         """The section ends at ``footer_off`` (followed by the stream's EOF if ``eof``); its records carry
@@ -293,11 +259,11 @@ class MainParser(RamWalker):
         now = self._ts
         self._ts = ts if ts is not None else held if held is not None else now
         sid = self._section_id
-        self._emit_main("device.state", self._device_start, footer_off - self._device_start,
+        self._emit_main(K.DEVICE_STATE, self._device_start, footer_off - self._device_start,
                         {"section_id": sid, "idstr": self._sections.get(sid)})
-        self._emit_main("main.footer", footer_off, _FOOTER.size, {"section_id": sid})
+        self._emit_main(K.MAIN_FOOTER, footer_off, _FOOTER.size, {"section_id": sid})
         if eof:
-            self._emit_main("main.eof", footer_off + _FOOTER.size, 1, {})
+            self._emit_main(K.MAIN_EOF, footer_off + _FOOTER.size, 1, {})
         self._ts = now
         self._state = self._st_after_eof if eof else self._st_record
 
@@ -345,64 +311,58 @@ class MainParser(RamWalker):
         end of a section the stream declared (RAM records after a RAM one), a section start or full
         section with a printable idstr, a known command of a valid length, or EOF at the stream's end
         (nothing after it but a VMDESCRIPTION). None: more bytes are needed to tell."""
-        if p >= end:
+        try:
+            return self._record_may_follow(Cursor(mv, p, end))
+        except NeedMore:
             return None
-        typ = mv[p]
+
+    def _record_may_follow(self, c: Cursor) -> bool:
+        """:meth:`_follows_footer`'s test on the record at the cursor (NeedMore: cannot tell yet)."""
+        typ = c.peek()[0]
         if typ == QEMU_VM_EOF:
             if self._package_end is not None:
                 return False                  # a PACKAGED stream holds no EOF
-            if p + 1 >= end:
-                return None                   # the stream's end (see _eof_hook) or a VMDESCRIPTION
-            return self._vmdesc_follows(mv, p + 1, end)
+            c.need(1)
+            return self._vmdesc_follows(c)    # the stream's end (see _eof_hook) or a VMDESCRIPTION
         if typ in (QEMU_VM_SECTION_PART, QEMU_VM_SECTION_END):
-            if end - p < _PART.size:
-                return None
-            _, sid = _PART.unpack_from(mv, p)
-            idstr = self._sections.get(sid)
+            idstr = self._sections.get(c.read(_PART).section_id)
             if idstr is None:
                 return False
             if idstr.encode("latin-1") != RAM_SECTION_IDSTR:
                 return True
-            return looks_like_ram_record(mv[p + _PART.size:end], allow_continue=False, page_size=self.page_size)
+            ram = looks_like_ram_record(c.mv[c.pos:c.end], allow_continue=False, page_size=self.page_size)
+            if ram is None:
+                raise NeedMore
+            return ram
         if typ in (QEMU_VM_SECTION_START, QEMU_VM_SECTION_FULL):
-            if end - p < _SEC_HEAD.size:
-                return None
-            _, sid, n = _SEC_HEAD.unpack_from(mv, p)
-            if n == 0:
+            sid = c.read(_SEC_HEAD).section_id
+            if c.peek()[0] == 0:
                 return False
-            q = p + _SEC_HEAD.size
-            if end - q < n + _SEC_TAIL.size:
-                return None
-            name = bytes(mv[q:q + n])
-            if not all(0x20 <= c < 0x7F for c in name):
+            name = c.counted()
+            c.read(_SEC_TAIL)
+            if not all(0x20 <= ch < 0x7F for ch in name):
                 return False
             known = self._sections.get(sid)
             return known is None or known == _text(name)
         if typ == QEMU_VM_COMMAND:
-            if end - p < _CMD.size:
-                return None
-            _, cmd, n = _CMD.unpack_from(mv, p)
-            return _command_problem(cmd, n) is None
+            cmd = c.read(_CMD)
+            return _command_problem(cmd.cmd, cmd.len) is None
         return False
 
     @staticmethod
-    def _vmdesc_follows(mv: memoryview, p: int, end: int) -> bool | None:
+    def _vmdesc_follows(c: Cursor) -> bool:
         """After EOF only a VMDESCRIPTION may come: type, a sane length and the JSON's opening brace."""
-        if mv[p] != QEMU_VM_VMDESCRIPTION:
+        if c.peek()[0] != QEMU_VM_VMDESCRIPTION:
             return False
-        if end - p < _VMDESC.size + 1:
-            return None
-        _, n = _VMDESC.unpack_from(mv, p)
-        return 0 < n <= MAX_VMDESC and mv[p + _VMDESC.size] == ord("{")
+        n = c.read(_VMDESC).len
+        return 0 < n <= MAX_VMDESC and c.peek()[0] == ord("{")
 
     def _vmdescription(self, mv: memoryview, pos: int, end: int) -> int | None:
-        if end - pos < _VMDESC.size:
-            return None
-        _, n = _VMDESC.unpack_from(mv, pos)
+        n = Cursor(mv, pos, end).read(_VMDESC).len
         if n > MAX_VMDESC:
             self._malformed(self._base + pos, "VMDESCRIPTION length is absurd", len=n)
             return None
-        self._emit_skipping("main.vmdesc", self._base + pos, _VMDESC.size + n, {"len": n}, n)
+        self._emit_skipping(K.MAIN_VMDESC, self._base + pos, _VMDESC.size + n, {"len": n}, n)
         self._state = self._st_trailing
         return pos + _VMDESC.size
 
@@ -434,51 +394,54 @@ class MainParser(RamWalker):
 
     def _command(self, mv: memoryview, pos: int, end: int) -> int | None:
         off = self._base + pos
-        if end - pos < _CMD.size:
-            return None
-        _, cmd, n = _CMD.unpack_from(mv, pos)
+        c = Cursor(mv, pos, end)
+        head = c.read(_CMD)
+        cmd, n = head.cmd, head.len
         problem = _command_problem(cmd, n)
         if problem is not None:
             self._malformed(off, problem, cmd=cmd if cmd == 0 or cmd not in MIG_CMDS else MIG_CMDS[cmd], len=n)
             return None
-        name = MIG_CMDS[cmd]
-        p = pos + _CMD.size
-        stop = p + n
-        if end < stop:
-            return None
-        fields: dict[str, Any] = {"cmd": name, "len": n}
+        body = Cursor(mv, c.need(n), c.pos)          # the command's data, all here
+        stop = c.pos
+        fields: dict[str, Any] = {"cmd": MIG_CMDS[cmd], "len": n}
         if cmd == MIG_CMD_PING:
-            (fields["value"],) = _PING.unpack_from(mv, p)
+            fields["value"] = body.read(_PING).value
         elif cmd == MIG_CMD_POSTCOPY_ADVISE and n:
-            fields["ram_pagesize_summary"], fields["target_page_size"] = _ADVISE.unpack_from(mv, p)
+            fields.update(body.read(_ADVISE)._asdict())
         elif cmd == MIG_CMD_RECV_BITMAP:
-            if n < 1 or mv[p] + 1 != n:
+            block = body.counted_within()
+            if block is None or body.pos != body.end:
                 self._malformed(off, "RECV_BITMAP length does not match its idstr", len=n)
                 return None
-            fields["block"] = _text(bytes(mv[p + 1:stop]))
+            fields["block"] = _text(block)
         elif cmd == MIG_CMD_POSTCOPY_RAM_DISCARD:
-            if not self._discard(mv, p, stop, fields):
+            if not self._discard(body, fields):
                 self._malformed(off, "bad POSTCOPY_RAM_DISCARD payload", len=n)
                 return None
         elif cmd == MIG_CMD_PACKAGED:
-            (size,) = _PACKAGED.unpack_from(mv, p)
+            size = body.read(_PACKAGED).length
             if size > MAX_PACKAGED_SIZE:
                 self._malformed(off, "PACKAGED length above MAX_VM_CMD_PACKAGED_SIZE", length=size)
                 return None
             fields["length"] = size
-        self._emit_main("main.cmd", off, stop - pos, fields, bytes(mv[pos:stop]))
+        self._emit_main(K.MAIN_CMD, off, stop - pos, fields, c.raw_from(pos))
         if cmd == MIG_CMD_PACKAGED:
             self._package_end = self._base + stop + fields["length"]
         return stop
 
-    def _discard(self, mv: memoryview, p: int, stop: int, fields: dict[str, Any]) -> bool:
-        if stop - p < 3:
+    @staticmethod
+    def _discard(body: Cursor, fields: dict[str, Any]) -> bool:
+        """A POSTCOPY_RAM_DISCARD's data (``CmdRamDiscard``): version 0, a block name, a zero byte, then
+        whole (start, length) ranges up to the command's end."""
+        try:
+            version = body.read(_DISCARD_VERSION).version
+            block = body.counted_within()
+            terminator = body.read(_DISCARD_END).terminator
+        except NeedMore:
             return False
-        version, n = mv[p], mv[p + 1]
-        q = p + 2 + n
-        if version != 0 or q >= stop or mv[q] != 0 or (stop - q - 1) % _RANGE.size:
+        if version != 0 or block is None or terminator != 0 or (body.end - body.pos) % _RANGE.size:
             return False
         fields["version"] = version
-        fields["block"] = _text(bytes(mv[p + 2:q]))
-        fields["ranges"] = [_RANGE.unpack_from(mv, r) for r in range(q + 1, stop, _RANGE.size)]
+        fields["block"] = _text(block)
+        fields["ranges"] = [tuple(body.read(_RANGE)) for _ in range((body.end - body.pos) // _RANGE.size)]
         return True

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from dissectors.channels.cursor import Cursor
 from dissectors.channels.engine import State, StreamParser
+from dissectors.channels.kinds import MULTIFD_DEVICE_STATE, MULTIFD_HELLO, MULTIFD_PACKET, MULTIFD_SYNC, OPAQUE
 from dissectors.layers.multifd import (
     MULTIFD_COMPRESSION,
     MULTIFD_FLAG_COMPRESSION_MASK,
@@ -23,14 +25,14 @@ from dissectors.layers.multifd import (
     MultifdRamPacket,
     multifd_page_count,
 )
-from dissectors.layers.structs import item_struct, struct_of
+from dissectors.layers.structs import item_struct, named
 
-_HELLO = struct_of(MultifdHello)
-_HDR = struct_of(MultifdPacketHdr)
-_RAM = struct_of(MultifdRamPacket, None, "ramblock")
-_DEV = struct_of(MultifdDeviceStatePacket)
+_HELLO = named(MultifdHello)
+_HDR = named(MultifdPacketHdr)
+_RAM = named(MultifdRamPacket, None, "ramblock")
+_DEV = named(MultifdDeviceStatePacket)
 _OFFSET = item_struct(MultifdRamPacket, "offsets")
-_MAGIC_BYTES = _HDR.pack(MULTIFD_MAGIC, MULTIFD_VERSION, 0)[:8]
+_MAGIC_BYTES = named(MultifdPacketHdr, "magic", "version").pack(MULTIFD_MAGIC, MULTIFD_VERSION)
 _KNOWN_FLAGS = MULTIFD_FLAG_SYNC | MULTIFD_FLAG_COMPRESSION_MASK | MULTIFD_FLAG_DEVICE_STATE
 #: Device-state blobs above this are reported malformed.
 MAX_DEVICE_STATE_BLOB = 1 << 30
@@ -51,8 +53,7 @@ class MultifdParser(StreamParser):
     def __init__(self, page_size: int = 4096) -> None:
         self.page_size = page_size
         self.page_count = multifd_page_count(page_size)
-        self.header_size = _RAM.size + 8 * self.page_count
-        self._resync_from = 0
+        self.header_size = _RAM.size + _OFFSET.size * self.page_count
         super().__init__()
 
     def _initial_state(self) -> State:
@@ -62,20 +63,20 @@ class MultifdParser(StreamParser):
         return self._st_resync
 
     def _st_hello(self, mv: memoryview, pos: int, end: int) -> int | None:
-        if end - pos < _HELLO.size:
-            return None
-        magic, version, uuid, cid, _, _ = _HELLO.unpack_from(mv, pos)
+        hello = Cursor(mv, pos, end).read(_HELLO)
         off = self._base + pos
-        if magic != MULTIFD_MAGIC or version != MULTIFD_VERSION:
-            self._malformed(off, "bad multifd initial packet", magic=magic, version=version)
+        if hello.magic != MULTIFD_MAGIC or hello.version != MULTIFD_VERSION:
+            self._malformed(off, "bad multifd initial packet", magic=hello.magic, version=hello.version)
             return None
-        self._emit("multifd.hello", off, _HELLO.size, {"version": version, "uuid": format_uuid(uuid), "id": cid},
+        self._emit(MULTIFD_HELLO, off, _HELLO.size,
+                   {"version": hello.version, "uuid": format_uuid(hello.uuid), "id": hello.id},
                    bytes(mv[pos:pos + _HELLO.size]))
         self._state = self._st_packet
         return pos + _HELLO.size
 
-    def _check_ram(self, values: tuple[Any, ...]) -> str | None:
-        _, _, flags, alloc, normal, size, _, zero, *_ = values
+    def _check_ram(self, values: Any) -> str | None:
+        flags, alloc, normal, size, zero = (values.flags, values.pages_alloc, values.normal_pages,
+                                            values.next_packet_size, values.zero_pages)
         if flags & ~_KNOWN_FLAGS:
             return "unknown multifd flags"
         if flags & MULTIFD_FLAG_COMPRESSION_MASK not in MULTIFD_COMPRESSION:
@@ -100,7 +101,7 @@ class MultifdParser(StreamParser):
         off = self._base + pos
         if end - pos < _HDR.size:
             return None
-        magic, version, flags = _HDR.unpack_from(mv, pos)
+        magic, version, flags = _HDR.struct.unpack_from(mv, pos)      # hot path: no named tuple
         if magic != MULTIFD_MAGIC or version != MULTIFD_VERSION:
             self._malformed(off, "bad multifd packet magic/version", magic=magic, version=version)
             return None
@@ -113,10 +114,10 @@ class MultifdParser(StreamParser):
         if problem:
             self._malformed(off, problem, flags=flags)
             return None
-        _, _, flags, alloc, normal, size, num, zero, _, _, block = values
+        normal, size, zero = values.normal_pages, values.next_packet_size, values.zero_pages
         fields = {
-            "flags": flags, "packet_num": num, "pages_alloc": alloc, "normal_pages": normal, "zero_pages": zero,
-            "block": _cstr(block), "next_packet_size": size,
+            "flags": flags, "packet_num": values.packet_num, "pages_alloc": values.pages_alloc,
+            "normal_pages": normal, "zero_pages": zero, "block": _cstr(values.ramblock), "next_packet_size": size,
             "compression": MULTIFD_COMPRESSION[flags & MULTIFD_FLAG_COMPRESSION_MASK],
         }
         data = self._data_length(flags, normal, size)
@@ -131,22 +132,21 @@ class MultifdParser(StreamParser):
             self._count("multifd.normal_pages", normal)
         if zero:
             self._count("multifd.zero_pages", zero)
-        kind = "multifd.sync" if flags & MULTIFD_FLAG_SYNC else "multifd.packet"
+        kind = MULTIFD_SYNC if flags & MULTIFD_FLAG_SYNC else MULTIFD_PACKET
         self._emit_skipping(kind, off, self.header_size + data, fields, data)
         return pos + self.header_size
 
     def _device_state(self, mv: memoryview, pos: int, end: int) -> int | None:
         off = self._base + pos
-        if end - pos < _DEV.size:
-            return None
-        _, _, flags, idstr, instance_id, size = _DEV.unpack_from(mv, pos)
+        dev = Cursor(mv, pos, end).read(_DEV)
+        flags, size = dev.flags, dev.next_packet_size
         if size > MAX_DEVICE_STATE_BLOB or flags & ~_KNOWN_FLAGS:
             self._malformed(off, "implausible device-state packet", flags=flags, next_packet_size=size)
             return None
-        fields = {"flags": flags, "idstr": _cstr(idstr), "instance_id": instance_id, "next_packet_size": size}
+        fields = {"flags": flags, "idstr": _cstr(dev.idstr), "instance_id": dev.instance_id, "next_packet_size": size}
         if size == 0 or flags & MULTIFD_FLAG_SYNC:
             fields["invalid"] = "QEMU rejects empty or SYNC device-state packets"
-        self._emit_skipping("multifd.device_state", off, _DEV.size + size, fields, size)
+        self._emit_skipping(MULTIFD_DEVICE_STATE, off, _DEV.size + size, fields, size)
         return pos + _DEV.size
 
     def _st_resync(self, mv: memoryview, pos: int, end: int) -> int | None:
@@ -156,11 +156,11 @@ class MultifdParser(StreamParser):
             if len(chunk) - i < self.header_size:
                 return pos + i if i else None
             values = _RAM.unpack_from(chunk, i)
-            plausible = (values[2] & MULTIFD_FLAG_DEVICE_STATE) or self._check_ram(values) is None
+            plausible = (values.flags & MULTIFD_FLAG_DEVICE_STATE) or self._check_ram(values) is None
             if plausible:
                 found = self._base + pos + i
-                if found > self._resync_from:
-                    self._emit("opaque", self._resync_from, found - self._resync_from,
+                if found > self.resync_from:
+                    self._emit(OPAQUE, self.resync_from, found - self.resync_from,
                                {"reason": "skipped while resynchronising after a gap"})
                 self._state = self._st_packet
                 return pos + i

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dissectors.channels import kinds as K
+from dissectors.channels.cursor import Cursor
 from dissectors.channels.engine import StreamParser
 from dissectors.layers.ram import (
     ENCODING_FLAG_XBZRLE,
@@ -17,18 +19,25 @@ from dissectors.layers.ram import (
     RAM_SAVE_FLAG_PAGE,
     RAM_SAVE_FLAG_XBZRLE,
     RAM_SAVE_FLAG_ZERO,
+    RamBlockExtra,
     RamBlockInfo,
     RamCompress,
     RamRecord,
     RamXbzrle,
+    RamZero,
     compress_bound,
 )
-from dissectors.layers.structs import struct_of
+from dissectors.layers.strings import counted_at
+from dissectors.layers.structs import fixed_size, named, struct_of
 
 _WORD = struct_of(RamRecord, "addr", "flags")
-_USED_LENGTH = struct_of(RamBlockInfo, "used_length", "used_length")
-_XBZRLE = struct_of(RamXbzrle, "encoding", "len")
-_COMPRESS_LEN = struct_of(RamCompress, "len", "len")
+_WORD_SIZE = _WORD.size
+_ZERO_SIZE = fixed_size(RamZero)
+assert _ZERO_SIZE == 1, "ram.zero reads its fill byte directly"
+_USED_LENGTH = named(RamBlockInfo, "used_length", "used_length")
+_EXTRA = named(RamBlockExtra)
+_XBZRLE = named(RamXbzrle, "encoding", "len")
+_COMPRESS_LEN = named(RamCompress, "len", "len")
 _MAX_MEM_SIZE_BLOCKS = 4096
 
 
@@ -44,51 +53,46 @@ class RamWalker(StreamParser):
     def _after_eos(self) -> None:
         """Called after an EOS record; the default keeps walking RAM records."""
 
-    def _block_name(self, mv: memoryview, p: int, n: int) -> str:
-        return bytes(mv[p:p + n]).decode("latin-1")
-
     def _st_ram(self, mv: memoryview, pos: int, end: int) -> int | None:
-        if end - pos < 8:
+        if end - pos < _WORD_SIZE:
             return None
         (word,) = _WORD.unpack_from(mv, pos)
         flags = word & self._mask
         addr = word ^ flags
         kind = flags & ~RAM_SAVE_FLAG_CONTINUE
-        p = pos + 8
+        p = pos + _WORD_SIZE
         off = self._base + pos
         block = self._block
         if kind & RAM_FLAGS_WITH_BLOCK:
             if not flags & RAM_SAVE_FLAG_CONTINUE:
-                if p >= end:
-                    return None
-                n = mv[p]
-                if n == 0:
+                if p < end and mv[p] == 0:
                     self._malformed(off, "empty RAM block idstr")
                     return None
-                if end - p < 1 + n:
+                named_block = counted_at(mv, p, end)
+                if named_block is None:
                     return None
-                block = self._block_name(mv, p + 1, n)
-                p += 1 + n
+                name, p = named_block
+                block = name.decode("latin-1")
             elif block is None:
                 self._malformed(off, "CONTINUE without a previous block", flags=flags)
                 return None
         if kind == RAM_SAVE_FLAG_PAGE:
             self._block = block
-            self._emit_skipping("ram.page", off, p - pos + self.page_size, {"block": block, "addr": addr},
+            self._emit_skipping(K.RAM_PAGE, off, p - pos + self.page_size, {"block": block, "addr": addr},
                                 self.page_size)
             return p
         if kind == RAM_SAVE_FLAG_ZERO:
             if p >= end:
                 return None
             self._block = block
-            self._emit("ram.zero", off, p + 1 - pos, {"block": block, "addr": addr, "fill": mv[p]})
-            return p + 1
+            self._emit(K.RAM_ZERO, off, p + _ZERO_SIZE - pos, {"block": block, "addr": addr, "fill": mv[p]})
+            return p + _ZERO_SIZE
         if kind == RAM_SAVE_FLAG_EOS and addr == 0:
-            self._emit("ram.eos", off, 8, {})
+            self._emit(K.RAM_EOS, off, _WORD_SIZE, {})
             self._after_eos()
             return p
         if kind == RAM_SAVE_FLAG_MULTIFD_FLUSH and addr == 0:
-            self._emit("ram.multifd_flush", off, 8, {})
+            self._emit(K.RAM_MULTIFD_FLUSH, off, _WORD_SIZE, {})
             return p
         if kind == RAM_SAVE_FLAG_MEM_SIZE:
             return self._mem_size(mv, pos, end, addr)
@@ -101,64 +105,52 @@ class RamWalker(StreamParser):
                 return None
             self._block = block
             p += _XBZRLE.size
-            self._emit_skipping("ram.xbzrle", off, p - pos + n, {"block": block, "addr": addr, "len": n}, n)
+            self._emit_skipping(K.RAM_XBZRLE, off, p - pos + n, {"block": block, "addr": addr, "len": n}, n)
             return p
         if kind == RAM_SAVE_FLAG_COMPRESS_PAGE:
             if end - p < _COMPRESS_LEN.size:
                 return None
-            (n,) = _COMPRESS_LEN.unpack_from(mv, p)
+            n = _COMPRESS_LEN.unpack_from(mv, p).len
             if n > compress_bound(self.page_size):
                 self._malformed(off, "COMPRESS_PAGE length above compressBound(page)", len=n)
                 return None
             self._block = block
             p += _COMPRESS_LEN.size
-            self._emit_skipping("ram.compress", off, p - pos + n, {"block": block, "addr": addr, "len": n}, n)
+            self._emit_skipping(K.RAM_COMPRESS, off, p - pos + n, {"block": block, "addr": addr, "len": n}, n)
             return p
         self._malformed(off, "unknown RAM record flags", flags=flags, addr=addr)
         return None
 
     def _mem_size(self, mv: memoryview, pos: int, end: int, total: int) -> int | None:
-        """MEM_SIZE block list; an optional be64 after a block (postcopy page size, ignore-shared address)
-        is recognised because an idstr length is never 0 and a record word always has flag bits."""
-        p = pos + 8
+        """MEM_SIZE block list (``RamMemSize``): entries until their lengths add up to ``total``, each
+        perhaps followed by up to two ``RamBlockExtra`` words."""
+        c = Cursor(mv, pos + _WORD_SIZE, end)
         acc = 0
         blocks: list[dict[str, Any]] = []
         while acc < total:
             if len(blocks) >= _MAX_MEM_SIZE_BLOCKS:
                 self._malformed(self._base + pos, "MEM_SIZE block list does not add up")
                 return None
-            if p >= end:
-                return None
-            n = mv[p]
-            if n == 0:
+            if c.peek()[0] == 0:
                 self._malformed(self._base + pos, "MEM_SIZE block with an empty idstr")
                 return None
-            if end - p < 1 + n + 8:
-                return None
-            name = self._block_name(mv, p + 1, n)
-            (used,) = _USED_LENGTH.unpack_from(mv, p + 1 + n)
-            p += 1 + n + 8
+            name = c.counted().decode("latin-1")
+            used = c.read(_USED_LENGTH).used_length
             acc += used
             info: dict[str, Any] = {"idstr": name, "used_length": used}
             extras: list[int] = []
             while len(extras) < 2:
-                if acc < total:
-                    if p >= end:
-                        return None
-                    if mv[p] != 0:
-                        break
-                if end - p < 8:
-                    return None
-                (value,) = _WORD.unpack_from(mv, p)
+                if acc < total and c.peek()[0] != 0:
+                    break                         # the next entry's idstr length
+                value = _EXTRA.unpack_from(c.peek(_EXTRA.size)).value
                 if value & self._mask:
-                    break
-                extras.append(value)
-                p += 8
+                    break                         # a RAM record word: the list has ended
+                extras.append(c.read(_EXTRA).value)
             if extras:
                 info["extra"] = extras
             blocks.append(info)
         if acc != total:
             self._malformed(self._base + pos, "MEM_SIZE block lengths overshoot the total", total=total)
             return None
-        self._emit("ram.mem_size", self._base + pos, p - pos, {"total": total, "blocks": blocks})
-        return p
+        self._emit(K.RAM_MEM_SIZE, self._base + pos, c.pos - pos, {"total": total, "blocks": blocks})
+        return c.pos

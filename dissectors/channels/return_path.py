@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from dissectors.channels.cursor import Cursor
 from dissectors.channels.engine import State, StreamParser
-from dissectors.channels.record import Record
+from dissectors.channels.kinds import RP_KINDS, RP_RECV_BITMAP
 from dissectors.layers.return_path import (
     MIG_RP_MSG_PONG,
     MIG_RP_MSG_RECV_BITMAP,
@@ -24,17 +25,21 @@ from dissectors.layers.return_path import (
     RpResumeAck,
     RpShut,
 )
-from dissectors.layers.structs import struct_of
+from dissectors.layers.structs import named
 
-_HEAD = struct_of(RpMessage)
-_SHUT = struct_of(RpShut)
-_PONG = struct_of(RpPong)
-_ACK = struct_of(RpResumeAck)
-_REQ = struct_of(RpReqPages)
-_BITMAP_SIZE = struct_of(RecvBitmapDump, "size", "size")
-_BITMAP_END = struct_of(RecvBitmapDump, "ending", "ending")
+_HEAD = named(RpMessage)
+_SHUT = named(RpShut)
+_PONG = named(RpPong)
+_ACK = named(RpResumeAck)
+_REQ = named(RpReqPages)
+_BITMAP_SIZE = named(RecvBitmapDump, "size", "size")
+_BITMAP_END = named(RecvBitmapDump, "ending", "ending")
 #: A received-pages bitmap above this (1 bit per 4 KiB page of 32 TiB) is reported malformed.
 MAX_BITMAP = 1 << 30
+
+
+def _text(b: bytes) -> str:
+    return b.decode("latin-1")
 
 
 class ReturnPathParser(StreamParser):
@@ -49,75 +54,67 @@ class ReturnPathParser(StreamParser):
 
     def _st_message(self, mv: memoryview, pos: int, end: int) -> int | None:
         off = self._base + pos
-        if end - pos < _HEAD.size:
-            return None
-        typ, n = _HEAD.unpack_from(mv, pos)
+        c = Cursor(mv, pos, end)
+        head = c.read(_HEAD)
+        typ, n = head.type, head.len
         name = RP_TYPES.get(typ)
         want = RP_LENGTHS.get(typ, -1)
         if name is None or typ == 0 or (want is not None and want != n):
             self._malformed(off, "bad return-path message header", type=typ, len=n)
             return None
-        p = pos + _HEAD.size
-        stop = p + n
-        if end < stop:
-            return None
+        body = Cursor(mv, c.need(n), c.pos)        # the message's own bytes, all here
+        raw = c.raw_from(pos)
         fields: dict[str, Any] = {"type": name, "len": n}
-        raw = bytes(mv[pos:stop])
         if typ == MIG_RP_MSG_SHUT:
-            (fields["status"],) = _SHUT.unpack_from(mv, p)
+            fields["status"] = body.read(_SHUT).status
         elif typ == MIG_RP_MSG_PONG:
-            (fields["value"],) = _PONG.unpack_from(mv, p)
+            fields["value"] = body.read(_PONG).value
         elif typ == MIG_RP_MSG_RESUME_ACK:
-            (fields["value"],) = _ACK.unpack_from(mv, p)
+            fields["value"] = body.read(_ACK).value
         elif typ in (MIG_RP_MSG_REQ_PAGES, MIG_RP_MSG_REQ_PAGES_ID):
-            if n < _REQ.size or (typ == MIG_RP_MSG_REQ_PAGES_ID and (n < _REQ.size + 2
-                                                                   or mv[p + _REQ.size] + _REQ.size + 1 != n)):
+            if n < _REQ.size:
                 self._malformed(off, "bad REQ_PAGES length", len=n)
                 return None
-            fields["start"], fields["len"] = _REQ.unpack_from(mv, p)
+            req = body.read(_REQ)
+            fields["start"], fields["len"] = req.start, req.len
             if typ == MIG_RP_MSG_REQ_PAGES_ID:
-                self._block = bytes(mv[p + _REQ.size + 1:stop]).decode("latin-1")
+                block = body.counted_within() if n > _REQ.size + 1 else None
+                if block is None or body.pos != body.end:
+                    self._malformed(off, "bad REQ_PAGES length", len=n)
+                    return None
+                self._block = _text(block)
             fields["block"] = self._block
         elif typ == MIG_RP_MSG_RECV_BITMAP:
-            if n < 1 or mv[p] + 1 != n:
+            block = body.counted_within()
+            if body.pos != body.end:
+                block = None
+            if block is None:
                 self._malformed(off, "bad RECV_BITMAP length", len=n)
                 return None
-            fields["block"] = bytes(mv[p + 1:stop]).decode("latin-1")
-            self._pending = Record("rp.recv_bitmap", off, stop - pos, self._ts, fields, raw)
+            fields["block"] = _text(block)
+            self._hold(RP_RECV_BITMAP, off, c.pos - pos, fields, raw)
             self._state = self._st_bitmap_size
-            return stop
-        kind = "rp.req_pages" if typ in (MIG_RP_MSG_REQ_PAGES, MIG_RP_MSG_REQ_PAGES_ID) else "rp." + name.lower()
-        self._emit(kind, off, stop - pos, fields, raw)
-        return stop
+            return c.pos
+        self._emit(RP_KINDS[typ], off, c.pos - pos, fields, raw)
+        return c.pos
 
     def _st_bitmap_size(self, mv: memoryview, pos: int, end: int) -> int | None:
-        if end - pos < _BITMAP_SIZE.size:
-            return None
-        (size,) = _BITMAP_SIZE.unpack_from(mv, pos)
-        rec = self._pending
-        assert rec is not None
+        size = Cursor(mv, pos, end).read(_BITMAP_SIZE).size
         if size > MAX_BITMAP or size % 8:
             self._malformed(self._base + pos, "absurd received-bitmap size", size=size)
             return None
+        rec = self._pending
+        assert rec is not None
         rec.fields["bitmap_size"] = size
         rec.length += _BITMAP_SIZE.size + size + _BITMAP_END.size
-        self._skip = size
-        self._skip_then = self._st_bitmap_end
-        if not size:
-            self._skip_then = None
-            self._state = self._st_bitmap_end
+        self._pass_over(size, self._st_bitmap_end)
         return pos + _BITMAP_SIZE.size
 
     def _st_bitmap_end(self, mv: memoryview, pos: int, end: int) -> int | None:
-        if end - pos < _BITMAP_END.size:
-            return None
-        (ending,) = _BITMAP_END.unpack_from(mv, pos)
+        ending = Cursor(mv, pos, end).read(_BITMAP_END).ending
         if ending != RECV_BITMAP_ENDING:
             self._malformed(self._base + pos, "bad received-bitmap end mark", ending=ending)
             return None
-        rec = self._pending
-        assert rec is not None
-        self._pending = None
-        self._emit(rec.kind, rec.offset, rec.length, rec.fields, rec.raw)
+        self._release()
         self._state = self._st_message
         return pos + _BITMAP_END.size

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from dissectors.channels.cursor import Cursor
 from dissectors.channels.engine import State, StreamParser
-from dissectors.layers.structs import struct_of
+from dissectors.channels.kinds import TLS_RECORD
+from dissectors.layers.structs import named
 from dissectors.layers.tls import (
     TLS_CONTENT_TYPES,
     TLS_HANDSHAKE,
@@ -14,8 +16,8 @@ from dissectors.layers.tls import (
     TlsRecordHeader,
 )
 
-_REC = struct_of(TlsRecordHeader)
-_HS_TYPE = struct_of(TlsHandshakeStart, "msg_type", "msg_type")
+_REC = named(TlsRecordHeader)
+_HS_TYPE = named(TlsHandshakeStart, "msg_type", "msg_type")
 
 
 class TlsParser(StreamParser):
@@ -30,19 +32,17 @@ class TlsParser(StreamParser):
 
     def _st_record(self, mv: memoryview, pos: int, end: int) -> int | None:
         off = self._base + pos
-        if end - pos < _REC.size:
-            return None
-        ctype, version, n = _REC.unpack_from(mv, pos)
+        c = Cursor(mv, pos, end)
+        rec = c.read(_REC)
+        ctype, version, n = rec.content_type, rec.version, rec.len
         if ctype not in TLS_CONTENT_TYPES or version >> 8 != 3 or n > TLS_MAX_RECORD + 2048:
             self._malformed(off, "not a TLS record", content_type=ctype, version=version, len=n)
             return None
         fields: dict[str, object] = {"content_type": TLS_CONTENT_TYPES[ctype], "version": version, "len": n}
         if ctype == TLS_HANDSHAKE and self._plain_handshake and n:
-            if end - pos < _REC.size + _HS_TYPE.size:
-                return None
-            (hs,) = _HS_TYPE.unpack_from(mv, pos + _REC.size)
+            hs = c.read(_HS_TYPE).msg_type
             fields["handshake"] = TLS_HANDSHAKE_TYPES.get(hs, hs)
         elif ctype != TLS_HANDSHAKE:
             self._plain_handshake = False
-        self._emit_skipping("tls.record", off, _REC.size + n, fields, n, bytes(mv[pos:pos + _REC.size]))
+        self._emit_skipping(TLS_RECORD, off, _REC.size + n, fields, n, bytes(mv[pos:pos + _REC.size]))
         return pos + _REC.size

@@ -139,6 +139,18 @@ class RamBlockInfo(Packet):
         return b"", s
 
 
+class RamBlockExtra(Packet):
+    """An optional be64 after a MEM_SIZE entry: the block's page size (postcopy, when it is not the
+    host's) or its address (ignore-shared). Told apart from the next entry because an idstr length is
+    never 0 and a RAM record word always has flag bits."""
+
+    name = "RAM block extra"
+    fields_desc = [LongField("value", 0)]
+
+    def extract_padding(self, s: bytes) -> tuple[bytes, bytes]:
+        return b"", s
+
+
 def _next_block(pkt: Packet, lst: list[Packet], cur: Packet | None, remain: bytes) -> type[Packet] | None:
     total = pkt.underlayer.addr if pkt.underlayer is not None else 0
     done = sum(b.used_length for b in lst) + (cur.used_length if cur is not None else 0)

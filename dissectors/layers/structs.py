@@ -9,7 +9,9 @@ Runs of consecutive bit fields (for example a 52-bit address plus 12 flag bits) 
 from __future__ import annotations
 
 import struct
+from collections import namedtuple
 from functools import cache
+from typing import Any
 
 from scapy.fields import (
     ConditionalField,
@@ -101,3 +103,29 @@ def item_struct(cls: type[Packet], name: str) -> struct.Struct:
     if not isinstance(fld, FieldListField):
         raise ValueError(f"field {name!r} of {cls.__name__} is not a list")
     return struct.Struct(">" + _fixed_char(fld.field))
+
+
+class Layout:
+    """A ``struct.Struct`` over fields ``first``..``last`` of a layer that unpacks into a named tuple whose
+    names are the layer's own (a bit run ``a+b`` is named ``a_b``): no positional unpacking."""
+
+    __slots__ = ("struct", "names", "size", "_make")
+
+    def __init__(self, cls: type[Packet], first: str | None = None, last: str | None = None) -> None:
+        fmt, items = layout_of(cls, first, last)
+        self.struct = struct.Struct(fmt)
+        self.size = self.struct.size
+        self.names = tuple(name.replace("+", "_") for name in items)
+        self._make = namedtuple(f"{cls.__name__}Fields", self.names)._make  # type: ignore[misc]
+
+    def unpack_from(self, buf: Any, offset: int = 0) -> Any:
+        return self._make(self.struct.unpack_from(buf, offset))
+
+    def pack(self, *values: Any) -> bytes:
+        return self.struct.pack(*values)
+
+
+@cache
+def named(cls: type[Packet], first: str | None = None, last: str | None = None) -> Layout:
+    """The :class:`Layout` of fields ``first``..``last`` of ``cls`` (all fields by default)."""
+    return Layout(cls, first, last)
