@@ -72,6 +72,11 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
+    missing = getattr(args, "_record_error", None)
+    if missing:                      # the recorder's own dependencies (qemu.qmp) are not installed
+        print(f"migshark: error: record is not available: {missing} (install migshark's recorder "
+              "dependencies: pip install -e '.[record]' or scripts/install-test-deps.sh)", file=sys.stderr)
+        return EXIT_ERROR
     from dissectors.recorder import command as recorder_cli
 
     return recorder_cli.run(args)

@@ -25,7 +25,6 @@ from dissectors.layers.strings import counted_string
 
 QEMU_VM_FILE_MAGIC = 0x5145564D
 QEMU_VM_FILE_VERSION = 3
-QEMU_VM_FILE_VERSION_COMPAT = 2
 
 QEMU_VM_EOF = 0x00
 QEMU_VM_SECTION_START = 0x01
