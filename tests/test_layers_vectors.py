@@ -181,6 +181,10 @@ def test_multifd_header_sizes() -> None:
     assert len(bytes(MultifdRamPacketV1())) == 1344
     assert len(bytes(MultifdDeviceStatePacket())) == 276
     assert struct_of(MultifdRamPacket, None, "ramblock").size == 320
+    for base in (MultifdRamPacket, MultifdRamPacketV1):  # 320 + 8 * page_count (multifd.h), from the fields
+        small = type(f"{base.__name__}32", (base,), {"page_count": 32})
+        assert len(bytes(small())) == small().header_size() == 320 + 8 * 32
+        assert len(bytes(base() / Raw(b"xy"))) == base().header_size() + 2 == 1344 + 2
     assert isinstance(MultifdPacketHdr(bytes(MultifdDeviceStatePacket(flags=0x40))), MultifdDeviceStatePacket)
     assert isinstance(MultifdPacketHdr(bytes(MultifdRamPacket(flags=1))), MultifdRamPacket)
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from scapy.fields import ConditionalField, PacketListField
 
+from dissectors.channels import kinds
 from dissectors.layers import commands, main_stream, multifd, ram, return_path
-from dissectors.layers.structs import fixed_size, layout_of
+from dissectors.layers.structs import fixed_size, item_struct, layout_of
 from dissectors.outputs import lua
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +87,8 @@ def test_enums_constants_and_header_sizes_come_from_the_layers(plugin_text: str)
     c = lua.constants()
     assert c["MULTIFD_HELLO_SIZE"] == fixed_size(multifd.MultifdHello) == 64
     assert c["MULTIFD_HEADER_SIZE"] == (fixed_size(multifd.MultifdRamPacket, None, "ramblock")
-                                        + 8 * multifd.MultifdRamPacket.page_count) == 1344
+                                        + item_struct(multifd.MultifdRamPacket, "offsets").size
+                                        * multifd.MultifdRamPacket.page_count) == 1344
     assert c["MIG_CMDS"] == commands.MIG_CMDS and c["RP_TYPES"] == return_path.RP_TYPES
     assert c["TARGET_PAGE_SIZE"] == ram.TARGET_PAGE_SIZE
     assert c["REC"][main_stream.QEMU_VM_COMMAND] == "Command"
@@ -99,6 +101,75 @@ def test_enums_constants_and_header_sizes_come_from_the_layers(plugin_text: str)
         assert re.search(rf'"qmig\.multifd\.flags\.{name.lower()}", "{name}", 32, nil, {1 << i}\)', plugin_text)
     assert 'ProtoField.uint64("qmig.ram.addr"' in plugin_text
     assert "--@@GENERATED@@" not in plugin_text
+
+
+def test_record_kinds_are_the_channels_table() -> None:
+    """The plugin names records with the kinds of ``channels.kinds`` (what ``migshark dissect`` prints):
+    by wire code, and by name for the kinds the template picks itself; every code it dispatches on has
+    one, and it spells none of them."""
+    c = lua.constants()
+    assert c["MAIN_KIND"] == kinds.by_code("main") and c["RAM_KIND"] == kinds.by_code("ram")
+    assert c["RP_KIND"] == kinds.RP_KINDS
+    assert c["KIND"] == {name: k for name, k in vars(kinds).items() if isinstance(k, kinds.RecordKind)}
+    assert set(c["MAIN_KIND"]) == set(c["REC"])
+    assert set(c["RAM_KIND"]) == {*c["RAM_PAYLOAD"], c["RAM_FLAG_EOS"], c["RAM_FLAG_MULTIFD_FLUSH"],
+                                  c["RAM_FLAG_MEM_SIZE"]}
+    assert set(c["RP_KIND"]) == set(c["RP_TYPES"]) - {c["RP_INVALID"]}
+    template = lua.template_text()
+    used = set(re.findall(r"\bK\.(\w+)", template))
+    assert {"MAIN_HEADER", "MULTIFD_HELLO", "MULTIFD_PACKET", "DEVICE_STATE", "MALFORMED"} <= used <= set(c["KIND"])
+    for name in kinds.KINDS:
+        if "." in name:
+            assert f'"{name}' not in template, name
+
+
+def _template_code() -> str:
+    """The template without its comments and string literals."""
+    code = re.sub(r'"(?:[^"\\\n]|\\.)*"', '""', lua.template_text())
+    return re.sub(r"--[^\n]*", "", code)
+
+
+#: Numbers the template may hold: Lua machinery, not wire layout (sizes, offsets, codes and magics come
+#: from the generated layouts ``S`` and constants ``C``).
+TEMPLATE_NUMBERS = {
+    "0", "1", "2",       # counting, 1-based string positions, powers of two
+    "4", "8", "64",      # Lua numbers hold 4-byte integers exactly; 8-byte ones are UInt64 (64 bits)
+    "0xff",              # a byte
+    "0x20", "0x7F",      # the printable block-name test of channels.identify.looks_like_ram_record
+    "4096",              # MEM_SIZE block-count bound (channels.ram_walk's _MAX_MEM_SIZE_BLOCKS)
+    "6",                 # record kinds shown in the Info column
+}
+
+
+def test_template_spells_no_wire_layout() -> None:
+    numbers = set(re.findall(r"(?<![\w.])(0[xX][0-9a-fA-F]+|\d+)(?![\w.])", _template_code()))
+    assert numbers <= TEMPLATE_NUMBERS, sorted(numbers - TEMPLATE_NUMBERS)
+
+
+def test_constants_the_template_builds_on_follow_the_declarations() -> None:
+    """What the template reads from ``C`` and ``S`` instead of spelling it, against the Scapy classes."""
+    c = lua.constants()
+    model = lua.build_model()
+    # a recovered main stream starts with a RECV_BITMAP command's type and cmd
+    n = fixed_size(commands.Command, "type", "cmd")
+    assert bytes(c["RECOVERY_START"]) == bytes(commands.Command(cmd=commands.MIG_CMD_RECV_BITMAP, len=0))[:n]
+    ending = fixed_size(return_path.RecvBitmapDump, "ending", "ending")
+    assert c["RECV_BITMAP_ENDING_HEX"] == bytes(return_path.RecvBitmapDump(bitmap=b""))[-ending:].hex()
+    assert c["RP_INVALID"] == return_path.MIG_RP_MSG_INVALID
+    # MEM_SIZE: a block starts with its idstr length (never 0); otherwise an optional be64 follows
+    lead, name = model.layouts["RamBlockInfo"][1][:2]
+    assert (lead.kind, lead.size, name.len_from) == ("u", 1, lead.name)
+    assert c["MEM_SIZE_EXTRA_SIZE"] == fixed_size(ram.RamBlockExtra) == len(bytes(ram.RamBlockExtra()))
+    # looks_like_ram reads the word and the block name as RamRecord: addr + flags, then idstr
+    word, idlen, idstr = model.layouts["RamRecord"][1]
+    assert [b["n"] for b in word.bits] == ["addr", "flags"] and word.size == fixed_size(ram.RamRecord, "addr", "flags")
+    assert idlen.cond == idstr.cond == "has_idstr" and idstr.len_from == idlen.name and idstr.kind == "s"
+    # scan_device builds a footer from SectionFooter's items (type, section_id; up to 4-byte integers)
+    items = model.layouts["SectionFooter"][1]
+    vals = {"type": c["REC_FOOTER"], "section_id": 0x01020304}
+    assert all(it.kind == "u" and it.size <= 4 and it.name in vals for it in items)
+    built = b"".join(vals[it.name].to_bytes(it.size, "big") for it in items)
+    assert built == bytes(main_stream.SectionFooter(section_id=0x01020304))
 
 
 def test_drift_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from dissectors.capture import open_capture
 from dissectors.capture.limits import BATCH_BYTES
-from dissectors.capture.scanner import LINK_LAYOUTS, compiled_scanner
+from dissectors.capture.linktypes import LINK_LAYOUTS
+from dissectors.capture.scanner import compiled_scanner
 from dissectors.capture.writer import PcapngWriter, PcapWriter, tcp_frame
 
 CAPTURES = sorted((Path(__file__).resolve().parent.parent / "captures").glob("*.pcap*"))

@@ -16,6 +16,13 @@ _VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
 
 LinkDecoder = Callable[[memoryview, int, int], "tuple[int, int] | None"]
 
+# Link headers with a be16 protocol field: (header length, offset of the protocol field).
+ETHERNET_HEADER = (14, 12)      # dst, src, ethertype (VLAN tags, 4 bytes each, before the ethertype)
+SLL_HEADER = (16, 14)           # Linux cooked v1: ..., protocol last
+SLL2_HEADER = (20, 0)           # Linux cooked v2: protocol first
+RAW_IP_HEADER = (0, -1)         # no link header, no protocol field: the IP version nibble tells
+_VLAN_TAG = 4
+
 _U16 = struct.Struct("!H").unpack_from
 _U32_LE = struct.Struct("<I").unpack_from
 _U32_BE = struct.Struct("!I").unpack_from
@@ -43,11 +50,11 @@ def linktype_name(linktype: int) -> str:
 
 
 def _ethernet(buf: memoryview, start: int, stop: int) -> tuple[int, int] | None:
-    off = start + 12
+    off = start + ETHERNET_HEADER[1]
     while off + 2 <= stop:
         ethertype = _U16(buf, off)[0]
         if ethertype in _VLAN_TPIDS:
-            off += 4
+            off += _VLAN_TAG
             continue
         return ethertype, off + 2
     return None
@@ -72,15 +79,17 @@ def _loop(buf: memoryview, start: int, stop: int) -> tuple[int, int] | None:
 
 
 def _sll(buf: memoryview, start: int, stop: int) -> tuple[int, int] | None:
-    if start + 16 > stop:
+    size, proto = SLL_HEADER
+    if start + size > stop:
         return None
-    return _U16(buf, start + 14)[0], start + 16
+    return _U16(buf, start + proto)[0], start + size
 
 
 def _sll2(buf: memoryview, start: int, stop: int) -> tuple[int, int] | None:
-    if start + 20 > stop:
+    size, proto = SLL2_HEADER
+    if start + size > stop:
         return None
-    return _U16(buf, start)[0], start + 20
+    return _U16(buf, start + proto)[0], start + size
 
 
 def _raw(buf: memoryview, start: int, stop: int) -> tuple[int, int] | None:
@@ -113,4 +122,15 @@ LINK_DECODERS: dict[int, LinkDecoder] = {
     228: _ipv4,
     229: _ipv6,
     276: _sll2,
+}
+
+#: Link types the compiled scanner (``_pcapscan.c``) reads: (link header length, offset of its be16
+#: ethertype or -1 for raw IP, told apart by the version nibble). Ethernet (VLAN tags go to the Python
+#: loop), Linux cooked v1 and v2 (``tcpdump -i any``), raw IP. (LINKTYPE_IPV4/IPV6 are left to Python:
+#: their nibble is not checked there.)
+_SCANNER_LAYOUTS: dict[LinkDecoder, tuple[int, int]] = {
+    _ethernet: ETHERNET_HEADER, _sll: SLL_HEADER, _sll2: SLL2_HEADER, _raw: RAW_IP_HEADER,
+}
+LINK_LAYOUTS: dict[int, tuple[int, int]] = {
+    linktype: _SCANNER_LAYOUTS[decoder] for linktype, decoder in LINK_DECODERS.items() if decoder in _SCANNER_LAYOUTS
 }

@@ -6,7 +6,7 @@ precompiled ``struct`` call, everything else goes through ``frames.decode_frame`
 Keyed walks yield *lists* of segments (``Capture.keyed_segments`` chains them), one per
 ``BATCH_BYTES`` (64 KiB) of capture instead of a generator step per frame. Where the optional compiled
 scanner (``_pcapscan.c``, built by ``setup.py``) is present, it takes the runs of plain IPv4/IPv6 TCP records
-of a keyed walk (link types in ``scanner.LINK_LAYOUTS``) and this loop handles the rest, one record at
+of a keyed walk (link types in ``linktypes.LINK_LAYOUTS``) and this loop handles the rest, one record at
 a time, exactly as without it. ``MIGSHARK_PURE_PYTHON=1`` turns the scanner off.
 """
 
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 from .frames import FRAGMENT, SHORT, decode_frame
 from .limits import BATCH_BYTES, MAX_RECORD, PROGRESS_STEP
-from .linktypes import LINK_DECODERS, linktype_name
-from .scanner import LINK_LAYOUTS, compiled_scanner, scan_runs
+from .linktypes import LINK_DECODERS, LINK_LAYOUTS, linktype_name
+from .scanner import compiled_scanner, scan_runs
 
 if TYPE_CHECKING:
     from .reader import Capture

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from .frames import FRAGMENT, SHORT, decode_frame
 from .limits import BATCH_BYTES, MAX_RECORD, PROGRESS_STEP
-from .linktypes import LINK_DECODERS, LinkDecoder, linktype_name
-from .scanner import LINK_LAYOUTS, compiled_scanner, scan_runs
+from .linktypes import LINK_DECODERS, LINK_LAYOUTS, LinkDecoder, linktype_name
+from .scanner import compiled_scanner, scan_runs
 
 if TYPE_CHECKING:
     from .reader import Capture
@@ -38,7 +38,7 @@ class Interface(NamedTuple):
     tsoffset: int
     snaplen: int
     fast: bool
-    layout: tuple[int, int] | None  # for the compiled scanner (scanner.LINK_LAYOUTS)
+    layout: tuple[int, int] | None  # for the compiled scanner (linktypes.LINK_LAYOUTS)
 
 
 def _parse_idb(buf: memoryview, pos: int, blen: int, order: str) -> tuple[int, int, int, int]:

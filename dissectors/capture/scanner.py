@@ -6,17 +6,12 @@ import os
 from collections.abc import Callable, Generator
 
 from .limits import BATCH_BYTES
+from .linktypes import LINK_LAYOUTS as LINK_LAYOUTS  # the link layouts the scanner reads (declared there)
 
 try:
     from . import _pcapscan
 except ImportError:  # built without a C compiler or Python headers: the pure-Python walks do everything
     _pcapscan = None
-
-#: Link types the scanner reads: (link header length, offset of its be16 ethertype or -1 for raw IP, told
-#: apart by the version nibble). Ethernet (VLAN tags go to the Python loop), Linux cooked v1 and v2
-#: (``tcpdump -i any``), raw IP. (LINKTYPE_IPV4/IPV6 are left to Python: their nibble is not checked there.)
-LINK_LAYOUTS: dict[int, tuple[int, int]] = {1: (14, 12), 113: (16, 14), 276: (20, 0),
-                                            12: (0, -1), 14: (0, -1), 101: (0, -1)}
 
 SCAN_STOPPED_FOR_PYTHON = 1  # the scanner's status: it stopped at a record or block the Python loop must take
 SCAN_COOLDOWN = 32  # records left to the Python loop after the scanner stopped almost at once

@@ -23,6 +23,8 @@ from scapy.fields import (
 )
 from scapy.packet import Packet, Raw
 
+from dissectors.layers.structs import fixed_size, item_struct, struct_of
+
 MULTIFD_MAGIC = 0x11223344
 MULTIFD_VERSION = 1
 MULTIFD_PACKET_BYTES = 512 * 1024  # MULTIFD_PACKET_SIZE: bytes of guest RAM one packet can describe
@@ -72,8 +74,10 @@ class MultifdPacketHdr(Packet):
 
     @classmethod
     def dispatch_hook(cls, _pkt: bytes | None = None, *args: Any, **kargs: Any) -> type[Packet]:
-        if _pkt and len(_pkt) >= 12:
-            if int.from_bytes(_pkt[8:12], "big") & MULTIFD_FLAG_DEVICE_STATE:
+        if _pkt and len(_pkt) >= fixed_size(MultifdPacketHdr):
+            (flags,) = struct_of(MultifdPacketHdr, "flags", "flags").unpack_from(
+                _pkt, fixed_size(MultifdPacketHdr, None, "version"))
+            if flags & MULTIFD_FLAG_DEVICE_STATE:
                 return MultifdDeviceStatePacket
             return MultifdRamPacket
         return cls
@@ -82,8 +86,15 @@ class MultifdPacketHdr(Packet):
 class _MultifdRam(Packet):
     page_count = PAGE_COUNT_4K
 
+    def header_size(self) -> int:
+        """The fixed fields before ``offsets``, then ``page_count`` offsets (``320 + 8 * page_count``)."""
+        cls = type(self)
+        names = [f.name for f in cls.fields_desc]
+        before = names[names.index("offsets") - 1]
+        return fixed_size(cls, None, before) + item_struct(cls, "offsets").size * self.page_count
+
     def post_build(self, pkt: bytes, pay: bytes) -> bytes:
-        want = 320 + 8 * self.page_count
+        want = self.header_size()
         return pkt + b"\0" * (want - len(pkt)) + pay if len(pkt) < want else pkt + pay
 
     def guess_payload_class(self, payload: bytes) -> type[Packet]:

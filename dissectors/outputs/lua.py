@@ -10,7 +10,8 @@ walks their ``fields_desc`` and emits, as Lua tables:
 * one layout descriptor per class (field order, fixed sizes, which earlier field gives a length,
   conditions, lists), that the hand-written machinery in ``lua_template.lua`` walks;
 * the constants and dispatch tables the machinery needs (magics, record types, payload classes by
-  command / message type / RAM flag, header sizes).
+  command / message type / RAM flag, header sizes), and the record kinds of ``channels.kinds``, so
+  both tools name records alike.
 
 The template holds only generic machinery: PDU walking with TCP desegmentation, state per TCP stream
 and direction, the heuristic, preferences and expert infos. It never restates a layout.
@@ -40,7 +41,9 @@ from scapy.fields import (
 )
 from scapy.packet import Packet
 
+from dissectors.channels import kinds
 from dissectors.layers import commands, main_stream, multifd, ram, return_path
+from dissectors.layers.structs import fixed_size, struct_of
 
 TEMPLATE_NAME = "lua_template.lua"
 GENERATED_MARK = "--@@GENERATED@@"
@@ -386,13 +389,15 @@ def constants() -> dict[str, Any]:
         "RP_PAYLOAD": _payload_map(rp.RpMessage, "type"),
         "RP_LENGTHS": {k: v for k, v in rp.RP_LENGTHS.items() if v is not None},
         "RP_RECV_BITMAP": rp.MIG_RP_MSG_RECV_BITMAP,
-        "RECV_BITMAP_ENDING_HEX": f"{rp.RECV_BITMAP_ENDING:016x}",
+        "RECV_BITMAP_ENDING_HEX": struct_of(rp.RecvBitmapDump, "ending", "ending").pack(rp.RECV_BITMAP_ENDING).hex(),
         "RAM_PAYLOAD": {k: v.__name__ for k, v in r.RAM_PAYLOADS.items()},
         "RAM_FLAG_CONTINUE": r.RAM_SAVE_FLAG_CONTINUE,
         "RAM_FLAG_EOS": r.RAM_SAVE_FLAG_EOS,
         "RAM_FLAG_MEM_SIZE": r.RAM_SAVE_FLAG_MEM_SIZE,
         "RAM_FLAG_MULTIFD_FLUSH": r.RAM_SAVE_FLAG_MULTIFD_FLUSH,
         "RAM_FLAGS_WITH_BLOCK": r.RAM_FLAGS_WITH_BLOCK,
+        #: MEM_SIZE: the optional be64 after a block (page size / address), told apart by a 0 idstr length
+        "MEM_SIZE_EXTRA_SIZE": fixed_size(r.RamBlockExtra),
         "RAM_FLAG_NAMES": list(r.RAM_FLAG_NAMES),
         "MULTIFD_FLAG_NAMES": list(mf.MULTIFD_FLAG_NAMES),
         "TARGET_PAGE_SIZE": page_size,
@@ -405,9 +410,12 @@ def constants() -> dict[str, Any]:
         "MULTIFD_HEADER_SIZE": _fixed(ram_header),
         "MULTIFD_HDR_SIZE": _fixed(multifd.MultifdPacketHdr),
         "MULTIFD_HELLO_SIZE": _fixed(multifd.MultifdHello),
-        "RECOVERY_START": [ms.QEMU_VM_COMMAND, *commands.MIG_CMD_RECV_BITMAP.to_bytes(2, "big")],
+        #: first bytes of a recovered main stream: a command record's type and cmd (RECV_BITMAP)
+        "RECOVERY_START": list(struct_of(commands.Command, "type", "cmd").pack(ms.QEMU_VM_COMMAND,
+                                                                                commands.MIG_CMD_RECV_BITMAP)),
         "MIG_CMDS": dict(commands.MIG_CMDS),
         "RP_TYPES": dict(rp.RP_TYPES),
+        "RP_INVALID": rp.MIG_RP_MSG_INVALID,
         "RECORD_TYPES": dict(ms.RECORD_TYPES),
         **record_kinds(),
         "FLAG_BITS": _flag_bits(),
@@ -423,21 +431,19 @@ def _flag_bits() -> dict[str, list[str]]:
     return out
 
 
-#: Record kind names as ``migshark dissect`` prints them (``-t``), so both tools can be compared.
-_MAIN_KIND_SHORT = {"CONFIGURATION": "config", "SECTION_FOOTER": "footer", "VMDESCRIPTION": "vmdesc",
-                    "COMMAND": "cmd"}
-_RAM_KIND_SHORT = {"COMPRESS_PAGE": "compress"}
+def record_kinds() -> dict[str, dict[Any, str]]:
+    """The record kinds of ``channels.kinds``, the one table of them, so both tools name records alike.
 
-
-def record_kinds() -> dict[str, dict[int, str]]:
-    main = {code: "main." + _MAIN_KIND_SHORT.get(name, name.lower())
-            for code, name in main_stream.RECORD_TYPES.items()}
-    ram_kinds = {1 << i: "ram." + _RAM_KIND_SHORT.get(name, name.lower())
-                 for i, name in enumerate(ram.RAM_FLAG_NAMES) if not name.startswith("bit")}
-    req = (return_path.MIG_RP_MSG_REQ_PAGES, return_path.MIG_RP_MSG_REQ_PAGES_ID)
-    rp = {code: "rp.req_pages" if code in req else "rp." + name.lower()
-          for code, name in return_path.RP_TYPES.items()}
-    return {"MAIN_KIND": main, "RAM_KIND": ram_kinds, "RP_KIND": rp}
+    ``MAIN_KIND`` / ``RAM_KIND`` / ``RP_KIND``: kind by wire code (record type byte, RAM flag, return-path
+    message type; a code without a kind, e.g. RAM FULL or HOOK, is absent and its record is malformed).
+    ``KIND``: every kind by its name in ``kinds`` (``C.KIND.MAIN_HEADER``), for the kinds no code selects.
+    """
+    return {
+        "MAIN_KIND": {code: str(k) for code, k in sorted(kinds.by_code("main").items())},
+        "RAM_KIND": {code: str(k) for code, k in sorted(kinds.by_code("ram").items())},
+        "RP_KIND": {code: str(k) for code, k in sorted(kinds.RP_KINDS.items())},
+        "KIND": {name: str(k) for name, k in vars(kinds).items() if isinstance(k, kinds.RecordKind)},
+    }
 
 
 _MODEL: Model | None = None

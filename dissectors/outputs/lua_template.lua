@@ -63,6 +63,7 @@ local AFTER_FOOTER = {}
 for _, t in ipairs(C.AFTER_FOOTER) do AFTER_FOOTER[t] = true end
 
 local ENDING = UInt64.fromhex(C.RECV_BITMAP_ENDING_HEX)
+local K = C.KIND -- record kinds by their name in migshark's channels/kinds.py
 
 ---------------------------------------------------------------------------------------------------
 -- Reading with bounds: every read checks the captured length and raises {need = end} otherwise.
@@ -234,10 +235,10 @@ local function header_check(r, vals, magic, version)
 end
 
 H.header = function(ctx, st, off, tree)
-    local sub = record_item(ctx, tree, off, "main.header")
+    local sub = record_item(ctx, tree, off, K.MAIN_HEADER)
     local vals = {}
     local o = walk(ctx, S.QemuFileHeader, off, sub, vals)
-    local r = {off = o, kind = "main.header", phase = "records", sub = sub}
+    local r = {off = o, kind = K.MAIN_HEADER, phase = "records", sub = sub}
     header_check(r, vals, C.QEMU_VM_FILE_MAGIC, C.QEMU_VM_FILE_VERSION)
     return r
 end
@@ -323,12 +324,14 @@ end
 local function mem_size(ctx, o, sub, vals, r)
     local remaining = num(vals.addr)
     local blocks = 0
+    local lead = S.RamBlockInfo.items[1] -- a block's idstr length, never 0
+    local extra = C.MEM_SIZE_EXTRA_SIZE
     while remaining > 0 do
-        local first = rd_uint(ctx, o, 1)
+        local first = rd_uint(ctx, o, lead.sz)
         if first == 0 then -- an optional be64 (postcopy page size / ignore-shared address)
-            rd_uint(ctx, o, 8)
-            if sub then sub:add(MF.data, ctx.tvb(o, 8)):append_text(" (optional be64 after a block)") end
-            o = o + 8
+            rd_uint(ctx, o, extra)
+            if sub then sub:add(MF.data, ctx.tvb(o, extra)):append_text(" (optional be64 after a block)") end
+            o = o + extra
         else
             local bv = {}
             local bsub = sub and sub:add(ctx.tvb(o, 1), S.RamBlockInfo.name)
@@ -343,7 +346,7 @@ local function mem_size(ctx, o, sub, vals, r)
             end
         end
     end
-    r.label = string.format("ram.mem_size %d blocks", blocks)
+    r.label = string.format("%s %d blocks", K.RAM_MEM_SIZE, blocks)
     r.off = o
 end
 
@@ -351,7 +354,7 @@ H.ram = function(ctx, st, off, tree)
     local vals = {}
     walk(ctx, S.RamRecord, off, nil, vals)
     local kind_bits = bit.band(vals.flags, bit.bnot(C.RAM_FLAG_CONTINUE))
-    local kind = C.RAM_KIND[kind_bits] or "ram"
+    local kind = C.RAM_KIND[kind_bits] or K.MALFORMED -- flags of no kind (FULL, HOOK, several) are refused below
     local sub = record_item(ctx, tree, off, kind)
     local o = walk(ctx, S.RamRecord, off, sub, vals)
     local r = {off = o, kind = kind, sub = sub}
@@ -373,11 +376,11 @@ H.ram = function(ctx, st, off, tree)
 end
 
 H.hello = function(ctx, st, off, tree)
-    local sub = record_item(ctx, tree, off, "multifd.hello")
+    local sub = record_item(ctx, tree, off, K.MULTIFD_HELLO)
     local vals = {}
     local o = walk(ctx, S.MultifdHello, off, sub, vals)
-    local r = {off = o, kind = "multifd.hello", phase = "mfd", sub = sub,
-               label = string.format("multifd.hello channel %d", vals.id)}
+    local r = {off = o, kind = K.MULTIFD_HELLO, phase = "mfd", sub = sub,
+               label = string.format("%s channel %d", K.MULTIFD_HELLO, vals.id)}
     header_check(r, vals, C.MULTIFD_MAGIC, C.MULTIFD_VERSION)
     return r
 end
@@ -391,15 +394,15 @@ H.mfd = function(ctx, st, off, tree)
     if r.bad then return r end
     local vals = {}
     if bit.band(flags, C.MULTIFD_FLAG_DEVICE_STATE) ~= 0 then
-        r.kind = "multifd.device_state"
+        r.kind = K.MULTIFD_DEVICE_STATE
         r.sub = record_item(ctx, tree, off, r.kind)
         r.off = walk(ctx, S.MultifdDeviceStatePacket, off, r.sub, vals)
         r.skip = vals.next_packet_size
-        r.label = "multifd.device_state " .. vals.idstr
+        r.label = r.kind .. " " .. vals.idstr
         return r
     end
     local layout = qmig.prefs.multifd_v1 and S.MultifdRamPacketV1 or S.MultifdRamPacket
-    r.kind = bit.band(flags, C.MULTIFD_FLAG_SYNC) ~= 0 and "multifd.sync" or "multifd.packet"
+    r.kind = bit.band(flags, C.MULTIFD_FLAG_SYNC) ~= 0 and K.MULTIFD_SYNC or K.MULTIFD_PACKET
     r.sub = record_item(ctx, tree, off, r.kind)
     r.off = walk(ctx, layout, off, r.sub, vals, nil, function(v) return (v.normal_pages or 0) + (v.zero_pages or 0) end)
     local normal = vals.normal_pages
@@ -420,12 +423,12 @@ H.rp = function(ctx, st, off, tree)
     local vals = {}
     walk(ctx, S.RpMessage, off, nil, vals)
     local typ, len = vals.type, vals.len
-    local kind = C.RP_KIND[typ] or "rp"
+    local kind = C.RP_KIND[typ] or K.MALFORMED -- INVALID and unknown types are refused below
     local sub = record_item(ctx, tree, off, kind)
     local o = walk(ctx, S.RpMessage, off, sub, vals)
     local r = {off = o, kind = kind, sub = sub}
     local fixed = C.RP_LENGTHS[typ]
-    if typ == 0 or not C.RP_TYPES[typ] or (fixed and fixed ~= len) then
+    if typ == C.RP_INVALID or not C.RP_TYPES[typ] or (fixed and fixed ~= len) then
         r.bad = string.format("invalid message 0x%04x length 0x%04x", typ, len)
         r.expert = E.malformed
         return r
@@ -477,22 +480,33 @@ local function stop_walking(st, root, expert_info, text)
     if root then root:add_proto_expert_info(expert_info, text) end
 end
 
--- Find the footer of device section `id` in the captured bytes from `off`: 0x7e, be32 id, then a
+-- The bytes of the footer of section `id`, laid out as S.SectionFooter (its type byte, then the id;
+-- big-endian integers of up to 4 bytes).
+local function footer_bytes(id)
+    local vals = {type = C.REC_FOOTER, section_id = id}
+    local out = {}
+    for _, it in ipairs(S.SectionFooter.items) do
+        for k = it.sz - 1, 0, -1 do out[#out + 1] = string.char(bit.band(bit.rshift(vals[it.n], 8 * k), 0xff)) end
+    end
+    return table.concat(out)
+end
+
+-- Find the footer of device section `id` in the captured bytes from `off`: the footer bytes, then a
 -- record type that may follow a footer. Returns (position, "found" | "tail" | "none").
 local function scan_device(ctx, off, id)
     local hay = ctx.tvb:raw(off, ctx.cap - off)
-    local pat = string.char(0x7e, bit.band(bit.rshift(id, 24), 0xff), bit.band(bit.rshift(id, 16), 0xff),
-        bit.band(bit.rshift(id, 8), 0xff), bit.band(id, 0xff))
+    local pat = footer_bytes(id)
+    local len = #pat
     local from = 1
     while true do
         local p = string.find(hay, pat, from, true)
         if not p then break end
-        if p + 5 > #hay then return off + p - 1, "tail" end
-        if AFTER_FOOTER[hay:byte(p + 5)] then return off + p - 1, "found" end
+        if p + len > #hay then return off + p - 1, "tail" end
+        if AFTER_FOOTER[hay:byte(p + len)] then return off + p - 1, "found" end
         from = p + 1
     end
-    for k = math.max(1, #hay - 4), #hay do
-        if hay:byte(k) == 0x7e then return off + k - 1, "tail" end
+    for k = math.max(1, #hay - len + 1), #hay do
+        if hay:byte(k) == pat:byte(1) then return off + k - 1, "tail" end
     end
     return ctx.cap, "none"
 end
@@ -536,7 +550,7 @@ local function walk_tvb(tvb, pinfo, root, st, kinds)
                 local pos, how = scan_device(ctx, off, st.dev_id)
                 if pos > off then
                     root:add(MF.device, tvb(off, pos - off)):add_proto_expert_info(E.device)
-                    kinds[#kinds + 1] = "device.state"
+                    kinds[#kinds + 1] = K.DEVICE_STATE
                 end
                 off = pos
                 if how == "found" then
@@ -620,24 +634,26 @@ local function peek(tvb, cls)
 end
 
 -- Does the stream start like a RAM record (a block-naming record with a printable block name, or a
--- lone EOS / MULTIFD_FLUSH word)? The same test as channels.identify.looks_like_ram_record.
+-- lone EOS / MULTIFD_FLUSH word)? The same test as channels.identify.looks_like_ram_record; the word
+-- and the block name are read as S.RamRecord, as far as they are captured.
 local function looks_like_ram(tvb)
-    local cap = tvb:captured_len()
-    if cap < 8 then return false end
-    local low = tvb(4, 4):uint()                 -- the be64 word's low half holds the flags
-    local flags = low % C.TARGET_PAGE_SIZE
+    local ctx = {tvb = tvb, cap = tvb:captured_len()}
+    local vals = {}
+    pcall(walk, ctx, S.RamRecord, 0, nil, vals)
+    local flags = vals.flags
+    if flags == nil then return false end        -- the word is not captured
     local kind = bit.band(flags, bit.bnot(C.RAM_FLAG_CONTINUE))
     if kind == C.RAM_FLAG_EOS or kind == C.RAM_FLAG_MULTIFD_FLUSH then
-        return tvb(0, 4):uint() == 0 and low == kind
+        return num(vals.addr) == 0 and flags == kind
     end
     if kind == 0 or bit.band(kind, bit.bnot(C.RAM_FLAGS_WITH_BLOCK)) ~= 0 or bit.band(kind, kind - 1) ~= 0
-            or flags ~= kind or cap < 9 then
+            or flags ~= kind then
         return false
     end
-    local n = tvb(8, 1):uint()
-    if n == 0 or cap < 9 + n then return false end
-    for i = 9, 8 + n do
-        local c = tvb(i, 1):uint()
+    local name = vals.idstr                      -- nil unless the whole name is captured
+    if not name or #name == 0 then return false end
+    for i = 1, #name do
+        local c = name:byte(i)
         if c <= 0x20 or c >= 0x7F then return false end
     end
     return true
