@@ -25,7 +25,7 @@ def header(machine: str = "pc-i440fx-7.2") -> bytes:
 
 
 def command(cmd: int, payload: bytes = b"") -> bytes:
-    return bytes(M.RECORD_CLASSES[M.QEMU_VM_COMMAND](cmd=cmd, len=len(payload))) + payload
+    return bytes(M.record_class(M.QEMU_VM_COMMAND)(cmd=cmd, len=len(payload))) + payload
 
 
 def ping(value: int) -> bytes:

@@ -81,6 +81,9 @@ _UUID = named(ConfigUuid)
 
 _SECTION_KINDS = {k.code: k for k in (K.MAIN_SECTION_START, K.MAIN_SECTION_FULL, K.MAIN_SECTION_PART,
                                       K.MAIN_SECTION_END)}
+#: Record types that may follow a section footer (what :meth:`MainParser._follows_footer` tests further).
+AFTER_FOOTER = frozenset({QEMU_VM_EOF, QEMU_VM_SECTION_START, QEMU_VM_SECTION_PART, QEMU_VM_SECTION_END,
+                          QEMU_VM_SECTION_FULL, QEMU_VM_COMMAND})
 #: Bounds on length fields (anything above is reported malformed, never allocated).
 MAX_VMDESC = 64 << 20
 MAX_DEVICE_STATE = 64 << 20
@@ -319,6 +322,8 @@ class MainParser(RamWalker):
     def _record_may_follow(self, c: Cursor) -> bool:
         """:meth:`_follows_footer`'s test on the record at the cursor (NeedMore: cannot tell yet)."""
         typ = c.peek()[0]
+        if typ not in AFTER_FOOTER:
+            return False
         if typ == QEMU_VM_EOF:
             if self._package_end is not None:
                 return False                  # a PACKAGED stream holds no EOF

@@ -38,7 +38,8 @@ _USED_LENGTH = named(RamBlockInfo, "used_length", "used_length")
 _EXTRA = named(RamBlockExtra)
 _XBZRLE = named(RamXbzrle, "encoding", "len")
 _COMPRESS_LEN = named(RamCompress, "len", "len")
-_MAX_MEM_SIZE_BLOCKS = 4096
+#: A MEM_SIZE list with more blocks than this is reported malformed.
+MAX_MEM_SIZE_BLOCKS = 4096
 
 
 class RamWalker(StreamParser):
@@ -128,7 +129,7 @@ class RamWalker(StreamParser):
         acc = 0
         blocks: list[dict[str, Any]] = []
         while acc < total:
-            if len(blocks) >= _MAX_MEM_SIZE_BLOCKS:
+            if len(blocks) >= MAX_MEM_SIZE_BLOCKS:
                 self._malformed(self._base + pos, "MEM_SIZE block list does not add up")
                 return None
             if c.peek()[0] == 0:

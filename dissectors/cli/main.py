@@ -68,7 +68,7 @@ def _check(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from dissectors.outputs.lua import run_export
 
-    return run_export(args)
+    return run_export(args.out)
 
 
 def _record(args: argparse.Namespace) -> int:

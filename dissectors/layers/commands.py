@@ -11,6 +11,7 @@ from __future__ import annotations
 from scapy.fields import (
     ByteEnumField,
     ByteField,
+    IntEnumField,
     IntField,
     LongField,
     PacketListField,
@@ -20,7 +21,7 @@ from scapy.fields import (
 )
 from scapy.packet import Packet, bind_layers
 
-from dissectors.layers.main_stream import QEMU_VM_COMMAND, RECORD_CLASSES, RECORD_TYPES, MainRecord
+from dissectors.layers.main_stream import QEMU_VM_COMMAND, RECORD_TYPES, MainRecord
 from dissectors.layers.strings import counted_string
 
 MIG_CMD_INVALID = 0
@@ -107,7 +108,7 @@ class _CmdData(Packet):
 
 class CmdPing(_CmdData):
     name = "MIG_CMD_PING"
-    fields_desc = [IntField("value", 1)]
+    fields_desc = [IntEnumField("value", 1, PING_VALUES)]
 
 
 class CmdPostcopyAdvise(_CmdData):
@@ -166,4 +167,3 @@ bind_layers(Command, CmdPostcopyAdvise, cmd=MIG_CMD_POSTCOPY_ADVISE)
 bind_layers(Command, CmdRamDiscard, cmd=MIG_CMD_POSTCOPY_RAM_DISCARD)
 bind_layers(Command, CmdPackaged, cmd=MIG_CMD_PACKAGED)
 bind_layers(Command, CmdRecvBitmap, cmd=MIG_CMD_RECV_BITMAP)
-RECORD_CLASSES[QEMU_VM_COMMAND] = Command

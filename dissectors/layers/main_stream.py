@@ -63,7 +63,7 @@ class MainRecord(Packet):
     @classmethod
     def dispatch_hook(cls, _pkt: bytes | None = None, *args: Any, **kargs: Any) -> type[Packet]:
         if _pkt:
-            return RECORD_CLASSES.get(_pkt[0], Raw)
+            return record_class(_pkt[0])
         return cls
 
 
@@ -200,7 +200,8 @@ class VmDescription(_NextRecord):
     ]
 
 
-#: Record classes by type byte; ``commands.py`` adds QEMU_VM_COMMAND.
+#: Record classes by type byte, but QEMU_VM_COMMAND's (``commands.Command``, which builds on this module):
+#: use :func:`record_class`.
 RECORD_CLASSES: dict[int, type[Packet]] = {
     QEMU_VM_EOF: Eof,
     QEMU_VM_SECTION_START: SectionStart,
@@ -212,3 +213,12 @@ RECORD_CLASSES: dict[int, type[Packet]] = {
     QEMU_VM_CONFIGURATION: Configuration,
     QEMU_VM_SECTION_FOOTER: SectionFooter,
 }
+
+
+def record_class(code: int) -> type[Packet]:
+    """The layer of a main-stream record by its type byte (Raw for an unknown one)."""
+    if code == QEMU_VM_COMMAND:
+        from dissectors.layers.commands import Command
+
+        return Command
+    return RECORD_CLASSES.get(code, Raw)

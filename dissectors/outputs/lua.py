@@ -19,7 +19,6 @@ and direction, the heuristic, preferences and expert infos. It never restates a 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +41,8 @@ from scapy.fields import (
 from scapy.packet import Packet
 
 from dissectors.channels import kinds
+from dissectors.channels.main import AFTER_FOOTER
+from dissectors.channels.ram_walk import MAX_MEM_SIZE_BLOCKS
 from dissectors.layers import commands, main_stream, multifd, ram, return_path
 from dissectors.layers.structs import fixed_size, struct_of
 
@@ -373,14 +374,15 @@ def constants() -> dict[str, Any]:
         "QEMU_VM_FILE_MAGIC": ms.QEMU_VM_FILE_MAGIC,
         "QEMU_VM_FILE_VERSION": ms.QEMU_VM_FILE_VERSION,
         "RAM_SECTION_IDSTR": ms.RAM_SECTION_IDSTR.decode(),
-        "REC": {code: cls.__name__ for code, cls in ms.RECORD_CLASSES.items()},
+        "REC": {code: ms.record_class(code).__name__ for code in ms.RECORD_TYPES if code in ms.RECORD_CLASSES
+                or code == ms.QEMU_VM_COMMAND},
         "REC_START": ms.QEMU_VM_SECTION_START, "REC_FULL": ms.QEMU_VM_SECTION_FULL,
         "REC_PART": ms.QEMU_VM_SECTION_PART, "REC_END": ms.QEMU_VM_SECTION_END,
         "REC_SUBSECTION": ms.QEMU_VM_SUBSECTION, "REC_COMMAND": ms.QEMU_VM_COMMAND,
         "REC_FOOTER": ms.QEMU_VM_SECTION_FOOTER, "REC_EOF": ms.QEMU_VM_EOF,
         #: type bytes that may follow a section footer (the Python parser's footer-scan rule)
-        "AFTER_FOOTER": sorted({ms.QEMU_VM_EOF, ms.QEMU_VM_SECTION_START, ms.QEMU_VM_SECTION_PART,
-                                ms.QEMU_VM_SECTION_END, ms.QEMU_VM_SECTION_FULL, ms.QEMU_VM_COMMAND}),
+        "AFTER_FOOTER": sorted(AFTER_FOOTER),
+        "MAX_MEM_SIZE_BLOCKS": MAX_MEM_SIZE_BLOCKS,
         "CONFIG_BODIES": {k.decode(): v.__name__ for k, v in ms.CONFIG_SUBSECTION_BODIES.items()},
         "CMD_PAYLOAD": _payload_map(commands.Command, "cmd"),
         "CMD_LENGTHS": {k: list(v) for k, v in commands.MIG_CMD_LENGTHS.items() if v is not None},
@@ -563,9 +565,9 @@ def write_plugin(out: str | Path | None) -> Path | None:
     return path
 
 
-def run_export(args: argparse.Namespace) -> int:
+def run_export(out: str | None) -> int:
     """CLI entry: ``migshark export-wireshark [OUT.lua]`` (stdout when OUT is omitted or ``-``)."""
-    path = write_plugin(getattr(args, "out", None))
+    path = write_plugin(out)
     if path is not None:
         print(f"Wireshark Lua plugin written to {path} "
               f"(load with: tshark -X lua_script:{path} ..., or copy to ~/.local/lib/wireshark/plugins/)",

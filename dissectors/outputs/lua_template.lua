@@ -340,7 +340,7 @@ local function mem_size(ctx, o, sub, vals, r)
             remaining = remaining - num(bv.used_length)
             o = bo
             blocks = blocks + 1
-            if blocks > 4096 or remaining < 0 then
+            if blocks > C.MAX_MEM_SIZE_BLOCKS or remaining < 0 then
                 r.bad, r.expert = "MEM_SIZE block lengths do not add up to the total", E.malformed
                 break
             end
