@@ -3,8 +3,9 @@
 
     python benchmarks/bench_reassembly.py /tmp/a.pcap [--repeat 3]
 
-Phases: ``tcpdump -r FILE -w /dev/null`` (C-speed baseline), capture iteration alone, connection
-listing (tracking without sinks), full reassembly into a null sink via ``feed_all`` and via ``feed``.
+Phases: ``tcpdump -r FILE -w /dev/null`` (C-speed baseline), capture iteration alone (plain and keyed
+segments), connection listing (tracking without sinks), full reassembly into a null sink
+(``TcpTracker.feed_keyed``), records (every channel parser) and ``analyze`` end to end.
 Prints MB/s (file bytes / seconds inside the phase, interpreter start-up excluded; median of the runs),
 the ratio to tcpdump, and the peak RSS of each phase's process (GNU time ``%M``). Warm page cache.
 
@@ -27,8 +28,7 @@ from collections import deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PHASES = ("tcpdump", "iterate", "iterate-keyed", "connections", "reassemble", "reassemble-tuples",
-          "reassemble-feed", "records", "analyze")
+PHASES = ("tcpdump", "iterate", "iterate-keyed", "connections", "reassemble", "records", "analyze")
 
 
 class NullSink:
@@ -65,16 +65,9 @@ def run_phase(phase: str, path: str) -> dict[str, object]:
         elif phase == "iterate-keyed":
             deque(cap.keyed_segments(), maxlen=0)
         else:
-            reassemble = phase.startswith("reassemble")
+            reassemble = phase == "reassemble"
             tracker = TcpTracker(lambda conn: NullSink() if reassemble else None)
-            if phase == "reassemble-feed":
-                feed = tracker.feed
-                for seg in cap.tcp_segments():
-                    feed(seg)
-            elif phase == "reassemble-tuples":
-                tracker.feed_all(cap.tcp_segments())
-            else:
-                tracker.feed_keyed(cap.keyed_segments())
+            tracker.feed_keyed(cap.keyed_segments())
             tracker.finish()
             result["connections"] = len(tracker.connections)
             result["stream_bytes"] = sum(sum(c.bytes) for c in tracker.connections)

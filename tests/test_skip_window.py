@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import synth as S
-from test_tcp_support import Flow
+from tcp_helpers import Flow
 
 from dissectors.analysis.facts import ConnectionFacts
 from dissectors.analysis.ledger import PageLedger
@@ -230,7 +230,7 @@ def test_facts_with_reordering_losses_and_a_fin_inside_a_payload(seed: int) -> N
 
     def run(factory: Any) -> TcpTracker:
         tracker = TcpTracker(factory)
-        tracker.feed_all(segs)
+        tracker.feed_keyed(segs)
         tracker.finish()
         return tracker
 

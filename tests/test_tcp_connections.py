@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from test_tcp_support import Flow, run
+from tcp_helpers import Flow, run
 
 
 def test_rst_ends_both_directions() -> None:
@@ -50,9 +50,9 @@ def test_syn_retransmission_is_not_a_new_connection() -> None:
 def test_port_reuse_after_close_and_after_rst() -> None:
     a = Flow(cisn=100, sisn=200)
     segs = a.handshake() + [a.c(0, b"one"), a.c(3, flags="FA"), a.s(0, flags="FA"), a.c(4, flags="A")]
-    b = Flow(cisn=100, sisn=900, frame=a.frame, ts=a.ts)     # same ISN: still a new connection (closed)
+    b = Flow(cisn=100, sisn=900, ts=a.ts)     # same ISN: still a new connection (closed)
     segs += b.handshake() + [b.c(0, b"two"), b.s(0, flags="RA")]
-    c = Flow(cisn=7777, sisn=1, frame=b.frame, ts=b.ts)
+    c = Flow(cisn=7777, sisn=1, ts=b.ts)
     segs += c.handshake() + [c.c(0, b"three")]
     tracker, recs = run(segs)
     assert [conn.index for conn in tracker.connections] == [0, 1, 2]
@@ -64,7 +64,7 @@ def test_port_reuse_after_close_and_after_rst() -> None:
 def test_new_isn_on_open_connection_supersedes_it() -> None:
     a = Flow(cisn=100)
     segs = a.handshake() + [a.c(0, b"old"), a.c(10, b"lost-before")]
-    b = Flow(cisn=5_000_000, frame=a.frame, ts=a.ts)
+    b = Flow(cisn=5_000_000, ts=a.ts)
     segs += b.handshake() + [b.c(0, b"new")]
     tracker, recs = run(segs)
     assert len(tracker.connections) == 2
@@ -76,7 +76,7 @@ def test_new_isn_on_open_connection_supersedes_it() -> None:
 def test_synless_connection_then_syn_is_new() -> None:
     a = Flow(cisn=100)
     segs = [a.c(0, b"mid-stream")]
-    b = Flow(cisn=100, frame=a.frame, ts=a.ts)
+    b = Flow(cisn=100, ts=a.ts)
     segs += b.handshake() + [b.c(0, b"fresh")]
     tracker, recs = run(segs)
     assert [c.syn_seen for c in tracker.connections] == [False, True]
@@ -105,11 +105,24 @@ def test_role_guesses() -> None:
 
 def test_ipv6_and_to_dict_is_json() -> None:
     f = Flow(cip=bytes(15) + b"\x01", sip=bytes.fromhex("fe800000000000000000000000000002"))
-    tracker, _ = run(f.handshake() + [f.c(0, b"abc")])
-    d = tracker.connections[0].to_dict()
+    tracker, recs = run(f.handshake() + [f.c(0, b"abc"), f.s(0, b"de")])
+    (conn,) = tracker.connections                 # 36-byte keys: both directions find the one connection
+    d = conn.to_dict()
     assert d["client"] == "[::1]:40000" and d["server"] == "[fe80::2]:4444"
     assert d["directions"][0]["bytes"] == 3 and d["directions"][0]["end"] == "capture-end"
+    assert conn.frames == (3, 2) and conn.handshake_ts == 0.003
+    assert (recs[0].stream(0), recs[0].stream(1)) == (b"abc", b"de")
     json.dumps(d)
+
+
+def test_ipv6_server_first_by_port() -> None:
+    prefix = bytes.fromhex("20010db8") + bytes(11)           # 2001:db8::/32
+    f = Flow(cip=prefix + b"\x01", sip=prefix + b"\x02", cport=50000, sport=4444)
+    tracker, recs = run([f.s(0, b"reply"), f.c(0, b"x"), f.s(5, b"!")])
+    (conn,) = tracker.connections
+    assert conn.role_guess == "port"
+    assert conn.client == ("2001:db8::1", 50000) and conn.server == ("2001:db8::2", 4444)
+    assert (recs[0].stream(0), recs[0].stream(1)) == (b"x", b"reply!")
 
 
 def test_several_connections_interleaved_in_first_seen_order() -> None:

@@ -1,22 +1,30 @@
-"""The keyed fast path (``Capture.keyed_segments`` + ``TcpTracker.feed_keyed``) gives what the plain one does."""
+"""Keyed segments: the reader's keyed walk (``Capture.keyed_segments``) matches its plain one
+(``tcp_segments``), ``segment_key`` builds the reader's keys (IPv4 and IPv6), and ``TcpTracker.feed_keyed``
+keeps its state and times across calls."""
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pytest
+from tcp_helpers import Recorders
 from test_tcp_pcap import write_flow
-from test_tcp_support import Recorders
 
 from dissectors.capture import KeyedSegment, open_capture
 from dissectors.capture.writer import PcapngWriter, tcp_frame
-from dissectors.tcp import TcpTracker
+from dissectors.tcp import TcpTracker, segment_key
 
 CAPTURES = sorted((Path(__file__).resolve().parent.parent / "captures").glob("*.pcap*"))
 
 
+def _from_plain(seg: tuple) -> tuple:
+    """A plain reader segment as a keyed one, its key built by ``segment_key``."""
+    _frame, ts, src, sport, dst, dport, seq, _ack, flags, payload, missing = seg
+    return (segment_key(src, sport, dst, dport), ts, seq, flags, payload, missing)
+
+
 def _both(path: Path) -> tuple[tuple[TcpTracker, Recorders], tuple[TcpTracker, Recorders]]:
+    """Reassemble ``path`` from the reader's keyed walk and from its plain walk keyed by ``segment_key``."""
     out = []
     for keyed in (False, True):
         recs = Recorders()
@@ -25,7 +33,7 @@ def _both(path: Path) -> tuple[tuple[TcpTracker, Recorders], tuple[TcpTracker, R
             if keyed:
                 tracker.feed_keyed(cap.keyed_segments())
             else:
-                tracker.feed_all(cap.tcp_segments())
+                tracker.feed_keyed(map(_from_plain, cap.tcp_segments()))
             tracker.finish()
         out.append((tracker, recs))
     return out[0], out[1]
@@ -39,11 +47,11 @@ def _assert_same(path: Path) -> None:
 
 def _assert_same_segments(path: Path) -> None:
     with open_capture(path) as cap:
-        plain = [(s[2] + s[4] + struct.pack("!HH", s[3], s[5]), s[1], s[6], s[8], bytes(s[9]), s[10])
-                 for s in cap.tcp_segments()]
+        plain = [KeyedSegment(*_from_plain(s))._replace(payload=bytes(s[9])) for s in cap.tcp_segments()]
         plain_stats, plain_warnings = cap.stats, list(cap.warnings)
         keyed = [KeyedSegment(*s)._replace(payload=bytes(s[4])) for s in cap.keyed_segments()]
         assert keyed == plain
+        assert {len(s.key) for s in keyed} <= {12, 36}
         assert cap.stats == plain_stats and cap.warnings == plain_warnings
 
 
@@ -74,19 +82,22 @@ def test_keyed_pcapng(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", CAPTURES[:4], ids=lambda p: p.name)
 def test_keyed_real_captures(path: Path) -> None:
+    _assert_same_segments(path)
     _assert_same(path)
 
 
-def test_keyed_and_plain_feeds_share_connections(tmp_path: Path) -> None:
-    """A tracker fed both ways sees one connection per 4-tuple, whichever path opened it."""
+@pytest.mark.parametrize("client,server", [("192.0.2.1", "192.0.2.2"), ("2001:db8::1", "2001:db8::2")])
+def test_keys_from_reader_and_segment_key_share_connections(tmp_path: Path, client: str, server: str) -> None:
+    """A tracker fed in two calls, the first with keys built by ``segment_key``, the second with the
+    reader's, sees one connection per 4-tuple, whichever call opened it."""
     path = tmp_path / "flow.pcap"
-    write_flow(path, "192.0.2.1", "192.0.2.2")
+    write_flow(path, client, server)
     with open_capture(path) as cap:
         plain = list(cap.tcp_segments())
         keyed = list(cap.keyed_segments())
         recs = Recorders()
         tracker = TcpTracker(recs)
-        tracker.feed_all(plain[:5])
+        tracker.feed_keyed(map(_from_plain, plain[:5]))
         tracker.feed_keyed(keyed[5:])
         tracker.finish()
         (conn,) = tracker.connections
@@ -105,19 +116,23 @@ def test_first_and_last_ts_and_progress_hook(path: Path) -> None:
         tracker.feed_keyed(cap.keyed_segments())
         assert (tracker.first_ts, tracker.last_ts) == (times[0], times[-1])
         assert ticks == sorted(ticks) and len(ticks) >= 1
-    for feed in ("feed", "feed_all"):
-        tracker = TcpTracker(lambda conn: None)
-        with open_capture(path) as cap:
-            if feed == "feed":
-                for seg in cap.tcp_segments():
-                    tracker.feed(seg)
-            else:
-                tracker.feed_all(cap.tcp_segments())
-        assert (tracker.first_ts, tracker.last_ts) == (times[0], times[-1])
+    tracker = TcpTracker(lambda conn: None)
+    with open_capture(path) as cap:
+        for batch in cap.keyed_batches():            # one call per batch of the reader
+            tracker.feed_keyed(batch)
+            tracker.feed_keyed([])                   # an empty call in between changes nothing
+    assert (tracker.first_ts, tracker.last_ts) == (times[0], times[-1])
 
 
 def test_empty_feed_keeps_times() -> None:
     tracker = TcpTracker(lambda conn: None)
     tracker.feed_keyed([])
-    tracker.feed_all([])
+    tracker.feed_keyed(iter(()))
     assert tracker.first_ts is None and tracker.last_ts is None
+
+
+def test_segment_key_layout() -> None:
+    v4 = segment_key(bytes([10, 0, 0, 1]), 40000, bytes([10, 0, 0, 2]), 4444)
+    assert v4 == bytes([10, 0, 0, 1, 10, 0, 0, 2]) + (40000).to_bytes(2, "big") + (4444).to_bytes(2, "big")
+    v6 = segment_key(bytes(15) + b"\x01", 1, memoryview(bytes(16)), 65535)
+    assert len(v6) == 36 and v6[-4:] == b"\x00\x01\xff\xff" and isinstance(v6, bytes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_tcp_support import Recorders
+from tcp_helpers import Recorders
 
 from dissectors.tcp import TcpTracker
 
@@ -41,7 +41,7 @@ def reassemble(path: Path) -> tuple[TcpTracker, Recorders]:
     recs = Recorders()
     tracker = TcpTracker(recs)
     with capture.open_capture(path) as cap:
-        tracker.feed_all(cap.tcp_segments())
+        tracker.feed_keyed(cap.keyed_segments())
         tracker.finish()
     return tracker, recs
 

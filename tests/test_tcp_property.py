@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_tcp_support import Flow, Recorders
+from tcp_helpers import Flow, Recorders
 
 from dissectors.tcp import TcpTracker
 
@@ -38,7 +38,7 @@ def test_any_permutation_and_duplication_delivers_the_same_bytes(data: bytes, is
             segs.append(f.c(a, data[a:b]))
     recs = Recorders()
     tracker = TcpTracker(recs, ooo_limit=1 << 20)
-    tracker.feed_all(segs)
+    tracker.feed_keyed(segs)
     tracker.finish()
     assert recs[0].stream(0) == data
     assert recs[0].ends[0] == (len(data), "fin")
@@ -71,7 +71,7 @@ def test_losses_and_small_buffer_never_fake_or_skip_bytes(data: bytes, isn: int,
             highest = max(highest, b)
     recs = Recorders()
     tracker = TcpTracker(recs, ooo_limit=limit)
-    tracker.feed_all(segs)
+    tracker.feed_keyed(segs)
     tracker.finish()
     rec = recs[0]
     # The pieces tile [0, front) in order (the Recorder asserts contiguity); data is the true bytes.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_tcp_support import Flow, Recorders, chunks, run
+from tcp_helpers import Flow, Recorders, chunks, run
 
 from dissectors.tcp import TcpTracker
 
@@ -135,13 +135,13 @@ def test_ooo_limit_declares_gap_early() -> None:
     parts = [f.c(off, part) for off, part in chunks(DATA, 1000)]
     recs = Recorders()
     tracker = TcpTracker(recs, ooo_limit=2500)
-    tracker.feed_all(f.handshake() + [parts[0]] + parts[2:5])
+    tracker.feed_keyed(f.handshake() + [parts[0]] + parts[2:5])
     rec = recs[0]
     # 3000 bytes buffered > 2500: the hole 1000..2000 is given up and everything buffered delivered
     assert rec.gaps(0) == [(1000, 1000)]
     assert rec.fronts[0] == 5000
-    tracker.feed(parts[1])              # arrives too late: counted as retransmitted, not delivered
-    tracker.feed_all(parts[5:])
+    tracker.feed_keyed([parts[1]])      # arrives too late: counted as retransmitted, not delivered
+    tracker.feed_keyed(parts[5:])
     tracker.finish()
     assert rec.fronts[0] == len(DATA)
     assert tracker.connections[0].retransmitted_bytes[0] == 1000
@@ -221,7 +221,8 @@ def test_buffered_data_beyond_late_fin_is_ignored() -> None:
     assert conn.ignored_bytes[0] == 1000 + 500
 
 
-def test_feed_and_feed_all_agree() -> None:
+def test_one_segment_per_call_and_all_at_once_agree() -> None:
+    """The state (including the last time seen) carries over from one ``feed_keyed`` call to the next."""
     f = Flow(cisn=(1 << 32) - 5000)
     parts = [f.c(off, part) for off, part in chunks(DATA, 999)]
     parts.insert(5, parts[3])
@@ -231,15 +232,16 @@ def test_feed_and_feed_all_agree() -> None:
     recs = Recorders()
     b = TcpTracker(recs)
     for seg in segs:
-        b.feed(seg)
+        b.feed_keyed([seg])
     b.finish()
     assert ra[0].pieces == recs[0].pieces
     assert a.connections[0].to_dict() == b.connections[0].to_dict()
+    assert (a.first_ts, a.last_ts) == (b.first_ts, b.last_ts) == (segs[0][1], segs[-1][1])
 
 
 def test_no_sink_still_tracks() -> None:
     f = Flow()
     tracker = TcpTracker(lambda conn: None)
-    tracker.feed_all(f.handshake() + [f.c(off, part) for off, part in chunks(DATA, 1000)])
+    tracker.feed_keyed(f.handshake() + [f.c(off, part) for off, part in chunks(DATA, 1000)])
     tracker.finish()
     assert tracker.connections[0].bytes == (len(DATA), 0)

@@ -9,15 +9,14 @@ and times must not change.
 from __future__ import annotations
 
 import random
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tcp_helpers import Flow, Recorders
 from test_tcp_property import ISNS, segmentation
-from test_tcp_support import Flow, Recorders
 
 from dissectors.tcp import Connection, TcpTracker
 
@@ -90,24 +89,12 @@ def model(pieces: list[Piece], direction: int, rule: Callable[[int, int, int], i
     return out
 
 
-def _keyed(seg: tuple) -> tuple:
-    _frame, ts, src, sport, dst, dport, seq, _ack, flags, payload, missing = seg
-    return (src + dst + struct.pack("!HH", sport, dport), ts, seq, flags, payload, missing)
-
-
-def feed(tracker: TcpTracker, segs: list[tuple], how: str) -> None:
-    if how == "feed":
-        for seg in segs:
-            tracker.feed(seg)
-    elif how == "keyed":
-        tracker.feed_keyed([_keyed(s) for s in segs])
-    else:
-        tracker.feed_all(segs)
+def feed(tracker: TcpTracker, segs: list[tuple]) -> None:
+    tracker.feed_keyed(segs)
     tracker.finish()
 
 
-def run_with(rule: Callable[[int, int, int], int | None], segs: list[tuple],
-             how: str = "all") -> tuple[TcpTracker, list[WindowSink]]:
+def run_with(rule: Callable[[int, int, int], int | None], segs: list[tuple]) -> tuple[TcpTracker, list[WindowSink]]:
     sinks: list[WindowSink] = []
 
     def factory(conn: Connection) -> WindowSink:
@@ -115,15 +102,15 @@ def run_with(rule: Callable[[int, int, int], int | None], segs: list[tuple],
         return sinks[-1]
 
     tracker = TcpTracker(factory)
-    feed(tracker, segs, how)
+    feed(tracker, segs)
     return tracker, sinks
 
 
-def run(segs: list[tuple], how: str = "all", **kwargs: int) -> tuple[TcpTracker, list[WindowSink]]:
+def run(segs: list[tuple], **kwargs: int) -> tuple[TcpTracker, list[WindowSink]]:
     """Run ``segs`` with a plain and with a windowed sink; check the windowed run against the model."""
     plain_sinks = Recorders()
     plain = TcpTracker(plain_sinks, **kwargs)
-    feed(plain, segs, how)
+    feed(plain, segs)
     sinks: list[WindowSink] = []
 
     def factory(conn: Connection) -> WindowSink:
@@ -131,7 +118,7 @@ def run(segs: list[tuple], how: str = "all", **kwargs: int) -> tuple[TcpTracker,
         return sinks[-1]
 
     tracker = TcpTracker(factory, **kwargs)
-    feed(tracker, segs, how)
+    feed(tracker, segs)
     assert [c.to_dict() for c in tracker.connections] == [c.to_dict() for c in plain.connections]
     for p, w in zip(plain_sinks, sinks, strict=True):
         assert w.ends == p.ends
@@ -143,17 +130,13 @@ def run(segs: list[tuple], how: str = "all", **kwargs: int) -> tuple[TcpTracker,
     return tracker, sinks
 
 
-HOW = ["all", "feed", "keyed"]
-
-
-@pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("mss", [1, 100, 1448])
-def test_in_order_skips_what_was_asked(how: str, mss: int) -> None:
+def test_in_order_skips_what_was_asked(mss: int) -> None:
     f = Flow()
     size = 6000 if mss == 1 else len(DATA)
     segs = f.handshake() + [f.c(o, DATA[o:o + mss]) for o in range(0, size, mss)]
     segs += [f.c(size, flags="FA"), f.s(0, flags="FA")]
-    tracker, sinks = run(segs, how)
+    tracker, sinks = run(segs)
     delivered = sum(len(v) for k, _, v in sinks[0].pieces[0] if k == "data")  # type: ignore[arg-type]
     assert delivered < size                      # something was skipped
     assert sinks[0].ends[0] == (size, "fin")
@@ -164,14 +147,13 @@ def test_sink_asking_nothing_gets_everything() -> None:
     f = Flow()
     segs = f.handshake() + [f.c(o, DATA[o:o + 1000]) for o in range(0, 5000, 1000)] + [f.c(5000, flags="FA")]
     plain = Recorders()
-    feed(TcpTracker(plain), segs, "all")
+    feed(TcpTracker(plain), segs)
     tracker, sinks = run_with(lambda d, o, n: None, segs)
     assert sinks[0].pieces == plain[0].pieces and sinks[0].ends == plain[0].ends
     assert tracker.connections[0].halves[0].skip_until == 0
 
 
-@pytest.mark.parametrize("how", HOW)
-def test_exact_window_boundaries(how: str) -> None:
+def test_exact_window_boundaries() -> None:
     """Windows ending inside a segment, at its end, and exactly one segment long."""
     answers = {0: 1500, 2000: 999, 3500: 500}   # by delivered offset
 
@@ -180,7 +162,7 @@ def test_exact_window_boundaries(how: str) -> None:
 
     f = Flow()
     segs = f.handshake() + [f.c(o, DATA[o:o + 500]) for o in range(0, 6000, 500)]
-    tracker, sinks = run_with(rule, segs, how)
+    tracker, sinks = run_with(rule, segs)
     got = [(off, len(v)) for _k, off, v in sinks[0].pieces[0]]  # type: ignore[arg-type]
     # [0,500) asks 1500: up to 2000, the segments at 500, 1000 and 1500 (ending exactly there) dropped;
     # 2000 asks 999: up to 3499, 2500 dropped, 3000 cut at 3499; 3500 asks 500: 4000 dropped.
@@ -189,8 +171,7 @@ def test_exact_window_boundaries(how: str) -> None:
     assert sinks[0].ends[0] == (6000, "capture-end") and tracker.connections[0].bytes[0] == 6000
 
 
-@pytest.mark.parametrize("how", HOW)
-def test_reordering_and_retransmissions_inside_and_across_windows(how: str) -> None:
+def test_reordering_and_retransmissions_inside_and_across_windows() -> None:
     f = Flow()
     parts = [(o, DATA[o:o + 1000]) for o in range(0, 15000, 1000)]
     parts[3], parts[4] = parts[4], parts[3]
@@ -198,34 +179,31 @@ def test_reordering_and_retransmissions_inside_and_across_windows(how: str) -> N
     parts.insert(6, (2500, DATA[2500:3700]))                 # partial retransmission
     parts.insert(9, (4000, b"\xff" * 1000))                  # conflicting retransmission
     segs = f.handshake() + [f.c(o, p) for o, p in parts] + [f.c(15000, flags="FA")]
-    tracker, _ = run(segs, how)
+    tracker, _ = run(segs)
     conn = tracker.connections[0]
     assert conn.retransmitted_bytes[0] == 2200 and conn.overlap_conflicts[0] > 0
 
 
-@pytest.mark.parametrize("how", HOW)
-def test_gaps_inside_and_crossing_windows_are_delivered_where_they_are(how: str) -> None:
+def test_gaps_inside_and_crossing_windows_are_delivered_where_they_are() -> None:
     f = Flow()
     parts = [(o, DATA[o:o + 700]) for o in range(0, 14000, 700)]
     del parts[15], parts[9], parts[4]                        # drops: gaps at finish / at the ooo limit
     segs = f.handshake() + [f.c(o, p) for o, p in parts]
     for limit in (1 << 20, 1500):
-        tracker, sinks = run(segs, how, ooo_limit=limit)
+        tracker, sinks = run(segs, ooo_limit=limit)
         gaps = [(off, v) for k, off, v in sinks[0].pieces[0] if k == "gap"]
         assert gaps == [(2800, 700), (6300, 700), (10500, 700)]
         assert tracker.connections[0].gap_bytes[0] == 2100
 
 
-@pytest.mark.parametrize("how", HOW)
-def test_snaplen_cut_segments(how: str) -> None:
+def test_snaplen_cut_segments() -> None:
     f = Flow()
     segs = f.handshake() + [f.c(o, DATA[o:o + 60], missing=1388) for o in range(0, 14480, 1448)]
-    run(segs, how)
+    run(segs)
 
 
-@pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("flags", ["FA", "R"])
-def test_stream_ending_inside_a_window(how: str, flags: str) -> None:
+def test_stream_ending_inside_a_window(flags: str) -> None:
     f = Flow()
 
     def rule(direction: int, offset: int, length: int) -> int:
@@ -233,7 +211,7 @@ def test_stream_ending_inside_a_window(how: str, flags: str) -> None:
 
     segs = f.handshake() + [f.c(o, DATA[o:o + 1000]) for o in range(0, 5000, 1000)]
     segs.append(f.c(5000, flags=flags))
-    tracker, sinks = run_with(rule, segs, how)
+    tracker, sinks = run_with(rule, segs)
     assert sinks[0].pieces[0] == [("data", 0, DATA[:1000])]
     assert sinks[0].ends[0] == (5000, "fin" if flags == "FA" else "rst")
     assert tracker.connections[0].bytes[0] == 5000
@@ -262,4 +240,4 @@ def test_any_order_loss_and_cut_matches_the_model(size: int, isn: int, limit: in
                 segs.append(f.c(a, data[a:b]))
     if fin:
         segs.append(f.c(size, flags="FA"))
-    run(segs, st_data.draw(st.sampled_from(HOW)), ooo_limit=limit)
+    run(segs, ooo_limit=limit)

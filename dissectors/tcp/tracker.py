@@ -1,17 +1,22 @@
 """Demultiplex TCP segments into connections and feed each direction's reassembler (sans-IO).
 
-A segment is the capture reader's tuple
-``(frame, ts, src, sport, dst, dport, seq, ack, flags, payload, missing)``.
+The tracker takes one segment shape, the *keyed* segment ``(key, ts, seq, flags, payload, missing)``
+(the capture reader's ``Capture.keyed_segments()``; ``capture.KeyedSegment`` names the fields):
 
-A *keyed* segment (:meth:`TcpTracker.feed_keyed`) is the leaner
-``(key, ts, seq, flags, payload, missing)`` where ``key`` is ``src + dst + be16 sport + be16 dport`` in
-one ``bytes`` (12 bytes for IPv4, 36 for IPv6): one object to hash instead of a 4-tuple of fresh ones.
+- ``key`` is ``src + dst + be16 sport + be16 dport`` in one ``bytes`` (12 bytes for IPv4, 36 for IPv6),
+  what :func:`segment_key` builds from a 4-tuple: one object to hash per segment;
+- ``ts`` the capture time, ``seq`` the raw 32-bit sequence number, ``flags`` the TCP flag bits;
+- ``payload`` the captured TCP payload (a memoryview into the capture, or bytes) and ``missing`` the
+  payload bytes the IP header announces but the capture did not keep (snaplen cut).
 
-Fast path: one dict lookup of the 4-tuple (or of the key), the segment's sequence number equal to the
-one expected, no SYN/FIN/RST, nothing cut by the snaplen and nothing buffered out of order: the counters
-are bumped and the payload memoryview goes straight to ``sink.data``, unless it lies wholly inside the
-sink's skip window (``HalfStream.skip_until``: one more integer compare). Everything else takes
-:meth:`_slow`.
+Connections are found by ``key`` in one dict holding both directions' keys of every connection.
+
+Fast path (the loop of :meth:`TcpTracker.feed_keyed`, inlined by hand: it runs once per segment of the
+capture): a known key, the segment's sequence number equal to the one expected, no SYN/FIN/RST, nothing
+cut by the snaplen and nothing buffered out of order. The counters are bumped and the payload goes
+straight to ``sink.data``, unless it lies wholly inside the sink's skip window
+(``HalfStream.skip_until``: one more integer compare). Everything else (new connections, handshakes,
+retransmissions, reordering, cut segments, FIN/RST) takes :meth:`TcpTracker._slow`.
 """
 
 from __future__ import annotations
@@ -32,15 +37,22 @@ from .flags import ACK, CONTROL, FIN, RST, SEQ_MASK, SYN
 from .halfstream import HalfStream
 from .sink import END_CAPTURE, END_RST, END_SUPERSEDED, StreamSink
 
-Segment = tuple[int, float, bytes, int, bytes, int, int, int, int, "memoryview | bytes", int]
 SinkFactory = Callable[[Connection], "StreamSink | None"]
 KeyedSegment = tuple[bytes, float, int, int, "memoryview | bytes", int]
-_Key = tuple[bytes, int, bytes, int]
 _PORTS = struct.Struct("!HH")
+
+
+def segment_key(src: bytes, sport: int, dst: bytes, dport: int) -> bytes:
+    """The key of a keyed segment from ``src`` (packed IP address, 4 or 16 bytes) port ``sport`` to
+    ``dst`` port ``dport``: ``src + dst + be16 sport + be16 dport``."""
+    return bytes(src) + bytes(dst) + _PORTS.pack(sport, dport)
 
 
 class TcpTracker:
     """Tracks every TCP connection in a capture and reassembles both directions of each.
+
+    Feed it keyed segments in capture order with :meth:`feed_keyed` (as many calls as you like), then
+    call :meth:`finish` once at the end of the capture.
 
     ``sink_factory(conn)`` is called once per connection, when it is first seen; it returns the sink
     for its two streams or ``None`` (the connection is still tracked and counted).
@@ -57,83 +69,26 @@ class TcpTracker:
         self._ooo_limit = ooo_limit
         self._tail_segments = tail_segments
         self._server_ports = frozenset(server_ports)
-        self._halves: dict[_Key, HalfStream] = {}
-        self._keyed: dict[bytes, HalfStream] = {}   # the same halves, by keyed-segment key
+        self._halves: dict[bytes, HalfStream] = {}   # by segment key: both directions of every connection
         self.connections: list[Connection] = []
         self.first_ts: float | None = None   # time of the first and of the last segment fed (feed order)
         self.last_ts: float | None = None
 
     # ---- hot path ------------------------------------------------------------------------------
 
-    def feed(self, seg: Segment) -> None:
-        """Process one segment. (The body of :meth:`feed_all`'s loop, kept identical by hand.)"""
-        frame, ts, src, sport, dst, dport, seq, ack, flags, payload, missing = seg
-        self.last_ts = ts
-        h = self._halves.get((src, sport, dst, dport))
-        if h is None or seq != h.next_seq or flags & CONTROL or missing:
-            self._slow((src, sport, dst, dport), ts, seq, flags, payload, missing)
-            return
-        h.frames += 1
-        h.last_ts = ts
-        n = len(payload)
-        if n:
-            off = h.offset
-            h.offset = off + n
-            h.next_seq = (seq + n) & SEQ_MASK
-            if h.first_data_ts is None:
-                h.first_data_ts = ts
-            h.last_data_ts = ts
-            h.tail.append(payload)
-            if off >= h.skip_until:
-                if h.deliver is not None:
-                    k = h.deliver(h.direction, off, payload, ts)
-                    if k:
-                        h.skip_until = off + n + k
-            elif off + n > h.skip_until:
-                h.hand_over(off, payload, ts)
+    def feed_keyed(self, segments: Iterable[KeyedSegment]) -> None:
+        """Process every keyed segment ``(key, ts, seq, flags, payload, missing)`` of an iterable, in order.
 
-    def feed_all(self, segments: Iterable[Segment]) -> None:
-        """Process every segment of an iterable; the same as calling :meth:`feed` on each, but faster."""
+        Call it once with the whole capture or once per batch: the state carries over between calls.
+        """
         get = self._halves.get
         slow = self._slow
-        control, mask = CONTROL, SEQ_MASK
-        ts = self.last_ts
-        for _frame, ts, src, sport, dst, dport, seq, _ack, flags, payload, missing in segments:
-            h = get((src, sport, dst, dport))
-            if h is None or seq != h.next_seq or flags & control or missing:
-                slow((src, sport, dst, dport), ts, seq, flags, payload, missing)
-                continue
-            h.frames += 1
-            h.last_ts = ts
-            n = len(payload)
-            if n:
-                off = h.offset
-                h.offset = off + n
-                h.next_seq = (seq + n) & mask
-                if h.first_data_ts is None:
-                    h.first_data_ts = ts
-                h.last_data_ts = ts
-                h.tail.append(payload)
-                if off >= h.skip_until:             # at or beyond the end of the sink's skip window
-                    if h.deliver is not None:
-                        k = h.deliver(h.direction, off, payload, ts)
-                        if k:
-                            h.skip_until = off + n + k
-                elif off + n > h.skip_until:        # crossing its end; wholly inside: not delivered
-                    h.hand_over(off, payload, ts)
-        self.last_ts = ts
-
-    def feed_keyed(self, segments: Iterable[KeyedSegment]) -> None:
-        """Process every keyed segment ``(key, ts, seq, flags, payload, missing)`` of an iterable: the
-        same result as :meth:`feed_all` on the equivalent plain segments, with a cheaper lookup."""
-        get = self._keyed.get
-        slow = self._slow_keyed
         control, mask = CONTROL, SEQ_MASK
         ts = self.last_ts
         for key, ts, seq, flags, payload, missing in segments:
             h = get(key)
             if h is None or seq != h.next_seq or flags & control or missing:
-                slow(key, ts, seq, flags, payload, missing)
+                slow(h, key, ts, seq, flags, payload, missing)
                 continue
             h.frames += 1
             h.last_ts = ts
@@ -157,17 +112,11 @@ class TcpTracker:
 
     # ---- everything else -----------------------------------------------------------------------
 
-    def _slow_keyed(self, key: bytes, ts: float, seq: int, flags: int, payload: memoryview | bytes,
-                    missing: int) -> None:
-        half = (len(key) - 4) >> 1
-        sport, dport = _PORTS.unpack_from(key, half << 1)
-        self._slow((key[:half], sport, key[half:half << 1], dport), ts, seq, flags, payload, missing)
-
-    def _slow(self, key: _Key, ts: float, seq: int, flags: int, payload: memoryview | bytes,
-              missing: int) -> None:
+    def _slow(self, h: HalfStream | None, key: bytes, ts: float, seq: int, flags: int,
+              payload: memoryview | bytes, missing: int) -> None:
+        """One segment off the fast path; ``h`` is ``key``'s half, or None if ``key`` is not known yet."""
         if self.first_ts is None:
             self.first_ts = ts                     # a fresh tracker's first segment always comes here
-        h = self._halves.get(key)
         if h is None:
             h = self._open(key, flags, ts)
         elif flags & SYN and self._starts_new(h, seq, flags):
@@ -231,9 +180,11 @@ class TcpTracker:
             return True                              # this side sent data without a SYN before
         return conn.halves[1 - h.direction].isn is None
 
-    def _open(self, key: _Key, flags: int, ts: float) -> HalfStream:
+    def _open(self, key: bytes, flags: int, ts: float) -> HalfStream:
         """Start tracking a connection whose first segment seen is ``key``'s; return ``key``'s half."""
-        src, sport, dst, dport = key
+        n = (len(key) - 4) >> 1                    # address length: 4 (IPv4) or 16 (IPv6)
+        src, dst = key[:n], key[n:n << 1]
+        sport, dport = _PORTS.unpack_from(key, n << 1)
         if flags & SYN:
             role = ROLE_SYNACK if flags & ACK else ROLE_SYN
             client_is_src = not flags & ACK
@@ -243,20 +194,19 @@ class TcpTracker:
             role, client_is_src = ROLE_PORT, dport < EPHEMERAL_PORT_MIN
         else:
             role, client_is_src = ROLE_FIRST_PACKET, True
+        reverse = segment_key(dst, dport, src, sport)
         if client_is_src:
-            ckey, skey = key, (dst, dport, src, sport)
+            ckey, skey, client, server = key, reverse, (src, sport), (dst, dport)
         else:
-            ckey, skey = (dst, dport, src, sport), key
+            ckey, skey, client, server = reverse, key, (dst, dport), (src, sport)
         halves = (HalfStream(0, self._ooo_limit, self._tail_segments),
                   HalfStream(1, self._ooo_limit, self._tail_segments))
-        conn = Connection(len(self.connections), (ip_text(ckey[0]), ckey[1]), (ip_text(skey[0]), skey[1]),
-                          role, ts, halves)
+        conn = Connection(len(self.connections), (ip_text(client[0]), client[1]),
+                          (ip_text(server[0]), server[1]), role, ts, halves)
         for half in halves:
             half.conn = conn
         self._halves[ckey] = halves[0]
         self._halves[skey] = halves[1]
-        self._keyed[_keyed(ckey)] = halves[0]
-        self._keyed[_keyed(skey)] = halves[1]
         self.connections.append(conn)
         sink = self._sink_factory(conn)
         conn.sink = sink
@@ -284,8 +234,3 @@ class TcpTracker:
                 half.flush(when)
                 half.end(END_CAPTURE, when)
 
-
-def _keyed(key: _Key) -> bytes:
-    """The keyed-segment key of a 4-tuple."""
-    src, sport, dst, dport = key
-    return bytes(src) + bytes(dst) + _PORTS.pack(sport, dport)

@@ -1,10 +1,10 @@
-"""Helpers for the tcp tests: segment tuples for a flow, and a sink that checks and records everything."""
+"""Helpers for the tcp tests: keyed segments for a flow, and a sink that checks and records everything."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dissectors.tcp import Connection, TcpTracker
+from dissectors.tcp import Connection, TcpTracker, segment_key
 
 CLIENT_IP = bytes([10, 0, 0, 1])
 SERVER_IP = bytes([10, 0, 0, 2])
@@ -21,7 +21,8 @@ def flag_bits(flags: str) -> int:
 
 @dataclass
 class Flow:
-    """Builds segment tuples for one connection; offsets are stream offsets (0 = first byte after SYN)."""
+    """Builds keyed segments ``(key, ts, seq, flags, payload, missing)`` for one connection, 1 ms apart;
+    offsets are stream offsets (0 = first byte after SYN)."""
 
     cisn: int = 1000
     sisn: int = 5000
@@ -29,29 +30,25 @@ class Flow:
     sport: int = 4444
     cip: bytes = CLIENT_IP
     sip: bytes = SERVER_IP
-    frame: int = 0
     ts: float = 0.0
 
-    def _seg(self, client: bool, seq: int, flags: str, payload: bytes, missing: int,
-             ack: int = 0) -> tuple:
-        self.frame += 1
+    def _seg(self, client: bool, seq: int, flags: str, payload: bytes, missing: int) -> tuple:
         self.ts += 0.001
-        src, sport, dst, dport = ((self.cip, self.cport, self.sip, self.sport) if client
-                                  else (self.sip, self.sport, self.cip, self.cport))
-        return (self.frame, round(self.ts, 6), src, sport, dst, dport, seq & MASK, ack & MASK,
-                flag_bits(flags), memoryview(payload), missing)
+        key = (segment_key(self.cip, self.cport, self.sip, self.sport) if client
+               else segment_key(self.sip, self.sport, self.cip, self.cport))
+        return (key, round(self.ts, 6), seq & MASK, flag_bits(flags), memoryview(payload), missing)
 
     def c(self, offset: int, data: bytes = b"", flags: str = "PA", missing: int = 0) -> tuple:
-        return self._seg(True, self.cisn + 1 + offset, flags, data, missing, self.sisn + 1)
+        return self._seg(True, self.cisn + 1 + offset, flags, data, missing)
 
     def s(self, offset: int, data: bytes = b"", flags: str = "PA", missing: int = 0) -> tuple:
-        return self._seg(False, self.sisn + 1 + offset, flags, data, missing, self.cisn + 1)
+        return self._seg(False, self.sisn + 1 + offset, flags, data, missing)
 
     def syn(self, data: bytes = b"") -> tuple:
         return self._seg(True, self.cisn, "S", data, 0)
 
     def synack(self) -> tuple:
-        return self._seg(False, self.sisn, "SA", b"", 0, self.cisn + 1)
+        return self._seg(False, self.sisn, "SA", b"", 0)
 
     def ack(self) -> tuple:
         return self.c(0, flags="A")
@@ -132,9 +129,9 @@ class Recorders(list):
 
 
 def run(segments: list[tuple], **kwargs) -> tuple[TcpTracker, Recorders]:
-    """Feed plain segments through a tracker whose sinks record everything; return both."""
+    """Feed keyed segments through a tracker whose sinks record everything; return both."""
     recs = Recorders()
     tracker = TcpTracker(recs, **kwargs)
-    tracker.feed_all(segments)
+    tracker.feed_keyed(segments)
     tracker.finish()
     return tracker, recs
