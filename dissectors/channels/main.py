@@ -33,6 +33,7 @@ from dissectors.layers.commands import (
     DiscardRange,
 )
 from dissectors.layers.main_stream import (
+    MAX_CAPABILITIES,
     QEMU_VM_COMMAND,
     QEMU_VM_CONFIGURATION,
     QEMU_VM_EOF,
@@ -166,7 +167,7 @@ class MainParser(RamWalker):
             fields["uuid"] = c.read(_UUID).uuid.hex()
         elif name == "configuration/capabilities":
             count = c.read(_CAP_COUNT).count
-            if count > 256:
+            if count > MAX_CAPABILITIES:
                 self._malformed(self._base + pos, "absurd capability count", count=count)
                 return None
             fields["capabilities"] = [_text(c.counted()) for _ in range(count)]
@@ -276,7 +277,10 @@ class MainParser(RamWalker):
         of a device (the timer's clock offsets, say) can hold the same five bytes. Until the bytes after
         a candidate tell, the scan waits on it (bounded: a record header)."""
         pat = self._footer_pattern()
-        chunk = bytes(mv[pos:end])
+        limit = end
+        if self._package_end is not None:      # a section inside a PACKAGED stream ends inside it
+            limit = max(pos, min(end, self._package_end - self._base))
+        chunk = bytes(mv[pos:limit])
         i = chunk.find(pat)
         while i >= 0:
             verdict = self._follows_footer(mv, pos + i + _FOOTER.size, end)
@@ -291,6 +295,10 @@ class MainParser(RamWalker):
                 self._fallback = (self._base + pos + i, self._ts)
             i = chunk.find(pat, i + 1)
         self._held_ts = None
+        if limit < end:
+            self._malformed(self._package_end, "section crosses the end of the PACKAGED stream",
+                            section_id=self._section_id)
+            return None
         keep = max(pos, end - (_FOOTER.size - 1))
         if self._base + keep - self._device_start > MAX_DEVICE_STATE:
             if not self._end_at_fallback():
@@ -367,7 +375,10 @@ class MainParser(RamWalker):
         if n > MAX_VMDESC:
             self._malformed(self._base + pos, "VMDESCRIPTION length is absurd", len=n)
             return None
-        self._emit_skipping(K.MAIN_VMDESC, self._base + pos, _VMDESC.size + n, {"len": n}, n)
+        fields: dict[str, Any] = {"len": n}
+        if self._package_end is not None:
+            fields["packaged"] = True
+        self._emit_skipping(K.MAIN_VMDESC, self._base + pos, _VMDESC.size + n, fields, n)
         self._state = self._st_trailing
         return pos + _VMDESC.size
 

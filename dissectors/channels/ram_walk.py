@@ -10,6 +10,8 @@ from dissectors.channels.cursor import Cursor
 from dissectors.channels.engine import StreamParser
 from dissectors.layers.ram import (
     ENCODING_FLAG_XBZRLE,
+    MEM_SIZE_MAX_BLOCKS,
+    MEM_SIZE_MAX_EXTRAS,
     RAM_FLAGS_WITH_BLOCK,
     RAM_SAVE_FLAG_COMPRESS_PAGE,
     RAM_SAVE_FLAG_CONTINUE,
@@ -39,7 +41,7 @@ _EXTRA = named(RamBlockExtra)
 _XBZRLE = named(RamXbzrle, "encoding", "len")
 _COMPRESS_LEN = named(RamCompress, "len", "len")
 #: A MEM_SIZE list with more blocks than this is reported malformed.
-MAX_MEM_SIZE_BLOCKS = 4096
+MAX_MEM_SIZE_BLOCKS = MEM_SIZE_MAX_BLOCKS
 
 
 class RamWalker(StreamParser):
@@ -140,7 +142,7 @@ class RamWalker(StreamParser):
             acc += used
             info: dict[str, Any] = {"idstr": name, "used_length": used}
             extras: list[int] = []
-            while len(extras) < 2:
+            while len(extras) < MEM_SIZE_MAX_EXTRAS:
                 if acc < total and c.peek()[0] != 0:
                     break                         # the next entry's idstr length
                 value = _EXTRA.unpack_from(c.peek(_EXTRA.size)).value

@@ -18,6 +18,7 @@ from dissectors.layers.tls import (
 
 _REC = named(TlsRecordHeader)
 _HS_TYPE = named(TlsHandshakeStart, "msg_type", "msg_type")
+_HS_SIZE = len(bytes(TlsHandshakeStart()))          # the header has a 24-bit length: sized by Scapy
 
 
 class TlsParser(StreamParser):
@@ -39,7 +40,7 @@ class TlsParser(StreamParser):
             self._malformed(off, "not a TLS record", content_type=ctype, version=version, len=n)
             return None
         fields: dict[str, object] = {"content_type": TLS_CONTENT_TYPES[ctype], "version": version, "len": n}
-        if ctype == TLS_HANDSHAKE and self._plain_handshake and n:
+        if ctype == TLS_HANDSHAKE and self._plain_handshake and n >= _HS_SIZE:
             hs = c.read(_HS_TYPE).msg_type
             fields["handshake"] = TLS_HANDSHAKE_TYPES.get(hs, hs)
         elif ctype != TLS_HANDSHAKE:

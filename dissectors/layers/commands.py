@@ -127,6 +127,11 @@ class DiscardRange(Packet):
         return b"", s
 
 
+#: Ranges one POSTCOPY_RAM_DISCARD can hold: as many as its 16-bit length leaves room for (QEMU sends
+#: at most MAX_DISCARDS_PER_COMMAND, 12).
+MAX_DISCARD_RANGES = 0xFFFF // 16
+
+
 class CmdRamDiscard(_CmdData):
     """``u8 version (0), u8 len, name, u8 0, N x (be64 start, be64 length)``."""
 
@@ -138,6 +143,7 @@ class CmdRamDiscard(_CmdData):
         PacketListField(
             "ranges", [], DiscardRange,
             length_from=lambda pkt: (pkt.underlayer.len if pkt.underlayer else 0) - 3 - len(pkt.block),
+            max_count=MAX_DISCARD_RANGES,
         ),
     ]
 

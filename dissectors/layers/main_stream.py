@@ -118,11 +118,15 @@ class Capability(Packet):
         return b"", s
 
 
+#: Capabilities in a configuration/capabilities subsection above this are not believed (QEMU has ~30).
+MAX_CAPABILITIES = 256
+
+
 class ConfigCapabilities(_NextRecord):
     name = "configuration/capabilities"
     fields_desc = [
         FieldLenField("count", None, count_of="caps", fmt="!I"),
-        PacketListField("caps", [], Capability, count_from=lambda pkt: pkt.count),
+        PacketListField("caps", [], Capability, count_from=lambda pkt: pkt.count, max_count=MAX_CAPABILITIES),
     ]
 
 

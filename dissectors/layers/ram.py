@@ -151,17 +151,37 @@ class RamBlockExtra(Packet):
         return b"", s
 
 
+#: At most this many RAM blocks in a MEM_SIZE list (each with up to two extra words) are decoded.
+MEM_SIZE_MAX_BLOCKS = 4096
+MEM_SIZE_MAX_EXTRAS = 2
+
+
 def _next_block(pkt: Packet, lst: list[Packet], cur: Packet | None, remain: bytes) -> type[Packet] | None:
+    """The next entry of a MEM_SIZE list: a block until the lengths add up to the total, each block
+    followed by up to two extra words. An extra is a page-aligned be64 (a RAM record word always has
+    flag bits) where the next block would start with its idstr length, never 0."""
     total = pkt.underlayer.addr if pkt.underlayer is not None else 0
-    done = sum(b.used_length for b in lst) + (cur.used_length if cur is not None else 0)
-    return RamBlockInfo if remain and done < total else None
+    entries = [*lst, cur] if cur is not None else list(lst)
+    done = sum(e.used_length for e in entries if isinstance(e, RamBlockInfo))
+    extras = 0
+    for e in reversed(entries):
+        if not isinstance(e, RamBlockExtra):
+            break
+        extras += 1
+    if not remain:
+        return None
+    if entries and extras < MEM_SIZE_MAX_EXTRAS and len(remain) >= 8 and (done >= total or remain[0] == 0):
+        if not int.from_bytes(remain[:8], "big") & (TARGET_PAGE_SIZE - 1):
+            return RamBlockExtra
+    return RamBlockInfo if done < total else None
 
 
 class RamMemSize(_NextRam):
     """Block list following a MEM_SIZE word; it ends when the lengths add up to the word's total."""
 
     name = "RAM MEM_SIZE payload"
-    fields_desc = [PacketListField("blocks", [], next_cls_cb=_next_block)]
+    fields_desc = [PacketListField("blocks", [], next_cls_cb=_next_block,
+                                   max_count=MEM_SIZE_MAX_BLOCKS * (1 + MEM_SIZE_MAX_EXTRAS))]
 
 
 RAM_PAYLOADS: dict[int, type[Packet]] = {

@@ -49,13 +49,27 @@ class TlsRecordHeader(Packet):
 
 
 class TlsHandshakeStart(Packet):
+    """A handshake message's header (``msg_type``, 24-bit length); a ClientHello or ServerHello goes on
+    with :class:`TlsHelloStart`."""
+
     name = "TLS handshake"
     fields_desc = [
         ByteEnumField("msg_type", 1, TLS_HANDSHAKE_TYPES),
         ThreeBytesField("length", 0),
+    ]
+
+
+class TlsHelloStart(Packet):
+    """The start of a ClientHello / ServerHello: legacy version and the 32-byte random (what matches a
+    connection to its key-log secrets)."""
+
+    name = "TLS hello"
+    fields_desc = [
         XShortField("legacy_version", 0x0303),
         XStrFixedLenField("random", b"\0" * 32, length=32),
     ]
 
 
 bind_layers(TlsRecordHeader, TlsHandshakeStart, content_type=TLS_HANDSHAKE)
+bind_layers(TlsHandshakeStart, TlsHelloStart, msg_type=1)
+bind_layers(TlsHandshakeStart, TlsHelloStart, msg_type=2)
