@@ -1,20 +1,26 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The TLS record layer (RFC 8446 section 5.1) and the start of a handshake message.
+"""The TLS record layer (RFC 8446 section 5.1), handshake message headers, and the parts of the hellos
+that decryption needs (the client's random, the server's cipher suite and selected version).
 
-Migration channels with ``tls-creds`` start with a ClientHello from the source; everything after
-that is carried opaque, record by record. Only the fields needed to recognise and frame are declared.
+Migration channels with ``tls-creds`` start with a ClientHello from the source. Only the fields needed
+to recognise, frame and decrypt are declared.
 """
 
 from __future__ import annotations
 
 from scapy.fields import (
     ByteEnumField,
+    ByteField,
+    FieldLenField,
     ShortField,
+    StrLenField,
     ThreeBytesField,
     XShortField,
     XStrFixedLenField,
 )
 from scapy.packet import Packet, bind_layers
+
+from dissectors.layers.strings import counted_string
 
 TLS_CHANGE_CIPHER_SPEC = 20
 TLS_ALERT = 21
@@ -28,7 +34,18 @@ TLS_CONTENT_TYPES: dict[int, str] = {
     TLS_APPLICATION_DATA: "application_data",
 }
 
-TLS_HANDSHAKE_TYPES: dict[int, str] = {1: "client_hello", 2: "server_hello"}
+TLS_CLIENT_HELLO = 1
+TLS_SERVER_HELLO = 2
+TLS_FINISHED = 20
+TLS_KEY_UPDATE = 24
+TLS_HANDSHAKE_TYPES: dict[int, str] = {
+    TLS_CLIENT_HELLO: "client_hello", TLS_SERVER_HELLO: "server_hello", 4: "new_session_ticket",
+    8: "encrypted_extensions", 11: "certificate", 13: "certificate_request", 15: "certificate_verify",
+    TLS_FINISHED: "finished", TLS_KEY_UPDATE: "key_update",
+}
+#: Extension carrying the version a TLS 1.3 ServerHello selects (RFC 8446 section 4.2.1).
+TLS_EXT_SUPPORTED_VERSIONS = 43
+TLS_VERSIONS: dict[int, str] = {0x0301: "TLS 1.0", 0x0302: "TLS 1.1", 0x0303: "TLS 1.2", 0x0304: "TLS 1.3"}
 
 #: Largest record length allowed (2^14 plaintext + 256 expansion, RFC 8446 section 5.2).
 TLS_MAX_RECORD = (1 << 14) + 256
@@ -68,6 +85,36 @@ class TlsHelloStart(Packet):
         XShortField("legacy_version", 0x0303),
         XStrFixedLenField("random", b"\0" * 32, length=32),
     ]
+
+
+class TlsServerHelloRest(Packet):
+    """What follows a ServerHello's random: the echoed session id, the chosen cipher suite, the
+    compression method and the extensions (the selected version is in ``supported_versions``)."""
+
+    name = "TLS server hello"
+    fields_desc = [
+        *counted_string("session_id", "session_id_len"),
+        XShortField("cipher_suite", 0x1302),
+        ByteField("compression", 0),
+        FieldLenField("extensions_len", None, length_of="extensions", fmt="!H"),
+        StrLenField("extensions", b"", length_from=lambda pkt: pkt.extensions_len),
+    ]
+
+
+class TlsExtension(Packet):
+    name = "TLS extension"
+    fields_desc = [
+        ShortField("type", 0),
+        FieldLenField("len", None, length_of="data", fmt="!H"),
+        StrLenField("data", b"", length_from=lambda pkt: pkt.len),
+    ]
+
+
+class TlsKeyUpdate(Packet):
+    """KeyUpdate's body: whether the peer is asked to update too."""
+
+    name = "TLS key update"
+    fields_desc = [ByteField("request_update", 0)]
 
 
 bind_layers(TlsRecordHeader, TlsHandshakeStart, content_type=TLS_HANDSHAKE)

@@ -1,0 +1,17 @@
+"""tls: decrypt TLS 1.3 connections with an NSS key log, as a byte-stream transform between TCP
+reassembly and whatever consumes the streams. Knows nothing of QEMU or of files.
+
+``KeyLog`` holds the secrets (``KeyLog.parse(text)``); ``TlsStreamSink(inner, keylog)`` is a TCP
+``StreamSink`` that hands ``inner`` the plaintext application data of a TLS connection whose ClientHello
+random is in the key log, or the connection's bytes unchanged otherwise; ``status`` says which and why.
+``TlsConnection`` is the sans-IO core (record framing, key schedule, AEAD), fed ciphertext per direction.
+
+>>> keylog = KeyLog.parse(open("migration.keylog").read(), "migration.keylog")   # doctest: +SKIP
+>>> tracker = TcpTracker(lambda conn: TlsStreamSink(ChannelSink(print), keylog))  # doctest: +SKIP
+"""
+
+from dissectors.tls.connection import Plaintext, TlsConnection, TlsProblem
+from dissectors.tls.keylog import KeyLog, KeyLogError
+from dissectors.tls.sink import TlsStatus, TlsStreamSink
+
+__all__ = ["KeyLog", "KeyLogError", "Plaintext", "TlsConnection", "TlsProblem", "TlsStatus", "TlsStreamSink"]

@@ -1,0 +1,280 @@
+"""One TLS connection, sans-IO: fed each direction's ciphertext, returns plaintext and problems.
+
+Direction 0 is the client's. The ClientHello gives the client random (which selects the secrets in the
+key log), the ServerHello the cipher suite and version. In TLS 1.3 everything after the ServerHello is
+protected: first with the handshake traffic secrets, then, after each side's Finished, with
+``*_TRAFFIC_SECRET_0`` (and a new secret after every KeyUpdate). Records may be split across feeds;
+ChangeCipherSpec records (middlebox compatibility) are skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dissectors.layers.strings import counted_at
+from dissectors.layers.structs import named
+from dissectors.layers.tls import (
+    TLS_ALERT,
+    TLS_APPLICATION_DATA,
+    TLS_CHANGE_CIPHER_SPEC,
+    TLS_CLIENT_HELLO,
+    TLS_EXT_SUPPORTED_VERSIONS,
+    TLS_FINISHED,
+    TLS_HANDSHAKE,
+    TLS_KEY_UPDATE,
+    TLS_MAX_RECORD,
+    TLS_SERVER_HELLO,
+    TLS_VERSIONS,
+    TlsExtension,
+    TlsHandshakeStart,
+    TlsHelloStart,
+    TlsRecordHeader,
+    TlsServerHelloRest,
+)
+from dissectors.tls.keylog import KeyLog
+from dissectors.tls.schedule import SUITES, Suite, TrafficKeys, inner_content
+
+_REC = named(TlsRecordHeader)
+_HS_TYPE = named(TlsHandshakeStart, "msg_type", "msg_type")
+_HS_SIZE = len(bytes(TlsHandshakeStart()))
+_HELLO = named(TlsHelloStart)
+_SH_TAIL = named(TlsServerHelloRest, "cipher_suite", "extensions_len")
+_EXT = named(TlsExtension, "type", "len")
+TLS13 = 0x0304
+#: Ciphertext buffered per direction before the keys are known (a ClientHello's flight and more).
+MAX_PENDING = 1 << 20
+
+HANDSHAKE_SECRETS = ("CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET")
+TRAFFIC_SECRETS = ("CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0")
+
+
+@dataclass(frozen=True)
+class Plaintext:
+    direction: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class TlsProblem:
+    direction: int
+    offset: int             # ciphertext stream offset of the record concerned
+    why: str
+
+
+Event = Plaintext | TlsProblem
+
+
+def _handshake_types(content: bytes) -> list[int]:
+    """Types of the handshake messages in one record's content (a message split across records counts
+    where it starts)."""
+    out = []
+    p = 0
+    while len(content) - p >= _HS_SIZE:
+        out.append(content[p])
+        p += _HS_SIZE + int.from_bytes(content[p + 1:p + _HS_SIZE], "big")
+    return out
+
+
+class _Direction:
+    __slots__ = ("buf", "offset", "keys", "next_keys", "broken", "records")
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.offset = 0            # ciphertext offset of buf[0]
+        self.keys: TrafficKeys | None = None
+        self.next_keys: TrafficKeys | None = None    # the application keys, taken after Finished
+        self.broken = False
+        self.records = 0
+
+
+class TlsConnection:
+    """Decrypts one connection's two directions; ``feed`` returns events in stream order."""
+
+    def __init__(self, keylog: KeyLog) -> None:
+        self.keylog = keylog
+        self.client_random: bytes | None = None
+        self.version: int | None = None
+        self.suite: Suite | None = None
+        self.secrets: dict[str, bytes] = {}
+        self.dirs = (_Direction(), _Direction())
+        self.decrypted = [0, 0]                 # plaintext bytes handed out per direction
+        self.alerts: list[tuple[int, int, int]] = []   # (direction, level, description) seen decrypted
+
+    @property
+    def keys_known(self) -> bool:
+        return bool(self.secrets)
+
+    def feed(self, direction: int, data: bytes | memoryview) -> list[Event]:
+        """Take ciphertext of one direction; events of both (the ServerHello may release records of the
+        client that waited for it)."""
+        self.dirs[direction].buf += data
+        out: list[Event] = []
+        waiting = self.suite is None
+        self._drain(direction, out)
+        if waiting and self.suite is not None and self.dirs[1 - direction].buf:
+            self._drain(1 - direction, out)
+        return out
+
+    def _drain(self, direction: int, out: list[Event]) -> None:
+        d = self.dirs[direction]
+        while not d.broken and len(d.buf) >= _REC.size:
+            head = _REC.unpack_from(d.buf)
+            total = _REC.size + head.len
+            if head.len > TLS_MAX_RECORD + 2048 or head.version >> 8 != 3:
+                self._break(direction, out, "not a TLS record header: the stream is not TLS from here")
+                break
+            if len(d.buf) < total:
+                if len(d.buf) > MAX_PENDING:
+                    self._break(direction, out, "record larger than the buffer bound")
+                break
+            if head.content_type == TLS_APPLICATION_DATA and self.suite is None and self.version is None:
+                if len(d.buf) > MAX_PENDING:    # protected, and no ServerHello yet: wait, boundedly
+                    self._break(direction, out, "protected records but no ServerHello: the cipher suite is unknown")
+                break
+            record = bytes(d.buf[:total])
+            offset = d.offset
+            del d.buf[:total]
+            d.offset += total
+            d.records += 1
+            self._record(direction, offset, head.content_type, record, out)
+
+    def finish(self, direction: int) -> list[Event]:
+        """The direction ended: say why records still buffered were never decrypted."""
+        out: list[Event] = []
+        d = self.dirs[direction]
+        if d.buf and not d.broken:
+            why = ("the stream ends inside a record" if len(d.buf) < _REC.size
+                   or len(d.buf) < _REC.size + _REC.unpack_from(d.buf).len
+                   else "protected records but no ServerHello: the cipher suite is unknown")
+            self._break(direction, out, why)
+        return out
+
+    def gap(self, direction: int, offset: int) -> list[Event]:
+        """Bytes of this direction were never captured: its records cannot be framed or decrypted past it."""
+        out: list[Event] = []
+        if not self.dirs[direction].broken:
+            self._break(direction, out, "bytes missing from the capture: nothing after them can be decrypted",
+                        offset)
+        return out
+
+    # -- records --------------------------------------------------------------------------------------
+    def _record(self, direction: int, offset: int, ctype: int, record: bytes, out: list[Event]) -> None:
+        d = self.dirs[direction]
+        body = record[_REC.size:]
+        if ctype == TLS_CHANGE_CIPHER_SPEC:
+            return
+        if ctype == TLS_HANDSHAKE and d.keys is None:
+            self._plain_handshake(direction, offset, body, out)
+            return
+        if ctype == TLS_ALERT and d.keys is None:
+            if len(body) >= 2:
+                self.alerts.append((direction, body[0], body[1]))
+            return
+        if ctype != TLS_APPLICATION_DATA:
+            self._break(direction, out, f"unexpected record type {ctype} after the keys changed", offset)
+            return
+        if d.keys is None and d.next_keys is None:
+            self._break(direction, out, self._why_no_keys(), offset)
+            return
+        inner = d.keys.decrypt(record[:_REC.size], body) if d.keys is not None else None
+        if inner is None and d.keys is None:
+            # No handshake secret: the handshake's protected records cannot be read; the application
+            # keys start with the first record they open.
+            assert d.next_keys is not None
+            inner = d.next_keys.decrypt(record[:_REC.size], body)
+            if inner is None:
+                return
+            d.keys, d.next_keys = d.next_keys, None
+        elif inner is None and d.next_keys is not None:
+            # Finished was not seen (no handshake secrets): the application keys may have started here.
+            inner = d.next_keys.decrypt(record[:_REC.size], body)
+            if inner is not None:
+                d.keys, d.next_keys = d.next_keys, None
+        if inner is None:
+            self._break(direction, out, f"record {d.records} failed authentication with the key log's secrets",
+                        offset)
+            return
+        split = inner_content(inner)
+        if split is None:
+            return
+        itype, content = split
+        if itype == TLS_APPLICATION_DATA:
+            if content:
+                self.decrypted[direction] += len(content)
+                out.append(Plaintext(direction, content))
+        elif itype == TLS_HANDSHAKE:
+            types = _handshake_types(content)
+            if TLS_FINISHED in types and d.next_keys is not None:
+                d.keys, d.next_keys = d.next_keys, None
+            elif TLS_KEY_UPDATE in types and d.next_keys is None:
+                d.keys = d.keys.updated()
+        elif itype == TLS_ALERT and len(content) >= 2:
+            self.alerts.append((direction, content[0], content[1]))
+
+    def _plain_handshake(self, direction: int, offset: int, body: bytes, out: list[Event]) -> None:
+        if len(body) < _HS_SIZE + _HELLO.size:
+            return
+        msg_type = _HS_TYPE.unpack_from(body).msg_type
+        hello = _HELLO.unpack_from(body, _HS_SIZE)
+        if msg_type == TLS_CLIENT_HELLO and direction == 0 and self.client_random is None:
+            self.client_random = hello.random
+            self.secrets = dict(self.keylog.for_random(hello.random))
+        elif msg_type == TLS_SERVER_HELLO and direction == 1 and self.suite is None:
+            self._server_hello(offset, body, hello.legacy_version, out)
+
+    def _server_hello(self, offset: int, body: bytes, legacy_version: int, out: list[Event]) -> None:
+        p = _HS_SIZE + _HELLO.size
+        got = counted_at(body, p, len(body))
+        if got is None or len(body) - got[1] < _SH_TAIL.size:
+            self._break(1, out, "ServerHello too short", offset)
+            return
+        p = got[1]
+        tail = _SH_TAIL.unpack_from(body, p)
+        p += _SH_TAIL.size
+        version = legacy_version
+        end = min(len(body), p + tail.extensions_len)
+        while end - p >= _EXT.size:
+            ext = _EXT.unpack_from(body, p)
+            data = body[p + _EXT.size:p + _EXT.size + ext.len]
+            if ext.type == TLS_EXT_SUPPORTED_VERSIONS and len(data) == 2:
+                version = int.from_bytes(data, "big")
+            p += _EXT.size + ext.len
+        self.version = version
+        if version != TLS13:
+            for direction in (0, 1):
+                self._break(direction, out, f"{TLS_VERSIONS.get(version, hex(version))} is not decrypted "
+                            "(TLS 1.3 only)", offset)
+            return
+        suite = SUITES.get(tail.cipher_suite)
+        if suite is None:
+            for direction in (0, 1):
+                self._break(direction, out, f"unknown TLS 1.3 cipher suite 0x{tail.cipher_suite:04x}", offset)
+            return
+        self.suite = suite
+        if not self.secrets:
+            return                     # reported when the first protected record comes
+        for direction in (0, 1):
+            d = self.dirs[direction]
+            hs = self.secrets.get(HANDSHAKE_SECRETS[direction])
+            app = self.secrets.get(TRAFFIC_SECRETS[direction])
+            if hs is not None:
+                d.keys = TrafficKeys(suite, hs)
+                d.next_keys = TrafficKeys(suite, app) if app is not None else None
+            elif app is not None:
+                d.next_keys = TrafficKeys(suite, app)    # the handshake's records are skipped
+            # a direction's records still buffered (waiting for the suite) are processed by the next feed
+
+    def _why_no_keys(self) -> str:
+        if self.client_random is None:
+            return "no ClientHello seen (the capture starts after it): the key log cannot be matched"
+        if not self.secrets:
+            return f"the key log has no secrets for client random {self.client_random.hex()[:16]}..."
+        return "the key log lacks this direction's traffic secret"
+
+    def _break(self, direction: int, out: list[Event], why: str, offset: int | None = None) -> None:
+        d = self.dirs[direction]
+        if d.broken:
+            return
+        d.broken = True
+        d.buf.clear()
+        out.append(TlsProblem(direction, d.offset if offset is None else offset, why))

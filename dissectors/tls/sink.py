@@ -1,0 +1,171 @@
+"""``TlsStreamSink``: a TCP stream sink that decrypts a TLS connection for the sink behind it.
+
+The client's first bytes decide: a TLS handshake record starts TLS mode, anything else passes every call
+through unchanged (skip windows included). In TLS mode the ClientHello's random is looked up in the key
+log: with secrets, the inner sink gets each direction's application data as a plaintext stream (its own
+offsets from 0); without, it gets the ciphertext unchanged, as if there were no key log. Whatever cannot
+be decrypted (a gap, a record failing authentication, a missing secret) is in ``status.problems`` and
+reaches the inner sink as a gap, so nothing after it is read as if it followed on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dissectors.layers.tls import TLS_HANDSHAKE, TLS_VERSIONS
+from dissectors.tls.connection import Plaintext, TlsConnection, TlsProblem
+from dissectors.tls.keylog import KeyLog
+
+#: Bytes held while the ClientHello is incomplete (then the connection is passed through as it is).
+HOLD_LIMIT = 1 << 16
+DIRECTION_NAMES = ("client to server", "server to client")
+
+
+@dataclass
+class TlsStatus:
+    tls: bool = False                   # the connection starts with a TLS handshake record
+    decrypted: bool = False             # the key log had its secrets and the suite is supported
+    version: str | None = None
+    cipher: str | None = None
+    client_random: str | None = None
+    plaintext_bytes: list[int] = field(default_factory=lambda: [0, 0])
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"decrypted": self.decrypted, "version": self.version, "cipher": self.cipher,
+                "client_random": self.client_random, "plaintext_bytes": list(self.plaintext_bytes),
+                "problems": list(self.problems)}
+
+
+class TlsStreamSink:
+    """StreamSink wrapper: ``inner`` sees plaintext (TLS with secrets) or the bytes as they are."""
+
+    def __init__(self, inner: Any, keylog: KeyLog) -> None:
+        self.inner = inner
+        self.keylog = keylog
+        self.status = TlsStatus()
+        self.mode: str | None = None          # None (undecided), "hold" (TLS, ClientHello pending), "plain", "tls"
+        self._conn: TlsConnection | None = None
+        self._held: list[tuple[str, int, int, Any, float, str]] = []   # calls made while undecided
+        self._held_bytes = 0
+        self._out = [0, 0]                     # plaintext offsets handed to inner
+        self._broken_at: list[int | None] = [None, None]   # ciphertext offset where decryption stopped
+
+    # -- StreamSink -----------------------------------------------------------------------------------
+    def data(self, direction: int, offset: int, data: memoryview | bytes, ts: float) -> int | None:
+        if self.mode == "plain":
+            return self.inner.data(direction, offset, data, ts)
+        if self.mode == "tls":
+            self._decrypt(direction, data, ts)
+            return 0
+        if self.mode is None:
+            if direction == 1:
+                self._hold("data", direction, offset, bytes(data), ts)
+                return 0
+            if len(data) >= 2 and not (data[0] == TLS_HANDSHAKE and data[1] == 3):
+                return self._go_plain(("data", direction, offset, data, ts, ""))
+            if len(data) < 2 and not self._held_bytes and data and data[0] != TLS_HANDSHAKE:
+                return self._go_plain(("data", direction, offset, data, ts, ""))
+            self.mode = "hold"
+            self.status.tls = True
+            self._conn = TlsConnection(self.keylog)
+        # "hold": feed the TLS state until the ClientHello is known, keeping the calls to replay
+        self._hold("data", direction, offset, bytes(data), ts)
+        assert self._conn is not None
+        events = self._conn.feed(direction, data)
+        if self._conn.client_random is not None:
+            self.status.client_random = self._conn.client_random.hex()
+            if self._conn.keys_known:
+                self._start_decrypting(events, ts)
+            else:
+                self.status.problems.append(f"the key log has no secrets for this connection (client random "
+                                            f"{self.status.client_random[:16]}...): passed through encrypted")
+                return self._go_plain(None)
+        elif self._held_bytes > HOLD_LIMIT:
+            self.status.problems.append("no complete ClientHello in the first bytes: passed through encrypted")
+            return self._go_plain(None)
+        return 0
+
+    def gap(self, direction: int, offset: int, length: int, ts: float) -> None:
+        if self.mode == "tls":
+            assert self._conn is not None
+            self._events(self._conn.gap(direction, offset), ts)
+            return
+        if self.mode in (None, "hold"):
+            if self.mode == "hold":
+                self.status.problems.append("bytes missing before the ClientHello completed: passed through "
+                                            "encrypted")
+            self._go_plain(("gap", direction, offset, length, ts, ""))
+            return
+        self.inner.gap(direction, offset, length, ts)
+
+    def end(self, direction: int, offset: int, ts: float, how: str) -> None:
+        if self.mode == "tls":
+            assert self._conn is not None
+            self._events(self._conn.finish(direction), ts)
+            stopped = self._broken_at[direction]
+            if stopped is not None and offset > stopped:
+                self.inner.gap(direction, self._out[direction], offset - stopped, ts)
+                self._out[direction] += offset - stopped
+            self.inner.end(direction, self._out[direction], ts, how)
+            return
+        if self.mode in (None, "hold"):
+            if self.mode == "hold":
+                self.status.problems.append("the connection ended before its ClientHello completed")
+            self._go_plain(("end", direction, offset, 0, ts, how))
+            return
+        self.inner.end(direction, offset, ts, how)
+
+    # -- modes ----------------------------------------------------------------------------------------
+    def _hold(self, call: str, direction: int, offset: int, data: bytes, ts: float) -> None:
+        self._held.append((call, direction, offset, data, ts, ""))
+        self._held_bytes += len(data)
+
+    def _go_plain(self, now: tuple[str, int, int, Any, float, str] | None) -> int | None:
+        """Pass everything through from here: replay what was held, then ``now``."""
+        self.mode = "plain"
+        self._conn = None
+        held, self._held = self._held, []
+        if now is not None:
+            held.append(now)
+        result: int | None = 0
+        for call, direction, offset, value, ts, how in held:
+            if call == "data":
+                result = self.inner.data(direction, offset, value, ts)
+            elif call == "gap":
+                self.inner.gap(direction, offset, value, ts)
+            else:
+                self.inner.end(direction, offset, ts, how)
+        return result if now is not None and now[0] == "data" else 0
+
+    def _start_decrypting(self, events: list[Plaintext | TlsProblem], ts: float) -> None:
+        self.mode = "tls"
+        self._held = []
+        self.status.decrypted = True
+        self._events(events, ts)
+
+    def _decrypt(self, direction: int, data: memoryview | bytes, ts: float) -> None:
+        assert self._conn is not None
+        self._events(self._conn.feed(direction, data), ts)
+
+    def _events(self, events: list[Plaintext | TlsProblem], ts: float) -> None:
+        conn = self._conn
+        assert conn is not None
+        if conn.suite is not None:
+            self.status.cipher = conn.suite.name
+        if conn.version is not None:
+            self.status.version = TLS_VERSIONS.get(conn.version, hex(conn.version))
+        for ev in events:
+            if isinstance(ev, Plaintext):
+                d = ev.direction
+                self.inner.data(d, self._out[d], ev.data, ts)
+                self._out[d] += len(ev.data)
+                self.status.plaintext_bytes[d] += len(ev.data)
+            else:
+                if self._broken_at[ev.direction] is None:
+                    self._broken_at[ev.direction] = ev.offset
+                if not conn.keys_known or conn.suite is None:
+                    self.status.decrypted = False
+                self.status.problems.append(f"{DIRECTION_NAMES[ev.direction]}, ciphertext offset {ev.offset}: "
+                                            f"{ev.why}")
