@@ -12,7 +12,7 @@ import pytest
 
 from dissectors.analysis.judge import Options
 from dissectors.analysis.policies import policy_for_version
-from dissectors.cli.check import check_one, destination_version, find_captures, sibling
+from dissectors.cli.check import check_one, corpus_keylog, destination_version, find_captures, sibling
 from dissectors.cli.pipeline import analyze_file
 
 CAPTURES = find_captures([str(Path(__file__).resolve().parent.parent / "captures")])
@@ -27,13 +27,13 @@ def manifest(cap: Path) -> dict[str, Any]:
 @cache
 def report(cap: Path) -> dict[str, Any]:
     """The default analysis, as a user runs it (no --qemu-version)."""
-    return analyze_file(str(cap), Options()).report
+    return analyze_file(str(cap), Options(), keylog=corpus_keylog(cap)).report
 
 
 @cache
 def versioned(cap: Path) -> dict[str, Any]:
     """The analysis told the destination's real QEMU version (from the recorder's manifest)."""
-    return analyze_file(str(cap), Options(qemu_version=destination_version(cap))).report
+    return analyze_file(str(cap), Options(qemu_version=destination_version(cap)), keylog=corpus_keylog(cap)).report
 
 
 def named(name: str) -> Path:

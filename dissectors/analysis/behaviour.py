@@ -82,11 +82,11 @@ def observe(order: Sequence[ConnectionFacts], roles: Sequence[str]) -> Observed:
     shut_ok = any(not r.fields.get("status", r.fields.get("value", 0)) for r in shut)
     closed_by_source = all(f.conn.closed_by == "client" for f in order) and bool(order)
     return Observed(
-        return_path=tuple(f.conn.bytes[1] > 0 for f in order),
+        return_path=tuple(f.wrote(1) for f in order),
         abort=tuple(aborts),
         abort_is_reset=tuple(resets),
         first_data=tuple(f.conn.first_data_ts[0] for f in order),
-        client_data=tuple(f.conn.bytes[0] > 0 for f in order),
+        client_data=tuple(f.wrote(0) for f in order),
         ended=tuple(any(t is not None for t in (*f.conn.fin_ts, *f.conn.rst_ts)) for f in order),
         main_eof=eof,
         shut_ok=shut_ok,

@@ -16,8 +16,10 @@ from dissectors.analysis.grouping import MigrationGroup, group, start_ts
 from dissectors.analysis.judge import MigrationJudge, Options
 from dissectors.analysis.ledger import PageLedger
 from dissectors.analysis.repeats import RepeatedPages
-from dissectors.channels import TARGET_PAGE_SIZE, ChannelSink
+from dissectors.channels import TARGET_PAGE_SIZE
 from dissectors.tcp import Connection
+from dissectors.tcp.sink import StreamSink
+from dissectors.tls import KeyLog, TlsStreamSink
 
 SCHEMA = 1
 
@@ -34,17 +36,25 @@ class Analyzer:
     sink factory), then grouping and judgement (``finish``). Whoever drives TCP reassembly (the CLI's
     pipeline, a live watcher) owns the capture; nothing here opens files."""
 
-    def __init__(self, options: Options | None = None, page_size: int = TARGET_PAGE_SIZE) -> None:
+    def __init__(self, options: Options | None = None, page_size: int = TARGET_PAGE_SIZE,
+                 keylog: KeyLog | None = None) -> None:
         self.options = options or Options()
+        self.keylog = keylog
         self.page_size = page_size
         self.ledger = PageLedger(page_size, late_after=self.options.stall_threshold)
         self.repeats = RepeatedPages()
         self.facts: list[ConnectionFacts] = []
 
-    def sink_for(self, conn: Connection) -> ChannelSink:
+    def sink_for(self, conn: Connection) -> StreamSink:
+        """The TCP sink of one connection: its channels' parsers feeding its facts, behind TLS decryption
+        when a key log was given."""
         f = ConnectionFacts(conn, self.ledger, self.page_size, repeats=self.repeats)
         self.facts.append(f)
-        return f.sink
+        if self.keylog is None:
+            return f.sink
+        tls = TlsStreamSink(f.sink, self.keylog)
+        f.tls = tls.status
+        return tls
 
     def finish(self, capture: dict[str, Any]) -> Analysis:
         """Judge every migration once the capture (summarised in ``capture``, with ``last_time``) ended."""
@@ -60,6 +70,8 @@ class Analyzer:
         findings = sum(len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"])
                        + len(m["unsupported"]) + (m["outcome"]["status"] == "failed")
                        for m in migrations if m.get("relay", {}).get("side") != "source")
+        if self.keylog is not None:
+            capture["keylog"] = keylog_summary(self.keylog, facts)
         report = {
             "schema": SCHEMA,
             "tool": f"migshark {__version__}",
@@ -71,6 +83,20 @@ class Analyzer:
             "findings": findings,
         }
         return Analysis(report, facts, ledger)
+
+
+def keylog_summary(keylog: KeyLog, facts: list[ConnectionFacts]) -> dict[str, Any]:
+    """What the key log did: connections decrypted, TLS connections it had no secrets for, problems."""
+    tls = [f for f in facts if f.tls is not None and f.tls.tls]
+    return {
+        "file": keylog.name,
+        "client_randoms": len(keylog),
+        "tls_connections": len(tls),
+        "decrypted": sum(f.decrypted for f in tls),
+        "not_decrypted": [f.conn.index for f in tls if not f.decrypted],
+        "problems": [f"connection {f.conn.index}: {p}" for f in tls for p in f.tls.problems][:50]
+        + list(keylog.conflicts[:10]),
+    }
 
 
 def _signature(f: ConnectionFacts) -> bytes:

@@ -14,6 +14,7 @@ from dissectors.analysis.repeats import RepeatedPages
 from dissectors.channels import TARGET_PAGE_SIZE, ChannelSink, Record
 from dissectors.channels.sink import Direction
 from dissectors.tcp import Connection
+from dissectors.tls import TlsStatus
 
 EVENT_LIMIT = 5000             # commands / return-path events kept per connection
 MALFORMED_LIMIT = 50
@@ -44,6 +45,7 @@ class ConnectionFacts:
         self.features: set[str] = set()
         self.last_page_ts: float | None = None
         self.page_records = 0
+        self.tls: TlsStatus | None = None       # set when a key log was given (decrypted or not)
 
     @property
     def kind(self) -> str | None:
@@ -69,6 +71,15 @@ class ConnectionFacts:
 
     def channel_kind(self, direction: int) -> str:
         return self.sink.channel_kind(direction)
+
+    @property
+    def encrypted(self) -> bool:
+        """The connection runs TLS (its records were decrypted, or it shows as ``kind == "tls"``)."""
+        return self.kind == "tls" or (self.tls is not None and self.tls.tls)
+
+    @property
+    def decrypted(self) -> bool:
+        return self.tls is not None and self.tls.decrypted
 
     # -- records ----------------------------------------------------------------------------------
     def take(self, direction: int, records: list[Record]) -> None:
@@ -133,6 +144,14 @@ class ConnectionFacts:
 
     def client_sent(self) -> int:
         return self.conn.bytes[0]
+
+    def wrote(self, direction: int) -> bool:
+        """Did this side send migration data? Under decrypted TLS, application data only: both sides of
+        every TLS connection write during the handshake."""
+        if self.decrypted:
+            assert self.tls is not None
+            return self.tls.plaintext_bytes[direction] > 0
+        return self.conn.bytes[direction] > 0
 
     def server_sent(self) -> int:
         return self.conn.bytes[1]

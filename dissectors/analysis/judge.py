@@ -169,6 +169,11 @@ class MigrationJudge:
         if lost:
             notes.append(f"the capture misses {lost} bytes of these streams (lost or snaplen-cut packets); "
                          "page-request stalls are not judged and records inside the holes are not seen")
+        decrypted = [f for f in conns if f.decrypted]
+        if decrypted:
+            notes.append(f"TLS: {len(decrypted)} of {sum(f.encrypted for f in conns)} connections decrypted with the "
+                         "key log; their roles are read from their contents, and the destination's assignment "
+                         "follows the rules for TLS channels (no peek)")
         if any(c["role"] == P.TLS for c in channels):
             notes.append("TLS: the channels' contents are hidden; the assigned roles follow the accept order and "
                          "the set-up was guessed from the number and volume of channels, so nothing can be verified")
@@ -208,7 +213,7 @@ class MigrationJudge:
         for perm in candidate_orders(len(order), certain):
             o = order if perm == tuple(range(len(order))) else [order[i] for i in perm]
             t = [truth[i] for i in perm]
-            views = [P.ChannelView(role=P.destination_roles(r), magic=f.magic, tls=(r == P.TLS))
+            views = [P.ChannelView(role=P.destination_roles(r), magic=f.magic, tls=(r == P.TLS or f.encrypted))
                      for (r, _), f in zip(t, o, strict=True)]
             assignments = {name: fn(views, setup) for name, fn in P.POLICIES.items()}
             obs = B.observe(o, [r for r, _ in t])
@@ -318,6 +323,7 @@ class MigrationJudge:
             "gap_bytes": [c.gap_bytes[0], c.gap_bytes[1]],
             "retransmitted_bytes": [c.retransmitted_bytes[0], c.retransmitted_bytes[1]],
             "records": dict(sorted(f.counts.items())),
+            "tls": f.tls.to_dict() if f.tls is not None and f.tls.tls else None,
             "malformed": [{"direction": DIRECTIONS[d], "offset": m.offset, "reason": m.fields.get("reason", "")}
                           for d, m in f.malformed],
         }

@@ -1,6 +1,7 @@
 """``migshark check``: replay captures and compare the analyser's report with the expected one.
 
-Next to ``NAME.pcap`` (or ``.pcapng``, optionally ``.gz``) lives ``NAME.expected.json``. The check runs
+Next to ``NAME.pcap`` (or ``.pcapng``, optionally ``.gz``) lives ``NAME.expected.json`` (and, for a TLS
+migration, the ``NAME.keylog`` the recorder kept, which the check decrypts with). The check runs
 the analysis as a user does by default (no ``--qemu-version``): the corpus holds migrations across QEMU
 generations, and the default judgement is what must be right. The recorder's ``NAME.manifest.json``
 says the destination's real version (:func:`destination_version`); the regression tests hold the
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from dissectors.analysis.judge import Options
-from dissectors.cli.pipeline import analyze_file
+from dissectors.cli.pipeline import analyze_file, load_keylog
+from dissectors.tls import KeyLog
 
 SUFFIXES = (".pcap", ".pcapng", ".pcap.gz", ".pcapng.gz")
 
@@ -64,17 +66,25 @@ def destination_version(capture: Path) -> str | None:
     return None
 
 
+def corpus_keylog(capture: Path) -> KeyLog | None:
+    """The key log recorded beside a capture (``NAME.keylog``), if there is one."""
+    path = sibling(capture, ".keylog")
+    return load_keylog(str(path)) if path.exists() else None
+
+
 def normalise(report: dict[str, Any]) -> dict[str, Any]:
     """The parts of a report that must not change without review (no tool version, no local path)."""
     r = json.loads(json.dumps(report))
     r.pop("tool", None)
     r["capture"]["file"] = Path(r["capture"]["file"]).name
+    if "keylog" in r["capture"]:
+        r["capture"]["keylog"]["file"] = Path(r["capture"]["keylog"]["file"]).name
     return r
 
 
 def check_one(capture: Path, update: bool) -> tuple[str, list[str]]:
     expected_path = sibling(capture, ".expected.json")
-    report = normalise(analyze_file(str(capture), Options()).report)
+    report = normalise(analyze_file(str(capture), Options(), keylog=corpus_keylog(capture)).report)
     got = json.dumps(report, indent=2, sort_keys=True).splitlines()
     if update:
         expected_path.write_text("\n".join(got) + "\n")

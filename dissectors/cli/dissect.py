@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dissectors.cli.pipeline import reassemble_file
+from dissectors.cli.pipeline import decrypting, load_keylog, reassemble_file
 from dissectors.outputs.dissect import DissectOptions, RecordPrinter
 from dissectors.outputs.progress import Progress
 
@@ -14,9 +14,10 @@ def run_dissect(args: argparse.Namespace) -> int:
     d = RecordPrinter(DissectOptions(
         connections=args.connection or (), channels=args.channel or (), types=args.type or (),
         pages=args.pages, verbose=args.verbose, summary=args.summary, limit=args.limit, json=args.json))
+    keylog = load_keylog(args.keylog)
     bar = Progress(f"dissect {args.capture}")
     try:
-        _, capture = reassemble_file(args.capture, d.sink_for, bar)
+        _, capture = reassemble_file(args.capture, decrypting(d.sink_for, keylog), bar)
     finally:
         bar.close()
     d.summary()

@@ -18,7 +18,7 @@ EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 def _analyze(args: argparse.Namespace) -> int:
     from dissectors.analysis.judge import Options
-    from dissectors.cli.pipeline import analyze_file
+    from dissectors.cli.pipeline import analyze_file, load_keylog
     from dissectors.outputs.progress import Progress
     from dissectors.outputs.text import render_report
 
@@ -26,7 +26,7 @@ def _analyze(args: argparse.Namespace) -> int:
                    progress_timeout=args.progress_timeout)
     bar = Progress(f"analyse {args.capture}", force=args.progress)
     try:
-        result = analyze_file(args.capture, opts, progress=bar)
+        result = analyze_file(args.capture, opts, progress=bar, keylog=load_keylog(args.keylog))
     finally:
         bar.close()
     if args.plot:
@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a postcopy page request may wait before it counts as a stall (default 1)")
     a.add_argument("--progress-timeout", type=float, default=5.0, metavar="S",
                    help="seconds without traffic before an unfinished migration counts as stalled (default 5)")
+    a.add_argument("--keylog", metavar="FILE", help="NSS key log (SSLKEYLOGFILE) to decrypt TLS migrations")
     a.add_argument("--plot", metavar="FILE.png", help="write a timeline picture of the channels")
     a.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     a.set_defaults(func=_analyze)
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dissect", help="decoded QEMU records per connection, like tshark -V")
     d.add_argument("capture")
     d.add_argument("--json", action="store_true", help="one JSON object per record (JSON lines)")
+    d.add_argument("--keylog", metavar="FILE", help="NSS key log (SSLKEYLOGFILE) to decrypt TLS migrations")
     d.add_argument("--connection", "-c", action="append", metavar="N|IP:PORT",
                    help="only this connection (index or client/server endpoint); repeatable")
     d.add_argument("--channel", action="append", metavar="KIND",

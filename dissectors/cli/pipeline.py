@@ -9,7 +9,9 @@ from typing import Any, Protocol
 from dissectors.analysis.engine import Analysis, Analyzer
 from dissectors.analysis.judge import Options
 from dissectors.capture import open_capture
+from dissectors.errors import InputError
 from dissectors.tcp import Connection, StreamSink, TcpTracker
+from dissectors.tls import KeyLog, KeyLogError, TlsStreamSink
 
 ProgressFn = Callable[[int, int], None]
 SinkFactory = Callable[[Connection], "StreamSink | None"]
@@ -56,8 +58,33 @@ def reassemble(source: SegmentSource, label: str, sink_factory: SinkFactory,
     return tracker, summary
 
 
-def analyze_file(path: str, options: Options | None = None, progress: ProgressFn | None = None) -> Analysis:
-    analyzer = Analyzer(options)
+def load_keylog(path: str | None) -> KeyLog | None:
+    """The key log at ``path`` (None: none given); an unreadable one is an input error."""
+    if path is None:
+        return None
+    try:
+        return KeyLog.load(path)
+    except KeyLogError as exc:
+        raise InputError(exc.why, path=exc.name) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError("not a text file (an NSS key log is text)", path=path) from exc
+
+
+def decrypting(factory: SinkFactory, keylog: KeyLog | None) -> SinkFactory:
+    """``factory``'s sinks behind TLS decryption with ``keylog`` (unchanged without one)."""
+    if keylog is None:
+        return factory
+
+    def wrapped(conn: Connection) -> StreamSink | None:
+        inner = factory(conn)
+        return TlsStreamSink(inner, keylog) if inner is not None else None
+
+    return wrapped
+
+
+def analyze_file(path: str, options: Options | None = None, progress: ProgressFn | None = None,
+                 keylog: KeyLog | None = None) -> Analysis:
+    analyzer = Analyzer(options, keylog=keylog)
     with open_capture(path) as cap:
         _, capture = reassemble(cap, str(path), analyzer.sink_for, progress)
     return analyzer.finish(capture)

@@ -35,6 +35,12 @@ def render_report(report: dict[str, Any]) -> str:
              f"{len(report['migrations'])} migration(s)"]
     for w in cap.get("warnings", []):
         lines.append(f"  warning: {w}")
+    keylog = cap.get("keylog")
+    if keylog:
+        lines.append(f"  key log {keylog['file']}: {keylog['decrypted']} of {keylog['tls_connections']} TLS "
+                     f"connection(s) decrypted")
+        for problem in keylog["problems"]:
+            lines.append(f"  TLS: {problem}")
     for m in report["migrations"]:
         lines.append("")
         lines += render_migration(m)

@@ -61,7 +61,7 @@ class KeyLog:
                                      "earlier line; the earlier one is used")
                 continue
             entry[label] = secret
-        if not seen_any and text.strip():
+        if not seen_any and log.skipped:
             raise KeyLogError(name, 1, "no line of the NSS key log format (LABEL <client random> <secret>)")
         return log
 
