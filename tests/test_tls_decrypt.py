@@ -219,3 +219,29 @@ def test_cli_keylog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad.write_text("nonsense\n")
     assert cli(["analyze", "--keylog", str(bad), str(cap)]) == 2
     assert "bad.keylog: no line of the NSS key log format" in capsys.readouterr().err
+
+
+# -- without a key log: the verdict TCP and the TLS record layer allow ------------------------------
+def test_without_a_keylog_a_clean_tls_migration_is_completed_from_tcp_evidence(tmp_path: Path) -> None:
+    cap = tmp_path / "tls.pcap"
+    _write_tls_migration(cap, multifd_first=False)
+    (m,) = analyze_file(str(cap), Options()).report["migrations"]
+    assert m["outcome"]["status"] == "completed"
+    assert "contents not verified" in m["outcome"]["reason"] and "--keylog" in m["outcome"]["reason"]
+
+
+def test_without_a_keylog_a_destination_alert_or_close_is_a_failure(tmp_path: Path) -> None:
+    s = X.TlsSession()
+    alert = X.record(21, b"\x02\x2a")                    # fatal bad_certificate, in clear during the handshake
+    conns = [S.Conn(50000, 1.0).send(1.001, X.client_hello(s.random)).reply(1.002, alert).close(1.003, by=1),
+             S.Conn(50001, 1.01).send(1.011, X.client_hello(X.TlsSession().random)).close(1.5)]
+    cap = tmp_path / "alert.pcap"
+    S.write_capture(str(cap), conns)
+    (m,) = analyze_file(str(cap), Options()).report["migrations"]
+    assert m["outcome"]["status"] == "failed" and "destination sent a TLS alert" in m["outcome"]["reason"]
+    conns = [S.Conn(50000, 1.0).send(1.001, X.client_hello(s.random) + b"\x17\x03\x03\x00\x20" + bytes(32))
+             .close(1.2, by=1),
+             S.Conn(50001, 1.01).send(1.011, X.client_hello(X.TlsSession().random)).close(1.5)]
+    S.write_capture(str(cap), conns)
+    (m,) = analyze_file(str(cap), Options()).report["migrations"]
+    assert m["outcome"]["status"] == "failed" and "closed by server before the source" in m["outcome"]["reason"]

@@ -46,6 +46,7 @@ class ConnectionFacts:
         self.last_page_ts: float | None = None
         self.page_records = 0
         self.tls: TlsStatus | None = None       # set when a key log was given (decrypted or not)
+        self.tls_alerts: list[tuple[int, float]] = []   # (direction, time) of TLS alerts readable in clear
 
     @property
     def kind(self) -> str | None:
@@ -125,6 +126,10 @@ class ConnectionFacts:
                     self.ledger.listen(self.endpoint)
                 elif cmd == "RECV_BITMAP":
                     self.ledger.resume(self.endpoint)
+            if kind == "tls.record" and rec.fields.get("content_type") == "alert":
+                if len(self.tls_alerts) < MALFORMED_LIMIT:
+                    self.tls_alerts.append((direction, rec.ts))
+                continue
             if kind == "malformed":
                 if len(self.malformed) < MALFORMED_LIMIT:
                     self.malformed.append((direction, rec))

@@ -570,6 +570,28 @@ class MigrationJudge:
         return (f"the source closed its channels at {_fmt(t)} (stopped from outside){tail}; a destination "
                 f"in this state then fails (QEMU: {silent})")
 
+    def tls_outcome(self, conns: list[ConnectionFacts]) -> dict[str, Any]:
+        """The verdict TCP and the TLS record layer allow when the contents are hidden (no key log)."""
+        hidden = "judged from TCP and TLS evidence, contents not verified: pass --keylog to read them"
+        alerts = sorted((ts, d, f) for f in conns for d, ts in f.tls_alerts)
+        if alerts:
+            ts, d, f = alerts[0]
+            who = "destination" if d == 1 else "source"
+            return {"status": "failed", "reason": f"the {who} sent a TLS alert on {_addr(f.conn.client)} at {_fmt(ts)} "
+                                                  f"(the TLS session was refused or broken); {hidden}"}
+        first = [f for f in conns if _rst(f.conn) is not None or f.conn.closed_by == "server"]
+        if first:
+            f = first[0]
+            how = "reset" if _rst(f.conn) is not None else f"closed by {f.conn.closed_by}"
+            return {"status": "failed",
+                    "reason": f"{_addr(f.conn.client)} {how} before the source closed it; {hidden}"}
+        if all(f.conn.closed_by == "client" and f.conn.fin_ts[0] is not None and f.client_sent() for f in conns):
+            return {"status": "completed", "reason": f"every channel carried data and the source closed each one "
+                                                     f"cleanly; {hidden}"}
+        closes = [f.conn for f in conns if f.conn.closed_by]
+        how = ", ".join(sorted({f"closed by {c.closed_by}" for c in closes})) or "still open"
+        return {"status": "unknown", "reason": f"encrypted (TLS): the outcome cannot be read; connections {how}"}
+
     def outcome(self, misc: list[dict[str, Any]], stalls: list[dict[str, Any]], lost: int = 0,
                 unreadable: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         conns = self.g.legs[-1]          # an earlier leg's channels were dropped at the pause, by design
@@ -617,9 +639,7 @@ class MigrationJudge:
             return {"status": "incomplete", "reason": f"no EOF seen, and the capture misses {lost} bytes of the "
                                                       "streams (lost or snaplen-cut packets)"}
         if conns and all(f.kind == "tls" for f in conns if f.client_sent()):
-            closes = [f.conn for f in conns if f.conn.closed_by]
-            how = ", ".join(sorted({f"closed by {c.closed_by}" for c in closes})) or "still open"
-            return {"status": "unknown", "reason": f"encrypted (TLS): the outcome cannot be read; connections {how}"}
+            return self.tls_outcome(conns)
         resets = [f for f in conns if _rst(f.conn) is not None or f.conn.closed_by == "server"]
         if resets:
             f = resets[0]
