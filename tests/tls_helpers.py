@@ -48,6 +48,9 @@ def _tshark(capture: Path, keylog: Path, *args: str) -> str:
            "-o", f"tls.keylog_file:{keylog}",
            "-o", "tcp.desegment_tcp_streams:TRUE",
            "-o", "tcp.reassemble_out_of_order:TRUE",
+           # tshark 4.0's RDP multi-transport heuristic throws on a decrypted return path and leaves the
+           # rest of that direction encrypted: keep it off (captures/README.md)
+           "--disable-heuristic", "rdpmt_tls_",
            *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
