@@ -245,3 +245,14 @@ def test_without_a_keylog_a_destination_alert_or_close_is_a_failure(tmp_path: Pa
     S.write_capture(str(cap), conns)
     (m,) = analyze_file(str(cap), Options()).report["migrations"]
     assert m["outcome"]["status"] == "failed" and "closed by server before the source" in m["outcome"]["reason"]
+
+
+def test_the_server_flight_seen_before_the_client_hello_still_decrypts() -> None:
+    """A capture may order the two directions' first segments either way."""
+    s = X.TlsSession()
+    c_open, s_open = s.opening()
+    inner = Collect()
+    sink = TlsStreamSink(inner, KeyLog.parse(s.keylog()))
+    feed(sink, [(1, s_open), (0, c_open), (0, s.data(0, b"QEVM" * 50)), (1, s.data(1, b"rp"))])
+    assert bytes(inner.bufs[0]) == b"QEVM" * 50 and bytes(inner.bufs[1]) == b"rp"
+    assert sink.status.decrypted and not sink.status.problems

@@ -40,8 +40,6 @@ _USED_LENGTH = named(RamBlockInfo, "used_length", "used_length")
 _EXTRA = named(RamBlockExtra)
 _XBZRLE = named(RamXbzrle, "encoding", "len")
 _COMPRESS_LEN = named(RamCompress, "len", "len")
-#: A MEM_SIZE list with more blocks than this is reported malformed.
-MAX_MEM_SIZE_BLOCKS = MEM_SIZE_MAX_BLOCKS
 
 
 class RamWalker(StreamParser):
@@ -131,7 +129,7 @@ class RamWalker(StreamParser):
         acc = 0
         blocks: list[dict[str, Any]] = []
         while acc < total:
-            if len(blocks) >= MAX_MEM_SIZE_BLOCKS:
+            if len(blocks) >= MEM_SIZE_MAX_BLOCKS:
                 self._malformed(self._base + pos, "MEM_SIZE block list does not add up")
                 return None
             if c.peek()[0] == 0:

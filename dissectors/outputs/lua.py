@@ -42,7 +42,6 @@ from scapy.packet import Packet
 
 from dissectors.channels import kinds
 from dissectors.channels.main import AFTER_FOOTER
-from dissectors.channels.ram_walk import MAX_MEM_SIZE_BLOCKS
 from dissectors.layers import commands, main_stream, multifd, ram, return_path
 from dissectors.layers.structs import fixed_size, struct_of
 
@@ -382,7 +381,7 @@ def constants() -> dict[str, Any]:
         "REC_FOOTER": ms.QEMU_VM_SECTION_FOOTER, "REC_EOF": ms.QEMU_VM_EOF,
         #: type bytes that may follow a section footer (the Python parser's footer-scan rule)
         "AFTER_FOOTER": sorted(AFTER_FOOTER),
-        "MAX_MEM_SIZE_BLOCKS": MAX_MEM_SIZE_BLOCKS,
+        "MAX_MEM_SIZE_BLOCKS": ram.MEM_SIZE_MAX_BLOCKS,
         "CONFIG_BODIES": {k.decode(): v.__name__ for k, v in ms.CONFIG_SUBSECTION_BODIES.items()},
         "CMD_PAYLOAD": _payload_map(commands.Command, "cmd"),
         "CMD_LENGTHS": {k: list(v) for k, v in commands.MIG_CMD_LENGTHS.items() if v is not None},

@@ -109,11 +109,16 @@ class TlsConnection:
         client that waited for it)."""
         self.dirs[direction].buf += data
         out: list[Event] = []
-        waiting = self.suite is None
+        waiting = not self._hellos_seen
         self._drain(direction, out)
-        if waiting and self.suite is not None and self.dirs[1 - direction].buf:
+        if waiting and self._hellos_seen and self.dirs[1 - direction].buf:
             self._drain(1 - direction, out)
         return out
+
+    @property
+    def _hellos_seen(self) -> bool:
+        """Both hellos were read (or the server's says a version that is not decrypted)."""
+        return self.version is not None and (self.client_random is not None or self.suite is None)
 
     def _drain(self, direction: int, out: list[Event]) -> None:
         d = self.dirs[direction]
@@ -127,9 +132,9 @@ class TlsConnection:
                 if len(d.buf) > MAX_PENDING:
                     self._break(direction, out, "record larger than the buffer bound")
                 break
-            if head.content_type == TLS_APPLICATION_DATA and self.suite is None and self.version is None:
-                if len(d.buf) > MAX_PENDING:    # protected, and no ServerHello yet: wait, boundedly
-                    self._break(direction, out, "protected records but no ServerHello: the cipher suite is unknown")
+            if head.content_type == TLS_APPLICATION_DATA and not self._hellos_seen:
+                if len(d.buf) > MAX_PENDING:    # protected, and a hello not seen yet: wait, boundedly
+                    self._break(direction, out, "protected records before both hellos: the keys are unknown")
                 break
             record = bytes(d.buf[:total])
             offset = d.offset
@@ -145,7 +150,7 @@ class TlsConnection:
         if d.buf and not d.broken:
             why = ("the stream ends inside a record" if len(d.buf) < _REC.size
                    or len(d.buf) < _REC.size + _REC.unpack_from(d.buf).len
-                   else "protected records but no ServerHello: the cipher suite is unknown")
+                   else "protected records before both hellos: the keys are unknown")
             self._break(direction, out, why)
         return out
 
@@ -219,6 +224,7 @@ class TlsConnection:
         if msg_type == TLS_CLIENT_HELLO and direction == 0 and self.client_random is None:
             self.client_random = hello.random
             self.secrets = dict(self.keylog.for_random(hello.random))
+            self._install_keys()
         elif msg_type == TLS_SERVER_HELLO and direction == 1 and self.suite is None:
             self._server_hello(offset, body, hello.legacy_version, out)
 
@@ -251,8 +257,13 @@ class TlsConnection:
                 self._break(direction, out, f"unknown TLS 1.3 cipher suite 0x{tail.cipher_suite:04x}", offset)
             return
         self.suite = suite
-        if not self.secrets:
-            return                     # reported when the first protected record comes
+        self._install_keys()
+
+    def _install_keys(self) -> None:
+        """Once the suite and the secrets are both known (the hellos may be seen in either order)."""
+        suite = self.suite
+        if suite is None or not self.secrets:
+            return                     # a missing secret is reported when the first protected record comes
         for direction in (0, 1):
             d = self.dirs[direction]
             hs = self.secrets.get(HANDSHAKE_SECRETS[direction])

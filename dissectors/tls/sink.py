@@ -70,6 +70,9 @@ class TlsStreamSink:
             self.mode = "hold"
             self.status.tls = True
             self._conn = TlsConnection(self.keylog)
+            for call, d, _, value, _, _ in self._held:      # the server's bytes that came before
+                if call == "data":
+                    self._conn.feed(d, value)
         # "hold": feed the TLS state until the ClientHello is known, keeping the calls to replay
         self._hold("data", direction, offset, bytes(data), ts)
         assert self._conn is not None
