@@ -14,7 +14,6 @@ import tls_synth as X
 from dissectors.analysis.judge import Options
 from dissectors.cli.main import main as cli
 from dissectors.cli.pipeline import analyze_file
-from dissectors.layers.synth import multifd_stream, precopy_stream
 from dissectors.tls import KeyLog, KeyLogError, TlsConnection, TlsStreamSink
 from dissectors.tls.schedule import SUITES, hkdf_expand_label
 
@@ -166,32 +165,9 @@ def test_duplicate_lines_are_one_and_conflicts_are_said() -> None:
 
 
 # -- a TLS migration end to end (synthetic capture: real parsers, tracker, analysis) ----------------
-def _tls_conn(port: int, syn: float, plaintext: bytes, sessions: list[X.TlsSession]) -> S.Conn:
-    s = X.TlsSession()
-    sessions.append(s)
-    c_open, s_open = s.opening()
-    conn = S.Conn(port, syn).send(syn + 0.001, c_open[:len(X.client_hello(s.random))])
-    conn.reply(syn + 0.002, s_open)
-    conn.send(syn + 0.003, c_open[len(X.client_hello(s.random)):])
-    return conn.send(syn + 0.01, s.data(0, plaintext)).close(syn + 0.5)
-
-
-def _write_tls_migration(path: Path, multifd_first: bool) -> str:
-    sessions: list[X.TlsSession] = []
-    main = precopy_stream()
-    mfd = [multifd_stream(channel_id=i) for i in range(2)]
-    conns = [_tls_conn(50000, 1.0 + (0.02 if multifd_first else 0), main, sessions)]
-    conns += [_tls_conn(50001 + i, 1.005 + i * 0.001 - (0.01 if multifd_first else 0), m, sessions)
-              for i, m in enumerate(mfd)]
-    S.write_capture(str(path), conns)
-    keylog = path.with_suffix(".keylog")
-    keylog.write_text("".join(s.keylog() for s in sessions))
-    return str(keylog)
-
-
 def test_a_tls_migration_is_judged_by_its_decrypted_contents(tmp_path: Path) -> None:
     cap = tmp_path / "tls.pcap"
-    keylog = KeyLog.load(_write_tls_migration(cap, multifd_first=False))
+    keylog = KeyLog.load(X.write_tls_migration(cap, multifd_first=False))
     (m,) = analyze_file(str(cap), Options(), keylog=keylog).report["migrations"]
     assert [c["role"] for c in m["channels"]] == ["main", "multifd", "multifd"]
     assert all(c["tls"]["decrypted"] for c in m["channels"])
@@ -201,7 +177,7 @@ def test_a_tls_migration_is_judged_by_its_decrypted_contents(tmp_path: Path) -> 
 def test_multifd_accepted_first_under_tls_is_misread_by_accept_order(tmp_path: Path) -> None:
     """TLS cannot be peeked: every generation before 10.1 gives the first TLS connection main."""
     cap = tmp_path / "tls-first.pcap"
-    keylog = KeyLog.load(_write_tls_migration(cap, multifd_first=True))
+    keylog = KeyLog.load(X.write_tls_migration(cap, multifd_first=True))
     (m,) = analyze_file(str(cap), Options(qemu_version="8.2"), keylog=keylog).report["migrations"]
     assert m["channels"][0]["role"] == "multifd" and m["channels"][0]["assigned_role"] == "main"
     assert m["misclassifications"]
@@ -209,7 +185,7 @@ def test_multifd_accepted_first_under_tls_is_misread_by_accept_order(tmp_path: P
 
 def test_cli_keylog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cap = tmp_path / "tls.pcap"
-    keylog = _write_tls_migration(cap, multifd_first=False)
+    keylog = X.write_tls_migration(cap, multifd_first=False)
     assert cli(["analyze", "--keylog", keylog, str(cap)]) == 0
     out = capsys.readouterr().out
     assert "3 of 3 TLS connection(s) decrypted" in out
@@ -224,7 +200,7 @@ def test_cli_keylog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 # -- without a key log: the verdict TCP and the TLS record layer allow ------------------------------
 def test_without_a_keylog_a_clean_tls_migration_is_completed_from_tcp_evidence(tmp_path: Path) -> None:
     cap = tmp_path / "tls.pcap"
-    _write_tls_migration(cap, multifd_first=False)
+    X.write_tls_migration(cap, multifd_first=False)
     (m,) = analyze_file(str(cap), Options()).report["migrations"]
     assert m["outcome"]["status"] == "completed"
     assert "contents not verified" in m["outcome"]["reason"] and "--keylog" in m["outcome"]["reason"]

@@ -5,8 +5,14 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import synth as S
 
 from dissectors.layers import tls as T
+from dissectors.layers.multifd import MultifdHello
+from dissectors.layers.structs import named
+from dissectors.layers.synth import multifd_stream, precopy_stream
 from dissectors.tls.schedule import IV_LEN, SUITES, Suite, hkdf_expand_label
 
 LABELS = ("CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET",
@@ -95,3 +101,33 @@ class TlsSession:
         out = self.app[direction].protect(T.TLS_HANDSHAKE, handshake(T.TLS_KEY_UPDATE, b"\x00"))
         self.app[direction].update()
         return out
+
+
+# -- whole TLS migrations in a capture (tests/synth.py's connections) -------------------------------
+def tls_conn(port: int, syn: float, writes: list[bytes], sessions: list[TlsSession]) -> S.Conn:
+    """One connection: the handshake, then each write of ``writes`` in records of its own (as QEMU writes
+    a multifd hello on its own before the packets), then the source's close."""
+    s = TlsSession()
+    sessions.append(s)
+    c_open, s_open = s.opening()
+    conn = S.Conn(port, syn).send(syn + 0.001, c_open[:len(client_hello(s.random))])
+    conn.reply(syn + 0.002, s_open)
+    conn.send(syn + 0.003, c_open[len(client_hello(s.random)):])
+    return conn.send(syn + 0.01, b"".join(s.data(0, w) for w in writes)).close(syn + 0.5)
+
+
+def write_tls_migration(path: Path, multifd_first: bool) -> str:
+    """A precopy TLS migration with two multifd channels (the multifd ones accepted first if asked);
+    returns the key log's path (written beside the capture)."""
+    sessions: list[TlsSession] = []
+    main = precopy_stream()
+    mfd = [multifd_stream(channel_id=i) for i in range(2)]
+    hello = named(MultifdHello).size
+    conns = [tls_conn(50000, 1.0 + (0.02 if multifd_first else 0), [main], sessions)]
+    conns += [tls_conn(50001 + i, 1.005 + i * 0.001 - (0.01 if multifd_first else 0), [m[:hello], m[hello:]],
+                       sessions)
+              for i, m in enumerate(mfd)]
+    S.write_capture(str(path), conns)
+    keylog = path.with_suffix(".keylog")
+    keylog.write_text("".join(s.keylog() for s in sessions))
+    return str(keylog)

@@ -91,7 +91,7 @@ def observe(order: Sequence[ConnectionFacts], roles: Sequence[str]) -> Observed:
         main_eof=eof,
         shut_ok=shut_ok,
         source_closed_all=closed_by_source,
-        encrypted=any(r == P.TLS for r in roles),
+        encrypted=any(r == P.TLS or (f.encrypted and not f.decrypted) for f, r in zip(order, roles, strict=True)),
     )
 
 

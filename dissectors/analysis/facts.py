@@ -11,6 +11,7 @@ from typing import Any
 
 from dissectors.analysis.ledger import PageLedger
 from dissectors.analysis.repeats import RepeatedPages
+from dissectors.analysis.tls_shape import TlsShape
 from dissectors.channels import TARGET_PAGE_SIZE, ChannelSink, Record
 from dissectors.channels.sink import Direction
 from dissectors.tcp import Connection
@@ -47,6 +48,7 @@ class ConnectionFacts:
         self.page_records = 0
         self.tls: TlsStatus | None = None       # set when a key log was given (decrypted or not)
         self.tls_alerts: list[tuple[int, float]] = []   # (direction, time) of TLS alerts readable in clear
+        self.tls_shape = TlsShape()             # record sizes and times when the contents stay hidden
 
     @property
     def kind(self) -> str | None:
@@ -126,9 +128,12 @@ class ConnectionFacts:
                     self.ledger.listen(self.endpoint)
                 elif cmd == "RECV_BITMAP":
                     self.ledger.resume(self.endpoint)
-            if kind == "tls.record" and rec.fields.get("content_type") == "alert":
-                if len(self.tls_alerts) < MALFORMED_LIMIT:
-                    self.tls_alerts.append((direction, rec.ts))
+            if kind == "tls.record":
+                if rec.fields.get("content_type") == "alert":
+                    if len(self.tls_alerts) < MALFORMED_LIMIT:
+                        self.tls_alerts.append((direction, rec.ts))
+                else:
+                    self.tls_shape.take(direction, rec)
                 continue
             if kind == "malformed":
                 if len(self.malformed) < MALFORMED_LIMIT:

@@ -13,7 +13,7 @@ from dissectors.analysis.facts import ConnectionFacts
 from dissectors.analysis.grouping import MigrationGroup, start_ts
 from dissectors.analysis.ledger import PageLedger
 from dissectors.analysis.repeats import RepeatedPages
-from dissectors.analysis.roles import infer_generation, true_role
+from dissectors.analysis.roles import infer_generation, tls_roles, true_role
 from dissectors.channels import MULTIFD_MAGIC, QEMU_VM_FILE_MAGIC
 from dissectors.tcp.connection import Connection
 from dissectors.tcp.connection import endpoint_text as _addr
@@ -62,6 +62,7 @@ class MigrationJudge:
         self.ledger = ledger
         self.capture_end = capture_end
         self.opt = options
+        self.tls_postcopy = False           # a TLS migration whose record layer shows a preempt channel
         keys = {(f.endpoint, f.hello["uuid"]) for f in group.connections if f.hello and "uuid" in f.hello}
         self.repeated = repeats.summary(keys) if repeats is not None else None
 
@@ -72,6 +73,7 @@ class MigrationJudge:
         multifd_ids = {f.hello.get("id") for f in self.g.connections if f.hello}
         n_multifd = 0 if recovery else max(len(multifd_ids), roles.count(P.MULTIFD))
         preempt = P.PREEMPT in roles
+        postcopy = postcopy or preempt
         if roles and all(r == P.TLS for r in roles) and len(roles) > 1 and not recovery:
             # Encrypted: guess the set-up from the channels' number and volume. Several extra channels
             # can only be multifd; a single one is multifd if it carried bulk data, else preempt.
@@ -93,10 +95,13 @@ class MigrationJudge:
         postcopy = any(f.commands("POSTCOPY_ADVISE") for f in all_main)
         policy_name = ""
         order_notes: list[str] = []
+        inferred: set[int] = set()
         for leg_no, leg in enumerate(self.g.legs):
             order = sorted(leg, key=start_ts)
             recovery = leg_no > 0 or any(f.kind == "main-recovery" for f in order)
-            truth = [true_role(f, postcopy or recovery) for f in order]
+            truth = tls_roles(order, [true_role(f, postcopy or recovery) for f in order], recovery)
+            inferred |= {id(f) for f, (r, _) in zip(order, truth, strict=True)
+                         if f.encrypted and not f.decrypted and r != P.TLS}
             roles = [t[0] for t in truth]
             setup = self.setup(order, roles, recovery)
             window = order_window(order)
@@ -129,7 +134,7 @@ class MigrationJudge:
             for i, (f, (role, evidence)) in enumerate(zip(order, truth, strict=True)):
                 assigned = chosen.roles[i]
                 wrong = P.misread(P.destination_roles(role), assigned)
-                ch = self.channel(f, i, leg_no, role, evidence, assigned, wrong)
+                ch = self.channel(f, i, leg_no, role, evidence, assigned, wrong, id(f) in inferred)
                 ch["order_certain"] = certain[i]
                 if assigned == P.MULTIFD:
                     ch["assigned_multifd_slot"] = multifd_seen
@@ -146,6 +151,7 @@ class MigrationJudge:
                              "channels": len(order), "setup": vars(setup),
                              "start_time": _r(start_ts(order[0])) if order else None,
                              "end_time": _r(max(f.conn.last_ts for f in order)) if order else None})
+        self.tls_postcopy = any(c["role"] == P.PREEMPT and c["role_inferred"] for c in channels)
         pauses = self.pauses()
         lost = sum(sum(f.conn.gap_bytes) for f in self.g.connections)
         if not lost:        # with holes, a request may have been served inside one: not judged
@@ -174,6 +180,11 @@ class MigrationJudge:
             notes.append(f"TLS: {len(decrypted)} of {sum(f.encrypted for f in conns)} connections decrypted with the "
                          "key log; their roles are read from their contents, and the destination's assignment "
                          "follows the rules for TLS channels (no peek)")
+        if inferred:
+            notes.append("TLS: the channels' contents are hidden; their roles are inferred from the TLS record layer "
+                         "(a first write of a multifd hello's size is multifd, the first other channel main, a later "
+                         "one preempt), the destination's assignment follows the accept order, and nothing can be "
+                         "verified: pass --keylog to read them")
         if any(c["role"] == P.TLS for c in channels):
             notes.append("TLS: the channels' contents are hidden; the assigned roles follow the accept order and "
                          "the set-up was guessed from the number and volume of channels, so nothing can be verified")
@@ -231,14 +242,25 @@ class MigrationJudge:
         main = next((f for f in self.g.connections if f.kind == "main"), None)
         multifd = [f for f in self.g.connections if f.kind == "multifd"]
         preempt_early = None
+        how = ""
         pre = [f for f, r in zip(order, roles, strict=True) if r == P.PREEMPT]
+        hidden_main = next((f for f, r in zip(order, roles, strict=True) if r == P.MAIN and f.kind == "tls"), None)
         if main is not None and pre:
             # 7.2 (and <= 7.2 machine types) connect the preempt channel at set-up; 8.0+ only once
             # postcopy starts (after a PONG), so it comes after the POSTCOPY_ADVISE/LISTEN commands.
             listen = main.first_event("main.cmd", cmd="POSTCOPY_LISTEN") or main.first_event(
                 "main.cmd", cmd="POSTCOPY_RUN")
             preempt_early = listen is None or start_ts(pre[0]) < listen.ts - 0.5
-        gen = infer_generation(main, multifd, preempt_early, self.repeated["count"] if self.repeated else 0)
+        elif hidden_main is not None and pre:
+            # Under TLS the commands are hidden, but 8.0+ opens the preempt channel only after the destination
+            # answered on the return path, and 7.2 before it wrote anything there.
+            answered = hidden_main.tls_shape.sides[1].first_ts
+            preempt_early = answered is None or start_ts(pre[0]) < answered
+            how = (" (TLS record timing: opened " + ("before the destination's first return-path record"
+                                                      if preempt_early else
+                                                      f"{start_ts(pre[0]) - answered:.3f} s after the destination's "
+                                                      "first return-path record") + " on the main channel)")
+        gen = infer_generation(main, multifd, preempt_early, self.repeated["count"] if self.repeated else 0, how)
         if self.opt.qemu_version:
             name = P.policy_for_version(self.opt.qemu_version)
             why = f"--qemu-version {self.opt.qemu_version} (the destination's)"
@@ -247,10 +269,11 @@ class MigrationJudge:
             return name, why, gen
         real = list(P.REAL_POLICIES)
         guess = P.policy_for_generation(gen.at_least)
-        if roles and all(r == P.TLS for r in roles) and gen.at_least == (0, 0):
-            return guess, ("TLS hides the streams, so the source's generation is unknown; every generation gives "
-                           "TLS channels their roles by accept order (main first), so the roles do not depend "
-                           "on it; judged as qemu-7.2"), gen
+        if order and all(f.encrypted and not f.decrypted for f in order) and gen.at_least == (0, 0):
+            return guess, ("TLS hides the streams and nothing in the record layer's timing pins the source's "
+                           "generation, so it is unknown; every generation assigns TLS channels by accept order "
+                           "(main, then multifd, then preempt), so the roles hold whichever it is (named after "
+                           f"{guess}'s rules only)"), gen
         unjudged = next(iter(fits.values())).unjudged if fits else None
         if unjudged:
             return guess, (f"source looks like QEMU {gen.text()}; assuming the destination runs the same "
@@ -293,7 +316,7 @@ class MigrationJudge:
 
     # -- per channel ------------------------------------------------------------------------------
     def channel(self, f: ConnectionFacts, i: int, leg: int, role: str, evidence: str, assigned: str,
-                wrong: bool) -> dict[str, Any]:
+                wrong: bool, inferred: bool = False) -> dict[str, Any]:
         c = f.conn
         hello = f.hello or {}
         return {
@@ -311,7 +334,8 @@ class MigrationJudge:
             "uuid": hello.get("uuid"),
             "assigned_role": assigned,
             "misclassified": wrong,
-            "verifiable": role not in (P.TLS, P.UNKNOWN),
+            "verifiable": role not in (P.TLS, P.UNKNOWN) and not inferred,
+            "role_inferred": inferred,
             "bytes_to_server": c.bytes[0],
             "bytes_to_client": c.bytes[1],
             "first_data_time": _r(c.first_data_ts[0]),
@@ -570,8 +594,10 @@ class MigrationJudge:
         return (f"the source closed its channels at {_fmt(t)} (stopped from outside){tail}; a destination "
                 f"in this state then fails (QEMU: {silent})")
 
-    def tls_outcome(self, conns: list[ConnectionFacts]) -> dict[str, Any]:
-        """The verdict TCP and the TLS record layer allow when the contents are hidden (no key log)."""
+    def tls_outcome(self, conns: list[ConnectionFacts], postcopy: bool = False) -> dict[str, Any]:
+        """The verdict TCP and the TLS record layer allow when the contents are hidden (no key log).
+        ``postcopy``: the record layer shows a postcopy set-up, whose destination closes the channels itself
+        once it has loaded everything (a precopy source closes first)."""
         hidden = "judged from TCP and TLS evidence, contents not verified: pass --keylog to read them"
         alerts = sorted((ts, d, f) for f in conns for d, ts in f.tls_alerts)
         if alerts:
@@ -580,6 +606,11 @@ class MigrationJudge:
             return {"status": "failed", "reason": f"the {who} sent a TLS alert on {_addr(f.conn.client)} at {_fmt(ts)} "
                                                   f"(the TLS session was refused or broken); {hidden}"}
         first = [f for f in conns if _rst(f.conn) is not None or f.conn.closed_by == "server"]
+        if postcopy and first and all(_closed_after_source(f) for f in conns):
+            return {"status": "completed",
+                    "reason": "every channel carried data and the destination closed each one cleanly after the "
+                              "source's last record, as a postcopy destination does once it has loaded the whole "
+                              f"stream; {hidden}"}
         if first:
             f = first[0]
             how = "reset" if _rst(f.conn) is not None else f"closed by {f.conn.closed_by}"
@@ -639,7 +670,7 @@ class MigrationJudge:
             return {"status": "incomplete", "reason": f"no EOF seen, and the capture misses {lost} bytes of the "
                                                       "streams (lost or snaplen-cut packets)"}
         if conns and all(f.kind == "tls" for f in conns if f.client_sent()):
-            return self.tls_outcome(conns)
+            return self.tls_outcome(conns, postcopy=self.tls_postcopy)
         resets = [f for f in conns if _rst(f.conn) is not None or f.conn.closed_by == "server"]
         if resets:
             f = resets[0]
@@ -648,6 +679,14 @@ class MigrationJudge:
         if conns and all(f.conn.fin_ts[0] is not None for f in conns):
             return {"status": "failed", "reason": "every connection closed without an EOF on the main channel"}
         return {"status": "incomplete", "reason": "the capture ends before the migration does"}
+
+
+def _closed_after_source(f: ConnectionFacts) -> bool:
+    """Closed with FINs both ways and no reset, the destination's FIN after the source's last data."""
+    c = f.conn
+    last = c.last_data_ts[0]
+    return (_rst(c) is None and c.fin_ts[0] is not None and c.fin_ts[1] is not None and last is not None
+            and c.fin_ts[1] >= last)
 
 
 def order_window(order: list[ConnectionFacts]) -> float:

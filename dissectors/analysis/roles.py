@@ -83,7 +83,9 @@ MACHINE_VERSION = re.compile(r"-(\d+)\.(\d+)$")
 
 
 def infer_generation(main: ConnectionFacts | None, multifd: list[ConnectionFacts],
-                     preempt_early: bool | None, repeated_pages: int = 0) -> Generation:
+                     preempt_early: bool | None, repeated_pages: int = 0,
+                     preempt_how: str = "") -> Generation:
+    """``preempt_how``: how the preempt channel's timing was read, when not from the main channel's commands."""
     gen = Generation()
     if main is not None:
         cfg = main.first_event("main.config")
@@ -106,7 +108,37 @@ def infer_generation(main: ConnectionFacts | None, multifd: list[ConnectionFacts
         gen.ceiling((7, 2), f"{repeated_pages} page(s) sent twice, a full multifd packet's last page opening the "
                             "next packet: the 7.2 race fixed in 8.0 by ddbe628c97c3")
     if preempt_early is True:
-        gen.evidence.append("preempt channel opened at set-up (7.2, or a newer QEMU with a <= 7.2 machine type)")
+        gen.evidence.append("preempt channel opened at set-up (7.2, or a newer QEMU with a <= 7.2 machine type)"
+                            + preempt_how)
     elif preempt_early is False:
-        gen.floor((8, 0), "preempt channel opened only at postcopy start (8.0+)")
+        gen.floor((8, 0), "preempt channel opened only at postcopy start (8.0+)" + preempt_how)
     return gen
+
+
+INFERRED = "inferred from TLS record sizes, the contents are hidden (--keylog reads them)"
+
+
+def tls_roles(order: list[ConnectionFacts], truth: list[tuple[str, str]],
+              recovery: bool = False) -> list[tuple[str, str]]:
+    """A leg's TLS channels given the roles their record layer points to (``TlsShape``): a first write of a
+    multifd hello's size is multifd; the first other channel that wrote is main (the recovered main on a
+    recovery leg); any later one is preempt. Channels with readable contents keep their roles, and a TLS
+    channel whose handshake end cannot be found stays ``tls``."""
+    out = list(truth)
+    main_seen = any(r in (MAIN, RECOVERY) for r, _ in truth)
+    for i, (f, (role, _)) in enumerate(zip(order, truth, strict=True)):
+        shape = f.tls_shape
+        if role != TLS or f.decrypted or not shape.handshake_done:
+            continue
+        what = shape.first_write_text()
+        if shape.looks_multifd():
+            out[i] = (MULTIFD, f"likely multifd: {what}; {INFERRED}")
+        elif not main_seen and shape.sides[0].first_len is not None:
+            name = RECOVERY if recovery else MAIN
+            out[i] = (name, f"likely {name}: the first channel whose first write is not a multifd hello ({what}); "
+                            f"{INFERRED}")
+            main_seen = True
+        elif main_seen:
+            out[i] = (PREEMPT, f"likely preempt: a further channel whose first write is not a multifd hello "
+                               f"({what}); {INFERRED}")
+    return out

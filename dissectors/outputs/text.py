@@ -106,6 +106,8 @@ def render_migration(m: dict[str, Any]) -> list[str]:
     rows = []
     for c in m["channels"]:
         role = c["role"] + (f" #{c['multifd_id']}" if c["multifd_id"] is not None else "")
+        if c.get("role_inferred"):
+            role += "?"                 # read off the TLS record layer, not the contents
         mark = "!!" if c["misclassified"] else ("?" if not c["verifiable"] else "ok")
         accepted = _t(c["handshake_time"], base) if c["syn_seen"] else f"{_t(c['first_data_time'], base)} (no SYN)"
         if c.get("order_certain") is False:

@@ -1,0 +1,78 @@
+"""What the TLS 1.3 record layer shows of a channel whose contents are hidden (no key log).
+
+Only the record headers are readable: each record's outer type, length and time. In TLS 1.3 every
+protected record is typed ``application_data`` and carries one byte of inner content type and a 16-byte
+AEAD tag around its plaintext, so a record's length less 17 is the size of what the peer wrote in one go
+(GnuTLS, which QEMU uses, adds no padding). The client's Finished is the first protected record of the size
+a Finished has under one of the suites (verify data of the hash's size plus the handshake header); what the
+client writes after it is application data. The server's protected records after the client's Finished
+are its application data (its return path on a main channel; a session ticket would count too).
+
+QEMU writes a multifd channel's 64-byte hello with one write right after the handshake, so a channel
+whose first application record holds exactly that many bytes is, most likely, a multifd channel. A main
+channel's first write (header and configuration section) and a preempt channel's (a page) are of other
+sizes. These are inferences, said as such in the report: ``--keylog`` reads the contents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dissectors.channels import Record
+from dissectors.layers.multifd import MultifdHello
+from dissectors.layers.structs import named
+from dissectors.layers.tls import TlsHandshakeStart
+from dissectors.tls.schedule import SUITES, TAG_LEN
+
+OVERHEAD = 1 + TAG_LEN                                     # inner content type + AEAD tag
+FINISHED_PLAINTEXT = {len(bytes(TlsHandshakeStart())) + s.hash.digest_size for s in SUITES.values()}
+MULTIFD_HELLO_SIZE = named(MultifdHello).size
+
+
+@dataclass
+class SideShape:
+    """One direction's application records (after the handshake)."""
+
+    records: int = 0
+    plaintext: int = 0                      # bytes of plaintext, from the record lengths
+    first_len: int | None = None            # plaintext bytes of the first application record
+    first_ts: float | None = None
+    last_ts: float | None = None
+
+
+@dataclass
+class TlsShape:
+    client_finished_ts: float | None = None
+    sides: tuple[SideShape, SideShape] = field(default_factory=lambda: (SideShape(), SideShape()))
+
+    @property
+    def handshake_done(self) -> bool:
+        return self.client_finished_ts is not None
+
+    def take(self, direction: int, rec: Record) -> None:
+        f = rec.fields
+        if f.get("content_type") != "application_data":
+            return
+        n = int(f.get("len", 0)) - OVERHEAD
+        if direction == 0 and self.client_finished_ts is None:
+            if n in FINISHED_PLAINTEXT:
+                self.client_finished_ts = rec.ts
+            return
+        if direction == 1 and self.client_finished_ts is None:
+            return                              # the server's own handshake flight
+        side = self.sides[direction]
+        side.records += 1
+        side.plaintext += max(n, 0)
+        if side.first_len is None:
+            side.first_len, side.first_ts = n, rec.ts
+        side.last_ts = rec.ts
+
+    def looks_multifd(self) -> bool:
+        return self.sides[0].first_len == MULTIFD_HELLO_SIZE
+
+    def first_write_text(self) -> str:
+        s = self.sides[0]
+        if s.first_len is None:
+            return "no application data from the source after the TLS handshake"
+        return (f"its first TLS application record holds {s.first_len} bytes of plaintext"
+                + (" (the size of a multifd hello)" if s.first_len == MULTIFD_HELLO_SIZE else ""))

@@ -1,0 +1,93 @@
+"""TLS migrations without a key log: roles, set-up, generation and outcome from the record layer alone,
+held to what the key log proves on every TLS capture of the corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tls_synth as X
+
+from dissectors.analysis.judge import Options
+from dissectors.analysis.tls_shape import MULTIFD_HELLO_SIZE
+from dissectors.cli.check import corpus_keylog
+from dissectors.cli.pipeline import analyze_file
+
+CAPTURES = Path(__file__).resolve().parent.parent / "captures"
+TLS_CAPTURES = sorted(p for p in CAPTURES.glob("*.pcap*") if corpus_keylog(p) is not None)
+
+
+def _report(path: Path, keylog: bool) -> dict[str, Any]:
+    return analyze_file(str(path), Options(), keylog=corpus_keylog(path) if keylog else None).report
+
+
+def _legs(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in report["migrations"] if m.get("relay", {}).get("side") != "source"]
+
+
+def test_the_corpus_has_tls_captures() -> None:
+    assert len(TLS_CAPTURES) >= 9
+
+
+@pytest.mark.parametrize("cap", TLS_CAPTURES, ids=lambda p: p.name.split(".")[0])
+def test_hidden_roles_and_outcome_agree_with_the_decrypted_truth(cap: Path) -> None:
+    hidden, truth = _report(cap, keylog=False), _report(cap, keylog=True)
+    assert len(hidden["migrations"]) == len(truth["migrations"])
+    for h, t in zip(hidden["migrations"], truth["migrations"], strict=True):
+        assert [(c["client"], c["role"]) for c in h["channels"]] == [(c["client"], c["role"]) for c in t["channels"]]
+        assert all(c["role_inferred"] and not c["verifiable"] for c in h["channels"])
+        assert not any(c["role_inferred"] for c in t["channels"])
+        assert h["outcome"]["status"] == t["outcome"]["status"]
+        assert "contents not verified" in h["outcome"]["reason"]
+        assert [c["assigned_role"] for c in h["channels"]] == [c["assigned_role"] for c in t["channels"]]
+        lo = h["policy"]["source_generation"]
+        # What the record layer says of the source's generation never contradicts the contents.
+        if lo != "unknown":
+            floor = tuple(int(x) for x in lo.removeprefix(">= ").split("."))
+            real = tuple(int(x) for x in t["policy"]["source_generation"].split(",")[0]
+                         .removeprefix(">= ").split("."))
+            assert floor <= real
+
+
+@pytest.mark.parametrize("name", ["preempt-tls-10.0", "preempt-tls-11.1"])
+def test_a_late_preempt_channel_names_the_source_8_0_or_later(name: str) -> None:
+    """8.0+ opens the preempt channel only after the destination answered on the return path."""
+    (m,) = _legs(_report(CAPTURES / f"{name}.pcap.gz", keylog=False))
+    assert m["policy"]["source_generation"] == ">= 8.0"
+    assert m["policy"]["name"] != "qemu-7.2"
+    assert any("TLS record timing" in e for e in m["policy"]["evidence"])
+
+
+def test_an_early_preempt_channel_leaves_the_generation_unknown() -> None:
+    (m,) = _legs(_report(CAPTURES / "preempt-tls-7.2.pcap.gz", keylog=False))
+    assert m["policy"]["source_generation"] == "unknown"
+    assert "unknown" in m["policy"]["why"]
+    assert [c["role"] for c in m["channels"]] == ["main", "preempt"]
+
+
+def test_a_multifd_channel_accepted_first_is_caught_without_the_key_log(tmp_path: Path) -> None:
+    """The multifd hello's size shows through TLS: the destination takes that channel as main."""
+    cap = tmp_path / "first.pcap"
+    X.write_tls_migration(cap, multifd_first=True)
+    (m,) = analyze_file(str(cap), Options()).report["migrations"]
+    first = m["channels"][0]
+    assert first["role"] == "multifd" and first["assigned_role"] == "main" and first["role_inferred"]
+    assert f"holds {MULTIFD_HELLO_SIZE} bytes" in first["role_evidence"]
+    assert m["misclassifications"] and m["outcome"]["status"] == "failed"
+    # The same capture in the right order is not a finding.
+    X.write_tls_migration(cap, multifd_first=False)
+    (m,) = analyze_file(str(cap), Options()).report["migrations"]
+    assert [c["role"] for c in m["channels"]] == ["main", "multifd", "multifd"]
+    assert not m["misclassifications"] and m["outcome"]["status"] == "completed"
+
+
+def test_a_hello_coalesced_with_other_data_is_not_taken_for_multifd(tmp_path: Path) -> None:
+    """Only a first record of exactly a hello's size counts: one byte more and the channel is not multifd."""
+    sessions: list[X.TlsSession] = []
+    conns = [X.tls_conn(50000, 1.0, [b"QEVM" + bytes(300)], sessions),
+             X.tls_conn(50001, 1.01, [bytes(MULTIFD_HELLO_SIZE + 1), bytes(4096)], sessions)]
+    cap = tmp_path / "odd.pcap"
+    X.S.write_capture(str(cap), conns)
+    (m,) = analyze_file(str(cap), Options()).report["migrations"]
+    assert [c["role"] for c in m["channels"]] == ["main", "preempt"]
