@@ -10,6 +10,11 @@ every second data segment, ~0.07 % retransmitted and ~0.05 % reordered segments,
 come from a pluggable ``payload_source(conn_index) -> Iterator[bytes]`` (``--payload module:function``);
 the default fills the main channel with a stream starting b"QEVM\\0\\0\\0\\3" and each multifd channel
 with its 64-byte hello, then filler. It is not a valid QEMU stream past those first bytes.
+
+``--tls KEYLOG`` runs every connection over TLS 1.3 (TLS_AES_256_GCM_SHA384, as QEMU negotiates here): the
+client's hello and Finished, the server's flight after the TCP handshake, then the payload in 16 KiB
+application records; the secrets go to KEYLOG (NSS format) so ``migshark analyze --keylog`` reads it.
+``--size`` then counts the TLS bytes.
 """
 
 from __future__ import annotations
@@ -53,6 +58,37 @@ def default_payload_source(conn_index: int) -> Iterator[bytes]:
         yield _FILLER
 
 
+TLS_RECORD = 1 << 14
+
+
+def tls_wrapped(source: PayloadSource, keylog: list[str]) -> tuple[PayloadSource, Callable[[int], bytes]]:
+    """The client streams of ``source`` inside TLS 1.3 sessions with random secrets (appended to
+    ``keylog``), and each connection's server flight."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import tls_synth as X
+
+    sessions: dict[int, tuple[X.TlsSession, bytes, bytes]] = {}
+
+    def session(i: int) -> tuple[X.TlsSession, bytes, bytes]:
+        if i not in sessions:              # opening() protects the Finished messages: once per session
+            s = X.TlsSession()
+            sessions[i] = (s, *s.opening())
+            keylog.append(s.keylog())
+        return sessions[i]
+
+    def client(i: int) -> Iterator[bytes]:
+        s, hello, _ = session(i)
+        yield hello
+        pending = bytearray()
+        for block in source(i):
+            pending += block
+            while len(pending) >= TLS_RECORD:
+                yield s.app[0].protect(X.T.TLS_APPLICATION_DATA, bytes(pending[:TLS_RECORD]))
+                del pending[:TLS_RECORD]
+
+    return client, lambda i: session(i)[2]
+
+
 def parse_size(text: str) -> int:
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     text = text.strip().upper().removesuffix("B")
@@ -92,13 +128,16 @@ class _Chunker:
 
 
 def generate(out: Path, size: int, *, seed: int = 1, retrans: float = 0.0007, reorder: float = 0.0005,
-             payload_source: PayloadSource = default_payload_source, snaplen: int = 262144) -> dict[str, int]:
+             payload_source: PayloadSource = default_payload_source, snaplen: int = 262144,
+             server_flight: Callable[[int], bytes] | None = None) -> dict[str, int]:
+    """``server_flight``: bytes each connection's server sends right after the TCP handshake (TLS)."""
     rng = random.Random(seed)
     ts = 1_700_000_000.0
     cports = [50_000 + i for i in range(CONNECTIONS)]
     cisn = [rng.getrandbits(32) for _ in range(CONNECTIONS)]
     cisn[1] = (1 << 32) - 10 * MSS            # one channel wraps its sequence numbers early on
     sisn = [rng.getrandbits(32) for _ in range(CONNECTIONS)]
+    ssent = [0] * CONNECTIONS                 # bytes the server sent, per connection
     sent = [0] * CONNECTIONS                  # stream offset of the next new byte, per connection
     chunkers = [_Chunker(payload_source(i)) for i in range(CONNECTIONS)]
     recent: list[deque[tuple[int, bytes]]] = [deque(maxlen=64) for _ in range(CONNECTIONS)]
@@ -116,22 +155,26 @@ def generate(out: Path, size: int, *, seed: int = 1, retrans: float = 0.0007, re
                                   b"\x01\x01\x08\x0a" + bytes(8) + payload)  # fake timestamp option
                 frame = _with_options(frame)
             else:
-                frame = tcp_frame(SERVER, CLIENT, SERVER_PORT, cports[i], seq, ack, flags)
+                frame = tcp_frame(SERVER, CLIENT, SERVER_PORT, cports[i], seq, ack, flags, payload)
             w.write(ts, frame)
             counts["frames"] += 1
 
         def data(i: int, off: int, part: bytes) -> None:
-            put(i, True, cisn[i] + 1 + off, sisn[i] + 1, "PA", part)
+            put(i, True, cisn[i] + 1 + off, sisn[i] + 1 + ssent[i], "PA", part)
             counts["data_segments"] += 1
             unacked[i] += 1
             if unacked[i] >= 2:
                 unacked[i] = 0
-                put(i, False, sisn[i] + 1, cisn[i] + 1 + sent[i], "A")
+                put(i, False, sisn[i] + 1 + ssent[i], cisn[i] + 1 + sent[i], "A")
 
         for i in range(CONNECTIONS):
             put(i, True, cisn[i], 0, "S")
             put(i, False, sisn[i], cisn[i] + 1, "SA")
             put(i, True, cisn[i] + 1, sisn[i] + 1, "A")
+            flight = server_flight(i) if server_flight else b""
+            for k in range(0, len(flight), MSS):
+                put(i, False, sisn[i] + 1 + k, cisn[i] + 1, "PA", flight[k:k + MSS])
+            ssent[i] = len(flight)
 
         total = 0
         for i in itertools.cycle(schedule):
@@ -162,9 +205,9 @@ def generate(out: Path, size: int, *, seed: int = 1, retrans: float = 0.0007, re
         for i in range(CONNECTIONS):
             if held[i] is not None:
                 data(i, *held[i])
-            put(i, True, cisn[i] + 1 + sent[i], sisn[i] + 1, "FA")
-            put(i, False, sisn[i] + 1, cisn[i] + 2 + sent[i], "FA")
-            put(i, True, cisn[i] + 2 + sent[i], sisn[i] + 2, "A")
+            put(i, True, cisn[i] + 1 + sent[i], sisn[i] + 1 + ssent[i], "FA")
+            put(i, False, sisn[i] + 1 + ssent[i], cisn[i] + 2 + sent[i], "FA")
+            put(i, True, cisn[i] + 2 + sent[i], sisn[i] + 2 + ssent[i], "A")
     return counts
 
 
@@ -185,10 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reorder", type=float, default=0.0005, help="fraction of segments reordered")
     ap.add_argument("--snaplen", type=int, default=262144, help="cut frames to this length (e.g. 96)")
     ap.add_argument("--payload", help="module:function returning Iterator[bytes] per connection index")
+    ap.add_argument("--tls", type=Path, metavar="KEYLOG", help="TLS 1.3 on every connection; secrets to KEYLOG")
     args = ap.parse_args(argv)
     source = load_source(args.payload) if args.payload else default_payload_source
+    flight = None
+    keylog: list[str] = []
+    if args.tls:
+        source, flight = tls_wrapped(source, keylog)
     counts = generate(args.out, parse_size(args.size), seed=args.seed, retrans=args.retrans,
-                      reorder=args.reorder, payload_source=source, snaplen=args.snaplen)
+                      reorder=args.reorder, payload_source=source, snaplen=args.snaplen, server_flight=flight)
+    if args.tls:
+        args.tls.write_text("".join(keylog))
     print(" ".join(f"{k}={v}" for k, v in counts.items()), f"file={args.out.stat().st_size}")
     return 0
 

@@ -76,7 +76,7 @@ def _handshake_types(content: bytes) -> list[int]:
 
 
 class _Direction:
-    __slots__ = ("buf", "offset", "keys", "next_keys", "broken", "records")
+    __slots__ = ("buf", "offset", "keys", "next_keys", "broken", "records", "need")
 
     def __init__(self) -> None:
         self.buf = bytearray()
@@ -85,6 +85,7 @@ class _Direction:
         self.next_keys: TrafficKeys | None = None    # the application keys, taken after Finished
         self.broken = False
         self.records = 0
+        self.need = 0              # buffered bytes the record being completed needs: nothing to do below it
 
 
 class TlsConnection:
@@ -107,7 +108,10 @@ class TlsConnection:
     def feed(self, direction: int, data: bytes | memoryview) -> list[Event]:
         """Take ciphertext of one direction; events of both (the ServerHello may release records of the
         client that waited for it)."""
-        self.dirs[direction].buf += data
+        d = self.dirs[direction]
+        d.buf += data
+        if len(d.buf) < d.need:             # inside a record: most segments of a 16 KiB record end here
+            return []
         out: list[Event] = []
         waiting = not self._hellos_seen
         self._drain(direction, out)
@@ -129,6 +133,7 @@ class TlsConnection:
                 self._break(direction, out, "not a TLS record header: the stream is not TLS from here")
                 break
             if len(d.buf) < total:
+                d.need = total
                 if len(d.buf) > MAX_PENDING:
                     self._break(direction, out, "record larger than the buffer bound")
                 break
@@ -136,6 +141,7 @@ class TlsConnection:
                 if len(d.buf) > MAX_PENDING:    # protected, and a hello not seen yet: wait, boundedly
                     self._break(direction, out, "protected records before both hellos: the keys are unknown")
                 break
+            d.need = 0
             record = bytes(d.buf[:total])
             offset = d.offset
             del d.buf[:total]

@@ -54,11 +54,13 @@ class TlsStreamSink:
 
     # -- StreamSink -----------------------------------------------------------------------------------
     def data(self, direction: int, offset: int, data: memoryview | bytes, ts: float) -> int | None:
+        if self.mode == "tls":                 # the hot path: one call per segment
+            events = self._conn.feed(direction, data)   # type: ignore[union-attr]
+            if events:
+                self._events(events, ts)
+            return 0
         if self.mode == "plain":
             return self.inner.data(direction, offset, data, ts)
-        if self.mode == "tls":
-            self._decrypt(direction, data, ts)
-            return 0
         if self.mode is None:
             if direction == 1:
                 self._hold("data", direction, offset, bytes(data), ts)
@@ -147,10 +149,6 @@ class TlsStreamSink:
         self._held = []
         self.status.decrypted = True
         self._events(events, ts)
-
-    def _decrypt(self, direction: int, data: memoryview | bytes, ts: float) -> None:
-        assert self._conn is not None
-        self._events(self._conn.feed(direction, data), ts)
 
     def _events(self, events: list[Plaintext | TlsProblem], ts: float) -> None:
         conn = self._conn

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""What decryption costs: ``analyze`` on a TLS 1.3 capture with its key log against ``analyze`` on the
+same QEMU streams in plain TCP, generated in this run (``gen_capture.py --tls``).
+
+    python benchmarks/bench_tls.py [--size 1G] [--repeat 3] [--keep DIR]
+
+Three runs per round, alternated so the machine's noise hits them alike: plain, TLS with the key log,
+TLS without it (record framing only). Each run is its own process; the in-process time is the
+analysis (``cli.pipeline.analyze_file``), and ``whole`` is the whole ``migshark analyze --json``
+process as a user pays it. Prints medians, the ratio of each to plain (goal: TLS with the key log
+<= 1.5x) and the peak RSS (GNU time ``%M``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GEN = ROOT / "benchmarks" / "gen_capture.py"
+
+
+def child(path: str, keylog: str | None) -> None:
+    sys.path.insert(0, str(ROOT))
+    from dissectors.cli.pipeline import analyze_file, load_keylog
+
+    t0 = time.perf_counter()
+    report = analyze_file(path, keylog=load_keylog(keylog)).report
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"seconds": seconds, "migrations": len(report["migrations"]),
+                      "decrypted": report["capture"].get("keylog", {}).get("decrypted")}))
+
+
+def timed(cmd: list[str]) -> tuple[float, int, str]:
+    """(wall seconds, peak RSS KiB or 0, stdout) of one process."""
+    gnu_time = shutil.which("time") or (Path("/usr/bin/time").exists() and "/usr/bin/time")
+    with tempfile.NamedTemporaryFile("r") as rss:
+        full = [str(gnu_time), "-f", "%M", "-o", rss.name, *cmd] if gnu_time else cmd
+        t0 = time.perf_counter()
+        proc = subprocess.run(full, capture_output=True, text=True, cwd=ROOT)
+        wall = time.perf_counter() - t0
+        if proc.returncode not in (0, 1):            # 1: findings (the generated streams have no EOF)
+            raise SystemExit(f"{' '.join(cmd)}: exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
+        out = proc.stdout
+        text = Path(rss.name).read_text().strip().splitlines()
+    return wall, int(text[-1]) if gnu_time and text else 0, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="1G")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--keep", type=Path, help="generate into (and reuse from) this directory")
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(args.child[0], args.child[1] if len(args.child) > 1 else None)
+        return 0
+    work = args.keep or Path(tempfile.mkdtemp(prefix="bench-tls-"))
+    work.mkdir(parents=True, exist_ok=True)
+    plain, tls = work / f"plain-{args.size}.pcap", work / f"tls-{args.size}.pcap"
+    keylog = tls.with_suffix(".keylog")
+    payload = ["--payload", "qemu_payload:payload_source", "--size", args.size]
+    if not plain.exists():
+        subprocess.run([sys.executable, str(GEN), str(plain), *payload], check=True)
+    if not tls.exists() or not keylog.exists():
+        subprocess.run([sys.executable, str(GEN), str(tls), *payload, "--tls", str(keylog)], check=True)
+    runs = {
+        "plain": ([str(plain)], [str(plain)]),
+        "tls+keylog": ([str(tls), str(keylog)], ["--keylog", str(keylog), str(tls)]),
+        "tls, no keylog": ([str(tls)], [str(tls)]),
+    }
+    inproc: dict[str, list[float]] = {k: [] for k in runs}
+    whole: dict[str, list[float]] = {k: [] for k in runs}
+    rss: dict[str, int] = dict.fromkeys(runs, 0)
+    for _ in range(args.repeat):
+        for name, (child_args, cli_args) in runs.items():
+            _, peak, out = timed([sys.executable, __file__, "--child", *child_args])
+            result = json.loads(out)
+            if name == "tls+keylog" and not result["decrypted"]:
+                raise SystemExit("the key log decrypted nothing: the benchmark would not measure decryption")
+            inproc[name].append(result["seconds"])
+            rss[name] = max(rss[name], peak)
+            wall, _, _ = timed([sys.executable, "-m", "dissectors.cli.main", "analyze", "--json", *cli_args])
+            whole[name].append(wall)
+    base_in, base_whole = statistics.median(inproc["plain"]), statistics.median(whole["plain"])
+    mb = tls.stat().st_size / 1e6
+    heads = ("analysis s", "x plain", "MB/s", "whole s", "x plain", "RSS MB")
+    print(f"{'run':16s} " + " ".join(f"{h:>{max(len(h), 7)}s}" for h in heads))
+    for name in runs:
+        a, w = statistics.median(inproc[name]), statistics.median(whole[name])
+        print(f"{name:16s} {a:10.2f} {a / base_in:7.2f} {mb / a:7.0f} {w:7.2f} {w / base_whole:7.2f} "
+              f"{rss[name] / 1024:7.0f}")
+    print(f"(medians of {args.repeat}, {mb:.0f} MB captures in {work})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
