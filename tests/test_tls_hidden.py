@@ -13,6 +13,7 @@ from dissectors.analysis.judge import Options
 from dissectors.analysis.tls_shape import MULTIFD_HELLO_SIZE
 from dissectors.cli.check import corpus_keylog
 from dissectors.cli.pipeline import analyze_file
+from dissectors.tls import KeyLog
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures"
 TLS_CAPTURES = sorted(p for p in CAPTURES.glob("*.pcap*") if corpus_keylog(p) is not None)
@@ -91,3 +92,21 @@ def test_a_hello_coalesced_with_other_data_is_not_taken_for_multifd(tmp_path: Pa
     X.S.write_capture(str(cap), conns)
     (m,) = analyze_file(str(cap), Options()).report["migrations"]
     assert [c["role"] for c in m["channels"]] == ["main", "preempt"]
+
+
+@pytest.mark.parametrize("keylog", [False, True], ids=["hidden", "decrypted"])
+def test_tls_channels_get_their_roles_in_handshake_completion_order(tmp_path: Path, keylog: bool) -> None:
+    """Main is accepted first, but its Finished comes after the multifd channels' handshakes completed:
+    QEMU identifies a TLS channel only once its handshake completed, so a multifd channel becomes main."""
+    cap = tmp_path / "late-finished.pcap"
+    log = X.write_tls_migration(cap, multifd_first=False, main_finished_delay=0.05)
+    report = analyze_file(str(cap), Options(), keylog=KeyLog.load(log) if keylog else None).report
+    (m,) = report["migrations"]
+    chans = m["channels"]
+    assert [c["client"].rsplit(":", 1)[1] for c in chans] == ["50001", "50002", "50000"]
+    assert [c["role"] for c in chans] == ["multifd", "multifd", "main"]
+    assert chans[0]["assigned_role"] == "main" and chans[0]["misclassified"]
+    assert chans[0]["handshake_time"] > chans[2]["handshake_time"]          # accepted after main ...
+    assert chans[0]["tls_handshake_done_time"] < chans[2]["tls_handshake_done_time"]   # ... but ready first
+    assert m["outcome"]["status"] == "failed"
+    assert "TLS handshake completed 1 of 3" in m["misclassifications"][0]["evidence"][0]

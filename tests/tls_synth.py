@@ -104,26 +104,29 @@ class TlsSession:
 
 
 # -- whole TLS migrations in a capture (tests/synth.py's connections) -------------------------------
-def tls_conn(port: int, syn: float, writes: list[bytes], sessions: list[TlsSession]) -> S.Conn:
-    """One connection: the handshake, then each write of ``writes`` in records of its own (as QEMU writes
-    a multifd hello on its own before the packets), then the source's close."""
+def tls_conn(port: int, syn: float, writes: list[bytes], sessions: list[TlsSession],
+             finished_delay: float = 0.0) -> S.Conn:
+    """One connection: the handshake (the client's Finished ``finished_delay`` late, as a relay holding
+    it back would make it), then each write of ``writes`` in records of its own (as QEMU writes a multifd
+    hello on its own before the packets), then the source's close."""
     s = TlsSession()
     sessions.append(s)
     c_open, s_open = s.opening()
     conn = S.Conn(port, syn).send(syn + 0.001, c_open[:len(client_hello(s.random))])
     conn.reply(syn + 0.002, s_open)
-    conn.send(syn + 0.003, c_open[len(client_hello(s.random)):])
-    return conn.send(syn + 0.01, b"".join(s.data(0, w) for w in writes)).close(syn + 0.5)
+    conn.send(syn + 0.003 + finished_delay, c_open[len(client_hello(s.random)):])
+    return conn.send(syn + 0.01 + finished_delay, b"".join(s.data(0, w) for w in writes)).close(syn + 0.5
+                                                                                              + finished_delay)
 
 
-def write_tls_migration(path: Path, multifd_first: bool) -> str:
-    """A precopy TLS migration with two multifd channels (the multifd ones accepted first if asked);
-    returns the key log's path (written beside the capture)."""
+def write_tls_migration(path: Path, multifd_first: bool, main_finished_delay: float = 0.0) -> str:
+    """A precopy TLS migration with two multifd channels (the multifd ones accepted first if asked, main's
+    Finished held back by ``main_finished_delay``); returns the key log's path (written beside it)."""
     sessions: list[TlsSession] = []
     main = precopy_stream()
     mfd = [multifd_stream(channel_id=i) for i in range(2)]
     hello = named(MultifdHello).size
-    conns = [tls_conn(50000, 1.0 + (0.02 if multifd_first else 0), [main], sessions)]
+    conns = [tls_conn(50000, 1.0 + (0.02 if multifd_first else 0), [main], sessions, main_finished_delay)]
     conns += [tls_conn(50001 + i, 1.005 + i * 0.001 - (0.01 if multifd_first else 0), [m[:hello], m[hello:]],
                        sessions)
               for i, m in enumerate(mfd)]

@@ -81,6 +81,14 @@ class ConnectionFacts:
         return self.kind == "tls" or (self.tls is not None and self.tls.tls)
 
     @property
+    def tls_done_ts(self) -> float | None:
+        """When the server completed this connection's TLS handshake (the client's Finished arrived): read
+        from the decrypted handshake, else from the record sizes (``TlsShape``); None if unknown."""
+        if self.tls is not None and self.tls.handshake_done_ts is not None:
+            return self.tls.handshake_done_ts
+        return self.tls_shape.client_finished_ts
+
+    @property
     def decrypted(self) -> bool:
         return self.tls is not None and self.tls.decrypted
 

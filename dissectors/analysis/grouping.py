@@ -63,6 +63,14 @@ def start_ts(f: ConnectionFacts) -> float:
     return 0.0
 
 
+def role_ts(f: ConnectionFacts) -> float:
+    """When the destination gives the connection its role: at accept for plain TCP; for TLS once the
+    handshake completed, since QEMU upgrades a TLS channel first and identifies it after (so TLS
+    channels get their roles in the order their handshakes complete, which a slow Finished can change)."""
+    t = f.tls_done_ts if f.encrypted else None
+    return t if t is not None else start_ts(f)
+
+
 def _paused_candidates(groups: list[MigrationGroup], f: ConnectionFacts, ts: float) -> list[MigrationGroup]:
     """Migrations a recovered main channel may resume: postcopy ones (advised, or with a preempt-like
     channel when the main channel's commands were not readable) whose main channel has ended by now.

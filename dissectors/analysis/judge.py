@@ -10,7 +10,7 @@ from typing import Any
 from dissectors.analysis import behaviour as B
 from dissectors.analysis import policies as P
 from dissectors.analysis.facts import ConnectionFacts
-from dissectors.analysis.grouping import MigrationGroup, start_ts
+from dissectors.analysis.grouping import MigrationGroup, role_ts, start_ts
 from dissectors.analysis.ledger import PageLedger
 from dissectors.analysis.repeats import RepeatedPages
 from dissectors.analysis.roles import infer_generation, tls_roles, true_role
@@ -97,7 +97,7 @@ class MigrationJudge:
         order_notes: list[str] = []
         inferred: set[int] = set()
         for leg_no, leg in enumerate(self.g.legs):
-            order = sorted(leg, key=start_ts)
+            order = sorted(leg, key=role_ts)
             recovery = leg_no > 0 or any(f.kind == "main-recovery" for f in order)
             truth = tls_roles(order, [true_role(f, postcopy or recovery) for f in order], recovery)
             inferred |= {id(f) for f, (r, _) in zip(order, truth, strict=True)
@@ -327,6 +327,8 @@ class MigrationJudge:
             "server": _addr(c.server),
             "syn_time": _r(c.syn_ts),
             "handshake_time": _r(c.handshake_ts),
+            "tls_handshake_done_time": _r(f.tls_done_ts) if f.encrypted else None,
+            "role_time": _r(role_ts(f)),
             "syn_seen": c.syn_seen,
             "role": role,
             "role_evidence": evidence,
@@ -356,8 +358,9 @@ class MigrationJudge:
                           error: str | None, policy: str) -> dict[str, Any]:
         role, assigned = ch["role"], ch["assigned_role"]
         c = f.conn
-        evidence: list[str] = [f"accepted {ch['accept_index'] + 1} of {len(order)} at "
-                               f"{_fmt(c.handshake_ts or c.syn_ts)}; its bytes say {role} ({ch['role_evidence']})"]
+        how = "its TLS handshake completed" if ch["tls_handshake_done_time"] is not None else "accepted"
+        evidence: list[str] = [f"{how} {ch['accept_index'] + 1} of {len(order)} at "
+                               f"{_fmt(role_ts(f))}; its bytes say {role} ({ch['role_evidence']})"]
         when = c.first_data_ts[0] or c.handshake_ts
         if error:
             failure = error
@@ -704,7 +707,7 @@ def order_window(order: list[ConnectionFacts]) -> float:
 def order_certainty(order: list[ConnectionFacts], window: float) -> list[bool]:
     """Per connection (in the order seen), whether its place in the destination's accept order is sure:
     no neighbour's handshake lies within ``window`` of its own."""
-    times = [start_ts(f) for f in order]
+    times = [role_ts(f) for f in order]
     out = []
     for i, t in enumerate(times):
         near = (i > 0 and t - times[i - 1] < window) or (i + 1 < len(times) and times[i + 1] - t < window)

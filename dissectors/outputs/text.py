@@ -109,7 +109,12 @@ def render_migration(m: dict[str, Any]) -> list[str]:
         if c.get("role_inferred"):
             role += "?"                 # read off the TLS record layer, not the contents
         mark = "!!" if c["misclassified"] else ("?" if not c["verifiable"] else "ok")
-        accepted = _t(c["handshake_time"], base) if c["syn_seen"] else f"{_t(c['first_data_time'], base)} (no SYN)"
+        if c.get("tls_handshake_done_time") is not None:
+            accepted = _t(c["tls_handshake_done_time"], base) + " tls"
+        elif c["syn_seen"]:
+            accepted = _t(c["handshake_time"], base)
+        else:
+            accepted = f"{_t(c['first_data_time'], base)} (no SYN)"
         if c.get("order_certain") is False:
             accepted += " ~"        # its place in the destination's order is inferred, not seen
         rows.append([c["accept_index"], c["leg"], c["client"], accepted, role,
@@ -117,6 +122,9 @@ def render_migration(m: dict[str, Any]) -> list[str]:
                      c["closed_by"] or "-"])
     lines += ["  " + x for x in table(rows, ["#", "leg", "client", "accepted", "true role", "assigned", "",
                                            "to dst", "to src", "closed by"])]
+    if any(c.get("tls_handshake_done_time") is not None for c in m["channels"]):
+        lines.append("  tls: the time its TLS handshake completed at the destination (the client's Finished arrived); "
+                     "QEMU gives a TLS channel its role then, so that is the order shown")
     if any(c.get("order_certain") is False for c in m["channels"]):
         lines.append("  ~ handshakes closer together than the path's jitter at this vantage: the destination's order "
                      "is inferred from its behaviour (order_certain: false)")

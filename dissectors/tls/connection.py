@@ -61,7 +61,15 @@ class TlsProblem:
     why: str
 
 
-Event = Plaintext | TlsProblem
+@dataclass(frozen=True)
+class HandshakeDone:
+    """The client's Finished was read: from here the server has completed the handshake (the moment
+    QEMU's destination hands the channel on to be given a role)."""
+
+    direction: int = 0
+
+
+Event = Plaintext | TlsProblem | HandshakeDone
 
 
 def _handshake_types(content: bytes) -> list[int]:
@@ -217,6 +225,8 @@ class TlsConnection:
             types = _handshake_types(content)
             if TLS_FINISHED in types and d.next_keys is not None:
                 d.keys, d.next_keys = d.next_keys, None
+                if direction == 0:
+                    out.append(HandshakeDone())
             elif TLS_KEY_UPDATE in types and d.next_keys is None:
                 d.keys = d.keys.updated()
         elif itype == TLS_ALERT and len(content) >= 2:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dissectors.layers.tls import TLS_HANDSHAKE, TLS_VERSIONS
-from dissectors.tls.connection import Plaintext, TlsConnection, TlsProblem
+from dissectors.tls.connection import Event, HandshakeDone, Plaintext, TlsConnection
 from dissectors.tls.keylog import KeyLog
 
 #: Bytes held while the ClientHello is incomplete (then the connection is passed through as it is).
@@ -30,6 +30,7 @@ class TlsStatus:
     cipher: str | None = None
     client_random: str | None = None
     plaintext_bytes: list[int] = field(default_factory=lambda: [0, 0])
+    handshake_done_ts: float | None = None    # when the client's Finished arrived (the server completed)
     problems: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,13 +145,13 @@ class TlsStreamSink:
                 self.inner.end(direction, offset, ts, how)
         return result if now is not None and now[0] == "data" else 0
 
-    def _start_decrypting(self, events: list[Plaintext | TlsProblem], ts: float) -> None:
+    def _start_decrypting(self, events: list[Event], ts: float) -> None:
         self.mode = "tls"
         self._held = []
         self.status.decrypted = True
         self._events(events, ts)
 
-    def _events(self, events: list[Plaintext | TlsProblem], ts: float) -> None:
+    def _events(self, events: list[Event], ts: float) -> None:
         conn = self._conn
         assert conn is not None
         if conn.suite is not None:
@@ -158,7 +159,10 @@ class TlsStreamSink:
         if conn.version is not None:
             self.status.version = TLS_VERSIONS.get(conn.version, hex(conn.version))
         for ev in events:
-            if isinstance(ev, Plaintext):
+            if isinstance(ev, HandshakeDone):
+                if self.status.handshake_done_ts is None:
+                    self.status.handshake_done_ts = ts
+            elif isinstance(ev, Plaintext):
                 d = ev.direction
                 self.inner.data(d, self._out[d], ev.data, ts)
                 self._out[d] += len(ev.data)
