@@ -22,12 +22,14 @@ from dissectors.channels.main import MainParser
 from dissectors.channels.record import Record
 from dissectors.cli.check import sibling
 from dissectors.cli.pipeline import analyze_file, reassemble_file
+from dissectors.layers.synth import precopy_stream
+from dissectors.recorder.timer_probe import TimerProbe, timer_body
 from tests.tcp_helpers import Recorder, Recorders
 
 CAPTURE = Path(__file__).resolve().parent.parent / "captures" / "timer-footer-11.1.pcap.gz"
 FOOTER_OF_SECTION_0 = bytes.fromhex("7e00000000")
 
-pytestmark = pytest.mark.skipif(not CAPTURE.exists(), reason="capture corpus not present")
+needs_capture = pytest.mark.skipif(not CAPTURE.exists(), reason="capture corpus not present")
 
 
 @cache
@@ -68,6 +70,7 @@ def timer() -> Record:
     return rec
 
 
+@needs_capture
 def test_the_recording_froze_the_pattern():
     probe = manifest()["timer_probe"]
     assert probe["found"] and probe["want_low_byte"] == "0x7e"
@@ -75,6 +78,7 @@ def test_the_recording_froze_the_pattern():
     assert manifest()["run_state"]["source"]["status"] == "postmigrate"   # it never ran during the migration
 
 
+@needs_capture
 def test_timer_is_one_record_with_its_full_body():
     stream = main_stream().stream(0)
     rec = timer()
@@ -92,6 +96,7 @@ def test_timer_is_one_record_with_its_full_body():
     assert [f.offset for f in footers] == [rec.offset + 24]
 
 
+@needs_capture
 def test_device_sections_are_the_ones_qemu_saved():
     devices = [r for r in records() if r.kind == "device.state"]
     sections = {r.fields["section_id"]: r.fields["idstr"] for r in records() if r.kind == "main.section_full"}
@@ -99,6 +104,7 @@ def test_device_sections_are_the_ones_qemu_saved():
     assert len(devices) == len(sections) == 31
 
 
+@needs_capture
 def test_exactly_one_eof_at_the_end_and_nothing_malformed():
     recs = records()
     kinds = [r.kind for r in recs]
@@ -108,6 +114,7 @@ def test_exactly_one_eof_at_the_end_and_nothing_malformed():
     assert sum(r.length for r in recs) == len(main_stream().stream(0))
 
 
+@needs_capture
 def test_the_report_counts_what_qemu_reported():
     report = analyze_file(str(CAPTURE)).report
     (m,) = report["migrations"]
@@ -120,3 +127,24 @@ def test_the_report_counts_what_qemu_reported():
     assert counts.get("ram.page", 0) == ram["normal"] and counts.get("ram.zero", 0) == ram["duplicate"]
     assert ch["bytes_to_server"] == ram["transferred"]     # QEMU counts every byte of the stream
     assert not {"malformed", "opaque", "truncated", "gap"} & set(counts) and not ch["malformed"]
+
+
+# -- the recorder's probe (recorder/timer_probe.py) on synthetic streams ------------------------------------
+
+
+@pytest.mark.parametrize("vmdesc", [b"", b'{"devices": []}'])
+def test_probe_reads_the_timer_body_even_with_the_footer_look_alike(vmdesc: bytes):
+    # precopy_stream numbers device sections from 10: the timer (second) is section 11, so its look-alike
+    # is 7e 00 00 00 0b, followed by zeros (EOF bytes), as section 0's is in the real capture
+    body = bytes.fromhex("000000025480b17e" "0000000b00000000" "00000000e56c7a26")
+    stream = precopy_stream(pages=1, zero_pages=1, devices=[(b"apic", b"\x01" * 9), (b"timer", body),
+                                                            (b"cpu", bytes(40))], vmdesc=vmdesc)
+    assert timer_body(stream) == body
+    probe = TimerProbe(0x7E, cpu_ticks_offset=int.from_bytes(body[:8], "big", signed=True))
+    assert probe.found and probe.to_dict()["cpu_ticks_offset_hex"] == "0x000000025480b17e"
+    assert not TimerProbe(0x7F, cpu_ticks_offset=probe.cpu_ticks_offset).found
+    assert not TimerProbe(0x7E).found                 # nothing probed yet
+
+
+def test_probe_without_a_timer_section():
+    assert timer_body(precopy_stream(pages=1, zero_pages=0, devices=[(b"apic", bytes(4))])) is None
