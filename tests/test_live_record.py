@@ -117,3 +117,30 @@ def test_record_11_1_in_its_chroot(tmp_path: Path) -> None:
     )
     assert report.returncode == 0, report.stdout + report.stderr
     assert len(json.loads(report.stdout)["migrations"][0]["channels"]) == 3  # main + 2 multifd
+
+
+def test_record_a_frozen_timer_footer_look_alike(tmp_path: Path) -> None:
+    """``--scenario timer-footer-11.1``: the recorder freezes the stopped source's cpu_ticks_offset on a value
+    ending in 0x7e, and the real migration carries that timer body (a section-0 footer look-alike), whole."""
+    reason = _skip_reason_11_1()
+    if reason:
+        pytest.skip(reason)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dissectors.cli.main", "record", "--scenario", "timer-footer-11.1",
+         "--out", str(tmp_path), "--name", "timer", "--json"],
+        capture_output=True, text=True, timeout=240, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    probe = json.loads(Path(result["manifest"]).read_text())["timer_probe"]
+    assert probe["found"] and probe["cpu_ticks_offset"] & 0xFF == 0x7E
+    dissect = subprocess.run(
+        [sys.executable, "-m", "dissectors.cli.main", "dissect", "--json", "-t", "device.state", "-t", "main.eof",
+         str(result["capture"])],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )
+    assert dissect.returncode == 0, dissect.stderr
+    recs = [json.loads(line) for line in dissect.stdout.splitlines()]
+    (timer,) = [r for r in recs if r["type"] == "device.state" and r["fields"]["idstr"] == "timer"]
+    assert timer["fields"]["section_id"] == 0 and timer["length"] == 24
+    assert [r["type"] for r in recs].count("main.eof") == 1

@@ -13,6 +13,16 @@ from .qemus import KNOWN_QEMUS, EnvironmentProblem
 from .scenarios import SCENARIOS, with_overrides
 
 
+def _byte(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 0xFF:
+        raise argparse.ArgumentTypeError(f"not a byte (0..0xff): {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", metavar="NAME", help="scenario to record (see --list)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
@@ -29,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="TLS with x509 credentials made by certtool",
+    )
+    parser.add_argument(
+        "--timer-low-byte",
+        type=_byte,
+        metavar="BYTE",
+        help="migrate a stopped source whose timer section's cpu_ticks_offset ends in BYTE (e.g. 0x7e: a "
+        "footer look-alike in its body); the guest is run and stopped until it does",
     )
     parser.add_argument("--out", type=Path, default=Path("."), metavar="DIR", help="output directory")
     parser.add_argument("--name", help="file name stem (default: the scenario name)")
@@ -69,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         hold_back=args.hold_back,
         tls=args.tls,
         timeout_s=args.timeout,
+        timer_low_byte=args.timer_low_byte,
     )
     try:
         hold_back_indices(sc.hold_back, multifd=sc.multifd, preempt=sc.preempt)

@@ -25,6 +25,7 @@ from .proxy import ProxyConfig, ReorderingProxy, hold_back_indices
 from .qemus import EnvironmentProblem, GuestSpec, qemu_command, qemu_install, tool
 from .scenarios import Scenario
 from .side import QemuSide, QmpFailed
+from .timer_probe import TimerProbe, freeze_timer
 from .tls import make_x509_creds
 
 LOOPBACK = "127.0.0.1"
@@ -141,6 +142,7 @@ class Run:
         self.ports = {"destination": free_port()}
         self.host = LOOPBACK  # the destination's address (a namespace path's, see netpath.py)
         self.netpath: NetpathSession | None = None
+        self.timer_probe: TimerProbe | None = None
         if sc.uses_proxy:
             self.ports["proxy"] = free_port()
         if sc.recover:
@@ -229,6 +231,8 @@ class Run:
             if keylog is not None and work_keylog is not None and work_keylog.exists():
                 shutil.copyfile(work_keylog, keylog)
             manifest.update(self._results(sides, exit_status, proxy, stats, pcap, keylog, work))
+            if self.timer_probe is not None:
+                manifest["timer_probe"] = self.timer_probe.to_dict()
         manifest["outcome"], manifest["outcome_reason"] = outcome, reason
         manifest["expected_outcome"] = sc.expect
         manifest["matches_lab_notes"] = outcome == sc.expect
@@ -287,6 +291,11 @@ class Run:
         dport = self.ports["destination"]
         target = self.ports.get("proxy", dport)
         await self._wait_guest_ready(src)
+        if sc.timer_low_byte is not None:
+            # the source stays stopped from here: the migration below carries the timer body probed
+            self.timer_probe = await freeze_timer(
+                src, self.work, sc.timer_low_byte, max_attempts=sc.timer_max_attempts, mark=self.mark
+            )
         baseline = len(dst.stderr())
         await dst.execute("migrate-incoming", {"uri": f"tcp:{self.host}:{dport}"})
         self.mark("migrate-incoming", port=dport)
