@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
 from itertools import chain
 from types import TracebackType
+from typing import BinaryIO
 
 from ..errors import InputError
 from .pcap import PCAP_MAGICS, pcap_segments
 from .pcapng import SHB_MAGIC, pcapng_segments
 from .records import CaptureStats
-from .source import GZIP_MAGIC, ByteSource, MmapSource, StreamSource, open_source, stream_source
+from .source import ByteSource, MmapSource, StreamSource, open_source, stream_source
 
 
 class Capture:

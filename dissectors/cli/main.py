@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("paths", nargs="+", help="capture files or directories holding them")
     c.add_argument("--update", action="store_true", help="rewrite the expected reports")
     c.add_argument("--json", action="store_true")
+    c.add_argument("-j", "--jobs", type=int, metavar="N",
+                   help="check on a local Dask cluster of N worker processes (default 1: serial, no Dask)")
+    c.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="check on an existing Dask cluster (also $DASK_SCHEDULER_ADDRESS); see docs/fleet.md")
     c.set_defaults(func=_check)
 
     f = sub.add_parser("fleet", help="many captures (files, globs, URLs) on Dask into one table, a row per migration")

@@ -149,7 +149,7 @@ def migration_fields(m: dict[str, Any], qemu_version_given: str | None) -> dict[
 
 
 _ADDR = re.compile(r"\[?[0-9a-fA-F:.]+\]?:\d+\b")
-_TIME = re.compile(r"(?<![\w.])\d+\.\d{3,}(?![\w.])")
+_TIME = re.compile(r"(?<![\w.])(?:\d+\.\d{3,}|\d{7,}(?:\.\d+)?)(?![\w.])")
 _INT = re.compile(r"(?<![\w.])\d+(?![\w.])")
 
 

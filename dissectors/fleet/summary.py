@@ -98,6 +98,11 @@ def render_summary(rows: list[dict[str, Any]], *, captures: int, seconds: float,
         out.append(f"  {'no migration':<12} {len(empty):>5}  capture(s) read cleanly with no migration in them")
     if errors:
         out.append(f"  {'error':<12} {len(errors):>5}  capture(s) that could not be analysed (rows with 'error')")
+    damaged = {r["capture"]: r for r in rows if r["status"] != "error" and r.get("capture_warnings")}
+    if damaged:
+        ex = next(iter(damaged.values()))
+        out.append(f"  {len(damaged)} capture(s) read only in part (truncated or damaged; their rows say so in "
+                   f"capture_warnings), e.g. {ex['first_warning']}")
     if counted:
         out += ["", "By generation pair (source -> destination as judged; 'given' = --qemu-version):"]
         pairs: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
