@@ -71,7 +71,7 @@ def run_tasks(fn: Callable[..., R], items: Sequence[CaptureInput], *args: Any, s
     if address is None and (workers or default_workers()) == 1:
         return _serial(fn, items, args, on_result)
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError as exc:
         raise RunnerError(f"running on Dask needs dask and distributed ({exc}); install them with "
                           "pip install 'migshark[fleet]', or run serially with -j 1") from None
@@ -82,14 +82,24 @@ def run_tasks(fn: Callable[..., R], items: Sequence[CaptureInput], *args: Any, s
             raise RunnerError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
         with client:
             return _on_dask(client, fn, items, args, on_result, on_error)
-    n = workers or default_workers()
     try:
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=logging.ERROR)
+        cluster = local_cluster(workers or default_workers())
     except (OSError, RuntimeError, TimeoutError) as exc:
         raise RunnerError(f"cannot start a local Dask cluster: {exc}") from None
     with cluster, Client(cluster) as client:
         return _on_dask(client, fn, items, args, on_result, on_error)
+
+
+def local_cluster(workers: int) -> Any:
+    """The embedded cluster: ``workers`` processes of one thread on loopback, no dashboard, quiet logs,
+    and no statistical profiler in the workers (it samples the analysis's stacks every 10 ms, under the
+    GIL, for a dashboard nobody sees here)."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                            dashboard_address=None, silence_logs=logging.ERROR)
 
 
 def _serial(fn: Callable[..., R], items: Sequence[CaptureInput], args: tuple[Any, ...],
