@@ -91,3 +91,12 @@ def test_signatures_do_not_depend_on_addresses_times_or_counts():
     a = mask("main channel reached EOF at 1795633669.500683 from 127.0.0.1:4444; channel 3; a 7.2 destination")
     b = mask("main channel reached EOF at 1795633700.1 from [::1]:5555; channel 2; a 7.2 destination")
     assert a == b == "main channel reached EOF at T from ADDR; channel N; a 7.2 destination"
+
+
+def test_every_column_is_documented():
+    from dissectors.fleet.rows import COLUMNS
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "report-schema.md").read_text()
+    section = doc.split("## `migshark fleet`", 1)[1].split("\n## ", 1)[0]
+    for name, kind, _ in COLUMNS:
+        assert f"| `{name}` | {kind} |" in section, name
