@@ -91,13 +91,18 @@ def run_tasks(fn: Callable[..., R], items: Sequence[CaptureInput], *args: Any, s
 
 
 def local_cluster(workers: int) -> Any:
-    """The embedded cluster: ``workers`` processes of one thread on loopback, no dashboard, quiet logs,
-    and no statistical profiler in the workers (it samples the analysis's stacks every 10 ms, under the
-    GIL, for a dashboard nobody sees here)."""
+    """The embedded cluster: ``workers`` processes of one thread on loopback, no dashboard, quiet logs.
+
+    Two of Dask's worker defaults cost the analysis CPU and are turned off here: the statistical profiler
+    (it samples the analysis's stacks every 10 ms, under the GIL, for a dashboard nobody sees here), and
+    ``MALLOC_TRIM_THRESHOLD_=65536`` in the workers' environment, which made the analysis ~45 % slower
+    (glibc then hands every freed read window back to the kernel and faults it in again; see
+    benchmarks/README.md, "Fleet"). The analysis's memory is bounded anyway."""
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set({"distributed.worker.profile.enabled": False}):
+    with dask.config.set({"distributed.worker.profile.enabled": False,
+                          "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                             dashboard_address=None, silence_logs=logging.ERROR)
 
