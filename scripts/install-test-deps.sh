@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Everything the test suite needs on a fresh Debian 12 machine: Debian's tshark, tcpdump, QEMU 7.2
 # (and QEMU 10.0 from bookworm-backports unpacked beside it, QEMU 11.1 in a debootstrapped trixie root),
-# a virtualenv in .venv with migshark and its test packages, with the compiled pcap scanner (gcc,
-# python3-dev). Idempotent. Needs root for apt-get.
+# a virtualenv in .venv with migshark, its test packages and the fleet's (Dask, pyarrow, fsspec), with
+# the compiled pcap scanner (gcc, python3-dev). Idempotent. Needs root for apt-get.
 set -eu
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -24,4 +24,4 @@ sh scripts/install-qemu-11.sh   # QEMU 11.1 in a trixie chroot (/opt/migshark-tr
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test,fleet]'   # fleet: dask, distributed, pyarrow, fsspec

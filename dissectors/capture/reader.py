@@ -6,12 +6,13 @@ import os
 from collections.abc import Callable, Iterator
 from itertools import chain
 from types import TracebackType
+from typing import BinaryIO
 
 from ..errors import InputError
 from .pcap import PCAP_MAGICS, pcap_segments
 from .pcapng import SHB_MAGIC, pcapng_segments
 from .records import CaptureStats
-from .source import GZIP_MAGIC, ByteSource, MmapSource, StreamSource, open_source
+from .source import ByteSource, MmapSource, StreamSource, open_source, stream_source
 
 
 class Capture:
@@ -21,8 +22,9 @@ class Capture:
     ``close()``. Each call of ``tcp_segments()`` starts a fresh pass and resets ``stats``/``warnings``.
     """
 
-    def __init__(self, path: str, source: ByteSource, is_pcapng: bool) -> None:
+    def __init__(self, path: str, source: ByteSource, is_pcapng: bool, reopenable: bool = True) -> None:
         self.path = path
+        self._reopenable = reopenable
         self.source = source
         self.size = source.size
         self.offset = 0
@@ -79,6 +81,8 @@ class Capture:
 
     def _restart(self) -> None:
         if not isinstance(self.source, MmapSource):
+            if not self._reopenable:
+                raise InputError("an opened stream can be read once", path=self.path)
             self.source.close()
             self.source, _ = open_source(self.path)
 
@@ -93,19 +97,23 @@ class Capture:
         self.close()
 
 
-def open_capture(path: str | os.PathLike[str]) -> Capture:
-    """Open a pcap or pcapng file (optionally gzip-compressed), recognised by its magic number."""
+def open_capture(path: str | os.PathLike[str], stream: BinaryIO | None = None) -> Capture:
+    """Open a pcap or pcapng file (optionally gzip-compressed), recognised by its magic number.
+
+    With ``stream`` (an open binary file object, e.g. a remote file opened through fsspec) the capture
+    is read from it sequentially, and ``path`` only names it in messages; the capture closes it."""
     name = os.fspath(path)
     try:
-        source, magic = open_source(name)
+        source, magic = open_source(name) if stream is None else stream_source(stream)
     except OSError as exc:
         raise InputError(f"cannot open: {exc.strerror or exc}", path=name) from None
-    if source.size == 0:
+    empty = source.size == 0 if stream is None else (not magic and not source.compressed)
+    if empty:
         source.close()
         raise InputError("empty file", path=name, offset=0)
     if magic in PCAP_MAGICS or magic == SHB_MAGIC:
-        return Capture(name, source, magic == SHB_MAGIC)
-    gzipped = isinstance(source, StreamSource) and source.size and _is_gzip(name)
+        return Capture(name, source, magic == SHB_MAGIC, reopenable=stream is None)
+    gzipped = isinstance(source, StreamSource) and source.compressed
     source.close()
     if gzipped and len(magic) < 4:
         raise InputError(f"the gzip stream ends after {len(magic)} uncompressed byte(s), before a capture header",
@@ -115,7 +123,3 @@ def open_capture(path: str | os.PathLike[str]) -> Capture:
     what = " inside the gzip stream" if gzipped else ""
     raise InputError(f"not a pcap or pcapng file (magic 0x{magic.hex()}{what})", path=name, offset=0)
 
-
-def _is_gzip(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == GZIP_MAGIC

@@ -129,6 +129,51 @@ ByteSource = MmapSource | StreamSource
 GZIP_MAGIC = b"\x1f\x8b"
 
 
+def stream_source(raw: BinaryIO) -> tuple[ByteSource, bytes]:
+    """A source over an already open binary file object (a remote file through fsspec, a pipe): read
+    sequentially in chunks, gzip recognised by content. Its size (for progress) is the object's ``size``
+    attribute or its file's, 0 when unknown. The source closes ``raw``."""
+    size = getattr(raw, "size", None)
+    if not isinstance(size, int):
+        try:
+            size = os.fstat(raw.fileno()).st_size
+        except (OSError, AttributeError, ValueError):
+            size = 0
+    try:
+        head = raw.read(4)
+        if head[:2] == GZIP_MAGIC:
+            try:
+                raw.seek(0)
+                stream = GunzipStream(raw)
+            except (OSError, AttributeError, ValueError):
+                stream = GunzipStream(_Prefixed(head, raw))
+            magic = stream.read(4)
+            return StreamSource(stream, raw, size, head=magic), magic
+        return StreamSource(raw, raw, size, head=head), head
+    except BaseException:
+        raw.close()
+        raise
+
+
+class _Prefixed:
+    """``head`` (already read from a stream that cannot seek back) followed by the rest of ``raw``."""
+
+    def __init__(self, head: bytes, raw: BinaryIO) -> None:
+        self._head = head
+        self._raw = raw
+
+    def read(self, count: int = -1) -> bytes:
+        if not self._head:
+            return self._raw.read(count)
+        out, self._head = self._head, b""
+        if count < 0:
+            return out + self._raw.read()
+        return out[:count] + (self._raw.read(count - len(out)) if count > len(out) else b"")
+
+    def close(self) -> None:
+        self._raw.close()
+
+
 def open_source(path: str | os.PathLike[str]) -> tuple[ByteSource, bytes]:
     """Open ``path`` by content (gzip or not) and return the source plus its first 4 capture bytes."""
     raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - owned by the returned source

@@ -19,17 +19,15 @@ from typing import Any
 
 from dissectors.analysis.judge import Options
 from dissectors.cli.pipeline import analyze_file, load_keylog
+from dissectors.fleet import inputs
+from dissectors.fleet.inputs import SUFFIXES, CaptureInput
 from dissectors.tls import KeyLog
 
-SUFFIXES = (".pcap", ".pcapng", ".pcap.gz", ".pcapng.gz")
+__all__ = ["SUFFIXES", "check_one", "find_captures", "run_check", "sibling", "stem"]
 
 
 def stem(path: Path) -> Path:
-    name = path.name
-    for suffix in sorted(SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return path.with_name(name[: -len(suffix)])
-    return path
+    return path.with_name(inputs.stem(path.name))
 
 
 def sibling(capture: Path, suffix: str) -> Path:
@@ -46,6 +44,13 @@ def find_captures(paths: list[str]) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def destination_version(capture: Path) -> str | None:
@@ -98,15 +103,32 @@ def check_one(capture: Path, update: bool) -> tuple[str, list[str]]:
     return "differs", diff
 
 
+def check_task(item: CaptureInput, update: bool) -> tuple[str, list[str]]:
+    """``check_one`` as a fleet task (what a Dask worker runs for one capture)."""
+    return check_one(Path(item.url), update)
+
+
 def run_check(args: argparse.Namespace) -> int:
+    from dissectors.fleet.runner import RunnerError, run_tasks
+
     captures = find_captures(args.paths)
     if not captures:
         print(f"migshark check: no capture found in {' '.join(args.paths)}", file=sys.stderr)
         return 2
+    if args.jobs is not None and args.jobs < 1:
+        print("migshark check: -j needs at least 1", file=sys.stderr)
+        return 2
+    items = [CaptureInput(str(c), _size(c)) for c in captures]
+    # Serial unless asked (-j N, --scheduler, DASK_SCHEDULER_ADDRESS): the corpus takes seconds in one
+    # process, less than a local cluster takes to start.
+    try:
+        outcomes = run_tasks(check_task, items, args.update, scheduler=args.scheduler, workers=args.jobs or 1)
+    except RunnerError as exc:
+        print(f"migshark check: {exc}", file=sys.stderr)
+        return 2
     results = []
     bad = 0
-    for cap in captures:
-        status, diff = check_one(cap, args.update)
+    for cap, (status, diff) in zip(captures, outcomes, strict=True):
         results.append({"capture": str(cap), "status": status, "diff": diff})
         bad += status in ("differs", "missing")
         if not args.json:

@@ -65,6 +65,12 @@ def _check(args: argparse.Namespace) -> int:
     return run_check(args)
 
 
+def _fleet(args: argparse.Namespace) -> int:
+    from dissectors.cli.fleet import run_fleet
+
+    return run_fleet(args)
+
+
 def _export(args: argparse.Namespace) -> int:
     from dissectors.outputs.lua import run_export
 
@@ -139,7 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("paths", nargs="+", help="capture files or directories holding them")
     c.add_argument("--update", action="store_true", help="rewrite the expected reports")
     c.add_argument("--json", action="store_true")
+    c.add_argument("-j", "--jobs", type=int, metavar="N",
+                   help="check on a local Dask cluster of N worker processes (default 1: serial, no Dask)")
+    c.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="check on an existing Dask cluster (also $DASK_SCHEDULER_ADDRESS); see docs/fleet.md")
     c.set_defaults(func=_check)
+
+    f = sub.add_parser("fleet", help="many captures (files, globs, URLs) on Dask into one table, a row per migration")
+    from dissectors.cli.fleet import add_arguments as fleet_arguments
+
+    fleet_arguments(f)
+    f.set_defaults(func=_fleet)
 
     e = sub.add_parser("export-wireshark", help="write the Wireshark Lua plugin (qmig) generated from the layers")
     e.add_argument("out", nargs="?", metavar="OUT.lua", help="output file (default or '-': stdout)")

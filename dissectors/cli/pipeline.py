@@ -4,7 +4,7 @@ dissect printer). The only place that opens capture files for them."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from dissectors.analysis.engine import Analysis, Analyzer
 from dissectors.analysis.judge import Options
@@ -83,9 +83,10 @@ def decrypting(factory: SinkFactory, keylog: KeyLog | None) -> SinkFactory:
 
 
 def analyze_file(path: str, options: Options | None = None, progress: ProgressFn | None = None,
-                 keylog: KeyLog | None = None) -> Analysis:
+                 keylog: KeyLog | None = None, stream: BinaryIO | None = None) -> Analysis:
+    """The analysis of the capture at ``path`` (or read from ``stream``, which ``path`` then names)."""
     analyzer = Analyzer(options, keylog=keylog)
-    with open_capture(path) as cap:
+    with open_capture(path, stream) as cap:
         _, capture = reassemble(cap, str(path), analyzer.sink_for, progress)
     return analyzer.finish(capture)
 

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""``migshark fleet`` on Dask against a plain loop: speed-up on a local cluster, and the per-capture
+overhead of the Dask path.
+
+    python benchmarks/bench_fleet.py [--generated 100] [--copies 100] [--workers 2] [--repeat 3]
+
+Builds a fleet of captures in a temporary directory (deleted afterwards; ``--keep DIR`` keeps it):
+``--generated`` captures from ``gen_capture.py`` with valid QEMU streams (``qemu_payload``) at small sizes
+(``--sizes``, cycled; each with its own seed) and ``--copies`` copies of the corpus captures in
+captures/ (hard links, with their key logs beside, so TLS ones are decrypted). Then, with the page cache
+warm, median of ``--repeat`` runs:
+
+- ``loop``: ``task.analyse_capture`` on every capture in this process, one after the other (the baseline);
+- ``dask``: ``runner.run_tasks`` on a running ``LocalCluster`` of ``--workers`` processes (one thread
+  each), largest capture first, every row collected back here; and the same with the cluster's start and
+  stop included (``dask+startup``: what ``migshark fleet`` costs end to end);
+- ``dask-1``: the same on a one-worker cluster: its excess over ``loop``, per capture, is what the Dask
+  path adds to each capture (pickling the task and its rows, scheduling, the round trips);
+- ``noop``: an empty task per capture on the one-worker cluster: the scheduling round trip alone.
+
+Ratios are within the same run. The tables must be equal (rows, less ``seconds``) or the run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from dissectors.analysis.judge import Options  # noqa: E402
+from dissectors.fleet.inputs import CaptureInput, discover  # noqa: E402
+from dissectors.fleet.runner import local_cluster as cluster  # noqa: E402
+from dissectors.fleet.runner import run_tasks  # noqa: E402
+from dissectors.fleet.task import analyse_capture  # noqa: E402
+
+
+def noop(item: CaptureInput, options: Options) -> list[dict[str, Any]]:
+    return []
+
+
+def build_fleet(root: Path, generated: int, copies: int, sizes: list[str]) -> None:
+    import gen_capture
+
+    source = gen_capture.load_source("qemu_payload:payload_source")
+    gen = root / "generated"
+    gen.mkdir(parents=True)
+    for i, size in zip(range(generated), itertools.cycle(sizes), strict=False):
+        gen_capture.generate(gen / f"gen-{i:03d}-{size}.pcap", gen_capture.parse_size(size), seed=i,
+                             retrans=0.0007, reorder=0.0005, payload_source=source, snaplen=262144)
+    corpus = sorted(p for p in (ROOT / "captures").iterdir() if p.name.endswith((".pcap", ".pcap.gz")))
+    out = root / "corpus"
+    out.mkdir()
+    for i, cap in zip(range(copies), itertools.cycle(corpus), strict=False):
+        name = f"c{i:03d}-{cap.name}"
+        os.link(cap, out / name)
+        keylog = cap.with_name(cap.name.split(".pcap")[0] + ".keylog")
+        if keylog.exists():
+            os.link(keylog, out / (name.split(".pcap")[0] + ".keylog"))
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def strip(results: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    return [[{k: v for k, v in r.items() if k != "seconds"} for r in rows] for rows in results]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--generated", type=int, default=100)
+    ap.add_argument("--copies", type=int, default=100)
+    ap.add_argument("--sizes", default="2M,4M,8M,16M", help="generated capture payload sizes, cycled")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--keep", metavar="DIR", help="build the fleet in DIR and keep it")
+    args = ap.parse_args(argv)
+
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="migshark-fleet-bench-"))
+    try:
+        if not any(root.glob("*/*.pcap*")):
+            t0 = time.perf_counter()
+            build_fleet(root, args.generated, args.copies, args.sizes.split(","))
+            print(f"fleet built in {time.perf_counter() - t0:.1f} s in {root}")
+        items = discover([str(root)])
+        total = sum(i.size for i in items)
+        print(f"{len(items)} captures, {total / 1e6:,.1f} MB on storage; load average "
+              f"{os.getloadavg()[0]:.2f}; {os.cpu_count()} cores")
+        opts = Options()
+        for item in items:                              # warm the page cache
+            Path(item.url).read_bytes()
+
+        loop_s, loop_rows = timed(lambda: [analyse_capture(i, opts) for i in items], args.repeat)
+        with cluster(args.workers) as c:
+            dask_s, dask_rows = timed(lambda: run_tasks(analyse_capture, items, opts, scheduler=c.scheduler_address),
+                                      args.repeat)
+        start_s, _ = timed(lambda: run_tasks(analyse_capture, items, opts, workers=args.workers), 1)
+        with cluster(1) as c:
+            one_s, one_rows = timed(lambda: run_tasks(analyse_capture, items, opts, scheduler=c.scheduler_address),
+                                    args.repeat)
+            noop_s, _ = timed(lambda: run_tasks(noop, items, opts, scheduler=c.scheduler_address), args.repeat)
+        if not (strip(loop_rows) == strip(dask_rows) == strip(one_rows)):
+            print("FAIL: the cluster's table differs from the loop's", file=sys.stderr)
+            return 1
+        busy = sum(r["seconds"] for rows in dask_rows for r in rows[:1])
+        n = len(items)
+        print(f"{'run':<16} {'seconds':>8} {'captures/s':>11} {'MB/s':>8} {'x loop':>7}")
+        for name, s in (("loop", loop_s), (f"dask-{args.workers}", dask_s), (f"dask-{args.workers}+startup", start_s),
+                        ("dask-1", one_s), ("noop-1", noop_s)):
+            print(f"{name:<16} {s:8.2f} {n / s:11.1f} {total / 1e6 / s:8.1f} {loop_s / s:7.2f}")
+        print(f"speed-up on the running {args.workers}-worker cluster: {loop_s / dask_s:.2f}x "
+              f"(with cluster start-up and shutdown: {loop_s / start_s:.2f}x)")
+        print(f"Dask path overhead per capture (dask-1 - loop) / n: {(one_s - loop_s) / n * 1000:+.1f} ms "
+              f"({(one_s - loop_s) / loop_s * 100:+.1f} % of the loop); empty-task round trip "
+              f"{noop_s / n * 1000:.1f} ms; workers busy {busy:.2f} s of {dask_s * args.workers:.2f} s")
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""``migshark fleet``: wires the fleet room (inputs, runner, task, tables, summary) to the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from dissectors.analysis.judge import Options
+from dissectors.fleet.inputs import CaptureInput, discover, largest_first, read_list
+from dissectors.fleet.rows import error_row
+from dissectors.fleet.runner import RunnerError, describe_engine, run_tasks
+from dissectors.fleet.summary import FleetProgress, exit_code, render_summary
+from dissectors.fleet.tables import TableError, table_format, write_table
+from dissectors.fleet.task import analyse_capture
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("captures", nargs="*", metavar="CAPTURE",
+                   help="capture files, directories (searched recursively), globs or fsspec URLs (s3://...)")
+    p.add_argument("-o", "--output", required=True, metavar="TABLE",
+                   help="the table: .parquet, .csv or .jsonl (a row per migration; docs/report-schema.md)")
+    p.add_argument("--from-list", metavar="FILE", help="more captures, one name or URL per line ('-': stdin)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="an existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, else a local cluster)")
+    p.add_argument("-j", "--jobs", type=int, metavar="N",
+                   help="local cluster size in worker processes (default: one per core; 1: no Dask, one process)")
+    p.add_argument("--qemu-version", help="the destinations' QEMU version, if one for all (default: inferred)")
+    p.add_argument("--stall-threshold", type=float, default=1.0, metavar="S",
+                   help="seconds a postcopy page request may wait before it counts as a stall (default 1)")
+    p.add_argument("--progress-timeout", type=float, default=5.0, metavar="S",
+                   help="seconds without traffic before an unfinished migration counts as stalled (default 5)")
+    p.add_argument("--top", type=int, default=10, metavar="N", help="failure signatures in the summary (default 10)")
+    p.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+
+
+def _worker_died(item: CaptureInput, exc: BaseException) -> list[dict[str, Any]]:
+    return [error_row(item.url, item.size, f"{item.url}: the worker analysing it died ({type(exc).__name__}: "
+                                           f"{exc}); if it ran out of memory, give workers more")]
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    try:
+        table_format(args.output)
+    except TableError as exc:
+        print(f"migshark fleet: error: {exc}", file=sys.stderr)
+        return 2
+    if args.jobs is not None and args.jobs < 1:
+        print("migshark fleet: error: -j needs at least 1", file=sys.stderr)
+        return 2
+    specs = list(args.captures)
+    if args.from_list:
+        try:
+            specs += read_list("/dev/stdin" if args.from_list == "-" else args.from_list)
+        except OSError as exc:
+            print(f"migshark fleet: error: {args.from_list}: cannot read the list: {exc.strerror}", file=sys.stderr)
+            return 2
+    if not specs:
+        print("migshark fleet: error: no capture given (CAPTURE... or --from-list FILE)", file=sys.stderr)
+        return 2
+    items = discover(specs)
+    options = Options(qemu_version=args.qemu_version, stall_threshold=args.stall_threshold,
+                      progress_timeout=args.progress_timeout)
+    engine = describe_engine(args.scheduler, args.jobs)
+    bar = FleetProgress(items, engine, force=args.progress)
+    start = time.monotonic()
+    try:
+        results = run_tasks(analyse_capture, largest_first(items), options, scheduler=args.scheduler,
+                            workers=args.jobs, on_result=bar, on_error=_worker_died)
+    except RunnerError as exc:
+        print(f"migshark fleet: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+    seconds = time.monotonic() - start
+    by_url = {item.url: rows for item, rows in zip(largest_first(items), results, strict=True)}
+    rows = [row for item in items for row in by_url[item.url]]       # the order the captures were named
+    try:
+        write_table(rows, args.output)
+    except OSError as exc:
+        print(f"migshark fleet: error: {args.output}: cannot write the table: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(render_summary(rows, captures=len(items), seconds=seconds, engine=engine,
+                                    table=args.output, top=args.top))
+    return exit_code(rows)

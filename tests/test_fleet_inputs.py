@@ -1,0 +1,102 @@
+"""Which captures a fleet run reads (paths, directories, globs, lists, fsspec URLs) and the serial task on
+them: no cluster here (tests/test_fleet.py has one)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dissectors.analysis.judge import Options
+from dissectors.fleet.inputs import discover, largest_first, read_list
+from dissectors.fleet.rows import mask
+from dissectors.fleet.task import analyse_capture
+
+CORPUS = Path(__file__).resolve().parent.parent / "captures"
+TLS = "multifd-tls-11.1"
+
+
+@pytest.fixture
+def tree(tmp_path):
+    (tmp_path / "host-a").mkdir()
+    (tmp_path / "host-b" / "deep").mkdir(parents=True)
+    for name in (f"{TLS}.pcap.gz", f"{TLS}.keylog"):
+        shutil.copy(CORPUS / name, tmp_path / "host-a" / name)
+    shutil.copy(CORPUS / "precopy-7.2.pcap.gz", tmp_path / "host-b" / "deep" / "precopy-7.2.pcap.gz")
+    (tmp_path / "host-b" / "notes.txt").write_text("not a capture")
+    return tmp_path
+
+
+def test_directories_are_searched_recursively_with_keylogs_beside(tree):
+    items = discover([str(tree)])
+    assert [Path(i.url).name for i in items] == [f"{TLS}.pcap.gz", "precopy-7.2.pcap.gz"]
+    assert items[0].keylog == str(tree / "host-a" / f"{TLS}.keylog") and items[1].keylog is None
+    assert all(i.size == Path(i.url).stat().st_size and i.problem is None for i in items)
+
+
+def test_globs_duplicates_and_missing_names(tree):
+    items = discover([str(tree / "*" / "**" / "*.pcap.gz"), str(tree / "host-b"), str(tree / "nope.pcap"),
+                      str(tree / "none-*.pcap"), f"file://{tree / 'host-a' / TLS}.pcap.gz"])
+    names = [(Path(i.url).name, i.problem) for i in items]
+    assert names == [(f"{TLS}.pcap.gz", None), ("precopy-7.2.pcap.gz", None), ("nope.pcap", "no such file"),
+                     ("none-*.pcap", "no file matches this pattern")]
+    assert [Path(i.url).name for i in largest_first(items)][0] == max(
+        (i.size, Path(i.url).name) for i in items)[1]
+
+
+def test_list_file_skips_comments_and_blanks(tmp_path):
+    listing = tmp_path / "l.txt"
+    listing.write_text("# hosts\n/a.pcap\n\n  s3://b/c.pcap.gz  \n")
+    assert read_list(str(listing)) == ["/a.pcap", "s3://b/c.pcap.gz"]
+
+
+def test_unreadable_inputs_become_error_rows(tree):
+    (rows,) = [analyse_capture(i) for i in discover([str(tree / "nope.pcap")])]
+    assert rows[0]["status"] == "error" and rows[0]["error"].endswith("nope.pcap: no such file")
+    bad_keylog = tree / "host-a" / f"{TLS}.keylog"
+    bad_keylog.write_text("not a key log line\n")
+    (row, *_) = analyse_capture(discover([str(tree / "host-a")])[0])
+    assert row["status"] == "error" and "NSS key log" in row["error"]
+
+
+def test_fsspec_urls_stream_and_find_their_keylog(tree):
+    """memory:// is a real fsspec filesystem: the captures are read through it as a stream, and the rows
+    equal those of the same files read locally (decrypted with the key log beside them)."""
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    for p in tree.rglob("*"):
+        if p.is_file():
+            fs.pipe(f"/fleet-test/{p.relative_to(tree)}", p.read_bytes())
+    try:
+        remote = discover(["memory:///fleet-test/**/*.pcap*"])
+        local = discover([str(tree)])
+        assert [i.url.rsplit("/", 1)[1] for i in remote] == [Path(i.url).name for i in local]
+        assert remote[0].keylog == f"memory:///fleet-test/host-a/{TLS}.keylog"
+        for r, lc in zip(remote, local, strict=True):
+            got, want = analyse_capture(r, Options()), analyse_capture(lc, Options())
+            skip = {"capture", "first_warning", "seconds"}
+            assert [{k: v for k, v in x.items() if k not in skip} for x in got] == \
+                   [{k: v for k, v in x.items() if k not in skip} for x in want]
+            assert all(x["capture"] == r.url for x in got)
+        assert got[0]["status"] == "completed"
+        assert analyse_capture(remote[0])[0]["tls_decrypted"] == "3/3"
+        missing = discover(["memory:///fleet-test/none.pcap"])
+        assert missing[0].problem == "no such file"
+    finally:
+        fs.rm("/fleet-test", recursive=True)
+
+
+def test_signatures_do_not_depend_on_addresses_times_or_counts():
+    a = mask("main channel reached EOF at 1795633669.500683 from 127.0.0.1:4444; channel 3; a 7.2 destination")
+    b = mask("main channel reached EOF at 1795633700.1 from [::1]:5555; channel 2; a 7.2 destination")
+    assert a == b == "main channel reached EOF at T from ADDR; channel N; a 7.2 destination"
+
+
+def test_every_column_is_documented():
+    from dissectors.fleet.rows import COLUMNS
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "report-schema.md").read_text()
+    section = doc.split("## `migshark fleet`", 1)[1].split("\n## ", 1)[0]
+    for name, kind, _ in COLUMNS:
+        assert f"| `{name}` | {kind} |" in section, name

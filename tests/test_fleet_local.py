@@ -1,0 +1,43 @@
+"""The default engine: with no scheduler, ``migshark fleet`` starts its own local Dask cluster (here
+``-j 2``: two worker processes) and stops it afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed")
+
+from dissectors.cli.main import main  # noqa: E402
+
+CORPUS = Path(__file__).resolve().parent.parent / "captures"
+
+
+def test_fleet_starts_a_local_cluster(tmp_path, monkeypatch):
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    caps = [CORPUS / "precopy-10.0.pcap.gz", CORPUS / "holdback-preempt-7.2.pcap.gz",
+            CORPUS / "preempt-tls-7.2.pcap.gz"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["fleet", "-j", "2", *map(str, caps), "-o", str(tmp_path / "t.jsonl")])
+    text = out.getvalue()
+    assert "on local Dask cluster, 2 worker processes" in text
+    rows = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert [r["capture"] for r in rows][:1] == [str(caps[0])] and {r["capture"] for r in rows} == set(map(str, caps))
+    assert code == 1                         # the 7.2 hold-back of the preempt channel stalls
+    assert any(r["stalls_preempt_as_main"] for r in rows)
+    done, total = next(r for r in rows if r["capture"] == str(caps[2]))["tls_decrypted"].split("/")
+    assert done == total != "0"
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert main(["fleet", str(CORPUS), "-o", str(tmp_path / "t.xlsx")]) == 2
+    assert "suffix" in capsys.readouterr().err
+    assert main(["fleet", "-o", str(tmp_path / "t.csv")]) == 2
+    assert "no capture given" in capsys.readouterr().err
+    assert main(["fleet", "-j", "1", str(tmp_path / "nothing.pcap"), "-o", str(tmp_path / "t.csv")]) == 2
+    assert "nothing.pcap: no such file" in (tmp_path / "t.csv").read_text()   # written: the row says why
