@@ -112,6 +112,14 @@ def _host(endpoint: str) -> str:
     return endpoint.rsplit(":", 1)[0].strip("[]")
 
 
+def _file(entries: list[tuple[int, int, MigrationGroup]], entry: tuple[int, int, MigrationGroup]) -> None:
+    """Insert in creation order (a new migration's entry goes last: an append)."""
+    if not entries or entries[-1][0] <= entry[0]:
+        entries.append(entry)
+    else:
+        insort(entries, entry, key=lambda e: e[0])
+
+
 class _Index:
     """Live migrations per endpoint (creation order), and postcopy-like ones per destination host."""
 
@@ -126,23 +134,23 @@ class _Index:
     def register(self, g: MigrationGroup, endpoint: str) -> None:
         """(Re-)file ``g`` under its current leg's endpoint (entries carry the leg count: stale ones drop)."""
         entry = (g.order, len(g.legs), g)
-        insort(self.live.setdefault(endpoint, []), entry, key=lambda e: e[0])
+        _file(self.live.setdefault(endpoint, []), entry)
         if not g._has_main:
-            insort(self.no_main.setdefault(endpoint, []), entry, key=lambda e: e[0])
-        insort(self.by_uuid.setdefault((endpoint, g._uuid), []), entry, key=lambda e: e[0])
+            _file(self.no_main.setdefault(endpoint, []), entry)
+        _file(self.by_uuid.setdefault((endpoint, g._uuid), []), entry)
         self.note_postcopyish(g)
 
     def joined(self, g: MigrationGroup, endpoint: str, had_uuid: str | None) -> None:
         if g._uuid != had_uuid:
-            insort(self.by_uuid.setdefault((endpoint, g._uuid), []), (g.order, len(g.legs), g), key=lambda e: e[0])
+            _file(self.by_uuid.setdefault((endpoint, g._uuid), []), (g.order, len(g.legs), g))
         self.note_postcopyish(g)
 
     def note_postcopyish(self, g: MigrationGroup) -> None:
         if g._postcopyish and g.order not in self.postcopyish:
             self.postcopyish.add(g.order)
             entry = (g.order, 0, g)
-            insort(self.paused_all, entry, key=lambda e: e[0])
-            insort(self.paused_host.setdefault(_host(g.destination), []), entry, key=lambda e: e[0])
+            _file(self.paused_all, entry)
+            _file(self.paused_host.setdefault(_host(g.destination), []), entry)
 
     @staticmethod
     def latest(entries: list[tuple[int, int, MigrationGroup]] | None, ts: float, endpoint: str,
