@@ -11,7 +11,7 @@ from typing import Any
 
 from dissectors.analysis.ledger import PageLedger
 from dissectors.analysis.repeats import RepeatedPages
-from dissectors.analysis.tls_shape import TlsShape
+from dissectors.analysis.tls_shape import NO_SHAPE, TlsShape
 from dissectors.channels import TARGET_PAGE_SIZE, ChannelSink, Record
 from dissectors.channels.sink import Direction
 from dissectors.tcp import Connection
@@ -28,8 +28,14 @@ KEPT = {
 }
 
 
+_NONE: tuple[()] = ()
+
+
 class ConnectionFacts:
     """What the analysis knows of one connection; ``sink`` is the TCP sink that feeds it."""
+
+    __slots__ = ("conn", "ledger", "repeats", "endpoint", "sink", "events", "malformed", "requests_seen", "hello",
+                 "first_record_ts", "features", "last_page_ts", "page_records", "tls", "tls_alerts", "tls_shape")
 
     def __init__(self, conn: Connection, ledger: PageLedger, page_size: int = TARGET_PAGE_SIZE,
                  repeats: RepeatedPages | None = None) -> None:
@@ -37,18 +43,29 @@ class ConnectionFacts:
         self.ledger = ledger
         self.repeats = repeats
         self.endpoint = f"{conn.server[0]}:{conn.server[1]}"
-        self.sink = ChannelSink(self.take, page_size, lambda d: conn.halves[d].last_data_ts)
-        self.events: list[Record] = []
-        self.malformed: list[tuple[int, Record]] = []     # (direction, record)
+        self.sink = ChannelSink(self.take, page_size, self._last_data_ts)
+        # Lists and the feature set start as one shared empty tuple and are made on first use: a capture
+        # may hold 100,000s of connections that never carry a record.
+        self.events: list[Record] = _NONE  # type: ignore[assignment]
+        self.malformed: list[tuple[int, Record]] = _NONE  # type: ignore[assignment]   # (direction, record)
         self.requests_seen = 0
         self.hello: dict[str, Any] | None = None
         self.first_record_ts: float | None = None
-        self.features: set[str] = set()
+        self.features: set[str] = _NONE  # type: ignore[assignment]
         self.last_page_ts: float | None = None
         self.page_records = 0
         self.tls: TlsStatus | None = None       # set when a key log was given (decrypted or not)
-        self.tls_alerts: list[tuple[int, float]] = []   # (direction, time) of TLS alerts readable in clear
-        self.tls_shape = TlsShape()             # record sizes and times when the contents stay hidden
+        self.tls_alerts: list[tuple[int, float]] = _NONE  # type: ignore[assignment]   # (direction, time) of TLS alerts in clear
+        # Record sizes and times when TLS contents stay hidden; one shared empty shape until a TLS record.
+        self.tls_shape: TlsShape = NO_SHAPE
+
+    def _last_data_ts(self, direction: int) -> float | None:
+        return self.conn.halves[direction].last_data_ts
+
+    def _feature(self, name: str) -> None:
+        if not self.features:
+            self.features = set()
+        self.features.add(name)
 
     @property
     def kind(self) -> str | None:
@@ -107,10 +124,10 @@ class ConnectionFacts:
             if kind == "multifd.packet" or kind == "multifd.sync":
                 f = rec.fields
                 if f.get("zero_pages"):
-                    self.features.add("zero_pages")
+                    self._feature("zero_pages")
                 normal = f.get("normal_pages")
                 if f.get("next_packet_size_ignored") and not normal:
-                    self.features.add("stale_next_packet_size")
+                    self._feature("stale_next_packet_size")
                 if normal and self.repeats is not None and self.hello is not None:
                     self.repeats.packet((self.endpoint, self.hello["uuid"]), f["packet_num"], f["block"],
                                         f["pages_alloc"], normal, f["first_offset"], f["last_offset"], rec.ts,
@@ -118,7 +135,7 @@ class ConnectionFacts:
                 self.last_page_ts = rec.ts
                 continue
             if kind == "ram.multifd_flush":
-                self.features.add("multifd_flush")
+                self._feature("multifd_flush")
                 continue
             if kind == "rp.req_pages":
                 f = rec.fields
@@ -131,23 +148,31 @@ class ConnectionFacts:
             if kind == "main.cmd":
                 cmd = rec.fields.get("cmd")
                 if cmd == "SWITCHOVER_START":
-                    self.features.add("switchover_start")
+                    self._feature("switchover_start")
                 elif cmd == "POSTCOPY_LISTEN":
                     self.ledger.listen(self.endpoint)
                 elif cmd == "RECV_BITMAP":
                     self.ledger.resume(self.endpoint)
             if kind == "tls.record":
                 if rec.fields.get("content_type") == "alert":
+                    if not self.tls_alerts:
+                        self.tls_alerts = []
                     if len(self.tls_alerts) < MALFORMED_LIMIT:
                         self.tls_alerts.append((direction, rec.ts))
                 else:
+                    if self.tls_shape is NO_SHAPE:
+                        self.tls_shape = TlsShape()
                     self.tls_shape.take(direction, rec)
                 continue
             if kind == "malformed":
+                if not self.malformed:
+                    self.malformed = []
                 if len(self.malformed) < MALFORMED_LIMIT:
                     self.malformed.append((direction, rec))
                 continue
             if kind in KEPT and len(self.events) < EVENT_LIMIT:
+                if not self.events:
+                    self.events = []
                 self.events.append(rec)
 
     # -- queries ----------------------------------------------------------------------------------

@@ -5,19 +5,40 @@ connections has not ended yet) unless it would be that migration's second main c
 main channel (RECV_BITMAP first, no QEVM) joins the latest paused postcopy migration, whatever the port
 (``migrate-recover`` usually listens on a new one). Multifd channels carry the source UUID in their
 hello; a channel whose UUID disagrees with the migration's never joins it.
+
+Near-linear in the number of connections (a port scan or a day of migrations to one port holds
+100,000s): connections are taken in start order, so a migration that is not alive when one opens is
+never alive again (unless a recovery leg revives it); live migrations are indexed per endpoint, in
+creation order, in three lists (any, without a main channel, per source UUID), each pruned lazily of
+entries that no longer fit. The search for a paused migration a recovered main channel resumes looks at
+no more than :data:`RECOVERY_CANDIDATES` candidates (docs/limits.md).
 """
 
 from __future__ import annotations
 
+from bisect import insort
 from dataclasses import dataclass, field
 
 from dissectors.analysis.facts import ConnectionFacts
+
+#: A recovered main channel looks at most at this many paused-migration candidates (latest first).
+RECOVERY_CANDIDATES = 4096
+
+_MAINS = ("main", "main-recovery")
+_INF = float("inf")
 
 
 @dataclass
 class MigrationGroup:
     destination: str
     legs: list[list[ConnectionFacts]] = field(default_factory=list)   # leg 0, then each recovery
+    # Incremental state kept by ``group`` (the current leg's end, main channel and endpoint; the first UUID).
+    order: int = field(default=0, repr=False, compare=False)
+    _end_max: float = field(default=-_INF, repr=False, compare=False)
+    _main_end_max: float = field(default=-_INF, repr=False, compare=False)
+    _has_main: bool = field(default=False, repr=False, compare=False)
+    _uuid: str | None = field(default=None, repr=False, compare=False)
+    _postcopyish: bool = field(default=False, repr=False, compare=False)
 
     @property
     def connections(self) -> list[ConnectionFacts]:
@@ -40,10 +61,34 @@ class MigrationGroup:
         return None
 
     def has_main(self) -> bool:
-        return any(f.kind in ("main", "main-recovery") for f in self.current)
+        return any(f.kind in _MAINS for f in self.current)
 
     def postcopy(self) -> bool:
-        return any(f.commands("POSTCOPY_ADVISE") or f.commands("POSTCOPY_RUN") for f in self.connections)
+        return any(_postcopy(f) for f in self.connections)
+
+    def _add(self, f: ConnectionFacts, end: float, new_leg: bool = False) -> None:
+        if new_leg:
+            self.legs.append([f])
+            self._end_max = self._main_end_max = -_INF
+            self._has_main = False
+        else:
+            self.current.append(f)
+        self._end_max = max(self._end_max, end)
+        if f.kind in _MAINS:
+            self._has_main = True
+            self._main_end_max = max(self._main_end_max, end)
+        if self._uuid is None:
+            self._uuid = _uuid(f)
+        if not self._postcopyish:
+            self._postcopyish = f.kind in ("preempt-candidate", None) or _postcopy(f)
+
+
+def _postcopy(f: ConnectionFacts) -> bool:
+    return bool(f.commands("POSTCOPY_ADVISE") or f.commands("POSTCOPY_RUN"))
+
+
+def _uuid(f: ConnectionFacts) -> str | None:
+    return str(f.hello["uuid"]) if f.hello and f.hello.get("uuid") else None
 
 
 def _end(f: ConnectionFacts) -> float:
@@ -52,7 +97,7 @@ def _end(f: ConnectionFacts) -> float:
     how = c.end_how
     if "rst" in how or "superseded" in how or c.fin_ts[0] is not None:
         return c.last_ts
-    return float("inf")
+    return _INF
 
 
 def start_ts(f: ConnectionFacts) -> float:
@@ -71,45 +116,121 @@ def role_ts(f: ConnectionFacts) -> float:
     return t if t is not None else start_ts(f)
 
 
-def _paused_candidates(groups: list[MigrationGroup], f: ConnectionFacts, ts: float) -> list[MigrationGroup]:
-    """Migrations a recovered main channel may resume: postcopy ones (advised, or with a preempt-like
-    channel when the main channel's commands were not readable) whose main channel has ended by now.
-    Those towards the same destination host come last, so they win."""
-    host = f.conn.server[0]
+def _host(endpoint: str) -> str:
+    return endpoint.rsplit(":", 1)[0].strip("[]")
 
-    def postcopyish(g: MigrationGroup) -> bool:
-        return g.postcopy() or any(x.kind in ("preempt-candidate", None) for x in g.connections)
 
-    def main_ended(g: MigrationGroup) -> bool:
-        return all(_end(x) <= ts for x in g.current if x.kind in ("main", "main-recovery"))
+def _file(entries: list[tuple[int, int, MigrationGroup]], entry: tuple[int, int, MigrationGroup]) -> None:
+    """Insert in creation order (a new migration's entry goes last: an append)."""
+    if not entries or entries[-1][0] <= entry[0]:
+        entries.append(entry)
+    else:
+        insort(entries, entry, key=lambda e: e[0])
 
-    found = [g for g in groups if postcopyish(g) and main_ended(g)]
-    return sorted(found, key=lambda g: g.destination.rsplit(":", 1)[0].strip("[]") == host)
+
+class _Index:
+    """Live migrations per endpoint (creation order), and postcopy-like ones per destination host."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, list[tuple[int, int, MigrationGroup]]] = {}
+        self.no_main: dict[str, list[tuple[int, int, MigrationGroup]]] = {}
+        self.by_uuid: dict[tuple[str, str | None], list[tuple[int, int, MigrationGroup]]] = {}
+        self.paused_all: list[tuple[int, int, MigrationGroup]] = []
+        self.paused_host: dict[str, list[tuple[int, int, MigrationGroup]]] = {}
+        self.postcopyish: set[int] = set()
+
+    def register(self, g: MigrationGroup, endpoint: str) -> None:
+        """(Re-)file ``g`` under its current leg's endpoint (entries carry the leg count: stale ones drop)."""
+        entry = (g.order, len(g.legs), g)
+        _file(self.live.setdefault(endpoint, []), entry)
+        if not g._has_main:
+            _file(self.no_main.setdefault(endpoint, []), entry)
+        _file(self.by_uuid.setdefault((endpoint, g._uuid), []), entry)
+        self.note_postcopyish(g)
+
+    def joined(self, g: MigrationGroup, endpoint: str, had_uuid: str | None) -> None:
+        if g._uuid != had_uuid:
+            _file(self.by_uuid.setdefault((endpoint, g._uuid), []), (g.order, len(g.legs), g))
+        self.note_postcopyish(g)
+
+    def note_postcopyish(self, g: MigrationGroup) -> None:
+        if g._postcopyish and g.order not in self.postcopyish:
+            self.postcopyish.add(g.order)
+            entry = (g.order, 0, g)
+            _file(self.paused_all, entry)
+            _file(self.paused_host.setdefault(_host(g.destination), []), entry)
+
+    @staticmethod
+    def latest(entries: list[tuple[int, int, MigrationGroup]] | None, ts: float, endpoint: str,
+               need_no_main: bool = False, uuid: str | None = None, check_uuid: bool = False) -> MigrationGroup | None:
+        """The latest live migration in ``entries`` that fits; entries that never will again are dropped."""
+        if not entries:
+            return None
+        i = len(entries) - 1
+        while i >= 0:
+            _, legs, g = entries[i]
+            stale = (legs != len(g.legs) or g._end_max < ts or (need_no_main and g._has_main)
+                     or (check_uuid and g._uuid != uuid))
+            if stale:
+                del entries[i]
+                i -= 1
+                continue
+            if g.current and g.current[0].endpoint != endpoint:
+                del entries[i]
+                i -= 1
+                continue
+            return g
+        return None
+
+    def paused(self, f: ConnectionFacts, ts: float) -> MigrationGroup | None:
+        """The migration a recovered main channel resumes: the latest postcopy-like one whose main channel
+        has ended, one towards the same destination host first."""
+        for entries in (self.paused_host.get(f.conn.server[0]), self.paused_all):
+            if not entries:
+                continue
+            looked = 0
+            for i in range(len(entries) - 1, -1, -1):
+                g = entries[i][2]
+                if g._main_end_max <= ts:
+                    return g
+                looked += 1
+                if looked >= RECOVERY_CANDIDATES:
+                    break
+        return None
 
 
 def group(facts: list[ConnectionFacts]) -> list[MigrationGroup]:
     groups: list[MigrationGroup] = []
+    index = _Index()
     for f in sorted(facts, key=start_ts):
         ts = start_ts(f)
+        end = _end(f)
         if f.kind == "main-recovery":
-            paused = _paused_candidates(groups, f, ts)
-            if paused:
-                paused[-1].legs.append([f])
+            g = index.paused(f, ts)
+            if g is not None:
+                g._add(f, end, new_leg=True)
+                index.register(g, f.endpoint)
                 continue
-        target = None
-        for g in reversed(groups):
-            if f.endpoint not in g.endpoints() or not g.alive_at(ts):
-                continue
-            if f.kind in ("main", "main-recovery") and g.has_main():
-                continue
-            uuid = f.hello.get("uuid") if f.hello else None
-            if uuid and g.uuid() not in (None, uuid):
-                continue
-            target = g
-            break
+        ep = f.endpoint
+        uuid = _uuid(f)
+        if f.kind in _MAINS:
+            target = index.latest(index.no_main.get(ep), ts, ep, need_no_main=True)
+            if target is not None and uuid and target._uuid not in (None, uuid):
+                target = None      # (a main channel carries no hello; kept for the rule's sake)
+        elif uuid:
+            a = index.latest(index.by_uuid.get((ep, None)), ts, ep, uuid=None, check_uuid=True)
+            b = index.latest(index.by_uuid.get((ep, uuid)), ts, ep, uuid=uuid, check_uuid=True)
+            target = max((x for x in (a, b) if x is not None), key=lambda x: x.order, default=None)
+        else:
+            target = index.latest(index.live.get(ep), ts, ep)
         if target is None:
             # A recovery leg on the same endpoint: a new connection after the leg's main closed.
-            target = MigrationGroup(f.endpoint, [[]])
+            target = MigrationGroup(ep, [[]], order=len(groups))
             groups.append(target)
-        target.current.append(f)
+            target._add(f, end)
+            index.register(target, ep)
+            continue
+        had = target._uuid
+        target._add(f, end)
+        index.joined(target, ep, had)
     return groups

@@ -76,3 +76,6 @@ class TlsShape:
             return "no application data from the source after the TLS handshake"
         return (f"its first TLS application record holds {s.first_len} bytes of plaintext"
                 + (" (the size of a multifd hello)" if s.first_len == MULTIFD_HELLO_SIZE else ""))
+
+
+NO_SHAPE = TlsShape()        # shared by every connection that showed no TLS record (never fed)

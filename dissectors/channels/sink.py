@@ -46,7 +46,7 @@ SERVER_PARSERS: dict[str, Callable[[int], StreamParser]] = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class Progress:
     """(ts, stream offset) arrival points, thinned by half whenever full: bounded, still covering the
     whole run."""
@@ -65,7 +65,7 @@ class Progress:
             self.step = (self.points[-1][0] - self.points[0][0]) / (SAMPLE_LIMIT / 2) if self.points else 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Direction:
     first: bytearray = field(default_factory=bytearray)
     kind: str | None = None
@@ -80,6 +80,8 @@ class ChannelSink:
     ``last_data_ts(direction)``, when given, says when the direction's last data segment arrived (the
     TCP room knows; it closes the arrival series at the stream's end).
     """
+
+    __slots__ = ("on_records", "page_size", "last_data_ts", "dirs", "kind", "magic", "counts")
 
     def __init__(self, on_records: RecordsFn | None = None, page_size: int = TARGET_PAGE_SIZE,
                  last_data_ts: LastDataFn | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from typing import Any
 
 from .halfstream import HalfStream
@@ -17,8 +18,14 @@ ROLE_FIRST_PACKET = "first-packet"  # the sender of the first segment seen is ca
 EPHEMERAL_PORT_MIN = 32768
 
 
+@lru_cache(maxsize=4096)
+def _ip_text(packed: bytes) -> str:
+    return str(ipaddress.ip_address(packed))
+
+
 def ip_text(packed: bytes) -> str:
-    return str(ipaddress.ip_address(bytes(packed)))
+    """Text form of a packed address (cached: a capture's connections share few addresses)."""
+    return _ip_text(bytes(packed))
 
 
 def endpoint_text(endpoint: tuple[str, int]) -> str:

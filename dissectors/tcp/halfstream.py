@@ -42,6 +42,9 @@ _DATA = 0
 _HOLE = 1
 # pending entries: (start, kind, end, data); data bytes are the copy for _DATA, b"" for _HOLE.
 _ORDER = itemgetter(0, 1)
+#: The tail of a direction that delivers nothing (yet, or any more): shared, appending to it keeps nothing.
+_EMPTY: tuple[()] = ()
+_NO_TAIL: deque[memoryview | bytes] = deque(maxlen=0)
 
 
 class HalfStream:
@@ -52,7 +55,7 @@ class HalfStream:
         "pending_bytes", "ooo_limit", "tail", "fin_offset", "ended", "awaiting_handshake",
         "frames", "last_ts", "first_data_ts", "last_data_ts", "gaps", "gap_count", "gap_bytes",
         "retransmitted_bytes", "overlap_conflicts", "conflict_offsets", "ignored_bytes",
-        "fin_ts", "rst_ts", "skip_until",
+        "fin_ts", "rst_ts", "skip_until", "tail_len",
     )
 
     def __init__(self, direction: int, ooo_limit: int, tail_segments: int) -> None:
@@ -67,7 +70,8 @@ class HalfStream:
         self.pending: list[tuple[int, int, int, bytes]] = []
         self.pending_bytes = 0
         self.ooo_limit = ooo_limit
-        self.tail: deque[memoryview | bytes] = deque(maxlen=tail_segments)  # delivered, ends at front
+        self.tail_len = tail_segments
+        self.tail = _NO_TAIL            # delivered pieces, ending at the front: made when data can flow
         self.fin_offset: int | None = None
         self.ended: str | None = None        # how the stream ended, once it has
         self.awaiting_handshake = False      # client side between SYN and the ACK completing it
@@ -99,6 +103,8 @@ class HalfStream:
             self.next_seq = -1
         else:
             self.next_seq = (self.base + self.offset) & SEQ_MASK
+            if self.tail is _NO_TAIL:
+                self.tail = deque(maxlen=self.tail_len)
 
     def offset_of(self, seq: int) -> int:
         """Absolute offset of sequence number ``seq`` (base must be known)."""
@@ -168,6 +174,8 @@ class HalfStream:
         if self.first_data_ts is None:
             self.first_data_ts = ts
         self.last_data_ts = ts
+        if self.tail is _NO_TAIL and self.ended is None:
+            self.tail = deque(maxlen=self.tail_len)
         self.tail.append(data)
         if self.deliver is not None and off + len(data) > self.skip_until:
             self.hand_over(off, data, ts)
@@ -308,6 +316,11 @@ class HalfStream:
             return
         self.ended = how
         self.next_seq = -1
-        self.tail = deque(maxlen=0)                   # drop the references; nothing new is delivered
+        # Shrink to the summary: drop the tail's references, and the sink's bound method; an empty
+        # out-of-order list becomes one shared empty tuple (nothing is buffered once the direction ended).
+        self.tail = _NO_TAIL
+        self.deliver = None
+        if not self.pending:
+            self.pending = _EMPTY  # type: ignore[assignment]
         if self.sink is not None:
             self.sink.end(self.direction, self.offset, ts, how)
