@@ -10,6 +10,7 @@ The tshark runs are unprivileged (see tests/tshark_helpers.py): Wireshark 4.4+ l
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import defaultdict
@@ -231,3 +232,21 @@ def test_misclassified_channels_in_wireshark_match_the_analyser(plugin_file: Pat
     assert sorted(m for m in set(experts) if "is taken as" in m) == [
         f"main channel (accepted #1) is taken as multifd under {policy}",
         f"multifd channel (accepted #0) is taken as main under {policy}"]
+
+
+@pytest.mark.tshark
+@pytest.mark.parametrize("series", SERIES)
+def test_root_loads_the_script_only_on_4_0(plugin_file: Path, series: str) -> None:
+    """What docs/wireshark.md and export-wireshark say: run as root, Wireshark 4.4 and 4.6 silently load
+    no ``-X lua_script:`` (nor the personal plugin folder); Debian 12's 4.0 does."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    inst = _install(series)
+    args = ["-G", "protocols", "-X", f"lua_script:{inst.stage(plugin_file)}"]
+
+    def has_qmig(res: subprocess.CompletedProcess[str]) -> bool:
+        assert res.returncode == 0, res.stderr
+        return any(line.split("\t")[2:3] == ["qmig"] for line in res.stdout.splitlines())
+
+    assert has_qmig(inst.run(args))
+    assert has_qmig(inst.run(args, as_root=True)) == (series == "4.0")

@@ -50,8 +50,15 @@ class TsharkInstall:
             self._staged[src] = got
         return got
 
-    def run(self, args: list[str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(self.wrapper), *args], capture_output=True, text=True, timeout=timeout)
+    def run(self, args: list[str], timeout: int = 300, home: Path | None = None,
+            as_root: bool = False) -> subprocess.CompletedProcess[str]:
+        """tshark ``args`` as the unprivileged user (``as_root``: as root, to show what root gets), with
+        ``HOME`` in the stage directory or ``home`` (a personal plugin folder)."""
+        if home is None and not as_root:
+            cmd = [str(self.wrapper), *args]
+        else:
+            cmd = [*_prefix(self.root, home or self.stage_dir, as_root), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
     def cleanup(self) -> None:
         if self.root is None:
@@ -61,13 +68,19 @@ class TsharkInstall:
             self.stage_dir.unlink(missing_ok=True)
 
 
-def _wrapper_text(root: Path | None, home: Path) -> str:
-    env = f"env HOME={home} LC_ALL=C"
+def _prefix(root: Path | None, home: Path, as_root: bool = False) -> list[str]:
+    """The command that runs this installation's tshark (unprivileged unless ``as_root``)."""
+    env = ["env", f"HOME={home}", "LC_ALL=C"]
     if root is not None:
-        return f'#!/bin/sh\nexec chroot --userspec={USER}:{GROUP} {root} {env} /usr/bin/tshark "$@"\n'
-    if os.geteuid() == 0:
-        return f'#!/bin/sh\nexec runuser -u {USER} -- {env} tshark "$@"\n'
-    return f'#!/bin/sh\nexec {env} tshark "$@"\n'
+        user = [] if as_root else [f"--userspec={USER}:{GROUP}"]
+        return ["chroot", *user, str(root), *env, "/usr/bin/tshark"]
+    if os.geteuid() == 0 and not as_root:
+        return ["runuser", "-u", USER, "--", *env, "tshark"]
+    return [*env, "tshark"]
+
+
+def _wrapper_text(root: Path | None, home: Path) -> str:
+    return "#!/bin/sh\nexec " + " ".join(_prefix(root, home)) + ' "$@"\n'
 
 
 def _make(root: Path | None) -> TsharkInstall | None:

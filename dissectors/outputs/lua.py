@@ -575,6 +575,14 @@ def write_plugin(out: str | Path | None) -> Path | None:
     return path
 
 
+#: What a user running Wireshark as root must know (docs/wireshark.md, "Running as root").
+ROOT_NOTE = ("note: Wireshark 4.4 and later load no Lua plugin from -X lua_script: or the personal plugin "
+             "folder when run as root, silently (the only symptom: '\"qmig\" is not a valid protocol or protocol "
+             "field'); run tshark/Wireshark as an ordinary user (capture as root, read the file as yourself), or "
+             "copy the plugin to the global Lua plugin folder (tshark -G folders: 'Global Lua Plugins'), which "
+             "root still loads")
+
+
 def run_export(out: str | None) -> int:
     """CLI entry: ``migshark export-wireshark [OUT.lua]`` (stdout when OUT is omitted or ``-``)."""
     path = write_plugin(out)
@@ -582,6 +590,7 @@ def run_export(out: str | None) -> int:
         print(f"Wireshark Lua plugin written to {path} "
               f"(load with: tshark -X lua_script:{path} ..., or copy to ~/.local/lib/wireshark/plugins/)",
               file=sys.stderr)
+    print(ROOT_NOTE, file=sys.stderr)
     return 0
 
 
