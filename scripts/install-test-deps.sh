@@ -20,6 +20,7 @@ if [ -n "$need" ]; then
 fi
 sh scripts/install-qemu.sh
 sh scripts/install-qemu-11.sh   # QEMU 11.1 in a trixie chroot (/opt/migshark-trixie)
+sh scripts/install-tshark-roots.sh   # tshark 4.4 (trixie root) and 4.6 (sid root) for the plugin tests
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv

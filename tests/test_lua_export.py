@@ -5,7 +5,6 @@ Wireshark's test/suite_wslua.py: same captures, one-pass and two-pass, fields co
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,11 +19,14 @@ from dissectors.channels import kinds
 from dissectors.layers import commands, main_stream, multifd, ram, return_path
 from dissectors.layers.structs import fixed_size, item_struct, layout_of
 from dissectors.outputs import lua
+from tests.tshark_helpers import TsharkInstall, install_named
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "captures"
 HAVE_TSHARK = shutil.which("tshark") is not None and shutil.which("editcap") is not None
 skip_no_tshark = pytest.mark.skipif(not HAVE_TSHARK, reason="tshark/editcap not installed")
+#: The host's tshark (Debian 12: 4.0) runs unprivileged, as for users; tests/test_lua_pyshark.py covers
+#: 4.4 and 4.6.
 
 #: tshark options every run uses: reassembly on, and out-of-order segments put back in order
 #: (loopback captures hold reordered segments; the Python reader orders by sequence number too).
@@ -204,10 +206,18 @@ def plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _host() -> TsharkInstall:
+    inst = install_named(".".join(subprocess.run(["tshark", "--version"], capture_output=True, text=True)
+                                  .stdout.split()[2].split(".")[:2]))
+    assert inst is not None
+    return inst
+
+
 def tshark(plugin: Path, capture: Path | str, *args: str, two_pass: bool = False) -> str:
-    cmd = ["tshark", "-n", "-X", f"lua_script:{plugin}", *TCP_OPTS, *(["-2"] if two_pass else []), "-r", str(capture),
-           *args]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "LC_ALL": "C"})
+    inst = _host()
+    cmd = ["-n", "-X", f"lua_script:{inst.stage(plugin)}", *TCP_OPTS, *(["-2"] if two_pass else []),
+           "-r", str(inst.stage(capture)), *args]
+    res = inst.run(cmd)
     assert res.returncode == 0, res.stderr
     assert "Lua Error" not in res.stdout and "Lua Error" not in res.stderr, res.stdout[-2000:] + res.stderr
     return res.stdout
@@ -350,13 +360,17 @@ def test_decode_as_and_port_pref(plugin: Path) -> None:
 
 @pytest.mark.tshark
 @skip_no_tshark
-def test_tshark_registers_the_generated_fields(plugin: Path, tmp_path: Path) -> None:
+def test_tshark_registers_the_generated_fields(plugin: Path) -> None:
     """The fields tshark knows (personal plugin dir) have the types the Scapy classes say."""
-    plugdir = tmp_path / ".local" / "lib" / "wireshark" / "plugins"
+    inst = _host()
+    home = inst.stage_dir / "home-fields"
+    plugdir = home / ".local" / "lib" / "wireshark" / "plugins"
     plugdir.mkdir(parents=True)
+    for d in (home, *home.rglob("*")):
+        d.chmod(0o755)
     shutil.copy(plugin, plugdir / "qmig.lua")
-    out = subprocess.run(["tshark", "-G", "fields"], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "HOME": str(tmp_path)}, check=True).stdout
+    (plugdir / "qmig.lua").chmod(0o644)
+    out = inst.run(["-G", "fields"], home=home).stdout
     types = {cols[2]: cols[3] for cols in (line.split("\t") for line in out.splitlines()) if len(cols) > 3
              and cols[2].startswith("qmig.")}
     fmt, names = layout_of(multifd.MultifdHello)

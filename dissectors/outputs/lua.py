@@ -40,9 +40,10 @@ from scapy.fields import (
 )
 from scapy.packet import Packet
 
+from dissectors.analysis import policies
 from dissectors.channels import kinds
 from dissectors.channels.main import AFTER_FOOTER
-from dissectors.layers import commands, main_stream, multifd, ram, return_path
+from dissectors.layers import commands, main_stream, multifd, ram, return_path, tls
 from dissectors.layers.structs import fixed_size, struct_of
 
 TEMPLATE_NAME = "lua_template.lua"
@@ -387,6 +388,7 @@ def constants() -> dict[str, Any]:
         "CMD_LENGTHS": {k: list(v) for k, v in commands.MIG_CMD_LENGTHS.items() if v is not None},
         "CMD_PACKAGED": commands.MIG_CMD_PACKAGED,
         "CMD_RECV_BITMAP": commands.MIG_CMD_RECV_BITMAP,
+        "CMD_POSTCOPY_ADVISE": commands.MIG_CMD_POSTCOPY_ADVISE,
         "RP_PAYLOAD": _payload_map(rp.RpMessage, "type"),
         "RP_LENGTHS": {k: v for k, v in rp.RP_LENGTHS.items() if v is not None},
         "RP_RECV_BITMAP": rp.MIG_RP_MSG_RECV_BITMAP,
@@ -420,6 +422,15 @@ def constants() -> dict[str, Any]:
         "RECORD_TYPES": dict(ms.RECORD_TYPES),
         **record_kinds(),
         "FLAG_BITS": _flag_bits(),
+        #: a TLS record's first bytes (content type, version's major byte): the TCP heuristic leaves such
+        #: a stream to Wireshark's TLS dissector and walks its decrypted data instead
+        "TLS_CONTENT_TYPES": sorted(tls.TLS_CONTENT_TYPES),
+        "TLS_VERSION_MAJOR": tls.TlsRecordHeader().version >> 8,
+        #: the destination's assignment rules the plugin applies, oldest first (analysis/policies.py)
+        "POLICIES": list(policies.REAL_POLICIES),
+        #: the roles of analysis/policies.py the plugin names (its own channel names are the same words)
+        "ROLE": {"MAIN": policies.MAIN, "MULTIFD": policies.MULTIFD, "PREEMPT": policies.PREEMPT,
+                 "BLOCKED": policies.BLOCKED, "REJECTED": policies.REJECTED, "UNKNOWN": policies.UNKNOWN},
     }
 
 
@@ -564,6 +575,14 @@ def write_plugin(out: str | Path | None) -> Path | None:
     return path
 
 
+#: What a user running Wireshark as root must know (docs/wireshark.md, "Running as root").
+ROOT_NOTE = ("note: Wireshark 4.4 and later load no Lua plugin from -X lua_script: or the personal plugin "
+             "folder when run as root, silently (the only symptom: '\"qmig\" is not a valid protocol or protocol "
+             "field'); run tshark/Wireshark as an ordinary user (capture as root, read the file as yourself), or "
+             "copy the plugin to the global Lua plugin folder (tshark -G folders: 'Global Lua Plugins'), which "
+             "root still loads")
+
+
 def run_export(out: str | None) -> int:
     """CLI entry: ``migshark export-wireshark [OUT.lua]`` (stdout when OUT is omitted or ``-``)."""
     path = write_plugin(out)
@@ -571,6 +590,7 @@ def run_export(out: str | None) -> int:
         print(f"Wireshark Lua plugin written to {path} "
               f"(load with: tshark -X lua_script:{path} ..., or copy to ~/.local/lib/wireshark/plugins/)",
               file=sys.stderr)
+    print(ROOT_NOTE, file=sys.stderr)
     return 0
 
 

@@ -18,16 +18,30 @@ local qmig = Proto("qmig", "QEMU migration")
 local MF = {
     channel = ProtoField.string("qmig.channel", "Channel"),
     record = ProtoField.string("qmig.record", "Record"),
+    continued = ProtoField.string("qmig.record.continued", "Record continued"),
     data = ProtoField.bytes("qmig.data", "Payload (skipped by length)"),
     device = ProtoField.bytes("qmig.device_state", "Device state (not decoded)"),
     opaque = ProtoField.bytes("qmig.not_walked", "Not walked"),
     retrans = ProtoField.bytes("qmig.retransmitted", "Retransmitted bytes (already dissected)"),
+    -- the channel this record belongs to, on every record of it (filters: qmig.multifd.id == 2,
+    -- qmig.migration == "10.0.0.2:4444", qmig.channel.misclassified)
+    mfd_id = ProtoField.uint32("qmig.multifd.id", "Multifd channel id"),
+    migration = ProtoField.string("qmig.migration", "Migration (destination address:port)"),
+    connection = ProtoField.string("qmig.connection", "Connection (client address:port)"),
+    tls = ProtoField.bool("qmig.tls", "Carried in TLS (decrypted by Wireshark)"),
+    accept = ProtoField.uint32("qmig.channel.accept_index", "Accept index (order of connection at the destination)"),
+    policy = ProtoField.string("qmig.channel.policy", "Destination policy (preference qmig.policy)"),
+    assigned = ProtoField.string("qmig.channel.assigned", "Role the destination gives it"),
+    misclassified = ProtoField.bool("qmig.channel.misclassified", "Misclassified by the destination"),
+    why = ProtoField.string("qmig.channel.error", "What the destination does"),
 }
+local MF_ORDER = {"channel", "record", "continued", "data", "device", "opaque", "retrans", "mfd_id", "migration",
+                  "connection", "tls", "accept", "policy", "assigned", "misclassified", "why"}
 
 do
     local list = {}
     for _, abbrev in ipairs(FIELD_ORDER) do list[#list + 1] = F[abbrev] end
-    for _, key in ipairs({"channel", "record", "data", "device", "opaque", "retrans"}) do list[#list + 1] = MF[key] end
+    for _, key in ipairs(MF_ORDER) do list[#list + 1] = MF[key] end
     qmig.fields = list
 end
 
@@ -48,14 +62,32 @@ local E = {
     device = ProtoExpert.new("qmig.expert.device_state",
         "Device section body not decoded; its end was found by scanning for the section footer",
         expert.group.UNDECODED, expert.severity.CHAT),
+    cut = ProtoExpert.new("qmig.expert.cut", "Record cut off by the end of the stream (truncated)",
+        expert.group.UNDECODED, expert.severity.WARN),
+    misclassified = ProtoExpert.new("qmig.expert.misclassified",
+        "The destination gives this channel another role than its bytes say (preference qmig.policy)",
+        expert.group.PROTOCOL, expert.severity.ERROR),
+    refused = ProtoExpert.new("qmig.expert.refused",
+        "The destination never takes this channel in (blocked peek or rejected; preference qmig.policy)",
+        expert.group.PROTOCOL, expert.severity.ERROR),
 }
-qmig.experts = {E.bad_magic, E.bad_version, E.malformed, E.truncated, E.no_reassembly, E.not_walked, E.device}
+qmig.experts = {E.bad_magic, E.bad_version, E.malformed, E.truncated, E.no_reassembly, E.not_walked, E.device, E.cut,
+                E.misclassified, E.refused}
 
 qmig.prefs.port = Pref.uint("TCP port", 0, "Also decode this TCP port as QEMU migration (0: heuristic only)")
 qmig.prefs.multifd_v1 = Pref.bool("Multifd 7.2-8.2 header layout", false,
     "Show multifd packet headers with the QEMU 7.2-8.2 layout (unused[4] instead of zero_pages)")
 
-local f_stream = Field.new("tcp.stream")
+do -- the destination's channel assignment rules, by QEMU generation (migshark's analysis/policies.py)
+    local choices = {}
+    for i, name in ipairs(C.POLICIES) do choices[#choices + 1] = {i, name, i} end
+    qmig.prefs.policy = Pref.enum("Destination QEMU generation", #C.POLICIES,
+        "The rules by which the destination gives each accepted connection its role (qemu-7.2: accept order; "
+        .. "qemu-8.0-10.0: peek for precopy multifd on plain sockets; qemu-10.1+: peek until main and every "
+        .. "multifd channel exist). Decides qmig.channel.assigned and the misclassification expert info.",
+        choices, false)
+end
+
 local f_retrans = Field.new("tcp.analysis.retransmission")
 local f_spurious = Field.new("tcp.analysis.spurious_retransmission")
 
@@ -179,25 +211,90 @@ end
 walk = walk_items
 
 ---------------------------------------------------------------------------------------------------
--- Per-stream state. streams[tcp.stream].dirs[src endpoint] = state of that direction.
+-- Per-connection state. A connection is keyed by its two endpoints ("address:port"), which the
+-- dissector always has in pinfo: tcp.stream is a field, and fields are empty whenever tshark builds no
+-- tree (the first pass of `tshark -2` without a display filter). dirs[layer .. " " .. source endpoint]
+-- is the state of one direction: layer "tcp" for the bytes TCP gives, "tls" for the bytes Wireshark's
+-- TLS dissector decrypted.
 
-local streams = {}
+local dirs = {}
 local snapshots = {}
-local calls = {frame = -1, n = 0}
+local calls = {}
+-- Records whose payload (skipped by length) started on the first pass and never ended: at the end of
+-- the stream they are "truncated", as `migshark dissect` says; shown so on a second pass (-2, GUI).
+local open_records = {}
 -- RAM section ids seen on any main stream: a recovered main stream (postcopy recovery starts with
 -- a RECV_BITMAP command, no header, no SECTION_START) continues the sections of the first one.
 local ram_ids_seen = {}
--- Destinations (address/port) of the main channels seen: a stream to one of them that starts with RAM
+-- Destinations (address:port) of the main channels seen: a stream to one of them that starts with RAM
 -- records is the postcopy preempt channel, which has no magic of its own.
 local migration_servers = {}
+-- Connections per destination endpoint in the order the destination accepted them: the order of the
+-- client's frame that follows the server's first one (the ACK completing the handshake, when the
+-- capture holds it), as migshark orders them. conns[key] = {client, server, index (0-based, nil until
+-- accepted), answered (the server has sent)}.
+local conns = {}
+local accepts = {}
+-- What the destination could see of each connection (client -> server direction), by connection key:
+-- {role = true role, magic = "main" | "multifd" | "other" | nil (nothing sent), tls, recovered}.
+local facts = {}
 
-function qmig.init()
-    streams = {}
+local function reset_state()
+    dirs = {}
     snapshots = {}
-    calls = {frame = -1, n = 0}
+    calls = {}
+    open_records = {}
     ram_ids_seen = {}
     migration_servers = {}
+    conns = {}
+    accepts = {}
+    facts = {}
 end
+
+function qmig.init()
+    reset_state()
+end
+
+local function endpoint(addr, port)
+    return tostring(addr) .. ":" .. port
+end
+
+local function conn_key(a, b)
+    if a < b then return a .. " " .. b end
+    return b .. " " .. a
+end
+
+local function accept(cn, key)
+    local list = accepts[cn.server]
+    if not list then
+        list = {}
+        accepts[cn.server] = list
+    end
+    list[#list + 1] = key
+    cn.index = #list - 1
+end
+
+-- Sees every frame on the first pass (a postdissector: the dissector sees no SYN or bare ACK) to learn
+-- who opened each connection (the sender of its first frame) and the accept order.
+local order_proto = Proto("qmig_order", "QEMU migration connection order")
+
+function order_proto.dissector(tvb, pinfo, tree)
+    if pinfo.visited or pinfo.src_port == 0 or pinfo.dst_port == 0 then return end
+    local src, dst = endpoint(pinfo.src, pinfo.src_port), endpoint(pinfo.dst, pinfo.dst_port)
+    local key = conn_key(src, dst)
+    local cn = conns[key]
+    if not cn then
+        conns[key] = {client = src, server = dst}
+    elseif cn.index == nil then
+        if src == cn.server then
+            cn.answered = true
+        elseif cn.answered then
+            accept(cn, key)
+        end
+    end
+end
+
+register_postdissector(order_proto)
 
 local function new_state(chan, phase)
     return {chan = chan, phase = phase, skip = 0, ram_ids = {}}
@@ -223,7 +320,14 @@ local H = {}
 
 local function record_item(ctx, tree, off, kind)
     if not tree then return nil end
-    return tree:add(MF.record, ctx.tvb(off, math.min(1, ctx.cap - off)), kind)
+    local range = ctx.tvb(off, math.min(1, ctx.cap - off))
+    if ctx.cut then -- its payload never ended on the first pass: the stream ends inside it
+        local item = tree:add(MF.record, range, K.TRUNCATED)
+        item:append_text(" (" .. kind .. " cut off by the end of the stream)")
+        item:add_proto_expert_info(E.cut)
+        return item
+    end
+    return tree:add(MF.record, range, kind)
 end
 
 local function header_check(r, vals, magic, version)
@@ -254,6 +358,7 @@ local function command(ctx, off, o, sub, vals, r)
         for _, n in ipairs(allowed) do if n == len then ok = true end end
         if not ok then r.warn = string.format("length %d is not valid for %s", len, name) end
     end
+    if cmd == C.CMD_POSTCOPY_ADVISE then r.postcopy = true end
     local pcls = C.CMD_PAYLOAD[cmd]
     if pcls and len > 0 then
         local pv = {}
@@ -379,7 +484,7 @@ H.hello = function(ctx, st, off, tree)
     local sub = record_item(ctx, tree, off, K.MULTIFD_HELLO)
     local vals = {}
     local o = walk(ctx, S.MultifdHello, off, sub, vals)
-    local r = {off = o, kind = K.MULTIFD_HELLO, phase = "mfd", sub = sub,
+    local r = {off = o, kind = K.MULTIFD_HELLO, phase = "mfd", sub = sub, mfd_id = vals.id,
                label = string.format("%s channel %d", K.MULTIFD_HELLO, vals.id)}
     header_check(r, vals, C.MULTIFD_MAGIC, C.MULTIFD_VERSION)
     return r
@@ -447,17 +552,19 @@ H.rp = function(ctx, st, off, tree)
         local dsub = sub
         local d_o, skip, stop = walk(ctx, S.RecvBitmapDump, r.off, dsub, dv)
         r.off, r.skip, r.skip_f = d_o, skip, S.RecvBitmapDump.items[stop].f
-        r.tail = {cls = "RecvBitmapDump", idx = stop + 1, back = "rp"}
+        r.tail = {cls = "RecvBitmapDump", idx = stop + 1, back = "rp", kind = kind}
     end
     return r
 end
 
 H.tail = function(ctx, st, off, tree)
     local tail = st.tail
-    local sub = record_item(ctx, tree, off, S[tail.cls].name)
+    -- the rest of a record after its skipped payload: the same record (one record for dissect -t too)
+    local sub = tree and tree:add(MF.continued, ctx.tvb(off, math.min(1, ctx.cap - off)), tail.kind)
+    if sub then sub:append_text(" (" .. S[tail.cls].name .. ")") end
     local vals = {}
     local o = walk(ctx, S[tail.cls], off, sub, vals, tail.idx)
-    local r = {off = o, kind = S[tail.cls].name, phase = tail.back, sub = sub, tail = false}
+    local r = {off = o, kind = tail.kind, phase = tail.back, sub = sub, tail = false, continued = true}
     if vals.ending and vals.ending ~= ENDING then r.warn = "bitmap ending is not " .. C.RECV_BITMAP_ENDING_HEX end
     return r
 end
@@ -518,11 +625,14 @@ local function apply(st, r)
         ram_ids_seen[r.ram_id] = true
     end
     if r.dev_id then st.dev_id = r.dev_id end
+    if r.mfd_id then st.mfd_id = r.mfd_id end
+    if r.postcopy then st.postcopy = true end
     if r.tail ~= nil then st.tail = r.tail or nil end
 end
 
-local function walk_tvb(tvb, pinfo, root, st, kinds)
+local function walk_tvb(tvb, pinfo, root, st, kinds, key)
     local ctx = {tvb = tvb, cap = tvb:captured_len(), rep = tvb:reported_len()}
+    local nrec = 0
     local off = 0
     while off < ctx.rep do
         if st.skip > 0 then
@@ -539,7 +649,11 @@ local function walk_tvb(tvb, pinfo, root, st, kinds)
             end
             off = off + n
             st.skip = st.skip - n
-            if st.skip == 0 and st.tail then st.phase = "tail" end
+            if st.skip == 0 then
+                if st.skip_id and not pinfo.visited then open_records[st.skip_id] = nil end
+                st.skip_id = nil
+                if st.tail then st.phase = "tail" end
+            end
         elseif st.phase == "lost" or st.phase == "unknown" then
             if off < ctx.cap then root:add(MF.opaque, tvb(off, ctx.cap - off)) end
             off = ctx.rep
@@ -573,6 +687,9 @@ local function walk_tvb(tvb, pinfo, root, st, kinds)
         elseif off >= ctx.cap then
             stop_walking(st, root, E.truncated, "capture truncated (snaplen) inside the stream")
         else
+            nrec = nrec + 1
+            local rec_id = key .. "#" .. nrec
+            ctx.cut = pinfo.visited and open_records[rec_id]
             local r = run_handler(ctx, st, off, root)
             if r.need then
                 if ctx.cap < ctx.rep then
@@ -601,12 +718,18 @@ local function walk_tvb(tvb, pinfo, root, st, kinds)
                 if r.off <= off and off < ctx.cap then root:add(MF.opaque, tvb(off, ctx.cap - off)) end
                 return
             end
-            kinds[#kinds + 1] = r.label or r.kind
+            if ctx.cut then
+                kinds[#kinds + 1] = K.TRUNCATED
+            elseif not r.continued then
+                kinds[#kinds + 1] = r.label or r.kind
+            end
             apply(st, r)
             off = r.off
             if r.skip and r.skip > 0 then
                 st.skip, st.skip_total, st.skip_f = r.skip, r.skip, r.skip_f
                 st.skip_label = r.kind
+                st.skip_id = rec_id
+                if not pinfo.visited then open_records[rec_id] = true end
             elseif r.tail then
                 st.phase = "tail"
             end
@@ -689,47 +812,226 @@ local function summary(kinds)
     return table.concat(parts, ", ")
 end
 
-local function dissect(tvb, pinfo, tree, forced)
-    local sid = f_stream()
-    if not sid then return 0 end
-    local s = streams[sid.value]
-    if not s then
-        s = {dirs = {}}
-        streams[sid.value] = s
+---------------------------------------------------------------------------------------------------
+-- The destination's verdict: the role it gives each connection under the rules of one QEMU
+-- generation (preference qmig.policy), from the accept order and what it could peek of each
+-- connection. The same rules as migshark's analysis/policies.py, which stays the reference.
+
+local R = C.ROLE
+local BEHIND_PEEK = "queued behind the blocked peek: the destination never takes it in"
+
+local function positional(is_main, setup)
+    if is_main then return R.MAIN end
+    if setup.multifd > 0 then return R.MULTIFD end
+    return R.PREEMPT
+end
+
+local POLICY = {}
+
+POLICY["qemu-7.2"] = function(order, setup)
+    local out = {}
+    for i = 1, #order do out[i] = {role = positional(i == 1, setup)} end
+    return out
+end
+
+POLICY["qemu-8.0-10.0"] = function(order, setup)
+    local peek = setup.multifd > 0 and not setup.postcopy
+    local out, have_main, blocked = {}, false, false
+    for i, c in ipairs(order) do
+        if blocked then
+            out[i] = {role = R.BLOCKED, why = BEHIND_PEEK}
+        elseif peek and not c.tls and c.magic == nil then
+            out[i] = {role = R.BLOCKED, why = "the peek loop waits for 4 bytes that never come (main loop stalls)"}
+            blocked = true
+        else
+            local is_main = not have_main
+            if peek and not c.tls then is_main = c.magic == R.MAIN end
+            out[i] = {role = positional(is_main, setup)}
+            have_main = have_main or is_main
+        end
     end
-    local dk = tostring(pinfo.src) .. "/" .. pinfo.src_port
-    local rk = tostring(pinfo.dst) .. "/" .. pinfo.dst_port
+    return out
+end
+
+POLICY["qemu-10.1+"] = function(order, setup)
+    local out, have_main, multifd, blocked = {}, false, 0, false
+    for i, c in ipairs(order) do
+        local role, why
+        if blocked then
+            role, why = R.BLOCKED, BEHIND_PEEK
+        elseif have_main and multifd >= setup.multifd then
+            role = R.PREEMPT
+        elseif not c.tls then
+            if c.magic == nil then
+                role, why = R.BLOCKED, "the peek waits in the main thread for 4 bytes that come only once "
+                    .. "postcopy sends on it (QMP hangs; at teardown: Failed to peek at channel)"
+                blocked = true
+            elseif c.magic == R.MAIN or c.magic == R.MULTIFD then
+                role = c.magic
+            elseif not have_main and setup.recovery then
+                role = R.MAIN
+            else
+                role, why = R.REJECTED, "unknown channel magic"
+            end
+        elseif have_main and setup.multifd > 0 then
+            role = R.MULTIFD
+        elseif not have_main then
+            role = R.MAIN
+        else
+            role, why = R.REJECTED, "non-peekable channel used without multifd"
+        end
+        out[i] = {role = role, why = why}
+        if role == R.MAIN then
+            have_main = true
+        elseif role == R.MULTIFD then
+            multifd = multifd + 1
+        end
+    end
+    return out
+end
+
+-- The verdict on connection `ckey`: its assignment and the policy's name. On a second pass (-2, the
+-- GUI) the whole capture is known; on the first pass there is a verdict only once every connection to
+-- the destination seen so far has sent its first bytes (the rules depend on all of them).
+local function verdict(ckey, visited)
+    local cn = conns[ckey]
+    if not cn or cn.index == nil then return nil end
+    local order, setup = {}, {multifd = 0, postcopy = false, recovery = false}
+    for i, k in ipairs(accepts[cn.server]) do
+        local f = facts[k]
+        if not f then
+            if not visited then return nil end
+            f = {}
+        elseif not visited and f.role == nil and f.magic == nil then
+            return nil
+        end
+        order[i] = f
+        if f.role == R.MULTIFD then setup.multifd = setup.multifd + 1 end
+        if f.role == R.PREEMPT or f.postcopy then setup.postcopy = true end
+        if f.recovered then setup.recovery = true end
+    end
+    local name = C.POLICIES[qmig.prefs.policy] or C.POLICIES[#C.POLICIES]
+    return POLICY[name](order, setup)[cn.index + 1], name
+end
+
+-- The channel a record belongs to, on every record of it; the verdict and its expert info (on the
+-- channel's first frame) for the client -> server direction.
+local function channel_items(root, tvb, st, ckey, layer, client_side, visited)
+    local z = tvb(0, 0)
+    if st.mfd_id then root:add(MF.mfd_id, z, st.mfd_id):set_generated() end
+    local cn = conns[ckey]
+    if not cn or cn.index == nil then return end
+    root:add(MF.migration, z, cn.server):set_generated()
+    root:add(MF.connection, z, cn.client):set_generated()
+    if layer == "tls" then root:add(MF.tls, z, true):set_generated() end
+    root:add(MF.accept, z, cn.index):set_generated()
+    local f = facts[ckey]
+    if not (f and f.role) or f.role == R.UNKNOWN then return end
+    local v, policy = verdict(ckey, visited)
+    if not v then return end
+    root:add(MF.policy, z, policy):set_generated()
+    root:add(MF.assigned, z, v.role):set_generated()
+    local bad = v.role ~= f.role
+    root:add(MF.misclassified, z, bad):set_generated()
+    if v.why then root:add(MF.why, z, v.why):set_generated() end
+    local first = (visited and not st.started) or (not visited and not st.judged)
+    st.judged = true
+    if bad and client_side and first then
+        local text = string.format("%s channel (accepted #%d) is taken as %s under %s", f.role, cn.index, v.role, policy)
+        if v.role == R.BLOCKED or v.role == R.REJECTED then
+            root:add_proto_expert_info(E.refused, text .. ": " .. v.why)
+        else
+            root:add_proto_expert_info(E.misclassified, text)
+        end
+    end
+end
+
+local TLS_TYPES = {}
+for _, t in ipairs(C.TLS_CONTENT_TYPES) do TLS_TYPES[t] = true end
+
+-- Does this direction start like a TLS record (content type, version's major byte)?
+local function looks_like_tls(tvb)
+    if tvb:captured_len() < 2 then return false end
+    return TLS_TYPES[tvb(0, 1):uint()] == true and tvb(1, 1):uint() == C.TLS_VERSION_MAJOR
+end
+
+-- A connection with data before the postdissector saw it accepted (no handshake in the capture).
+local function note_conn(pinfo, ckey)
+    if not conns[ckey] then order_proto.dissector(nil, pinfo, nil) end
+    local cn = conns[ckey]
+    if cn.index == nil then accept(cn, ckey) end
+end
+
+-- What the destination sees of a connection, from its client -> server direction's first bytes.
+local function note_facts(ckey, src, chan, phase, st, layer)
+    local cn = conns[ckey]
+    if not cn or cn.client ~= src then return end
+    local f = facts[ckey] or {}
+    facts[ckey] = f
+    if layer == "tls" then f.tls = true end
+    f.role = chan
+    if chan == "main" and phase == "header" then
+        f.magic = R.MAIN
+    elseif chan == "multifd" then
+        f.magic = R.MULTIFD
+    else
+        f.magic = "other"
+    end
+    f.recovered = st and st.recovered or nil
+end
+
+-- layer: "tcp" (the heuristic on TCP), "tls" (the heuristic on decrypted TLS), or nil (Decode As and
+-- the port pref, for tcp.port and tls.port: TLS's decrypted data when TCP's bytes were left to TLS).
+local function dissect(tvb, pinfo, tree, forced, layer)
+    local src, dst = endpoint(pinfo.src, pinfo.src_port), endpoint(pinfo.dst, pinfo.dst_port)
+    local ckey = conn_key(src, dst)
+    if not pinfo.visited then note_conn(pinfo, ckey) end
+    if layer == nil then
+        layer = (dirs["tcp " .. src] == "tls" and not looks_like_tls(tvb)) and "tls" or "tcp"
+    end
+    local dk, rk = layer .. " " .. src, layer .. " " .. dst
+    if calls.frame ~= pinfo.number then calls = {frame = pinfo.number} end
+    local n = (calls[dk] or 0) + 1
+    local key = pinfo.number .. "/" .. dk .. "/" .. n
     local st
-    local key
     if pinfo.visited then
-        if calls.frame ~= pinfo.number then calls.frame, calls.n = pinfo.number, 0 end
-        calls.n = calls.n + 1
-        key = pinfo.number .. "/" .. calls.n
         local snap = snapshots[key]
         if not snap then return 0 end
         st = copy_state(snap)
     else
-        st = s.dirs[dk]
+        st = dirs[dk]
         if st == nil then
-            local chan, phase = classify(tvb, s.dirs[rk], forced, rk)
-            if not chan then
-                s.dirs[dk] = false
+            if layer == "tcp" and not forced and looks_like_tls(tvb) then
+                -- Wireshark's TLS dissector takes this stream; its decrypted data comes back through
+                -- the heuristic on TLS (with a key log: -o tls.keylog_file:FILE)
+                dirs[dk] = "tls"
+                local cn = conns[ckey]
+                if cn and cn.client == src then
+                    facts[ckey] = facts[ckey] or {}
+                    facts[ckey].tls = true
+                end
                 return 0
             end
-            if chan == "main" then migration_servers[rk] = true end
+            local chan, phase = classify(tvb, dirs[rk], forced, dst)
+            if not chan then
+                dirs[dk] = false
+                if not facts[ckey] then note_facts(ckey, src, nil, nil, nil, layer) end
+                return 0
+            end
+            if chan == "main" then migration_servers[dst] = true end
             st = new_state(chan, phase)
             st.recovered = chan == "main" and phase == "records"
-            s.dirs[dk] = st
-        elseif st == false then
-            if not forced then return 0 end
+            dirs[dk] = st
+            note_facts(ckey, src, chan, phase, st, layer)
+        elseif st == false or st == "tls" then
+            if not forced or st == "tls" then return 0 end
             st = new_state("unknown", "unknown")
-            s.dirs[dk] = st
+            dirs[dk] = st
+            note_facts(ckey, src, R.UNKNOWN, nil, st, layer)
         end
-        if calls.frame ~= pinfo.number then calls.frame, calls.n = pinfo.number, 0 end
-        calls.n = calls.n + 1
-        key = pinfo.number .. "/" .. calls.n
         snapshots[key] = copy_state(st)
     end
+    calls[dk] = n
 
     pinfo.cols.protocol = "QMIG"
     local root = tree:add(qmig, tvb())
@@ -745,27 +1047,38 @@ local function dissect(tvb, pinfo, tree, forced)
         root:add_proto_expert_info(E.not_walked, "no migration magic at the start of this stream direction")
         st.noted = true
     end
-    walk_tvb(tvb, pinfo, root, st, kinds)
+    walk_tvb(tvb, pinfo, root, st, kinds, key)
+    if not pinfo.visited and st.postcopy and facts[ckey] then facts[ckey].postcopy = true end
+    local cn = conns[ckey]
+    channel_items(root, tvb, st, ckey, layer, cn ~= nil and cn.client == src, pinfo.visited)
+    st.started = true
     root:append_text(string.format(", %s", st.chan))
+    if st.mfd_id then root:append_text(string.format(" %d", st.mfd_id)) end
     local text = summary(kinds)
     if text ~= "" then pinfo.cols.info = string.format("QMIG %s: %s", st.chan, text) end
     return tvb:reported_len()
 end
 
 function qmig.dissector(tvb, pinfo, tree)
-    return dissect(tvb, pinfo, tree, true)
+    return dissect(tvb, pinfo, tree, true, nil)
 end
 
-local function heuristic(tvb, pinfo, tree)
-    if dissect(tvb, pinfo, tree, false) == 0 then return false end
-    pinfo.conversation = qmig
-    return true
+local function heuristic_on(layer)
+    return function(tvb, pinfo, tree)
+        if dissect(tvb, pinfo, tree, false, layer) == 0 then return false end
+        if layer == "tcp" then pinfo.conversation = qmig end
+        return true
+    end
 end
 
-qmig:register_heuristic("tcp", heuristic)
+-- Plain TCP (named qmig_tcp: --disable-heuristic qmig_tcp), and the data Wireshark's TLS dissector
+-- decrypted (qmig_tls), so a key log (-o tls.keylog_file:FILE) gives decoded migration records.
+qmig:register_heuristic("tcp", heuristic_on("tcp"))
+qmig:register_heuristic("tls", heuristic_on("tls"))
 
 local tcp_port = DissectorTable.get("tcp.port")
 tcp_port:add_for_decode_as(qmig)
+DissectorTable.get("tls.port"):add_for_decode_as(qmig)
 local registered_port = 0
 
 function qmig.prefs_changed()
