@@ -56,16 +56,22 @@ class Analyzer:
         f.tls = tls.status
         return tls
 
+    def judge(self, end: float) -> tuple[list[MigrationGroup], list[dict[str, Any]]]:
+        """Group the connections seen so far into migrations and judge each as if the capture ended at
+        ``end``. ``finish`` does this once at the end; a live view (``analysis.live``) does it on the facts
+        so far while the capture is still running. Judging changes no fact."""
+        groups = [g for g in group(self.facts) if _is_migration(g.connections)]
+        relays = pair_relays(groups)
+        migrations = [MigrationJudge(g, i, self.ledger, end, self.options, self.repeats, relay=relays.get(i)).run()
+                      for i, g in enumerate(groups)]
+        tie_relay_outcomes(migrations)
+        return groups, migrations
+
     def finish(self, capture: dict[str, Any]) -> Analysis:
         """Judge every migration once the capture (summarised in ``capture``, with ``last_time``) ended."""
         options, facts, ledger = self.options, self.facts, self.ledger
-        end = capture["last_time"] or 0.0
-        groups = [g for g in group(facts) if _is_migration(g.connections)]
+        groups, migrations = self.judge(capture["last_time"] or 0.0)
         in_migration = {id(f) for g in groups for f in g.connections}
-        relays = pair_relays(groups)
-        migrations = [MigrationJudge(g, i, ledger, end, options, self.repeats, relay=relays.get(i)).run()
-                      for i, g in enumerate(groups)]
-        tie_relay_outcomes(migrations)
         others = [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in facts if id(f) not in in_migration]
         findings = sum(len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"])
                        + len(m["unsupported"]) + (m["outcome"]["status"] == "failed")

@@ -11,11 +11,14 @@ from ..errors import InputError
 from .pcap import PCAP_MAGICS, pcap_segments
 from .pcapng import SHB_MAGIC, pcapng_segments
 from .records import CaptureStats
-from .source import GZIP_MAGIC, ByteSource, MmapSource, StreamSource, open_source
+from .source import ByteSource, MmapSource, StreamSource, open_source
 
 
 class Capture:
     """An open capture file. Iterate ``tcp_segments()``; read ``stats``, ``warnings``, ``position``/``size``.
+
+    ``size`` is None for a live stream (standard input, a pipe, a FIFO): ``live`` is then its reader, whose
+    ``on_idle`` and ``should_stop`` hooks a live watcher sets (see ``source.LiveRaw``).
 
     Payload memoryviews point into the file mapping: copy them (``bytes(payload)``) to keep them past
     ``close()``. Each call of ``tcp_segments()`` starts a fresh pass and resets ``stats``/``warnings``.
@@ -25,6 +28,7 @@ class Capture:
         self.path = path
         self.source = source
         self.size = source.size
+        self.live = source.live if isinstance(source, StreamSource) else None
         self.offset = 0
         self.stats = CaptureStats()
         self.warnings: list[str] = []
@@ -78,6 +82,8 @@ class Capture:
         return walker(self, keyed)
 
     def _restart(self) -> None:
+        if self.live is not None:
+            raise InputError("a stream (pipe, FIFO, standard input) can be read only once", path=self.path)
         if not isinstance(self.source, MmapSource):
             self.source.close()
             self.source, _ = open_source(self.path)
@@ -93,19 +99,26 @@ class Capture:
         self.close()
 
 
-def open_capture(path: str | os.PathLike[str]) -> Capture:
-    """Open a pcap or pcapng file (optionally gzip-compressed), recognised by its magic number."""
+def open_capture(path: str | os.PathLike[str], live: bool = False) -> Capture:
+    """Open a pcap or pcapng file (optionally gzip-compressed), recognised by its magic number.
+
+    ``-`` reads standard input; pipes and FIFOs (and any input when ``live`` is set) are read as a stream
+    as it arrives, with no size (see ``source.LiveRaw``)."""
     name = os.fspath(path)
     try:
-        source, magic = open_source(name)
+        source, magic = open_source(name, live=live)
+    except IsADirectoryError:
+        raise InputError("is a directory", path=name) from None
     except OSError as exc:
         raise InputError(f"cannot open: {exc.strerror or exc}", path=name) from None
-    if source.size == 0:
+    streaming = source.size is None
+    if source.size == 0 or (streaming and not magic and not source.compressed):
         source.close()
-        raise InputError("empty file", path=name, offset=0)
+        raise InputError("empty input: the stream ended before any byte" if streaming else "empty file",
+                         path=name, offset=0)
     if magic in PCAP_MAGICS or magic == SHB_MAGIC:
         return Capture(name, source, magic == SHB_MAGIC)
-    gzipped = isinstance(source, StreamSource) and source.size and _is_gzip(name)
+    gzipped = source.compressed
     source.close()
     if gzipped and len(magic) < 4:
         raise InputError(f"the gzip stream ends after {len(magic)} uncompressed byte(s), before a capture header",
@@ -114,8 +127,3 @@ def open_capture(path: str | os.PathLike[str]) -> Capture:
         raise InputError(f"too short for a capture header ({len(magic)} byte(s))", path=name, offset=0)
     what = " inside the gzip stream" if gzipped else ""
     raise InputError(f"not a pcap or pcapng file (magic 0x{magic.hex()}{what})", path=name, offset=0)
-
-
-def _is_gzip(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == GZIP_MAGIC

@@ -1,0 +1,176 @@
+"""A live view of an analysis in progress: events as each thing happens, from the same judge as the report.
+
+``LiveView.update`` judges the facts seen so far with ``Analyzer.judge`` (the very judgement ``finish``
+makes at the end of a capture, no second analyser) as if the capture ended *now*, and compares it with
+the previous judgement: what is new becomes an event (a migration starts, a channel is accepted or its
+role becomes known, a misclassification, a stall, postcopy start / pause / recovery, the outcome).
+
+Time: ``now`` is the capture time of the last packet plus the wall-clock time since it arrived. During a
+stall no packet arrives and capture time stands still, so a silent channel or a waiting page request is
+judged on the wall clock too; each stall event says which clock decided it (``clock``: ``capture`` when
+the packets alone show it, ``wall`` when only the time since the last packet does).
+
+Events are plain dicts (docs/report-schema.md, "watch events"); nothing here prints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dissectors.analysis.engine import Analyzer
+from dissectors.analysis.policies import BLOCKED, MAIN, PREEMPT, RECOVERY
+
+SILENT_KINDS = ("preempt-as-main", "peek-blocked")
+FINAL_STATUSES = ("completed", "failed", "stalled")
+Event = dict[str, Any]
+
+
+class _Seen:
+    """What was already said of one migration."""
+
+    def __init__(self) -> None:
+        self.generation: str | None = None
+        self.channels: dict[int, tuple[str, str]] = {}     # connection index -> (role, assigned role)
+        self.misclassified: set[int] = set()                # connection indices
+        self.stalls: dict[tuple[str, float | None], bool] = {}   # (kind, start) -> ended already said
+        self.postcopy_run = False
+        self.paused: set[int] = set()                        # leg numbers whose main channel was lost
+        self.resumed: set[int] = set()                       # recovery legs seen
+        self.outcome: str | None = None
+
+
+class LiveView:
+    """Diffs successive judgements of ``analyzer``'s facts into events.
+
+    ``silent_threshold``: seconds a silent channel taken as main (or a peek blocked on one) must stay
+    silent before it is reported (the judgement of such a channel is only a suspicion until then)."""
+
+    def __init__(self, analyzer: Analyzer, silent_threshold: float = 1.0) -> None:
+        self.analyzer = analyzer
+        self.silent_threshold = silent_threshold
+        self._seen: dict[tuple[str, int], _Seen] = {}
+
+    def update(self, last_ts: float | None, wall_idle: float = 0.0) -> list[Event]:
+        """Events since the last call. ``last_ts``: capture time of the last packet read; ``wall_idle``:
+        wall-clock seconds since it arrived."""
+        if last_ts is None:
+            return []
+        now = last_ts + max(wall_idle, 0.0)
+        groups, migrations = self.analyzer.judge(now)
+        events: list[Event] = []
+        for g, m in zip(groups, migrations, strict=True):
+            key = (g.destination, min(f.conn.index for f in g.connections))
+            seen = self._seen.get(key)
+            base = {"migration": m["id"], "destination": m["destination"]}
+            if "relay" in m:
+                base["relay_side"] = m["relay"]["side"]
+            if seen is None:
+                seen = self._seen[key] = _Seen()
+                gen = m["policy"].get("source_generation")
+                events.append({"event": "migration-start", **base, "time": m["start_time"],
+                               "source_generation": gen, "policy": m["policy"].get("name")})
+                seen.generation = gen
+            events += self._migration(m, seen, base, last_ts, now)
+        return events
+
+    def _migration(self, m: dict[str, Any], seen: _Seen, base: dict[str, Any], last_ts: float,
+                   now: float) -> list[Event]:
+        out: list[Event] = []
+        gen = m["policy"].get("source_generation")
+        if gen != seen.generation and gen not in (None, "unknown"):
+            out.append({"event": "source-generation", **base, "time": _r(last_ts), "source_generation": gen,
+                        "evidence": m["policy"].get("evidence", [])})
+        seen.generation = gen
+        for ch in m["channels"]:
+            pair = (ch["role"], ch["assigned_role"])
+            before = seen.channels.get(ch["connection"])
+            if before != pair:
+                seen.channels[ch["connection"]] = pair
+                out.append({"event": "channel" if before is None else "channel-role", **base,
+                            "time": ch["handshake_time"] or ch["syn_time"] or ch["first_data_time"],
+                            "connection": ch["connection"], "client": ch["client"], "leg": ch["leg"],
+                            "accept_index": ch["accept_index"], "role": ch["role"],
+                            "assigned_role": ch["assigned_role"], "misclassified": ch["misclassified"],
+                            "role_evidence": ch["role_evidence"]})
+        stalls = {(s["kind"], s["start"]): s for s in m["stalls"]}
+        by_client = {ch["client"]: ch for ch in m["channels"]}
+        for mc in m["misclassifications"]:
+            ch = by_client.get(mc["client"])
+            if ch is None or ch["connection"] in seen.misclassified:
+                continue
+            silent = (mc["role"] == PREEMPT and mc["assigned_role"] == MAIN) or mc["assigned_role"] == BLOCKED
+            ev = {"event": "misclassified", **base, "time": mc["time"], "connection": ch["connection"],
+                  "client": mc["client"], "role": mc["role"], "assigned_role": mc["assigned_role"],
+                  "policy": mc["policy"], "qemu_would_show": mc["failure"], "evidence": mc["evidence"]}
+            if silent:
+                stall = next((s for s in stalls.values() if s["kind"] in SILENT_KINDS
+                              and mc["client"] in s["channels"]), None)
+                if stall is None or stall["start"] is None:
+                    continue
+                waited = (stall["end"] if stall["end"] is not None else now) - stall["start"]
+                if waited < self.silent_threshold:
+                    continue           # not silent for long enough yet: a suspicion, not an alert
+                ev["silent_for"] = _r(waited)
+                ev["clock"] = _clock(stall, last_ts, self.silent_threshold)
+            seen.misclassified.add(ch["connection"])
+            out.append(ev)
+        thresholds = {"page-request": self.analyzer.options.stall_threshold,
+                      "no-progress": self.analyzer.options.progress_timeout}
+        for k, s in stalls.items():
+            thr = thresholds.get(s["kind"], self.silent_threshold)
+            said = seen.stalls.get(k)
+            if said is None:
+                if s["kind"] in SILENT_KINDS and (s["duration"] or 0.0) < self.silent_threshold:
+                    continue
+                seen.stalls[k] = s["end"] is not None
+                out.append({"event": "stall", **base, "time": s["start"], "kind": s["kind"],
+                            "ongoing": s["end"] is None, "duration": s["duration"], "channels": s["channels"],
+                            "clock": _clock(s, last_ts, thr), "evidence": s["evidence"],
+                            "outstanding_requests": s["outstanding_requests"][:5]})
+            elif not said and s["end"] is not None:
+                seen.stalls[k] = True
+                out.append({"event": "stall-end", **base, "time": s["end"], "kind": s["kind"],
+                            "duration": s["duration"], "channels": s["channels"]})
+        pc = m["postcopy"]
+        if pc.get("run_time") is not None and not seen.postcopy_run:
+            seen.postcopy_run = True
+            out.append({"event": "postcopy-start", **base, "time": pc["run_time"]})
+        if seen.postcopy_run:
+            for leg in m["legs"]:
+                lost = self._main_lost(m, leg["leg"])
+                if lost is not None and leg["leg"] not in seen.paused and m["outcome"]["status"] != "completed":
+                    seen.paused.add(leg["leg"])
+                    out.append({"event": "postcopy-pause", **base, "time": lost, "leg": leg["leg"]})
+                if leg["kind"] == "recovery" and leg["leg"] > 0 and leg["leg"] not in seen.resumed:
+                    seen.resumed.add(leg["leg"])
+                    out.append({"event": "postcopy-recovery", **base, "time": leg["start_time"], "leg": leg["leg"]})
+        status = m["outcome"]["status"]
+        if status in FINAL_STATUSES and status != seen.outcome:
+            seen.outcome = status
+            out.append({"event": "outcome", **base, "time": m["end_time"], "status": status,
+                        "reason": m["outcome"]["reason"]})
+        return out
+
+    @staticmethod
+    def _main_lost(m: dict[str, Any], leg: int) -> float | None:
+        """When the main channel of ``leg`` closed or was reset with no EOF (a postcopy pause), else None."""
+        for ch in m["channels"]:
+            if ch["leg"] != leg or ch["role"] not in (MAIN, RECOVERY):
+                continue
+            if ch["records"].get("main.eof"):
+                return None
+            times = [t for t in (ch["rst_time"], *ch["fin_time"]) if t is not None]
+            return min(times) if times else None
+        return None
+
+
+def _clock(stall: dict[str, Any], last_ts: float, threshold: float) -> str:
+    """``capture`` if the packets alone show the stall (it started ``threshold`` before the last packet or
+    has ended), else ``wall``: only the wall-clock time since the last packet shows it."""
+    if stall["end"] is not None or stall["start"] is None:
+        return "capture"
+    return "capture" if last_ts - stall["start"] >= threshold else "wall"
+
+
+def _r(ts: float | None) -> float | None:
+    return None if ts is None else round(ts, 6)
