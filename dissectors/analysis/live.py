@@ -15,12 +15,19 @@ Events are plain dicts (docs/report-schema.md, "watch events"); nothing here pri
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Collection
 from typing import Any
 
-from dissectors.analysis.engine import Analyzer
+from dissectors.analysis.engine import Analyzer, _is_migration
+from dissectors.analysis.facts import ConnectionFacts
+from dissectors.analysis.grouping import MigrationGroup, group
 from dissectors.analysis.policies import BLOCKED, MAIN, PREEMPT, RECOVERY
 
 SILENT_KINDS = ("preempt-as-main", "peek-blocked")
+RETIRE_AFTER = 2.0     # capture seconds after a migration's last packet before it may be retired
+RETIRE_EVERY = 0.25    # wall seconds between attempts
+FAR = 1e6              # a judgement this far after the end must equal the one now for a migration to retire
 FINAL_STATUSES = ("completed", "failed", "stalled")
 Event = dict[str, Any]
 
@@ -45,10 +52,14 @@ class LiveView:
     ``silent_threshold``: seconds a silent channel taken as main (or a peek blocked on one) must stay
     silent before it is reported (the judgement of such a channel is only a suspicion until then)."""
 
-    def __init__(self, analyzer: Analyzer, silent_threshold: float = 1.0) -> None:
+    def __init__(self, analyzer: Analyzer, silent_threshold: float = 1.0,
+                 forget: Callable[[Collection[Any]], None] | None = None) -> None:
         self.analyzer = analyzer
         self.silent_threshold = silent_threshold
+        #: Set (the tracker's ``forget``) to free finished migrations' state as the capture goes on.
+        self.forget = forget
         self._seen: dict[tuple[str, int], _Seen] = {}
+        self._last_retire = 0.0
 
     def update(self, last_ts: float | None, wall_idle: float = 0.0) -> list[Event]:
         """Events since the last call. ``last_ts``: capture time of the last packet read; ``wall_idle``:
@@ -71,7 +82,55 @@ class LiveView:
                                "source_generation": gen, "policy": m["policy"].get("name")})
                 seen.generation = gen
             events += self._migration(m, seen, base, last_ts, now)
+        if self.forget is not None and self.analyzer.keylog is None:
+            wall = time.monotonic()
+            if wall - self._last_retire >= RETIRE_EVERY:
+                self._last_retire = wall
+                self.retire(groups, migrations, last_ts)
         return events
+
+    def retire(self, groups: list[MigrationGroup], migrations: list[dict[str, Any]], last_ts: float) -> int:
+        """Judge for good and drop the oldest migrations that are over: every connection closed, nothing
+        for ``RETIRE_AFTER`` s of capture time, no relay partner, no postcopy recovery possible, and a
+        judgement ``FAR`` seconds later identical to the one now (nothing in it depends on when the capture
+        ends). Their reports go to ``analyzer.retired`` (on disk), their facts and TCP state are freed. Also
+        drops closed connections of groups that are no migration. Returns how many migrations retired."""
+        an = self.analyzer
+        done: list[dict[str, Any]] = []
+        gone: list[ConnectionFacts] = []
+        for g, m in zip(groups, migrations, strict=True):
+            if not self._over(g, m, last_ts):
+                break                   # only the oldest: numbers of the later ones stay as they are
+            if an.judge_one(g, m["id"], last_ts + FAR) != m:
+                break
+            done.append(m)
+            gone += g.connections
+        others: list[dict[str, Any]] = []
+        for g in group(an.facts):
+            if _is_migration(g.connections) or not _quiet(g.connections, last_ts):
+                continue
+            others += [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in g.connections]
+            gone += g.connections
+        if not gone:
+            return 0
+        an.retired.add(done, others)
+        dropped = {id(f) for f in gone}
+        an.facts = [f for f in an.facts if id(f) not in dropped]
+        assert self.forget is not None
+        self.forget([f.conn for f in gone])
+        kept = {(g.destination, min(f.conn.index for f in g.connections))
+                for g, m in zip(groups, migrations, strict=True) if m not in done}
+        self._seen = {k: v for k, v in self._seen.items() if k in kept}
+        return len(done)
+
+    @staticmethod
+    def _over(g: MigrationGroup, m: dict[str, Any], last_ts: float) -> bool:
+        if "relay" in m or not _quiet(g.connections, last_ts):
+            return False
+        if m["outcome"]["status"] == "completed":
+            return True
+        # A postcopy migration that did not complete may be resumed by a recovery on another port.
+        return not (g.postcopy() or any(f.kind in ("preempt-candidate", None) for f in g.connections))
 
     def _migration(self, m: dict[str, Any], seen: _Seen, base: dict[str, Any], last_ts: float,
                    now: float) -> list[Event]:
@@ -162,6 +221,11 @@ class LiveView:
             times = [t for t in (ch["rst_time"], *ch["fin_time"]) if t is not None]
             return min(times) if times else None
         return None
+
+
+def _quiet(conns: list[ConnectionFacts], last_ts: float) -> bool:
+    """Every connection closed, the last one ``RETIRE_AFTER`` seconds before ``last_ts``."""
+    return all(f.conn.closed for f in conns) and last_ts - max(f.conn.last_ts for f in conns) >= RETIRE_AFTER
 
 
 def _clock(stall: dict[str, Any], last_ts: float, threshold: float) -> str:

@@ -28,8 +28,9 @@ from dissectors.outputs.progress import Progress
 from dissectors.outputs.text import render_report
 from dissectors.tcp import TcpTracker
 
-JUDGE_INTERVAL = 0.025     # at most one judgement per this many seconds while packets arrive
-IDLE_INTERVAL = 0.025      # wake-up period while no packet arrives (wall-clock stalls, pending events)
+JUDGE_INTERVAL = 0.01      # at most one judgement per this many seconds while packets arrive ...
+JUDGE_SHARE = 5            # ... and per this many times the last judgement's own duration (bounded overhead)
+IDLE_INTERVAL = 0.01       # wake-up period while no packet arrives (wall-clock stalls, pending events)
 QUIET_JUDGE_INTERVAL = 0.1  # judgement period while nothing arrives (only the wall clock moves)
 PERMISSION_HINT = ("capturing needs root, or tcpdump with the capabilities cap_net_raw and cap_net_admin "
                    "(sudo setcap cap_net_raw,cap_net_admin=eip \"$(command -v tcpdump)\"), or run as root: "
@@ -47,21 +48,24 @@ class Watcher:
         self.tracker: TcpTracker | None = None
         self.arrival = time.monotonic()
         self.last_judged = 0.0
+        self.interval = JUDGE_INTERVAL
         self.dirty = False
         self.events = 0
 
     def on_batch(self, tracker: TcpTracker) -> None:
+        if self.tracker is None:
+            self.view.forget = tracker.forget      # free finished migrations as the stream goes on
         self.tracker = tracker
         self.arrival = time.monotonic()
         self.dirty = True
-        if self.arrival - self.last_judged >= JUDGE_INTERVAL:
+        if self.arrival - self.last_judged >= self.interval:
             self.judge(self.arrival)
 
     def on_idle(self) -> None:
         now = time.monotonic()
         if self.tracker is None:
             return
-        if (self.dirty and now - self.last_judged >= JUDGE_INTERVAL) or now - self.last_judged >= QUIET_JUDGE_INTERVAL:
+        if (self.dirty and now - self.last_judged >= self.interval) or now - self.last_judged >= QUIET_JUDGE_INTERVAL:
             self.judge(now)
 
     def judge(self, now: float) -> None:
@@ -69,6 +73,7 @@ class Watcher:
         self.last_judged = now
         self.dirty = False
         events = self.view.update(self.tracker.last_ts, now - self.arrival)
+        self.interval = max(JUDGE_INTERVAL, JUDGE_SHARE * (time.monotonic() - now))
         if not events:
             return
         wall = time.time()
@@ -191,6 +196,7 @@ def run_watch(args: argparse.Namespace) -> int:
             watcher = Watcher(analyzer, args.silent_threshold, args.json, bar)
             assert cap.live is not None
             cap.live.on_idle = watcher.on_idle
+            cap.live.idle_interval = IDLE_INTERVAL
             cap.live.should_stop = stop
             try:
                 with cap:
