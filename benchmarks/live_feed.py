@@ -40,8 +40,9 @@ def migration(t0: float, n: int, misread: bool, dport: int = 4444, pages: int = 
     m1.send(m1.syn_ts + 0.001, S.multifd_hello(1))
     if misread:
         main.close(main.syn_ts + 0.003, by=1, how="R")
-        m0.close(main.syn_ts + 0.004, by=0)
-        m1.close(main.syn_ts + 0.004, by=0)
+        for c in (m0, m1):
+            c.close(main.syn_ts + 0.004, by=0)
+            c.close(main.syn_ts + 0.0041, by=1)
     else:
         t = t0 + 0.05
         m0.send(t, S.multifd_packet(1, pages) + S.multifd_packet(3, 0, sync=True))
@@ -49,6 +50,7 @@ def migration(t0: float, n: int, misread: bool, dport: int = 4444, pages: int = 
         main.send(t + 0.01, S.ram_part([], end=True, flush=True) + S.eof())
         for c in (main, m0, m1):
             c.close(t + 0.02, by=0)
+            c.close(t + 0.0201, by=1)
     client = f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255 or 1}"
     frames: list[tuple[float, int, bytes, bool]] = []
     order = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pickle
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -24,6 +25,7 @@ from dissectors.tcp.sink import StreamSink
 from dissectors.tls import KeyLog, TlsStreamSink
 
 SCHEMA = 1
+JudgeOne = Callable[[MigrationGroup, int, float, "dict[str, Any] | None"], "dict[str, Any]"]
 
 
 @dataclass
@@ -59,15 +61,17 @@ class Analyzer:
         f.tls = tls.status
         return tls
 
-    def judge(self, end: float) -> tuple[list[MigrationGroup], list[dict[str, Any]]]:
+    def judge(self, end: float, judge_one: JudgeOne | None = None) -> tuple[list[MigrationGroup], list[dict[str, Any]]]:
         """Group the connections seen so far into migrations and judge each as if the capture ended at
         ``end``. ``finish`` does this once at the end; a live view (``analysis.live``) does it on the facts
         so far while the capture is still running. Judging changes no fact. Migrations a live view retired
-        (``retired``) keep their numbers: the others are numbered after them."""
+        (``retired``) keep their numbers: the others are numbered after them. ``judge_one`` (a live view's
+        cache of settled migrations) stands in for ``self.judge_one``."""
         base = self.retired.migrations
+        one = judge_one or self.judge_one
         groups = [g for g in group(self.facts) if _is_migration(g.connections)]
         relays = {i: {**r, "peer": r["peer"] + base} for i, r in pair_relays(groups).items()}
-        migrations = [self.judge_one(g, base + i, end, relays.get(i)) for i, g in enumerate(groups)]
+        migrations = [one(g, base + i, end, relays.get(i)) for i, g in enumerate(groups)]
         tie_relay_outcomes(migrations, base)
         return groups, migrations
 

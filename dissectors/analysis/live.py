@@ -60,6 +60,9 @@ class LiveView:
         self.forget = forget
         self._seen: dict[tuple[str, int], _Seen] = {}
         self._last_retire = 0.0
+        # Settled migrations: every connection closed, and the judgement far later equal to the one then;
+        # reused while nothing they depend on moves (their packets, the shared page ledger and repeats).
+        self._settled: dict[tuple[str, int], tuple[tuple[Any, ...], dict[str, Any]]] = {}
 
     def update(self, last_ts: float | None, wall_idle: float = 0.0) -> list[Event]:
         """Events since the last call. ``last_ts``: capture time of the last packet read; ``wall_idle``:
@@ -67,7 +70,7 @@ class LiveView:
         if last_ts is None:
             return []
         now = last_ts + max(wall_idle, 0.0)
-        groups, migrations = self.analyzer.judge(now)
+        groups, migrations = self.analyzer.judge(now, self._judge_one)
         events: list[Event] = []
         for g, m in zip(groups, migrations, strict=True):
             key = (g.destination, min(f.conn.index for f in g.connections))
@@ -88,6 +91,25 @@ class LiveView:
                 self._last_retire = wall
                 self.retire(groups, migrations, last_ts)
         return events
+
+    def _judge_one(self, g: MigrationGroup, index: int, end: float, relay: dict[str, Any] | None) -> dict[str, Any]:
+        an = self.analyzer
+        if relay is not None or not all(f.conn.closed for f in g.connections):
+            return an.judge_one(g, index, end, relay)
+        key = (g.destination, min(f.conn.index for f in g.connections))
+        led = an.ledger
+        keys = {(f.endpoint, f.hello["uuid"]) for f in g.connections if f.hello and "uuid" in f.hello}
+        version = (tuple(f.conn.index for f in g.connections), sum(h.frames for f in g.connections
+                                                                  for h in f.conn.halves),
+                   led.requests, led.dropped, len(led.outstanding), sum(led.served_count.values()), index,
+                   repr(an.repeats.summary(keys)))
+        hit = self._settled.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        m = an.judge_one(g, index, end, relay)
+        if an.judge_one(g, index, end + FAR, relay) == m:
+            self._settled[key] = (version, m)
+        return m
 
     def retire(self, groups: list[MigrationGroup], migrations: list[dict[str, Any]], last_ts: float) -> int:
         """Judge for good and drop the oldest migrations that are over: every connection closed, nothing
@@ -121,6 +143,7 @@ class LiveView:
         kept = {(g.destination, min(f.conn.index for f in g.connections))
                 for g, m in zip(groups, migrations, strict=True) if m not in done}
         self._seen = {k: v for k, v in self._seen.items() if k in kept}
+        self._settled = {k: v for k, v in self._settled.items() if k in kept}
         return len(done)
 
     @staticmethod
