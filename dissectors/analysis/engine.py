@@ -6,9 +6,12 @@ its out-of-order buffer), never by the capture size.
 
 from __future__ import annotations
 
+import pickle
+import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from dissectors import __version__
 from dissectors.analysis.facts import ConnectionFacts
@@ -22,6 +25,7 @@ from dissectors.tcp.sink import StreamSink
 from dissectors.tls import KeyLog, TlsStreamSink
 
 SCHEMA = 1
+JudgeOne = Callable[[MigrationGroup, int, float, "dict[str, Any] | None"], "dict[str, Any]"]
 
 
 @dataclass
@@ -44,6 +48,7 @@ class Analyzer:
         self.ledger = PageLedger(page_size, late_after=self.options.stall_threshold)
         self.repeats = RepeatedPages()
         self.facts: list[ConnectionFacts] = []
+        self.retired = Retired()       # what a live view judged for good and dropped (analysis.live)
 
     def sink_for(self, conn: Connection) -> StreamSink:
         """The TCP sink of one connection: its channels' parsers feeding its facts, behind TLS decryption
@@ -56,17 +61,34 @@ class Analyzer:
         f.tls = tls.status
         return tls
 
+    def judge(self, end: float, judge_one: JudgeOne | None = None) -> tuple[list[MigrationGroup], list[dict[str, Any]]]:
+        """Group the connections seen so far into migrations and judge each as if the capture ended at
+        ``end``. ``finish`` does this once at the end; a live view (``analysis.live``) does it on the facts
+        so far while the capture is still running. Judging changes no fact. Migrations a live view retired
+        (``retired``) keep their numbers: the others are numbered after them. ``judge_one`` (a live view's
+        cache of settled migrations) stands in for ``self.judge_one``."""
+        base = self.retired.migrations
+        one = judge_one or self.judge_one
+        groups = [g for g in group(self.facts) if _is_migration(g.connections)]
+        relays = {i: {**r, "peer": r["peer"] + base} for i, r in pair_relays(groups).items()}
+        migrations = [one(g, base + i, end, relays.get(i)) for i, g in enumerate(groups)]
+        tie_relay_outcomes(migrations, base)
+        return groups, migrations
+
+    def judge_one(self, g: MigrationGroup, index: int, end: float,
+                  relay: dict[str, Any] | None = None) -> dict[str, Any]:
+        return MigrationJudge(g, index, self.ledger, end, self.options, self.repeats, relay=relay).run()
+
     def finish(self, capture: dict[str, Any]) -> Analysis:
         """Judge every migration once the capture (summarised in ``capture``, with ``last_time``) ended."""
         options, facts, ledger = self.options, self.facts, self.ledger
-        end = capture["last_time"] or 0.0
-        groups = [g for g in group(facts) if _is_migration(g.connections)]
+        groups, migrations = self.judge(capture["last_time"] or 0.0)
         in_migration = {id(f) for g in groups for f in g.connections}
-        relays = pair_relays(groups)
-        migrations = [MigrationJudge(g, i, ledger, end, options, self.repeats, relay=relays.get(i)).run()
-                      for i, g in enumerate(groups)]
-        tie_relay_outcomes(migrations)
         others = [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in facts if id(f) not in in_migration]
+        if self.retired.migrations or self.retired.others:
+            old_migrations, old_others = self.retired.load()
+            migrations = old_migrations + migrations
+            others = sorted(old_others + others, key=lambda o: o["index"])
         findings = sum(len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"])
                        + len(m["unsupported"]) + (m["outcome"]["status"] == "failed")
                        for m in migrations if m.get("relay", {}).get("side") != "source")
@@ -83,6 +105,40 @@ class Analyzer:
             "findings": findings,
         }
         return Analysis(report, facts, ledger)
+
+
+class Retired:
+    """Migrations (and other connections) judged for good while a live capture runs, kept on disk (pickled,
+    in a temporary file) so that memory stays flat over hours; ``finish`` puts them back in the report."""
+
+    def __init__(self) -> None:
+        self.migrations = 0
+        self.others = 0
+        self._file: IO[bytes] | None = None
+
+    def add(self, migrations: list[dict[str, Any]], others: list[dict[str, Any]]) -> None:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="migshark-retired-")  # noqa: SIM115 - closed in load()
+        pickle.dump((migrations, others), self._file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.migrations += len(migrations)
+        self.others += len(others)
+
+    def load(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        migrations: list[dict[str, Any]] = []
+        others: list[dict[str, Any]] = []
+        if self._file is None:
+            return migrations, others
+        self._file.seek(0)
+        while True:
+            try:
+                m, o = pickle.load(self._file)  # noqa: S301 - our own temporary file
+            except EOFError:
+                break
+            migrations += m
+            others += o
+        self._file.close()
+        self._file = None
+        return migrations, others
 
 
 def keylog_summary(keylog: KeyLog, facts: list[ConnectionFacts]) -> dict[str, Any]:
@@ -111,11 +167,14 @@ def pair_relays(groups: list[MigrationGroup]) -> dict[int, dict[str, Any]]:
     """
     sigs = [Counter(s for s in map(_signature, g.connections) if s) for g in groups]
     starts = [min((start_ts(f) for f in g.connections), default=0.0) for g in groups]
+    ends = [max((f.conn.last_ts for f in g.connections), default=0.0) for g in groups]
     out: dict[int, dict[str, Any]] = {}
     for i, a in enumerate(groups):
         for j, b in enumerate(groups):
             if i >= j or a.destination == b.destination or not sigs[i] or sigs[i] != sigs[j]:
                 continue
+            if starts[i] > ends[j] or starts[j] > ends[i]:
+                continue        # the two legs of a relay are open at the same time
             first, second = (i, j) if starts[i] <= starts[j] else (j, i)
             out[first] = {"side": "source", "peer": second, "peer_destination": groups[second].destination,
                           "note": "this leg ends at a relay; its accept order is the source's connect order and "
@@ -125,14 +184,14 @@ def pair_relays(groups: list[MigrationGroup]) -> dict[int, dict[str, Any]]:
     return out
 
 
-def tie_relay_outcomes(migrations: list[dict[str, Any]]) -> None:
+def tie_relay_outcomes(migrations: list[dict[str, Any]], base: int = 0) -> None:
     """A relay's source-side leg ends as the destination-side leg does: the relay's EOF or closes say
-    nothing of what the destination loaded."""
+    nothing of what the destination loaded. ``migrations[0]`` is migration ``base``."""
     for m in migrations:
         relay = m.get("relay")
         if not relay or relay["side"] != "source":
             continue
-        peer = migrations[relay["peer"]]
+        peer = migrations[relay["peer"] - base]
         own = m["outcome"]
         m["outcome"] = {**peer["outcome"],
                         "reason": f"{peer['outcome']['reason']} (the destination-side leg, migration {peer['id']})",

@@ -92,19 +92,22 @@ class RepeatedPages:
                                "time": round(ts, 6)})
 
     def summary(self, keys: set[tuple[str, str]]) -> dict[str, Any] | None:
-        """The repeats of the migrations with these (endpoint, multifd UUID) keys (the capture has ended),
-        or None."""
-        found = []
+        """The repeats of the migrations with these (endpoint, multifd UUID) keys as if the capture ended
+        now (pending renumbered packets count), or None. Changes nothing: a live view asks it repeatedly."""
+        found: list[tuple[int, list[dict[str, Any]]]] = []
         for key in sorted(keys):
             m = self._by_key.get(key)
             if m is None:
                 continue
+            count = m.count + len(m.renumbered)
+            examples = list(m.examples)
             for n, (succ, block, offset, ts) in sorted(m.renumbered.items()):
-                self._found(m, n, succ, block, offset, ts)
-            m.renumbered.clear()
-            if m.count:
-                found.append(m)
+                if len(examples) >= EXAMPLES:
+                    break
+                examples.append({"packets": [n, succ], "block": block, "offset": offset, "time": round(ts, 6)})
+            if count:
+                found.append((count, examples))
         if not found:
             return None
-        return {"count": sum(m.count for m in found),
-                "examples": [e for m in found for e in m.examples][:EXAMPLES]}
+        return {"count": sum(c for c, _ in found),
+                "examples": [e for _, ex in found for e in ex][:EXAMPLES]}

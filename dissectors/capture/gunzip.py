@@ -8,17 +8,24 @@ bounds each output chunk, so a decompression bomb cannot allocate more than one 
 from __future__ import annotations
 
 import zlib
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 _RAW_CHUNK = 1 << 20
+
+
+class _Readable(Protocol):
+    def read(self, count: int = -1) -> bytes: ...
+
+    def close(self) -> None: ...
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
 class GunzipStream:
     """``read(n)`` returns up to ``n`` decompressed bytes, ``b""`` at the end (check ``problem``)."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO | _Readable, prefix: bytes = b"") -> None:
         self._raw = raw
+        self._prefix = prefix        # compressed bytes already read from ``raw`` (a live stream's magic)
         self._inflate = zlib.decompressobj(_GZIP_WBITS)
         self._raw_eof = False
         self._done = False
@@ -34,10 +41,25 @@ class GunzipStream:
                 have += len(chunk)
         return b"".join(out)
 
+    def read1(self, count: int) -> bytes:
+        """Up to ``count`` decompressed bytes, returning as soon as there are some (a live stream: the
+        raw reads hand over what has arrived)."""
+        while not self._done:
+            chunk = self._step(count)
+            if chunk:
+                return chunk
+        return b""
+
+    def _raw_read(self) -> bytes:
+        if self._prefix:
+            data, self._prefix = self._prefix, b""
+            return data
+        return self._raw.read(_RAW_CHUNK)
+
     def _step(self, limit: int) -> bytes:
         inflate = self._inflate
         if inflate.eof:  # member finished: what follows (if anything) is the next gzip member
-            data = inflate.unused_data or self._raw.read(_RAW_CHUNK)
+            data = inflate.unused_data or self._raw_read()
             if not data:
                 self._done = True
                 return b""
@@ -45,7 +67,7 @@ class GunzipStream:
         else:
             data = inflate.unconsumed_tail  # input left over when the last call hit its output limit
             if not data:
-                data = self._raw.read(_RAW_CHUNK)
+                data = self._raw_read()
                 if not data:
                     self._done = True
                     self.problem = "gzip stream ends early (file cut?)"

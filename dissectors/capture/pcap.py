@@ -96,6 +96,10 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                     frame += count
                     truncated += cut
             if pos > last:
+                if batch:  # hand over what is read before waiting for more (a live stream)
+                    yield batch
+                    batch = []
+                    add = batch.append
                 grown = source.more(buf, pos, _RECORD_LEN)
                 if grown is None:
                     if pos < end:
@@ -113,6 +117,10 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                     cap.warn(base + pos, f"record claims {caplen} captured bytes (more than "
                                          f"{max_record >> 20} MiB): garbage or corrupt file; stopped reading")
                     break
+                if batch:  # hand over what is read before waiting for more (a live stream)
+                    yield batch
+                    batch = []
+                    add = batch.append
                 grown = source.more(buf, pos, _RECORD_LEN + caplen)
                 if grown is None or len(grown) < _RECORD_LEN + caplen:
                     have = len(grown) if grown is not None else end - pos

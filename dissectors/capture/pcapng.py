@@ -123,6 +123,10 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
             elif pos + 12 <= end:
                 btype, blen = block_header(buf, pos)
             else:
+                if batch:  # hand over what is read before waiting for more (a live stream)
+                    yield batch
+                    batch = []
+                    add = batch.append
                 grown = source.more(buf, pos, 12)
                 if grown is None:
                     if pos < end:
@@ -153,6 +157,10 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                 break
             nxt = pos + blen
             if nxt > end:
+                if batch:  # hand over what is read before waiting for more (a live stream)
+                    yield batch
+                    batch = []
+                    add = batch.append
                 grown = source.more(buf, pos, blen)
                 if grown is None or len(grown) < blen:
                     have = len(grown) if grown is not None else end - pos

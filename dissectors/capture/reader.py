@@ -18,6 +18,9 @@ from .source import ByteSource, MmapSource, StreamSource, open_source, stream_so
 class Capture:
     """An open capture file. Iterate ``tcp_segments()``; read ``stats``, ``warnings``, ``position``/``size``.
 
+    ``size`` is None for a live stream (standard input, a pipe, a FIFO): ``live`` is then its reader, whose
+    ``on_idle`` and ``should_stop`` hooks a live watcher sets (see ``source.LiveRaw``).
+
     Payload memoryviews point into the file mapping: copy them (``bytes(payload)``) to keep them past
     ``close()``. Each call of ``tcp_segments()`` starts a fresh pass and resets ``stats``/``warnings``.
     """
@@ -27,6 +30,7 @@ class Capture:
         self._reopenable = reopenable
         self.source = source
         self.size = source.size
+        self.live = source.live if isinstance(source, StreamSource) else None
         self.offset = 0
         self.stats = CaptureStats()
         self.warnings: list[str] = []
@@ -80,6 +84,8 @@ class Capture:
         return walker(self, keyed)
 
     def _restart(self) -> None:
+        if self.live is not None:
+            raise InputError("a stream (pipe, FIFO, standard input) can be read only once", path=self.path)
         if not isinstance(self.source, MmapSource):
             if not self._reopenable:
                 raise InputError("an opened stream can be read once", path=self.path)
@@ -97,23 +103,28 @@ class Capture:
         self.close()
 
 
-def open_capture(path: str | os.PathLike[str], stream: BinaryIO | None = None) -> Capture:
+def open_capture(path: str | os.PathLike[str], live: bool = False, stream: BinaryIO | None = None) -> Capture:
     """Open a pcap or pcapng file (optionally gzip-compressed), recognised by its magic number.
 
-    With ``stream`` (an open binary file object, e.g. a remote file opened through fsspec) the capture
-    is read from it sequentially, and ``path`` only names it in messages; the capture closes it."""
+    ``-`` reads standard input; pipes and FIFOs (and any input when ``live`` is set) are read as a stream
+    as it arrives, with no size (see ``source.LiveRaw``). With ``stream`` (an open binary file object,
+    e.g. a remote file opened through fsspec) the capture is read from it sequentially, ``path`` only names
+    it in messages, and the capture closes it."""
     name = os.fspath(path)
     try:
-        source, magic = open_source(name) if stream is None else stream_source(stream)
+        source, magic = open_source(name, live=live) if stream is None else stream_source(stream)
+    except IsADirectoryError:
+        raise InputError("is a directory", path=name) from None
     except OSError as exc:
         raise InputError(f"cannot open: {exc.strerror or exc}", path=name) from None
-    empty = source.size == 0 if stream is None else (not magic and not source.compressed)
-    if empty:
+    streaming = source.size is None or stream is not None
+    if (source.size == 0 and stream is None) or (streaming and not magic and not source.compressed):
         source.close()
-        raise InputError("empty file", path=name, offset=0)
+        raise InputError("empty input: the stream ended before any byte" if streaming else "empty file",
+                         path=name, offset=0)
     if magic in PCAP_MAGICS or magic == SHB_MAGIC:
         return Capture(name, source, magic == SHB_MAGIC, reopenable=stream is None)
-    gzipped = isinstance(source, StreamSource) and source.compressed
+    gzipped = source.compressed
     source.close()
     if gzipped and len(magic) < 4:
         raise InputError(f"the gzip stream ends after {len(magic)} uncompressed byte(s), before a capture header",
@@ -122,4 +133,3 @@ def open_capture(path: str | os.PathLike[str], stream: BinaryIO | None = None) -
         raise InputError(f"too short for a capture header ({len(magic)} byte(s))", path=name, offset=0)
     what = " inside the gzip stream" if gzipped else ""
     raise InputError(f"not a pcap or pcapng file (magic 0x{magic.hex()}{what})", path=name, offset=0)
-

@@ -1,5 +1,10 @@
 """Byte sources for the record walkers: an mmap of the whole file, or a chunked stream (gzip, pipes).
 
+A pipe, a FIFO, a socket, a terminal or ``-`` (standard input) is read as a *live* stream (``LiveRaw``): no
+seek, no size (``size`` is None), each read returns what has arrived so far instead of waiting for a full
+chunk, and while nothing arrives an idle hook runs every ``idle_interval`` seconds (wall-clock judgements
+of a live watcher) and a stop check can end the stream early (SIGINT / SIGTERM in ``migshark watch``).
+
 A walker works on a window ``buf`` (memoryview) whose first byte sits at capture offset ``base``. When a
 record runs past the window it calls ``more(buf, keep_from, need)`` for a new window that starts at
 ``buf[keep_from]`` (so ``base += keep_from``); an mmap window already holds the whole file and never
@@ -10,7 +15,9 @@ from __future__ import annotations
 
 import mmap
 import os
+import select
 import stat
+from collections.abc import Callable
 from typing import BinaryIO
 
 from .gunzip import GunzipStream
@@ -63,13 +70,77 @@ class MmapSource:
             pass  # segments still referenced by the caller; the mapping goes when they do
 
 
-class StreamSource:
-    """Sequential reads in chunks from a file object (a gzip stream or anything not mmap-able)."""
+class LiveRaw:
+    """A file descriptor read as it fills (pipe, FIFO, socket, standard input): ``read(n)`` waits for the
+    first byte, then takes whatever else is already there (up to ``n``) without waiting for more; ``b""``
+    at the end of the stream or once ``should_stop()`` says so. While waiting, ``on_idle()`` runs every
+    ``idle_interval`` seconds of silence."""
 
-    def __init__(self, stream: BinaryIO | GunzipStream, raw: BinaryIO, size: int, head: bytes = b"") -> None:
+    def __init__(self, fd: int, name: str, idle_interval: float = 0.025) -> None:
+        self.fd = fd
+        self.name = name
+        self.idle_interval = idle_interval
+        self.on_idle: Callable[[], None] | None = None
+        self.should_stop: Callable[[], bool] | None = None
+        self.consumed = 0            # bytes read from the descriptor so far
+        self.stopped = False         # ended by should_stop(), not by the writer
+        self._eof = False
+
+    def _wait(self) -> bool:
+        """Block until the descriptor is readable; False if told to stop first."""
+        while True:
+            if self.should_stop is not None and self.should_stop():
+                self.stopped = True
+                return False
+            ready, _, _ = select.select([self.fd], [], [], self.idle_interval)
+            if ready:
+                return True
+            if self.on_idle is not None:
+                self.on_idle()
+
+    def read(self, count: int = -1) -> bytes:
+        if self._eof or count == 0:
+            return b""
+        count = count if count > 0 else 1 << 20
+        if not self._wait():
+            self._eof = True
+            return b""
+        parts: list[bytes] = []
+        have = 0
+        while have < count:
+            data = os.read(self.fd, count - have)
+            if not data:
+                self._eof = True
+                break
+            parts.append(data)
+            have += len(data)
+            if not select.select([self.fd], [], [], 0)[0]:
+                break                # nothing more has arrived: hand over what is there
+        self.consumed += have
+        return b"".join(parts)
+
+    read1 = read
+
+    def tell(self) -> int:
+        return self.consumed
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class StreamSource:
+    """Sequential reads in chunks from a file object (a gzip stream or anything not mmap-able).
+
+    ``size`` is None for a live stream (no size known); its reads hand over what has arrived."""
+
+    def __init__(self, stream: BinaryIO | GunzipStream | LiveRaw, raw: BinaryIO | LiveRaw, size: int | None,
+                 head: bytes = b"") -> None:
         self.size = size
         self.compressed = isinstance(stream, GunzipStream)
         self.problem: str | None = None
+        self.live = raw if isinstance(raw, LiveRaw) else None
         self._stream = stream
         self._raw = raw
         self._head = head  # bytes already read to look at the magic
@@ -79,7 +150,7 @@ class StreamSource:
         if self._eof:
             return b""
         try:
-            data = self._stream.read(count)
+            data = self._stream.read1(count) if self.live is not None else self._stream.read(count)
         except OSError as exc:
             self.problem = f"read error: {exc}"
             data = b""
@@ -91,7 +162,13 @@ class StreamSource:
 
     def first(self) -> memoryview:
         head, self._head = self._head, b""
-        return memoryview(head + self._read(STREAM_CHUNK))
+        data = head + self._read(STREAM_CHUNK)
+        while self.live is not None and len(data) < 24:   # a live stream: at least a pcap file header
+            more = self._read(STREAM_CHUNK)
+            if not more:
+                break
+            data += more
+        return memoryview(data)
 
     def more(self, buf: memoryview, keep_from: int, need: int) -> memoryview | None:
         """A new window: ``buf[keep_from:]`` plus at least ``need`` bytes in all if the input has them."""
@@ -174,18 +251,36 @@ class _Prefixed:
         self._raw.close()
 
 
-def open_source(path: str | os.PathLike[str]) -> tuple[ByteSource, bytes]:
-    """Open ``path`` by content (gzip or not) and return the source plus its first 4 capture bytes."""
-    raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - owned by the returned source
+def open_source(path: str | os.PathLike[str], live: bool = False) -> tuple[ByteSource, bytes]:
+    """Open ``path`` by content (gzip or not) and return the source plus its first 4 capture bytes.
+
+    ``-`` is standard input. Anything that is not a regular file (pipe, FIFO, socket, terminal), and any
+    input when ``live`` is set, is read as a live stream (``LiveRaw``) with no size."""
+    name = os.fspath(path)
+    if name == "-":
+        fd = os.dup(0)
+    else:
+        fd = os.open(name, os.O_RDONLY)
     try:
-        size = os.fstat(raw.fileno()).st_size
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(21, "Is a directory", name)
+        if live or not stat.S_ISREG(st.st_mode):
+            return _open_live(LiveRaw(fd, name))
+        raw: BinaryIO = os.fdopen(fd, "rb")  # noqa: SIM115 - owned by the returned source
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        size = st.st_size
+        raw.seek(0)
         head = raw.read(4)
         if head[:2] == GZIP_MAGIC:
             raw.seek(0)
             stream = GunzipStream(raw)
             magic = stream.read(4)
             return StreamSource(stream, raw, size, head=magic), magic
-        if size >= 4 and stat.S_ISREG(os.fstat(raw.fileno()).st_mode):
+        if size >= 4:
             try:
                 msrc = MmapSource(raw.fileno(), size)
             except (OSError, ValueError):
@@ -194,6 +289,30 @@ def open_source(path: str | os.PathLike[str]) -> tuple[ByteSource, bytes]:
             raw.close()
             return msrc, head
         return StreamSource(raw, raw, size, head=head), head
+    except BaseException:
+        raw.close()
+        raise
+
+
+def _open_live(raw: LiveRaw) -> tuple[ByteSource, bytes]:
+    """A live stream: its first bytes decide gzip or not (read as they come, never seeking back)."""
+    try:
+        head = b""
+        while len(head) < 4:
+            data = raw.read(4 - len(head))
+            if not data:
+                break
+            head += data
+        if head[:2] == GZIP_MAGIC:
+            stream = GunzipStream(raw, prefix=head)
+            magic = b""
+            while len(magic) < 4:
+                data = stream.read1(4 - len(magic))
+                if not data:
+                    break
+                magic += data
+            return StreamSource(stream, raw, None, head=magic), magic
+        return StreamSource(raw, raw, None, head=head), head
     except BaseException:
         raw.close()
         raise

@@ -40,17 +40,28 @@ def _analyze(args: argparse.Namespace) -> int:
         sys.stdout.write(render_report(result.report))
         if args.plot:
             sys.stdout.write(f"timeline written to {args.plot}\n")
-    if not result.report["migrations"]:
-        cap = result.report["capture"]
+    return report_exit_code(result.report, args.capture)
+
+
+def report_exit_code(report: dict, label: str) -> int:
+    """``analyze``'s exit code for a report (``watch`` ends with the same)."""
+    if not report["migrations"]:
+        cap = report["capture"]
         why = None
         if not cap["tcp_segments"]:
             why = "no TCP segment could be decoded"
         elif cap["warnings"]:
             why = "the capture could not be read completely (see the warnings)"
         if why:
-            print(f"migshark: error: {args.capture}: no migration found: {why}", file=sys.stderr)
+            print(f"migshark: error: {label}: no migration found: {why}", file=sys.stderr)
             return EXIT_ERROR
-    return EXIT_FINDINGS if result.report["findings"] else EXIT_OK
+    return EXIT_FINDINGS if report["findings"] else EXIT_OK
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from dissectors.cli.watch import run_watch
+
+    return run_watch(args)
 
 
 def _dissect(args: argparse.Namespace) -> int:
@@ -111,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     a = sub.add_parser("analyze", aliases=["analyse"], help="per migration: accept order, roles, findings")
-    a.add_argument("capture", help="pcap or pcapng file (optionally gzip-compressed)")
+    a.add_argument("capture", help="pcap or pcapng file (optionally gzip-compressed); '-', a pipe or a FIFO "
+                                   "is read as a stream")
     a.add_argument("--json", action="store_true", help="machine-readable report (docs/report-schema.md)")
     a.add_argument("--qemu-version", type=_qemu_version,
                    help="the destination's QEMU version (e.g. 7.2, 10.0); default: inferred from the streams")
@@ -123,6 +135,28 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--plot", metavar="FILE.png", help="write a timeline picture of the channels")
     a.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     a.set_defaults(func=_analyze)
+
+    w = sub.add_parser("watch", help="follow a live capture: an event line as each thing happens, the report at "
+                                     "the end (or on Ctrl-C)")
+    w.add_argument("capture", nargs="?", help="'-' (standard input), a pipe or a FIFO: tcpdump -U -w - ... | "
+                                              "migshark watch -")
+    w.add_argument("-i", "--interface", metavar="IFACE", help="start tcpdump -U -w - on IFACE (needs root or "
+                                                               "tcpdump's capture capabilities)")
+    w.add_argument("-f", "--filter", metavar="FILTER", help="capture filter for -i (e.g. 'tcp port 4444')")
+    w.add_argument("--json", action="store_true", help="JSON lines: one per event, then the report "
+                                                       "(docs/report-schema.md, watch events)")
+    w.add_argument("--qemu-version", type=_qemu_version, help="the destination's QEMU version")
+    w.add_argument("--stall-threshold", type=float, default=1.0, metavar="S",
+                   help="seconds a postcopy page request may wait before it counts as a stall (default 1)")
+    w.add_argument("--silent-threshold", type=float, default=1.0, metavar="S",
+                   help="seconds a channel taken as main (or blocking a peek) must stay silent before the alert "
+                        "(default 1)")
+    w.add_argument("--progress-timeout", type=float, default=5.0, metavar="S",
+                   help="seconds without traffic before an unfinished migration counts as stalled (default 5)")
+    w.add_argument("--keylog", metavar="FILE", help="NSS key log (SSLKEYLOGFILE) to decrypt TLS migrations")
+    w.add_argument("--progress", action="store_true", help="show bytes read and rate even when stderr is not a "
+                                                           "terminal")
+    w.set_defaults(func=_watch)
 
     d = sub.add_parser("dissect", help="decoded QEMU records per connection, like tshark -V")
     d.add_argument("capture")

@@ -15,7 +15,7 @@ from dissectors.errors import InputError
 from dissectors.tcp import Connection, StreamSink, TcpTracker
 from dissectors.tls import KeyLog, KeyLogError, TlsStreamSink
 
-ProgressFn = Callable[[int, int], None]
+ProgressFn = Callable[[int, "int | None"], None]   # (bytes done, size; None for a stream)
 SinkFactory = Callable[[Connection], "StreamSink | None"]
 
 
@@ -23,12 +23,14 @@ class SegmentSource(Protocol):
     """What reassembly needs of a capture (the capture room's reader fits)."""
 
     position: int
-    size: int
+    size: int | None
     on_progress: Callable[[], None] | None
     stats: Any
     warnings: list[str]
 
     def keyed_segments(self) -> Iterable[tuple[Any, ...]]: ...
+
+    def keyed_batches(self) -> Iterable[list[tuple[Any, ...]]]: ...
 
 
 #: Every this many connections, the objects alive so far are moved out of the collector's sight.
@@ -62,15 +64,26 @@ def gc_unfrozen_after() -> Iterator[None]:
 
 
 def reassemble(source: SegmentSource, label: str, sink_factory: SinkFactory,
-               progress: ProgressFn | None = None) -> tuple[TcpTracker, dict[str, Any]]:
-    """Feed every TCP segment of ``source`` to a tracker; return it and a capture summary."""
-    tracker = TcpTracker(_freezing(sink_factory))
+               progress: ProgressFn | None = None,
+               on_batch: Callable[[TcpTracker], None] | None = None) -> tuple[TcpTracker, dict[str, Any]]:
+    """Feed every TCP segment of ``source`` to a tracker; return it and a capture summary.
+
+    ``on_batch(tracker)`` (a live watcher) runs after each batch of segments the reader hands over (at
+    least one per read of a live stream), with every segment read so far fed. A live run frees finished
+    connections as it goes, so the collector's view is not frozen then (see ``_freezing``)."""
+    tracker = TcpTracker(sink_factory if on_batch is not None else _freezing(sink_factory))
     if progress is not None:
         source.on_progress = lambda: progress(source.position, source.size)
-    tracker.feed_keyed(source.keyed_segments())
+    if on_batch is None:
+        tracker.feed_keyed(source.keyed_segments())
+    else:
+        feed = tracker.feed_keyed
+        for batch in source.keyed_batches():
+            feed(batch)
+            on_batch(tracker)
     tracker.finish()
     if progress is not None:
-        progress(source.size, source.size)
+        progress(source.size if source.size is not None else source.position, source.size)
     st = source.stats
     summary = {
         "file": label,

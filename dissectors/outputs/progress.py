@@ -18,17 +18,22 @@ class Progress:
         self.last = 0.0
         self.shown = False
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int | None) -> None:
+        """``done`` of ``total`` bytes; ``total`` None for a stream (no size): bytes and rate only."""
         if not self.enabled:
             return
         now = time.monotonic()
-        if now - self.last < self.min_interval and done < total:
+        if now - self.last < self.min_interval and (total is None or done < total):
             return
         self.last = now
         elapsed = max(now - self.start, 1e-6)
-        pct = 100.0 * done / total if total else 0.0
         rate = done / elapsed / 1e6
-        self.stream.write(f"\r{self.label}: {pct:5.1f}%  {done / 1e6:,.0f}/{total / 1e6:,.0f} MB  {rate:,.0f} MB/s")
+        if total is None:
+            self.stream.write(f"\r{self.label}: {done / 1e6:,.1f} MB read  {rate:,.1f} MB/s\033[K")
+        else:
+            pct = 100.0 * done / total if total else 0.0
+            self.stream.write(f"\r{self.label}: {pct:5.1f}%  {done / 1e6:,.0f}/{total / 1e6:,.0f} MB  "
+                              f"{rate:,.0f} MB/s")
         self.stream.flush()
         self.shown = True
 

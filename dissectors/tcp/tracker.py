@@ -71,6 +71,8 @@ class TcpTracker:
         self._server_ports = frozenset(server_ports)
         self._halves: dict[bytes, HalfStream] = {}   # by segment key: both directions of every connection
         self.connections: list[Connection] = []
+        self._keys: dict[int, tuple[bytes, bytes]] = {}   # connection index -> its two segment keys
+        self._opened = 0                                   # connections opened (forgotten ones too)
         self.first_ts: float | None = None   # time of the first and of the last segment fed (feed order)
         self.last_ts: float | None = None
 
@@ -201,12 +203,14 @@ class TcpTracker:
             ckey, skey, client, server = reverse, key, (dst, dport), (src, sport)
         halves = (HalfStream(0, self._ooo_limit, self._tail_segments),
                   HalfStream(1, self._ooo_limit, self._tail_segments))
-        conn = Connection(len(self.connections), (ip_text(client[0]), client[1]),
+        conn = Connection(self._opened, (ip_text(client[0]), client[1]),
                           (ip_text(server[0]), server[1]), role, ts, halves)
         for half in halves:
             half.conn = conn
         self._halves[ckey] = halves[0]
         self._halves[skey] = halves[1]
+        self._keys[conn.index] = (ckey, skey)
+        self._opened += 1
         self.connections.append(conn)
         sink = self._sink_factory(conn)
         conn.sink = sink
@@ -220,6 +224,16 @@ class TcpTracker:
         for half in conn.halves:
             half.flush(ts)
             half.end(END_SUPERSEDED, ts)
+
+    def forget(self, conns: Collection[Connection]) -> None:
+        """Drop closed connections a consumer is done with (a long live capture frees their state). A later
+        segment on the same 4-tuple then opens a new connection, as after a SYN with another ISN."""
+        gone = {id(c) for c in conns}
+        for conn in conns:
+            for key, half in zip(self._keys.pop(conn.index, ()), conn.halves, strict=False):
+                if self._halves.get(key) is half:
+                    del self._halves[key]
+        self.connections = [c for c in self.connections if id(c) not in gone]
 
     def finish(self, ts: float | None = None) -> None:
         """End of capture: declare remaining holes as gaps, deliver buffered data, end open streams.

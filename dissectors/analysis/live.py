@@ -1,0 +1,263 @@
+"""A live view of an analysis in progress: events as each thing happens, from the same judge as the report.
+
+``LiveView.update`` judges the facts seen so far with ``Analyzer.judge`` (the very judgement ``finish``
+makes at the end of a capture, no second analyser) as if the capture ended *now*, and compares it with
+the previous judgement: what is new becomes an event (a migration starts, a channel is accepted or its
+role becomes known, a misclassification, a stall, postcopy start / pause / recovery, the outcome).
+
+Time: ``now`` is the capture time of the last packet plus the wall-clock time since it arrived. During a
+stall no packet arrives and capture time stands still, so a silent channel or a waiting page request is
+judged on the wall clock too; each stall event says which clock decided it (``clock``: ``capture`` when
+the packets alone show it, ``wall`` when only the time since the last packet does).
+
+Events are plain dicts (docs/report-schema.md, "watch events"); nothing here prints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+from typing import Any
+
+from dissectors.analysis.engine import Analyzer, _is_migration
+from dissectors.analysis.facts import ConnectionFacts
+from dissectors.analysis.grouping import MigrationGroup, group
+from dissectors.analysis.policies import BLOCKED, MAIN, PREEMPT, RECOVERY
+
+SILENT_KINDS = ("preempt-as-main", "peek-blocked")
+RETIRE_AFTER = 2.0     # capture seconds after a migration's last packet before it may be retired
+RETIRE_EVERY = 0.25    # wall seconds between attempts
+FAR = 1e6              # a judgement this far after the end must equal the one now for a migration to retire
+FINAL_STATUSES = ("completed", "failed", "stalled")
+Event = dict[str, Any]
+
+
+class _Seen:
+    """What was already said of one migration."""
+
+    def __init__(self) -> None:
+        self.generation: str | None = None
+        self.channels: dict[int, tuple[str, str]] = {}     # connection index -> (role, assigned role)
+        self.misclassified: set[int] = set()                # connection indices
+        self.stalls: dict[tuple[str, float | None], bool] = {}   # (kind, start) -> ended already said
+        self.postcopy_run = False
+        self.paused: set[int] = set()                        # leg numbers whose main channel was lost
+        self.resumed: set[int] = set()                       # recovery legs seen
+        self.outcome: str | None = None
+
+
+class LiveView:
+    """Diffs successive judgements of ``analyzer``'s facts into events.
+
+    ``silent_threshold``: seconds a silent channel taken as main (or a peek blocked on one) must stay
+    silent before it is reported (the judgement of such a channel is only a suspicion until then)."""
+
+    def __init__(self, analyzer: Analyzer, silent_threshold: float = 1.0,
+                 forget: Callable[[Collection[Any]], None] | None = None) -> None:
+        self.analyzer = analyzer
+        self.silent_threshold = silent_threshold
+        #: Set (the tracker's ``forget``) to free finished migrations' state as the capture goes on.
+        self.forget = forget
+        self._seen: dict[tuple[str, int], _Seen] = {}
+        self._last_retire = 0.0
+        # Settled migrations: every connection closed, and the judgement far later equal to the one then;
+        # reused while nothing they depend on moves (their packets, the shared page ledger and repeats).
+        self._settled: dict[tuple[str, int], tuple[tuple[Any, ...], dict[str, Any]]] = {}
+
+    def update(self, last_ts: float | None, wall_idle: float = 0.0) -> list[Event]:
+        """Events since the last call. ``last_ts``: capture time of the last packet read; ``wall_idle``:
+        wall-clock seconds since it arrived."""
+        if last_ts is None:
+            return []
+        now = last_ts + max(wall_idle, 0.0)
+        groups, migrations = self.analyzer.judge(now, self._judge_one)
+        events: list[Event] = []
+        for g, m in zip(groups, migrations, strict=True):
+            key = (g.destination, min(f.conn.index for f in g.connections))
+            seen = self._seen.get(key)
+            base = {"migration": m["id"], "destination": m["destination"]}
+            if "relay" in m:
+                base["relay_side"] = m["relay"]["side"]
+            if seen is None:
+                seen = self._seen[key] = _Seen()
+                gen = m["policy"].get("source_generation")
+                events.append({"event": "migration-start", **base, "time": m["start_time"],
+                               "source_generation": gen, "policy": m["policy"].get("name")})
+                seen.generation = gen
+            events += self._migration(m, seen, base, last_ts, now)
+        if self.forget is not None and self.analyzer.keylog is None:
+            wall = time.monotonic()
+            if wall - self._last_retire >= RETIRE_EVERY:
+                self._last_retire = wall
+                self.retire(groups, migrations, last_ts)
+        return events
+
+    def _judge_one(self, g: MigrationGroup, index: int, end: float, relay: dict[str, Any] | None) -> dict[str, Any]:
+        an = self.analyzer
+        if relay is not None or not all(f.conn.closed for f in g.connections):
+            return an.judge_one(g, index, end, relay)
+        key = (g.destination, min(f.conn.index for f in g.connections))
+        led = an.ledger
+        keys = {(f.endpoint, f.hello["uuid"]) for f in g.connections if f.hello and "uuid" in f.hello}
+        version = (tuple(f.conn.index for f in g.connections), sum(h.frames for f in g.connections
+                                                                  for h in f.conn.halves),
+                   led.requests, led.dropped, len(led.outstanding), sum(led.served_count.values()), index,
+                   repr(an.repeats.summary(keys)))
+        hit = self._settled.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        m = an.judge_one(g, index, end, relay)
+        if an.judge_one(g, index, end + FAR, relay) == m:
+            self._settled[key] = (version, m)
+        return m
+
+    def retire(self, groups: list[MigrationGroup], migrations: list[dict[str, Any]], last_ts: float) -> int:
+        """Judge for good and drop the oldest migrations that are over: every connection closed, nothing
+        for ``RETIRE_AFTER`` s of capture time, no relay partner, no postcopy recovery possible, and a
+        judgement ``FAR`` seconds later identical to the one now (nothing in it depends on when the capture
+        ends). Their reports go to ``analyzer.retired`` (on disk), their facts and TCP state are freed. Also
+        drops closed connections of groups that are no migration. Returns how many migrations retired."""
+        an = self.analyzer
+        done: list[dict[str, Any]] = []
+        gone: list[ConnectionFacts] = []
+        for g, m in zip(groups, migrations, strict=True):
+            if not self._over(g, m, last_ts):
+                break                   # only the oldest: numbers of the later ones stay as they are
+            if an.judge_one(g, m["id"], last_ts + FAR) != m:
+                break
+            done.append(m)
+            gone += g.connections
+        others: list[dict[str, Any]] = []
+        for g in group(an.facts):
+            if _is_migration(g.connections) or not _quiet(g.connections, last_ts):
+                continue
+            others += [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in g.connections]
+            gone += g.connections
+        if not gone:
+            return 0
+        an.retired.add(done, others)
+        dropped = {id(f) for f in gone}
+        an.facts = [f for f in an.facts if id(f) not in dropped]
+        assert self.forget is not None
+        self.forget([f.conn for f in gone])
+        kept = {(g.destination, min(f.conn.index for f in g.connections))
+                for g, m in zip(groups, migrations, strict=True) if m not in done}
+        self._seen = {k: v for k, v in self._seen.items() if k in kept}
+        self._settled = {k: v for k, v in self._settled.items() if k in kept}
+        return len(done)
+
+    @staticmethod
+    def _over(g: MigrationGroup, m: dict[str, Any], last_ts: float) -> bool:
+        if "relay" in m or not _quiet(g.connections, last_ts):
+            return False
+        if m["outcome"]["status"] == "completed":
+            return True
+        # A postcopy migration that did not complete may be resumed by a recovery on another port.
+        return not (g.postcopy() or any(f.kind in ("preempt-candidate", None) for f in g.connections))
+
+    def _migration(self, m: dict[str, Any], seen: _Seen, base: dict[str, Any], last_ts: float,
+                   now: float) -> list[Event]:
+        out: list[Event] = []
+        gen = m["policy"].get("source_generation")
+        if gen != seen.generation and gen not in (None, "unknown"):
+            out.append({"event": "source-generation", **base, "time": _r(last_ts), "source_generation": gen,
+                        "evidence": m["policy"].get("evidence", [])})
+        seen.generation = gen
+        for ch in m["channels"]:
+            pair = (ch["role"], ch["assigned_role"])
+            before = seen.channels.get(ch["connection"])
+            if before != pair:
+                seen.channels[ch["connection"]] = pair
+                out.append({"event": "channel" if before is None else "channel-role", **base,
+                            "time": ch["handshake_time"] or ch["syn_time"] or ch["first_data_time"],
+                            "connection": ch["connection"], "client": ch["client"], "leg": ch["leg"],
+                            "accept_index": ch["accept_index"], "role": ch["role"],
+                            "assigned_role": ch["assigned_role"], "misclassified": ch["misclassified"],
+                            "role_evidence": ch["role_evidence"]})
+        stalls = {(s["kind"], s["start"]): s for s in m["stalls"]}
+        by_client = {ch["client"]: ch for ch in m["channels"]}
+        for mc in m["misclassifications"]:
+            ch = by_client.get(mc["client"])
+            if ch is None or ch["connection"] in seen.misclassified:
+                continue
+            silent = (mc["role"] == PREEMPT and mc["assigned_role"] == MAIN) or mc["assigned_role"] == BLOCKED
+            ev = {"event": "misclassified", **base, "time": mc["time"], "connection": ch["connection"],
+                  "client": mc["client"], "role": mc["role"], "assigned_role": mc["assigned_role"],
+                  "policy": mc["policy"], "qemu_would_show": mc["failure"], "evidence": mc["evidence"]}
+            if silent:
+                stall = next((s for s in stalls.values() if s["kind"] in SILENT_KINDS
+                              and mc["client"] in s["channels"]), None)
+                if stall is None or stall["start"] is None:
+                    continue
+                waited = (stall["end"] if stall["end"] is not None else now) - stall["start"]
+                if waited < self.silent_threshold:
+                    continue           # not silent for long enough yet: a suspicion, not an alert
+                ev["silent_for"] = _r(waited)
+                ev["clock"] = _clock(stall, last_ts, self.silent_threshold)
+            seen.misclassified.add(ch["connection"])
+            out.append(ev)
+        thresholds = {"page-request": self.analyzer.options.stall_threshold,
+                      "no-progress": self.analyzer.options.progress_timeout}
+        for k, s in stalls.items():
+            thr = thresholds.get(s["kind"], self.silent_threshold)
+            said = seen.stalls.get(k)
+            if said is None:
+                if s["kind"] in SILENT_KINDS and (s["duration"] or 0.0) < self.silent_threshold:
+                    continue
+                seen.stalls[k] = s["end"] is not None
+                out.append({"event": "stall", **base, "time": s["start"], "kind": s["kind"],
+                            "ongoing": s["end"] is None, "duration": s["duration"], "channels": s["channels"],
+                            "clock": _clock(s, last_ts, thr), "evidence": s["evidence"],
+                            "outstanding_requests": s["outstanding_requests"][:5]})
+            elif not said and s["end"] is not None:
+                seen.stalls[k] = True
+                out.append({"event": "stall-end", **base, "time": s["end"], "kind": s["kind"],
+                            "duration": s["duration"], "channels": s["channels"]})
+        pc = m["postcopy"]
+        if pc.get("run_time") is not None and not seen.postcopy_run:
+            seen.postcopy_run = True
+            out.append({"event": "postcopy-start", **base, "time": pc["run_time"]})
+        if seen.postcopy_run:
+            for leg in m["legs"]:
+                lost = self._main_lost(m, leg["leg"])
+                if lost is not None and leg["leg"] not in seen.paused and m["outcome"]["status"] != "completed":
+                    seen.paused.add(leg["leg"])
+                    out.append({"event": "postcopy-pause", **base, "time": lost, "leg": leg["leg"]})
+                if leg["kind"] == "recovery" and leg["leg"] > 0 and leg["leg"] not in seen.resumed:
+                    seen.resumed.add(leg["leg"])
+                    out.append({"event": "postcopy-recovery", **base, "time": leg["start_time"], "leg": leg["leg"]})
+        status = m["outcome"]["status"]
+        if status in FINAL_STATUSES and status != seen.outcome:
+            seen.outcome = status
+            out.append({"event": "outcome", **base, "time": m["end_time"], "status": status,
+                        "reason": m["outcome"]["reason"]})
+        return out
+
+    @staticmethod
+    def _main_lost(m: dict[str, Any], leg: int) -> float | None:
+        """When the main channel of ``leg`` closed or was reset with no EOF (a postcopy pause), else None."""
+        for ch in m["channels"]:
+            if ch["leg"] != leg or ch["role"] not in (MAIN, RECOVERY):
+                continue
+            if ch["records"].get("main.eof"):
+                return None
+            times = [t for t in (ch["rst_time"], *ch["fin_time"]) if t is not None]
+            return min(times) if times else None
+        return None
+
+
+def _quiet(conns: list[ConnectionFacts], last_ts: float) -> bool:
+    """Every connection closed, the last one ``RETIRE_AFTER`` seconds before ``last_ts``."""
+    return all(f.conn.closed for f in conns) and last_ts - max(f.conn.last_ts for f in conns) >= RETIRE_AFTER
+
+
+def _clock(stall: dict[str, Any], last_ts: float, threshold: float) -> str:
+    """``capture`` if the packets alone show the stall (it started ``threshold`` before the last packet or
+    has ended), else ``wall``: only the wall-clock time since the last packet shows it."""
+    if stall["end"] is not None or stall["start"] is None:
+        return "capture"
+    return "capture" if last_ts - stall["start"] >= threshold else "wall"
+
+
+def _r(ts: float | None) -> float | None:
+    return None if ts is None else round(ts, 6)

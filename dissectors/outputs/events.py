@@ -1,0 +1,53 @@
+"""Watch events as one line of text each, or as JSON lines (docs/report-schema.md, "watch events")."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+
+def event_json(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"))
+
+
+def event_text(event: dict[str, Any]) -> str:
+    """``HH:MM:SS.mmm  migration N to DEST: what happened``."""
+    wall = time.strftime("%H:%M:%S", time.localtime(event["wall"])) + f".{int(event['wall'] * 1000) % 1000:03d}"
+    head = f"{wall}  migration {event['migration']} to {event['destination']}"
+    if event.get("relay_side"):
+        head += f" [relay leg, {event['relay_side']} side]"
+    return f"{head}: {_what(event)}"
+
+
+def _what(e: dict[str, Any]) -> str:
+    kind = e["event"]
+    if kind == "migration-start":
+        return f"migration starts (source QEMU {e['source_generation']}, judged by {e['policy']})"
+    if kind == "source-generation":
+        return f"source QEMU is {e['source_generation']} ({'; '.join(e['evidence'][-1:])})"
+    if kind in ("channel", "channel-role"):
+        verb = "accepted" if kind == "channel" else "now reads as"
+        mark = "  !! MISREAD" if e["misclassified"] else ""
+        what = f"{e['role']}" if kind == "channel-role" else f"true role {e['role']}"
+        return (f"channel {e['client']} (#{e['accept_index']} of leg {e['leg']}) {verb} {what}, the destination "
+                f"takes it as {e['assigned_role']}{mark}")
+    if kind == "misclassified":
+        silent = f", silent for {e['silent_for']:.1f} s ({e['clock']} clock)" if "silent_for" in e else ""
+        return (f"MISCLASSIFIED {e['client']} is {e['role']} but the destination ({e['policy']}) takes it as "
+                f"{e['assigned_role']}{silent}; QEMU would show: {e['qemu_would_show']}")
+    if kind == "stall":
+        state = "ongoing" if e["ongoing"] else "ended"
+        return (f"STALL {e['kind']} since {e['time']:.6f} ({e['duration']:.1f} s, {state}, {e['clock']} clock) on "
+                f"{', '.join(e['channels']) or '-'}: {e['evidence'][0] if e['evidence'] else ''}")
+    if kind == "stall-end":
+        return f"stall {e['kind']} ended after {e['duration']:.1f} s"
+    if kind == "postcopy-start":
+        return "postcopy starts (POSTCOPY_RUN)"
+    if kind == "postcopy-pause":
+        return f"postcopy paused: the main channel of leg {e['leg']} was lost"
+    if kind == "postcopy-recovery":
+        return f"postcopy recovery: leg {e['leg']} resumes"
+    if kind == "outcome":
+        return f"{e['status'].upper()}: {e['reason']}"
+    return kind
