@@ -194,3 +194,32 @@ def test_first_record_boundary() -> None:
     assert fr.done and fr.feed(b"more") == (b"more", b"")
     other = FirstRecord()
     assert other.feed(b"QEVM") == (b"QEVM", b"") and other.not_tls
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--scenario", "multifd4-7.2", "--hold-back", "main", "--hold-at", "tls-finished"], "needs --tls"),
+        (["--scenario", "multifd-tls-7.2", "--hold-at", "tls-finished"], "needs a connection to hold"),
+        (["--scenario", "tlsfin-multifd-7.2", "--hold-delay", "0"], "--hold-delay"),
+        (["--scenario", "tlsfin-multifd-7.2", "--no-tls"], "needs --tls"),
+    ],
+)
+def test_hold_options_that_cannot_work_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dissectors.recorder.command import main
+
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_tlsfin_scenarios_hold_mains_finished() -> None:
+    from dissectors.recorder.scenarios import SCENARIOS, with_overrides
+
+    sc = SCENARIOS["tlsfin-multifd-7.2"]
+    assert (sc.tls, sc.hold_back, sc.hold_at, sc.hold_delay_s, sc.multifd) == (True, "main", "tls-finished", 1.0, 2)
+    over = with_overrides(SCENARIOS["multifd-tls-7.2"], hold_back="main", hold_at="tls-finished", hold_delay_s=2.5)
+    assert (over.hold_back, over.hold_at, over.hold_delay_s) == ("main", "tls-finished", 2.5)
+    with pytest.raises(ValueError):
+        ProxyConfig(0, 1, {1}, hold_at="finished")

@@ -397,7 +397,8 @@ SCENARIOS: dict[str, Scenario] = {
             "postcopy-preempt over TLS, proxy holds back main's TLS Finished (and all after it) by 3 s",
             src="11.1",
             dst="11.1",
-            **dict(_TLSFIN_PRE, hold_delay_s=3.0),
+            # the _PRE_TLS guest: the tiny one converges (precopy done at 1.25 s) before postcopy could start
+            **dict(_PRE_TLS, hold_back="main", hold_at="tls-finished", hold_delay_s=3.0),
             lab_note="completes: migrate-start-postcopy at 1.5 s, but the source opens the preempt channel only "
             "after a PONG on main's return path (migration_wait_main_channel), i.e. after the hold",
         ),
