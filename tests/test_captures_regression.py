@@ -162,8 +162,8 @@ def test_same_misorder_mapped_right_on_100():
     assert m["what_if"]["qemu-7.2"][0]["verdict"] == "fails"
 
 
-@pytest.mark.parametrize("cap", [c for c in CAPTURES if c.name.startswith("holdback-")],
-                         ids=[i for i in IDS if i.startswith("holdback-")])
+@pytest.mark.parametrize("cap", [c for c in CAPTURES if c.name.startswith(("holdback-", "tlsfin-"))],
+                         ids=[i for i in IDS if i.startswith(("holdback-", "tlsfin-"))])
 def test_accept_order_matches_the_proxy_log(cap):
     """The relay connected upstream in a known order: that is the destination's accept order."""
     proxy = manifest(cap)["proxy"]["connections"]
@@ -291,3 +291,24 @@ def test_111_packaged_loaded_ping_and_its_pong():
     run = cmds.index(("POSTCOPY_RUN", None, True))
     assert cmds[run - 1] == ("PING", 0x42, True) and cmds[run - 2] == ("PING", 3, True)
     assert 0x42 in [r.fields["value"] for r in main.events if r.kind == "rp.pong"]
+
+
+TLSFIN = [c for c in CAPTURES if c.name.startswith("tlsfin-")]
+
+
+@pytest.mark.parametrize("cap", TLSFIN, ids=[i for i in IDS if i.startswith("tlsfin-")])
+def test_held_tls_finished_serialises_the_destination(cap):
+    """The relay held main's client bytes after its ClientHello (its Finished included) for 1 s. The source had
+    completed main's handshake and opened its next channel during the hold, yet the destination answered that
+    channel's ClientHello only after main's Finished reached it (its TLS handshake blocks the main loop), so
+    main still completed first, was taken as main, and QEMU completed."""
+    man = manifest(cap)
+    held, *later = man["proxy"]["connections"]
+    assert held["hold_at"] == "tls-finished" and held["hold_note"] is None
+    assert held["hold_released_at"] - held["hold_started_at"] >= 0.95
+    assert later and any(c["accepted_at"] < held["hold_released_at"] for c in later)
+    assert all(c["first_reply_at"] >= held["hold_released_at"] for c in later)
+    assert man["outcome"] == "completed" and man["exit_status"] == {"source": 0, "destination": 0}
+    (m,) = destination_side(cap)
+    assert m["channels"][0]["role"] == m["channels"][0]["assigned_role"] == "main"
+    assert not m["misclassifications"] and m["outcome"]["status"] == "completed"

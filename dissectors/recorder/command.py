@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from .proxy import hold_back_indices
+from .proxy import HOLD_AT, hold_back_indices
 from .qemus import KNOWN_QEMUS, EnvironmentProblem
 from .scenarios import SCENARIOS, with_overrides
 
@@ -32,8 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hold-back",
         choices=["main", "multifd", "preempt", "none"],
-        help="reordering proxy: hold back this channel's upstream connect by ~1 s",
+        help="reordering proxy: hold back this channel (its upstream connect, or see --hold-at) by ~1 s",
     )
+    parser.add_argument(
+        "--hold-at",
+        choices=list(HOLD_AT),
+        help="what the proxy holds back: the upstream connect (default), or with --tls every client byte after "
+        "the first TLS record (the client's Finished: the destination completes that handshake last)",
+    )
+    parser.add_argument("--hold-delay", type=float, metavar="S", help="how long to hold back (default 1 s)")
     parser.add_argument(
         "--tls",
         action=argparse.BooleanOptionalAction,
@@ -53,6 +60,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gzip", action="store_true", help="write NAME.pcap.gz instead of NAME.pcap")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the timeline while recording")
     parser.add_argument("--json", action="store_true", help="print the result (or --list) as JSON")
+
+
+def check_hold(hold_back: str | None, hold_at: str, delay: float, *, tls: bool) -> None:
+    """Reject hold options that cannot work together (ValueError, exit status 2)."""
+    if not 0 < delay <= 60:
+        raise ValueError(f"--hold-delay must be in (0, 60] seconds, not {delay:g}")
+    if hold_at == "tls-finished":
+        if hold_back is None:
+            raise ValueError("--hold-at tls-finished needs a connection to hold (--hold-back main|multifd|preempt)")
+        if not tls:
+            raise ValueError("--hold-at tls-finished needs --tls (it holds the client's TLS second flight)")
 
 
 def list_scenarios() -> str:
@@ -87,9 +105,12 @@ def run(args: argparse.Namespace) -> int:
         tls=args.tls,
         timeout_s=args.timeout,
         timer_low_byte=args.timer_low_byte,
+        hold_at=getattr(args, "hold_at", None),
+        hold_delay_s=getattr(args, "hold_delay", None),
     )
     try:
         hold_back_indices(sc.hold_back, multifd=sc.multifd, preempt=sc.preempt)
+        check_hold(sc.hold_back, sc.hold_at, sc.hold_delay_s, tls=sc.tls)
     except ValueError as exc:
         print(f"migshark record: {exc}", file=sys.stderr)
         return 2

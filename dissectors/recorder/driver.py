@@ -214,6 +214,7 @@ class Run:
                             self.ports["destination"],
                             hold_back_indices(sc.hold_back, multifd=sc.multifd, preempt=sc.preempt),
                             sc.hold_delay_s,
+                            hold_at=sc.hold_at,
                         )
                     )
                     await proxy.start()
@@ -468,6 +469,7 @@ class Run:
                 "hold_back_role": self.sc.hold_back,
                 "hold_back_indices": proxy.config.hold_back,
                 "hold_delay_s": proxy.config.hold_delay_s,
+                "hold_at": proxy.config.hold_at,
                 "connections": [c.to_dict() for c in proxy.log],
             }
         return res

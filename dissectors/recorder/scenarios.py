@@ -21,6 +21,9 @@ class Scenario:
     tls: bool = False
     hold_back: str | None = None  # main | multifd | preempt
     hold_delay_s: float = 1.0
+    # What the proxy holds: "connect" (the upstream connect) or "tls-finished" (the client's bytes after its
+    # first TLS record: its second flight, Finished included, so the destination completes that handshake late)
+    hold_at: str = "connect"
     max_bandwidth: int = 64 * MIB
     max_postcopy_bandwidth: int = 0  # 0 = unlimited
     postcopy_after_s: float = 1.5
@@ -72,6 +75,12 @@ _TLS = dict(tls=True, memory_mib=32, fill_mib=2, dirty_pages=256, dirty_rate=500
 # Postcopy-preempt over TLS: the TLS guest, with the bandwidth scaled down as the fill is (2 MiB at 1 MiB/s,
 # as _PRE's 16 MiB at 8 MiB/s), so postcopy still starts mid-migration 1.5 s in.
 _PRE_TLS = dict(_PRE, **dict(_TLS, max_bandwidth=1 * MIB, max_postcopy_bandwidth=1 * MIB))
+# The proxy holds back the main channel's TLS second flight (Finished included) for 1 s (proxy.py,
+# hold_at="tls-finished"): the source has completed main's handshake, the destination has not. A tiny guest
+# keeps these TLS captures small; the preempt ones at 512 KiB/s so postcopy still starts mid-migration.
+_TLSFIN = dict(tls=True, memory_mib=16, fill_mib=1, dirty_pages=64, dirty_rate=100, hold_back="main",
+               hold_at="tls-finished")
+_TLSFIN_PRE = dict(_PRE, **dict(_TLSFIN, max_bandwidth=MIB // 2, max_postcopy_bandwidth=MIB // 2))
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -355,6 +364,50 @@ SCENARIOS: dict[str, Scenario] = {
             "proxy cannot reorder TLS channels on any version",
         ),
         Scenario(
+            "tlsfin-multifd-7.2",
+            "multifd 2 over TLS, proxy holds back main's TLS Finished (and all after it) by 1 s",
+            multifd=2,
+            **_TLSFIN,
+            lab_note="completes: the destination's TLS handshake blocks its main loop (accepted sockets are "
+            "blocking), so it answers the multifd ClientHellos only once main's Finished has arrived; handshakes "
+            "complete in accept order and main is still taken first; destination QMP frozen for the hold",
+        ),
+        Scenario(
+            "tlsfin-multifd-10.0",
+            "multifd 2 over TLS, proxy holds back main's TLS Finished (and all after it) by 1 s",
+            src="10.0",
+            dst="10.0",
+            multifd=2,
+            **_TLSFIN,
+            lab_note="completes, as tlsfin-multifd-7.2",
+        ),
+        Scenario(
+            "tlsfin-multifd-11.1",
+            "multifd 2 over TLS, proxy holds back main's TLS Finished (and all after it) by 1 s",
+            src="11.1",
+            dst="11.1",
+            multifd=2,
+            **_TLSFIN,
+            lab_note="completes, as tlsfin-multifd-7.2",
+        ),
+        Scenario(
+            "tlsfin-preempt-7.2",
+            "postcopy-preempt over TLS, proxy holds back main's TLS Finished (and all after it) by 1 s",
+            **_TLSFIN_PRE,
+            lab_note="completes: 7.2 opens the preempt channel during the hold (right after main's handshake "
+            "ended at the source), but the destination answers its ClientHello only after main's Finished",
+        ),
+        Scenario(
+            "tlsfin-preempt-11.1",
+            "postcopy-preempt over TLS, proxy holds back main's TLS Finished (and all after it) by 3 s",
+            src="11.1",
+            dst="11.1",
+            # the _PRE_TLS guest: the tiny one converges (precopy done at 1.25 s) before postcopy could start
+            **dict(_PRE_TLS, hold_back="main", hold_at="tls-finished", hold_delay_s=3.0),
+            lab_note="completes: migrate-start-postcopy at 1.5 s, but the source opens the preempt channel only "
+            "after a PONG on main's return path (migration_wait_main_channel), i.e. after the hold",
+        ),
+        Scenario(
             "multifd-postcopy-7.2",
             "multifd 4 + postcopy on 7.2 (no preempt)",
             multifd=4,
@@ -421,6 +474,8 @@ def with_overrides(
     tls: bool | None = None,
     timeout_s: float | None = None,
     timer_low_byte: int | None = None,
+    hold_at: str | None = None,
+    hold_delay_s: float | None = None,
 ) -> Scenario:
     """A scenario with command-line overrides applied; the name stays the base's."""
     changes: dict[str, object] = {}
@@ -438,4 +493,8 @@ def with_overrides(
         changes["timeout_s"] = timeout_s
     if timer_low_byte is not None:
         changes["timer_low_byte"] = timer_low_byte
+    if hold_at is not None:
+        changes["hold_at"] = hold_at
+    if hold_delay_s is not None:
+        changes["hold_delay_s"] = hold_delay_s
     return replace(base, **changes) if changes else base
