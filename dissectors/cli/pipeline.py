@@ -132,7 +132,7 @@ def analyze_file(path: str, options: Options | None = None, progress: ProgressFn
     """The analysis of the capture at ``path`` (or read from ``stream``, which ``path`` then names)."""
     analyzer = Analyzer(options, keylog=keylog)
     with gc_unfrozen_after():
-        with open_capture(path, stream) as cap:
+        with open_capture(path, stream=stream) as cap:
             _, capture = reassemble(cap, str(path), analyzer.sink_for, progress)
         return analyzer.finish(capture)
 
