@@ -71,12 +71,35 @@ def build_fleet(root: Path, generated: int, copies: int, sizes: list[str]) -> No
             os.link(keylog, out / (name.split(".pcap")[0] + ".keylog"))
 
 
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    times, result = [], None
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and every process under it (the local cluster's
+    scheduler, nannies and workers run in here or below), processes that already ended excepted."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+CPU: dict[str, float] = {}
+
+
+def timed(fn: Callable[[], Any], repeat: int, name: str = "") -> tuple[float, Any]:
+    times, cpus, result = [], [], None
     for _ in range(repeat):
+        c0 = cpu_seconds()
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)
+        cpus.append(cpu_seconds() - c0)
+    if name:
+        CPU[name] = statistics.median(cpus)
     return statistics.median(times), result
 
 
@@ -108,30 +131,40 @@ def main(argv: list[str] | None = None) -> int:
         for item in items:                              # warm the page cache
             Path(item.url).read_bytes()
 
-        loop_s, loop_rows = timed(lambda: [analyse_capture(i, opts) for i in items], args.repeat)
+        load0 = os.getloadavg()[0]
+        loop_s, loop_rows = timed(lambda: [analyse_capture(i, opts) for i in items], args.repeat, "loop")
         with cluster(args.workers) as c:
             dask_s, dask_rows = timed(lambda: run_tasks(analyse_capture, items, opts, scheduler=c.scheduler_address),
-                                      args.repeat)
+                                      args.repeat, f"dask-{args.workers}")
         start_s, _ = timed(lambda: run_tasks(analyse_capture, items, opts, workers=args.workers), 1)
         with cluster(1) as c:
             one_s, one_rows = timed(lambda: run_tasks(analyse_capture, items, opts, scheduler=c.scheduler_address),
-                                    args.repeat)
-            noop_s, _ = timed(lambda: run_tasks(noop, items, opts, scheduler=c.scheduler_address), args.repeat)
+                                    args.repeat, "dask-1")
+            noop_s, _ = timed(lambda: run_tasks(noop, items, opts, scheduler=c.scheduler_address), args.repeat,
+                              "noop-1")
         if not (strip(loop_rows) == strip(dask_rows) == strip(one_rows)):
             print("FAIL: the cluster's table differs from the loop's", file=sys.stderr)
             return 1
         busy = sum(r["seconds"] for rows in dask_rows for r in rows[:1])
         n = len(items)
-        print(f"{'run':<16} {'seconds':>8} {'captures/s':>11} {'MB/s':>8} {'x loop':>7}")
+        print(f"{'run':<16} {'seconds':>8} {'captures/s':>11} {'MB/s':>8} {'x loop':>7} {'CPU s':>7} "
+              f"{'CPU/capture':>12}")
         for name, s in (("loop", loop_s), (f"dask-{args.workers}", dask_s), (f"dask-{args.workers}+startup", start_s),
                         ("dask-1", one_s), ("noop-1", noop_s)):
-            print(f"{name:<16} {s:8.2f} {n / s:11.1f} {total / 1e6 / s:8.1f} {loop_s / s:7.2f}")
+            cpu = CPU.get(name)
+            cpu_txt = f"{cpu:7.2f} {cpu / n * 1000:9.1f} ms" if cpu is not None else ""
+            print(f"{name:<16} {s:8.2f} {n / s:11.1f} {total / 1e6 / s:8.1f} {loop_s / s:7.2f} {cpu_txt}")
         print(f"speed-up on the running {args.workers}-worker cluster: {loop_s / dask_s:.2f}x "
               f"(with cluster start-up and shutdown: {loop_s / start_s:.2f}x)")
         print(f"Dask path overhead per capture (dask-1 - loop) / n: {(one_s - loop_s) / n * 1000:+.1f} ms "
               f"({(one_s - loop_s) / loop_s * 100:+.1f} % of the loop); empty-task round trip "
               f"{noop_s / n * 1000:.1f} ms; workers busy {busy:.2f} s of {dask_s * args.workers:.2f} s")
-        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        dask_cpu = CPU[f"dask-{args.workers}"]
+        print(f"CPU: the cluster spent {dask_cpu / CPU['loop']:.2f}x the loop's CPU for the same table; on "
+              f"{args.workers} otherwise idle cores that bounds the speed-up at "
+              f"{args.workers * CPU['loop'] / dask_cpu:.2f}x")
+        print(f"load average before {load0:.2f}, after {os.getloadavg()[0]:.2f} (other processes share the cores: "
+              "wall-clock ratios are only meaningful on a quiet machine)")
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -12,8 +12,10 @@ progress line). Where it runs:
 - else (``workers`` == 1): a plain loop in this process, no Dask at all.
 
 The queue is ordered largest capture first (Dask task priorities), so a large capture does not start
-last. A large capture is still one task: the analysis streams it in bounded memory. A task that dies
-with its worker (killed, out of memory) comes back through ``on_error`` as a result, not an exception.
+last. A large capture is still one task: the analysis streams it in bounded memory; small ones are
+packed several to a task (``batches``). A capture whose task dies with its worker (killed, out of
+memory) is tried again alone, and if that dies too it comes back through ``on_error`` as a result, not
+an exception.
 """
 
 from __future__ import annotations
@@ -97,12 +99,16 @@ def local_cluster(workers: int) -> Any:
     (it samples the analysis's stacks every 10 ms, under the GIL, for a dashboard nobody sees here), and
     ``MALLOC_TRIM_THRESHOLD_=65536`` in the workers' environment, which made the analysis ~45 % slower
     (glibc then hands every freed read window back to the kernel and faults it in again; see
-    benchmarks/README.md, "Fleet"). The analysis's memory is bounded anyway."""
+    benchmarks/README.md, "Fleet"). The analysis's memory is bounded anyway. Its event-loop and system
+    monitors tick less often (the idle cluster's own CPU falls from ~7 % to ~2 % of a core)."""
     import dask
     from distributed import LocalCluster
 
     with dask.config.set({"distributed.worker.profile.enabled": False,
-                          "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+                          "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                          # event-loop health and system metrics for dashboards: every 20 / 500 ms by default
+                          "distributed.admin.tick.interval": "1s",
+                          "distributed.admin.system-monitor.interval": "2s"}):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                             dashboard_address=None, silence_logs=logging.ERROR)
 
@@ -118,30 +124,74 @@ def _serial(fn: Callable[..., R], items: Sequence[CaptureInput], args: tuple[Any
     return out
 
 
+def batches(items: Sequence[CaptureInput], slots: int, max_bytes: int = 64 << 20,
+            max_count: int = 32) -> list[list[int]]:
+    """Indexes of ``items`` grouped into tasks, largest first: a capture of ``max_bytes`` or more is a
+    task alone; smaller ones are packed (up to ``max_bytes`` and ``max_count`` a task, and small enough
+    that there are ~4 tasks per worker slot to balance), so that Dask's cost per task (~5 ms of CPU over
+    scheduler, worker and client) is not paid per small capture."""
+    order = sorted(range(len(items)), key=lambda j: -items[j].size)
+    total = sum(items[j].size for j in order)
+    budget = max(1, min(max_bytes, total // max(1, 4 * slots)))
+    count_cap = max(1, min(max_count, -(-len(items) // max(1, 4 * slots))))
+    out: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for j in order:
+        if current and (size + items[j].size > budget or len(current) >= count_cap):
+            out.append(current)
+            current, size = [], 0
+        current.append(j)
+        size += items[j].size
+    if current:
+        out.append(current)
+    return out
+
+
+def run_batch(fn: Callable[..., R], batch: list[CaptureInput], *args: Any) -> list[R]:
+    """What a worker runs: ``fn`` on each capture of one task, in order."""
+    return [fn(item, *args) for item in batch]
+
+
+def _slots(client: Any) -> int:
+    try:
+        return max(1, sum(client.nthreads().values()))
+    except Exception:  # noqa: BLE001 - an estimate only
+        return 1
+
+
 def _on_dask(client: Any, fn: Callable[..., R], items: Sequence[CaptureInput], args: tuple[Any, ...],
              on_result: ResultFn | None, on_error: ErrorFn | None) -> list[R]:
     from distributed import as_completed
 
-    index = {}
-    futures = []
-    # Largest first: submitted in that order and prioritised by size (higher runs first).
-    for i in sorted(range(len(items)), key=lambda j: -items[j].size):
-        fut = client.submit(fn, items[i], *args, pure=False, priority=items[i].size,
-                            key=f"migshark-{i}-{os.urandom(4).hex()}")
-        index[fut.key] = i
-        futures.append(fut)
+    tag = os.urandom(4).hex()
+    pending: dict[str, list[int]] = {}
+
+    def submit(group: list[int]) -> Any:
+        # Prioritised by size (higher runs first): the largest captures start first.
+        fut = client.submit(run_batch, fn, [items[j] for j in group], *args, pure=False,
+                            priority=max(items[j].size for j in group), key=f"migshark-{group[0]}-{len(group)}-{tag}")
+        pending[fut.key] = group
+        return fut
+
+    queue = as_completed([submit(g) for g in batches(items, _slots(client))])
     results: list[Any] = [None] * len(items)
-    for fut in as_completed(futures):
-        i = index[fut.key]
-        item = items[i]
+    for fut in queue:
+        group = pending.pop(fut.key)
         try:
-            result = fut.result()
+            outcome = fut.result()
         except Exception as exc:  # noqa: BLE001 - the worker died (KilledWorker) or the task escaped
+            if len(group) > 1:     # find the capture that did it: each again on its own
+                for j in group:
+                    queue.add(submit([j]))
+                fut.release()
+                continue
             if on_error is None:
                 raise
-            result = on_error(item, exc)
+            outcome = [on_error(items[group[0]], exc)]
         fut.release()
-        results[i] = result
-        if on_result is not None:
-            on_result(item, result)
+        for j, result in zip(group, outcome, strict=True):
+            results[j] = result
+            if on_result is not None:
+                on_result(items[j], result)
     return results
