@@ -22,6 +22,8 @@ from dissectors.tcp.sink import StreamSink
 from dissectors.tls import KeyLog, TlsStreamSink
 
 SCHEMA = 1
+#: Connections outside any migration listed in the report at most (the rest counted; docs/limits.md).
+MAX_OTHERS_LISTED = 2_000
 
 
 @dataclass
@@ -66,8 +68,17 @@ class Analyzer:
         migrations = [MigrationJudge(g, i, ledger, end, options, self.repeats, relay=relays.get(i)).run()
                       for i, g in enumerate(groups)]
         tie_relay_outcomes(migrations)
-        others = [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in facts if id(f) not in in_migration]
-        findings = sum(len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"])
+        rest = [f for f in facts if id(f) not in in_migration]
+        others = [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in rest[:MAX_OTHERS_LISTED]]
+        limits = list(capture.pop("limits", []))
+        if len(rest) > MAX_OTHERS_LISTED:
+            kinds = Counter(f.kind or "silent" for f in rest[MAX_OTHERS_LISTED:])
+            limits.append({"limit": "other_connections_listed", "bound": MAX_OTHERS_LISTED,
+                           "over": len(rest) - MAX_OTHERS_LISTED,
+                           "effect": f"{len(rest)} connections carry no migration; the first {MAX_OTHERS_LISTED} "
+                                     f"are listed, the other {len(rest) - MAX_OTHERS_LISTED} only counted by kind: "
+                                     + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))})
+        findings = len(limits) + sum(len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"])
                        + len(m["unsupported"]) + (m["outcome"]["status"] == "failed")
                        for m in migrations if m.get("relay", {}).get("side") != "source")
         if self.keylog is not None:
@@ -82,6 +93,8 @@ class Analyzer:
             "other_connections": others,
             "findings": findings,
         }
+        if limits:
+            report["limits"] = limits
         return Analysis(report, facts, ledger)
 
 
