@@ -24,6 +24,8 @@ from dissectors.tls import KeyLog, TlsStreamSink
 SCHEMA = 1
 #: Connections outside any migration listed in the report at most (the rest counted; docs/limits.md).
 MAX_OTHERS_LISTED = 2_000
+#: Relay legs are paired among at most this many migrations with the same channel openings.
+MAX_RELAY_BUCKET = 256
 
 
 @dataclass
@@ -125,16 +127,30 @@ def pair_relays(groups: list[MigrationGroup]) -> dict[int, dict[str, Any]]:
     sigs = [Counter(s for s in map(_signature, g.connections) if s) for g in groups]
     starts = [min((start_ts(f) for f in g.connections), default=0.0) for g in groups]
     out: dict[int, dict[str, Any]] = {}
-    for i, a in enumerate(groups):
-        for j, b in enumerate(groups):
-            if i >= j or a.destination == b.destination or not sigs[i] or sigs[i] != sigs[j]:
-                continue
-            first, second = (i, j) if starts[i] <= starts[j] else (j, i)
-            out[first] = {"side": "source", "peer": second, "peer_destination": groups[second].destination,
-                          "note": "this leg ends at a relay; its accept order is the source's connect order and "
-                                  "its closes are the relay's, not the destination's"}
-            out[second] = {"side": "destination", "peer": first, "peer_destination": groups[first].destination,
-                           "note": "this leg is relayed; its accept order is the destination's"}
+    # Only legs with equal openings can pair: bucket them (a capture may hold 1,000s of migrations), then
+    # look at the pairs of each bucket in the order of the full pairwise scan. A bucket with more than
+    # MAX_RELAY_BUCKET legs to several destinations is left unpaired (which leg relays which is moot).
+    buckets: dict[frozenset[tuple[bytes, int]], list[int]] = {}
+    for i, sig in enumerate(sigs):
+        if sig:
+            buckets.setdefault(frozenset(sig.items()), []).append(i)
+    pairs = []
+    for members in buckets.values():
+        if len(members) < 2 or len({groups[i].destination for i in members}) < 2:
+            continue
+        if len(members) > MAX_RELAY_BUCKET:
+            continue
+        pairs += [(i, j) for i in members for j in members if i < j]
+    for i, j in sorted(pairs):
+        a, b = groups[i], groups[j]
+        if a.destination == b.destination:
+            continue
+        first, second = (i, j) if starts[i] <= starts[j] else (j, i)
+        out[first] = {"side": "source", "peer": second, "peer_destination": groups[second].destination,
+                      "note": "this leg ends at a relay; its accept order is the source's connect order and "
+                              "its closes are the relay's, not the destination's"}
+        out[second] = {"side": "destination", "peer": first, "peer_destination": groups[first].destination,
+                       "note": "this leg is relayed; its accept order is the destination's"}
     return out
 
 
