@@ -41,6 +41,25 @@ def _raw(cap: Path, n: int) -> bytes:
     return cap.read_bytes()[:n]
 
 
+class _Keep:
+    """A TCP sink keeping the first STREAM_BYTES of each direction."""
+
+    def __init__(self, streams: list[list[bytearray]]) -> None:
+        self.b = [bytearray(), bytearray()]
+        streams.append(self.b)
+
+    def data(self, d: int, off: int, data: memoryview | bytes, ts: float) -> int:
+        if len(self.b[d]) < STREAM_BYTES:
+            self.b[d] += bytes(data[:STREAM_BYTES - len(self.b[d])])
+        return 0
+
+    def gap(self, d: int, off: int, length: int, ts: float) -> None:
+        pass
+
+    def end(self, d: int, off: int, ts: float, how: str) -> None:
+        pass
+
+
 def _stream_seeds() -> dict[str, list[bytes]]:
     """The first bytes of every channel of every capture, by parser."""
     sys.path.insert(0, str(ROOT))
@@ -53,24 +72,7 @@ def _stream_seeds() -> dict[str, list[bytes]]:
     out: dict[str, list[bytes]] = {f"parser-{k}": [] for k in ("main", "multifd", "preempt", "return-path", "tls")}
     for cap in _captures():
         streams: list[list[bytearray]] = []
-
-        class Keep:
-            def __init__(self) -> None:
-                self.b = [bytearray(), bytearray()]
-                streams.append(self.b)
-
-            def data(self, d: int, off: int, data: memoryview | bytes, ts: float) -> int:
-                if len(self.b[d]) < STREAM_BYTES:
-                    self.b[d] += bytes(data[:STREAM_BYTES - len(self.b[d])])
-                return 0
-
-            def gap(self, d: int, off: int, length: int, ts: float) -> None:
-                pass
-
-            def end(self, d: int, off: int, ts: float, how: str) -> None:
-                pass
-
-        t = TcpTracker(lambda conn: Keep())
+        t = TcpTracker(lambda conn, s=streams: _Keep(s))
         with open_capture(cap) as c:
             t.feed_keyed(c.keyed_segments())
         t.finish()

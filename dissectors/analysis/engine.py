@@ -25,6 +25,10 @@ from dissectors.tcp.sink import StreamSink
 from dissectors.tls import KeyLog, TlsStreamSink
 
 SCHEMA = 1
+#: Connections outside any migration listed in the report at most (the rest counted; docs/limits.md).
+MAX_OTHERS_LISTED = 2_000
+#: Relay legs are paired among at most this many migrations with the same channel openings.
+MAX_RELAY_BUCKET = 256
 JudgeOne = Callable[[MigrationGroup, int, float, "dict[str, Any] | None"], "dict[str, Any]"]
 
 
@@ -84,12 +88,21 @@ class Analyzer:
         options, facts, ledger = self.options, self.facts, self.ledger
         groups, migrations = self.judge(capture["last_time"] or 0.0)
         in_migration = {id(f) for g in groups for f in g.connections}
-        others = [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in facts if id(f) not in in_migration]
+        rest = [f for f in facts if id(f) not in in_migration]
+        others = [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in rest[:MAX_OTHERS_LISTED]]
+        limits = list(capture.pop("limits", []))
+        if len(rest) > MAX_OTHERS_LISTED:
+            kinds = Counter(f.kind or "silent" for f in rest[MAX_OTHERS_LISTED:])
+            limits.append({"limit": "other_connections_listed", "bound": MAX_OTHERS_LISTED,
+                           "over": len(rest) - MAX_OTHERS_LISTED,
+                           "effect": f"{len(rest)} connections carry no migration; the first {MAX_OTHERS_LISTED} "
+                                     f"are listed, the other {len(rest) - MAX_OTHERS_LISTED} only counted by kind: "
+                                     + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))})
         if self.retired.migrations or self.retired.others:
             old_migrations, old_others = self.retired.load()
             migrations = old_migrations + migrations
             others = sorted(old_others + others, key=lambda o: o["index"])
-        findings = sum(len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"])
+        findings = len(limits) + sum(len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"])
                        + len(m["unsupported"]) + (m["outcome"]["status"] == "failed")
                        for m in migrations if m.get("relay", {}).get("side") != "source")
         if self.keylog is not None:
@@ -104,6 +117,8 @@ class Analyzer:
             "other_connections": others,
             "findings": findings,
         }
+        if limits:
+            report["limits"] = limits
         return Analysis(report, facts, ledger)
 
 
@@ -169,18 +184,31 @@ def pair_relays(groups: list[MigrationGroup]) -> dict[int, dict[str, Any]]:
     starts = [min((start_ts(f) for f in g.connections), default=0.0) for g in groups]
     ends = [max((f.conn.last_ts for f in g.connections), default=0.0) for g in groups]
     out: dict[int, dict[str, Any]] = {}
-    for i, a in enumerate(groups):
-        for j, b in enumerate(groups):
-            if i >= j or a.destination == b.destination or not sigs[i] or sigs[i] != sigs[j]:
-                continue
-            if starts[i] > ends[j] or starts[j] > ends[i]:
-                continue        # the two legs of a relay are open at the same time
-            first, second = (i, j) if starts[i] <= starts[j] else (j, i)
-            out[first] = {"side": "source", "peer": second, "peer_destination": groups[second].destination,
-                          "note": "this leg ends at a relay; its accept order is the source's connect order and "
-                                  "its closes are the relay's, not the destination's"}
-            out[second] = {"side": "destination", "peer": first, "peer_destination": groups[first].destination,
-                           "note": "this leg is relayed; its accept order is the destination's"}
+    # Only legs with equal openings can pair: bucket them (a capture may hold 1,000s of migrations), then
+    # look at the pairs of each bucket in the order of the full pairwise scan. A bucket with more than
+    # MAX_RELAY_BUCKET legs to several destinations is left unpaired (which leg relays which is moot).
+    buckets: dict[frozenset[tuple[bytes, int]], list[int]] = {}
+    for i, sig in enumerate(sigs):
+        if sig:
+            buckets.setdefault(frozenset(sig.items()), []).append(i)
+    pairs = []
+    for members in buckets.values():
+        if len(members) < 2 or len({groups[i].destination for i in members}) < 2:
+            continue
+        if len(members) > MAX_RELAY_BUCKET:
+            continue
+        pairs += [(i, j) for i in members for j in members if i < j]
+    for i, j in sorted(pairs):
+        if groups[i].destination == groups[j].destination:
+            continue
+        if starts[i] > ends[j] or starts[j] > ends[i]:
+            continue        # the two legs of a relay are open at the same time
+        first, second = (i, j) if starts[i] <= starts[j] else (j, i)
+        out[first] = {"side": "source", "peer": second, "peer_destination": groups[second].destination,
+                      "note": "this leg ends at a relay; its accept order is the source's connect order and "
+                              "its closes are the relay's, not the destination's"}
+        out[second] = {"side": "destination", "peer": first, "peer_destination": groups[first].destination,
+                       "note": "this leg is relayed; its accept order is the destination's"}
     return out
 
 

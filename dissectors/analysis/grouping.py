@@ -28,7 +28,7 @@ _MAINS = ("main", "main-recovery")
 _INF = float("inf")
 
 
-@dataclass
+@dataclass(slots=True)
 class MigrationGroup:
     destination: str
     legs: list[list[ConnectionFacts]] = field(default_factory=list)   # leg 0, then each recovery

@@ -96,6 +96,13 @@ def reassemble(source: SegmentSource, label: str, sink_factory: SinkFactory,
         "last_time": tracker.last_ts,
         "warnings": list(source.warnings),
     }
+    if tracker.untracked_segments:
+        summary["limits"] = [{
+            "limit": "connections_tracked", "bound": tracker.max_connections, "over": tracker.untracked_segments,
+            "effect": f"the capture holds more than {tracker.max_connections} TCP connections: the "
+                      f"{tracker.untracked_segments} segment(s) of connections seen after that were counted, "
+                      "not reassembled or analysed"}]
+        summary["warnings"].append(summary["limits"][0]["effect"])
     if st.truncated_frames:
         summary["warnings"].append(
             f"{label}: {st.truncated_frames} frame(s) cut short by the snapshot length: their missing bytes "

@@ -380,6 +380,7 @@ def constants() -> dict[str, Any]:
         "REC_PART": ms.QEMU_VM_SECTION_PART, "REC_END": ms.QEMU_VM_SECTION_END,
         "REC_SUBSECTION": ms.QEMU_VM_SUBSECTION, "REC_COMMAND": ms.QEMU_VM_COMMAND,
         "REC_FOOTER": ms.QEMU_VM_SECTION_FOOTER, "REC_EOF": ms.QEMU_VM_EOF,
+        "REC_VMDESC": ms.QEMU_VM_VMDESCRIPTION,
         #: type bytes that may follow a section footer (the Python parser's footer-scan rule)
         "AFTER_FOOTER": sorted(AFTER_FOOTER),
         "MAX_MEM_SIZE_BLOCKS": ram.MEM_SIZE_MAX_BLOCKS,

@@ -386,6 +386,11 @@ H.records = function(ctx, st, off, tree)
     walk(ctx, S.MainRecord, off, nil, tv)
     local t = tv.type
     local cls = C.REC[t]
+    -- After EOF only one VMDESCRIPTION may come (as in the Python parser): anything else is one
+    -- malformed run of trailing bytes, not a record per byte (zeros read as EOF records).
+    if st.eof == "desc" or (st.eof and t ~= C.REC_VMDESC) then
+        return {off = off, bad = "bytes after the end of the migration stream (EOF)", expert = E.malformed}
+    end
     if not cls then
         return {off = off, bad = string.format("unknown record type 0x%02x", t), expert = E.malformed}
     end
@@ -394,6 +399,7 @@ H.records = function(ctx, st, off, tree)
     local vals = {}
     local o, skip, stop = walk(ctx, S[cls], off, sub, vals)
     local r = {off = o, kind = kind, sub = sub}
+    if t == C.REC_EOF then r.eof = true elseif t == C.REC_VMDESC and st.eof then r.eof = "desc" end
     if t == C.REC_START or t == C.REC_FULL then
         r.label = string.format("%s %s id %d", kind, vals.idstr, vals.section_id)
         if vals.idstr == C.RAM_SECTION_IDSTR then
@@ -627,6 +633,7 @@ local function apply(st, r)
     if r.dev_id then st.dev_id = r.dev_id end
     if r.mfd_id then st.mfd_id = r.mfd_id end
     if r.postcopy then st.postcopy = true end
+    if r.eof then st.eof = r.eof end
     if r.tail ~= nil then st.tail = r.tail or nil end
 end
 

@@ -35,6 +35,8 @@ def render_report(report: dict[str, Any]) -> str:
              f"{len(report['migrations'])} migration(s)"]
     for w in cap.get("warnings", []):
         lines.append(f"  warning: {w}")
+    for lim in report.get("limits", []):
+        lines.append(f"  ! limit reached ({lim['limit']}, bound {lim['bound']}): {lim['effect']}")
     keylog = cap.get("keylog")
     if keylog:
         lines.append(f"  key log {keylog['file']}: {keylog['decrypted']} of {keylog['tls_connections']} TLS "

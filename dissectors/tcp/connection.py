@@ -112,7 +112,7 @@ class Connection:
     @property
     def gaps(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """Gap ranges (offset, length), adjacent ones merged; the first ``MAX_GAPS_KEPT`` per direction."""
-        return self.halves[0].gaps, self.halves[1].gaps
+        return list(self.halves[0].gaps), list(self.halves[1].gaps)
 
     @property
     def gap_count(self) -> tuple[int, int]:
@@ -133,7 +133,7 @@ class Connection:
 
     @property
     def conflict_offsets(self) -> tuple[list[int], list[int]]:
-        return self.halves[0].conflict_offsets, self.halves[1].conflict_offsets
+        return list(self.halves[0].conflict_offsets), list(self.halves[1].conflict_offsets)
 
     @property
     def ignored_bytes(self) -> tuple[int, int]:

@@ -79,12 +79,12 @@ class HalfStream:
         self.last_ts: float | None = None
         self.first_data_ts: float | None = None
         self.last_data_ts: float | None = None
-        self.gaps: list[tuple[int, int]] = []
+        self.gaps: list[tuple[int, int]] = _EMPTY  # type: ignore[assignment]   # a list once there is one
         self.gap_count = 0
         self.gap_bytes = 0
         self.retransmitted_bytes = 0
         self.overlap_conflicts = 0
-        self.conflict_offsets: list[int] = []
+        self.conflict_offsets: list[int] = _EMPTY  # type: ignore[assignment]   # a list once there is one
         self.ignored_bytes = 0               # before offset 0, after the FIN/RST end, or in an RST
         self.fin_ts: float | None = None
         self.rst_ts: float | None = None
@@ -204,6 +204,8 @@ class HalfStream:
             gaps[-1] = (gaps[-1][0], gaps[-1][1] + length)
             self.gap_count -= 1
         elif len(gaps) < MAX_GAPS_KEPT:
+            if not gaps:
+                gaps = self.gaps = []
             gaps.append((off, length))
         self.tail.clear()                             # the tail must end at the front, contiguously
         if self.sink is not None:
@@ -222,6 +224,8 @@ class HalfStream:
                 if old != new:
                     differing = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
                     self.overlap_conflicts += len(differing)
+                    if not self.conflict_offsets:
+                        self.conflict_offsets = []
                     if len(self.conflict_offsets) < MAX_CONFLICTS_KEPT:
                         self.conflict_offsets.append(lo + differing[0])
             if piece_start <= off:

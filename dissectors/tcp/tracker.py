@@ -40,6 +40,9 @@ from .sink import END_CAPTURE, END_RST, END_SUPERSEDED, StreamSink
 SinkFactory = Callable[[Connection], "StreamSink | None"]
 KeyedSegment = tuple[bytes, float, int, int, "memoryview | bytes", int]
 _PORTS = struct.Struct("!HH")
+#: Connections tracked at most per capture (~2.5 KB each once closed); the segments of any connection
+#: first seen after that are counted, not reassembled (docs/limits.md).
+MAX_CONNECTIONS = 200_000
 
 
 def segment_key(src: bytes, sport: int, dst: bytes, dport: int) -> bytes:
@@ -61,10 +64,14 @@ class TcpTracker:
     with a chunked (gzip) capture source those references keep the reader's windows alive until the
     direction ends, so memory is bounded by open connections x 2 x window size (0 turns it off).
     ``server_ports`` helps guess roles of connections whose handshake was not captured.
+    ``max_connections`` bounds the connections tracked (and so the memory); the segments of later ones are
+    counted in ``untracked_segments``.
     """
 
     def __init__(self, sink_factory: SinkFactory, *, ooo_limit: int = 8 << 20, tail_segments: int = 256,
-                 server_ports: Collection[int] = ()) -> None:
+                 server_ports: Collection[int] = (), max_connections: int = MAX_CONNECTIONS) -> None:
+        self.max_connections = max_connections
+        self.untracked_segments = 0    # segments of connections first seen after max_connections were
         self._sink_factory = sink_factory
         self._ooo_limit = ooo_limit
         self._tail_segments = tail_segments
@@ -120,9 +127,15 @@ class TcpTracker:
         if self.first_ts is None:
             self.first_ts = ts                     # a fresh tracker's first segment always comes here
         if h is None:
+            if len(self.connections) >= self.max_connections:
+                self.untracked_segments += 1
+                return
             h = self._open(key, flags, ts)
         elif flags & SYN and self._starts_new(h, seq, flags):
             self._supersede(h, ts)
+            if len(self.connections) >= self.max_connections:
+                self.untracked_segments += 1
+                return
             h = self._open(key, flags, ts)
         conn = h.conn
         assert conn is not None

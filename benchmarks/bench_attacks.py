@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Resource attacks (benchmarks/attacks.py captures) against analyze, dissect and the Lua plugin, measured
+against baselines run in the same invocation: ratios, not absolute times, so a slow or busy machine does
+not fail it.
+
+    python benchmarks/bench_attacks.py                  # the figures (table)
+    python benchmarks/bench_attacks.py --check          # the CI check: exit 1 when a bound is broken
+    python benchmarks/bench_attacks.py --big            # also 100,000 connections and 10 M zero pages
+
+Each measurement runs in a fresh process; seconds are measured inside it around the work (interpreter
+start-up excluded), peak RSS through GNU time's %M when present (else the child's own ru_maxrss).
+Bounds checked with ``--check``:
+
+- many connections: seconds per connection at 10x the connections <= 2.5x those at 1x (flat, not
+  quadratic: quadratic is 10x), and RSS growth <= 4 KB per connection;
+- zero bytes after EOF: a handful of records (not one per byte), and analyze within 3x of a valid
+  QEMU capture of the same size (benchmarks/qemu_payload.py);
+- length claims: analyze within 3x and RSS within 64 MB of the baseline capture's;
+- Lua plugin (when tshark is installed): on every attack capture, tshark with the plugin <= 3x tshark
+  without it (median of 3 interleaved runs each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+TSHARK_OPTS = ["-o", "tcp.desegment_tcp_streams:TRUE", "-o", "tcp.reassemble_out_of_order:TRUE"]
+
+
+def child(mode: str, path: str) -> None:
+    """Run one measurement in this process and print its JSON."""
+    from dissectors.channels import ChannelSink
+    from dissectors.cli.pipeline import analyze_file, reassemble_file
+
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if mode == "analyze":
+        report = analyze_file(path).report
+        out["findings"] = report["findings"]
+        out["limits"] = [x["limit"] for x in report.get("limits", [])]
+    else:
+        records = 0
+
+        def factory(conn: Any) -> Any:
+            def take(direction: int, recs: list[Any]) -> None:
+                nonlocal records
+                records += len(recs)
+
+            return ChannelSink(take)
+
+        reassemble_file(path, factory)
+        out["records"] = records
+    out["seconds"] = time.perf_counter() - t0
+    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out))
+
+
+def measure(mode: str, path: Path) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", mode, str(path)]
+    gnu_time = shutil.which("time") or ("/usr/bin/time" if os.path.exists("/usr/bin/time") else None)
+    if gnu_time:
+        cmd = [gnu_time, "-f", "RSS %M", *cmd]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if res.returncode != 0:
+        raise SystemExit(f"{mode} {path.name} failed:\n{res.stderr[-3000:]}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for line in res.stderr.splitlines():
+        if line.startswith("RSS "):
+            out["rss_mb"] = int(line.split()[1]) / 1024
+    return out
+
+
+def tshark_seconds(path: Path, plugin: Path | None) -> float:
+    cmd = ["tshark", "-n", *(["-X", f"lua_script:{plugin}"] if plugin else []), *TSHARK_OPTS, "-r", str(path)]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
+    took = time.perf_counter() - t0
+    if res.returncode != 0 or "Lua Error" in res.stdout or "Lua Error" in res.stderr:
+        raise SystemExit(f"tshark on {path.name}: exit {res.returncode}\n{(res.stdout + res.stderr)[-3000:]}")
+    return took
+
+
+def lua_ratio(path: Path, plugin: Path, runs: int = 3) -> tuple[float, float, float]:
+    plain, lua = [], []
+    for _ in range(runs):
+        plain.append(tshark_seconds(path, None))
+        lua.append(tshark_seconds(path, plugin))
+    p, q = statistics.median(plain), statistics.median(lua)
+    return p, q, q / p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--big", action="store_true")
+    ap.add_argument("--no-lua", action="store_true")
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(*args.child)
+        return 0
+
+    import attacks  # noqa: PLC0415 - benchmarks/ is on sys.path when run as a script
+    from gen_capture import generate  # noqa: PLC0415
+
+    failures: list[str] = []
+
+    def bound(ok: bool, what: str) -> None:
+        print(f"  {'ok  ' if ok else 'FAIL'} {what}", flush=True)
+        if not ok:
+            failures.append(what)
+
+    with tempfile.TemporaryDirectory(prefix="migshark-attacks-") as tmp:
+        d = Path(tmp)
+        small, large = (1000, 10000)
+        attacks.many_connections(d / "conns-small.pcap", small)
+        attacks.many_connections(d / "conns-large.pcap", large)
+        attacks.many_connections(d / "conns-open.pcap", 5000, open_=True, payload="main")
+        attacks.zeros(d / "zeros.pcap", 9 << 20)
+        attacks.claims(d / "claims.pcap")
+        attacks.zero_pages(d / "zeropages.pcap", 100_000)
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from qemu_payload import payload_source  # noqa: PLC0415
+
+        generate(d / "baseline.pcap", 9 << 20, payload_source=payload_source)
+        if args.big:
+            attacks.many_connections(d / "conns-100k.pcap", 100_000)
+            attacks.zero_pages(d / "zeropages-10m.pcap", 10_000_000)
+
+        base = measure("analyze", d / "baseline.pcap")
+        print(f"baseline (valid QEMU capture, {(d / 'baseline.pcap').stat().st_size >> 20} MB): "
+              f"{base['seconds']:.2f} s, {base['rss_mb']:.0f} MB")
+
+        print("many connections (closed, one endpoint):")
+        s, l_ = measure("analyze", d / "conns-small.pcap"), measure("analyze", d / "conns-large.pcap")
+        per_s, per_l = s["seconds"] / small, l_["seconds"] / large
+        print(f"  {small}: {s['seconds']:.2f} s {s['rss_mb']:.0f} MB; {large}: {l_['seconds']:.2f} s "
+              f"{l_['rss_mb']:.0f} MB; per connection {per_s * 1e6:.0f} -> {per_l * 1e6:.0f} us")
+        bound(per_l <= 2.5 * per_s, f"time per connection flat ({per_l / per_s:.2f}x from {small} to {large})")
+        grow = (l_["rss_mb"] - s["rss_mb"]) * 1024 / (large - small)
+        bound(grow <= 4.0, f"RSS per connection {grow:.2f} KB <= 4 KB")
+        o = measure("analyze", d / "conns-open.pcap")
+        print(f"  5000 open main channels to one endpoint: {o['seconds']:.2f} s, {o['rss_mb']:.0f} MB")
+        bound(o["seconds"] / 5000 <= 2.5 * per_s, "open main channels: time per connection flat")
+        if args.big:
+            b = measure("analyze", d / "conns-100k.pcap")
+            print(f"  100000: {b['seconds']:.2f} s, {b['rss_mb']:.0f} MB, limits {b['limits']}")
+
+        print("zero bytes after a header (9 MiB):")
+        z = measure("analyze", d / "zeros.pcap")
+        zr = measure("dissect", d / "zeros.pcap")
+        print(f"  analyze {z['seconds']:.2f} s {z['rss_mb']:.0f} MB; dissect {zr['records']} records")
+        bound(zr["records"] <= 10, f"{zr['records']} records, not one per byte")
+        bound(z["seconds"] <= 3 * base["seconds"] + 0.2, f"analyze {z['seconds'] / base['seconds']:.2f}x the baseline")
+
+        print("length claims and a 1 GiB hole:")
+        c = measure("analyze", d / "claims.pcap")
+        print(f"  {c['seconds']:.2f} s {c['rss_mb']:.0f} MB")
+        bound(c["seconds"] <= 3 * base["seconds"] + 0.2, "claims: time within 3x the baseline")
+        bound(c["rss_mb"] <= base["rss_mb"] + 64, "claims: RSS within 64 MB of the baseline")
+
+        print("zero pages (100,000 ZERO records, 9 bytes each):")
+        zp = measure("dissect", d / "zeropages.pcap")
+        mbs = (d / "zeropages.pcap").stat().st_size / zp["seconds"] / 1e6
+        print(f"  {zp['seconds']:.2f} s, {mbs:.1f} MB/s of capture, {zp['records']} records")
+        if args.big:
+            zb = measure("dissect", d / "zeropages-10m.pcap")
+            size = (d / "zeropages-10m.pcap").stat().st_size
+            print(f"  10 M: {size / 1e6:.0f} MB, {zb['seconds']:.2f} s, {size / zb['seconds'] / 1e6:.1f} MB/s, "
+                  f"{zb['rss_mb']:.0f} MB")
+
+        if not args.no_lua and shutil.which("tshark"):
+            from dissectors.outputs import lua  # noqa: PLC0415
+
+            plugin = d / "qmig.lua"
+            lua.write_plugin(plugin)
+            print("Lua plugin in tshark (median of 3; with / without):")
+            for name in ("conns-large", "conns-open", "zeros", "claims"):
+                p, q, r = lua_ratio(d / f"{name}.pcap", plugin)
+                print(f"  {name}: {p:.2f} s / {q:.2f} s without / with: {r:.2f}x")
+                bound(r <= 3.0, f"Lua on {name}: {r:.2f}x <= 3x")
+            p, q, r = lua_ratio(d / "zeropages.pcap", plugin)
+            print(f"  zeropages (not an attack: 100,000 records, each a tree item): {r:.2f}x")
+    if failures:
+        print(f"{len(failures)} bound(s) broken", file=sys.stderr)
+        return 1 if args.check else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
