@@ -279,6 +279,9 @@ end
 local order_proto = Proto("qmig_order", "QEMU migration connection order")
 
 function order_proto.dissector(tvb, pinfo, tree)
+    -- the end of each dissection of a frame: the GUI dissects a frame again and again (list, details),
+    -- and each time the calls of that frame must count from 1 to find their snapshots
+    if tvb then calls = {} end
     if pinfo.visited or pinfo.src_port == 0 or pinfo.dst_port == 0 then return end
     local src, dst = endpoint(pinfo.src, pinfo.src_port), endpoint(pinfo.dst, pinfo.dst_port)
     local key = conn_key(src, dst)
