@@ -109,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"duration {elapsed:.0f} s: {fed} migrations ({(fed - fed_at_start) if rss_start else fed} after the "
           f"warm-up), {written / 1e6:.1f} MB, {written / 1e6 / elapsed:.2f} MB/s, {fed / elapsed:.0f} migrations/s")
     if rss_start:
-        print(f"RSS at the start (after {warm:.0f} s): {rss_start / 1024:.1f} MiB; at the end: {rss_end / 1024:.1f} MiB "
-              f"(end/start {rss_end / rss_start:.2f}); peak {rss_peak / 1024:.1f} MiB")
+        print(f"RSS at the start (after {warm:.0f} s): {rss_start / 1024:.1f} MiB; "
+              f"at the end: {rss_end / 1024:.1f} MiB (end/start {rss_end / rss_start:.2f}); "
+              f"peak {rss_peak / 1024:.1f} MiB")
     print(f"events: {dict(counts)}; misread migrations fed: {fed // 2}")
     if args.finish:
         t = time.monotonic()

@@ -269,3 +269,51 @@ class _SmallBatches:
         for batch in self.cap.keyed_batches():
             for i in range(0, len(batch), 5):
                 yield [tuple(x[:4]) + (bytes(x[4]),) + tuple(x[5:]) for x in batch[i:i + 5]]
+
+
+def test_watch_interface_starts_tcpdump_and_follows_a_connection() -> None:
+    """``watch -i lo -f FILTER`` with the real tcpdump: a migration stream sent over loopback is reported
+    while the watcher runs, and SIGINT gives the report."""
+    import shutil
+    import socket
+
+    from dissectors.layers import synth as L
+
+    if os.geteuid() != 0 or shutil.which("tcpdump") is None:
+        pytest.skip("needs root and tcpdump")
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    proc = subprocess.Popen([*CLI, "watch", "--json", "-i", "lo", "-f", f"tcp port {port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    events: list[tuple[float, dict]] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            events.append((time.monotonic(), json.loads(line)))
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        time.sleep(3.0)                       # tcpdump starts listening
+        cli = socket.create_connection(("127.0.0.1", port))
+        conn, _ = srv.accept()
+        cli.sendall(L.precopy_stream())
+        sent = time.monotonic()
+        cli.close()
+        while conn.recv(65536):
+            pass
+        conn.close()
+        t, outcome = _wait_for(events, lambda e: e["event"] == "outcome")
+        assert outcome["status"] == "completed" and t - sent < 5.0
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        _, last = _wait_for(events, lambda e: e["event"] == "report")
+        assert last["report"]["capture"]["file"] == f"tcpdump -i lo 'tcp port {port}'"
+        assert last["report"]["migrations"][0]["outcome"]["status"] == "completed"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        srv.close()
