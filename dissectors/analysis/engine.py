@@ -53,6 +53,7 @@ class Analyzer:
         self.repeats = RepeatedPages()
         self.facts: list[ConnectionFacts] = []
         self.retired = Retired()       # what a live view judged for good and dropped (analysis.live)
+        self.all_groups: list[MigrationGroup] = []   # the last ``judge``'s groups, migrations or not
 
     def sink_for(self, conn: Connection) -> StreamSink:
         """The TCP sink of one connection: its channels' parsers feeding its facts, behind TLS decryption
@@ -73,7 +74,8 @@ class Analyzer:
         cache of settled migrations) stands in for ``self.judge_one``."""
         base = self.retired.migrations
         one = judge_one or self.judge_one
-        groups = [g for g in group(self.facts) if _is_migration(g.connections)]
+        self.all_groups = group(self.facts)
+        groups = [g for g in self.all_groups if _is_migration(g.connections)]
         relays = {i: {**r, "peer": r["peer"] + base} for i, r in pair_relays(groups).items()}
         migrations = [one(g, base + i, end, relays.get(i)) for i, g in enumerate(groups)]
         tie_relay_outcomes(migrations, base)

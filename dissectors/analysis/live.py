@@ -21,12 +21,12 @@ from typing import Any
 
 from dissectors.analysis.engine import Analyzer, _is_migration
 from dissectors.analysis.facts import ConnectionFacts
-from dissectors.analysis.grouping import MigrationGroup, group
+from dissectors.analysis.grouping import MigrationGroup
 from dissectors.analysis.policies import BLOCKED, MAIN, PREEMPT, RECOVERY
 
 SILENT_KINDS = ("preempt-as-main", "peek-blocked")
 RETIRE_AFTER = 2.0     # capture seconds after a migration's last packet before it may be retired
-RETIRE_EVERY = 0.25    # wall seconds between attempts
+RETIRE_EVERY = 0.25    # wall seconds between attempts (or half of RETIRE_AFTER in capture time)
 FAR = 1e6              # a judgement this far after the end must equal the one now for a migration to retire
 FINAL_STATUSES = ("completed", "failed", "stalled")
 Event = dict[str, Any]
@@ -59,7 +59,8 @@ class LiveView:
         #: Set (the tracker's ``forget``) to free finished migrations' state as the capture goes on.
         self.forget = forget
         self._seen: dict[tuple[str, int], _Seen] = {}
-        self._last_retire = 0.0
+        self._last_retire = 0.0         # wall clock and capture time of the last attempt to retire
+        self._last_retire_ts = float("-inf")
         # Settled migrations: every connection closed, and the judgement far later equal to the one then;
         # reused while nothing they depend on moves (their packets, the shared page ledger and repeats).
         self._settled: dict[tuple[str, int], tuple[tuple[Any, ...], dict[str, Any]]] = {}
@@ -87,8 +88,8 @@ class LiveView:
             events += self._migration(m, seen, base, last_ts, now)
         if self.forget is not None and self.analyzer.keylog is None:
             wall = time.monotonic()
-            if wall - self._last_retire >= RETIRE_EVERY:
-                self._last_retire = wall
+            if wall - self._last_retire >= RETIRE_EVERY or last_ts - self._last_retire_ts >= RETIRE_AFTER / 2:
+                self._last_retire, self._last_retire_ts = wall, last_ts
                 self.retire(groups, migrations, last_ts)
         return events
 
@@ -128,7 +129,7 @@ class LiveView:
             done.append(m)
             gone += g.connections
         others: list[dict[str, Any]] = []
-        for g in group(an.facts):
+        for g in an.all_groups:
             if _is_migration(g.connections) or not _quiet(g.connections, last_ts):
                 continue
             others += [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in g.connections]

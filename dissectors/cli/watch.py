@@ -29,7 +29,8 @@ from dissectors.outputs.text import render_report
 from dissectors.tcp import TcpTracker
 
 JUDGE_INTERVAL = 0.01      # at most one judgement per this many seconds while packets arrive ...
-JUDGE_SHARE = 5            # ... and per this many times the last judgement's own duration (bounded overhead)
+JUDGE_SHARE = 5            # ... and per this many times the last judgement's own duration (bounded overhead),
+JUDGE_INTERVAL_MAX = 0.5   # but at least this often (retirement of finished migrations rides on it)
 IDLE_INTERVAL = 0.01       # wake-up period while no packet arrives (wall-clock stalls, pending events)
 QUIET_JUDGE_INTERVAL = 0.1  # judgement period while nothing arrives (only the wall clock moves)
 PERMISSION_HINT = ("capturing needs root, or tcpdump with the capabilities cap_net_raw and cap_net_admin "
@@ -73,7 +74,7 @@ class Watcher:
         self.last_judged = now
         self.dirty = False
         events = self.view.update(self.tracker.last_ts, now - self.arrival)
-        self.interval = max(JUDGE_INTERVAL, JUDGE_SHARE * (time.monotonic() - now))
+        self.interval = min(max(JUDGE_INTERVAL, JUDGE_SHARE * (time.monotonic() - now)), JUDGE_INTERVAL_MAX)
         if not events:
             return
         wall = time.time()
