@@ -62,9 +62,11 @@ def gc_unfrozen_after() -> Iterator[None]:
 
 
 def reassemble(source: SegmentSource, label: str, sink_factory: SinkFactory,
-               progress: ProgressFn | None = None) -> tuple[TcpTracker, dict[str, Any]]:
-    """Feed every TCP segment of ``source`` to a tracker; return it and a capture summary."""
-    tracker = TcpTracker(_freezing(sink_factory))
+               progress: ProgressFn | None = None, freeze: bool = False) -> tuple[TcpTracker, dict[str, Any]]:
+    """Feed every TCP segment of ``source`` to a tracker; return it and a capture summary. ``freeze``:
+    hide per-connection state from the cyclic collector as it piles up (:func:`_freezing`; the caller
+    unfreezes, see :func:`gc_unfrozen_after`)."""
+    tracker = TcpTracker(_freezing(sink_factory) if freeze else sink_factory)
     if progress is not None:
         source.on_progress = lambda: progress(source.position, source.size)
     tracker.feed_keyed(source.keyed_segments())
@@ -126,11 +128,11 @@ def analyze_file(path: str, options: Options | None = None, progress: ProgressFn
     analyzer = Analyzer(options, keylog=keylog)
     with gc_unfrozen_after():
         with open_capture(path) as cap:
-            _, capture = reassemble(cap, str(path), analyzer.sink_for, progress)
+            _, capture = reassemble(cap, str(path), analyzer.sink_for, progress, freeze=True)
         return analyzer.finish(capture)
 
 
 def reassemble_file(path: str, sink_factory: SinkFactory,
                     progress: ProgressFn | None = None) -> tuple[TcpTracker, dict[str, Any]]:
     with gc_unfrozen_after(), open_capture(path) as cap:
-        return reassemble(cap, str(path), sink_factory, progress)
+        return reassemble(cap, str(path), sink_factory, progress, freeze=True)
