@@ -18,6 +18,7 @@ from dissectors.analysis.engine import Analyzer
 from dissectors.capture import open_capture
 from dissectors.channels import MainParser, MultifdParser, PreemptParser, Record, ReturnPathParser, TlsParser
 from dissectors.channels.engine import StreamParser
+from dissectors.channels.ram_walk import expand_zero_run
 from dissectors.cli.pipeline import reassemble
 from dissectors.errors import InputError
 from dissectors.tcp import TcpTracker
@@ -36,7 +37,7 @@ PARSERS: dict[str, Callable[[], StreamParser]] = {
 
 
 def _key(recs: list[Record]) -> list[tuple[Any, ...]]:
-    return [(r.kind, r.offset, r.length, repr(r.fields)) for r in recs]
+    return [(r.kind, r.offset, r.length, repr(r.fields)) for rec in recs for r in expand_zero_run(rec)]
 
 
 def _parse(make: Callable[[], StreamParser], data: bytes, cuts: list[int]) -> tuple[list[Record], int]:

@@ -34,6 +34,7 @@ from scapy.packet import NoPayload, Packet, Padding, Raw
 
 from dissectors.channels import MainParser, MultifdParser, PreemptParser, Record, ReturnPathParser, TlsParser
 from dissectors.channels.kinds import KINDS
+from dissectors.channels.ram_walk import expand_zero_run
 from dissectors.layers import commands as C
 from dissectors.layers import main_stream as M
 from dissectors.layers import multifd as F
@@ -534,8 +535,9 @@ def check_stream(label: str, parser: Any, data: bytes) -> DriftReport:
     """Feed ``data`` whole to ``parser`` and check every record against the stream's bytes."""
     checker = DriftChecker(label)
     ctx = StreamContext()
-    for rec in parser.feed(data, 1.0) + parser.eof(2.0):
-        checker.record("", rec, data, ctx)
+    for run in parser.feed(data, 1.0) + parser.eof(2.0):
+        for rec in expand_zero_run(run):
+            checker.record("", rec, data, ctx)
     return checker.report
 
 
@@ -716,7 +718,7 @@ class TapSink:
 
     def _on_records(self, direction: int, records: list[Record]) -> None:
         where = f"#{self.conn.index} {'->' if direction == 0 else '<-'} {self.sink.channel_kind(direction)}"
-        for rec in records:
+        for rec in (r for run in records for r in expand_zero_run(run)):
             self.checker.record(where, rec, self.streams[direction], self.contexts[direction])
 
     def data(self, direction: int, offset: int, data: memoryview | bytes, ts: float) -> int:
@@ -772,7 +774,7 @@ VALID: dict[str, list[bytes]] = {
 
 
 def records_of(parser: Any, data: bytes) -> list[Record]:
-    return parser.feed(data, 0.0) + parser.eof(0.0)
+    return [r for run in parser.feed(data, 0.0) + parser.eof(0.0) for r in expand_zero_run(run)]
 
 
 #: Record start offsets of each valid stream (mutations aim near them, where the headers are).

@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 
 from dissectors.channels import MainParser, MultifdParser, Record, ReturnPathParser, TlsParser
 from dissectors.channels.kinds import KINDS
+from dissectors.channels.ram_walk import expand_zero_run
 from dissectors.layers import commands as C
 from dissectors.layers import main_stream as M
 from dissectors.layers import synth as L
@@ -93,7 +94,7 @@ def _problems(parser: Any, data: bytes, kind: str, tamper: Any) -> list[str]:
     checker = DriftChecker("tampered")
     ctx = StreamContext()
     done = False
-    for rec in parser.feed(data, 0.0) + parser.eof(1.0):
+    for rec in (r for run in parser.feed(data, 0.0) + parser.eof(1.0) for r in expand_zero_run(run)):
         if rec.kind == kind and not done:
             if not left:
                 rec = tamper(dataclasses.replace(rec, fields=dict(rec.fields)))

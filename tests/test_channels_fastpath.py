@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 
 from dissectors.channels import MainParser, MultifdParser, Record
+from dissectors.channels.ram_walk import expand_zero_run
 from dissectors.layers.synth import multifd_stream, precopy_stream
 
 
 def _key(recs: list[Record]) -> list[tuple[str, int, int, Any]]:
-    return [(r.kind, r.offset, r.length, r.fields) for r in recs]
+    return [(r.kind, r.offset, r.length, r.fields) for rec in recs for r in expand_zero_run(rec)]
 
 
 def _check(parser: Any) -> None:

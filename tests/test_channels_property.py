@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from dissectors.channels import Record
 from dissectors.channels.kinds import KINDS
+from dissectors.channels.ram_walk import expand_zero_run
 
 # -- strategies -------------------------------------------------------------------------------------
 
@@ -119,7 +120,8 @@ def test_mutated_streams_never_raise(name: str, st_data: st.DataObject) -> None:
 
 
 def _key(records: list[Record]) -> list[tuple[Any, ...]]:
-    return [(r.kind, r.offset, r.length, r.fields, r.raw) for r in records]
+    """Records, zero-page runs as their pages (a run is made from the bytes at hand)."""
+    return [(r.kind, r.offset, r.length, r.fields, r.raw) for rec in records for r in expand_zero_run(rec)]
 
 
 @pytest.mark.parametrize("name", PARSERS)

@@ -42,3 +42,20 @@ INPUTS = {
 def test_target_takes_hostile_inputs(name: str) -> None:
     for data in INPUTS.get(name, [b""]):
         TARGETS[name](data)
+
+
+def test_need_more_keeps_no_frames_across_raises() -> None:
+    """The parsers' one NeedMore instance must not collect a traceback entry per raise (the fuzzer's
+    out-of-memory finding: every record header split across feeds kept its frames alive)."""
+    from dissectors.channels import PreemptParser
+    from dissectors.channels.cursor import _NEED_MORE
+    from dissectors.layers.synth import mem_size
+
+    data = mem_size({b"pc.ram": 1 << 20, b"pc.bios": 1 << 18, b"/rom@etc/acpi/tables": 1 << 16})
+    p = PreemptParser()
+    for i in range(len(data)):
+        p.feed(data[i:i + 1], 1.0)
+    depth, tb = 0, _NEED_MORE.__traceback__
+    while tb is not None:
+        depth, tb = depth + 1, tb.tb_next
+    assert depth < 10

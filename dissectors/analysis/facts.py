@@ -13,6 +13,7 @@ from dissectors.analysis.ledger import PageLedger
 from dissectors.analysis.repeats import RepeatedPages
 from dissectors.analysis.tls_shape import NO_SHAPE, TlsShape
 from dissectors.channels import TARGET_PAGE_SIZE, ChannelSink, Record
+from dissectors.channels.ram_walk import expand_zero_run
 from dissectors.channels.sink import Direction
 from dissectors.tcp import Connection
 from dissectors.tls import TlsStatus
@@ -116,9 +117,15 @@ class ConnectionFacts:
             if self.first_record_ts is None and direction == 0:
                 self.first_record_ts = rec.ts
             if kind == "ram.page" or kind == "ram.zero":
-                self.page_records += 1
                 self.last_page_ts = rec.ts
                 f = rec.fields
+                if "pages" in f:          # a zero-page run: its pages matter only to a listening ledger
+                    self.page_records += f["pages"]
+                    if self.ledger.matching(self.endpoint):
+                        for one in expand_zero_run(rec):
+                            self.ledger.page(self.endpoint, f["block"], one.fields["addr"], rec.ts, self.conn.index)
+                    continue
+                self.page_records += 1
                 self.ledger.page(self.endpoint, f.get("block", ""), f.get("addr", 0), rec.ts, self.conn.index)
                 continue
             if kind == "multifd.packet" or kind == "multifd.sync":

@@ -91,6 +91,10 @@ class PageLedger:
                 continue
             self.outstanding[key] = Request(block, addr, ts, conn)
 
+    def matching(self, endpoint: str) -> bool:
+        """Are pages towards ``endpoint`` matched to requests now (postcopy is listening)?"""
+        return self.alias.get(endpoint, endpoint) in self.listening
+
     def page(self, endpoint: str, block: str, addr: int, ts: float, conn: int) -> None:
         ep = self.alias.get(endpoint, endpoint)
         if ep not in self.listening:

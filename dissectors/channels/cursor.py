@@ -19,6 +19,9 @@ class NeedMore(Exception):
     """The record goes on past the bytes at hand."""
 
 
+#: One instance, raised again and again: its traceback is reset at each raise (``raise`` appends the
+#: raising frames to an exception's existing traceback, so a reused instance would keep every frame of
+#: every earlier raise alive: found by the fuzzer as ~90 KB more memory per parse).
 _NEED_MORE = NeedMore()
 
 
@@ -34,14 +37,14 @@ class Cursor:
         """Take ``n`` bytes: their start position (NeedMore if they are not all here)."""
         p = self.pos
         if self.end - p < n:
-            raise _NEED_MORE
+            raise _NEED_MORE.with_traceback(None)
         self.pos = p + n
         return p
 
     def peek(self, n: int = 1) -> memoryview:
         """The next ``n`` bytes without taking them."""
         if self.end - self.pos < n:
-            raise _NEED_MORE
+            raise _NEED_MORE.with_traceback(None)
         return self.mv[self.pos:self.pos + n]
 
     def read(self, layout: Layout) -> Any:
@@ -59,7 +62,7 @@ class Cursor:
         """A QEMU counted string (``layers.strings.counted_string``)."""
         got = counted_at(self.mv, self.pos, self.end)
         if got is None:
-            raise _NEED_MORE
+            raise _NEED_MORE.with_traceback(None)
         value, self.pos = got
         return value
 

@@ -90,7 +90,8 @@ class StreamParser:
         pos = 0
         while pos < n:
             if self._buf:
-                take = min(n - pos, max(len(self._buf), 512))
+                held = len(self._buf)
+                take = min(n - pos, max(held, 512))
                 self._buf += mv[pos:pos + take]
                 pos += take
                 self._base = start + pos - len(self._buf)
@@ -102,6 +103,12 @@ class StreamParser:
                 if self._opaque_from is not None:
                     self._buf.clear()
                     break
+                if used >= held and not self._skip:
+                    # The held bytes are used up: the rest of the copy is this chunk's own bytes, parsed
+                    # in place from here on (the buffer only ever carries a record across feeds).
+                    pos -= len(self._buf) - used
+                    self._buf.clear()
+                    continue
                 del self._buf[:used]
                 if len(self._buf) > MAX_BUFFER:
                     self._malformed(self._base + used, "record header larger than the buffer bound")

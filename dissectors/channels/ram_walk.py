@@ -1,5 +1,14 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""RAM-record walking shared by the main channel ("ram" sections) and the preempt channel."""
+"""RAM-record walking shared by the main channel ("ram" sections) and the preempt channel.
+
+Zero-page runs: an idle guest's precopy is millions of 9-byte ZERO records (``RamRecord`` word with
+ZERO|CONTINUE, then ``RamZero``'s fill byte), ~2 MB/s of capture one record at a time. A run of them in
+the bytes at hand is recognised with a few C-level passes (the word's flag bits at each record's stride,
+tested through byte tables built from the record word's size and the page mask) and emitted as ONE
+``ram.zero`` record with ``fields["pages"] = n`` and the run's bytes as ``raw``; the parser's counts
+still count pages. :func:`expand_zero_run` gives back the per-page records, exactly those of the walk
+one record at a time (the same offsets, lengths, fields and time), for whoever shows pages.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,7 @@ from typing import Any
 from dissectors.channels import kinds as K
 from dissectors.channels.cursor import Cursor
 from dissectors.channels.engine import StreamParser
+from dissectors.channels.record import Record
 from dissectors.layers.ram import (
     ENCODING_FLAG_XBZRLE,
     MEM_SIZE_MAX_BLOCKS,
@@ -38,6 +48,11 @@ _ZERO_SIZE = fixed_size(RamZero)
 assert _ZERO_SIZE == 1, "ram.zero reads its fill byte directly"
 _USED_LENGTH = named(RamBlockInfo, "used_length", "used_length")
 _EXTRA = named(RamBlockExtra)
+#: A zero page continuing the current block: its flags, and its record size (word + fill byte).
+ZERO_RUN_FLAGS = RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_CONTINUE
+ZERO_RECORD_SIZE = _WORD_SIZE + _ZERO_SIZE
+#: A run record holds at most this many pages (its ``raw`` at most ~36 KiB).
+ZERO_RUN_MAX = 4096
 _XBZRLE = named(RamXbzrle, "encoding", "len")
 _COMPRESS_LEN = named(RamCompress, "len", "len")
 
@@ -49,6 +64,15 @@ class RamWalker(StreamParser):
         self.page_size = page_size
         self._mask = page_size - 1
         self._block: str | None = None
+        # Per byte of the record word holding flag bits: (position, AND table keeping those bits, the
+        # byte a ZERO|CONTINUE word has there).
+        self._run_checks: list[tuple[int, bytes | None, bytes]] = []
+        for j in range(_WORD_SIZE):
+            shift = 8 * (_WORD_SIZE - 1 - j)
+            m = (self._mask >> shift) & 0xFF
+            if m:
+                table = None if m == 0xFF else bytes(b & m for b in range(256))
+                self._run_checks.append((j, table, bytes([(ZERO_RUN_FLAGS >> shift) & m])))
         super().__init__()
 
     def _after_eos(self) -> None:
@@ -85,6 +109,14 @@ class RamWalker(StreamParser):
         if kind == RAM_SAVE_FLAG_ZERO:
             if p >= end:
                 return None
+            if flags == ZERO_RUN_FLAGS and block is not None:
+                k = self._zero_run(mv, pos, end)
+                if k > 1:
+                    n = k * ZERO_RECORD_SIZE
+                    self._emit(K.RAM_ZERO, off, n, {"block": block, "addr": addr, "fill": mv[p], "pages": k},
+                               bytes(mv[pos:pos + n]))
+                    self.counts[K.RAM_ZERO] += k - 1
+                    return pos + n
             self._block = block
             self._emit(K.RAM_ZERO, off, p + _ZERO_SIZE - pos, {"block": block, "addr": addr, "fill": mv[p]})
             return p + _ZERO_SIZE
@@ -122,6 +154,24 @@ class RamWalker(StreamParser):
         self._malformed(off, "unknown RAM record flags", flags=flags, addr=addr)
         return None
 
+    def _zero_run(self, mv: memoryview, pos: int, end: int) -> int:
+        """How many ZERO|CONTINUE records follow each other from ``pos`` in the bytes at hand."""
+        count = min((end - pos) // ZERO_RECORD_SIZE, ZERO_RUN_MAX)
+        if count < 2:
+            return count
+        stop = pos + count * ZERO_RECORD_SIZE
+        k = count
+        for j, table, want in self._run_checks:
+            column = mv[pos + j:stop:ZERO_RECORD_SIZE].tobytes()
+            if table is not None:
+                column = column.translate(table)
+            left = len(column.lstrip(want))
+            if left:
+                k = min(k, count - left)
+                if k < 2:
+                    break
+        return k
+
     def _mem_size(self, mv: memoryview, pos: int, end: int, total: int) -> int | None:
         """MEM_SIZE block list (``RamMemSize``): entries until their lengths add up to ``total``, each
         perhaps followed by up to two ``RamBlockExtra`` words."""
@@ -155,3 +205,17 @@ class RamWalker(StreamParser):
             return None
         self._emit(K.RAM_MEM_SIZE, self._base + pos, c.pos - pos, {"total": total, "blocks": blocks})
         return c.pos
+
+
+def expand_zero_run(rec: Record) -> list[Record]:
+    """The per-page ``ram.zero`` records a zero-page run stands for (a record without ``pages``: itself)."""
+    pages = rec.fields.get("pages")
+    if not pages or rec.raw is None:
+        return [rec]
+    raw, block, out = rec.raw, rec.fields["block"], []
+    unpack = _WORD.unpack_from
+    for i in range(pages):
+        at = i * ZERO_RECORD_SIZE
+        out.append(Record(rec.kind, rec.offset + at, ZERO_RECORD_SIZE, rec.ts,
+                          {"block": block, "addr": unpack(raw, at)[0] ^ ZERO_RUN_FLAGS, "fill": raw[at + _WORD_SIZE]}))
+    return out

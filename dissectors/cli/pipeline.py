@@ -64,14 +64,16 @@ def gc_unfrozen_after() -> Iterator[None]:
 
 
 def reassemble(source: SegmentSource, label: str, sink_factory: SinkFactory,
-               progress: ProgressFn | None = None,
+               progress: ProgressFn | None = None, freeze: bool = False,
                on_batch: Callable[[TcpTracker], None] | None = None) -> tuple[TcpTracker, dict[str, Any]]:
-    """Feed every TCP segment of ``source`` to a tracker; return it and a capture summary.
+    """Feed every TCP segment of ``source`` to a tracker; return it and a capture summary. ``freeze``:
+    hide per-connection state from the cyclic collector as it piles up (:func:`_freezing`; the caller
+    unfreezes, see :func:`gc_unfrozen_after`); a live run, which frees finished connections as it goes,
+    does not ask for it.
 
     ``on_batch(tracker)`` (a live watcher) runs after each batch of segments the reader hands over (at
-    least one per read of a live stream), with every segment read so far fed. A live run frees finished
-    connections as it goes, so the collector's view is not frozen then (see ``_freezing``)."""
-    tracker = TcpTracker(sink_factory if on_batch is not None else _freezing(sink_factory))
+    least one per read of a live stream), with every segment read so far fed."""
+    tracker = TcpTracker(_freezing(sink_factory) if freeze else sink_factory)
     if progress is not None:
         source.on_progress = lambda: progress(source.position, source.size)
     if on_batch is None:
@@ -140,11 +142,11 @@ def analyze_file(path: str, options: Options | None = None, progress: ProgressFn
     analyzer = Analyzer(options, keylog=keylog)
     with gc_unfrozen_after():
         with open_capture(path, stream=stream) as cap:
-            _, capture = reassemble(cap, str(path), analyzer.sink_for, progress)
+            _, capture = reassemble(cap, str(path), analyzer.sink_for, progress, freeze=True)
         return analyzer.finish(capture)
 
 
 def reassemble_file(path: str, sink_factory: SinkFactory,
                     progress: ProgressFn | None = None) -> tuple[TcpTracker, dict[str, Any]]:
     with gc_unfrozen_after(), open_capture(path) as cap:
-        return reassemble(cap, str(path), sink_factory, progress)
+        return reassemble(cap, str(path), sink_factory, progress, freeze=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dissectors.channels import ChannelSink, Record
+from dissectors.channels.ram_walk import expand_zero_run
 from dissectors.tcp.connection import Connection, endpoint_text
 
 PAGE_KINDS = {"ram.page", "ram.zero"}
@@ -79,7 +80,23 @@ class RecordPrinter:
 
     def records(self, conn: Connection, sink: ChannelSink, direction: int, records: list[Record]) -> None:
         for rec in records:
+            if "pages" in rec.fields and rec.kind in PAGE_KINDS:     # a zero-page run
+                if self.args.summary or not (self.args.pages or self.types):
+                    self.count_run(sink, direction, rec)
+                    continue
+                for one in expand_zero_run(rec):
+                    self.record(conn, sink, direction, one)
+                continue
             self.record(conn, sink, direction, rec)
+
+    def count_run(self, sink: ChannelSink, direction: int, rec: Record) -> None:
+        """A zero-page run that is not shown: its pages counted (what ``record`` does with each)."""
+        channel = sink.channel_kind(direction)
+        if self.channels and channel not in self.channels:
+            return
+        if self.types and not any(fnmatch.fnmatchcase(rec.kind, t) for t in self.types):
+            return
+        self.counts[(channel, rec.kind)] += rec.fields["pages"]
 
     def record(self, conn: Connection, sink: ChannelSink, direction: int, rec: Record) -> None:
         channel = sink.channel_kind(direction)

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 #: How many gap ranges and conflict offsets are kept per direction (counters stay exact).
 MAX_GAPS_KEPT = 1000
 MAX_CONFLICTS_KEPT = 16
+#: Out-of-order pieces buffered at most per direction, whatever their size: tiny segments would
+#: otherwise cost ~150 bytes of bookkeeping each and a linear insertion (docs/limits.md).
+MAX_PENDING_PIECES = 4096
 
 _DATA = 0
 _HOLE = 1
@@ -239,7 +242,7 @@ class HalfStream:
             self.pending_bytes += n
         if missing:
             insort(self.pending, (off + n, _HOLE, off + n + missing, b""), key=_ORDER)
-        while self.pending_bytes > self.ooo_limit:
+        while self.pending_bytes > self.ooo_limit or len(self.pending) > MAX_PENDING_PIECES:
             self._give_up_front(ts)
 
     def _give_up_front(self, ts: float) -> None:
