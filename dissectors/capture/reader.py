@@ -105,6 +105,9 @@ def open_capture(path: str | os.PathLike[str], live: bool = False) -> Capture:
     ``-`` reads standard input; pipes and FIFOs (and any input when ``live`` is set) are read as a stream
     as it arrives, with no size (see ``source.LiveRaw``)."""
     name = os.fspath(path)
+    if name == "-" and os.isatty(0):
+        raise InputError("standard input is a terminal: pipe a capture in (tcpdump -U -w - ... | migshark ... -)",
+                         path=name)
     try:
         source, magic = open_source(name, live=live)
     except IsADirectoryError:
