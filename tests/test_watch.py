@@ -317,3 +317,31 @@ def test_watch_interface_starts_tcpdump_and_follows_a_connection() -> None:
             proc.kill()
             proc.wait()
         srv.close()
+
+
+def test_a_page_request_waiting_is_a_stall_on_the_wall_clock(tmp_path: Path) -> None:
+    """Postcopy runs, the destination asks for a page, and nothing more comes: the request is alerted once it
+    has waited ``--stall-threshold`` on the wall clock."""
+    from tests.test_analysis_synthetic import T0
+
+    conns = postcopy_preempt(False, serve_after=None)
+    for c in conns:      # the capture so far: up to just after the page request (T0 + 1.01)
+        c.events = [e for e in c.events if e[0] <= T0 + 1.02]
+    path = tmp_path / "waiting.pcap"
+    S.write_capture(str(path), conns)
+    proc, events = _start_watch("--stall-threshold", "0.5")
+    assert proc.stdin is not None
+    proc.stdin.write(path.read_bytes())
+    proc.stdin.flush()
+    written = time.monotonic()
+    _wait_for(events, lambda e: e["event"] == "postcopy-start")
+    t, stall = _wait_for(events, lambda e: e["event"] == "stall" and e["kind"] == "page-request")
+    assert stall["clock"] == "wall" and stall["ongoing"]
+    assert stall["outstanding_requests"][0]["addr"] == "0x8000"
+    assert 0.4 <= t - written < 5.0
+    proc.stdin.close()
+    proc.wait(timeout=20)
+    _, last = _wait_for(events, lambda e: e["event"] == "report")
+    rc, expected = _analyze_json(path, "--stall-threshold", "0.5")
+    assert proc.returncode == rc
+    _same_report(last["report"], expected)

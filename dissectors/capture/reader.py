@@ -111,6 +111,9 @@ def open_capture(path: str | os.PathLike[str], live: bool = False, stream: Binar
     e.g. a remote file opened through fsspec) the capture is read from it sequentially, ``path`` only names
     it in messages, and the capture closes it."""
     name = os.fspath(path)
+    if name == "-" and os.isatty(0):
+        raise InputError("standard input is a terminal: pipe a capture in (tcpdump -U -w - ... | migshark ... -)",
+                         path=name)
     try:
         source, magic = open_source(name, live=live) if stream is None else stream_source(stream)
     except IsADirectoryError:
