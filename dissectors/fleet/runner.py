@@ -100,7 +100,9 @@ def local_cluster(workers: int) -> Any:
     ``MALLOC_TRIM_THRESHOLD_=65536`` in the workers' environment, which made the analysis ~45 % slower
     (glibc then hands every freed read window back to the kernel and faults it in again; see
     benchmarks/README.md, "Fleet"). The analysis's memory is bounded anyway. Its event-loop and system
-    monitors tick less often (the idle cluster's own CPU falls from ~7 % to ~2 % of a core)."""
+    monitors tick less often (the idle cluster's own CPU falls from ~7 % to ~2 % of a core). Its logs are
+    silenced below CRITICAL: a worker's heartbeat racing the shutdown logs a traceback at ERROR, and what
+    matters to the user (a task that failed, a worker that died) comes back through the futures."""
     import dask
     from distributed import LocalCluster
 
@@ -110,7 +112,7 @@ def local_cluster(workers: int) -> Any:
                           "distributed.admin.tick.interval": "1s",
                           "distributed.admin.system-monitor.interval": "2s"}):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                            dashboard_address=None, silence_logs=logging.ERROR)
+                            dashboard_address=None, silence_logs=logging.CRITICAL)
 
 
 def _serial(fn: Callable[..., R], items: Sequence[CaptureInput], args: tuple[Any, ...],

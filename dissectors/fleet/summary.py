@@ -82,7 +82,9 @@ def render_summary(rows: list[dict[str, Any]], *, captures: int, seconds: float,
     errors = [r for r in rows if r["status"] == "error"]
     empty = [r for r in rows if r["status"] == "no-migration"]
     total_bytes = sum({r["capture"]: r["capture_bytes"] or 0 for r in rows}.values())
-    out = [f"migshark fleet: {captures} capture(s), {len(migrations)} migration(s) in {seconds:.1f} s "
+    findings = sum(r.get("findings") or 0 for r in rows)
+    out = [f"migshark fleet: {captures} capture(s), {len(migrations)} migration(s), {findings} finding(s) in "
+           f"{seconds:.1f} s "
            f"({total_bytes / 1e6:,.1f} MB) on {engine}",
            f"table: {table} ({len(rows)} rows)", ""]
     relays = len(migrations) - len(counted)
