@@ -9,11 +9,13 @@ The tshark runs are unprivileged (see tests/tshark_helpers.py): Wireshark 4.4+ l
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,17 @@ def qmig_layers(pkt: Any) -> list[Any]:
     for layer in pkt.get_multiple_layers("qmig"):
         out += [layer, *getattr(layer, "duplicate_layers", [])]
     return out
+
+
+@pytest.fixture(autouse=True)
+def _event_loop() -> Iterator[None]:
+    """pyshark asks asyncio for the main thread's event loop; an earlier test may have closed or unset it
+    (Dask's LocalCluster in the fleet tests does), so each test here runs with a fresh one."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
 
 
 def lua_records(inst: TsharkInstall, plugin: Path, capture: Path, *, two_pass: bool, display_filter: str | None,
