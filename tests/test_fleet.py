@@ -20,7 +20,9 @@ pytest.importorskip("pyarrow")
 
 from dissectors.cli.check import find_captures, sibling  # noqa: E402
 from dissectors.cli.main import main  # noqa: E402
+from dissectors.fleet.inputs import CaptureInput  # noqa: E402
 from dissectors.fleet.rows import NAMES  # noqa: E402
+from dissectors.fleet.runner import run_tasks  # noqa: E402
 from dissectors.fleet.tables import read_table, write_table  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent.parent / "captures"
@@ -31,7 +33,7 @@ CAPTURES = find_captures([str(CORPUS)])
 def cluster():
     """One real local cluster for the module: two worker processes, one thread each."""
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, silence_logs=logging.ERROR) as c:
+                                  dashboard_address=None, silence_logs=logging.CRITICAL) as c:
         yield c.scheduler_address
 
 
@@ -206,3 +208,22 @@ def test_check_on_the_cluster_prints_what_serial_check_prints(cluster, tmp_path)
     expected.write_text(expected.read_text().replace('"completed"', '"failed"', 1))
     code, out = run_cli(["check", "--scheduler", cluster, str(tmp_path)])
     assert code == 1 and "differs" in out and "0 passed, 1 failed" in out
+
+
+def fail_on_poison(item: CaptureInput) -> str:
+    """A task that fails on one capture, escaping the task (as a worker dying under it does: the runner
+    gets the exception from the future either way, ``KilledWorker`` then)."""
+    if "poison" in item.url:
+        raise RuntimeError(f"{item.url}: poisoned")
+    return item.url
+
+
+def test_a_failed_task_costs_only_its_capture(cluster):
+    """Small captures share a task; when a task fails, each of its captures is tried again alone and only
+    the one that fails again becomes an error."""
+    items = [CaptureInput(f"/fleet/{'poison' if i == 5 else 'ok'}-{i}.pcap", 1000) for i in range(16)]
+    died = []
+    got = run_tasks(fail_on_poison, items, scheduler=cluster,
+                    on_error=lambda item, exc: died.append((item.url, type(exc).__name__)) or "error")
+    assert died == [("/fleet/poison-5.pcap", "RuntimeError")]
+    assert got == [("error" if i == 5 else items[i].url) for i in range(16)]

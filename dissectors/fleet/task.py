@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from dissectors.analysis.engine import Analysis
 from dissectors.analysis.judge import Options
 from dissectors.cli.pipeline import analyze_file, load_keylog
 from dissectors.errors import InputError
@@ -26,12 +27,6 @@ def analyse_capture(item: CaptureInput, options: Options | None = None) -> list[
     for row in rows:
         row["seconds"] = elapsed
     return rows
-
-
-def analyse_report(item: CaptureInput, options: Options | None = None) -> dict[str, Any]:
-    """The full ``analyze --json`` report of one capture (what ``migshark check`` compares); raises
-    ``InputError`` for an unreadable capture."""
-    return _analysis(item, options or Options()).report
 
 
 def _rows(item: CaptureInput, options: Options) -> list[dict[str, Any]]:
@@ -51,7 +46,7 @@ def _rows(item: CaptureInput, options: Options) -> list[dict[str, Any]]:
     return rows_from_report(report, item.url, item.size)
 
 
-def _analysis(item: CaptureInput, options: Options):  # noqa: ANN202 - dissectors.analysis.engine.Analysis
+def _analysis(item: CaptureInput, options: Options) -> Analysis:
     keylog = _keylog(item.keylog)
     if not is_url(item.url):
         return analyze_file(item.url, options, keylog=keylog)
