@@ -101,6 +101,7 @@ def test_table_equals_serial_analyze(cap, fleet_run, serial_reports):
         assert row["destination_generation"] == pol["destination_generation"]
         assert row["destination_fits"] == pol["fits_capture"]
         assert row["destination_known_by"] == ("not-judged" if pol["fits_capture"] is None else "behaviour")
+        assert row["qemu_version_given"] is None
         roles = Counter(c["role"] for c in m["channels"])
         for role in ("main", "multifd", "preempt", "main-recovery", "tls", "unknown"):
             assert row[f"channels_{role.replace('-', '_')}"] == roles.get(role, 0), role

@@ -100,3 +100,13 @@ def test_every_column_is_documented():
     section = doc.split("## `migshark fleet`", 1)[1].split("\n## ", 1)[0]
     for name, kind, _ in COLUMNS:
         assert f"| `{name}` | {kind} |" in section, name
+
+
+def test_a_given_qemu_version_is_the_destination_generation_in_the_summary():
+    from dissectors.fleet.summary import render_summary
+
+    (item,) = discover([str(CORPUS / "holdback-multifd-7.2.pcap.gz")])
+    rows = analyse_capture(item, Options(qemu_version="7.2"))
+    assert {(r["destination_known_by"], r["qemu_version_given"]) for r in rows} == {("given", "7.2")}
+    out = render_summary(rows, captures=1, seconds=1.0, engine="serial", table="t.csv")
+    assert "7.2 (given)" in out and "misclassified: main taken as multifd (qemu-7.2)" in out

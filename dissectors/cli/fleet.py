@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dissectors.analysis.judge import Options
@@ -16,7 +17,7 @@ from dissectors.fleet.tables import TableError, table_format, write_table
 from dissectors.fleet.task import analyse_capture
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser, qemu_version: Callable[[str], str] = str) -> None:
     p.add_argument("captures", nargs="*", metavar="CAPTURE",
                    help="capture files, directories (searched recursively), globs or fsspec URLs (s3://...)")
     p.add_argument("-o", "--output", required=True, metavar="TABLE",
@@ -26,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="an existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, else a local cluster)")
     p.add_argument("-j", "--jobs", type=int, metavar="N",
                    help="local cluster size in worker processes (default: one per core; 1: no Dask, one process)")
-    p.add_argument("--qemu-version", help="the destinations' QEMU version, if one for all (default: inferred)")
+    p.add_argument("--qemu-version", type=qemu_version,
+                   help="the destinations' QEMU version, if one for all (default: inferred)")
     p.add_argument("--stall-threshold", type=float, default=1.0, metavar="S",
                    help="seconds a postcopy page request may wait before it counts as a stall (default 1)")
     p.add_argument("--progress-timeout", type=float, default=5.0, metavar="S",

@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fleet", help="many captures (files, globs, URLs) on Dask into one table, a row per migration")
     from dissectors.cli.fleet import add_arguments as fleet_arguments
 
-    fleet_arguments(f)
+    fleet_arguments(f, _qemu_version)
     f.set_defaults(func=_fleet)
 
     e = sub.add_parser("export-wireshark", help="write the Wireshark Lua plugin (qmig) generated from the layers")

@@ -36,6 +36,7 @@ COLUMNS: list[tuple[str, str, str]] = [
                                     "or not-judged (TLS without key log, a relay's source-side leg)"),
     ("destination_fits", "list", "the policies whose predictions agree with what the destination did "
                                  "(policy.fits_capture)"),
+    ("qemu_version_given", "str", "the destination's version given with --qemu-version (the rules then judged by)"),
     *[(f"channels_{r.replace('-', '_')}", "int", f"channels whose bytes say {r}") for r in ROLES],
     ("misclassified", "int", "channels the destination takes for another role"),
     ("misclassified_channels", "list", "each as CLIENT TRUE-ROLE->ASSIGNED-ROLE"),
@@ -125,6 +126,7 @@ def migration_fields(m: dict[str, Any], qemu_version_given: str | None) -> dict[
         "destination_generation": pol.get("destination_generation"),
         "destination_known_by": "given" if qemu_version_given else ("not-judged" if fits is None else "behaviour"),
         "destination_fits": None if fits is None else list(fits),
+        "qemu_version_given": qemu_version_given,
         "misclassified": len(mis),
         "misclassified_channels": [f"{x['client']} {x['role']}->{x['assigned_role']}" for x in mis],
         "predicted_failure": mis[0]["failure"] if mis else None,

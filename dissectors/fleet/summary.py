@@ -111,7 +111,7 @@ def render_summary(rows: list[dict[str, Any]], *, captures: int, seconds: float,
         for r in counted:
             dst = _short(r["destination_generation"])
             if r["destination_known_by"] == "given":
-                dst += " (given)"
+                dst = f"{r['qemu_version_given']} (given)"
             c = pairs[(_short(r["source_generation"]), dst)]
             c["n"] += 1
             c[r["status"]] += 1
