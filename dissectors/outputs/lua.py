@@ -414,6 +414,9 @@ def constants() -> dict[str, Any]:
         "MULTIFD_HEADER_SIZE": _fixed(ram_header),
         "MULTIFD_HDR_SIZE": _fixed(multifd.MultifdPacketHdr),
         "MULTIFD_HELLO_SIZE": _fixed(multifd.MultifdHello),
+        # Connections to one destination the plugin gives a verdict for (a migration has at most a main,
+        # 255 multifd and a preempt channel): keeps hostile captures of thousands of connections linear.
+        "VERDICT_MAX": 512,
         #: first bytes of a recovered main stream: a command record's type and cmd (RECV_BITMAP)
         "RECOVERY_START": list(struct_of(commands.Command, "type", "cmd").pack(ms.QEMU_VM_COMMAND,
                                                                                 commands.MIG_CMD_RECV_BITMAP)),

@@ -903,11 +903,16 @@ end
 -- The verdict on connection `ckey`: its assignment and the policy's name. On a second pass (-2, the
 -- GUI) the whole capture is known; on the first pass there is a verdict only once every connection to
 -- the destination seen so far has sent its first bytes (the rules depend on all of them).
+-- Past C.VERDICT_MAX connections to one destination there is no verdict (hostile captures stay linear).
+local VERDICT_MAX = C.VERDICT_MAX
+
 local function verdict(ckey, visited)
     local cn = conns[ckey]
-    if not cn or cn.index == nil then return nil end
+    if not cn or cn.index == nil or cn.index >= VERDICT_MAX then return nil end
     local order, setup = {}, {multifd = 0, postcopy = false, recovery = false}
-    for i, k in ipairs(accepts[cn.server]) do
+    local acc = accepts[cn.server]
+    for i = 1, math.min(#acc, VERDICT_MAX) do
+        local k = acc[i]
         local f = facts[k]
         if not f then
             if not visited then return nil end
