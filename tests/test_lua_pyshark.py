@@ -90,7 +90,12 @@ def _event_loop() -> Iterator[None]:
 
 def lua_records(inst: TsharkInstall, plugin: Path, capture: Path, *, two_pass: bool, display_filter: str | None,
                 keylog: Path | None = None, extra: list[str] | None = None) -> dict[tuple[str, str], list]:
-    """(client endpoint, channel) -> [(record kind, {field: value})] as pyshark gives them."""
+    """(client endpoint, channel) -> [(record kind, {field: value})] as pyshark gives them.
+
+    pyshark's close() sometimes reports a crash (exit 255, no error line) of a tshark that already gave
+    every packet: asyncio lost the child's exit status ("Unknown child process pid"), seen under load on
+    the chroot tsharks. Once every packet was read that report is ignored: a real crash loses packets,
+    and the record-by-record comparison with dissect --json then fails."""
     params = ["-n", "-X", f"lua_script:{inst.stage(plugin)}", *(["-2"] if two_pass else []), *(extra or [])]
     prefs = dict(PREFS)
     if keylog is not None:
@@ -100,6 +105,7 @@ def lua_records(inst: TsharkInstall, plugin: Path, capture: Path, *, two_pass: b
     cap = pyshark.FileCapture(str(inst.stage(capture)), tshark_path=str(inst.wrapper), use_json=True,
                               custom_parameters=params, override_prefs=prefs, display_filter=display_filter)
     out: dict[tuple[str, str], list] = defaultdict(list)
+    read_all = False
     try:
         for pkt in cap:
             for layer in qmig_layers(pkt):
@@ -112,8 +118,13 @@ def lua_records(inst: TsharkInstall, plugin: Path, capture: Path, *, two_pass: b
                     trees = [{}] * len(kinds) if not trees else trees + [{}] * (len(kinds) - len(trees))
                 for kind, tree in zip(kinds, trees, strict=True):
                     out[(conn, chan)].append((kind, _flat(tree, {})))
+        read_all = True
     finally:
-        cap.close()
+        try:
+            cap.close()
+        except pyshark.capture.capture.TSharkCrashException:
+            if not read_all:
+                raise
     return out
 
 
@@ -230,6 +241,7 @@ def test_misclassified_channels_in_wireshark_match_the_analyser(plugin_file: Pat
                               display_filter="qmig.channel.assigned && !(qmig.channel == \"return-path\")")
     got: dict[str, tuple] = {}
     experts: list[str] = []
+    read_all = False
     try:
         for pkt in cap:
             for layer in qmig_layers(pkt):
@@ -238,8 +250,13 @@ def test_misclassified_channels_in_wireshark_match_the_analyser(plugin_file: Pat
                                             f["qmig.channel.assigned"], f["qmig.channel.misclassified"] == "1")
                 experts += [str(m) for m in _as_list(_flat(f, {}).get("_ws.expert.message"))]
                 experts += [v for k, v in _flat(f, {}).items() if k == "_ws.expert.message"]
+        read_all = True
     finally:
-        cap.close()
+        try:
+            cap.close()
+        except pyshark.capture.capture.TSharkCrashException:   # see lua_records: the packets decide
+            if not read_all:
+                raise
     assert got == want
     assert sum(w[3] for w in want.values()) == 2
     assert sorted(m for m in set(experts) if "is taken as" in m) == [
