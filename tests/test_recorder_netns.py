@@ -288,8 +288,9 @@ def test_live_netpath_multifd_recording(tmp_path: Path) -> None:
     manifest = json.loads(Path(result["manifest"]).read_text())
     assert set(list_namespaces()) <= before, "namespaces left behind"
     net = manifest["netpath"]
-    # completes, or (the accept race lost) stalls on the destination's bad-magic error; never a plain failure
-    if result["outcome"] == "stalled":
+    # completes, or (the accept race lost) stalls or fails on the destination's bad-magic error (whether the
+    # source sees a failure depends on timing; seen in CI); never a failure for another reason
+    if result["outcome"] in ("stalled", "failed"):
         assert net["destination_bad_magic"] and "magic" in result["reason"]
     else:
         assert result["outcome"] == "completed", result["reason"]
