@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 from dissectors.analysis.judge import Options
+from dissectors.cli.options import add_judge_options
 from dissectors.fleet.inputs import CaptureInput, discover, largest_first, read_list
 from dissectors.fleet.rows import error_row
 from dissectors.fleet.runner import RunnerError, describe_engine, run_tasks
@@ -17,7 +17,7 @@ from dissectors.fleet.tables import TableError, table_format, write_table
 from dissectors.fleet.task import analyse_capture
 
 
-def add_arguments(p: argparse.ArgumentParser, qemu_version: Callable[[str], str] = str) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("captures", nargs="*", metavar="CAPTURE",
                    help="capture files, directories (searched recursively), globs or fsspec URLs (s3://...)")
     p.add_argument("-o", "--output", required=True, metavar="TABLE",
@@ -27,12 +27,7 @@ def add_arguments(p: argparse.ArgumentParser, qemu_version: Callable[[str], str]
                    help="an existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, else a local cluster)")
     p.add_argument("-j", "--jobs", type=int, metavar="N",
                    help="local cluster size in worker processes (default: one per core; 1: no Dask, one process)")
-    p.add_argument("--qemu-version", type=qemu_version,
-                   help="the destinations' QEMU version, if one for all (default: inferred)")
-    p.add_argument("--stall-threshold", type=float, default=1.0, metavar="S",
-                   help="seconds a postcopy page request may wait before it counts as a stall (default 1)")
-    p.add_argument("--progress-timeout", type=float, default=5.0, metavar="S",
-                   help="seconds without traffic before an unfinished migration counts as stalled (default 5)")
+    add_judge_options(p, "the destinations' QEMU version, if one for all (default: inferred)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="failure signatures in the summary (default 10)")
     p.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
 

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from dissectors import __version__
+from dissectors.cli.options import add_judge_options
 from dissectors.errors import InputError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -106,16 +107,6 @@ def _reader_kind() -> str:
     return scanner_status()
 
 
-def _qemu_version(text: str) -> str:
-    from dissectors.analysis.policies import policy_for_version
-
-    try:
-        policy_for_version(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-    return text
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="migshark", description="Dissect and analyse QEMU live-migration captures.")
     p.add_argument("--version", action="version", version=f"migshark {__version__}, {_reader_kind()}")
@@ -125,12 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("capture", help="pcap or pcapng file (optionally gzip-compressed); '-', a pipe or a FIFO "
                                    "is read as a stream")
     a.add_argument("--json", action="store_true", help="machine-readable report (docs/report-schema.md)")
-    a.add_argument("--qemu-version", type=_qemu_version,
-                   help="the destination's QEMU version (e.g. 7.2, 10.0); default: inferred from the streams")
-    a.add_argument("--stall-threshold", type=float, default=1.0, metavar="S",
-                   help="seconds a postcopy page request may wait before it counts as a stall (default 1)")
-    a.add_argument("--progress-timeout", type=float, default=5.0, metavar="S",
-                   help="seconds without traffic before an unfinished migration counts as stalled (default 5)")
+    add_judge_options(a, "the destination's QEMU version (e.g. 7.2, 10.0); default: inferred from the streams")
     a.add_argument("--keylog", metavar="FILE", help="NSS key log (SSLKEYLOGFILE) to decrypt TLS migrations")
     a.add_argument("--plot", metavar="FILE.png", help="write a timeline picture of the channels")
     a.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
@@ -145,14 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("-f", "--filter", metavar="FILTER", help="capture filter for -i (e.g. 'tcp port 4444')")
     w.add_argument("--json", action="store_true", help="JSON lines: one per event, then the report "
                                                        "(docs/report-schema.md, watch events)")
-    w.add_argument("--qemu-version", type=_qemu_version, help="the destination's QEMU version")
-    w.add_argument("--stall-threshold", type=float, default=1.0, metavar="S",
-                   help="seconds a postcopy page request may wait before it counts as a stall (default 1)")
+    add_judge_options(w, "the destination's QEMU version")
     w.add_argument("--silent-threshold", type=float, default=1.0, metavar="S",
                    help="seconds a channel taken as main (or blocking a peek) must stay silent before the alert "
                         "(default 1)")
-    w.add_argument("--progress-timeout", type=float, default=5.0, metavar="S",
-                   help="seconds without traffic before an unfinished migration counts as stalled (default 5)")
     w.add_argument("--keylog", metavar="FILE", help="NSS key log (SSLKEYLOGFILE) to decrypt TLS migrations")
     w.add_argument("--progress", action="store_true", help="show bytes read and rate even when stderr is not a "
                                                            "terminal")
@@ -188,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fleet", help="many captures (files, globs, URLs) on Dask into one table, a row per migration")
     from dissectors.cli.fleet import add_arguments as fleet_arguments
 
-    fleet_arguments(f, _qemu_version)
+    fleet_arguments(f)
     f.set_defaults(func=_fleet)
 
     e = sub.add_parser("export-wireshark", help="write the Wireshark Lua plugin (qmig) generated from the layers")

@@ -1,0 +1,25 @@
+"""Command-line options shared by the commands that judge migrations (analyze, watch, fleet)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def qemu_version(text: str) -> str:
+    """A ``--qemu-version`` value that names a known destination policy."""
+    from dissectors.analysis.policies import policy_for_version
+
+    try:
+        policy_for_version(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
+def add_judge_options(p: argparse.ArgumentParser, qemu_help: str) -> None:
+    """--qemu-version, --stall-threshold and --progress-timeout (the analysis's ``Options``)."""
+    p.add_argument("--qemu-version", type=qemu_version, help=qemu_help)
+    p.add_argument("--stall-threshold", type=float, default=1.0, metavar="S",
+                   help="seconds a postcopy page request may wait before it counts as a stall (default 1)")
+    p.add_argument("--progress-timeout", type=float, default=5.0, metavar="S",
+                   help="seconds without traffic before an unfinished migration counts as stalled (default 5)")
