@@ -51,6 +51,7 @@ MAIN_EOF = _k("main.eof", ms.MainRecord, ms.QEMU_VM_EOF)
 MAIN_VMDESC = _k("main.vmdesc", ms.MainRecord, ms.QEMU_VM_VMDESCRIPTION)
 MAIN_CMD = _k("main.cmd", ms.MainRecord, ms.QEMU_VM_COMMAND)
 DEVICE_STATE = _k("device.state")            # a device section's body (no layout: the device's own)
+DEVICE_VMSTATE = _k("device.vmstate")        # a device section decoded along the VMDESCRIPTION (dissect)
 
 # -- RAM records (main channel "ram" sections, preempt channel) -----------------------------------
 RAM_PAGE = _k("ram.page", ram.RamRecord, ram.RAM_SAVE_FLAG_PAGE)

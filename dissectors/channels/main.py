@@ -13,7 +13,9 @@ from typing import Any
 
 from dissectors.channels import kinds as K
 from dissectors.channels.cursor import Cursor, NeedMore
+from dissectors.channels.device_state import DeviceStateKeeper
 from dissectors.channels.engine import State
+from dissectors.channels.record import Record
 from dissectors.channels.identify import looks_like_ram_record
 from dissectors.channels.ram_walk import RamWalker
 from dissectors.layers.commands import (
@@ -59,6 +61,7 @@ from dissectors.layers.main_stream import (
     VmDescription,
 )
 from dissectors.layers.structs import named
+from dissectors.vmstate.description import MAX_DESCRIPTION
 
 _HEADER = named(QemuFileHeader)
 _CONFIG = named(Configuration, "type", "len")
@@ -116,6 +119,14 @@ class MainParser(RamWalker):
         self._recovered = False      # started without a QEVM header (postcopy recovery)
         self._held_ts: float | None = None   # when a footer candidate waiting for confirmation arrived
         self._fallback: tuple[int, float] | None = None   # first rejected candidate followed by EOF, its time
+        self._keeper: DeviceStateKeeper | None = None
+        self._vmdesc_json = bytearray()
+        self._vmdesc_left = 0
+
+    def keep_device_state(self) -> None:
+        """Keep device sections (bounded, see ``device_state``) and the VMDESCRIPTION, and emit a
+        ``device.vmstate`` record per device section when the description arrives (or the stream ends)."""
+        self._keeper = DeviceStateKeeper()
 
     def _initial_state(self) -> State:
         return self._st_header
@@ -240,6 +251,10 @@ class MainParser(RamWalker):
         else:
             self._device_start = self._base + p
             self._state = self._st_device
+            if self._keeper is not None:
+                full = typ in (QEMU_VM_SECTION_START, QEMU_VM_SECTION_FULL)
+                self._keeper.start(sid, idstr, fields.get("instance_id"), fields.get("version_id"),
+                                   typ == QEMU_VM_SECTION_FULL if full else False, self._device_start)
         return p
 
     def _st_ram_footer(self, mv: memoryview, pos: int, end: int) -> int | None:
@@ -263,6 +278,8 @@ class MainParser(RamWalker):
         now = self._ts
         self._ts = ts if ts is not None else held if held is not None else now
         sid = self._section_id
+        if self._keeper is not None:
+            self._keeper.done(footer_off - self._device_start)
         self._emit_main(K.DEVICE_STATE, self._device_start, footer_off - self._device_start,
                         {"section_id": sid, "idstr": self._sections.get(sid)})
         self._emit_main(K.MAIN_FOOTER, footer_off, _FOOTER.size, {"section_id": sid})
@@ -272,6 +289,12 @@ class MainParser(RamWalker):
         self._state = self._st_after_eof if eof else self._st_record
 
     def _st_device(self, mv: memoryview, pos: int, end: int) -> int | None:
+        if self._keeper is None:
+            return self._scan_device(mv, pos, end)
+        self._keeper.add(self._base + pos, mv[pos:end])    # trimmed to the body when its footer is found
+        return self._scan_device(mv, pos, end)
+
+    def _scan_device(self, mv: memoryview, pos: int, end: int) -> int | None:
         """Scan a device section's body for its footer. A candidate ``7e + section_id`` counts only when
         the bytes after it start a record that may follow a footer (:meth:`_follows_footer`); the body
         of a device (the timer's clock offsets, say) can hold the same five bytes. Until the bytes after
@@ -378,9 +401,50 @@ class MainParser(RamWalker):
         fields: dict[str, Any] = {"len": n}
         if self._package_end is not None:
             fields["packaged"] = True
+        if self._keeper is not None:
+            if n <= MAX_DESCRIPTION:          # kept for the device state, read across feeds
+                self._hold(K.MAIN_VMDESC, self._base + pos, _VMDESC.size + n, fields)
+                self._vmdesc_json = bytearray()
+                self._vmdesc_left = n
+                self._state = self._st_vmdesc_json
+                return pos + _VMDESC.size
+            self._emit_skipping(K.MAIN_VMDESC, self._base + pos, _VMDESC.size + n, fields, n)
+            self._device_records(self._keeper.describe(None, n))
+            self._state = self._st_trailing
+            return pos + _VMDESC.size
         self._emit_skipping(K.MAIN_VMDESC, self._base + pos, _VMDESC.size + n, fields, n)
         self._state = self._st_trailing
         return pos + _VMDESC.size
+
+    def _st_vmdesc_json(self, mv: memoryview, pos: int, end: int) -> int | None:
+        """The VMDESCRIPTION's JSON, kept (bounded by ``MAX_DESCRIPTION``); then the device state decoded."""
+        take = min(self._vmdesc_left, end - pos)
+        self._vmdesc_json += mv[pos:pos + take]
+        self._vmdesc_left -= take
+        if self._vmdesc_left:
+            return pos + take
+        self._release()
+        assert self._keeper is not None
+        data, self._vmdesc_json = bytes(self._vmdesc_json), bytearray()
+        self._device_records(self._keeper.describe(data, len(data)))
+        self._state = self._st_trailing
+        return pos + take
+
+    def _device_records(self, found: list[tuple[int, int, dict[str, Any]]]) -> None:
+        for offset, length, fields in found:
+            self._emit(K.DEVICE_VMSTATE, offset, length, fields)
+
+    def gap(self, length: int, ts: float) -> list[Record]:
+        if self._keeper is not None:
+            self._keeper.lost()
+        return super().gap(length, ts)
+
+    def eof(self, ts: float) -> list[Record]:
+        out = super().eof(ts)
+        if self._keeper is not None:
+            self._out = out
+            self._device_records(self._keeper.finish())
+        return out
 
     def _st_after_eof(self, mv: memoryview, pos: int, end: int) -> int | None:
         """After EOF the stream ends, or carries one VMDESCRIPTION and then ends."""
@@ -441,6 +505,8 @@ class MainParser(RamWalker):
                 return None
             fields["length"] = size
         self._emit_main(K.MAIN_CMD, off, stop - pos, fields, c.raw_from(pos))
+        if self._keeper is not None and cmd == MIG_CMD_PACKAGED:
+            self._keeper.postcopy = True       # the device state went in a PACKAGED blob: no VMDESCRIPTION
         if cmd == MIG_CMD_PACKAGED:
             self._package_end = self._base + stop + fields["length"]
         return stop

@@ -81,11 +81,12 @@ class ChannelSink:
     TCP room knows; it closes the arrival series at the stream's end).
     """
 
-    __slots__ = ("on_records", "page_size", "last_data_ts", "dirs", "kind", "magic", "counts")
+    __slots__ = ("on_records", "page_size", "last_data_ts", "dirs", "kind", "magic", "counts", "device_state")
 
     def __init__(self, on_records: RecordsFn | None = None, page_size: int = TARGET_PAGE_SIZE,
-                 last_data_ts: LastDataFn | None = None) -> None:
+                 last_data_ts: LastDataFn | None = None, device_state: bool = False) -> None:
         self.on_records = on_records
+        self.device_state = device_state        # main channels decode device state (``device.vmstate``)
         self.page_size = page_size
         self.last_data_ts = last_data_ts
         self.dirs = (Direction(), Direction())
@@ -206,6 +207,8 @@ class ChannelSink:
         if factory is None:
             return
         d.parser = factory(self.page_size)
+        if self.device_state and isinstance(d.parser, MainParser):
+            d.parser.keep_device_state()
         if buffered:
             self._out(direction, d.parser.feed(buffered, ts))
 

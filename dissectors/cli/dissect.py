@@ -13,7 +13,8 @@ from dissectors.outputs.progress import Progress
 def run_dissect(args: argparse.Namespace) -> int:
     d = RecordPrinter(DissectOptions(
         connections=args.connection or (), channels=args.channel or (), types=args.type or (),
-        pages=args.pages, verbose=args.verbose, summary=args.summary, limit=args.limit, json=args.json))
+        pages=args.pages, verbose=args.verbose, summary=args.summary, limit=args.limit, json=args.json,
+        devices=args.device or ()))
     keylog = load_keylog(args.keylog)
     bar = Progress(f"dissect {args.capture}")
     try:

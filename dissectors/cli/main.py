@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show each header record as a Scapy layer tree (like tshark -V)")
     d.add_argument("--summary", action="store_true", help="only the count per record type")
     d.add_argument("--limit", type=int, default=0, help="stop after N records (0 = no limit)")
+    d.add_argument("--device", action="append", metavar="NAME",
+                   help="only these devices' state (section idstr or vmsd name, globs: 'e1000*'); "
+                        "with -V each decoded field")
     d.set_defaults(func=_dissect)
 
     c = sub.add_parser("check", help="compare captures with their expected reports (regression)")

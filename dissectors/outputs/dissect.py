@@ -12,6 +12,7 @@ from typing import Any
 
 from dissectors.channels import ChannelSink, Record
 from dissectors.channels.ram_walk import expand_zero_run
+from dissectors.outputs.vmstate import device_matches, device_tree, line_fields
 from dissectors.tcp.connection import Connection, endpoint_text
 
 PAGE_KINDS = {"ram.page", "ram.zero"}
@@ -53,6 +54,7 @@ class DissectOptions:
     summary: bool = False               # only the count per record type
     limit: int = 0                      # stop printing after this many records (0: no limit)
     json: bool = False                  # JSON lines
+    devices: Sequence[str] = ()         # --device globs: only these devices' records
 
 
 class RecordPrinter:
@@ -62,6 +64,7 @@ class RecordPrinter:
         self.channels = set(options.channels)
         self.types = list(options.types)
         self.counts: Counter[tuple[str, str]] = Counter()
+        self.devices_seen: set[str] = set()
         self.printed = 0
         self.out = sys.stdout
 
@@ -75,7 +78,8 @@ class RecordPrinter:
         """The TCP sink of a connection whose records are wanted (None: not selected)."""
         if not self.wants_connection(conn):
             return None
-        sink = ChannelSink(lambda direction, records: self.records(conn, sink, direction, records))
+        sink = ChannelSink(lambda direction, records: self.records(conn, sink, direction, records),
+                           device_state=True)
         return sink
 
     def records(self, conn: Connection, sink: ChannelSink, direction: int, records: list[Record]) -> None:
@@ -96,6 +100,8 @@ class RecordPrinter:
             return
         if self.types and not any(fnmatch.fnmatchcase(rec.kind, t) for t in self.types):
             return
+        if self.args.devices:
+            return
         self.counts[(channel, rec.kind)] += rec.fields["pages"]
 
     def record(self, conn: Connection, sink: ChannelSink, direction: int, rec: Record) -> None:
@@ -104,6 +110,13 @@ class RecordPrinter:
             return
         if self.types and not any(fnmatch.fnmatchcase(rec.kind, t) for t in self.types):
             return
+        if self.args.devices:
+            if rec.kind != "device.vmstate" and rec.kind != "device.state":
+                return
+            if rec.fields.get("idstr"):
+                self.devices_seen.add(rec.fields["idstr"])
+            if not device_matches(rec.fields, self.args.devices):
+                return
         self.counts[(channel, rec.kind)] += 1
         if self.args.summary or (rec.kind in PAGE_KINDS and not self.args.pages and not self.types):
             return
@@ -118,16 +131,23 @@ class RecordPrinter:
             self.out.write(json.dumps(obj) + "\n")
             return
         arrow = "->" if direction == 0 else "<-"
-        fields = " ".join(f"{k}={_value(v, k)}" for k, v in rec.fields.items())
+        shown = line_fields(rec.fields) if rec.kind == "device.vmstate" else rec.fields
+        fields = " ".join(f"{k}={_value(v, k)}" for k, v in shown.items())
         self.out.write(f"#{conn.index} {arrow} {channel:<12} @{rec.offset:<10} {rec.ts:.6f} {rec.kind:<20} "
                        f"size={rec.length} {fields}\n")
-        if self.args.verbose:
+        if self.args.verbose and rec.kind == "device.vmstate":
+            self.out.write("".join(f"{line}\n" for line in device_tree(rec.fields)))
+        elif self.args.verbose:
             layer = rec.layer()          # the Scapy dissection, built on demand for this record only
             if layer is not None:
                 tree = layer.show(dump=True).rstrip("\n")
                 self.out.write("".join(f"    {line}\n" for line in tree.splitlines()))
 
     def summary(self) -> None:
+        if self.args.devices and not any(k.startswith("device.") for _, k in self.counts):
+            seen = ", ".join(sorted(self.devices_seen)) or "none"
+            print(f"migshark: note: no device section matches --device {' '.join(self.args.devices)} "
+                  f"(devices in the capture: {seen})", file=sys.stderr)
         if self.args.json:
             if not self.args.summary:      # JSON lines of records only, unless the summary is asked for
                 return
