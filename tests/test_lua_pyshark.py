@@ -32,7 +32,7 @@ SERIES = ["4.0", "4.4", "4.6"]
 PREFS = {"tcp.desegment_tcp_streams": "TRUE", "tcp.reassemble_out_of_order": "TRUE"}
 #: Records the Python side reports that the plugin shows otherwise: device bodies (qmig.device_state),
 #: capture damage (gaps, opaque bytes; the plugin stops walking with expert info).
-NOT_RECORDS = {"device.state", "gap", "opaque", "malformed", "tls.record"}
+NOT_RECORDS = {"device.state", "device.vmstate", "gap", "opaque", "malformed", "tls.record"}
 
 
 def _install(series: str) -> TsharkInstall:

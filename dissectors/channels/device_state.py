@@ -24,6 +24,9 @@ MAX_KEPT_SECTIONS = 10_000
 
 #: Why device state is not decoded when the stream ends without a VMDESCRIPTION.
 NO_DESCRIPTION_POSTCOPY = "no VMDESCRIPTION: a postcopy stream carries none (device state sent PACKAGED)"
+#: A ``device.vmstate`` record to emit: offset, length, fields, the section's body (None: not kept).
+Found = tuple[int, int, dict[str, Any], "bytes | None"]
+
 NO_DESCRIPTION = "no VMDESCRIPTION: the stream ended before it (capture cut short, or migration failed)"
 
 
@@ -80,11 +83,10 @@ class DeviceStateKeeper:
             self.lost()
             return
         data = data[have - offset:]
-        if self.kept_bytes + len(data) > MAX_KEPT_BYTES:
-            self.kept_bytes -= len(sec.body)
-            sec.body = None
+        room = MAX_KEPT_BYTES - self.kept_bytes     # bytes past the footer come too: trimmed by done()
+        if len(data) > room:
+            data = data[:max(room, 0)]
             sec.why_not = f"not kept: device state above the {MAX_KEPT_BYTES}-byte bound per stream"
-            return
         sec.body += data
         self.kept_bytes += len(data)
 
@@ -96,9 +98,11 @@ class DeviceStateKeeper:
         sec.size = length
         if sec.body is not None:
             if len(sec.body) < length:
+                self.kept_bytes -= len(sec.body)
                 sec.body = None
-                sec.why_not = "not kept: bytes of the section were not seen"
+                sec.why_not = sec.why_not or "not kept: bytes of the section were not seen"
             else:
+                sec.why_not = ""
                 self.kept_bytes -= len(sec.body) - length
                 del sec.body[length:]
         self.current = None
@@ -110,7 +114,7 @@ class DeviceStateKeeper:
             self.current.body = None
             self.current.why_not = "not kept: bytes of the section were not captured"
 
-    def describe(self, data: bytes | None, length: int) -> list[tuple[int, int, dict[str, Any]]]:
+    def describe(self, data: bytes | None, length: int) -> list[Found]:
         """The VMDESCRIPTION arrived (``data`` None: its JSON was not kept): every kept section decoded."""
         self.described = True
         try:
@@ -123,6 +127,7 @@ class DeviceStateKeeper:
         out = []
         for sec in self.sections:
             fields = self._fields(sec)
+            body = bytes(sec.body) if sec.body is not None else None
             dev = desc.devices.get((sec.idstr or "", sec.instance_id if sec.instance_id is not None else -1))
             if sec.body is None:
                 fields["reason"] = sec.why_not
@@ -130,40 +135,40 @@ class DeviceStateKeeper:
                 fields["reason"] = ("not described: QEMU describes only the device state of SECTION_FULL records"
                                     if dev is not None else "not in the VMDESCRIPTION")
             else:
-                got = decode_device(bytes(sec.body), dev, budget)
+                got = decode_device(body or b"", dev, budget)
                 fields["decoded"] = True
                 fields["vmsd_name"] = str(dev.get("vmsd_name", ""))
                 fields["state"] = got.fields
                 if got.problems:
                     fields["problems"] = got.problems
-            out.append((sec.offset, sec.size, fields))
+            out.append((sec.offset, sec.size, fields, body))
         out.extend(self._dropped_note())
         self._release()
         return out
 
-    def finish(self) -> list[tuple[int, int, dict[str, Any]]]:
+    def finish(self) -> list[Found]:
         """The stream ended: without a description, every section with its size and why it is not decoded."""
         if self.described:
             return []
         self.described = True
         return self._undecoded(NO_DESCRIPTION_POSTCOPY if self.postcopy else NO_DESCRIPTION)
 
-    def _undecoded(self, why: str) -> list[tuple[int, int, dict[str, Any]]]:
+    def _undecoded(self, why: str) -> list[Found]:
         out = []
         for sec in self.sections:
             fields = self._fields(sec)
             fields["reason"] = sec.why_not or why
-            out.append((sec.offset, sec.size, fields))
+            out.append((sec.offset, sec.size, fields, bytes(sec.body) if sec.body is not None else None))
         out.extend(self._dropped_note())
         self._release()
         return out
 
-    def _dropped_note(self) -> list[tuple[int, int, dict[str, Any]]]:
+    def _dropped_note(self) -> list[Found]:
         if not self.dropped:
             return []
         return [(0, 0, {"section_id": None, "idstr": None, "decoded": False,
                         "reason": f"{self.dropped} more device sections past the bound of {MAX_KEPT_SECTIONS} "
-                                  "not listed"})]
+                                  "not listed"}, None)]
 
     def _release(self) -> None:
         self.sections = []

@@ -13,11 +13,11 @@ from typing import Any
 
 from dissectors.channels import kinds as K
 from dissectors.channels.cursor import Cursor, NeedMore
-from dissectors.channels.device_state import DeviceStateKeeper
+from dissectors.channels.device_state import DeviceStateKeeper, Found
 from dissectors.channels.engine import State
-from dissectors.channels.record import Record
 from dissectors.channels.identify import looks_like_ram_record
 from dissectors.channels.ram_walk import RamWalker
+from dissectors.channels.record import Record
 from dissectors.layers.commands import (
     MAX_PACKAGED_SIZE,
     MIG_CMD_LENGTHS,
@@ -430,9 +430,9 @@ class MainParser(RamWalker):
         self._state = self._st_trailing
         return pos + take
 
-    def _device_records(self, found: list[tuple[int, int, dict[str, Any]]]) -> None:
-        for offset, length, fields in found:
-            self._emit(K.DEVICE_VMSTATE, offset, length, fields)
+    def _device_records(self, found: list[Found]) -> None:
+        for offset, length, fields, body in found:
+            self._emit(K.DEVICE_VMSTATE, offset, length, fields, body)
 
     def gap(self, length: int, ts: float) -> list[Record]:
         if self._keeper is not None:
