@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -24,8 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CRASHES = ROOT / "fuzz" / "crashes"
-NAMES = ["reader", "tcp", "parser-main", "parser-multifd", "parser-preempt", "parser-return-path", "parser-tls",
-         "pipeline"]
+NAMES = ["reader", "tcp", "parser-main", "parser-main-devstate", "parser-multifd", "parser-preempt",
+         "parser-return-path", "parser-tls", "pipeline", "vmstate"]
 SEED_BYTES = {"reader": 16384, "pipeline": 24576}
 STREAM_BYTES = 6144
 
@@ -69,7 +70,8 @@ def _stream_seeds() -> dict[str, list[bytes]]:
 
     kinds = {"main": "main", "main-recovery": "main", "multifd": "multifd", "preempt-candidate": "preempt",
              "tls": "tls"}
-    out: dict[str, list[bytes]] = {f"parser-{k}": [] for k in ("main", "multifd", "preempt", "return-path", "tls")}
+    out: dict[str, list[bytes]] = {f"parser-{k}": [] for k in ("main", "main-devstate", "multifd", "preempt",
+                                                                 "return-path", "tls")}
     for cap in _captures():
         streams: list[list[bytearray]] = []
         t = TcpTracker(lambda conn, s=streams: _Keep(s))
@@ -80,10 +82,42 @@ def _stream_seeds() -> dict[str, list[bytes]]:
             kind = kinds.get(identify_stream(bytes(client[:4096])) or "")
             if kind:
                 out[f"parser-{kind}"].append(b"\x07" + bytes(client))
+                if kind == "main":
+                    out["parser-main-devstate"].append(b"\x07" + bytes(client))
                 if kind == "main" and server:
                     out["parser-return-path"].append(b"\x07" + bytes(server))
                 if kind == "tls" and server:
                     out["parser-tls"].append(b"\x07" + bytes(server))
+    return out
+
+
+def _vmstate_seeds() -> list[bytes]:
+    """Each device of the real QEMU 7.2 stream in tests/data: its description, a zero byte, its body."""
+    sys.path.insert(0, str(ROOT))
+    from dissectors.channels import MainParser
+
+    data = gzip.decompress((ROOT / "tests" / "data" / "qemu72-precopy-pc-i440fx.mig.gz").read_bytes())
+    desc = json.loads(data[data.rindex(b'{"page_size"'):])
+    devices = {(d["name"], d["instance_id"]): d for d in desc["devices"]}
+    p = MainParser()
+    p.keep_device_state()
+    out = []
+    for r in p.feed(data, 0.0) + p.eof(0.0):
+        dev = devices.get((r.fields.get("idstr"), r.fields.get("instance_id")))
+        if r.kind == "device.vmstate" and r.raw is not None and dev is not None and len(r.raw) < 16384:
+            out.append(json.dumps({"devices": [dev]}).encode() + b"\0" + r.raw)
+    return out
+
+
+def _devstate_stream_seeds() -> list[bytes]:
+    """Small precopy streams whose device sections and VMDESCRIPTION are a real device's (see above)."""
+    from dissectors.layers.synth import precopy_stream
+
+    out = []
+    for s in _vmstate_seeds():
+        text, _, body = s.partition(b"\0")
+        name = json.loads(text)["devices"][0]["name"].encode()
+        out.append(b"\x07" + precopy_stream(pages=1, zero_pages=1, devices=[(name, body)], vmdesc=text))
     return out
 
 
@@ -94,11 +128,15 @@ def seed(work: Path, names: list[str]) -> None:
         d.mkdir(parents=True, exist_ok=True)
         if name in SEED_BYTES:
             seeds = [_raw(c, SEED_BYTES[name]) for c in _captures()]
+        elif name == "vmstate":
+            seeds = _vmstate_seeds()
         elif name == "tcp":
             seeds = [b"\x0a\0\0\0\x0a\0\0\0\x0a\0\x01\x08abcdefgh\x0b\0\0\x02\x0c\0\0\x00",
                      b"\x08\0\0\x10QEVM\0\0\0\x03fff\x08\x00\x20\x08hijklmno\x09\0\0\x00"]
         else:
             seeds = streams.get(name, [])
+        if name == "parser-main-devstate":    # the device sections and VMDESCRIPTION come at a stream's end
+            seeds = seeds + _devstate_stream_seeds()
         for i, s in enumerate(dict.fromkeys(seeds)):
             (d / f"seed-{i:03d}").write_bytes(s)
 

@@ -22,13 +22,22 @@ from dissectors.channels.ram_walk import expand_zero_run
 from dissectors.cli.pipeline import reassemble
 from dissectors.errors import InputError
 from dissectors.tcp import TcpTracker
+from dissectors.vmstate import DescriptionError, decode_device, parse_description
+from dissectors.vmstate.decode import Budget
 
 #: At most this many records per input byte from a parser (a record per byte of garbage is the bug that
 #: issue 14 found; real streams give far fewer than one per byte).
 RECORDS_PER_BYTE = 0.5
 
+def _main_keeping_device_state() -> MainParser:
+    p = MainParser()
+    p.keep_device_state()
+    return p
+
+
 PARSERS: dict[str, Callable[[], StreamParser]] = {
     "main": MainParser,
+    "main-devstate": _main_keeping_device_state,
     "multifd": MultifdParser,
     "preempt": PreemptParser,
     "return-path": ReturnPathParser,
@@ -166,9 +175,25 @@ def pipeline_target(data: bytes) -> None:
     _with_file(data, run)
 
 
+def vmstate_target(data: bytes) -> None:
+    """A VMDESCRIPTION's JSON, a zero byte, then a device body: every described device decoded from that
+    body. Bad JSON is a DescriptionError; a body that does not fit is a problem, never an exception."""
+    text, _, body = data.partition(b"\0")
+    try:
+        desc = parse_description(text)
+    except DescriptionError:
+        return
+    budget = Budget()
+    for dev in list(desc.devices.values())[:64]:
+        got = decode_device(body, dev, budget)
+        assert 0 <= got.consumed <= len(body)
+        assert got.consumed == len(body) or got.problems, "undecoded bytes without a problem"
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "reader": reader_target,
     "tcp": tcp_target,
     **{f"parser-{name}": parser_target(name) for name in PARSERS},
     "pipeline": pipeline_target,
+    "vmstate": vmstate_target,
 }

@@ -28,6 +28,15 @@ INPUTS = {
     "parser-main": [b"\x05" + precopy_stream(pages=3, zero_pages=40),
                     b"\x01" + bytes(QemuFileHeader() / Eof()) + bytes(5000),
                     b"\x03" + bytes(QemuFileHeader()) + b"\x06\xff\xff\xff\xff{" * 3],
+    "parser-main-devstate": [b"\x05" + precopy_stream(devices=[(b"timer", bytes(24))], vmdesc=b'{"page_size": 4096, '
+                             b'"devices": [{"name": "timer", "instance_id": 0, "fields": [{"name": "a", '
+                             b'"type": "struct", "size": 9, "array_len": 99999999, "struct": {"fields": []}}]}]}'),
+                             b"\x02" + precopy_stream(vmdesc=b"{" + b'"a":[' * 50000)],
+    "vmstate": [b'{"devices": [{"name": "d", "instance_id": 0, "fields": [{"name": "x", "type": "uint64", '
+                b'"size": 8, "array_len": 1000000000}]}]}\0' + bytes(20),
+                b'{"devices": [{"name": "d", "instance_id": 0, "fields": [{"name": "x", "type": "tmp", "size": 1, '
+                b'"fields": 5}], "subsections": [{"vmsd_name": "d/s", "fields": []}]}]}\0\x05\x03d/s',
+                b"[" * 100000 + b"\0"],
     "parser-multifd": [b"\x07" + multifd_stream(packets=3, pages_per_packet=4), b"\x02" + bytes(3000)],
     "parser-preempt": [b"\x01" + bytes(2000)],
     "parser-return-path": [b"\x09" + bytes(range(256)) * 4],
