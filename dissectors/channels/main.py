@@ -252,9 +252,8 @@ class MainParser(RamWalker):
             self._device_start = self._base + p
             self._state = self._st_device
             if self._keeper is not None:
-                full = typ in (QEMU_VM_SECTION_START, QEMU_VM_SECTION_FULL)
                 self._keeper.start(sid, idstr, fields.get("instance_id"), fields.get("version_id"),
-                                   typ == QEMU_VM_SECTION_FULL if full else False, self._device_start)
+                                   typ == QEMU_VM_SECTION_FULL, self._device_start)
         return p
 
     def _st_ram_footer(self, mv: memoryview, pos: int, end: int) -> int | None:

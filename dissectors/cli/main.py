@@ -156,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--summary", action="store_true", help="only the count per record type")
     d.add_argument("--limit", type=int, default=0, help="stop after N records (0 = no limit)")
     d.add_argument("--device", action="append", metavar="NAME",
-                   help="only these devices' state (section idstr or vmsd name, globs: 'e1000*'); "
-                        "with -V each decoded field")
+                   help="only these devices' state: section idstr, idstr/INSTANCE or vmsd name, globs "
+                        "allowed ('*e1000*', 'i8259/1'); with -V each field decoded along the VMDESCRIPTION")
     d.set_defaults(func=_dissect)
 
     c = sub.add_parser("check", help="compare captures with their expected reports (regression)")
