@@ -168,6 +168,23 @@ def test_stream_cut_before_the_description() -> None:
     assert sum(r.length for r in recs) == sum(len(r.raw or b"") for r in recs) > 0
 
 
+def test_gaps_in_a_body_and_in_the_description() -> None:
+    body = struct.pack(">qI6H", -2, 7, *range(6))
+    data = _stream([(b"timer", body), (b"cpu", b"\x7e" * 40)], {"page_size": 4096, "devices": [TIMER_DESC]})
+    at = data.index(body) + 4                   # 4 bytes of the timer's body never captured
+    p = MainParser()
+    p.keep_device_state()
+    recs = p.feed(data[:at], 1.0) + p.gap(4, 1.0) + p.feed(data[at + 4:], 1.0) + p.eof(2.0)
+    dev = [r for r in recs if r.kind == "device.vmstate"]
+    assert [r.fields["reason"] for r in dev] == ["not kept: bytes of the section were not captured"]
+    at = data.rindex(b'"devices"')               # inside the VMDESCRIPTION's JSON
+    p = MainParser()
+    p.keep_device_state()
+    recs = p.feed(data[:at], 1.0) + p.gap(4, 1.0) + p.feed(data[at + 4:], 1.0) + p.eof(2.0)
+    dev = {r.fields["idstr"]: r for r in recs if r.kind == "device.vmstate"}
+    assert dev["timer"].fields["reason"] == ds.NO_DESCRIPTION_GAP and dev["timer"].raw == body
+
+
 def test_postcopy_package_synthetic() -> None:
     p = MainParser()
     p.keep_device_state()

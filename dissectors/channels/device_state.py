@@ -27,6 +27,7 @@ NO_DESCRIPTION_POSTCOPY = "no VMDESCRIPTION: a postcopy stream carries none (dev
 #: A ``device.vmstate`` record to emit: offset, length, fields, the section's body (None: not kept).
 Found = tuple[int, int, dict[str, Any], "bytes | None"]
 
+NO_DESCRIPTION_GAP = "no VMDESCRIPTION: bytes of it were not captured"
 NO_DESCRIPTION = "no VMDESCRIPTION: the stream ended before it (capture cut short, or migration failed)"
 
 
@@ -55,6 +56,7 @@ class DeviceStateKeeper:
         self._starts: dict[int, tuple[str | None, int | None, int | None]] = {}
         self.described = False
         self.postcopy = False                 # the device state was sent in a PACKAGED command
+        self.description_lost = False         # a gap cut the VMDESCRIPTION
 
     def start(self, section_id: int, idstr: str | None, instance_id: int | None, version_id: int | None,
               full: bool, offset: int) -> None:
@@ -107,8 +109,10 @@ class DeviceStateKeeper:
                 del sec.body[length:]
         self.current = None
 
-    def lost(self) -> None:
-        """A gap: the section being scanned lost bytes."""
+    def lost(self, description: bool = False) -> None:
+        """A gap: the section being scanned (or the VMDESCRIPTION being read) lost bytes."""
+        if description:
+            self.description_lost = True
         if self.current is not None and self.current.body is not None:
             self.kept_bytes -= len(self.current.body)
             self.current.body = None
@@ -151,7 +155,9 @@ class DeviceStateKeeper:
         if self.described:
             return []
         self.described = True
-        return self._undecoded(NO_DESCRIPTION_POSTCOPY if self.postcopy else NO_DESCRIPTION)
+        why = (NO_DESCRIPTION_GAP if self.description_lost else NO_DESCRIPTION_POSTCOPY if self.postcopy
+               else NO_DESCRIPTION)
+        return self._undecoded(why)
 
     def _undecoded(self, why: str) -> list[Found]:
         out = []

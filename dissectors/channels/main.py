@@ -435,7 +435,7 @@ class MainParser(RamWalker):
 
     def gap(self, length: int, ts: float) -> list[Record]:
         if self._keeper is not None:
-            self._keeper.lost()
+            self._keeper.lost(description=self._state == self._st_vmdesc_json)
         return super().gap(length, ts)
 
     def eof(self, ts: float) -> list[Record]:
