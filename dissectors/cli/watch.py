@@ -82,12 +82,12 @@ class Watcher:
             return
         wall = time.time()
         out = sys.stdout
-        if self.progress.shown and not self.as_json:
-            self.progress.stream.write("\r\033[K")
+        self.progress.clear()        # the event lines go above the bar
         for e in events:
             e["wall"] = round(wall, 6)
             out.write((event_json(e) if self.as_json else self.event_text(e)) + "\n")
         out.flush()
+        self.progress.refresh()
         self.events += len(events)
 
 
