@@ -28,9 +28,22 @@ def _size(n: float) -> str:
     return str(n)
 
 
-def table(rows: list[list[str]], header: list[str]) -> list[str]:
+def _short_size(n: float) -> str:
+    """A size for a table cell, as ``ls -h``: ``639B``, ``4.2K``, ``110K``, ``18M`` (powers of 1024)."""
+    if n < 1024:
+        return f"{n:.0f}B" if n else "0"
+    for unit in "KMGT":
+        n /= 1024
+        if n < 1024 or unit == "T":
+            return f"{n:.1f}{unit}" if n < 10 else f"{n:.0f}{unit}"
+    return str(n)
+
+
+def table(rows: list[list[str]], header: list[str], width: int = 0) -> list[str]:
+    """Columns two spaces apart, one when that is what fits in ``width``."""
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    gap = " " if width and sum(widths) + 2 * (len(widths) - 1) > width else "  "
+    fmt = gap.join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
     out += [fmt.format(*map(str, r)) for r in rows]
     return [line.rstrip() for line in out]
@@ -115,8 +128,8 @@ def gist(m: dict[str, Any]) -> str:
     for u in m.get("unreadable", []):
         return f"malformed record on the {u['role']} channel {u['client']} at offset {u['offset']}"
     if status == "unknown":
-        return ("TLS-encrypted: roles read from TLS record sizes only, nothing verified (give --keylog "
-                "to decrypt)")
+        tail = out["reason"].split("; ", 1)[1:]
+        return "TLS not decrypted (give --keylog)" + (f"; {tail[0]}" if tail else "")
     if status in ("failed", "incomplete"):
         return out["reason"].split("; ")[0]
     shape = _shape(m)
@@ -353,20 +366,23 @@ def _legs_table(w: _Writer, m: dict[str, Any], indent: int) -> None:
         role = c["role"] + (f" #{c['multifd_id']}" if c["multifd_id"] is not None else "")
         if c.get("role_inferred"):
             role += "?"                 # read off the TLS record layer, not the contents
-        mark = "!!" if c["misclassified"] else ("?" if not c["verifiable"] else "ok")
+        mark = " !!" if c["misclassified"] else (" ?" if not c["verifiable"] else "")
         if c.get("tls_handshake_done_time") is not None:
             accepted = w.at(c["tls_handshake_done_time"]) + " tls"
         elif c["syn_seen"]:
             accepted = w.at(c["handshake_time"])
         else:
             accepted = f"{w.at(c['first_data_time'])} (no SYN)"
+        index = f"{c['leg']}.{c['accept_index']}" if len(legs) > 1 else str(c["accept_index"])
         if c.get("order_certain") is False:
-            accepted += " ~"        # its place in the destination's order is inferred, not seen
-        row = [c["accept_index"], c["leg"], c["client"], accepted, role, c["assigned_role"], mark,
-               _size(c["bytes_to_server"]), _size(c["bytes_to_client"]), c["closed_by"] or "-"]
-        rows.append(row if len(legs) > 1 else row[:1] + row[2:])
-    header = ["#", "leg", "client", "accepted", "true role", "assigned", "", "to dst", "to src", "closed"]
-    w.lines += [" " * indent + x for x in table(rows, header if len(legs) > 1 else header[:1] + header[2:])]
+            index += "~"            # its place in the destination's order is inferred, not seen
+        rows.append([index, c["client"], accepted, role, c["assigned_role"] + mark,
+                     _short_size(c["bytes_to_server"]), _short_size(c["bytes_to_client"]), c["closed_by"] or "-"])
+    header = ["#", "client", "accepted", "true role", "assigned", "to dst", "to src", "closed"]
+    w.lines += [" " * indent + x for x in table(rows, header, w.width - indent)]
+    if len(legs) > 1:
+        w.para("#: leg.place in that leg's accept order (leg 0 the initial connections, 1.. postcopy recovery)",
+               indent, 4)
     if any(c.get("tls_handshake_done_time") is not None for c in m["channels"]):
         w.para("tls: the time its TLS handshake completed at the destination (the client's Finished arrived); "
                "QEMU gives a TLS channel its role then, so that is the order shown", indent, 4)
