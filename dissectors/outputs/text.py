@@ -160,11 +160,13 @@ def headline(report: dict[str, Any]) -> str:
     """The one line that matters: the worst migration's status and what went wrong (or its shape)."""
     cap = report["capture"]
     stopped = cap.get("stopped")
-    cut = (f"capture cut at {stopped['where']} {stopped['offset']} ({stopped['reason'].split(':')[0]})"
+    cut = (f"capture cut at {stopped['where']} {stopped['offset']} ({stopped['reason'].split(':')[0].split(' (')[0]})"
            if stopped else "")
     its = items(report)
     if not its:
-        what = f"no QEMU migration in {cap['tcp_segments']} TCP segment(s)"
+        conns = len(report.get("other_connections", [])) + sum(
+            lim["over"] for lim in report.get("limits", []) if lim["limit"] == "other_connections_listed")
+        what = f"no QEMU migration channel in {conns} TCP connection(s), {cap['tcp_segments']} segment(s)"
         return f"NO MIGRATION: {what}" + (f"; {cut}" if cut else "")
 
     def rank(it: tuple[dict[str, Any], dict[str, Any] | None]) -> tuple[int, int]:
