@@ -348,7 +348,7 @@ def _findings(w: _Writer, m: dict[str, Any]) -> None:
                f"{u['reason']}", 2, 4)
     for x in m["misclassifications"]:
         w.para(f"! misclassified: {x['client']} is {x['role']} but the destination takes it as "
-               f"{x['assigned_role']} ({x['policy']}), at {w.at(x['time'])}", 2, 4)
+               f"{x['assigned_role']} ({x['policy']}); its first bytes at {w.at(x['time'])}", 2, 4)
         w.para(f"QEMU would show: {x['failure']}", 6, 4)
         for e in x["evidence"]:
             w.para(f"- {e}", 6, 2)
