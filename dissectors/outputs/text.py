@@ -245,7 +245,8 @@ def render_report(report: dict[str, Any], tf: TimeFormat | None = None, width: i
     others = report.get("other_connections", [])
     if others:
         w.raw("")
-        w.para(f"Other TCP connections ({len(others)}), not part of a migration:")
+        since = " (times from the capture's start)" if tf.relative else ""
+        w.para(f"Other TCP connections ({len(others)}), not part of a migration{since}:")
         rows = [[o["client"], o["server"], o.get("kind", ""), w.at(o.get("handshake_ts")),
                  o["directions"][0]["bytes"], o["directions"][1]["bytes"]] for o in others]
         w.lines += ["  " + x for x in table(rows, ["client", "server", "kind", "handshake", "to server",
