@@ -30,7 +30,7 @@ class EventText:
         if event.get("relay_side"):
             head += f" [relay leg, {event['relay_side']} side]"
         what = _what(event)
-        if event["event"] == "migration-start" and ts is not None:
+        if event["event"] == "migration-start" and ts is not None and self.tf.relative:   # what "+0" is
             what += f", at {self.tf.absolute(ts)}"
         return f"{head}: {self.tf.retime(what, self.starts.get(mig))}"
 
