@@ -1,4 +1,4 @@
-"""The fleet run on the terminal: a progress line over captures while it runs, then the summary (counts
+"""The fleet run on the terminal: a progress bar over captures while it runs, then the summary (counts
 by outcome and by generation pair, the top failure signatures with an example capture each)."""
 
 from __future__ import annotations
