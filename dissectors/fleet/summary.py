@@ -18,7 +18,7 @@ class FleetProgress(Progress):
 
     def __init__(self, items: list[CaptureInput], engine: str, stream: TextIO | None = None,
                  force: bool = False, min_interval: float = 0.2) -> None:
-        super().__init__(f"fleet ({engine})", stream=stream, min_interval=min_interval, force=force)
+        super().__init__("fleet", stream=stream, min_interval=min_interval, force=force)
         self.total = len(items)
         self.total_bytes = sum(i.size for i in items)
         self.engine = engine
