@@ -159,3 +159,20 @@ def test_cut_gzip_names_the_problem(tmp_path, capsys):
     assert main(["analyze", str(cut)]) == 2
     err = capsys.readouterr().err
     assert "cut.pcap.gz" in err and "gzip stream ends" in err and "0xnone" not in err
+
+
+def test_fleet_progress_is_a_bar_over_the_captures_bytes():
+    from dissectors.fleet.inputs import CaptureInput
+    from dissectors.fleet.summary import FleetProgress
+
+    items = [CaptureInput("a.pcap", 3_000_000), CaptureInput("b.pcap", 1_000_000)]
+    buf = io.StringIO()
+    bar = FleetProgress(items, "serial", stream=buf, force=True, min_interval=0)
+    bar(items[0], [{"status": "failed", "findings": 2}])
+    shown = buf.getvalue()
+    bar.close()
+    assert "75%" in shown and "3.00M/4.00M" in shown and "1/2 captures, 2 findings, 0 errors" in shown
+    assert bar.done == 1 and bar.findings == 2
+    quiet = io.StringIO()
+    FleetProgress(items, "serial", stream=quiet)(items[0], [])
+    assert quiet.getvalue() == ""
