@@ -116,5 +116,5 @@ def test_end_to_end_on_a_synthetic_capture(tmp_path) -> None:
     assert m["multifd_repeated_pages"]["count"] == 1
     assert m["multifd_repeated_pages"]["examples"][0]["packets"] == [1, 2]
     assert m["policy"]["source_generation"] == "7.2"
-    text = "\n".join(render_migration(m))
+    text = "\n".join(render_migration(m, width=1000))
     assert "1 page(s) sent twice by the QEMU 7.2 queueing race, e.g. pc.ram 0x17f000 in packets 1 and 2" in text

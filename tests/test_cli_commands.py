@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,8 @@ from dissectors.outputs.progress import Progress
 from tests import synth as S
 from tests.test_analysis_synthetic import multifd_migration, postcopy_preempt
 
-CORPUS = Path(__file__).resolve().parent.parent / "captures"
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO / "captures"
 
 
 @pytest.fixture
@@ -121,11 +124,33 @@ def test_progress_is_quiet_when_piped():
 
 
 def test_progress_draws_on_a_terminal():
+    """A bar with percentage, bytes, rate and ETA when the size is known; cleared on close."""
     buf = io.StringIO()
     p = Progress("analyse x", stream=buf, force=True, min_interval=0)
+    p(0, 100 << 20)
     p(50 << 20, 100 << 20)
+    shown = buf.getvalue()
     p.close()
-    assert "50.0%" in buf.getvalue() and "MB/s" in buf.getvalue()
+    assert "50%" in shown and "52.4M/105M" in shown and "B/s" in shown and "<" in shown    # ETA: [elapsed<left]
+    assert "|" in shown                                                                   # the bar
+    assert buf.getvalue().endswith("\r")                                                 # taken off the line
+
+
+def test_progress_on_a_stream_has_no_bar():
+    buf = io.StringIO()
+    p = Progress("analyse -", stream=buf, force=True, min_interval=0)
+    p(0, None)
+    p(3_000_000, None)
+    p.close()
+    assert "3.00MB" in buf.getvalue() and "B/s" in buf.getvalue() and "%" not in buf.getvalue()
+
+
+def test_no_progress_imports_no_tqdm():
+    """A run that shows no progress (stderr not a terminal) does not import the progress library."""
+    code = ("import sys; from dissectors.cli.main import main; main(['analyze', 'captures/precopy-7.2.pcap.gz']); "
+            "print('tqdm' in sys.modules, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.stderr.strip().splitlines()[-1] == "False"
 
 
 def test_cut_gzip_names_the_problem(tmp_path, capsys):
@@ -134,3 +159,20 @@ def test_cut_gzip_names_the_problem(tmp_path, capsys):
     assert main(["analyze", str(cut)]) == 2
     err = capsys.readouterr().err
     assert "cut.pcap.gz" in err and "gzip stream ends" in err and "0xnone" not in err
+
+
+def test_fleet_progress_is_a_bar_over_the_captures_bytes():
+    from dissectors.fleet.inputs import CaptureInput
+    from dissectors.fleet.summary import FleetProgress
+
+    items = [CaptureInput("a.pcap", 3_000_000), CaptureInput("b.pcap", 1_000_000)]
+    buf = io.StringIO()
+    bar = FleetProgress(items, "serial", stream=buf, force=True, min_interval=0)
+    bar(items[0], [{"status": "failed", "findings": 2}])
+    shown = buf.getvalue()
+    bar.close()
+    assert "75%" in shown and "3.00M/4.00M" in shown and "1/2 captures, 2 findings, 0 errors" in shown
+    assert bar.done == 1 and bar.findings == 2
+    quiet = io.StringIO()
+    FleetProgress(items, "serial", stream=quiet)(items[0], [])
+    assert quiet.getvalue() == ""

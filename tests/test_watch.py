@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,9 +99,18 @@ def test_empty_or_garbage_stream_is_exit_2(capsys: pytest.CaptureFixture[str]) -
 
 def test_progress_on_a_stream_shows_bytes_and_rate_not_a_percentage() -> None:
     data = (CAPTURES / "precopy-7.2.pcap.gz").read_bytes()
-    proc = subprocess.run([*CLI, "analyze", "--progress", "-"], input=data, capture_output=True, cwd=REPO, timeout=60)
-    err = proc.stderr.decode()
-    assert "MB read" in err and "MB/s" in err and "%" not in err
+    proc = subprocess.Popen([*CLI, "analyze", "--progress", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=REPO)
+    assert proc.stdin is not None
+    step = len(data) // 4 + 1
+    for i in range(0, len(data), step):     # slowly, so that the bar is drawn between pieces
+        proc.stdin.write(data[i:i + step])
+        proc.stdin.flush()
+        time.sleep(0.5)
+    _, err_bytes = proc.communicate(timeout=60)
+    err = err_bytes.decode()
+    assert re.search(r"analyse -: \d+(\.\d+)?[kMG]B \[\d\d:\d\d, \d+(\.\d+)?[kMG]B/s\]", err), err   # bytes, rate
+    assert "%" not in err and "|" not in err                                                              # no bar
 
 
 # -- watch ------------------------------------------------------------------------------------------
@@ -136,7 +146,9 @@ def test_watch_text_lines() -> None:
     assert proc.returncode == 1
     assert "MISCLASSIFIED 127.0.0.1:39298 is main but the destination (qemu-7.2) takes it as multifd" in out
     assert "QEMU would show: failed to receive packet via multifd channel 3" in out
-    assert "Migration 1 to 127.0.0.1:54699 [relay leg, destination side]: FAILED" in out   # the report
+    assert "Migration 1 to 127.0.0.1:54699 through a relay at 127.0.0.1:58743: FAILED" in out   # the report
+    assert "FAILED: multifd channel accepted before main on a QEMU 7.2 destination" in out      # its headline
+    assert "+1.0011s  migration 1 to 127.0.0.1:54699 [relay leg, destination side]: MISCLASSIFIED" in out
 
 
 def _start_watch(*args: str) -> tuple[subprocess.Popen[bytes], list[tuple[float, dict]]]:

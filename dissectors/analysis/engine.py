@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from dissectors import __version__
 from dissectors.analysis.facts import ConnectionFacts
+from dissectors.analysis.findings import migration_findings
 from dissectors.analysis.grouping import MigrationGroup, group, start_ts
 from dissectors.analysis.judge import MigrationJudge, Options
 from dissectors.analysis.ledger import PageLedger
@@ -104,9 +105,7 @@ class Analyzer:
             old_migrations, old_others = self.retired.load()
             migrations = old_migrations + migrations
             others = sorted(old_others + others, key=lambda o: o["index"])
-        findings = len(limits) + sum(len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"])
-                       + len(m["unsupported"]) + (m["outcome"]["status"] == "failed")
-                       for m in migrations if m.get("relay", {}).get("side") != "source")
+        findings = len(limits) + (capture.get("stopped") is not None) + sum(map(migration_findings, migrations))
         if self.keylog is not None:
             capture["keylog"] = keylog_summary(self.keylog, facts)
         report = {

@@ -14,6 +14,9 @@ from .pcapng import SHB_MAGIC, pcapng_segments
 from .records import CaptureStats
 from .source import ByteSource, MmapSource, StreamSource, open_source, stream_source
 
+#: How a walker's warning ends when it gives up before the end of the file.
+STOPPED = "; stopped reading"
+
 
 class Capture:
     """An open capture file. Iterate ``tcp_segments()``; read ``stats``, ``warnings``, ``position``/``size``.
@@ -34,6 +37,9 @@ class Capture:
         self.offset = 0
         self.stats = CaptureStats()
         self.warnings: list[str] = []
+        #: Where and why a pass stopped before the end of the file (a record cut short, a corrupt block):
+        #: ``{"offset", "where", "reason"}`` of the first such warning, else None.
+        self.stopped: dict[str, object] | None = None
         #: Called without arguments every few MiB of a pass (``position``/``size`` tell how far it is).
         self.on_progress: Callable[[], None] | None = None
         self._is_pcapng = is_pcapng
@@ -55,7 +61,11 @@ class Capture:
             self.on_progress()
 
     def warn(self, offset: int, message: str) -> None:
+        """A warning naming file and offset; one ending in ``; stopped reading`` (the walkers' wording when
+        they give up before the end of the file) also sets ``stopped``."""
         self.warnings.append(f"{self.path}: {self._where} {offset}: {message}")
+        if message.endswith(STOPPED) and self.stopped is None:
+            self.stopped = {"offset": offset, "where": self._where, "reason": message[:-len(STOPPED)]}
 
     def tcp_segments(self) -> Iterator[tuple]:
         """Yield a plain tuple ``(frame, ts, src, sport, dst, dport, seq, ack, flags, payload, missing)``
@@ -79,6 +89,7 @@ class Capture:
         self._passes += 1
         self.stats = CaptureStats()
         self.warnings = []
+        self.stopped = None
         self.offset = 0
         walker = pcapng_segments if self._is_pcapng else pcap_segments
         return walker(self, keyed)

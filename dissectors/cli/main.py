@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from dissectors import __version__
-from dissectors.cli.options import add_judge_options
+from dissectors.cli.options import add_judge_options, add_time_option
 from dissectors.errors import InputError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -22,6 +22,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from dissectors.cli.pipeline import analyze_file, load_keylog
     from dissectors.outputs.progress import Progress
     from dissectors.outputs.text import render_report
+    from dissectors.outputs.timefmt import TimeFormat
 
     opts = Options(qemu_version=args.qemu_version, stall_threshold=args.stall_threshold,
                    progress_timeout=args.progress_timeout)
@@ -38,7 +39,7 @@ def _analyze(args: argparse.Namespace) -> int:
         json.dump(result.report, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(render_report(result.report))
+        sys.stdout.write(render_report(result.report, TimeFormat(args.time_format)))
         if args.plot:
             sys.stdout.write(f"timeline written to {args.plot}\n")
     return report_exit_code(result.report, args.capture)
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--keylog", metavar="FILE", help="NSS key log (SSLKEYLOGFILE) to decrypt TLS migrations")
     a.add_argument("--plot", metavar="FILE.png", help="write a timeline picture of the channels")
     a.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    add_time_option(a)
     a.set_defaults(func=_analyze)
 
     w = sub.add_parser("watch", help="follow a live capture: an event line as each thing happens, the report at "
@@ -138,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--keylog", metavar="FILE", help="NSS key log (SSLKEYLOGFILE) to decrypt TLS migrations")
     w.add_argument("--progress", action="store_true", help="show bytes read and rate even when stderr is not a "
                                                            "terminal")
+    add_time_option(w)
     w.set_defaults(func=_watch)
 
     d = sub.add_parser("dissect", help="decoded QEMU records per connection, like tshark -V")
@@ -191,9 +194,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, but an argument no subcommand knows is that subcommand's usage error (its
+    usage, exit 2), not the top-level one's."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = _subparsers(parser).get(getattr(args, "command", None) or "", parser)
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     try:
         return int(args.func(args))
     except InputError as exc:

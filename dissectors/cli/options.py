@@ -23,3 +23,12 @@ def add_judge_options(p: argparse.ArgumentParser, qemu_help: str) -> None:
                    help="seconds a postcopy page request may wait before it counts as a stall (default 1)")
     p.add_argument("--progress-timeout", type=float, default=5.0, metavar="S",
                    help="seconds without traffic before an unfinished migration counts as stalled (default 5)")
+
+
+def add_time_option(p: argparse.ArgumentParser) -> None:
+    """``-t FORMAT``: how the text output shows times, with tshark's letters (outputs/timefmt.py)."""
+    from dissectors.outputs.timefmt import FORMATS
+
+    p.add_argument("-t", "--time-format", choices=list(FORMATS), default="r", metavar="FORMAT",
+                   help="times in the text output, as tshark -t: "
+                        + "; ".join(f"{k}: {v}" for k, v in FORMATS.items()))

@@ -27,6 +27,7 @@ class SegmentSource(Protocol):
     on_progress: Callable[[], None] | None
     stats: Any
     warnings: list[str]
+    stopped: dict[str, Any] | None      # where reading stopped before the end of the file, if it did
 
     def keyed_segments(self) -> Iterable[tuple[Any, ...]]: ...
 
@@ -98,6 +99,9 @@ def reassemble(source: SegmentSource, label: str, sink_factory: SinkFactory,
         "last_time": tracker.last_ts,
         "warnings": list(source.warnings),
     }
+    stopped = getattr(source, "stopped", None)
+    if stopped is not None:             # the rest of the file was not read: the report is partial
+        summary["stopped"] = {"file": label, **stopped}
     if tracker.untracked_segments:
         summary["limits"] = [{
             "limit": "connections_tracked", "bound": tracker.max_connections, "over": tracker.untracked_segments,

@@ -23,9 +23,10 @@ from dissectors.analysis.live import LiveView
 from dissectors.capture import open_capture
 from dissectors.cli.pipeline import load_keylog, reassemble
 from dissectors.errors import InputError
-from dissectors.outputs.events import event_json, event_text
+from dissectors.outputs.events import EventText, event_json
 from dissectors.outputs.progress import Progress
 from dissectors.outputs.text import render_report
+from dissectors.outputs.timefmt import TimeFormat
 from dissectors.tcp import TcpTracker
 
 JUDGE_INTERVAL = 0.01      # at most one judgement per this many seconds while packets arrive ...
@@ -42,8 +43,10 @@ class Watcher:
     """Judges the facts so far after each batch (at most every ``JUDGE_INTERVAL``) and while idle, and
     writes the events."""
 
-    def __init__(self, analyzer: Analyzer, silent_threshold: float, as_json: bool, progress: Progress) -> None:
+    def __init__(self, analyzer: Analyzer, silent_threshold: float, as_json: bool, progress: Progress,
+                 times: TimeFormat | None = None) -> None:
         self.view = LiveView(analyzer, silent_threshold)
+        self.event_text = EventText(times)
         self.as_json = as_json
         self.progress = progress
         self.tracker: TcpTracker | None = None
@@ -79,12 +82,12 @@ class Watcher:
             return
         wall = time.time()
         out = sys.stdout
-        if self.progress.shown and not self.as_json:
-            self.progress.stream.write("\r\033[K")
+        self.progress.clear()        # the event lines go above the bar
         for e in events:
             e["wall"] = round(wall, 6)
-            out.write((event_json(e) if self.as_json else event_text(e)) + "\n")
+            out.write((event_json(e) if self.as_json else self.event_text(e)) + "\n")
         out.flush()
+        self.progress.refresh()
         self.events += len(events)
 
 
@@ -194,7 +197,8 @@ def run_watch(args: argparse.Namespace) -> int:
             cap.path = label
             analyzer = Analyzer(opts, keylog=keylog)
             bar = Progress(f"watch {label}", force=args.progress)
-            watcher = Watcher(analyzer, args.silent_threshold, args.json, bar)
+            times = TimeFormat(args.time_format)
+            watcher = Watcher(analyzer, args.silent_threshold, args.json, bar, times)
             assert cap.live is not None
             cap.live.on_idle = watcher.on_idle
             cap.live.idle_interval = IDLE_INTERVAL
@@ -222,6 +226,6 @@ def run_watch(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps({"event": "report", "wall": round(time.time(), 6), "report": report}) + "\n")
     else:
-        sys.stdout.write("\n" + render_report(report))
+        sys.stdout.write("\n" + render_report(report, times))
     sys.stdout.flush()
     return report_exit_code(report, label)

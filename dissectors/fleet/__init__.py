@@ -5,7 +5,7 @@ workers, or in a plain loop) and turns each report into rows. ``inputs`` finds t
 directories, globs, lists, fsspec URLs), ``rows`` holds the table's schema and builds rows from a report,
 ``task`` is what a worker runs for one capture, ``runner`` maps a task over captures on Dask (a local
 cluster by default), ``tables`` writes Parquet / CSV / JSON lines, ``summary`` the terminal summary and
-the progress line.
+the progress bar.
 
 Dask, distributed and pyarrow are optional dependencies (``pip install 'migshark[fleet]'``): importing
 this package does not need them; running on Dask or writing Parquet does.

@@ -13,6 +13,8 @@ import re
 from collections import Counter
 from typing import Any
 
+from dissectors.analysis.findings import migration_findings
+
 ROLES = ("main", "multifd", "preempt", "main-recovery", "tls", "unknown")
 STALL_KINDS = ("page-request", "preempt-as-main", "peek-blocked", "no-progress")
 
@@ -53,7 +55,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("bytes_to_destination", "int", "stream bytes towards the destination, all channels"),
     ("bytes_to_source", "int", "stream bytes back to the source (return path), all channels"),
     ("tls_decrypted", "str", "with a NAME.keylog beside the capture: 'D/T' TLS connections decrypted, else null"),
-    ("findings", "int", "this migration's share of the report's findings (0 on a relay's source-side leg)"),
+    ("findings", "int", "this migration's share of the report's findings (on a relay's source-side leg only its "
+                         "unreadable channels)"),
     ("signature", "str", "what went wrong, without addresses and numbers: the summary groups by it"),
     ("capture_warnings", "int", "warnings reading the capture (cut records, gaps in the file...)"),
     ("first_warning", "str", "the first of them"),
@@ -107,9 +110,7 @@ def migration_fields(m: dict[str, Any], qemu_version_given: str | None) -> dict[
     longest = max(stalls, key=lambda s: s.get("duration") or 0.0, default=None)
     fits = pol.get("fits_capture")
     mis = m["misclassifications"]
-    source_leg = relay.get("side") == "source"
-    findings = 0 if source_leg else (len(mis) + len(stalls) + len(m["unreadable"]) + len(m.get("unsupported", []))
-                                     + (out["status"] == "failed"))
+    findings = migration_findings(m)
     row: dict[str, Any] = {
         "migration": m["id"],
         "status": out["status"],

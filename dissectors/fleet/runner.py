@@ -2,7 +2,7 @@
 
 ``run_tasks(fn, items, ...)`` calls ``fn(item, *args)`` for every capture and returns the results in the
 order of ``items``; ``on_result(item, result)`` is called in this process as each one finishes (the
-progress line). Where it runs:
+progress bar). Where it runs:
 
 - ``scheduler`` (``tcp://HOST:PORT``), else Dask's ``scheduler-address`` setting (the
   ``DASK_SCHEDULER_ADDRESS`` environment variable): an existing cluster; its workers need migshark

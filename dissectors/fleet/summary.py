@@ -1,60 +1,40 @@
-"""The fleet run on the terminal: a progress line over captures while it runs, then the summary (counts
+"""The fleet run on the terminal: a progress bar over captures while it runs, then the summary (counts
 by outcome and by generation pair, the top failure signatures with an example capture each)."""
 
 from __future__ import annotations
 
-import sys
-import time
 from collections import Counter, defaultdict
 from typing import Any, TextIO
 
 from dissectors.fleet.inputs import CaptureInput
+from dissectors.outputs.progress import Progress
 
 STATUSES = ("completed", "failed", "stalled", "incomplete", "unknown")
 
 
-class FleetProgress:
-    """``progress(item, rows)`` after each capture: one line on stderr, only on a terminal (or forced)."""
+class FleetProgress(Progress):
+    """``progress(item, rows)`` after each capture: a bar over the captures' bytes on stderr, with captures
+    done, findings and errors; only on a terminal (or forced)."""
 
     def __init__(self, items: list[CaptureInput], engine: str, stream: TextIO | None = None,
                  force: bool = False, min_interval: float = 0.2) -> None:
-        self.stream = stream or sys.stderr
-        self.enabled = force or self.stream.isatty()
+        super().__init__("fleet", stream=stream, min_interval=min_interval, force=force)
         self.total = len(items)
         self.total_bytes = sum(i.size for i in items)
         self.engine = engine
         self.done = self.done_bytes = self.errors = self.findings = 0
-        self.start = time.monotonic()
-        self.last = 0.0
-        self.min_interval = min_interval
-        self.shown = False
 
-    def __call__(self, item: CaptureInput, rows: list[dict[str, Any]]) -> None:
+    def __call__(self, item: CaptureInput, rows: list[dict[str, Any]]) -> None:  # type: ignore[override]
         self.done += 1
         self.done_bytes += item.size
         self.errors += any(r["status"] == "error" for r in rows)
         self.findings += sum(r.get("findings") or 0 for r in rows)
         if not self.enabled:
             return
-        now = time.monotonic()
-        if now - self.last < self.min_interval and self.done < self.total:
-            return
-        self.last = now
-        elapsed = now - self.start
-        frac = self.done_bytes / self.total_bytes if self.total_bytes else self.done / max(self.total, 1)
-        eta = f"  ~{elapsed * (1 - frac) / frac:,.0f}s left" if 0 < frac < 1 else ""
-        width = 24
-        bar = "#" * int(width * self.done / max(self.total, 1))
-        self.stream.write(f"\r\033[Kfleet [{bar:<{width}}] {self.done}/{self.total} captures  "
-                          f"{self.done_bytes / 1e6:,.1f}/{self.total_bytes / 1e6:,.1f} MB  "
-                          f"{self.findings} findings  {self.errors} errors{eta}")
-        self.stream.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        if self.shown:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+        bar = self._open(self.total_bytes or None) if self.bar is None else self.bar
+        bar.set_postfix_str(f"{self.done}/{self.total} captures, {self.findings} findings, {self.errors} errors",
+                            refresh=False)
+        bar.update(self.done_bytes - bar.n)
 
 
 def _short(generation: str | None) -> str:

@@ -3,21 +3,41 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
+
+from dissectors.outputs.timefmt import TimeFormat
 
 
 def event_json(event: dict[str, Any]) -> str:
     return json.dumps(event, separators=(",", ":"))
 
 
-def event_text(event: dict[str, Any]) -> str:
-    """``HH:MM:SS.mmm  migration N to DEST: what happened``."""
-    wall = time.strftime("%H:%M:%S", time.localtime(event["wall"])) + f".{int(event['wall'] * 1000) % 1000:03d}"
-    head = f"{wall}  migration {event['migration']} to {event['destination']}"
-    if event.get("relay_side"):
-        head += f" [relay leg, {event['relay_side']} side]"
-    return f"{head}: {_what(event)}"
+class EventText:
+    """Event lines ``TIME  migration N to DEST: what happened``; ``TIME`` is the event's capture time in the
+    ``-t`` format (relative to that migration's start by default), else the wall clock when it was seen."""
+
+    def __init__(self, tf: TimeFormat | None = None) -> None:
+        self.tf = tf or TimeFormat()
+        self.starts: dict[int, float] = {}
+
+    def __call__(self, event: dict[str, Any]) -> str:
+        mig = event["migration"]
+        if event["event"] == "migration-start" and event.get("time") is not None:
+            self.starts.setdefault(mig, event["time"])
+        ts = event.get("time")
+        stamp = self.tf.at(ts if ts is not None else event["wall"], self.starts.get(mig))
+        head = f"{stamp:>10}  migration {mig} to {event['destination']}"
+        if event.get("relay_side"):
+            head += f" [relay leg, {event['relay_side']} side]"
+        what = _what(event)
+        if event["event"] == "migration-start" and ts is not None and self.tf.relative:   # what "+0" is
+            what += f", at {self.tf.absolute(ts)}"
+        return f"{head}: {self.tf.retime(what, self.starts.get(mig))}"
+
+
+def event_text(event: dict[str, Any], tf: TimeFormat | None = None) -> str:
+    """One event's line on its own (no migration start known: absolute times)."""
+    return EventText(tf)(event)
 
 
 def _what(e: dict[str, Any]) -> str:

@@ -1,0 +1,248 @@
+"""The text report as people read it (issue 13): the headline, wrapping, times, relay legs, the common
+context said once, a capture cut short, subcommand usage errors and what ``findings`` counts."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dissectors.analysis.findings import migration_findings
+from dissectors.analysis.judge import Options
+from dissectors.cli.pipeline import analyze_file
+from dissectors.outputs.events import EventText
+from dissectors.outputs.text import headline, render_report
+from dissectors.outputs.timefmt import TimeFormat
+from tests import synth as S
+from tests.test_analysis_synthetic import T0, multifd_migration
+
+REPO = Path(__file__).resolve().parents[1]
+CAPTURES = REPO / "captures"
+CLI = [sys.executable, "-m", "dissectors.cli.main"]
+EXPECTED = sorted(CAPTURES.glob("*.expected.json"))
+EPOCH = re.compile(r"\d{9,11}\.\d{6}")
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | (env or {})
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=REPO, timeout=120, env=full)
+
+
+# -- headline on real captures, one per outcome ---------------------------------------------------------
+@pytest.mark.parametrize("name,extra,line", [
+    ("holdback-multifd-7.2", [], "FAILED: multifd channel accepted before main on a QEMU 7.2 destination"),
+    ("holdback-preempt-7.2", [], "FAILED: preempt channel accepted before main on a QEMU 7.2 destination"),
+    ("netpath-multifd4-7.2-misorder.dst", [],
+     "FAILED: multifd channel accepted before main on a QEMU 7.2 destination"),
+    ("multifd-postcopy-7.2", [], "FAILED: multifd with postcopy before QEMU 10.1, unsupported by QEMU 7.2"),
+    ("precopy-7.2", [], "COMPLETED: precopy, main channel only, 18.4 MiB in 0.24 s"),
+    ("multifd4-postcopy-preempt-11.1", [], "COMPLETED: postcopy, main + 4 multifd + preempt, 29.0 MiB in 5.32 s"),
+    ("preempt-recover-11.1", [], "COMPLETED: postcopy, main + preempt, 1 recovery leg(s), 23.9 MiB in 4.72 s"),
+    ("multifd-tls-10.0", [], "COMPLETED: precopy, main + 2 multifd, 2.7 MiB in 0.20 s; TLS, not decrypted"),
+    ("multifd-tls-10.0", ["--keylog", "captures/multifd-tls-10.0.keylog"],
+     "COMPLETED: precopy, main + 2 multifd, 2.7 MiB in 0.20 s"),
+])
+def test_headline_on_real_captures(name: str, extra: list[str], line: str) -> None:
+    proc = _run("analyze", *extra, f"captures/{name}.pcap.gz")
+    assert proc.stdout.splitlines()[0] == line, proc.stdout[:400]
+
+
+def test_headline_of_a_stall_and_of_no_migration(tmp_path: Path) -> None:
+    main = S.Conn(42000, T0).send(T0 + 0.001, S.header() + S.ram_start() + S.ram_part([0x1000]))
+    other = S.Conn(42001, T0 + 30.0).send(T0 + 30.001, b"x")
+    other.dport = 9999
+    path = str(tmp_path / "stall.pcap")
+    S.write_capture(path, [main, other])
+    report = analyze_file(path, Options(qemu_version="7.2")).report
+    assert headline(report) == "STALLED: no byte on any channel for 30.0 s (still at the capture's end)"
+    only_other = str(tmp_path / "other.pcap")
+    S.write_capture(only_other, [other])
+    assert headline(analyze_file(only_other).report) == \
+        "NO MIGRATION: no QEMU migration channel in 1 TCP connection(s), 4 segment(s)"
+
+
+def test_headline_of_a_tls_migration_cut_before_its_end(tmp_path: Path) -> None:
+    """TLS without a key log and no clean close: the outcome is unknown, and the headline says why."""
+    if not shutil.which("editcap"):
+        pytest.skip("needs editcap (Wireshark)")
+    plain = tmp_path / "tls.pcap"
+    plain.write_bytes(gzip.decompress((CAPTURES / "multifd-tls-10.0.pcap.gz").read_bytes()))
+    subprocess.run(["editcap", "-r", str(plain), str(tmp_path / "first.pcap"), "1-150"], check=True)
+    proc = _run("analyze", str(tmp_path / "first.pcap"))
+    assert proc.returncode == 0
+    assert proc.stdout.splitlines()[0] == "UNKNOWN: TLS not decrypted (give --keylog); connections still open"
+
+
+# -- every corpus report: 80 columns, no epoch seconds, a headline that starts with the status ---------
+@pytest.mark.parametrize("expected", EXPECTED, ids=lambda p: p.name.removesuffix(".expected.json"))
+def test_every_corpus_report_reads_at_80_columns(expected: Path) -> None:
+    report = json.loads(expected.read_text())
+    text = render_report(report, width=80)
+    lines = text.splitlines()
+    assert all(len(x) <= 80 for x in lines), [x for x in lines if len(x) > 80]
+    assert not EPOCH.search(text), EPOCH.findall(text)[:3]
+    statuses = {m["outcome"]["status"].upper() for m in report["migrations"]}
+    assert lines[0].split(":")[0] in statuses
+    assert report["findings"] == sum(map(migration_findings, report["migrations"])) + len(report.get("limits", []))
+
+
+def test_wraps_to_80_when_piped_and_honours_columns() -> None:
+    piped = _run("analyze", "captures/holdback-multifd-7.2.pcap.gz")
+    assert max(map(len, piped.stdout.splitlines())) <= 80
+    assert any(len(x) > 70 for x in piped.stdout.splitlines())      # it fills the width, too
+    wide = _run("analyze", "captures/holdback-multifd-7.2.pcap.gz", env={"COLUMNS": "160"})
+    assert 80 < max(map(len, wide.stdout.splitlines())) <= 160
+    # evidence sits under its finding, indented deeper
+    lines = piped.stdout.splitlines()
+    at = next(i for i, x in enumerate(lines) if x.startswith("  ! misclassified: 127.0.0.1:39298"))
+    assert lines[at + 1].startswith("      ") and "QEMU would show" in " ".join(lines[at + 1:at + 4])
+
+
+# -- relay legs, the context once -------------------------------------------------------------------------
+def test_a_relays_two_legs_are_one_migration() -> None:
+    proc = _run("analyze", "captures/holdback-multifd-7.2.pcap.gz")
+    out = proc.stdout
+    assert proc.returncode == 1
+    assert len(re.findall(r"^Migration ", out, re.M)) == 1
+    assert "Migration 1 to 127.0.0.1:54699 through a relay at 127.0.0.1:58743: FAILED" in out
+    dst, src = out.index("destination side, migration 1"), out.index("source side, migration 0")
+    assert dst < out.index("127.0.0.1:39298", dst) < src < out.index("127.0.0.1:36412", src)
+    assert "1 migration(s), 1 through a relay (two legs)" in out
+    report = json.loads(_run("analyze", "--json", "captures/holdback-multifd-7.2.pcap.gz").stdout)
+    assert [m["relay"]["side"] for m in report["migrations"]] == ["source", "destination"]   # JSON: two legs
+
+
+def test_the_same_context_is_said_once(tmp_path: Path) -> None:
+    first = multifd_migration("main")
+    second = multifd_migration("main")
+    for c in second:                # an hour later, to another destination: not a relay of the first
+        c.sport += 100
+        c.dport = 5555
+        c.syn_ts += 3600
+        c.events = [(ts + 3600, who, what) for ts, who, what in c.events]
+    path = str(tmp_path / "two.pcap")
+    S.write_capture(path, first + second)
+    report = analyze_file(path, Options(qemu_version="7.2")).report
+    assert len(report["migrations"]) == 2
+    text = render_report(report, width=200)
+    assert text.count("policy qemu-7.2: --qemu-version 7.2") == 1
+    assert text.count("vantage: ") == 1
+    assert text.index("Every migration:") < text.index("Migration 0 to")
+    assert text.splitlines()[0].startswith("COMPLETED: ") and "(migration 0; 1 other(s): 1 completed)" in text
+
+
+# -- times ------------------------------------------------------------------------------------------------
+def test_time_formats() -> None:
+    ts, base = 1795633640.075779, 1795633639.074360
+    assert TimeFormat("r").at(ts, base) == "+1.0014s"
+    assert TimeFormat("r").absolute(base) == "2026-11-25T19:07:19.074360Z"
+    assert TimeFormat("ud").at(ts, base) == "2026-11-25T19:07:20.075779Z"
+    assert TimeFormat("u").at(ts, base) == "19:07:20.075779Z"
+    assert TimeFormat("e").at(ts, base) == "1795633640.075779"
+    assert TimeFormat("r").retime("accepted 5 of 5 at 1795633640.075779; 125000 bytes", base) == \
+        "accepted 5 of 5 at +1.0014s; 125000 bytes"
+    with pytest.raises(ValueError):
+        TimeFormat("x")
+
+
+def test_local_time_with_a_and_ad() -> None:
+    env = {"TZ": "Asia/Kolkata"}
+    ad = _run("analyze", "-t", "ad", "captures/holdback-multifd-7.2.pcap.gz", env=env).stdout
+    assert "started 2026-11-26T00:37:19.074360+05:30; times below are local" in ad
+    assert "accepted 5 of 5 at 2026-11-26T00:37:20.075779+05:30" in ad.replace("\n        ", " ")
+    a = _run("analyze", "-t", "a", "captures/holdback-multifd-7.2.pcap.gz", env=env).stdout
+    assert "at 00:37:20.075779;" in a.replace("\n        ", " ")
+    ud = _run("analyze", "-t", "ud", "captures/holdback-multifd-7.2.pcap.gz", env=env).stdout
+    assert "started 2026-11-25T19:07:19.074360Z; times below are UTC" in ud
+
+
+def test_watch_event_lines_are_relative_to_their_migration() -> None:
+    text = EventText(TimeFormat("r"))
+    base = {"migration": 0, "destination": "127.0.0.1:4444", "wall": 1.0}
+    start = text(base | {"event": "migration-start", "time": 1795633639.0, "source_generation": "7.2",
+                         "policy": "qemu-7.2"})
+    assert start.lstrip().startswith("+0.0000s  migration 0") and "at 2026-11-25T19:07:19.000000Z" in start
+    stall = text(base | {"event": "stall", "time": 1795633640.5, "kind": "no-progress", "duration": 5.0,
+                         "ongoing": True, "clock": "capture", "channels": ["127.0.0.1:1"], "evidence": []})
+    assert stall.lstrip().startswith("+1.5000s") and "since +1.5000s" in stall
+
+
+# -- a capture cut short ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+def test_a_capture_cut_short_is_a_finding(tmp_path: Path, fmt: str) -> None:
+    """editcap keeps the first 60 packets; the file is then cut inside its last record (tcpdump killed)."""
+    if not shutil.which("editcap"):
+        pytest.skip("needs editcap (Wireshark)")
+    plain = tmp_path / "all.pcap"
+    plain.write_bytes(gzip.decompress((CAPTURES / "holdback-multifd-7.2.pcap.gz").read_bytes()))
+    first = tmp_path / f"first.{fmt}"
+    subprocess.run(["editcap", "-F", fmt, "-r", str(plain), str(first), "1-60"], check=True)
+    data = first.read_bytes()
+    cut = tmp_path / f"cut.{fmt}"
+    cut.write_bytes(data[:-10])
+    whole = json.loads(_run("analyze", "--json", str(first)).stdout)
+    proc = _run("analyze", "--json", str(cut))
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    stopped = report["capture"]["stopped"]
+    assert stopped["file"] == str(cut) and stopped["where"] == "offset"
+    assert 0 < stopped["offset"] < len(data) - 10 and stopped["reason"].startswith("truncated")
+    assert report["findings"] == whole["findings"] + 1
+    assert report["capture"]["frames"] == 59            # the partial report: every whole record before the cut
+    text = _run("analyze", str(cut))
+    assert text.returncode == 1
+    assert f"! capture cut short: {cut}: offset {stopped['offset']}: truncated" in text.stdout.replace("\n      ", " ")
+    assert text.stdout.splitlines()[0] == (f"INCOMPLETE: capture cut short at offset {stopped['offset']} "
+                                           f"(truncated {'record' if fmt == 'pcap' else 'block'})")
+    assert "Traceback" not in text.stderr
+
+
+def test_a_complete_capture_has_no_stop() -> None:
+    report = json.loads(_run("analyze", "--json", "captures/precopy-7.2.pcap.gz").stdout)
+    assert "stopped" not in report["capture"] and report["findings"] == 0
+
+
+# -- usage errors -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["analyze", "analyse", "watch", "dissect", "check", "fleet",
+                                     "export-wireshark", "record"])
+def test_an_unknown_option_shows_the_subcommands_usage(command: str) -> None:
+    name = "analyze" if command == "analyse" else command
+    required = ["-o", "t.csv"] if command == "fleet" else []
+    proc = _run(command, *required, "--bogus", "x")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"usage: migshark {name} ")
+    assert f"migshark {name}: error: unrecognized arguments: --bogus" in proc.stderr.splitlines()[-1]
+
+
+# -- findings ---------------------------------------------------------------------------------------------
+def test_a_relays_source_leg_counts_only_its_unreadable_channels() -> None:
+    report = json.loads((CAPTURES / "holdback-multifd-7.2.expected.json").read_text())
+    src, dst = report["migrations"]
+    assert src["relay"]["side"] == "source" and src["outcome"]["status"] == "failed"
+    assert migration_findings(src) == 0
+    assert migration_findings(dst) == len(dst["misclassifications"]) + 1 == report["findings"]
+    src["unreadable"] = [{"client": "127.0.0.1:1", "role": "main", "direction": "to-server", "offset": 9,
+                          "reason": "bad"}]
+    assert migration_findings(src) == 1
+
+
+# -- the README's sample output is what the command prints -----------------------------------------------
+def test_readme_sample_output_is_real() -> None:
+    readme = (REPO / "README.md").read_text()
+    command = "migshark analyze --qemu-version 7.2 captures/holdback-multifd-7.2.pcap.gz"
+    assert f"`{command}`" in readme
+    block = readme.split(f"`{command}`", 1)[1].split("```\n", 1)[1].split("```", 1)[0]
+    out = _run(*command.split()[1:]).stdout.splitlines()
+    at = 0
+    for line in block.splitlines():
+        if line.strip() == "...":
+            continue
+        assert line in out[at:], line           # every line shown, in order
+        at = out.index(line, at) + 1
