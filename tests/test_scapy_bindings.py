@@ -91,3 +91,14 @@ def test_built_packets_on_the_bound_port_dissect_back() -> None:
     assert pong[RP.RpPong].value == 7
     other = IP(bytes(IP() / TCP(sport=40000, dport=4445) / F.MultifdHello(id=2)))
     assert isinstance(other[TCP].payload, Raw)
+
+
+def test_the_doc_page_example() -> None:
+    """docs/scapy.md, as written."""
+    path = CORPUS / "multifd-postcopy-7.2.pcap.gz"
+    port = qs.guess_port(read(path))
+    assert port == 45317
+    qs.bind(port)
+    pkts = read(path)
+    assert pkts[707].summary() == "Ether / IP / TCP 127.0.0.1:45317 > 127.0.0.1:38016 PA / RpMessage / RpReqPages"
+    assert pkts[707][RP.RpReqPages].start == 0x92C000 and pkts[707][RP.RpReqPages].len == 4096
