@@ -21,7 +21,12 @@ DISSECT_CHANNELS = ("main", "main-recovery", "return-path", "multifd", "preempt"
 
 def _analyze(args: argparse.Namespace) -> int:
     from dissectors.analysis.judge import Options
-    from dissectors.cli.pipeline import analyze_file, load_keylog
+    from dissectors.cli.pipeline import analyze_file, is_migration_stream, load_keylog
+
+    if is_migration_stream(args.capture):       # a raw QEVM file (migrate "exec:cat > FILE"): no TCP
+        from dissectors.cli.stream_file import run_analyze_stream
+
+        return run_analyze_stream(args)
     from dissectors.outputs.progress import Progress
     from dissectors.outputs.text import render_report
 

@@ -117,11 +117,11 @@ class RecordPrinter:
     def stream_file_sink(self, path: str) -> TracingSink | None:
         """The sink for a raw migration stream file, read as connection 0's client stream (the main
         channel); None when ``-c`` selects something else."""
+        self.stream_file = path
         if self.selected:
             self.matched |= {"0"}.intersection(self.selected)
             if "0" not in self.selected:
                 return None
-        self.stream_file = path
         tracing: TracingSink
         sink = ChannelSink(lambda direction, records: self.records(None, sink, direction, records,
                                                                    tracing.traces[direction]))
