@@ -102,3 +102,15 @@ def test_hex_dump_shows_the_records_bytes_capped(capsys: pytest.CaptureFixture[s
     assert all(len(bytes.fromhex(r["bytes"])) == 256 for r in recs)
     # the page header: be64 address|flags, then the page (the block name only when it changes)
     assert all(int.from_bytes(bytes.fromhex(r["bytes"])[:8], "big") & ~0xFFF == r["fields"]["addr"] for r in recs)
+
+
+def test_pcapng_frames_are_numbered_as_in_the_pcap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    editcap = shutil.which("editcap")
+    if editcap is None:
+        pytest.skip("editcap is not installed (wireshark-common)")
+    capture = CORPUS / "multifd-postcopy-7.2.pcap.gz"
+    ng = tmp_path / "m.pcapng"
+    subprocess.run([editcap, "-F", "pcapng", str(capture), str(ng)], check=True, capture_output=True)
+    want = [(r["offset"], r["first_frame"], r["last_frame"]) for r in dissect_json(capsys, "--pages", str(capture))]
+    got = [(r["offset"], r["first_frame"], r["last_frame"]) for r in dissect_json(capsys, "--pages", str(ng))]
+    assert got == want and len(want) > 1000

@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only records whose type matches (glob, e.g. 'main.cmd', 'rp.*'); repeatable")
     d.add_argument("--pages", action="store_true", help="also list every RAM page record (long)")
     d.add_argument("-V", "--verbose", action="store_true",
-                   help="show each header record as a Scapy layer tree (like tshark -V)")
+                   help="show each record's frames and its fields as a tree, labelled from the Scapy layers (like "
+                        "tshark -V)")
     d.add_argument("--summary", action="store_true", help="only the count per record type")
     d.add_argument("-x", "--hex", action="store_true",
                    help="hex dump of each record's bytes after it (the first 256 bytes of a larger record)")
