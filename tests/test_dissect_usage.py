@@ -78,3 +78,20 @@ def test_verbose_labels_on_the_corpus_say_which_length(capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "        Message length: 12\n" in out and "        Page range length: 4096\n" in out
     assert "Len:" not in out and "Length:" not in out
+
+
+def test_verbose_tree_of_records_whose_bytes_the_parser_skips(capsys: pytest.CaptureFixture[str]) -> None:
+    """A multifd packet and a RAM page record: their trees come from the bytes the frames carried."""
+    assert main(["dissect", "-V", "-t", "multifd.packet", "--limit", "1",
+                 str(CORPUS / "multifd4-11.1.pcap.gz")]) == 0
+    out = capsys.readouterr().out
+    assert "packet_num=4 " in out.splitlines()[0]
+    for line in ("    multifd RAM packet\n", "        Packet number: 4\n", "        Normal pages: 3\n",
+                 "        Zero pages: 125\n", "        Ramblock: pc.ram\n", "        Offsets: [0x0, 0x9000, 0x6000",
+                 "    (the tree decodes the record's first 4352 of 13632 bytes)\n"):
+        assert line in out, line
+    assert main(["dissect", "-V", "--pages", "-t", "ram.page", "--limit", "1",
+                 str(CORPUS / "precopy-7.2.pcap.gz")]) == 0
+    out = capsys.readouterr().out
+    assert "        Flags: PAGE\n        ID length: 6\n        ID string: pc.ram\n    RAM PAGE payload\n" in out
+    assert "... (4096 bytes)\n" in out

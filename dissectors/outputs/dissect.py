@@ -10,10 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from scapy.packet import Packet
+
 from dissectors.channels import ChannelSink, Record
+from dissectors.channels.kinds import KINDS
 from dissectors.channels.ram_walk import expand_zero_run
 from dissectors.outputs.layer_tree import layer_tree
-from dissectors.outputs.record_trace import HEX_BYTES, DirectionTrace, FrameClock, TracingSink
+from dissectors.outputs.record_trace import HEX_BYTES, TREE_BYTES, DirectionTrace, FrameClock, TracingSink
 from dissectors.tcp.connection import Connection, endpoint_text
 
 PAGE_KINDS = {"ram.page", "ram.zero"}
@@ -58,6 +61,22 @@ class DissectOptions:
     hex: bool = False                   # the record's first bytes as a hex dump (-x)
 
 
+def record_layer(rec: Record, trace: DirectionTrace | None) -> Packet | None:
+    """The Scapy packet of a record: from the bytes its parser kept, else from the first bytes of it the
+    trace kept (TREE_BYTES: a multifd packet's header, a page record's header and the start of its page)."""
+    layer = rec.layer()
+    if layer is not None or trace is None:
+        return layer
+    kind = KINDS.get(rec.kind)
+    data = trace.bytes_of(rec.offset, rec.length, TREE_BYTES)
+    if kind is None or kind.layer is None or not data:
+        return None
+    try:
+        return kind.layer(data)
+    except Exception:  # noqa: BLE001 - bytes cut short by a gap: show no tree rather than fail
+        return None
+
+
 def frame_span(first: int | None, last: int | None) -> str:
     """``12`` or ``12-14`` (``?`` for a frame not known)."""
     a = "?" if first is None else str(first)
@@ -93,6 +112,8 @@ class RecordPrinter:
         self.out = sys.stdout
         self.clock = FrameClock()
         self.stream_file: str | None = None     # reading a raw migration stream file, not a capture
+        #: Bytes kept of each record: for -V (records the parser kept no bytes of) and for -x.
+        self.keep = TREE_BYTES if options.verbose else HEX_BYTES if options.hex else 0
 
     def wants_connection(self, conn: Connection) -> bool:
         self.connections.append(conn)
@@ -111,7 +132,7 @@ class RecordPrinter:
         tracing: TracingSink
         sink = ChannelSink(lambda direction, records: self.records(conn, sink, direction, records,
                                                                    tracing.traces[direction]))
-        tracing = TracingSink(sink, self.clock, keep_bytes=self.args.hex)
+        tracing = TracingSink(sink, self.clock, keep=self.keep)
         return tracing
 
     def stream_file_sink(self, path: str) -> TracingSink | None:
@@ -125,7 +146,7 @@ class RecordPrinter:
         tracing: TracingSink
         sink = ChannelSink(lambda direction, records: self.records(None, sink, direction, records,
                                                                    tracing.traces[direction]))
-        tracing = TracingSink(sink, self.clock, keep_bytes=self.args.hex)
+        tracing = TracingSink(sink, self.clock, keep=self.keep)
         return tracing
 
     def records(self, conn: Connection | None, sink: ChannelSink, direction: int, records: list[Record],
@@ -191,9 +212,11 @@ class RecordPrinter:
             if first is not None:
                 self.out.write(f"    Frames: {frame_span(first, last)} (first and last capture frame holding "
                                "the record's bytes)\n")
-            layer = rec.layer()          # the Scapy dissection, built on demand for this record only
+            layer = record_layer(rec, trace)    # the Scapy dissection, built for this record only
             if layer is not None:
                 self.out.write("".join(f"    {line}\n" for line in layer_tree(layer)))
+                if rec.raw is None and rec.length > TREE_BYTES:
+                    self.out.write(f"    (the tree decodes the record's first {TREE_BYTES} of {rec.length} bytes)\n")
         if self.args.hex:
             self.out.write(hex_dump(data, rec.length))
 

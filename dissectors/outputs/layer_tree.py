@@ -42,11 +42,14 @@ def _layers(pkt: Packet) -> list[Packet]:
 
 def _text(f: Field[Any, Any], layer: Packet, v: Any) -> str:
     if isinstance(v, bytes):
-        if v and all(32 <= b < 127 for b in v):
-            return v.decode()
+        text = v.rstrip(b"\0")                 # a NUL-padded name (a multifd packet's RAM block)
+        if text and all(32 <= b < 127 for b in text):
+            return text.decode()
         shown = v[:BYTES_SHOWN].hex()
         return shown + (f"... ({len(v)} bytes)" if len(v) > BYTES_SHOWN else "")
     shown = f.i2repr(layer, v)
+    if str(shown) == "" and v is not None:      # an empty flag set
+        shown = "0"
     if isinstance(f, EnumField) and isinstance(v, int) and str(shown) != str(v):
         return f"{shown} ({v})"
     return str(shown)

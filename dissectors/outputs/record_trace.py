@@ -9,7 +9,8 @@ hole for a reordered one, the segment completing the TLS record for decrypted pl
 
 Memory stays bounded per direction: pieces before the records already printed are dropped, and at most
 :data:`MAX_PIECES` are kept (older ones dropped first; their records then have no first frame). With
-``keep_bytes`` the first :data:`HEX_BYTES` bytes of the record being assembled are kept too, for ``-x``.
+``keep`` the first ``keep`` bytes of the record being assembled are kept too: :data:`HEX_BYTES` for ``-x``,
+:data:`TREE_BYTES` for ``-V`` of records whose parser kept no bytes (a multifd packet's header, a page's).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ MAX_PIECES = 1 << 18
 #: Bytes of each record kept for the ``-x`` hex dump (the rest of a large record, a RAM page or a multifd
 #: packet's data, is counted, not shown).
 HEX_BYTES = 256
+#: Bytes of each record kept for the ``-V`` tree of a record the parser kept no bytes of (a page record's
+#: header and its 4 KiB page; a multifd packet's header and offsets take 1344 bytes with 128 pages).
+TREE_BYTES = 4096 + 256
 
 
 @dataclass
@@ -35,15 +39,15 @@ class FrameClock:
 class DirectionTrace:
     """One direction's delivered pieces (start offset, frame) and the bytes at the record being assembled."""
 
-    __slots__ = ("starts", "ends", "frames", "keep_bytes", "head_at", "head", "chunk_at", "chunk")
+    __slots__ = ("starts", "ends", "frames", "keep", "head_at", "head", "chunk_at", "chunk")
 
-    def __init__(self, keep_bytes: bool = False) -> None:
+    def __init__(self, keep: int = 0) -> None:
         self.starts = array("q")
         self.ends = array("q")
         self.frames = array("q")
-        self.keep_bytes = keep_bytes
+        self.keep = keep
         self.head_at = 0                # stream offset of head[0]: where the next record starts
-        self.head = bytearray()         # up to HEX_BYTES bytes from head_at
+        self.head = bytearray()         # up to ``keep`` bytes from head_at
         self.chunk_at = 0
         self.chunk: bytes | memoryview = b""    # the piece being delivered
 
@@ -60,13 +64,14 @@ class DirectionTrace:
                 self.starts.append(offset)
                 self.ends.append(offset + n)
                 self.frames.append(frame)
-        if self.keep_bytes:
+        keep = self.keep
+        if keep:
             self.chunk_at, self.chunk = offset, data
             head = self.head
             if not head and self.head_at < offset:     # the bytes before were never delivered (a gap)
                 self.head_at = offset
-            if len(head) < HEX_BYTES and self.head_at + len(head) == offset:
-                head += data[:HEX_BYTES - len(head)]
+            if len(head) < keep and self.head_at + len(head) == offset:
+                head += data[:keep - len(head)]
 
     def frames_of(self, offset: int, length: int) -> tuple[int | None, int | None]:
         """The frames holding the first and the last byte of ``[offset, offset + length)`` (None: not known)."""
@@ -87,9 +92,9 @@ class DirectionTrace:
             first = last
         return first, last
 
-    def bytes_of(self, offset: int, length: int) -> bytes:
-        """The record's first bytes still at hand (at most HEX_BYTES; fewer where a gap cut them)."""
-        want = min(length, HEX_BYTES)
+    def bytes_of(self, offset: int, length: int, cap: int = HEX_BYTES) -> bytes:
+        """The record's first bytes still at hand (at most ``cap``; fewer where a gap cut them)."""
+        want = min(length, cap, self.keep)
         out = bytearray()
         if self.head_at <= offset < self.head_at + len(self.head):
             out += self.head[offset - self.head_at:offset - self.head_at + want]
@@ -103,11 +108,11 @@ class DirectionTrace:
         k = bisect_right(self.ends, first_offset)
         if k > 1024:                       # in steps, not per record
             self._drop(k)
-        if self.keep_bytes and end > self.head_at:
+        if self.keep and end > self.head_at:
             self.head_at = end
             self.head = bytearray()
             if self.chunk_at <= end < self.chunk_at + len(self.chunk):
-                self.head += self.chunk[end - self.chunk_at:end - self.chunk_at + HEX_BYTES]
+                self.head += self.chunk[end - self.chunk_at:end - self.chunk_at + self.keep]
 
     def _drop(self, k: int) -> None:
         del self.starts[:k]
@@ -121,10 +126,10 @@ class TracingSink:
 
     __slots__ = ("inner", "clock", "traces")
 
-    def __init__(self, inner: object, clock: FrameClock, keep_bytes: bool = False) -> None:
+    def __init__(self, inner: object, clock: FrameClock, keep: int = 0) -> None:
         self.inner = inner
         self.clock = clock
-        self.traces = (DirectionTrace(keep_bytes), DirectionTrace(keep_bytes))
+        self.traces = (DirectionTrace(keep), DirectionTrace(keep))
 
     def data(self, direction: int, offset: int, data: memoryview | bytes, ts: float) -> int:
         self.traces[direction].add(offset, data, self.clock.frame)
