@@ -30,6 +30,8 @@ class StreamFileSummary:
         self.ram_pages = 0
         self.zero_pages = 0
         self.ram_bytes = 0
+        self.ram_total_pages = 0        # guest pages of the migrated RAM blocks (MEM_SIZE)
+        self.mapped_pages = 0           # mapped-ram: pages written at fixed file offsets (the blocks' bitmaps)
         self.commands: dict[str, int] = {}
         self.eof_at: int | None = None
         self.vmdesc_bytes: int | None = None
@@ -53,6 +55,11 @@ class StreamFileSummary:
                 self.device_bytes += rec.length
                 if self.devices and self.devices[-1]["idstr"] == f.get("idstr"):
                     self.devices[-1]["bytes"] += rec.length
+            elif kind == K.RAM_MEM_SIZE:
+                for block in f.get("blocks", ()):
+                    self.ram_total_pages += block.get("used_length", 0) // 4096
+                    if "pages_offset" in block:         # mapped-ram: the pages are in the file, not the stream
+                        self.mapped_pages += block.get("pages", 0)
             elif kind == K.RAM_PAGE:
                 self.ram_pages += 1
                 self.ram_bytes += rec.length
@@ -84,10 +91,6 @@ class StreamFileSummary:
         if capture.get("warnings"):
             findings.append(capture["warnings"][0])
         status = "complete" if not findings else "incomplete"
-        if findings and "mapped-ram" in self.capabilities:
-            status = "unsupported"
-            findings = [f"the stream uses mapped-ram (RAM pages at fixed offsets in the file, QEMU 9.0+ file: "
-                        f"migration), which migshark does not decode ({findings[0]})"]
         stream = {
             "status": status,
             "version": self.version,
@@ -96,7 +99,9 @@ class StreamFileSummary:
             "bytes": capture["bytes"],
             "eof_offset": self.eof_at,
             "vmdescription_bytes": self.vmdesc_bytes,
-            "ram": {"pages": self.ram_pages, "zero_pages": self.zero_pages, "bytes": self.ram_bytes},
+            "ram": {"pages": self.ram_pages + self.mapped_pages, "zero_pages": self.zero_pages,
+                    "bytes": self.ram_bytes, "guest_pages": self.ram_total_pages,
+                    "mapped_ram": "mapped-ram" in self.capabilities},
             "devices": self.devices,
             "device_sections": self.devices_total,
             "device_bytes": self.device_bytes,

@@ -28,7 +28,12 @@ def render_stream_file(report: dict[str, Any]) -> str:
     caps = ", ".join(s["capabilities"]) or "none announced"
     lines.append(f"  machine {s['machine']}, capabilities: {caps}, {_size(s['bytes'])} in all")
     ram = s["ram"]
-    lines.append(f"  RAM: {ram['pages']} pages and {ram['zero_pages']} zero pages ({_size(ram['bytes'])})")
+    if ram["mapped_ram"]:
+        lines.append(f"  RAM (mapped-ram): {ram['pages']} of {ram['guest_pages']} guest pages stored at fixed file "
+                     "offsets (counted from the blocks' bitmaps); zero pages are not stored")
+    else:
+        lines.append(f"  RAM: {ram['pages']} pages and {ram['zero_pages']} zero pages ({_size(ram['bytes'])}) of "
+                     f"{ram['guest_pages']} guest pages")
     names = [d["idstr"] for d in s["devices"]]
     shown = ", ".join(names[:12]) + (f", ... ({s['device_sections']} in all)" if s["device_sections"] > 12 else "")
     lines.append(f"  devices: {s['device_sections']} section(s), {_size(s['device_bytes'])} of state: {shown or '-'}")
