@@ -54,6 +54,9 @@ def test_a_filter_matching_nothing_names_what_is_there(capsys: pytest.CaptureFix
     assert "no record matches -t multifd.*" in err and "main, return-path" in err and "rp.req_pages" in err
     assert main(["dissect", "--channel", "tls", PREEMPT]) == 0
     assert "no record matches --channel tls" in capsys.readouterr().err
+    assert main(["dissect", "-t", "main.config", str(CORPUS / "multifd-tls-11.1.pcap.gz")]) == 0
+    err = capsys.readouterr().err
+    assert "carry channel kind(s) tls with record type(s) tls.record (TLS: --keylog FILE decrypts it)" in err
 
 
 def _trees() -> list[list[str]]:

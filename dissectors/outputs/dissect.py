@@ -260,5 +260,6 @@ class RecordPrinter:
         asked = " and ".join(x for x in (
             f"--channel {' '.join(sorted(self.channels))}" if self.channels else "",
             f"-t {' '.join(self.types)}" if self.types else "") if x)
+        hint = " (TLS: --keylog FILE decrypts it)" if "tls" in channels else ""
         return (f"no record matches {asked or 'the options'}; the selected connection(s) carry channel kind(s) "
-                f"{', '.join(channels)} with record type(s) {', '.join(kinds)}")
+                f"{', '.join(channels)} with record type(s) {', '.join(kinds)}{hint}")
