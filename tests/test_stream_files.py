@@ -105,3 +105,14 @@ def test_mapped_ram_pages_are_counted_from_the_bitmaps(capsys: pytest.CaptureFix
     want = [r["fields"]["idstr"] for r in records(capsys, FILE_10, "-t", "main.section_full")]
     got = [r["fields"]["idstr"] for r in records(capsys, MAPPED_10, "-t", "main.section_full")]
     assert got == want
+
+
+def test_a_stream_file_through_a_pipe_is_told_to_come_as_a_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    data = gzip.decompress(EXEC_72.read_bytes())[:4096]
+    res = subprocess.run([sys.executable, "-m", "dissectors.cli.main", "dissect", "-"], input=data,
+                         capture_output=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert res.returncode == 2
+    assert b"magic 0x5145564d" in res.stderr and b"give it as a file, not through a pipe" in res.stderr

@@ -205,7 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except InputError as exc:
-        print(f"migshark: error: {exc.describe()}", file=sys.stderr)
+        hint = ""
+        if "magic 0x5145564d" in exc.message:      # QEVM through a pipe: stream files are read as files
+            hint = " (a raw migration stream: give it as a file, not through a pipe or standard input)"
+        print(f"migshark: error: {exc.describe()}{hint}", file=sys.stderr)
         return EXIT_ERROR
     except FileNotFoundError as exc:
         print(f"migshark: error: {exc.filename}: no such file", file=sys.stderr)
