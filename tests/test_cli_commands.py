@@ -74,8 +74,8 @@ def test_dissect_return_path(tmp_path, capsys):
 def test_dissect_verbose_shows_layer_trees(capture, capsys):
     assert main(["dissect", "-V", "-t", "main.config", "-t", "multifd.hello", capture]) == 0
     out = capsys.readouterr().out
-    assert "###[ QEMU_VM_CONFIGURATION ]###" in out and "machine   = b'pc-i440fx-7.2'" in out
-    assert "###[ multifd initial packet ]###" in out and "magic     = 0x11223344" in out
+    assert "\n    QEMU_VM_CONFIGURATION\n" in out and "        Machine: pc-i440fx-7.2\n" in out
+    assert "\n    multifd initial packet\n" in out and "        Magic: 0x11223344\n" in out
 
 
 def test_dissect_summary_counts_pages(capture, capsys):

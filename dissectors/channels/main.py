@@ -182,6 +182,7 @@ class MainParser(RamWalker):
                 self._malformed(self._base + pos, "absurd capability count", count=count)
                 return None
             fields["capabilities"] = [_text(c.counted()) for _ in range(count)]
+            self.mapped_ram = "mapped-ram" in fields["capabilities"]
         else:
             self._malformed(self._base + pos, "unknown top-level subsection", name=name)
             return None

@@ -20,6 +20,7 @@ from dissectors.channels.engine import StreamParser
 from dissectors.channels.record import Record
 from dissectors.layers.ram import (
     ENCODING_FLAG_XBZRLE,
+    MAPPED_RAM_HDR_VERSION,
     MEM_SIZE_MAX_BLOCKS,
     MEM_SIZE_MAX_EXTRAS,
     RAM_FLAGS_WITH_BLOCK,
@@ -31,6 +32,7 @@ from dissectors.layers.ram import (
     RAM_SAVE_FLAG_PAGE,
     RAM_SAVE_FLAG_XBZRLE,
     RAM_SAVE_FLAG_ZERO,
+    MappedRamHeader,
     RamBlockExtra,
     RamBlockInfo,
     RamCompress,
@@ -48,6 +50,10 @@ _ZERO_SIZE = fixed_size(RamZero)
 assert _ZERO_SIZE == 1, "ram.zero reads its fill byte directly"
 _USED_LENGTH = named(RamBlockInfo, "used_length", "used_length")
 _EXTRA = named(RamBlockExtra)
+_MAPPED = named(MappedRamHeader)
+#: A mapped-ram block's dirty bitmap is counted (pages written) when it is at most this long (1 TiB of
+#: 4 KiB pages); a longer one is skipped uncounted.
+MAPPED_BITMAP_MAX = 32 << 10
 #: A zero page continuing the current block: its flags, and its record size (word + fill byte).
 ZERO_RUN_FLAGS = RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_CONTINUE
 ZERO_RECORD_SIZE = _WORD_SIZE + _ZERO_SIZE
@@ -58,9 +64,13 @@ _COMPRESS_LEN = named(RamCompress, "len", "len")
 
 
 class RamWalker(StreamParser):
-    """Walks RAM records; subclasses decide what follows EOS (``_after_eos``)."""
+    """Walks RAM records; subclasses decide what follows EOS (``_after_eos``). ``mapped_ram``: the stream
+    announced the mapped-ram capability (a ``file:`` migration: each MEM_SIZE entry is followed by a
+    ``MappedRamHeader`` and the block's bitmap and pages, at fixed file offsets, not in the stream)."""
 
     def __init__(self, page_size: int = 4096) -> None:
+        self.mapped_ram = False
+        self._mapped_left = 0
         self.page_size = page_size
         self._mask = page_size - 1
         self._block: str | None = None
@@ -175,6 +185,11 @@ class RamWalker(StreamParser):
     def _mem_size(self, mv: memoryview, pos: int, end: int, total: int) -> int | None:
         """MEM_SIZE block list (``RamMemSize``): entries until their lengths add up to ``total``, each
         perhaps followed by up to two ``RamBlockExtra`` words."""
+        if self.mapped_ram:
+            self._hold(K.RAM_MEM_SIZE, self._base + pos, _WORD_SIZE, {"total": total, "blocks": []})
+            self._mapped_left = total
+            self._state = self._st_mapped_block
+            return pos + _WORD_SIZE
         c = Cursor(mv, pos + _WORD_SIZE, end)
         acc = 0
         blocks: list[dict[str, Any]] = []
@@ -205,6 +220,47 @@ class RamWalker(StreamParser):
             return None
         self._emit(K.RAM_MEM_SIZE, self._base + pos, c.pos - pos, {"total": total, "blocks": blocks})
         return c.pos
+
+
+    def _st_mapped_block(self, mv: memoryview, pos: int, end: int) -> int | None:
+        """One MEM_SIZE entry of a mapped-ram stream, its header and its bitmap (pages counted); the
+        block's pages are passed over by length up to where the stream goes on."""
+        rec = self._pending
+        assert rec is not None
+        c = Cursor(mv, pos, end)
+        if c.peek()[0] == 0:
+            self._malformed(self._base + pos, "MEM_SIZE block with an empty idstr")
+            return None
+        name = c.counted().decode("latin-1")
+        used = c.read(_USED_LENGTH).used_length
+        hdr = c.read(_MAPPED)
+        here = self._base + c.pos
+        nxt = hdr.pages_offset + used
+        if hdr.version != MAPPED_RAM_HDR_VERSION or hdr.page_size != self.page_size or used > self._mapped_left \
+                or not here <= hdr.bitmap_offset <= hdr.pages_offset:
+            self._malformed(self._base + pos, "mapped-ram block header does not fit", version=hdr.version,
+                            page_size=hdr.page_size, bitmap_offset=hdr.bitmap_offset,
+                            pages_offset=hdr.pages_offset)
+            return None
+        info: dict[str, Any] = {"idstr": name, "used_length": used, "bitmap_offset": hdr.bitmap_offset,
+                                "pages_offset": hdr.pages_offset}
+        npages = used // self.page_size
+        size = (npages + 63) // 64 * 8               # BITS_TO_LONGS(pages) * sizeof(long), 64-bit hosts
+        if size <= MAPPED_BITMAP_MAX and hdr.bitmap_offset + size <= hdr.pages_offset:
+            start = c.pos + hdr.bitmap_offset - here
+            if end < start + size:
+                return None                           # the bitmap is wanted whole: wait for it
+            info["pages"] = int.from_bytes(mv[start:start + size], "little").bit_count()
+        rec.fields["blocks"].append(info)
+        self._mapped_left -= used
+        rec.length = nxt - rec.offset
+        self._pass_over(nxt - here, self._st_mapped_block if self._mapped_left else self._st_mapped_done)
+        return c.pos
+
+    def _st_mapped_done(self, mv: memoryview, pos: int, end: int) -> int | None:
+        self._release()
+        self._state = self._st_ram
+        return pos
 
 
 def expand_zero_run(rec: Record) -> list[Record]:

@@ -15,11 +15,18 @@ from dissectors.cli.options import add_judge_options, add_time_option
 from dissectors.errors import InputError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+#: ``dissect --channel`` values (dissectors.channels.sink's channel kinds).
+DISSECT_CHANNELS = ("main", "main-recovery", "return-path", "multifd", "preempt", "tls", "unknown")
 
 
 def _analyze(args: argparse.Namespace) -> int:
     from dissectors.analysis.judge import Options
-    from dissectors.cli.pipeline import analyze_file, load_keylog
+    from dissectors.cli.pipeline import analyze_file, is_migration_stream, load_keylog
+
+    if is_migration_stream(args.capture):       # a raw QEVM file (migrate "exec:cat > FILE"): no TCP
+        from dissectors.cli.stream_file import run_analyze_stream
+
+        return run_analyze_stream(args)
     from dissectors.outputs.progress import Progress
     from dissectors.outputs.text import render_report
     from dissectors.outputs.timefmt import TimeFormat
@@ -144,19 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=_watch)
 
     d = sub.add_parser("dissect", help="decoded QEMU records per connection, like tshark -V")
-    d.add_argument("capture")
+    d.add_argument("capture", help="pcap or pcapng file (optionally gzip-compressed), '-' or a pipe; or a raw "
+                                   "migration stream file (migrate \"exec:cat > FILE\"), read as the main channel")
     d.add_argument("--json", action="store_true", help="one JSON object per record (JSON lines)")
     d.add_argument("--keylog", metavar="FILE", help="NSS key log (SSLKEYLOGFILE) to decrypt TLS migrations")
     d.add_argument("--connection", "-c", action="append", metavar="N|IP:PORT",
                    help="only this connection (index or client/server endpoint); repeatable")
-    d.add_argument("--channel", action="append", metavar="KIND",
-                   help="only channels of this kind: main, main-recovery, return-path, multifd, preempt, tls")
+    d.add_argument("--channel", action="append", metavar="KIND", choices=DISSECT_CHANNELS,
+                   help=f"only channels of this kind: {', '.join(DISSECT_CHANNELS)}; repeatable")
     d.add_argument("--type", "-t", action="append", metavar="PATTERN",
                    help="only records whose type matches (glob, e.g. 'main.cmd', 'rp.*'); repeatable")
     d.add_argument("--pages", action="store_true", help="also list every RAM page record (long)")
     d.add_argument("-V", "--verbose", action="store_true",
-                   help="show each header record as a Scapy layer tree (like tshark -V)")
+                   help="show each record's frames and its fields as a tree, labelled from the Scapy layers (like "
+                        "tshark -V)")
     d.add_argument("--summary", action="store_true", help="only the count per record type")
+    d.add_argument("-x", "--hex", action="store_true",
+                   help="hex dump of each record's bytes after it (the first 256 bytes of a larger record)")
     d.add_argument("--limit", type=int, default=0, help="stop after N records (0 = no limit)")
     d.add_argument("--device", action="append", metavar="NAME",
                    help="only these devices' state: section idstr, idstr/INSTANCE or vmsd name, globs "
@@ -217,7 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except InputError as exc:
-        print(f"migshark: error: {exc.describe()}", file=sys.stderr)
+        hint = ""
+        if "magic 0x5145564d" in exc.message:      # QEVM through a pipe: stream files are read as files
+            hint = " (a raw migration stream: give it as a file, not through a pipe or standard input)"
+        print(f"migshark: error: {exc.describe()}{hint}", file=sys.stderr)
         return EXIT_ERROR
     except FileNotFoundError as exc:
         print(f"migshark: error: {exc.filename}: no such file", file=sys.stderr)

@@ -87,6 +87,7 @@ class Command(Packet):
         ShortEnumField("cmd", MIG_CMD_PING, MIG_CMDS),
         ShortField("len", None),
     ]
+    field_labels = {"len": "Command data length"}
 
     def post_build(self, pkt: bytes, pay: bytes) -> bytes:
         if self.len is None:
@@ -153,6 +154,7 @@ class CmdPackaged(_CmdData):
 
     name = "MIG_CMD_PACKAGED"
     fields_desc = [IntField("length", None)]
+    field_labels = {"length": "Package length"}
 
     def command_data_length(self) -> int:
         return 4

@@ -15,11 +15,13 @@ from scapy.fields import (
     ConditionalField,
     FieldLenField,
     FlagsField,
+    IntField,
     LongField,
     PacketListField,
     StrFixedLenField,
     StrLenField,
     XBitField,
+    XLongField,
 )
 from scapy.packet import Packet
 
@@ -39,6 +41,8 @@ RAM_SAVE_FLAG_XBZRLE = 0x40
 RAM_SAVE_FLAG_HOOK = 0x80
 RAM_SAVE_FLAG_COMPRESS_PAGE = 0x100
 RAM_SAVE_FLAG_MULTIFD_FLUSH = 0x200
+#: ``MAPPED_RAM_HDR_VERSION``
+MAPPED_RAM_HDR_VERSION = 1
 
 #: Flag names by bit position (bit 0 = 0x01).
 RAM_FLAG_NAMES: list[str] = [
@@ -134,6 +138,24 @@ class RamBlockInfo(Packet):
 
     name = "RAM block"
     fields_desc = [*counted_string("idstr", "idlen"), LongField("used_length", 0)]
+
+    def extract_padding(self, s: bytes) -> tuple[bytes, bytes]:
+        return b"", s
+
+
+class MappedRamHeader(Packet):
+    """After each MEM_SIZE entry of a mapped-ram stream (``migration/ram.c`` ``MappedRamHeader``, packed,
+    big-endian; ``mapped_ram_setup_ramblock``): the block's dirty bitmap (host-endian unsigned longs, one
+    bit per target page, written at the end) lies at ``bitmap_offset`` and its pages at ``pages_offset +
+    page address``, both absolute file offsets; the stream goes on at ``pages_offset + used_length``."""
+
+    name = "mapped-ram block header"
+    fields_desc = [
+        IntField("version", MAPPED_RAM_HDR_VERSION),
+        LongField("page_size", 4096),
+        XLongField("bitmap_offset", 0),
+        XLongField("pages_offset", 0),
+    ]
 
     def extract_padding(self, s: bytes) -> tuple[bytes, bytes]:
         return b"", s

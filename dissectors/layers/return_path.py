@@ -61,6 +61,7 @@ class RpMessage(Packet):
         ShortEnumField("type", MIG_RP_MSG_PONG, RP_TYPES),
         ShortField("len", None),
     ]
+    field_labels = {"len": "Message length"}
 
     def post_build(self, pkt: bytes, pay: bytes) -> bytes:
         if self.len is None:
@@ -93,11 +94,13 @@ class RpPong(_NextRp):
 class RpReqPages(_NextRp):
     name = "MIG_RP_MSG_REQ_PAGES"
     fields_desc = [XLongField("start", 0), IntField("len", 4096)]
+    field_labels = {"start": "Page range start", "len": "Page range length"}
 
 
 class RpReqPagesId(_NextRp):
     name = "MIG_RP_MSG_REQ_PAGES_ID"
     fields_desc = [*RpReqPages.fields_desc, *counted_string("block", "block_len")]
+    field_labels = RpReqPages.field_labels
 
 
 class RpRecvBitmap(Packet):
