@@ -132,6 +132,21 @@ def test_a_cbc_suite_is_said_not_decrypted() -> None:
                                     for e in events)
 
 
+def test_a_cbc_connection_passes_through_encrypted_with_the_reason() -> None:
+    """With secrets but a suite that is not decrypted, the inner sink gets the ciphertext as if there were no
+    key log (so the record layer can still be read)."""
+    s = Y.Tls12Session(Y.AES256_CBC_SHA)
+    hello, server, client = s.opening()
+    stream = hello + client + s.data(0, b"x" * 500)
+    inner = Collect()
+    sink = TlsStreamSink(inner, KeyLog.parse(s.keylog()))
+    feed(sink, [(0, stream[:300]), (1, server), (0, stream[300:])], random.Random(5))
+    assert bytes(inner.bufs[0]) == stream and bytes(inner.bufs[1]) == server
+    assert not sink.status.decrypted and sink.status.version == "TLS 1.2"
+    (problem,) = sink.status.problems
+    assert "0xc014 is not decrypted" in problem and problem.endswith("passed through encrypted")
+
+
 # -- synthetic TLS 1.2 migrations: decrypted, and read from the record layer alone ------------------
 @pytest.mark.parametrize("suite", SUITES)
 def test_a_tls12_migration_decrypted_and_hidden(tmp_path: Path, suite: int) -> None:
@@ -147,6 +162,19 @@ def test_a_tls12_migration_decrypted_and_hidden(tmp_path: Path, suite: int) -> N
     assert h["outcome"]["status"] == "completed" and "contents not verified" in h["outcome"]["reason"]
     assert [c["tls_handshake_done_time"] for c in h["channels"]] == \
         [c["tls_handshake_done_time"] for c in t["channels"]]
+
+
+def test_a_cbc_migration_with_its_key_log_is_read_from_the_record_layer(tmp_path: Path) -> None:
+    """Under a CBC suite the padding rounds every record up, yet a multifd hello's record still shows 64
+    bytes once the Finished's overhead is taken off (HMAC-SHA1: 48 bytes for both)."""
+    cap = tmp_path / "cbc.pcap"
+    keylog = KeyLog.load(Y.write_tls12_migration(cap, Y.AES256_CBC_SHA))
+    report = analyze_file(str(cap), Options(), keylog=keylog).report
+    (m,) = report["migrations"]
+    assert [c["role"] for c in m["channels"]] == ["main", "multifd", "multifd"]
+    assert all(c["role_inferred"] and not c["tls"]["decrypted"] for c in m["channels"])
+    assert all("0xc014 is not decrypted" in c["tls"]["problems"][0] for c in m["channels"])
+    assert m["outcome"]["status"] == "completed"
 
 
 # -- the real TLS 1.2 captures ---------------------------------------------------------------------

@@ -18,6 +18,7 @@ from dissectors.layers.synth import multifd_stream, precopy_stream
 from dissectors.tls.tls12 import SUITES12, direction_keys
 
 AES128_GCM, AES256_GCM, CHACHA20 = 0xC02F, 0xC030, 0xCCA8
+AES256_CBC_SHA = 0xC014                  # TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA: not decrypted
 EXT_EXTENDED_MASTER_SECRET = 23
 
 
@@ -48,12 +49,17 @@ class Tls12Session:
     master: bytes = field(default_factory=lambda: os.urandom(48))
 
     def __post_init__(self) -> None:
-        self.keys = list(direction_keys(SUITES12[self.suite_code], self.master, self.random, self.server_random))
+        suite = SUITES12.get(self.suite_code)
+        self.keys = list(direction_keys(suite, self.master, self.random, self.server_random)) if suite else []
 
     def keylog(self) -> str:
         return f"CLIENT_RANDOM {self.random.hex()} {self.master.hex()}\n"
 
     def protect(self, direction: int, ctype: int, content: bytes) -> bytes:
+        if not self.keys:
+            # a CBC suite with HMAC-SHA1: explicit 16-byte IV, then content + MAC + padding in 16-byte blocks
+            size = 16 + (len(content) + 20 + 1 + 15) // 16 * 16
+            return struct.pack(">BHH", ctype, 0x0303, size) + os.urandom(size)
         return self.keys[direction].encrypt(ctype, 0x0303, content)
 
     def opening(self) -> tuple[bytes, bytes, bytes]:
