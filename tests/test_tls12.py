@@ -220,3 +220,24 @@ def test_real_tls12_capture_hidden_roles_equal_the_decrypted(name: str) -> None:
     assert [c["tls_handshake_done_time"] for c in h["channels"]] == \
         [c["tls_handshake_done_time"] for c in t["channels"]]
     assert h["outcome"]["status"] == "completed" and "contents not verified" in h["outcome"]["reason"]
+
+
+# -- the recorder's TLS priority -------------------------------------------------------------------
+def test_the_recorder_passes_the_priority_string_to_both_sides(tmp_path: Path) -> None:
+    from dissectors.recorder.qemus import GuestSpec, QemuInstall, qemu_command
+    from dissectors.recorder.scenarios import SCENARIOS, TLS12_PRIORITY, with_overrides
+
+    inst = QemuInstall("7.2", Path("/usr/bin/qemu-system-x86_64"))
+    guest = GuestSpec(tmp_path / "g.elf", "fill=1", 16, "pc")
+    for incoming in (True, False):
+        cmd = qemu_command(inst, guest, qmp_socket=tmp_path / "q", serial_log=tmp_path / "s", incoming=incoming,
+                           tls_dir=tmp_path / "tls", name="x", tls_priority="NORMAL:%COMPAT,x")
+        creds = cmd[cmd.index("-object") + 1]
+        assert creds.endswith(",verify-peer=on,priority=NORMAL:%COMPAT,,x")     # QemuOpts doubles a comma
+    plain = qemu_command(inst, guest, qmp_socket=tmp_path / "q", serial_log=tmp_path / "s", incoming=True,
+                         tls_dir=tmp_path / "tls", name="x")
+    assert "priority=" not in plain[plain.index("-object") + 1]
+    assert {SCENARIOS[n].tls_priority for n in ("multifd-tls12-7.2", "multifd-tls12-11.1")} == {TLS12_PRIORITY}
+    assert SCENARIOS["multifd-tls-7.2"].tls_priority is None
+    assert with_overrides(SCENARIOS["multifd-tls12-7.2"], tls_priority="").tls_priority is None
+    assert with_overrides(SCENARIOS["multifd-tls-7.2"], tls_priority="X").tls_priority == "X"
