@@ -128,12 +128,12 @@ class RecordKeys12:
         self._iv_int = int.from_bytes(fixed_iv, "big")
         self.seq = 0
 
-    def nonce_and_ciphertext(self, body: bytes) -> tuple[bytes, bytes] | None:
+    def nonce_and_ciphertext(self, body: bytes) -> tuple[bytes, bytes | memoryview] | None:
         n = self.suite.explicit_nonce_len
         if len(body) < n + TAG_LEN:
             return None
         if n:
-            return self._iv + body[:n], body[n:]
+            return self._iv + body[:n], memoryview(body)[n:]     # no copy of the ciphertext
         return (self._iv_int ^ self.seq).to_bytes(len(self._iv), "big"), body
 
     def decrypt(self, header: bytes, body: bytes) -> bytes | None:
