@@ -175,6 +175,8 @@ def test_a_cbc_migration_with_its_key_log_is_read_from_the_record_layer(tmp_path
     assert all(c["role_inferred"] and not c["tls"]["decrypted"] for c in m["channels"])
     assert all("0xc014 is not decrypted" in c["tls"]["problems"][0] for c in m["channels"])
     assert m["outcome"]["status"] == "completed"
+    assert "the key log given did not decrypt them" in m["outcome"]["reason"]
+    assert "0xc014 is not decrypted" in report["capture"]["keylog"]["problems"][0]
 
 
 # -- the real TLS 1.2 captures ---------------------------------------------------------------------
