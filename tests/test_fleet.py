@@ -131,7 +131,7 @@ def test_table_equals_serial_analyze(cap, fleet_run, serial_reports):
 
 def test_tls_captures_were_decrypted(fleet_run):
     _, _, rows = fleet_run
-    tls = [r for r in rows if (CORPUS / Path(r["capture"]).name).exists() and "tls" in r["capture"]]
+    tls = [r for r in rows if (CORPUS / Path(r["capture"]).name).exists() and "tls" in Path(r["capture"]).name]
     assert tls and all(r["tls_decrypted"] and r["tls_decrypted"].split("/")[0] != "0" for r in tls)
 
 

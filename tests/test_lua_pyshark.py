@@ -189,9 +189,10 @@ def compare(lua_recs: dict, py_recs: dict, two_pass: bool) -> int:
 
 #: Representative captures (CI time: every record of a capture goes through pyshark's JSON): small ones in
 #: every mode; postcopy recovery (return path, preempt, recovered main) and postcopy-preempt over TLS in
-#: the mode that broke, two passes without a display filter.
+#: the mode that broke, two passes without a display filter; and TLS 1.2 (ChaCha20-Poly1305) decrypted by
+#: Wireshark.
 SMALL = ["multifd4-10.0", "multifd-tls-10.0"]
-LARGE = ["preempt-recover-10.0", "preempt-tls-11.1"]
+LARGE = ["preempt-recover-10.0", "preempt-tls-11.1", "multifd-tls12-chacha-10.0"]
 ONE_PASS = pytest.param(False, None, id="one-pass")
 TWO_PASS = pytest.param(True, None, id="two-pass")
 TWO_PASS_FILTER = pytest.param(True, "qmig", id="two-pass-filter")

@@ -136,12 +136,12 @@ def test_a_gap_before_the_client_hello_completes_passes_through() -> None:
     assert sink.mode == "plain" and bytes(inner.bufs[0]) == c_open[:20] and inner.gaps == [(0, 20, 30)]
 
 
-def test_tls12_is_reported_not_decrypted() -> None:
+def test_tls11_is_reported_not_decrypted() -> None:
     s = X.TlsSession()
     conn = TlsConnection(KeyLog.parse(s.keylog()))
     conn.feed(0, X.client_hello(s.random))
-    events = conn.feed(1, X.server_hello(0x1302, version=0x0303))
-    assert {e.why for e in events} == {"TLS 1.2 is not decrypted (TLS 1.3 only)"}
+    events = conn.feed(1, X.server_hello(0x1302, version=0x0302))
+    assert {e.why for e in events} == {"TLS 1.1 is not decrypted (TLS 1.2 and 1.3 only)"}
 
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n"])

@@ -162,6 +162,8 @@ class ConnectionFacts:
                     self.ledger.resume(self.endpoint)
             if kind == "tls.record":
                 if rec.fields.get("content_type") == "alert":
+                    if self.tls_shape.protected_close(direction):
+                        continue        # TLS 1.2: most likely a close_notify after the data (tls_shape.py)
                     if not self.tls_alerts:
                         self.tls_alerts = []
                     if len(self.tls_alerts) < MALFORMED_LIMIT:

@@ -184,7 +184,7 @@ class MigrationJudge:
             notes.append("TLS: the channels' contents are hidden; their roles are inferred from the TLS record layer "
                          "(a first write of a multifd hello's size is multifd, the first other channel main, a later "
                          "one preempt), the destination's assignment follows the accept order, and nothing can be "
-                         "verified: pass --keylog to read them")
+                         f"verified: {_keylog_hint(conns)}")
         if any(c["role"] == P.TLS for c in channels):
             notes.append("TLS: the channels' contents are hidden; the assigned roles follow the accept order and "
                          "the set-up was guessed from the number and volume of channels, so nothing can be verified")
@@ -601,7 +601,7 @@ class MigrationJudge:
         """The verdict TCP and the TLS record layer allow when the contents are hidden (no key log).
         ``postcopy``: the record layer shows a postcopy set-up, whose destination closes the channels itself
         once it has loaded everything (a precopy source closes first)."""
-        hidden = "judged from TCP and TLS evidence, contents not verified: pass --keylog to read them"
+        hidden = f"judged from TCP and TLS evidence, contents not verified: {_keylog_hint(conns)}"
         alerts = sorted((ts, d, f) for f in conns for d, ts in f.tls_alerts)
         if alerts:
             ts, d, f = alerts[0]
@@ -748,6 +748,13 @@ def candidate_orders(n: int, certain: list[bool]) -> list[tuple[int, ...]]:
 
 def _inversions(perm: tuple[int, ...]) -> int:
     return sum(1 for i in range(len(perm)) for j in range(i + 1, len(perm)) if perm[i] > perm[j])
+
+
+def _keylog_hint(conns: list[ConnectionFacts]) -> str:
+    """What would read hidden TLS contents: a key log, or (one was given) why it did not."""
+    if any(f.tls is not None for f in conns):
+        return "the key log given did not decrypt them (capture.keylog.problems says why)"
+    return "pass --keylog to read them"
 
 
 def _fmt(ts: float | None) -> str:

@@ -1,4 +1,4 @@
-"""What the TLS 1.3 record layer shows of a channel whose contents are hidden (no key log).
+"""What the TLS record layer shows of a channel whose contents are hidden (no key log).
 
 Only the record headers are readable: each record's outer type, length and time. In TLS 1.3 every
 protected record is typed ``application_data`` and carries one byte of inner content type and a 16-byte
@@ -7,6 +7,15 @@ AEAD tag around its plaintext, so a record's length less 17 is the size of what 
 a Finished has under one of the suites (verify data of the hash's size plus the handshake header); what the
 client writes after it is application data. The server's protected records after the client's Finished
 are its application data (its return path on a main channel; a session ticket would count too).
+
+TLS 1.2 differs: each side's Finished is the first record after its ChangeCipherSpec, typed ``handshake``
+and protected (12 bytes of verify data plus the handshake header, so 16 bytes of plaintext); there is no
+inner content type, and the suite's own overhead goes around every record: AES-GCM an 8-byte explicit nonce
+and a 16-byte tag, ChaCha20-Poly1305 a 16-byte tag. The client's Finished's length less 16 is therefore
+that overhead, and taken off every later record of the connection (under a CBC suite the padding makes the
+sizes approximate). Alerts after ChangeCipherSpec are protected but keep their outer type: one a side sends
+after its own application data is, most likely, the close_notify QEMU sends before closing (10.0+); in
+TLS 1.3 it would be hidden as application data.
 
 QEMU writes a multifd channel's 64-byte hello with one write right after the handshake, so a channel
 whose first application record holds exactly that many bytes is, most likely, a multifd channel. A main
@@ -26,6 +35,12 @@ from dissectors.tls.schedule import SUITES, TAG_LEN
 
 OVERHEAD = 1 + TAG_LEN                                     # inner content type + AEAD tag
 FINISHED_PLAINTEXT = {len(bytes(TlsHandshakeStart())) + s.hash.digest_size for s in SUITES.values()}
+#: TLS 1.2's Finished: the handshake header and 12 bytes of verify data (RFC 5246 section 7.4.9).
+FINISHED12_PLAINTEXT = len(bytes(TlsHandshakeStart())) + 12
+#: A TLS 1.2 Finished record is at most this long under any suite (CBC with SHA-384 and an explicit IV: 96);
+#: longer handshake records after ChangeCipherSpec are something else (a TLS 1.3 HelloRetryRequest's second
+#: ClientHello follows a middlebox-compatibility ChangeCipherSpec).
+FINISHED12_MAX_RECORD = 128
 MULTIFD_HELLO_SIZE = named(MultifdHello).size
 
 
@@ -44,16 +59,40 @@ class SideShape:
 class TlsShape:
     client_finished_ts: float | None = None
     sides: tuple[SideShape, SideShape] = field(default_factory=lambda: (SideShape(), SideShape()))
+    ccs: list[bool] = field(default_factory=lambda: [False, False])   # each side's ChangeCipherSpec seen
+    tls12: bool = False                     # the client's Finished came as a protected handshake record
+    overhead: int = OVERHEAD                # record bytes beyond the plaintext
 
     @property
     def handshake_done(self) -> bool:
         return self.client_finished_ts is not None
 
+    @property
+    def version_text(self) -> str:
+        return "TLS 1.2" if self.tls12 else "TLS 1.3"
+
+    def protected_close(self, direction: int) -> bool:
+        """An alert record from ``direction`` now is protected and follows that side's application data:
+        most likely a close_notify (TLS 1.2; TLS 1.3 hides alerts as application data)."""
+        return self.ccs[direction] and self.sides[direction].records > 0
+
     def take(self, direction: int, rec: Record) -> None:
         f = rec.fields
-        if f.get("content_type") != "application_data":
+        ctype = f.get("content_type")
+        if ctype == "change_cipher_spec":
+            self.ccs[direction] = True
             return
-        n = int(f.get("len", 0)) - OVERHEAD
+        if ctype == "handshake":
+            size = int(f.get("len", 0))
+            if (direction == 0 and self.ccs[0] and self.client_finished_ts is None
+                    and FINISHED12_PLAINTEXT < size <= FINISHED12_MAX_RECORD):
+                self.tls12 = True
+                self.overhead = size - FINISHED12_PLAINTEXT
+                self.client_finished_ts = rec.ts
+            return
+        if ctype != "application_data":
+            return
+        n = int(f.get("len", 0)) - self.overhead
         if direction == 0 and self.client_finished_ts is None:
             if n in FINISHED_PLAINTEXT:
                 self.client_finished_ts = rec.ts

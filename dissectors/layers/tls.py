@@ -40,7 +40,8 @@ TLS_FINISHED = 20
 TLS_KEY_UPDATE = 24
 TLS_HANDSHAKE_TYPES: dict[int, str] = {
     TLS_CLIENT_HELLO: "client_hello", TLS_SERVER_HELLO: "server_hello", 4: "new_session_ticket",
-    8: "encrypted_extensions", 11: "certificate", 13: "certificate_request", 15: "certificate_verify",
+    8: "encrypted_extensions", 11: "certificate", 12: "server_key_exchange", 13: "certificate_request",
+    14: "server_hello_done", 15: "certificate_verify", 16: "client_key_exchange",
     TLS_FINISHED: "finished", TLS_KEY_UPDATE: "key_update",
 }
 #: Extension carrying the version a TLS 1.3 ServerHello selects (RFC 8446 section 4.2.1).

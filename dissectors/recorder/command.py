@@ -48,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="TLS with x509 credentials made by certtool",
     )
     parser.add_argument(
+        "--tls-priority",
+        metavar="STRING",
+        help="GnuTLS priority string for both sides' tls-creds-x509 (priority=, QEMU 2.9+), e.g. "
+        "NORMAL:-VERS-ALL:+VERS-TLS1.2 for TLS 1.2 or with :-AES-256-GCM:-AES-128-GCM for ChaCha20-Poly1305; "
+        "'' for QEMU's default",
+    )
+    parser.add_argument(
         "--timer-low-byte",
         type=_byte,
         metavar="BYTE",
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         timer_low_byte=args.timer_low_byte,
         hold_at=getattr(args, "hold_at", None),
         hold_delay_s=getattr(args, "hold_delay", None),
+        tls_priority=getattr(args, "tls_priority", None),
     )
     try:
         hold_back_indices(sc.hold_back, multifd=sc.multifd, preempt=sc.preempt)

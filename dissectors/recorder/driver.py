@@ -187,6 +187,7 @@ class Run:
                     incoming=role == "destination",
                     tls_dir=tls_dir,
                     name=f"migshark-{role}",
+                    tls_priority=sc.tls_priority,
                 )
                 env = {"SSLKEYLOGFILE": inst.qemu_path(work_keylog)} if work_keylog else {}
                 if self.netpath is not None:
@@ -461,6 +462,7 @@ class Run:
                 "keylog_file": keylog.name if keylog.exists() else None,
                 "hostname": LOOPBACK,
                 "creds": "x509 from certtool (CA, server SAN IP 127.0.0.1, client)",
+                "priority": self.sc.tls_priority,
             }
         if proxy is not None:
             res["proxy"] = {

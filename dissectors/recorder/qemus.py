@@ -100,6 +100,7 @@ def qemu_command(
     incoming: bool,
     tls_dir: Path | None,
     name: str,
+    tls_priority: str | None = None,
 ) -> list[str]:
     """The command line of one side. The destination starts with ``-incoming defer``."""
     path = install.qemu_path
@@ -131,7 +132,10 @@ def qemu_command(
         cmd += ["-L", str(d)]
     if tls_dir is not None:
         endpoint = "server" if incoming else "client"
-        cmd += ["-object", f"tls-creds-x509,id=tls0,dir={path(tls_dir)},endpoint={endpoint},verify-peer=on"]
+        creds = f"tls-creds-x509,id=tls0,dir={path(tls_dir)},endpoint={endpoint},verify-peer=on"
+        if tls_priority:
+            creds += ",priority=" + tls_priority.replace(",", ",,")   # QemuOpts: a comma is doubled
+        cmd += ["-object", creds]
     if incoming:
         cmd += ["-incoming", "defer"]
     return cmd

@@ -19,6 +19,9 @@ class Scenario:
     preempt: bool = False
     recover: bool = False
     tls: bool = False
+    # GnuTLS priority string for both sides' tls-creds-x509 (``priority=``, QEMU 2.9+); None: QEMU's default
+    # (TLS 1.3 here). "NORMAL:-VERS-ALL:+VERS-TLS1.2" forces TLS 1.2 (the key log then has CLIENT_RANDOM).
+    tls_priority: str | None = None
     hold_back: str | None = None  # main | multifd | preempt
     hold_delay_s: float = 1.0
     # What the proxy holds: "connect" (the upstream connect) or "tls-finished" (the client's bytes after its
@@ -72,6 +75,10 @@ _MP_PRE_SMALL = dict(_PRE, postcopy_after_s=0.05, memory_mib=32, fill_mib=8, dir
 _NETPATH = dict(path="netns", delay_ms=5.0, jitter_ms=3.0, memory_mib=32, fill_mib=4, dirty_pages=128,
                 dirty_rate=200)
 _TLS = dict(tls=True, memory_mib=32, fill_mib=2, dirty_pages=256, dirty_rate=500)
+TLS12_PRIORITY = "NORMAL:-VERS-ALL:+VERS-TLS1.2"
+# TLS 1.2 (issue 10): the default suite GnuTLS picks (AES-256-GCM, extended master secret); a smaller fill
+# than _TLS keeps these captures at ~1.5 MB.
+_TLS12 = dict(_TLS, tls_priority=TLS12_PRIORITY, memory_mib=16, fill_mib=1, dirty_pages=64, dirty_rate=100)
 # Postcopy-preempt over TLS: the TLS guest, with the bandwidth scaled down as the fill is (2 MiB at 1 MiB/s,
 # as _PRE's 16 MiB at 8 MiB/s), so postcopy still starts mid-migration 1.5 s in.
 _PRE_TLS = dict(_PRE, **dict(_TLS, max_bandwidth=1 * MIB, max_postcopy_bandwidth=1 * MIB))
@@ -327,6 +334,40 @@ SCENARIOS: dict[str, Scenario] = {
             "before the 7.2 source opens multifd; only stderr line the 11.1 deprecation warning for pc-i440fx-7.2",
         ),
         Scenario(
+            "multifd-tls12-7.2",
+            "multifd with 2 channels over TLS 1.2 (priority NORMAL:-VERS-ALL:+VERS-TLS1.2, SSLKEYLOGFILE kept)",
+            multifd=2,
+            **_TLS12,
+            lab_note="completes; TLS 1.2 (key log: CLIENT_RANDOM lines)",
+        ),
+        Scenario(
+            "multifd-tls12-10.0",
+            "multifd with 2 channels over TLS 1.2 (priority NORMAL:-VERS-ALL:+VERS-TLS1.2, SSLKEYLOGFILE kept)",
+            src="10.0",
+            dst="10.0",
+            multifd=2,
+            **_TLS12,
+            lab_note="completes; TLS 1.2 (key log: CLIENT_RANDOM lines)",
+        ),
+        Scenario(
+            "multifd-tls12-11.1",
+            "multifd with 2 channels over TLS 1.2 (priority NORMAL:-VERS-ALL:+VERS-TLS1.2, SSLKEYLOGFILE kept)",
+            src="11.1",
+            dst="11.1",
+            multifd=2,
+            **_TLS12,
+            lab_note="completes; TLS 1.2 (key log: CLIENT_RANDOM lines)",
+        ),
+        Scenario(
+            "multifd-tls12-chacha-10.0",
+            "multifd with 2 channels over TLS 1.2 with ChaCha20-Poly1305 only (SSLKEYLOGFILE kept)",
+            src="10.0",
+            dst="10.0",
+            multifd=2,
+            **dict(_TLS12, tls_priority=TLS12_PRIORITY + ":-CIPHER-ALL:+CHACHA20-POLY1305"),
+            lab_note="completes; TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        ),
+        Scenario(
             "preempt-tls-7.2",
             "postcopy with the preempt channel over TLS",
             **_PRE_TLS,
@@ -476,6 +517,7 @@ def with_overrides(
     timer_low_byte: int | None = None,
     hold_at: str | None = None,
     hold_delay_s: float | None = None,
+    tls_priority: str | None = None,
 ) -> Scenario:
     """A scenario with command-line overrides applied; the name stays the base's."""
     changes: dict[str, object] = {}
@@ -497,4 +539,6 @@ def with_overrides(
         changes["hold_at"] = hold_at
     if hold_delay_s is not None:
         changes["hold_delay_s"] = hold_delay_s
+    if tls_priority is not None:
+        changes["tls_priority"] = tls_priority or None
     return replace(base, **changes) if changes else base

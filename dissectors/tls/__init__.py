@@ -1,5 +1,5 @@
-"""tls: decrypt TLS 1.3 connections with an NSS key log, as a byte-stream transform between TCP
-reassembly and whatever consumes the streams. Knows nothing of QEMU or of files.
+"""tls: decrypt TLS 1.3 and TLS 1.2 (AEAD suites) connections with an NSS key log, as a byte-stream
+transform between TCP reassembly and whatever consumes the streams. Knows nothing of QEMU or of files.
 
 ``KeyLog`` holds the secrets (``KeyLog.parse(text)``); ``TlsStreamSink(inner, keylog)`` is a TCP
 ``StreamSink`` that hands ``inner`` the plaintext application data of a TLS connection whose ClientHello

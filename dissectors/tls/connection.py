@@ -5,6 +5,10 @@ key log), the ServerHello the cipher suite and version. In TLS 1.3 everything af
 protected: first with the handshake traffic secrets, then, after each side's Finished, with
 ``*_TRAFFIC_SECRET_0`` (and a new secret after every KeyUpdate). Records may be split across feeds;
 ChangeCipherSpec records (middlebox compatibility) are skipped.
+
+TLS 1.2 (AEAD suites, ``tls12.py``): the handshake is in the clear up to each side's ChangeCipherSpec;
+from there that side's records (its Finished first) are protected with the keys of the key block that the
+``CLIENT_RANDOM`` line's master secret and the two hellos' randoms give.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from dissectors.layers.tls import (
 )
 from dissectors.tls.keylog import KeyLog
 from dissectors.tls.schedule import SUITES, Suite, TrafficKeys, inner_content
+from dissectors.tls.tls12 import MASTER_SECRET_LEN, SUITES12, RecordKeys12, Suite12, direction_keys, not_decrypted_why
 
 _REC = named(TlsRecordHeader)
 _HS_TYPE = named(TlsHandshakeStart, "msg_type", "msg_type")
@@ -41,6 +46,8 @@ _HELLO = named(TlsHelloStart)
 _SH_TAIL = named(TlsServerHelloRest, "cipher_suite", "extensions_len")
 _EXT = named(TlsExtension, "type", "len")
 TLS13 = 0x0304
+TLS12 = 0x0303
+TLS12_SECRET = "CLIENT_RANDOM"
 #: Ciphertext buffered per direction before the keys are known (a ClientHello's flight and more).
 MAX_PENDING = 1 << 20
 
@@ -84,13 +91,15 @@ def _handshake_types(content: bytes) -> list[int]:
 
 
 class _Direction:
-    __slots__ = ("buf", "offset", "keys", "next_keys", "broken", "records", "need")
+    __slots__ = ("buf", "offset", "keys", "next_keys", "broken", "records", "need", "protected")
 
     def __init__(self) -> None:
         self.buf = bytearray()
         self.offset = 0            # ciphertext offset of buf[0]
-        self.keys: TrafficKeys | None = None
-        self.next_keys: TrafficKeys | None = None    # the application keys, taken after Finished
+        self.keys: TrafficKeys | RecordKeys12 | None = None
+        # TLS 1.3: the application keys, taken after Finished; TLS 1.2: the keys, taken at ChangeCipherSpec
+        self.next_keys: TrafficKeys | RecordKeys12 | None = None
+        self.protected = False     # TLS 1.2: this side sent its ChangeCipherSpec
         self.broken = False
         self.records = 0
         self.need = 0              # buffered bytes the record being completed needs: nothing to do below it
@@ -103,7 +112,8 @@ class TlsConnection:
         self.keylog = keylog
         self.client_random: bytes | None = None
         self.version: int | None = None
-        self.suite: Suite | None = None
+        self.suite: Suite | Suite12 | None = None
+        self.server_random: bytes | None = None
         self.secrets: dict[str, bytes] = {}
         self.dirs = (_Direction(), _Direction())
         self.decrypted = [0, 0]                 # plaintext bytes handed out per direction
@@ -145,7 +155,7 @@ class TlsConnection:
                 if len(d.buf) > MAX_PENDING:
                     self._break(direction, out, "record larger than the buffer bound")
                 break
-            if head.content_type == TLS_APPLICATION_DATA and not self._hellos_seen:
+            if head.content_type in (TLS_APPLICATION_DATA, TLS_CHANGE_CIPHER_SPEC) and not self._hellos_seen:
                 if len(d.buf) > MAX_PENDING:    # protected, and a hello not seen yet: wait, boundedly
                     self._break(direction, out, "protected records before both hellos: the keys are unknown")
                 break
@@ -178,6 +188,9 @@ class TlsConnection:
 
     # -- records --------------------------------------------------------------------------------------
     def _record(self, direction: int, offset: int, ctype: int, record: bytes, out: list[Event]) -> None:
+        if self.version == TLS12:
+            self._record12(direction, offset, ctype, record, out)
+            return
         d = self.dirs[direction]
         body = record[_REC.size:]
         if ctype == TLS_CHANGE_CIPHER_SPEC:
@@ -232,6 +245,42 @@ class TlsConnection:
         elif itype == TLS_ALERT and len(content) >= 2:
             self.alerts.append((direction, content[0], content[1]))
 
+    def _record12(self, direction: int, offset: int, ctype: int, record: bytes, out: list[Event]) -> None:
+        d = self.dirs[direction]
+        body = record[_REC.size:]
+        if ctype == TLS_CHANGE_CIPHER_SPEC:
+            d.protected = True
+            if d.next_keys is not None:
+                d.keys, d.next_keys = d.next_keys, None
+            return
+        if not d.protected:
+            if ctype == TLS_HANDSHAKE:
+                self._plain_handshake(direction, offset, body, out)
+            elif ctype == TLS_ALERT and len(body) >= 2:
+                self.alerts.append((direction, body[0], body[1]))
+            elif ctype == TLS_APPLICATION_DATA:
+                self._break(direction, out, "application data before ChangeCipherSpec", offset)
+            return
+        if d.keys is None:
+            self._break(direction, out, self._why_no_keys(), offset)
+            return
+        content = d.keys.decrypt(record[:_REC.size], body)
+        if content is None:
+            self._break(direction, out, f"record {d.records} failed authentication with the key log's secrets",
+                        offset)
+            return
+        if ctype == TLS_APPLICATION_DATA:
+            if content:
+                self.decrypted[direction] += len(content)
+                out.append(Plaintext(direction, content))
+        elif ctype == TLS_HANDSHAKE:
+            if direction == 0 and TLS_FINISHED in _handshake_types(content):
+                out.append(HandshakeDone())
+        elif ctype == TLS_ALERT and len(content) >= 2:
+            self.alerts.append((direction, content[0], content[1]))
+        else:
+            self._break(direction, out, f"unexpected record type {ctype} after ChangeCipherSpec", offset)
+
     def _plain_handshake(self, direction: int, offset: int, body: bytes, out: list[Event]) -> None:
         if len(body) < _HS_SIZE + _HELLO.size:
             return
@@ -241,7 +290,8 @@ class TlsConnection:
             self.client_random = hello.random
             self.secrets = dict(self.keylog.for_random(hello.random))
             self._install_keys()
-        elif msg_type == TLS_SERVER_HELLO and direction == 1 and self.suite is None:
+        elif msg_type == TLS_SERVER_HELLO and direction == 1 and self.version is None:
+            self.server_random = hello.random
             self._server_hello(offset, body, hello.legacy_version, out)
 
     def _server_hello(self, offset: int, body: bytes, legacy_version: int, out: list[Event]) -> None:
@@ -262,10 +312,19 @@ class TlsConnection:
                 version = int.from_bytes(data, "big")
             p += _EXT.size + ext.len
         self.version = version
+        if version == TLS12:
+            suite12 = SUITES12.get(tail.cipher_suite)
+            if suite12 is None:
+                for direction in (0, 1):
+                    self._break(direction, out, not_decrypted_why(tail.cipher_suite), offset)
+                return
+            self.suite = suite12
+            self._install_keys()
+            return
         if version != TLS13:
             for direction in (0, 1):
                 self._break(direction, out, f"{TLS_VERSIONS.get(version, hex(version))} is not decrypted "
-                            "(TLS 1.3 only)", offset)
+                            "(TLS 1.2 and 1.3 only)", offset)
             return
         suite = SUITES.get(tail.cipher_suite)
         if suite is None:
@@ -280,6 +339,18 @@ class TlsConnection:
         suite = self.suite
         if suite is None or not self.secrets:
             return                     # a missing secret is reported when the first protected record comes
+        if isinstance(suite, Suite12):
+            master = self.secrets.get(TLS12_SECRET)
+            if master is None or len(master) != MASTER_SECRET_LEN or self.client_random is None \
+                    or self.server_random is None:
+                return
+            for d, keys in zip(self.dirs, direction_keys(suite, master, self.client_random, self.server_random),
+                               strict=True):
+                if d.protected and d.keys is None:
+                    d.keys = keys
+                else:
+                    d.next_keys = keys
+            return
         for direction in (0, 1):
             d = self.dirs[direction]
             hs = self.secrets.get(HANDSHAKE_SECRETS[direction])
@@ -296,6 +367,14 @@ class TlsConnection:
             return "no ClientHello seen (the capture starts after it): the key log cannot be matched"
         if not self.secrets:
             return f"the key log has no secrets for client random {self.client_random.hex()[:16]}..."
+        if self.version == TLS12:
+            master = self.secrets.get(TLS12_SECRET)
+            if master is None:
+                return (f"the key log has no {TLS12_SECRET} line (the TLS 1.2 master secret) for client random "
+                        f"{self.client_random.hex()[:16]}...")
+            if len(master) != MASTER_SECRET_LEN:
+                return (f"the key log's {TLS12_SECRET} secret is {len(master)} bytes, not a {MASTER_SECRET_LEN}-byte "
+                        "master secret")
         return "the key log lacks this direction's traffic secret"
 
     def _break(self, direction: int, out: list[Event], why: str, offset: int | None = None) -> None:

@@ -2,8 +2,10 @@
 
 The client's first bytes decide: a TLS handshake record starts TLS mode, anything else passes every call
 through unchanged (skip windows included). In TLS mode the ClientHello's random is looked up in the key
-log: with secrets, the inner sink gets each direction's application data as a plaintext stream (its own
-offsets from 0); without, it gets the ciphertext unchanged, as if there were no key log. Whatever cannot
+log and the ServerHello read: with secrets and a version and suite that are decrypted, the inner sink gets
+each direction's application data as a plaintext stream (its own offsets from 0); otherwise (no secrets,
+TLS 1.1 or older, a TLS 1.2 CBC suite) it gets the ciphertext unchanged, as if there were no key log, so
+the record layer can still be read. Whatever cannot
 be decrypted (a gap, a record failing authentication, a missing secret) is in ``status.problems`` and
 reaches the inner sink as a gap, so nothing after it is read as if it followed on.
 """
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dissectors.layers.tls import TLS_HANDSHAKE, TLS_VERSIONS
-from dissectors.tls.connection import Event, HandshakeDone, Plaintext, TlsConnection
+from dissectors.tls.connection import Event, HandshakeDone, Plaintext, TlsConnection, TlsProblem
 from dissectors.tls.keylog import KeyLog
 
 #: Bytes held while the ClientHello is incomplete (then the connection is passed through as it is).
@@ -50,6 +52,7 @@ class TlsStreamSink:
         self._conn: TlsConnection | None = None
         self._held: list[tuple[str, int, int, Any, float, str]] = []   # calls made while undecided
         self._held_bytes = 0
+        self._held_events: list[Event] = []    # what the TLS state said while the hellos were awaited
         self._out = [0, 0]                     # plaintext offsets handed to inner
         self._broken_at: list[int | None] = [None, None]   # ciphertext offset where decryption stopped
 
@@ -78,16 +81,25 @@ class TlsStreamSink:
                     self._conn.feed(d, value)
         # "hold": feed the TLS state until the ClientHello is known, keeping the calls to replay
         self._hold("data", direction, offset, bytes(data), ts)
-        assert self._conn is not None
-        events = self._conn.feed(direction, data)
-        if self._conn.client_random is not None:
-            self.status.client_random = self._conn.client_random.hex()
-            if self._conn.keys_known:
-                self._start_decrypting(events, ts)
-            else:
+        conn = self._conn
+        assert conn is not None
+        self._held_events += conn.feed(direction, data)
+        if conn.client_random is not None:
+            self.status.client_random = conn.client_random.hex()
+            if not conn.keys_known:
                 self.status.problems.append(f"the key log has no secrets for this connection (client random "
                                             f"{self.status.client_random[:16]}...): passed through encrypted")
                 return self._go_plain(None)
+            if conn.version is not None and conn.suite is None:
+                # the ServerHello names what is not decrypted: the record layer is still there to read
+                self._describe(conn)
+                for ev in self._held_events:
+                    if isinstance(ev, TlsProblem):
+                        self.status.problems.append(f"{ev.why}: passed through encrypted")
+                        break
+                return self._go_plain(None)
+            if conn.version is not None or self._held_bytes > HOLD_LIMIT:
+                self._start_decrypting(ts)
         elif self._held_bytes > HOLD_LIMIT:
             self.status.problems.append("no complete ClientHello in the first bytes: passed through encrypted")
             return self._go_plain(None)
@@ -100,7 +112,7 @@ class TlsStreamSink:
             return
         if self.mode in (None, "hold"):
             if self.mode == "hold":
-                self.status.problems.append("bytes missing before the ClientHello completed: passed through "
+                self.status.problems.append(f"bytes missing before {self._awaited()} completed: passed through "
                                             "encrypted")
             self._go_plain(("gap", direction, offset, length, ts, ""))
             return
@@ -118,7 +130,7 @@ class TlsStreamSink:
             return
         if self.mode in (None, "hold"):
             if self.mode == "hold":
-                self.status.problems.append("the connection ended before its ClientHello completed")
+                self.status.problems.append(f"the connection ended before {self._awaited()} completed")
             self._go_plain(("end", direction, offset, 0, ts, how))
             return
         self.inner.end(direction, offset, ts, how)
@@ -145,19 +157,27 @@ class TlsStreamSink:
                 self.inner.end(direction, offset, ts, how)
         return result if now is not None and now[0] == "data" else 0
 
-    def _start_decrypting(self, events: list[Event], ts: float) -> None:
+    def _awaited(self) -> str:
+        return "the ServerHello" if self._conn is not None and self._conn.client_random is not None \
+            else "its ClientHello"
+
+    def _start_decrypting(self, ts: float) -> None:
         self.mode = "tls"
         self._held = []
         self.status.decrypted = True
+        events, self._held_events = self._held_events, []
         self._events(events, ts)
 
-    def _events(self, events: list[Event], ts: float) -> None:
-        conn = self._conn
-        assert conn is not None
+    def _describe(self, conn: TlsConnection) -> None:
         if conn.suite is not None:
             self.status.cipher = conn.suite.name
         if conn.version is not None:
             self.status.version = TLS_VERSIONS.get(conn.version, hex(conn.version))
+
+    def _events(self, events: list[Event], ts: float) -> None:
+        conn = self._conn
+        assert conn is not None
+        self._describe(conn)
         for ev in events:
             if isinstance(ev, HandshakeDone):
                 if self.status.handshake_done_ts is None:
