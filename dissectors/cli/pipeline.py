@@ -11,8 +11,10 @@ from typing import Any, BinaryIO, Protocol
 from dissectors.analysis.engine import Analysis, Analyzer
 from dissectors.analysis.judge import Options
 from dissectors.capture import open_capture
+from dissectors.capture.scanner import COALESCE_WINDOW, compiled_coalescer
 from dissectors.errors import InputError
 from dissectors.tcp import Connection, StreamSink, TcpTracker
+from dissectors.tcp.flags import CONTROL
 from dissectors.tls import KeyLog, KeyLogError, TlsStreamSink
 
 ProgressFn = Callable[[int, "int | None"], None]   # (bytes done, size; None for a stream)
@@ -76,7 +78,12 @@ def reassemble(source: SegmentSource, label: str, sink_factory: SinkFactory,
     tracker = TcpTracker(_freezing(sink_factory) if freeze else sink_factory)
     if progress is not None:
         source.on_progress = lambda: progress(source.position, source.size)
-    if on_batch is None:
+    coalesce = compiled_coalescer() if on_batch is None else None
+    if coalesce is not None:          # runs of in-order payload as one entry each (same effect, fewer calls)
+        feed_runs = tracker.feed_coalesced
+        for batch in source.keyed_batches():
+            feed_runs(*coalesce(batch, COALESCE_WINDOW, CONTROL))
+    elif on_batch is None:
         tracker.feed_keyed(source.keyed_segments())
     else:
         feed = tracker.feed_keyed
