@@ -17,6 +17,8 @@ writes the bytecode caches (a run with ``PYTHONDONTWRITEBYTECODE`` set compiles 
 
 A phase name ending in ``-pure`` (``reassemble-pure``, ``records-pure``, ...) runs that phase with
 ``MIGSHARK_PURE_PYTHON=1``: the pure-Python reader, as on a machine where the compiled scanner was not built.
+One ending in ``-single`` (``whole-single``, ``analyze-single``) runs it with ``MIGSHARK_NO_COALESCE=1``: the
+compiled scanner without its coalescer, every segment handed to the tracker one by one (as before issue 15).
 """
 
 from __future__ import annotations
@@ -57,7 +59,6 @@ def run_phase(phase: str, path: str) -> dict[str, object]:
     """Body of one child process: time ``phase`` on ``path``."""
     sys.path.insert(0, str(ROOT))
     from dissectors.capture import open_capture
-    from dissectors.tcp import TcpTracker
 
     if phase == "analyze":
         return run_analyze(path)
@@ -71,10 +72,10 @@ def run_phase(phase: str, path: str) -> dict[str, object]:
         elif phase == "iterate-keyed":
             deque(cap.keyed_segments(), maxlen=0)
         else:
+            from dissectors.cli.pipeline import reassemble as feed  # the analysis's own feeding (coalesced)
+
             reassemble = phase == "reassemble"
-            tracker = TcpTracker(lambda conn: NullSink() if reassemble else None)
-            tracker.feed_keyed(cap.keyed_segments())
-            tracker.finish()
+            tracker, _ = feed(cap, path, lambda conn: NullSink() if reassemble else None)
             result["connections"] = len(tracker.connections)
             result["stream_bytes"] = sum(sum(c.bytes) for c in tracker.connections)
             result["retransmitted"] = sum(sum(c.retransmitted_bytes) for c in tracker.connections)
@@ -130,9 +131,13 @@ def measure(phase: str, path: str) -> tuple[float, int, dict[str, object]]:
     """
     env = dict(os.environ)
     env.pop("MIGSHARK_PURE_PYTHON", None)
+    env.pop("MIGSHARK_NO_COALESCE", None)
     if phase.endswith("-pure"):
         phase = phase.removesuffix("-pure")
         env["MIGSHARK_PURE_PYTHON"] = "1"
+    if phase.endswith("-single"):
+        phase = phase.removesuffix("-single")
+        env["MIGSHARK_NO_COALESCE"] = "1"
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     if phase == "tcpdump":
         cmd = ["tcpdump", "-r", path, "-w", "/dev/null"]
@@ -183,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         while f.read(1 << 24):
             pass
     phases = [p for p in args.phases.split(",") if p]
-    unknown = [p for p in phases if p.removesuffix("-pure") not in PHASES]
+    unknown = [p for p in phases if p.removesuffix("-pure").removesuffix("-single") not in PHASES]
     if unknown:
         ap.error(f"unknown phase(s): {', '.join(unknown)}")
     if "tcpdump" in phases and shutil.which("tcpdump") is None:
         phases.remove("tcpdump")
-    if any(p.removesuffix("-pure") == "whole" for p in phases):
+    if any(p.startswith("whole") for p in phases):
         measure("whole", args.file)          # untimed: bytecode caches written, imports warm
     print(f"{args.file}: {size / 1e6:.1f} MB, median of {args.repeat} runs")
     print(f"{'phase':<16} {'seconds':>8} {'MB/s':>8} {'x tcpdump':>10} {'time x':>7} {'peak RSS':>10}  notes")

@@ -66,7 +66,7 @@ def feed_both(batches: list[list[tuple]], window: int, skips: bool, **kwargs: An
         tracker = TcpTracker(lambda conn, log=log: LogSink(log, conn, skips), **kwargs)
         for batch in batches:
             if coalesced:
-                tracker.feed_coalesced(*coalesce(batch, window, CONTROL))
+                tracker.feed_coalesced(*coalesce(batch, window, CONTROL, tracker.one_by_one))
             else:
                 tracker.feed_keyed(batch)
         tracker.finish()
@@ -151,6 +151,20 @@ def test_coalesced_equals_one_by_one(segs: list[tuple], window: int, cut: int, s
     assert runs[1] == single[1]
 
 
+def test_a_direction_taking_every_byte_is_handed_one_by_one() -> None:
+    """Runs of a direction whose sink takes every byte keep waiting for the other connections' segments:
+    the tracker asks the coalescer for that direction's segments one by one (and the effect stays equal)."""
+    flows = [Flow(cport=40000 + i) for i in range(3)]
+    segs = [f.c(n * 100, bytes(100)) for n in range(40) for f in flows]
+    single, runs = feed_both([segs], 1 << 16, skips=False)
+    assert runs == single
+    tracker = TcpTracker(lambda conn: LogSink([], conn, False))
+    tracker.feed_coalesced(*coalesce(segs, 1 << 16, CONTROL, tracker.one_by_one))
+    assert len(tracker.one_by_one) == 3
+    entries, _ = coalesce(segs, 1 << 16, CONTROL, tracker.one_by_one)
+    assert len(entries) == len(segs)
+
+
 def test_runs_are_made_and_ordered() -> None:
     """The coalescer does merge (or the test above would prove nothing): in-order payload of a direction
     becomes one entry, acknowledgments another, and each segment says where it stood."""
@@ -164,6 +178,7 @@ def test_runs_are_made_and_ordered() -> None:
     assert run[1] == [segs[0][1], segs[3][1]] and run[2] == [10, 20]
     assert run[3] == [0, 3] and run[4] == [0, 3]              # entries before each segment; its index
     assert entries[1] is segs[1]                               # a run of one is the segment itself
+    assert coalesce(segs, 1 << 16, CONTROL, {segs[0][0]: True})[0][0] is segs[0]    # excluded: one by one
     assert [bytes(p) for p in entries[2][5][0]] == [b"", b""]  # two acknowledgments
     assert [e[2] for e in entries[3:]] == [segs[5][2], segs[6][2], segs[7][2]]   # out of order: one by one
 

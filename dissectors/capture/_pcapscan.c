@@ -338,14 +338,15 @@ static PyObject *pcapng_scan(PyObject *self, PyObject *const *args, Py_ssize_t n
 
 /* ---- coalescing: runs of in-order payload of one connection as one entry -------------------------------
  *
- *   coalesce(segments, window, control) -> (entries, last_ts)
+ *   coalesce(segments, window, control, exclude=None) -> (entries, last_ts)
  *
  * ``segments``: keyed segments ``(key, ts, seq, flags, payload, missing)`` in capture order (a scanner
  * list). A segment with none of the ``control`` flag bits and nothing missing joins the open run of its key
  * when its sequence number follows the run's last byte, its flag bits are the run's, and either both
- * carry payload and the run stays within ``window`` payload bytes, or neither does (acknowledgments). Every other segment is an entry of its own, and one with a ``control`` bit also closes
- * the run of the reverse direction. A run of one segment is that segment's own tuple; a longer one is
- * ``(key, ts, seq, flags, payload, run)`` of its first segment, with ``run`` =
+ * carry payload and the run stays within ``window`` payload bytes, or neither does (acknowledgments).
+ * Every other segment is an entry of its own, and one with a ``control`` bit also closes the run of the
+ * reverse direction. No run starts with a key of the dict ``exclude``. A run of one segment is that
+ * segment's own tuple; a longer one is ``(key, ts, seq, flags, payload, run)`` of its first segment, with ``run`` =
  * ``(payloads, times, ends, before, order)``: per segment, its payload, its time, the run's byte count
  * up to its end, how many entries of ``entries`` come before it in capture order, and its index in
  * ``segments``. Entries are in the order of their first segment; ``last_ts`` is the time of the last
@@ -428,7 +429,8 @@ static int append_ssize(PyObject *list, Py_ssize_t v)
 /* One segment's payload, time, end, entries before it and index onto the run's lists. 0 or -1. */
 static int run_note(run_t *r, PyObject *seg, Py_ssize_t before, Py_ssize_t order)
 {
-    if (PyList_Append(r->lists[0], PyTuple_GET_ITEM(seg, 4)) < 0 || PyList_Append(r->lists[1], PyTuple_GET_ITEM(seg, 1)) < 0
+    if (PyList_Append(r->lists[0], PyTuple_GET_ITEM(seg, 4)) < 0
+        || PyList_Append(r->lists[1], PyTuple_GET_ITEM(seg, 1)) < 0
         || append_ssize(r->lists[2], r->bytes) < 0 || append_ssize(r->lists[3], before) < 0
         || append_ssize(r->lists[4], order) < 0)
         return -1;
@@ -453,11 +455,13 @@ static int run_add(run_t *r, PyObject *entries, PyObject *seg, Py_ssize_t n, Py_
 static PyObject *coalesce(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 3 || !PyList_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "coalesce(segments: list, window, control)");
+    if (nargs < 3 || nargs > 4 || !PyList_Check(args[0])
+        || (nargs == 4 && args[3] != Py_None && !PyDict_Check(args[3]))) {
+        PyErr_SetString(PyExc_TypeError, "coalesce(segments: list, window, control, exclude: dict | None = None)");
         return NULL;
     }
     PyObject *segments = args[0];
+    PyObject *exclude = nargs == 4 && args[3] != Py_None ? args[3] : NULL;
     Py_ssize_t window;
     long control = PyLong_AsLong(args[2]);
     if (ssize_arg(args[1], &window) < 0 || (control == -1 && PyErr_Occurred()))
@@ -515,6 +519,13 @@ static PyObject *coalesce(PyObject *self, PyObject *const *args, Py_ssize_t narg
             goto fail;
         if (!plain)
             continue;
+        if (exclude) { /* a key the caller wants one by one: no run starts with it */
+            int skip = PyDict_Contains(exclude, key);
+            if (skip < 0)
+                goto fail;
+            if (skip)
+                continue;
+        }
         if (open == MAX_OPEN) { /* the oldest run closes */
             if (run_close(&runs[0], entries) < 0)
                 goto fail;
@@ -554,8 +565,8 @@ static PyMethodDef methods[] = {
      "(segments, pos, frames, truncated, status)\n\nThe same for the Enhanced Packet Blocks of one interface "
      "(see pcapng.py)."},
     {"coalesce", (PyCFunction)(void (*)(void))coalesce, METH_FASTCALL,
-     "coalesce(segments, window, control) -> (entries, last_ts)\n\nRuns of in-order payload of one key as one "
-     "entry each (see the comment in _pcapscan.c and dissectors.tcp.tracker)."},
+     "coalesce(segments, window, control, exclude=None) -> (entries, last_ts)\n\nRuns of in-order payload of "
+     "one key as one entry each (see the comment in _pcapscan.c and dissectors.tcp.tracker)."},
     {NULL, NULL, 0, NULL},
 };
 

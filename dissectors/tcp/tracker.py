@@ -53,6 +53,12 @@ from .sink import END_CAPTURE, END_RST, END_SUPERSEDED, StreamSink
 SinkFactory = Callable[[Connection], "StreamSink | None"]
 KeyedSegment = tuple[bytes, float, int, int, "memoryview | bytes", int]
 _PORTS = struct.Struct("!HH")
+#: A run that has to wait for other connections' segments after delivering more of its segments one by one
+#: than it absorbed in a skip window (by this margin) marks its direction for one-by-one handover
+#: (``TcpTracker.one_by_one``: a sink that takes every byte gains nothing from runs), retried every
+#: ``RUNS_RETRY`` batches.
+RUNS_MIN_ABSORBED = 4
+RUNS_RETRY = 64
 #: Connections tracked at most per capture (~2.5 KB each once closed); the segments of any connection
 #: first seen after that are counted, not reassembled (docs/limits.md).
 MAX_CONNECTIONS = 200_000
@@ -94,6 +100,11 @@ class TcpTracker:
         self._keys: dict[int, tuple[bytes, bytes]] = {}   # connection index -> its two segment keys
         self._opened = 0                                   # connections opened (forgotten ones too)
         self._deferred: list[tuple[int, int, list[Any]]] = []   # runs waiting for earlier segments
+        #: Directions (segment keys) whose runs keep waiting for other connections' segments with little
+        #: absorbed in between (a sink that wants every byte, interleaved traffic): for the coalescer to hand
+        #: them one by one (its ``exclude``); forgotten every ``RUNS_RETRY`` batches.
+        self.one_by_one: dict[bytes, bool] = {}
+        self._batches = 0
         self.first_ts: float | None = None   # time of the first and of the last segment fed (feed order)
         self.last_ts: float | None = None
 
@@ -145,6 +156,9 @@ class TcpTracker:
         control, mask = CONTROL, SEQ_MASK
         deferred: list[tuple[int, int, list[Any]]] = []
         self._deferred = deferred
+        self._batches += 1
+        if not self._batches % RUNS_RETRY:
+            self.one_by_one.clear()
         count = len(entries)
         i = 0
         while i < count:
@@ -153,7 +167,7 @@ class TcpTracker:
             key, ts, seq, flags, payload, missing = entries[i]
             i += 1
             if missing.__class__ is tuple:
-                run([key, missing, 0, seq, flags], i)
+                run([key, missing, 0, seq, flags, 0], i)
                 continue
             h = get(key)
             if h is None or seq != h.next_seq or flags & control or missing:
@@ -186,7 +200,7 @@ class TcpTracker:
         """Go on with a run (``state`` = key, run lists, next segment, its sequence number, flags) while
         ``done`` entries have been processed: absorb the segments inside the skip window, handle the
         others one by one once all that comes before them is done; else wait in the heap."""
-        key, (payloads, times, ends, before, order), j, seq, flags = state
+        key, (payloads, times, ends, before, order), j, seq, flags, absorbed = state
         deferred = self._deferred
         mask = SEQ_MASK
         n = len(payloads)
@@ -214,11 +228,15 @@ class TcpTracker:
                         h.first_data_ts = times[j]
                     h.last_data_ts = t
                     h.tail.extend(payloads[j:m])
+                    absorbed += m - j
                     j = m
                     continue
             b = before[j]
             if b > done or (deferred and deferred[0][:2] < (b, order[j])):
-                heappush(deferred, (b, order[j], [key, (payloads, times, ends, before, order), j, seq, flags]))
+                if j - absorbed > absorbed + RUNS_MIN_ABSORBED:   # mostly delivered, waiting: one by one
+                    self.one_by_one[key] = True
+                heappush(deferred, (b, order[j], [key, (payloads, times, ends, before, order), j, seq, flags,
+                                                  absorbed]))
                 return
             payload, ts = payloads[j], times[j]
             size = len(payload)
