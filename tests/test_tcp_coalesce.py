@@ -199,3 +199,16 @@ def test_corpus_streams_and_reports_equal(capture: Path, monkeypatch: pytest.Mon
         monkeypatch.setenv("MIGSHARK_NO_COALESCE", off)
         reports.append(json.dumps(analyze_file(str(capture), keylog=corpus_keylog(capture)).report))
     assert reports[0] == reports[1]
+
+
+def test_the_coalescer_is_off_for_pure_python_and_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dissectors.capture.scanner import compiled_coalescer
+
+    monkeypatch.delenv("MIGSHARK_PURE_PYTHON", raising=False)
+    monkeypatch.delenv("MIGSHARK_NO_COALESCE", raising=False)
+    assert compiled_coalescer() is coalesce
+    monkeypatch.setenv("MIGSHARK_NO_COALESCE", "1")
+    assert compiled_coalescer() is None
+    monkeypatch.delenv("MIGSHARK_NO_COALESCE")
+    monkeypatch.setenv("MIGSHARK_PURE_PYTHON", "1")
+    assert compiled_coalescer() is None
