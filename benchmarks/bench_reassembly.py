@@ -117,10 +117,11 @@ def run_analyze(path: str) -> dict[str, object]:
     """``migshark analyze`` end to end (``cli.pipeline.analyze_file``: report built, not printed)."""
     from dissectors.cli.pipeline import analyze_file
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     report = analyze_file(path).report
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "migrations": len(report["migrations"]), "findings": report["findings"]}
+    return {"seconds": seconds, "migrations": len(report["migrations"]), "findings": report["findings"],
+            "cpu_s": round(time.process_time() - c0, 3)}
 
 
 def measure(phase: str, path: str) -> tuple[float, int, dict[str, object]]:
