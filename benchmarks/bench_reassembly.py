@@ -162,7 +162,7 @@ def measure(phase: str, path: str) -> tuple[float, int, dict[str, object]]:
             raise SystemExit(f"{phase} failed with exit code {code}")
         rss_kib = int(report.read().split()[-1]) if gnu_time else usage.ru_maxrss
     if phase == "tcpdump":
-        return wall, rss_kib, {}
+        return wall, rss_kib, {"cpu_s": round(usage.ru_utime + usage.ru_stime, 3)}
     if phase == "whole":
         report = json.loads(out)
         cpu = usage.ru_utime + usage.ru_stime      # less swayed than wall time by other load on the machine
