@@ -22,6 +22,8 @@ from dissectors.tcp import Connection, TcpTracker
 from dissectors.tcp.flags import CONTROL
 
 _pcapscan = pytest.importorskip("dissectors.capture._pcapscan", reason="the compiled scanner is not built")
+if not hasattr(_pcapscan, "coalesce"):
+    pytest.fail("the compiled scanner predates coalesce: rebuild it (pip install -e .)", pytrace=False)
 coalesce = _pcapscan.coalesce
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -34,7 +34,7 @@ def compiled_coalescer() -> Callable[[list[tuple], int, int], tuple[list[tuple],
     ``MIGSHARK_PURE_PYTHON`` is set, or ``MIGSHARK_NO_COALESCE`` is set (segment by segment, as before)."""
     if _pcapscan is None or os.environ.get("MIGSHARK_PURE_PYTHON") or os.environ.get("MIGSHARK_NO_COALESCE"):
         return None
-    return _pcapscan.coalesce
+    return getattr(_pcapscan, "coalesce", None)   # None: a scanner built before it (pip install -e . rebuilds)
 
 
 def scanner_status() -> str:
