@@ -7,8 +7,8 @@ same QEMU streams in plain TCP, generated in this run (``gen_capture.py --tls``)
 Three runs per round, alternated so the machine's noise hits them alike: plain, TLS with the key log,
 TLS without it (record framing only). Each run is its own process; the in-process time is the
 analysis (``cli.pipeline.analyze_file``), and ``whole`` is the whole ``migshark analyze --json``
-process as a user pays it. Prints medians, the ratio of each to plain (goal: TLS with the key log
-<= 1.5x) and the peak RSS (GNU time ``%M``).
+process as a user pays it, wall clock and CPU seconds (user + system: less swayed by other load). Prints
+medians, the ratio of each to plain (goal: TLS with the key log <= 1.5x) and the peak RSS (GNU time ``%M``).
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ def child(path: str, keylog: str | None) -> None:
                       "decrypted": report["capture"].get("keylog", {}).get("decrypted")}))
 
 
-def timed(cmd: list[str]) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS KiB or 0, stdout) of one process."""
+def timed(cmd: list[str]) -> tuple[float, int, str, float]:
+    """(wall seconds, peak RSS KiB or 0, stdout, CPU seconds or wall) of one process. CPU seconds (user +
+    system) are less swayed than wall time by other load on the machine."""
     gnu_time = shutil.which("time") or (Path("/usr/bin/time").exists() and "/usr/bin/time")
     with tempfile.NamedTemporaryFile("r") as rss:
-        full = [str(gnu_time), "-f", "%M", "-o", rss.name, *cmd] if gnu_time else cmd
+        full = [str(gnu_time), "-f", "%U %S %M", "-o", rss.name, *cmd] if gnu_time else cmd
         t0 = time.perf_counter()
         proc = subprocess.run(full, capture_output=True, text=True, cwd=ROOT)
         wall = time.perf_counter() - t0
@@ -50,7 +51,10 @@ def timed(cmd: list[str]) -> tuple[float, int, str]:
             raise SystemExit(f"{' '.join(cmd)}: exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
         out = proc.stdout
         text = Path(rss.name).read_text().strip().splitlines()
-    return wall, int(text[-1]) if gnu_time and text else 0, out
+    if not (gnu_time and text):
+        return wall, 0, out, wall
+    user, system, peak = text[-1].split()
+    return wall, int(peak), out, float(user) + float(system)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,25 +83,29 @@ def main(argv: list[str] | None = None) -> int:
     }
     inproc: dict[str, list[float]] = {k: [] for k in runs}
     whole: dict[str, list[float]] = {k: [] for k in runs}
+    whole_cpu: dict[str, list[float]] = {k: [] for k in runs}
     rss: dict[str, int] = dict.fromkeys(runs, 0)
     for _ in range(args.repeat):
         for name, (child_args, cli_args) in runs.items():
-            _, peak, out = timed([sys.executable, __file__, "--child", *child_args])
+            _, peak, out, _ = timed([sys.executable, __file__, "--child", *child_args])
             result = json.loads(out)
             if name == "tls+keylog" and not result["decrypted"]:
                 raise SystemExit("the key log decrypted nothing: the benchmark would not measure decryption")
             inproc[name].append(result["seconds"])
             rss[name] = max(rss[name], peak)
-            wall, _, _ = timed([sys.executable, "-m", "dissectors.cli.main", "analyze", "--json", *cli_args])
+            wall, _, _, cpu = timed([sys.executable, "-m", "dissectors.cli.main", "analyze", "--json", *cli_args])
             whole[name].append(wall)
+            whole_cpu[name].append(cpu)
     base_in, base_whole = statistics.median(inproc["plain"]), statistics.median(whole["plain"])
+    base_cpu = statistics.median(whole_cpu["plain"])
     mb = tls.stat().st_size / 1e6
-    heads = ("analysis s", "x plain", "MB/s", "whole s", "x plain", "RSS MB")
+    heads = ("analysis s", "x plain", "MB/s", "whole s", "x plain", "CPU s", "x plain", "RSS MB")
     print(f"{'run':16s} " + " ".join(f"{h:>{max(len(h), 7)}s}" for h in heads))
     for name in runs:
         a, w = statistics.median(inproc[name]), statistics.median(whole[name])
+        c = statistics.median(whole_cpu[name])
         print(f"{name:16s} {a:10.2f} {a / base_in:7.2f} {mb / a:7.0f} {w:7.2f} {w / base_whole:7.2f} "
-              f"{rss[name] / 1024:7.0f}")
+              f"{c:7.2f} {c / base_cpu:7.2f} {rss[name] / 1024:7.0f}")
     print(f"(medians of {args.repeat}, {mb:.0f} MB captures in {work})")
     return 0
 

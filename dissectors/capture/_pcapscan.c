@@ -23,6 +23,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 enum { AT_STOP = 0, FOR_PYTHON = 1, AT_END = 2 };
 
@@ -334,6 +335,227 @@ static PyObject *pcapng_scan(PyObject *self, PyObject *const *args, Py_ssize_t n
     return scan_result(segments, &vb, pos, frames, truncated, status);
 }
 
+
+/* ---- coalescing: runs of in-order payload of one connection as one entry -------------------------------
+ *
+ *   coalesce(segments, window, control, exclude=None) -> (entries, last_ts)
+ *
+ * ``segments``: keyed segments ``(key, ts, seq, flags, payload, missing)`` in capture order (a scanner
+ * list). A segment with none of the ``control`` flag bits and nothing missing joins the open run of its key
+ * when its sequence number follows the run's last byte, its flag bits are the run's, and either both
+ * carry payload and the run stays within ``window`` payload bytes, or neither does (acknowledgments).
+ * Every other segment is an entry of its own, and one with a ``control`` bit also closes the run of the
+ * reverse direction. No run starts with a key of the dict ``exclude``. A run of one segment is that
+ * segment's own tuple; a longer one is ``(key, ts, seq, flags, payload, run)`` of its first segment, with ``run`` =
+ * ``(payloads, times, ends, before, order)``: per segment, its payload, its time, the run's byte count
+ * up to its end, how many entries of ``entries`` come before it in capture order, and its index in
+ * ``segments``. Entries are in the order of their first segment; ``last_ts`` is the time of the last
+ * segment (None for none). Knows nothing of TCP beyond sequence numbers and the flag bits it is given. */
+
+#define MAX_OPEN 64
+#define RUN_LISTS 5
+
+typedef struct {
+    PyObject *key;               /* borrowed from a tuple of ``segments`` (alive for the call) */
+    Py_ssize_t index, order;     /* the run's entry in ``entries``; its first segment's index */
+    uint32_t next;               /* sequence number after the run's last byte */
+    long flags;                  /* every segment of a run has the same flag bits */
+    Py_ssize_t bytes;
+    PyObject *lists[RUN_LISTS];  /* NULL while the run has one segment */
+} run_t;
+
+static void run_drop(run_t *r)
+{
+    for (int i = 0; i < RUN_LISTS; i++)
+        Py_CLEAR(r->lists[i]);
+    r->key = NULL;
+}
+
+/* Close a run: its entry becomes the run tuple when it holds more than one segment. 0 or -1. */
+static int run_close(run_t *r, PyObject *entries)
+{
+    int rc = 0;
+    if (r->lists[0]) {
+        PyObject *first = PyList_GET_ITEM(entries, r->index);
+        PyObject *info = PyTuple_New(RUN_LISTS);
+        PyObject *entry = info ? PyTuple_New(6) : NULL;
+        if (!entry) {
+            Py_XDECREF(info);
+            rc = -1;
+        } else {
+            for (int i = 0; i < RUN_LISTS; i++) {
+                PyTuple_SET_ITEM(info, i, r->lists[i]); /* the tuple takes the references */
+                r->lists[i] = NULL;
+            }
+            for (int i = 0; i < 5; i++) {
+                PyObject *item = PyTuple_GET_ITEM(first, i);
+                Py_INCREF(item);
+                PyTuple_SET_ITEM(entry, i, item);
+            }
+            PyTuple_SET_ITEM(entry, 5, info);
+            rc = PyList_SetItem(entries, r->index, entry); /* steals ``entry`` */
+        }
+    }
+    run_drop(r);
+    return rc;
+}
+
+static inline int same_key(PyObject *a, PyObject *b)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(a);
+    return a == b || (n == PyBytes_GET_SIZE(b) && !memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), n));
+}
+
+/* Is ``b`` the key of the other direction of ``a``'s connection (addresses swapped, ports swapped)? */
+static inline int reverse_key(PyObject *a, PyObject *b)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(a);
+    if (n != PyBytes_GET_SIZE(b) || n < 4 || (n - 4) % 2)
+        return 0;
+    const char *x = PyBytes_AS_STRING(a), *y = PyBytes_AS_STRING(b);
+    Py_ssize_t alen = (n - 4) / 2;
+    return !memcmp(x, y + alen, alen) && !memcmp(x + alen, y, alen) && !memcmp(x + n - 4, y + n - 2, 2)
+           && !memcmp(x + n - 2, y + n - 4, 2);
+}
+
+static int append_ssize(PyObject *list, Py_ssize_t v)
+{
+    PyObject *o = PyLong_FromSsize_t(v);
+    int rc = o ? PyList_Append(list, o) : -1;
+    Py_XDECREF(o);
+    return rc;
+}
+
+/* One segment's payload, time, end, entries before it and index onto the run's lists. 0 or -1. */
+static int run_note(run_t *r, PyObject *seg, Py_ssize_t before, Py_ssize_t order)
+{
+    if (PyList_Append(r->lists[0], PyTuple_GET_ITEM(seg, 4)) < 0
+        || PyList_Append(r->lists[1], PyTuple_GET_ITEM(seg, 1)) < 0
+        || append_ssize(r->lists[2], r->bytes) < 0 || append_ssize(r->lists[3], before) < 0
+        || append_ssize(r->lists[4], order) < 0)
+        return -1;
+    return 0;
+}
+
+/* Add a segment of ``n`` payload bytes to a run. 0 or -1. */
+static int run_add(run_t *r, PyObject *entries, PyObject *seg, Py_ssize_t n, Py_ssize_t order)
+{
+    if (!r->lists[0]) { /* the second segment: the first one's facts go first */
+        for (int i = 0; i < RUN_LISTS; i++)
+            if (!(r->lists[i] = PyList_New(0)))
+                return -1;
+        if (run_note(r, PyList_GET_ITEM(entries, r->index), r->index, r->order) < 0)
+            return -1;
+    }
+    r->bytes += n;
+    r->next += (uint32_t)n;
+    return run_note(r, seg, PyList_GET_SIZE(entries), order);
+}
+
+static PyObject *coalesce(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs < 3 || nargs > 4 || !PyList_Check(args[0])
+        || (nargs == 4 && args[3] != Py_None && !PyDict_Check(args[3]))) {
+        PyErr_SetString(PyExc_TypeError, "coalesce(segments: list, window, control, exclude: dict | None = None)");
+        return NULL;
+    }
+    PyObject *segments = args[0];
+    PyObject *exclude = nargs == 4 && args[3] != Py_None ? args[3] : NULL;
+    Py_ssize_t window;
+    long control = PyLong_AsLong(args[2]);
+    if (ssize_arg(args[1], &window) < 0 || (control == -1 && PyErr_Occurred()))
+        return NULL;
+    PyObject *entries = PyList_New(0);
+    if (!entries)
+        return NULL;
+    run_t runs[MAX_OPEN];
+    memset(runs, 0, sizeof runs);
+    int open = 0; /* runs[0:open] are in use (key != NULL), oldest first */
+    Py_ssize_t count = PyList_GET_SIZE(segments);
+    PyObject *last_ts = Py_None;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *seg = PyList_GET_ITEM(segments, i);
+        if (!PyTuple_Check(seg) || PyTuple_GET_SIZE(seg) != 6 || !PyBytes_Check(PyTuple_GET_ITEM(seg, 0))) {
+            PyErr_SetString(PyExc_TypeError, "coalesce: not a keyed segment");
+            goto fail;
+        }
+        PyObject *key = PyTuple_GET_ITEM(seg, 0);
+        last_ts = PyTuple_GET_ITEM(seg, 1);
+        long flags = PyLong_AsLong(PyTuple_GET_ITEM(seg, 3));
+        long missing = PyLong_AsLong(PyTuple_GET_ITEM(seg, 5));
+        unsigned long seq = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(seg, 2));
+        Py_ssize_t n = PyObject_Length(PyTuple_GET_ITEM(seg, 4));
+        if (PyErr_Occurred())
+            goto fail;
+        int r = 0;
+        while (r < open && !same_key(runs[r].key, key))
+            r++;
+        /* a run holds payload segments, or only empty ones (acknowledgments) */
+        int plain = !(flags & control) && !missing;
+        if (plain && r < open && (uint32_t)seq == runs[r].next && flags == runs[r].flags
+            && (n ? runs[r].bytes > 0 && runs[r].bytes + n <= window : runs[r].bytes == 0)) {
+            if (run_add(&runs[r], entries, seg, n, i) < 0)
+                goto fail;
+            continue;
+        }
+        /* This segment's run ends here (and, for a control segment, the reverse direction's) */
+        for (int k = 0; k < open;) {
+            if (k == r || (flags & control && reverse_key(key, runs[k].key))) {
+                if (run_close(&runs[k], entries) < 0)
+                    goto fail;
+                memmove(&runs[k], &runs[k + 1], (size_t)(open - k - 1) * sizeof(run_t));
+                memset(&runs[open - 1], 0, sizeof(run_t));
+                open--;
+                if (r > k)
+                    r--;
+                else if (r == k)
+                    r = -1;
+                continue;
+            }
+            k++;
+        }
+        if (PyList_Append(entries, seg) < 0)
+            goto fail;
+        if (!plain)
+            continue;
+        if (exclude) { /* a key the caller wants one by one: no run starts with it */
+            int skip = PyDict_Contains(exclude, key);
+            if (skip < 0)
+                goto fail;
+            if (skip)
+                continue;
+        }
+        if (open == MAX_OPEN) { /* the oldest run closes */
+            if (run_close(&runs[0], entries) < 0)
+                goto fail;
+            memmove(&runs[0], &runs[1], (size_t)(open - 1) * sizeof(run_t));
+            memset(&runs[open - 1], 0, sizeof(run_t));
+            open--;
+        }
+        run_t *nr = &runs[open++];
+        nr->key = key;
+        nr->index = PyList_GET_SIZE(entries) - 1;
+        nr->order = i;
+        nr->next = (uint32_t)seq + (uint32_t)n;
+        nr->flags = flags;
+        nr->bytes = n;
+    }
+    for (int k = 0; k < open; k++)
+        if (run_close(&runs[k], entries) < 0) {
+            for (; k < open; k++)
+                run_drop(&runs[k]);
+            Py_DECREF(entries);
+            return NULL;
+        }
+    return Py_BuildValue("(NO)", entries, last_ts);
+fail:
+    for (int k = 0; k < open; k++)
+        run_drop(&runs[k]);
+    Py_DECREF(entries);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"pcap_scan", (PyCFunction)(void (*)(void))pcap_scan, METH_FASTCALL,
      "pcap_scan(buf, pos, stop, end, big_endian, div, max_record, l2len, proto_off) -> (segments, pos, frames, "
@@ -342,6 +564,9 @@ static PyMethodDef methods[] = {
      "pcapng_scan(buf, pos, stop, end, big_endian, interface, divisor, tsoffset, max_record, l2len, proto_off) -> "
      "(segments, pos, frames, truncated, status)\n\nThe same for the Enhanced Packet Blocks of one interface "
      "(see pcapng.py)."},
+    {"coalesce", (PyCFunction)(void (*)(void))coalesce, METH_FASTCALL,
+     "coalesce(segments, window, control, exclude=None) -> (entries, last_ts)\n\nRuns of in-order payload of "
+     "one key as one entry each (see the comment in _pcapscan.c and dissectors.tcp.tracker)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -4,7 +4,7 @@ The loop body is deliberately flat: plain Ethernet/IPv4/TCP without options is d
 precompiled ``struct`` call, everything else goes through ``frames.decode_frame``.
 
 Keyed walks yield *lists* of segments (``Capture.keyed_segments`` chains them), one per
-``BATCH_BYTES`` (64 KiB) of capture instead of a generator step per frame. Where the optional compiled
+``BATCH_BYTES`` (256 KiB) of capture instead of a generator step per frame. Where the optional compiled
 scanner (``_pcapscan.c``, built by ``setup.py``) is present, it takes the runs of plain IPv4/IPv6 TCP records
 of a keyed walk (link types in ``linktypes.LINK_LAYOUTS``) and this loop handles the rest, one record at
 a time, exactly as without it. ``MIGSHARK_PURE_PYTHON=1`` turns the scanner off.

@@ -67,7 +67,7 @@ def _parse_idb(buf: memoryview, pos: int, blen: int, order: str) -> tuple[int, i
 def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
     """Yield segment tuples of a pcapng file; counters and warnings go to ``cap``.
 
-    ``keyed``: yield lists of ``KeyedSegment`` tuples (a list per 64 KiB of capture) instead of single
+    ``keyed``: yield lists of ``KeyedSegment`` tuples (a list per ``BATCH_BYTES`` of capture) instead of single
     ``TcpSegment`` ones (see ``records``)."""
     source = cap.source
     buf = source.first()

@@ -76,7 +76,7 @@ class Capture:
         """Like ``tcp_segments()``, but yield the leaner ``(key, ts, seq, flags, payload, missing)``
         (see ``KeyedSegment``): the same segments, with addresses and ports in one ``bytes`` key.
 
-        The walkers hand these over in lists of 64 KiB of capture each (see ``keyed_batches``)."""
+        The walkers hand these over in lists of ``BATCH_BYTES`` (256 KiB) of capture each (see ``keyed_batches``)."""
         return chain.from_iterable(self._walk(True))
 
     def keyed_batches(self) -> Iterator[list[tuple]]:

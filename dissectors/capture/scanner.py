@@ -24,6 +24,19 @@ def compiled_scanner(kind: str = "pcap") -> Callable[..., tuple] | None:
     return getattr(_pcapscan, f"{kind}_scan")
 
 
+#: Payload bytes of one connection direction handed over as one run at most (``coalesce``).
+COALESCE_WINDOW = 64 << 10
+
+
+def compiled_coalescer() -> Callable[[list[tuple], int, int], tuple[list[tuple], float | None]] | None:
+    """``coalesce(segments, window, control) -> (entries, last_ts)`` of the compiled scanner (runs of in-order
+    payload of one connection direction as one entry, see ``_pcapscan.c``), unless not built,
+    ``MIGSHARK_PURE_PYTHON`` is set, or ``MIGSHARK_NO_COALESCE`` is set (segment by segment, as before)."""
+    if _pcapscan is None or os.environ.get("MIGSHARK_PURE_PYTHON") or os.environ.get("MIGSHARK_NO_COALESCE"):
+        return None
+    return getattr(_pcapscan, "coalesce", None)   # None: a scanner built before it (pip install -e . rebuilds)
+
+
 def scanner_status() -> str:
     """One line for ``migshark --version``: which reader runs and, if pure Python, why."""
     if _pcapscan is None:

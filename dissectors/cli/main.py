@@ -115,7 +115,16 @@ def _reader_kind() -> str:
     return scanner_status()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names (its first word not starting with '-'), or None."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line. With ``command`` (the subcommand about to run), the arguments of ``fleet`` and
+    ``record``, which come from heavy modules (the fleet room, the recorder, asyncio), are declared only for
+    that subcommand, so that ``analyze`` of a small capture imports neither; each stays listed in --help."""
+    full = command is None
     p = argparse.ArgumentParser(prog="migshark", description="Dissect and analyse QEMU live-migration captures.")
     p.add_argument("--version", action="version", version=f"migshark {__version__}, {_reader_kind()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -185,9 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_check)
 
     f = sub.add_parser("fleet", help="many captures (files, globs, URLs) on Dask into one table, a row per migration")
-    from dissectors.cli.fleet import add_arguments as fleet_arguments
+    if full or command == "fleet":
+        from dissectors.cli.fleet import add_arguments as fleet_arguments
 
-    fleet_arguments(f)
+        fleet_arguments(f)
     f.set_defaults(func=_fleet)
 
     e = sub.add_parser("export-wireshark", help="write the Wireshark Lua plugin (qmig) generated from the layers")
@@ -195,12 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_export)
 
     r = sub.add_parser("record", help="record a real QEMU migration with tcpdump")
-    try:
-        from dissectors.recorder import command as recorder_cli
+    if full or command == "record":
+        try:
+            from dissectors.recorder import command as recorder_cli
 
-        recorder_cli.add_arguments(r)
-    except ImportError as exc:  # the recorder is optional at import time
-        r.set_defaults(_record_error=str(exc))
+            recorder_cli.add_arguments(r)
+        except ImportError as exc:  # the recorder is optional at import time
+            r.set_defaults(_record_error=str(exc))
     r.set_defaults(func=_record)
     return p
 
@@ -223,8 +234,9 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parse(parser, argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(words))
+    args = parse(parser, words)
     try:
         return int(args.func(args))
     except InputError as exc:

@@ -11,8 +11,10 @@ from typing import Any, BinaryIO, Protocol
 from dissectors.analysis.engine import Analysis, Analyzer
 from dissectors.analysis.judge import Options
 from dissectors.capture import open_capture
+from dissectors.capture.scanner import COALESCE_WINDOW, compiled_coalescer
 from dissectors.errors import InputError
 from dissectors.tcp import Connection, StreamSink, TcpTracker
+from dissectors.tcp.flags import CONTROL
 from dissectors.tls import KeyLog, KeyLogError, TlsStreamSink
 
 ProgressFn = Callable[[int, "int | None"], None]   # (bytes done, size; None for a stream)
@@ -66,18 +68,28 @@ def gc_unfrozen_after() -> Iterator[None]:
 
 def reassemble(source: SegmentSource, label: str, sink_factory: SinkFactory,
                progress: ProgressFn | None = None, freeze: bool = False,
-               on_batch: Callable[[TcpTracker], None] | None = None) -> tuple[TcpTracker, dict[str, Any]]:
+               on_batch: Callable[[TcpTracker], None] | None = None,
+               coalesce_runs: bool = True) -> tuple[TcpTracker, dict[str, Any]]:
     """Feed every TCP segment of ``source`` to a tracker; return it and a capture summary. ``freeze``:
     hide per-connection state from the cyclic collector as it piles up (:func:`_freezing`; the caller
     unfreezes, see :func:`gc_unfrozen_after`); a live run, which frees finished connections as it goes,
     does not ask for it.
 
     ``on_batch(tracker)`` (a live watcher) runs after each batch of segments the reader hands over (at
-    least one per read of a live stream), with every segment read so far fed."""
+    least one per read of a live stream), with every segment read so far fed.
+
+    ``coalesce_runs``: hand runs of in-order segments to the tracker as one entry where the compiled scanner
+    can (``TcpTracker.feed_coalesced``: the same effect, fewer Python steps for segments the sinks skip).
+    Sinks that take every byte (TLS decryption) gain nothing from it: their callers turn it off."""
     tracker = TcpTracker(_freezing(sink_factory) if freeze else sink_factory)
     if progress is not None:
         source.on_progress = lambda: progress(source.position, source.size)
-    if on_batch is None:
+    coalesce = compiled_coalescer() if on_batch is None and coalesce_runs else None
+    if coalesce is not None:          # runs of in-order payload as one entry each (same effect, fewer calls)
+        feed_runs, one_by_one = tracker.feed_coalesced, tracker.one_by_one
+        for batch in source.keyed_batches():
+            feed_runs(*coalesce(batch, COALESCE_WINDOW, CONTROL, one_by_one))
+    elif on_batch is None:
         tracker.feed_keyed(source.keyed_segments())
     else:
         feed = tracker.feed_keyed
@@ -146,7 +158,8 @@ def analyze_file(path: str, options: Options | None = None, progress: ProgressFn
     analyzer = Analyzer(options, keylog=keylog)
     with gc_unfrozen_after():
         with open_capture(path, stream=stream) as cap:
-            _, capture = reassemble(cap, str(path), analyzer.sink_for, progress, freeze=True)
+            _, capture = reassemble(cap, str(path), analyzer.sink_for, progress, freeze=True,
+                                    coalesce_runs=keylog is None)   # decryption takes every byte
         return analyzer.finish(capture)
 
 

@@ -17,12 +17,25 @@ cut by the snaplen and nothing buffered out of order. The counters are bumped an
 straight to ``sink.data``, unless it lies wholly inside the sink's skip window
 (``HalfStream.skip_until``: one more integer compare). Everything else (new connections, handshakes,
 retransmissions, reordering, cut segments, FIN/RST) takes :meth:`TcpTracker._slow`.
+
+Runs (:meth:`TcpTracker.feed_coalesced`): the capture room's compiled ``coalesce`` hands a run of in-order
+payload segments of one direction (same flags, no SYN/FIN/RST, nothing cut), or of its acknowledgments
+without payload, as one entry whose ``missing``
+is ``(payloads, times, ends, before, order)`` (see ``_pcapscan.c``). The segments of a run lying wholly
+inside the sink's skip window are accounted for in one step (counters, offsets, times, the retransmission
+tail: the same values as one by one); every segment that is delivered or leaves the fast path is handled
+alone, with its own time, and only once every segment before it in the capture has been (``before`` and
+``order`` say where it was; a run waits in a heap meanwhile). So the sinks see exactly the calls, in exactly
+the order and with exactly the times, that segment-by-segment feeding gives.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Collection, Iterable
+from bisect import bisect_right
+from collections.abc import Callable, Collection, Iterable, Sequence
+from heapq import heappop, heappush
+from typing import Any
 
 from .connection import (
     EPHEMERAL_PORT_MIN,
@@ -40,6 +53,12 @@ from .sink import END_CAPTURE, END_RST, END_SUPERSEDED, StreamSink
 SinkFactory = Callable[[Connection], "StreamSink | None"]
 KeyedSegment = tuple[bytes, float, int, int, "memoryview | bytes", int]
 _PORTS = struct.Struct("!HH")
+#: A run that has to wait for other connections' segments after delivering more of its segments one by one
+#: than it absorbed in a skip window (by this margin) marks its direction for one-by-one handover
+#: (``TcpTracker.one_by_one``: a sink that takes every byte gains nothing from runs), retried every
+#: ``RUNS_RETRY`` batches.
+RUNS_MIN_ABSORBED = 4
+RUNS_RETRY = 64
 #: Connections tracked at most per capture (~2.5 KB each once closed); the segments of any connection
 #: first seen after that are counted, not reassembled (docs/limits.md).
 MAX_CONNECTIONS = 200_000
@@ -80,6 +99,12 @@ class TcpTracker:
         self.connections: list[Connection] = []
         self._keys: dict[int, tuple[bytes, bytes]] = {}   # connection index -> its two segment keys
         self._opened = 0                                   # connections opened (forgotten ones too)
+        self._deferred: list[tuple[int, int, list[Any]]] = []   # runs waiting for earlier segments
+        #: Directions (segment keys) whose runs keep waiting for other connections' segments with little
+        #: absorbed in between (a sink that wants every byte, interleaved traffic): for the coalescer to hand
+        #: them one by one (its ``exclude``); forgotten every ``RUNS_RETRY`` batches.
+        self.one_by_one: dict[bytes, bool] = {}
+        self._batches = 0
         self.first_ts: float | None = None   # time of the first and of the last segment fed (feed order)
         self.last_ts: float | None = None
 
@@ -118,6 +143,128 @@ class TcpTracker:
                 elif off + n > h.skip_until:        # crossing its end; wholly inside: not delivered
                     h.hand_over(off, payload, ts)
         self.last_ts = ts
+
+    # ---- runs of coalesced segments ------------------------------------------------------------
+
+    def feed_coalesced(self, entries: Sequence[tuple[Any, ...]], last_ts: float | None) -> None:
+        """Process the entries of one ``coalesce`` call (keyed segments and runs, see the module doc); the
+        segments, taken in capture order, have the same effect as :meth:`feed_keyed` of them. ``last_ts``
+        is the time of the last segment (``coalesce`` says)."""
+        get = self._halves.get
+        slow = self._slow
+        run = self._run
+        control, mask = CONTROL, SEQ_MASK
+        deferred: list[tuple[int, int, list[Any]]] = []
+        self._deferred = deferred
+        self._batches += 1
+        if not self._batches % RUNS_RETRY:
+            self.one_by_one.clear()
+        count = len(entries)
+        i = 0
+        while i < count:
+            while deferred and deferred[0][0] <= i:       # run segments that come before entry i
+                run(heappop(deferred)[2], i)
+            key, ts, seq, flags, payload, missing = entries[i]
+            i += 1
+            if missing.__class__ is tuple:
+                run([key, missing, 0, seq, flags, 0], i)
+                continue
+            h = get(key)
+            if h is None or seq != h.next_seq or flags & control or missing:
+                slow(h, key, ts, seq, flags, payload, missing)
+                continue
+            h.frames += 1
+            h.last_ts = ts
+            n = len(payload)
+            if n:
+                off = h.offset
+                h.offset = off + n
+                h.next_seq = (seq + n) & mask
+                if h.first_data_ts is None:
+                    h.first_data_ts = ts
+                h.last_data_ts = ts
+                h.tail.append(payload)
+                if off >= h.skip_until:
+                    if h.deliver is not None:
+                        k = h.deliver(h.direction, off, payload, ts)
+                        if k:
+                            h.skip_until = off + n + k
+                elif off + n > h.skip_until:
+                    h.hand_over(off, payload, ts)
+        while deferred:
+            run(heappop(deferred)[2], count)
+        if last_ts is not None:
+            self.last_ts = last_ts
+
+    def _run(self, state: list[Any], done: int) -> None:
+        """Go on with a run (``state`` = key, run lists, next segment, its sequence number, flags) while
+        ``done`` entries have been processed: absorb the segments inside the skip window, handle the
+        others one by one once all that comes before them is done; else wait in the heap."""
+        key, (payloads, times, ends, before, order), j, seq, flags, absorbed = state
+        deferred = self._deferred
+        mask = SEQ_MASK
+        n = len(payloads)
+        h = self._halves.get(key)
+        acks = not ends[-1]                                 # a run of acknowledgments: no payload
+        while j < n:
+            if h is not None and seq == h.next_seq:
+                if acks:                                    # the fast path only counts them
+                    h.frames += n - j
+                    h.last_ts = times[-1]
+                    return
+                start = ends[j - 1] if j else 0
+                if h.deliver is None:
+                    m = n
+                else:
+                    m = bisect_right(ends, start + h.skip_until - h.offset, j, n)
+                if m > j:                                   # wholly inside the skip window: not delivered
+                    size = ends[m - 1] - start
+                    t = times[m - 1]
+                    h.frames += m - j
+                    h.last_ts = t
+                    h.offset += size
+                    seq = h.next_seq = (seq + size) & mask
+                    if h.first_data_ts is None:
+                        h.first_data_ts = times[j]
+                    h.last_data_ts = t
+                    h.tail.extend(payloads[j:m])
+                    absorbed += m - j
+                    j = m
+                    continue
+            b = before[j]
+            if b > done or (deferred and deferred[0][:2] < (b, order[j])):
+                if j - absorbed > absorbed + RUNS_MIN_ABSORBED:   # mostly delivered, waiting: one by one
+                    self.one_by_one[key] = True
+                heappush(deferred, (b, order[j], [key, (payloads, times, ends, before, order), j, seq, flags,
+                                                  absorbed]))
+                return
+            payload, ts = payloads[j], times[j]
+            size = len(payload)
+            if h is None or seq != h.next_seq:
+                self._slow(h, key, ts, seq, flags, payload, 0)
+                h = self._halves.get(key)
+            elif not size:
+                h.frames += 1
+                h.last_ts = ts
+            else:
+                h.frames += 1
+                h.last_ts = ts
+                off = h.offset
+                h.offset = off + size
+                h.next_seq = (seq + size) & mask
+                if h.first_data_ts is None:
+                    h.first_data_ts = ts
+                h.last_data_ts = ts
+                h.tail.append(payload)
+                if off >= h.skip_until:
+                    if h.deliver is not None:
+                        k = h.deliver(h.direction, off, payload, ts)
+                        if k:
+                            h.skip_until = off + size + k
+                elif off + size > h.skip_until:
+                    h.hand_over(off, payload, ts)
+            seq = (seq + size) & mask
+            j += 1
 
     # ---- everything else -----------------------------------------------------------------------
 
