@@ -25,4 +25,4 @@ sh scripts/install-tshark-roots.sh   # tshark 4.4 (trixie root) and 4.6 (sid roo
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test,fleet]'   # fleet: dask, distributed, pyarrow, fsspec
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test,fleet,docs]'   # fleet: dask, distributed, pyarrow, fsspec; docs: mkdocs, argparse-manpage
