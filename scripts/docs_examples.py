@@ -8,8 +8,8 @@ A block may be preceded by a marker comment (one line, options separated by comm
     <!-- docs-test: skip needs root and QEMU -->   not run, with that reason
     <!-- docs-test: live -->                       run only with the live marker (records with QEMU, root)
 
-Shown output is compared line by line (trailing blanks ignored). A line ``...`` marks a trimmed output: the
-shown lines must then appear in the real output in that order; without one the output must be equal.
+Shown output is compared line by line (trailing blanks ignored). A line ``...`` (maybe indented) marks a trimmed
+output: the shown lines must then appear in the real output in that order; without one it must be equal.
 Commands run with bash in a scratch directory holding ``captures`` (the corpus) and an empty ``docs/img``,
 ``migshark`` being this checkout's command line, stderr merged into stdout, piped (no progress, 80 columns).
 """
@@ -48,7 +48,8 @@ class Block:
 
     @property
     def name(self) -> str:
-        return f"{self.file.relative_to(ROOT)}:{self.start + 1}"
+        shown = self.file.relative_to(ROOT) if self.file.is_relative_to(ROOT) else self.file
+        return f"{shown}:{self.start + 1}"
 
 
 def doc_files() -> list[Path]:
@@ -116,6 +117,7 @@ def run(cmd: Command, where: Path, timeout: float = 600) -> tuple[int, list[str]
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     env["PATH"] = f"{where / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
     env["PYTHONPATH"] = str(ROOT)
+    env["TZ"] = "UTC"                # wall-clock times in the reports do not depend on the machine
     out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd.line], cwd=where, env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, timeout=timeout)
     lines = [line.rstrip() for line in out.stdout.splitlines()]
@@ -126,6 +128,7 @@ def run(cmd: Command, where: Path, timeout: float = 600) -> tuple[int, list[str]
 
 def mismatch(shown: list[str], real: list[str]) -> str | None:
     """None when ``shown`` is what ``real`` gives (equal, or in order where trimmed), else why not."""
+    shown = [TRIM if s.strip() == TRIM else s for s in shown]      # "  ..." (indented) trims too
     if TRIM not in shown:
         if shown == real:
             return None
@@ -147,6 +150,6 @@ def shown_for(block: Block, cmd: Command, real: list[str]) -> list[str]:
     """What the docs should show for ``real`` (the update script writes it)."""
     if block.head is not None and len(real) > block.head:
         return real[:block.head] + [TRIM]
-    if TRIM in cmd.shown and mismatch(cmd.shown, real) is None:
+    if any(s.strip() == TRIM for s in cmd.shown) and mismatch(cmd.shown, real) is None:
         return cmd.shown                       # a hand-trimmed output that still holds is kept as it is
     return real

@@ -25,7 +25,7 @@ def update(path: Path, where: Path) -> int:
         for cmd in block.commands:
             code, real = dx.run(cmd, where)
             shown = dx.shown_for(block, cmd, real)
-            if dx.TRIM in cmd.shown and block.head is None and shown is real:
+            if any(x.strip() == dx.TRIM for x in cmd.shown) and block.head is None and shown is real:
                 print(f"{block.name}: trimmed output no longer holds; shown in full, trim it again")
             if code != block.exit:
                 print(f"{block.name}: `{cmd.line}` exits {code}, the marker says {block.exit}: fix the marker")
