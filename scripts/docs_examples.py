@@ -5,13 +5,18 @@ them and compares; scripts/update-docs-examples.py rewrites the shown output fro
 A block may be preceded by a marker comment (one line, options separated by commas):
 
     <!-- docs-test: exit 1, head 12 -->            exit code expected (default 0), output shown = first 12 lines
-    <!-- docs-test: skip needs root and QEMU -->   not run, with that reason
+    <!-- docs-test: skip needs root and QEMU -->   not run, with that reason (the last option)
     <!-- docs-test: live -->                       run only with the live marker (records with QEMU, root)
+    <!-- docs-test: needs tshark -->               skipped (saying so) where that program is not installed
+    <!-- docs-test: stdout only -->                standard error is not shown (it depends on the user: root...)
+
+A command line ending in a backslash goes on on the next line.
 
 Shown output is compared line by line (trailing blanks ignored). A line ``...`` (maybe indented) marks a trimmed
 output: the shown lines must then appear in the real output in that order; without one it must be equal.
-Commands run with bash in a scratch directory holding ``captures`` (the corpus) and an empty ``docs/img``,
-``migshark`` being this checkout's command line, stderr merged into stdout, piped (no progress, 80 columns).
+Commands run with bash (no pipefail: the exit code is the last command's, as a user's shell gives) in a
+scratch directory holding ``captures`` (the corpus) and an empty ``docs/img``, ``migshark`` being this
+checkout's command line, stderr merged into stdout, piped (no progress, 80 columns), TZ=UTC.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ class Block:
     head: int | None = None
     skip: str | None = None
     live: bool = False
+    needs: list[str] = field(default_factory=list)
+    stdout_only: bool = False
 
     @property
     def name(self) -> str:
@@ -57,15 +64,20 @@ def doc_files() -> list[Path]:
 
 
 def _options(text: str, block: Block) -> None:
-    for part in (p.strip() for p in text.split(",")):
+    head, sep, reason = text.partition("skip")          # "skip REASON" comes last: its reason may hold commas
+    if sep:
+        block.skip = reason.strip() or "marked skip"
+    for part in (p.strip() for p in head.split(",")):
         if part.startswith("exit "):
             block.exit = int(part.split()[1])
         elif part.startswith("head "):
             block.head = int(part.split()[1])
-        elif part.startswith("skip"):
-            block.skip = part[4:].strip() or "marked skip"
         elif part == "live":
             block.live = True
+        elif part == "stdout only":
+            block.stdout_only = True
+        elif part.startswith("needs "):
+            block.needs += part.split()[1:]
         elif part:
             raise ValueError(f"{block.name}: unknown docs-test option {part!r}")
 
@@ -80,13 +92,17 @@ def blocks(path: Path) -> list[Block]:
             while j < len(lines) and lines[j].strip() != "```":
                 j += 1
             cmds: list[Command] = []
+            going_on = False
             for line in lines[i + 1:j]:
-                if line.startswith("$ "):
+                if going_on:
+                    cmds[-1].line += "\n" + line
+                elif line.startswith("$ "):
                     cmds.append(Command(line[2:]))
                 elif cmds:
                     cmds[-1].shown.append(line.rstrip())
                 elif line.strip():
                     raise ValueError(f"{path}:{i + 1}: a console block starts with a command ($ ...)")
+                going_on = bool(cmds) and cmds[-1].shown == [] and cmds[-1].line.endswith("\\")
             b = Block(path, i, j, cmds)
             m = MARKER.match(lines[i - 1]) if i else None
             if m:
@@ -95,6 +111,15 @@ def blocks(path: Path) -> list[Block]:
             i = j
         i += 1
     return out
+
+
+def unchecked_blocks(path: Path) -> list[str]:
+    """Shell code shown outside a ```console block (```sh, ```bash, ```shell): commands no test runs."""
+    found = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if re.match(r"^\s*```\s*(sh|bash|shell|zsh)\s*$", line):
+            found.append(f"{path.relative_to(ROOT)}:{n}")
+    return found
 
 
 def all_blocks() -> list[Block]:
@@ -113,13 +138,14 @@ def scratch() -> Path:
     return d
 
 
-def run(cmd: Command, where: Path, timeout: float = 600) -> tuple[int, list[str]]:
+def run(cmd: Command, where: Path, timeout: float = 600, stdout_only: bool = False) -> tuple[int, list[str]]:
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     env["PATH"] = f"{where / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
     env["PYTHONPATH"] = str(ROOT)
     env["TZ"] = "UTC"                # wall-clock times in the reports do not depend on the machine
-    out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd.line], cwd=where, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, timeout=timeout)
+    out = subprocess.run(["bash", "-c", cmd.line], cwd=where, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL if stdout_only else subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         text=True, timeout=timeout)
     lines = [line.rstrip() for line in out.stdout.splitlines()]
     while lines and not lines[-1]:
         lines.pop()

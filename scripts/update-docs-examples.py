@@ -23,7 +23,7 @@ def update(path: Path, where: Path) -> int:
             continue
         body: list[str] = []
         for cmd in block.commands:
-            code, real = dx.run(cmd, where)
+            code, real = dx.run(cmd, where, stdout_only=block.stdout_only)
             shown = dx.shown_for(block, cmd, real)
             if any(x.strip() == dx.TRIM for x in cmd.shown) and block.head is None and shown is real:
                 print(f"{block.name}: trimmed output no longer holds; shown in full, trim it again")

@@ -23,6 +23,9 @@ def _param(b: dx.Block):
         marks.append(pytest.mark.skip(reason=f"{b.name}: {b.skip}"))
     if b.live:
         marks.append(pytest.mark.live)
+    for prog in b.needs:
+        if shutil.which(prog) is None:
+            marks.append(pytest.mark.skip(reason=f"{b.name}: needs {prog}, not installed"))
     return pytest.param(b, id=b.name, marks=marks)
 
 
@@ -39,10 +42,16 @@ def test_the_docs_show_commands():
     assert sum(len(b.commands) for b in BLOCKS) >= 10
 
 
+def test_no_shell_block_escapes_the_tests():
+    """Commands are shown in ```console blocks (run, or skipped with a reason), never in ```sh ones."""
+    found = [n for f in dx.doc_files() for n in dx.unchecked_blocks(f)]
+    assert not found, "shell blocks no test runs (make them ```console with '$ ' commands): " + ", ".join(found)
+
+
 @pytest.mark.parametrize("block", [_param(b) for b in BLOCKS])
 def test_docs_example(block, where):
     for cmd in block.commands:
-        code, real = dx.run(cmd, where)
+        code, real = dx.run(cmd, where, stdout_only=block.stdout_only)
         assert code == block.exit, (f"{block.name}: `{cmd.line}` exited {code}, the docs say {block.exit}\n"
                                     + "\n".join(real[-20:]))
         why = dx.mismatch(cmd.shown, real)
