@@ -167,3 +167,22 @@ def test_every_documented_report_field_is_in_the_schema():
     fields = {f for row in rows for f in re.findall(r"`([a-z_][a-z0-9_]*)`", row)}
     missing = sorted(fields - _property_names(schema("report")))
     assert not missing, f"docs/report-schema.md documents fields docs/report.schema.json lacks: {missing}"
+
+
+def test_a_report_with_limits_and_other_connections_fits_schema(tmp_path):
+    """More connections without a migration than the report lists: `limits` and `other_connections`."""
+    from dissectors.capture.writer import PcapWriter, tcp_frame
+
+    path = tmp_path / "many.pcap"
+    with PcapWriter(path) as w:
+        for i in range(2_010):
+            sport = 20_000 + i
+            t = 1_700_000_000.0 + i * 1e-3
+            w.write(t, tcp_frame("10.0.0.1", "10.0.0.2", sport, 80, 1000, flags="S"))
+            w.write(t + 1e-4, tcp_frame("10.0.0.2", "10.0.0.1", 80, sport, 5000, 1001, flags="SA"))
+            w.write(t + 2e-4, tcp_frame("10.0.0.1", "10.0.0.2", sport, 80, 1001, 5001, flags="PA",
+                                        payload=b"GET / HTTP/1.0\r\n\r\n"))
+    report = analyze_file(str(path), Options()).report
+    assert [lim["limit"] for lim in report["limits"]] == ["other_connections_listed"]
+    assert len(report["other_connections"]) == 2_000 and not report["migrations"]
+    assert_valid("report", report, "a report with limits")
