@@ -110,3 +110,13 @@ def test_site_builds_strict(tmp_path):
     for page in ("index.html", "getting-started/index.html", "capturing/index.html", "architecture/index.html",
                  "signatures/multifd-taken-as-main/index.html", "report.schema.json"):
         assert (tmp_path / "site" / page).is_file(), page
+
+
+def test_getting_started_installs_as_the_readme_does():
+    """The install command is shown twice (README and the site's first page): the same command."""
+    def install(name: str) -> list[str]:
+        return [c.line for b in BLOCKS if b.file.name == name for c in b.commands if "apt-get install" in c.line]
+
+    readme, page = install("README.md"), install("getting-started.md")
+    assert readme and readme == page, (readme, page)
+    assert readme[0].startswith("$(command -v sudo) apt-get update && $(command -v sudo) apt-get install")
