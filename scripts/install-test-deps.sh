@@ -22,7 +22,16 @@ sh scripts/install-qemu.sh
 sh scripts/install-qemu-11.sh   # QEMU 11.1 in a trixie chroot (/opt/migshark-trixie)
 sh scripts/install-tshark-roots.sh   # tshark 4.4 (trixie root) and 4.6 (sid root) for the plugin tests
 
+# Run through sudo by a user (the README's command): apt-get and /opt as root, but the virtualenv in the
+# user's checkout as that user, who can then go on using and updating it (pip as root left it root-owned).
+as_user() {
+    if [ "$(id -u)" = 0 ] && [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+        sudo -u "$SUDO_USER" -- "$@"
+    else
+        "$@"
+    fi
+}
 if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
+    as_user python3 -m venv .venv
 fi
-.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test,fleet]'   # fleet: dask, distributed, pyarrow, fsspec
+as_user .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test,fleet,docs]'   # fleet: dask, distributed, pyarrow, fsspec; docs: mkdocs, argparse-manpage

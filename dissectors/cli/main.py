@@ -108,6 +108,12 @@ def _record(args: argparse.Namespace) -> int:
     return recorder_cli.run(args)
 
 
+def _completion(args: argparse.Namespace) -> int:
+    from dissectors.cli.completion import run
+
+    return run(args)
+
+
 def _reader_kind() -> str:
     """Which capture reader runs: the compiled scanner, or pure Python (and why)."""
     from dissectors.capture.scanner import scanner_status
@@ -213,6 +219,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         except ImportError as exc:  # the recorder is optional at import time
             r.set_defaults(_record_error=str(exc))
     r.set_defaults(func=_record)
+
+    from dissectors.cli.completion import add_arguments as completion_arguments
+
+    s = sub.add_parser("completion", help="print a shell completion script (bash, zsh)")
+    completion_arguments(s)
+    s.set_defaults(func=_completion)
     return p
 
 
