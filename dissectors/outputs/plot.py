@@ -50,15 +50,15 @@ EPOCH = re.compile(r"\b1\d{9}\.\d+\b")
 
 def plot_timeline(analysis: Analysis, path: str) -> None:
     """Write the timeline picture of ``analysis`` to ``path`` (PNG, SVG or PDF by its extension)."""
-    fig = build_timeline(analysis)
+    fig = build_timeline(analysis).figure
     try:
         fig.savefig(path, dpi=DPI)
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot write the timeline: {exc}", path=path) from exc
 
 
-def build_timeline(analysis: Analysis) -> Figure:
-    """The timeline as a matplotlib ``Figure`` (Agg canvas), laid out and with its labels placed."""
+def build_timeline(analysis: Analysis) -> Timeline:
+    """The timeline (a matplotlib ``Figure`` on the Agg canvas and its lanes), laid out, labels placed."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -93,7 +93,6 @@ class _Lane:
     channel: dict[str, Any]
     facts: Any
     top: float = 0.0            # inches from the figure's top
-    axes: Any = None
 
 
 @dataclass
@@ -107,6 +106,8 @@ class _Block:
 
 
 class _Timeline:
+    """Lays the picture out on one Axes: y in inches from the figure's top (negated), x in seconds."""
+
     def __init__(self, analysis: Analysis, figure_cls: Any, canvas_cls: Any) -> None:
         self.analysis = analysis
         self.report = analysis.report
@@ -114,12 +115,13 @@ class _Timeline:
         self.canvas_cls = canvas_cls
         self.by_conn = {f.conn.index: f for f in analysis.facts}
         self.labels: list[_Label] = []
-        self.drawn: set[str] = set()       # legend entries with something drawn
         self.notes: list[str] = []
         self.left_out = 0
+        self.drawn: set[str] = set()       # legend entries with something drawn
+        self.scale: list[tuple[float, str]] = []    # byte scale ticks (y, label) on the right
 
     # -- layout -------------------------------------------------------------------------------------
-    def build(self) -> Figure:
+    def build(self) -> Timeline:
         blocks = self._blocks()
         lanes = [lane for b in blocks for lane in b.lanes]
         y = TITLE_H
@@ -129,39 +131,52 @@ class _Timeline:
             for lane in b.lanes:
                 lane.top = y
                 y += LANE_H + LANE_GAP
-        self.body = y
-        height = y + AXIS_H + LEGEND_H
-        fig = self.figure_cls(figsize=(WIDTH, height), dpi=DPI)
+        self.body = max(y, TITLE_H + 1.0)
+        self.height = self.body + AXIS_H + LEGEND_H
+        fig = self.figure_cls(figsize=(WIDTH, self.height), dpi=DPI)
         self.canvas_cls(fig)
         self.fig = fig
-        self.height = height
         self.t0 = self._t0()
-        self.x_range = self._x_range()
-        self.blocks = blocks
-        self.lanes = lanes
-        first = None
-        for i, lane in enumerate(lanes):
-            ax = fig.add_axes(self._rect(lane.top), sharex=first)
-            first = first or ax
-            lane.axes = ax
-            self._lane(i, lane, last=i == len(lanes) - 1)
+        self.blocks, self.lanes = blocks, lanes
+        ax = fig.add_axes(self._rect())
+        self.ax = ax
+        ax.set_xlim(*self._x_range())
+        ax.set_ylim(-self.body, -TITLE_H)
+        for side in ("top", "right", "left"):
+            ax.spines[side].set_visible(False)
+        ax.grid(axis="x", color="#dddddd", lw=0.6)
+        ax.set_axisbelow(True)
+        ax.tick_params(axis="x", labelsize=FONT + 1)
         if not lanes:
-            ax = fig.add_axes(self._rect(TITLE_H))
-            ax.set_axis_off()
-            ax.text(0.5, 0.5, "no migration found", ha="center", va="center", fontsize=10)
+            ax.set_yticks([])
+            ax.text(0.5, 0.5, "no migration found", transform=ax.transAxes, ha="center", va="center",
+                    fontsize=10)
+        wall = datetime.fromtimestamp(self.t0, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        ax.set_xlabel(f"seconds since the first migration's start ({wall})", fontsize=FONT + 1)
+        for i, lane in enumerate(lanes):
+            self._lane(i, lane)
         for b in blocks:
             self._block_marks(b)
         self._relay_brackets(blocks)
+        if lanes:
+            ax.yaxis.tick_right()
+            ax.set_yticks([t[0] for t in self.scale], [t[1] for t in self.scale])
+            ax.tick_params(axis="y", labelsize=FONT - 0.5, length=2, pad=2, colors="#333333")
         self._title()
         self._legend()
-        fig.canvas.draw()                      # text sizes need a renderer
         self._place_labels()
         if self.notes:
             self._add_notes()
-        return fig
+        return Timeline(fig, [LaneBand(lane.migration["id"], lane.channel["client"], lane.channel["leg"],
+                                       -(lane.top + LANE_H), -lane.top) for lane in lanes], ax)
 
-    def _rect(self, top: float, h: float = LANE_H) -> tuple[float, float, float, float]:
-        return (LEFT / WIDTH, 1 - (top + h) / self.height, 1 - (LEFT + RIGHT) / WIDTH, h / self.height)
+    def _rect(self) -> tuple[float, float, float, float]:
+        bottom = self.height - self.body
+        return (LEFT / WIDTH, bottom / self.height, 1 - (LEFT + RIGHT) / WIDTH, (self.body - TITLE_H) / self.height)
+
+    def _y(self, lane: _Lane, frac: float) -> float:
+        """Data y of a fraction of a lane's height (0 its bottom, 1 its top)."""
+        return -(lane.top + LANE_H) + frac * LANE_H
 
     def _blocks(self) -> list[_Block]:
         migrations = self.report["migrations"]
@@ -216,79 +231,72 @@ class _Timeline:
         return -0.03 * end, 1.04 * end
 
     # -- one lane -----------------------------------------------------------------------------------
-    def _lane(self, i: int, lane: _Lane, last: bool) -> None:
-        ax: Axes = lane.axes
+    def _lane(self, i: int, lane: _Lane) -> None:
+        ax = self.ax
         m, ch, f = lane.migration, lane.channel, lane.facts
         colour = ROLE_COLOURS.get(ch["role"], "#444444")
-        ax.set_xlim(*self.x_range)
-        ax.grid(axis="x", color="#dddddd", lw=0.6)
-        ax.set_axisbelow(True)
-        ax.tick_params(axis="x", labelbottom=last, labelsize=FONT + 1)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
-        top = self._curves(ax, f, colour)
-        span = (top or 1.0) / (CURVE[1] - CURVE[0])
-        ax.set_ylim(-CURVE[0] * span, -CURVE[0] * span + span)
-        ax.yaxis.tick_right()
-        ticks = [0.0, top] if top > 0 else [0.0]
-        ax.set_yticks(ticks, [human_bytes(t) for t in ticks] if top > 0 else ["0 B"])
-        ax.tick_params(axis="y", labelsize=FONT - 0.5, length=2, pad=2, colors="#333333")
-        self._markers(ax, ch, f, colour)
-        self._lane_label(ax, m, ch)
+        ax.axhline(self._y(lane, 0.0), color="#999999", lw=0.6, zorder=1)
+        top = self._curves(lane, f, colour)
+        base = self._y(lane, CURVE[0])
+        self.scale.append((base, "0 B"))
+        if top > 0:
+            self.scale.append((self._y(lane, CURVE[1]), human_bytes(top)))
+        self._markers(lane, ch, f, colour)
+        self._lane_label(lane, m, ch)
         if ch["misclassified"]:
             from matplotlib.patches import Rectangle
 
             self.drawn.add("misread")
-            ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, hatch="////",
-                                   edgecolor=MISREAD_COLOUR, lw=0, alpha=0.45, zorder=0.6))
-            ax.spines["left"].set_color(MISREAD_COLOUR)
-            ax.spines["left"].set_linewidth(3)
+            y0 = self._y(lane, 0.0)
+            ax.add_patch(Rectangle((0, y0), 1, LANE_H, transform=ax.get_yaxis_transform(), fill=False,
+                                   hatch="////", edgecolor=MISREAD_COLOUR, lw=0, alpha=0.45, zorder=0.6))
+            ax.add_patch(Rectangle((-0.004, y0), 0.004, LANE_H, transform=ax.get_yaxis_transform(),
+                                   facecolor=MISREAD_COLOUR, lw=0, clip_on=False, zorder=0.7))
             mis = next((x for x in m["misclassifications"]
                         if x["client"] == ch["client"] and x["leg"] == ch["leg"]), None)
             if mis is not None:
                 when = (mis["time"] if mis["time"] is not None else ch["handshake_time"] or self.t0) - self.t0
                 msg = f"QEMU would show: {mis['failure']}"
                 self.labels.append(_Label(i, when, msg, MISREAD_COLOUR, "bold"))
-        if last:
-            wall = datetime.fromtimestamp(self.t0, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            ax.set_xlabel(f"seconds since the first migration's start ({wall})", fontsize=FONT + 1)
 
-    def _curves(self, ax: Axes, f: Any, colour: str) -> float:
-        """Draw both directions' cumulative bytes; the lane's top (bytes) for its scale."""
+    def _curves(self, lane: _Lane, f: Any, colour: str) -> float:
+        """Draw both directions' cumulative bytes on the lane's scale; the lane's top (bytes)."""
         if f is None:
             return 0.0
-        top = 0.0
-        for direction in (0, 1):
-            pts = f.dirs[direction].progress.points
-            if not pts:
-                continue
-            top = max(top, max(p[1] for p in pts))
+        series = [(d, f.dirs[d].progress.points) for d in (0, 1) if f.dirs[d].progress.points]
+        top = float(max((max(p[1] for p in pts) for _, pts in series), default=0))
+        if not top:
+            return 0.0
+        y0, k = self._y(lane, CURVE[0]), (CURVE[1] - CURVE[0]) * LANE_H / top
+        for direction, pts in series:
             self.drawn.add("sent" if direction == 0 else "return")
-            ax.plot([p[0] - self.t0 for p in pts], [p[1] for p in pts], color=colour,
-                    lw=1.5 if direction == 0 else 1.0, ls="-" if direction == 0 else "--",
-                    alpha=1.0 if direction == 0 else 0.75, zorder=2, drawstyle="steps-post")
-        return float(top)
+            xs = [pts[0][0] - self.t0] + [p[0] - self.t0 for p in pts]       # from zero at the first bytes
+            self.ax.plot(xs, [y0] + [y0 + p[1] * k for p in pts], color=colour,
+                         lw=1.5 if direction == 0 else 1.0, ls="-" if direction == 0 else "--",
+                         alpha=1.0 if direction == 0 else 0.75, zorder=2, drawstyle="steps-post",
+                         gid=f"curve:{direction}")
+        return top
 
-    def _markers(self, ax: Axes, ch: dict[str, Any], f: Any, colour: str) -> None:
-        tr = ax.get_xaxis_transform()
+    def _markers(self, lane: _Lane, ch: dict[str, Any], f: Any, colour: str) -> None:
+        ax = self.ax
         c = f.conn if f is not None else None
         accept = ch["handshake_time"]
         if accept is not None:
             self.drawn.add("accept")
-            ax.plot([accept - self.t0], [MARK_Y["accept"]], transform=tr, marker=">", color=colour, ms=7, ls="",
+            ax.plot([accept - self.t0], [self._y(lane, MARK_Y["accept"])], marker=">", color=colour, ms=7, ls="",
                     mec="black", mew=0.5, zorder=4, gid="marker:accept")
         fins = [t - self.t0 for t in (c.fin_ts if c else ()) if t is not None]
         if fins:
             self.drawn.add("fin")
-            ax.plot(fins, [MARK_Y["fin"]] * len(fins), transform=tr, marker="|", color="black", ms=10, mew=1.6,
+            ax.plot(fins, [self._y(lane, MARK_Y["fin"])] * len(fins), marker="|", color="black", ms=10, mew=1.6,
                     ls="", zorder=4, gid="marker:fin")
         rsts = [t - self.t0 for t in (c.rst_ts if c else ()) if t is not None]
         if rsts:
             self.drawn.add("rst")
-            ax.plot(rsts, [MARK_Y["rst"]] * len(rsts), transform=tr, marker="X", color="black", ms=8, ls="",
+            ax.plot(rsts, [self._y(lane, MARK_Y["rst"])] * len(rsts), marker="X", color="black", ms=8, ls="",
                     mec="white", mew=0.6, zorder=4, gid="marker:rst")
 
-    def _lane_label(self, ax: Axes, m: dict[str, Any], ch: dict[str, Any]) -> None:
+    def _lane_label(self, lane: _Lane, m: dict[str, Any], ch: dict[str, Any]) -> None:
         role = ch["role"] + (f" {ch['multifd_id']}" if ch["multifd_id"] is not None else "")
         legs = m.get("legs") or []
         leg = ""
@@ -296,46 +304,46 @@ class _Timeline:
             kind = next((x["kind"] for x in legs if x["leg"] == ch["leg"]), "")
             leg = f"leg {ch['leg']} {kind}  "
         to_dst, to_src = human_bytes(ch["bytes_to_server"]), human_bytes(ch["bytes_to_client"])
-        first = f"{leg}#{ch['accept_index']} {ch['client']}"
-        second = f"{role}   sent {to_dst}, return {to_src}"
-        ax.text(-0.008, 0.66, first, transform=ax.transAxes, ha="right", va="center", fontsize=FONT,
-                color="#222222", gid="label:lane")
+        tr = self.ax.get_yaxis_transform()
+        self.ax.text(-0.008, self._y(lane, 0.66), f"{leg}#{ch['accept_index']} {ch['client']}", transform=tr,
+                     ha="right", va="center", fontsize=FONT, color="#222222", gid="label:lane")
         if ch["misclassified"]:
             second = f"{role}, TAKEN AS {ch['assigned_role'].upper()}"
-            ax.text(-0.008, 0.28, second, transform=ax.transAxes, ha="right", va="center", fontsize=FONT,
-                    color=MISREAD_COLOUR, weight="bold", gid="label:lane")
+            colour, weight = MISREAD_COLOUR, "bold"
         else:
-            ax.text(-0.008, 0.28, second, transform=ax.transAxes, ha="right", va="center", fontsize=FONT,
-                    color=ROLE_COLOURS.get(ch["role"], "#444444"), gid="label:lane")
+            second = f"{role}   sent {to_dst}, return {to_src}"
+            colour, weight = ROLE_COLOURS.get(ch["role"], "#444444"), "normal"
+        self.ax.text(-0.008, self._y(lane, 0.28), second, transform=tr, ha="right", va="center", fontsize=FONT,
+                     color=colour, weight=weight, gid="label:lane")
 
     # -- per migration ------------------------------------------------------------------------------
     def _block_marks(self, b: _Block) -> None:
         m = b.migration
-        head_y = 1 - (b.top + HEAD_H * 0.55) / self.height
+        ax = self.ax
         colour = MISREAD_COLOUR if m["misclassifications"] else "black"
-        self.fig.text(LEFT / WIDTH, head_y, b.header, fontsize=FONT + 1.5, weight="bold", color=colour,
-                      va="center", gid="label:header")
+        ax.text(0.0, -(b.top + HEAD_H * 0.5), b.header, transform=ax.get_yaxis_transform(), fontsize=FONT + 1.5,
+                weight="bold", color=colour, va="center", gid="label:header")
         lanes_by_client = {lane.channel["client"]: lane for lane in b.lanes}
         for s in m["stalls"]:
             start, end = s["start"], s["end"] if s["end"] is not None else m["end_time"]
             if start is None or end is None:
                 continue
+            from matplotlib.patches import Rectangle
+
             self.drawn.add("stall")
             hit = [lanes_by_client[c] for c in s["channels"] if c in lanes_by_client] or b.lanes
             for lane in hit:
-                lane.axes.axvspan(start - self.t0, end - self.t0, facecolor=STALL_COLOUR, alpha=0.45, lw=0,
-                                  zorder=0.5)
-            idx = self.lanes.index(hit[0])
-            self.labels.append(_Label(idx, start - self.t0, f"stall ({s['kind']}): {s['duration']:.1f} s"
-                                      if s.get("duration") is not None else f"stall ({s['kind']})", "#5c5000"))
+                ax.add_patch(Rectangle((start - self.t0, self._y(lane, 0.0)), max(end - start, 1e-6), LANE_H,
+                                       facecolor=STALL_COLOUR, alpha=0.45, lw=0, zorder=0.5))
+            text = f"stall ({s['kind']})" + (f": {s['duration']:.1f} s" if s.get("duration") is not None else "")
+            self.labels.append(_Label(self.lanes.index(hit[0]), start - self.t0, text, "#5c5000"))
         pc = m.get("postcopy") or {}
         if pc.get("run_time") is not None:
             x = pc["run_time"] - self.t0
             self.drawn.add("postcopy")
-            for lane in b.lanes:
-                lane.axes.axvline(x, color=BLUE, ls=":", lw=1, zorder=1)
-            idx = self.lanes.index(b.lanes[0])
-            self.labels.append(_Label(idx, x, "postcopy starts", BLUE))
+            ax.plot([x, x], [self._y(b.lanes[-1], 0.0), self._y(b.lanes[0], 1.0)], color=BLUE, ls=":", lw=1,
+                    zorder=1)
+            self.labels.append(_Label(self.lanes.index(b.lanes[0]), x, "postcopy starts", BLUE))
         self._requests(m, b)
 
     def _relay_brackets(self, blocks: list[_Block]) -> None:
@@ -370,17 +378,16 @@ class _Timeline:
             for r in ledger.waiting(ep)[:3000]:
                 waiting.setdefault(r.connection, []).append(r.ts - self.t0)
         for conn, lane in mains.items():
-            tr = lane.axes.get_xaxis_transform()
             xs = served.get(conn, [])
             if xs:
                 self.drawn.add("request")
-                lane.axes.plot(xs, [MARK_Y["request"]] * len(xs), transform=tr, marker="|", color="#555555",
-                               ms=6, mew=0.8, ls="", zorder=3, gid="marker:request")
+                self.ax.plot(xs, [self._y(lane, MARK_Y["request"])] * len(xs), marker="|", color="#555555", ms=6,
+                             mew=0.8, ls="", zorder=3, gid="marker:request")
             xs = waiting.get(conn, [])
             if xs:
                 self.drawn.add("waiting")
-                lane.axes.plot(xs, [MARK_Y["waiting"]] * len(xs), transform=tr, marker="v", color="black",
-                               ms=5, ls="", zorder=3, gid="marker:waiting")
+                self.ax.plot(xs, [self._y(lane, MARK_Y["waiting"])] * len(xs), marker="v", color="black", ms=5,
+                             ls="", zorder=3, gid="marker:waiting")
 
     # -- figure furniture ---------------------------------------------------------------------------
     def _title(self) -> None:
@@ -409,44 +416,73 @@ class _Timeline:
         handles = [h for k, h in every.items() if k in self.drawn]
         handles += [Line2D([], [], color=c, lw=2, label=r) for r, c in ROLE_COLOURS.items()
                     if r in {ch["role"] for m in self.report["migrations"] for ch in m["channels"]}]
-        self.legend = self.fig.legend(handles=handles, loc="center",
+        self.legend = self.fig.legend(handles=handles or [Line2D([], [], color="white", label=" ")], loc="center",
                                       bbox_to_anchor=(0.5, (LEGEND_H * 0.5) / self.height),
-                                      ncol=max(1, min(len(handles), 12)),
-                                      fontsize=FONT, frameon=False)
+                                      ncol=max(1, min(len(handles), 12)), fontsize=FONT, frameon=False)
 
     # -- labels -------------------------------------------------------------------------------------
     def _place_labels(self) -> None:
+        if not self.labels:
+            return
         renderer = self.fig.canvas.get_renderer()
-        obstacles = [marker_boxes(ax, renderer) for ax in (lane.axes for lane in self.lanes)]
+        obstacles = marker_boxes(self.ax, renderer)
         for lab in self.labels:
             lane = self.lanes[lab.lane]
             text = "\n".join(textwrap.wrap(relative_times(lab.text, self.t0), 150)[:3])
-            placed = place_label(lane.axes, renderer, lab.x, text, obstacles[lab.lane], colour=lab.colour,
+            band = (self._y(lane, 0.0), self._y(lane, 1.0))
+            placed = place_label(self.ax, renderer, band, lab.x, text, obstacles, colour=lab.colour,
                                  weight=lab.weight)
             if placed is None:
                 n = len(self.notes) + 1
-                self.notes.append(f"[{n}] M{lane.migration['id']} #{lane.channel['accept_index']} "
-                                  f"{lane.channel['client']}: {lab.text}")
-                ref = place_label(lane.axes, renderer, lab.x, f"[{n}]", obstacles[lab.lane], colour=lab.colour,
+                note = f"M{lane.migration['id']} #{lane.channel['accept_index']} {lane.channel['client']}: {lab.text}"
+                ref = place_label(self.ax, renderer, band, lab.x, f"[{n}]", obstacles, colour=lab.colour,
                                   weight="bold")
-                if ref is None:
-                    self.notes[-1] = self.notes[-1][len(f"[{n}] "):]
-                    self.notes[-1] = f"[{n}] (not marked) " + self.notes[-1]
+                self.notes.append(f"[{n}] {note}" if ref is not None else f"[{n}] (not marked) {note}")
 
     def _add_notes(self) -> None:
         extra = NOTE_H * len(self.notes) + 0.1
         old = self.height
         self.height = old + extra
         self.fig.set_size_inches(WIDTH, self.height)
-        for lane in self.lanes:
-            lane.axes.set_position(self._rect(lane.top))
+        self.ax.set_position(self._rect())
         for t in self.fig.texts:
             x, y = t.get_position()
             t.set_position((x, 1 - (1 - y) * old / self.height))
+        for line in self.fig.lines:
+            line.set_ydata([1 - (1 - y) * old / self.height for y in line.get_ydata()])
         self.legend.set_bbox_to_anchor((0.5, (extra + LEGEND_H * 0.5) / self.height))
         for k, note in enumerate(self.notes):
-            self.fig.text(LEFT / WIDTH, (extra - 0.08 - NOTE_H * (k + 0.5)) / self.height, note, fontsize=FONT,
-                          va="center", gid="label:note")
+            self.fig.text(LEFT / WIDTH, (extra - 0.08 - NOTE_H * (k + 0.5)) / self.height,
+                          relative_times(note, self.t0), fontsize=FONT, va="center", gid="label:note")
+
+
+@dataclass
+class LaneBand:
+    """Where a channel's lane lies on the picture's Axes (data y, bottom and top)."""
+
+    migration: int
+    client: str
+    leg: int
+    y0: float
+    y1: float
+
+
+@dataclass
+class Timeline:
+    """The drawn picture: its figure, the Axes the lanes share and each lane's band."""
+
+    figure: Figure
+    lanes: list[LaneBand]
+    axes: Any
+
+    def lane(self, client: str) -> LaneBand:
+        return next(x for x in self.lanes if x.client == client)
+
+    def texts_in(self, band: LaneBand, renderer: Any) -> list[Text]:
+        """Texts drawn inside a lane (their box within its band)."""
+        lo, hi = self.axes.transData.transform([(0, band.y0), (0, band.y1)])[:, 1]
+        return [t for t in self.axes.texts if t.get_gid() == "label:lane-note"
+                and lo - 0.5 <= text_box(t, renderer).y0 and text_box(t, renderer).y1 <= hi + 0.5]
 
 
 def relative_times(text: str, t0: float) -> str:
@@ -461,6 +497,7 @@ def marker_boxes(ax: Axes, renderer: Any) -> list[Any]:
 
     frame = ax.get_window_extent(renderer)
     boxes = []
+    # one call for all points of a line: the picture may hold thousands of page requests
     for line in ax.get_lines():
         marker = line.get_marker()
         if marker in (None, "None", "", " ") or not line.get_visible():
@@ -468,10 +505,10 @@ def marker_boxes(ax: Axes, renderer: Any) -> list[Any]:
         half = (line.get_markersize() + line.get_markeredgewidth()) * renderer.points_to_pixels(1.0) / 2
         xy = line.get_transform().transform(line.get_xydata())
         for px, py in xy:
-            b = Bbox.from_extents(px - half, py - half, px + half, py + half)
-            inter = Bbox.intersection(b, frame)
-            if inter is not None:
-                boxes.append(inter)
+            x0, y0 = max(px - half, frame.x0), max(py - half, frame.y0)
+            x1, y1 = min(px + half, frame.x1), min(py + half, frame.y1)
+            if x0 < x1 and y0 < y1:
+                boxes.append(Bbox.from_extents(x0, y0, x1, y1))
     return boxes
 
 
@@ -485,20 +522,24 @@ def text_box(t: Text, renderer: Any) -> Any:
     return box
 
 
-def place_label(ax: Axes, renderer: Any, x: float, text: str, obstacles: list[Any], colour: str = "black",
-                weight: str = "normal") -> Text | None:
-    """Put ``text`` in ``ax`` as near time ``x`` as it goes without covering a box of ``obstacles`` or leaving
-    the axes: the strip above the curves first, then lower rows, moving right then left. The placed text's
-    box joins ``obstacles``; None when nowhere fits (nothing is drawn)."""
-    frame = ax.get_window_extent(renderer)
+def place_label(ax: Axes, renderer: Any, band: tuple[float, float], x: float, text: str, obstacles: list[Any],
+                colour: str = "black", weight: str = "normal") -> Text | None:
+    """Put ``text`` in the lane ``band`` (data y, bottom and top) of ``ax`` as near time ``x`` as it goes
+    without covering a box of ``obstacles`` or leaving the lane: the strip above the curves first, then lower
+    rows, moving right then left. The placed text's box joins ``obstacles``; None when nowhere fits."""
+    from matplotlib.transforms import Bbox
+
+    ext = ax.get_window_extent(renderer)
+    lo, hi = ax.transData.transform([(0, band[0]), (0, band[1])])[:, 1]
+    frame = Bbox.from_extents(ext.x0, lo, ext.x1, hi)
     t = ax.text(0, 0, text, transform=ax.transAxes, ha="left", va="center", fontsize=FONT, color=colour,
                 weight=weight, zorder=5, gid="label:lane-note",
                 bbox={"boxstyle": "square,pad=0.15", "facecolor": "white", "alpha": 0.75, "edgecolor": "none"})
+    anchor = ax.transAxes.transform((0.0, 0.5))
     t.set_position((0.0, 0.5))
     box0 = text_box(t, renderer)
     w, h = box0.width, box0.height
-    ox = box0.x0 - frame.x0            # text anchor -> box offsets, at anchor (frame.x0, mid)
-    oy = box0.y0 - (frame.y0 + 0.5 * frame.height)
+    ox, oy = box0.x0 - anchor[0], box0.y0 - anchor[1]      # text anchor -> box offsets
     want = ax.transData.transform((x, 0))[0]
     pad = 2.0
     step = max(6.0, frame.width / 120)
@@ -507,7 +548,7 @@ def place_label(ax: Axes, renderer: Any, x: float, text: str, obstacles: list[An
     while k * step < frame.width:
         offsets += [k * step, -k * step]
         k += 1
-    for row in (STRIP, 0.55, 0.22):
+    for row in (STRIP, 0.55, 0.12):
         cy = frame.y0 + row * frame.height
         for dx in offsets:
             x0 = want + dx
