@@ -227,6 +227,7 @@ local snapshots = {}
 local calls = {}
 -- What the sequence numbers said of a call on the first pass (seq_order), replayed on a second pass.
 local seq_acts = {}
+local SEQ_SPACE = 4294967296          -- TCP's 32-bit sequence numbers wrap
 -- Records whose payload (skipped by length) started on the first pass and never ended: at the end of
 -- the stream they are "truncated", as `migshark dissect` says; shown so on a second pass (-2, GUI).
 local open_records = {}
@@ -1004,8 +1005,8 @@ local function seq_order(tvb, st)
     st.msp = nil
     local pos = st.pos
     if start == nil or pos == nil then return "walk", start end
-    local d = (start - pos) % 4294967296
-    if d >= 2147483648 then d = d - 4294967296 end
+    local d = (start - pos) % SEQ_SPACE
+    if d >= SEQ_SPACE / 2 then d = d - SEQ_SPACE end
     if d + rep <= 0 then return "old", start end
     if d < 0 then return {skip = -d}, start end
     if d > 0 then return {hole = d}, start end
@@ -1017,10 +1018,10 @@ local function seq_advance(tvb, pinfo, st, start)
     if start == nil then
         st.pos = nil
     elseif pinfo.desegment_len > 0 then
-        st.msp = (start + pinfo.desegment_offset) % 4294967296
+        st.msp = (start + pinfo.desegment_offset) % SEQ_SPACE
         st.pos = st.msp
     else
-        st.pos = (start + tvb:reported_len()) % 4294967296
+        st.pos = (start + tvb:reported_len()) % SEQ_SPACE
     end
 end
 
