@@ -45,6 +45,7 @@ CURVE = (0.06, 0.70)            # axes fraction of a lane taken by the byte curv
 STRIP = 0.86                    # axes fraction of the label strip above the curves
 MARK_Y = {"accept": CURVE[0], "fin": 0.30, "rst": 0.50, "request": 0.20, "waiting": 0.20}
 FONT = 7
+LABEL_GAP = 14.0                # pixels between two labels in a lane
 EPOCH = re.compile(r"\b1\d{9}\.\d+\b")
 
 
@@ -560,7 +561,9 @@ def place_label(ax: Axes, renderer: Any, band: tuple[float, float], x: float, te
                 continue
             fx, fy = ax.transAxes.inverted().transform((x0, cy))
             t.set_position((fx, fy))
-            obstacles.append(text_box(t, renderer))
+            placed = text_box(t, renderer)
+            # other labels keep a wider berth, so two labels side by side do not read as one sentence
+            obstacles.append(placed.expanded(1 + 2 * LABEL_GAP / max(placed.width, 1.0), 1.0))
             return t
     t.remove()
     return None
