@@ -279,3 +279,38 @@ def test_relay_legs_ordered_source_leg_first_whatever_the_report_order():
     headers = [t.get_text() for t in tl.axes.texts if t.get_gid() == "label:header"]
     assert [h[:3] for h in headers] == ["M0 ", "M1 "]
     assert [b.migration for b in tl.lanes] == [0, 0, 1, 1]
+
+
+def _many(copies: int) -> plot.Timeline:
+    """holdback-multifd-7.2's two legs (10 channels) drawn ``copies`` times, as a capture of many migrations."""
+    import copy
+
+    analysis = analyze_file(str(CAPTURES / "holdback-multifd-7.2.pcap.gz"))
+    base = analysis.report["migrations"]
+    migrations = []
+    for k in range(copies):
+        for m in base:
+            m2 = copy.deepcopy(m)
+            m2["id"] = len(migrations)
+            if k:
+                m2["relay"] = None
+            migrations.append(m2)
+    analysis.report["migrations"] = migrations
+    tl = plot.build_timeline(analysis)
+    tl.figure.canvas.draw()
+    return tl
+
+
+def test_many_channels_keep_labels_clear_and_cap_the_lanes():
+    tl = _many(3)                     # 30 lanes
+    assert len(tl.lanes) == 30
+    renderer = tl.figure.canvas.get_renderer()
+    markers = _marker_boxes(tl.figure, renderer)
+    for t in _texts(tl.figure):
+        b = _box(t, renderer)
+        assert not [m for m in markers if _overlap(b, m)], t.get_text()
+    assert sum("QEMU would show" in t.get_text() for t in tl.axes.texts) == 6
+    big = _many(7)                    # 70 channels: the first 60 drawn, the title says so
+    assert len(big.lanes) == plot.MAX_LANES
+    title = next(t.get_text() for t in big.figure.texts if t.get_gid() == "label:title")
+    assert "10 more channel(s) not drawn" in title
