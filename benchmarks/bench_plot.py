@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -30,14 +31,20 @@ def child(capture: str, png: str) -> None:
     sys.path.insert(0, str(ROOT))
     from dissectors.cli.pipeline import analyze_file
 
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0 = time.perf_counter(), cpu()
     analysis = analyze_file(capture)
-    t1, c1 = time.perf_counter(), time.process_time()
+    t1, c1 = time.perf_counter(), cpu()
     from dissectors.outputs.plot import plot_timeline
 
     plot_timeline(analysis, png)
-    t2, c2 = time.perf_counter(), time.process_time()
+    t2, c2 = time.perf_counter(), cpu()
     print(json.dumps({"analysis": t1 - t0, "plot": t2 - t1, "analysis_cpu": c1 - c0, "plot_cpu": c2 - c1}))
+
+
+def cpu() -> float:
+    """CPU seconds of this process and its waited-for children (the gzip reader may be one)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def wall(cmd: list[str]) -> float:
@@ -74,12 +81,12 @@ def main(argv: list[str] | None = None) -> int:
             pic = statistics.median(x["plot"] for x in inside)
             pic_cpu = statistics.median(x["plot_cpu"] for x in inside)
             a_cpu = statistics.median(x["analysis_cpu"] for x in inside)
-            worst = max(worst, pic)
+            worst = max(worst, pic_cpu)
             size = Path(ROOT / capture).stat().st_size
             print(f"{capture} ({size / 1024:.0f} KiB): analyze {b:.2f} s, analyze --plot {p:.2f} s "
                   f"(x{p / b:.2f}); in one process: analysis {a:.2f} s, picture {pic:.2f} s "
                   f"(x{(a + pic) / a:.2f} of the analysis); CPU: analysis {a_cpu:.2f} s, picture {pic_cpu:.2f} s")
-    print(f"slowest picture: {worst:.2f} s (goal < 1 s): {'ok' if worst < 1.0 else 'OVER'}")
+    print(f"most CPU a picture took: {worst:.2f} s (goal < 1 s): {'ok' if worst < 1.0 else 'OVER'}")
     return 0 if worst < 1.0 else 1
 
 
