@@ -1094,7 +1094,10 @@ local function dissect(tvb, pinfo, tree, forced, layer)
             note_facts(ckey, src, R.UNKNOWN, nil, st, layer)
         end
         seq_start = nil
-        if st.phase ~= "lost" and st.phase ~= "unknown" then seq_acts[key], seq_start = seq_order(tvb, st) end
+        -- TCP's bytes only: decrypted TLS data has no place in TCP's sequence space
+        if layer == "tcp" and st.phase ~= "lost" and st.phase ~= "unknown" then
+            seq_acts[key], seq_start = seq_order(tvb, st)
+        end
         snapshots[key] = copy_state(st)
     end
     calls[dk] = n
