@@ -314,3 +314,28 @@ def test_many_channels_keep_labels_clear_and_cap_the_lanes():
     assert len(big.lanes) == plot.MAX_LANES
     title = next(t.get_text() for t in big.figure.texts if t.get_gid() == "label:title")
     assert "10 more channel(s) not drawn" in title
+
+
+def test_a_label_with_no_room_in_its_lane_becomes_a_numbered_note(monkeypatch):
+    real = plot.place_label
+
+    def crowded(ax, renderer, band, x, text, obstacles, **kw):
+        return None if text.startswith("QEMU would show") else real(ax, renderer, band, x, text, obstacles, **kw)
+
+    monkeypatch.setattr(plot, "place_label", crowded)
+    analysis = analyze_file(str(CAPTURES / "holdback-preempt-7.2.pcap.gz"))
+    tl = plot.build_timeline(analysis)
+    fig = tl.figure
+    fig.canvas.draw()
+    notes = [t.get_text() for t in fig.texts if t.get_gid() == "label:note"]
+    assert len(notes) == 2 and notes[0].startswith("[1] M1 #0 127.0.0.1:33364: QEMU would show: stall, no error")
+    assert "+21.677 s" in notes[0]
+    refs = [t.get_text() for t in tl.axes.texts if t.get_gid() == "label:lane-note"]
+    assert "[1]" in refs and "[2]" in refs
+    # the notes sit under the legend, inside the taller figure, clear of markers and of each other
+    renderer = fig.canvas.get_renderer()
+    legend_box = fig.legends[0].get_window_extent(renderer)
+    boxes = [_box(t, renderer) for t in fig.texts if t.get_gid() == "label:note"]
+    assert all(b[3] <= legend_box.y0 and b[1] >= 0 for b in boxes)
+    markers = _marker_boxes(fig, renderer)
+    assert not [m for t in _texts(fig) for m in markers if _overlap(_box(t, renderer), m)]

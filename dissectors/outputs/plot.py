@@ -449,8 +449,11 @@ class _Timeline:
         for t in self.fig.texts:
             x, y = t.get_position()
             t.set_position((x, 1 - (1 - y) * old / self.height))
-        for line in self.fig.lines:
-            line.set_ydata([1 - (1 - y) * old / self.height for y in line.get_ydata()])
+        from matplotlib.lines import Line2D
+
+        for line in [*self.fig.lines, *self.fig.artists]:
+            if isinstance(line, Line2D):
+                line.set_ydata([1 - (1 - y) * old / self.height for y in line.get_ydata()])
         self.legend.set_bbox_to_anchor((0.5, (extra + LEGEND_H * 0.5) / self.height))
         for k, note in enumerate(self.notes):
             self.fig.text(LEFT / WIDTH, (extra - 0.08 - NOTE_H * (k + 0.5)) / self.height,
