@@ -176,3 +176,20 @@ def test_segments_tcp_keeps_back_leave_a_hole_reported_not_misread(plugin: Path,
     rows = _fields(plugin, capture, *opts, two_pass=two_pass)
     assert _kinds(rows) == Counter({"multifd.hello": 1, "multifd.packet": 2})
     assert f"{sizes[3]} bytes of this stream direction missing before this segment" in rows[10][3]
+
+
+@pytest.mark.parametrize("series", ["4.0", "4.4", "4.6"])
+@pytest.mark.parametrize("name", NAMES)
+def test_no_bad_magic_on_every_wireshark(plugin: Path, series: str, name: str) -> None:
+    from tests.tshark_helpers import install_named
+
+    inst = install_named(series)
+    if inst is None:
+        pytest.skip(f"tshark {series} not installed (scripts/install-tshark-roots.sh)")
+    for two_pass in (False, True):
+        res = inst.run(["-n", "-X", f"lua_script:{inst.stage(plugin)}", *TCP_OPTS, *(["-2"] if two_pass else []),
+                        "-r", str(inst.stage(CORPUS / f"{name}.pcap.gz")), "-q", "-z", "expert"])
+        assert res.returncode == 0, res.stderr
+        qmig = [line for line in res.stdout.splitlines() if "QMIG" in line]
+        assert all("Record cut off by the end of the stream" in line for line in qmig), qmig
+        assert "Lua Error" not in res.stdout + res.stderr
