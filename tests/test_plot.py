@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from dissectors.cli.main import main  # noqa: E402
-from dissectors.cli.pipeline import analyze_file  # noqa: E402
+from dissectors.cli.pipeline import analyze_file, load_keylog  # noqa: E402
 from dissectors.outputs import plot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -339,3 +339,16 @@ def test_a_label_with_no_room_in_its_lane_becomes_a_numbered_note(monkeypatch):
     assert all(b[3] <= legend_box.y0 and b[1] >= 0 for b in boxes)
     markers = _marker_boxes(fig, renderer)
     assert not [m for t in _texts(fig) for m in markers if _overlap(_box(t, renderer), m)]
+
+
+def test_tls_channels_say_so():
+    name = "multifd-tls-7.2"           # no key log: roles from the TLS records' shape
+    tl = timeline(name)
+    labels = [" ".join(_lane_labels(name, band.client)) for band in tl.lanes]
+    assert len(labels) == 3 and all("(TLS)" in x for x in labels), labels
+    keyed = plot.build_timeline(analyze_file(str(CAPTURES / f"{name}.pcap.gz"),
+                                             keylog=load_keylog(str(CAPTURES / f"{name}.keylog"))))
+    texts = [t.get_text() for t in keyed.axes.texts if t.get_gid() == "label:lane"]
+    assert sum("(TLS)" in t for t in texts) == 3 and any("main (TLS)" in t for t in texts), texts
+    assert not any("(TLS)" in " ".join(_lane_labels("multifd4-postcopy-preempt-11.1", b.client))
+                   for b in timeline("multifd4-postcopy-preempt-11.1").lanes)

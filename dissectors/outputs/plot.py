@@ -299,6 +299,8 @@ class _Timeline:
 
     def _lane_label(self, lane: _Lane, m: dict[str, Any], ch: dict[str, Any]) -> None:
         role = ch["role"] + (f" {ch['multifd_id']}" if ch["multifd_id"] is not None else "")
+        if ch.get("tls") or (lane.facts is not None and lane.facts.encrypted):
+            role += " (TLS)"
         legs = m.get("legs") or []
         leg = ""
         if len(legs) > 1:
