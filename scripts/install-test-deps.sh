@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 need=""
-for p in tshark python3-venv python3-dev gcc; do
+# wireshark-qt, xvfb, xdotool, imagemagick: the GUI screenshot (scripts/wireshark-screenshot.sh)
+for p in tshark python3-venv python3-dev gcc wireshark-qt xvfb xdotool imagemagick; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
 done
 if [ -n "$need" ]; then

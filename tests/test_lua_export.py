@@ -139,6 +139,7 @@ TEMPLATE_NUMBERS = {
     "0xff",              # a byte
     "0x20", "0x7F",      # the printable block-name test of channels.identify.looks_like_ram_record
     "6",                 # record kinds shown in the Info column
+    "4294967296",        # TCP's sequence number space (segments placed by tcp.seq), not a migration layout
 }
 
 

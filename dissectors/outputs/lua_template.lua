@@ -67,12 +67,15 @@ local E = {
     misclassified = ProtoExpert.new("qmig.expert.misclassified",
         "The destination gives this channel another role than its bytes say (preference qmig.policy)",
         expert.group.PROTOCOL, expert.severity.ERROR),
+    missing = ProtoExpert.new("qmig.expert.missing",
+        "Bytes of the stream missing before this segment; walking of this stream direction stopped",
+        expert.group.SEQUENCE, expert.severity.WARN),
     refused = ProtoExpert.new("qmig.expert.refused",
         "The destination never takes this channel in (blocked peek or rejected; preference qmig.policy)",
         expert.group.PROTOCOL, expert.severity.ERROR),
 }
 qmig.experts = {E.bad_magic, E.bad_version, E.malformed, E.truncated, E.no_reassembly, E.not_walked, E.device, E.cut,
-                E.misclassified, E.refused}
+                E.misclassified, E.refused, E.missing}
 
 qmig.prefs.port = Pref.uint("TCP port", 0, "Also decode this TCP port as QEMU migration (0: heuristic only)")
 qmig.prefs.multifd_v1 = Pref.bool("Multifd 7.2-8.2 header layout", false,
@@ -90,6 +93,8 @@ end
 
 local f_retrans = Field.new("tcp.analysis.retransmission")
 local f_spurious = Field.new("tcp.analysis.spurious_retransmission")
+local f_seq = Field.new("tcp.seq")
+local f_len = Field.new("tcp.len")
 
 local AFTER_FOOTER = {}
 for _, t in ipairs(C.AFTER_FOOTER) do AFTER_FOOTER[t] = true end
@@ -220,6 +225,9 @@ walk = walk_items
 local dirs = {}
 local snapshots = {}
 local calls = {}
+-- What the sequence numbers said of a call on the first pass (seq_order), replayed on a second pass.
+local seq_acts = {}
+local SEQ_SPACE = 4294967296          -- TCP's 32-bit sequence numbers wrap
 -- Records whose payload (skipped by length) started on the first pass and never ended: at the end of
 -- the stream they are "truncated", as `migshark dissect` says; shown so on a second pass (-2, GUI).
 local open_records = {}
@@ -640,10 +648,10 @@ local function apply(st, r)
     if r.tail ~= nil then st.tail = r.tail or nil end
 end
 
-local function walk_tvb(tvb, pinfo, root, st, kinds, key)
+local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
     local ctx = {tvb = tvb, cap = tvb:captured_len(), rep = tvb:reported_len()}
     local nrec = 0
-    local off = 0
+    local off = start or 0
     while off < ctx.rep do
         if st.skip > 0 then
             local n = math.min(st.skip, ctx.rep - off)
@@ -977,6 +985,46 @@ local function note_conn(pinfo, ckey)
     if cn.index == nil then accept(cn, ckey) end
 end
 
+-- Where a call's bytes sit against what this direction's walk has read, by TCP sequence number. TCP's
+-- retransmission flag is not enough: a segment that a path reordered is flagged "fast retransmission"
+-- when its bytes come for the first time, a reassembled PDU carries the flags of the frame that
+-- completed it, and TCP hands a reordered segment over in capture order when no reassembly is pending.
+-- A whole segment starts at its tcp.seq; a reassembled PDU where this walk asked for more bytes
+-- (st.msp, kept from the call that asked). Returns the action and the call's first sequence number:
+-- nil (no tcp fields, as on a first pass without a tree: TCP's flags decide), "walk", "old" (every byte
+-- read already), {skip = n} (its first n bytes read already), {hole = n} (n bytes not seen before it).
+local function seq_order(tvb, st)
+    local seq, len = f_seq(), f_len()
+    if not seq or not len then
+        st.pos, st.msp = nil, nil
+        return nil, nil
+    end
+    local rep = tvb:reported_len()
+    local start = st.msp
+    if rep == len.value then start = seq.value end
+    st.msp = nil
+    local pos = st.pos
+    if start == nil or pos == nil then return "walk", start end
+    local d = (start - pos) % SEQ_SPACE
+    if d >= SEQ_SPACE / 2 then d = d - SEQ_SPACE end
+    if d + rep <= 0 then return "old", start end
+    if d < 0 then return {skip = -d}, start end
+    if d > 0 then return {hole = d}, start end
+    return "walk", start
+end
+
+-- After a first-pass walk from sequence number `start`: where the next call's bytes should begin.
+local function seq_advance(tvb, pinfo, st, start)
+    if start == nil then
+        st.pos = nil
+    elseif pinfo.desegment_len > 0 then
+        st.msp = (start + pinfo.desegment_offset) % SEQ_SPACE
+        st.pos = st.msp
+    else
+        st.pos = (start + tvb:reported_len()) % SEQ_SPACE
+    end
+end
+
 -- What the destination sees of a connection, from its client -> server direction's first bytes.
 local function note_facts(ckey, src, chan, phase, st, layer)
     local cn = conns[ckey]
@@ -1005,6 +1053,7 @@ local function dissect(tvb, pinfo, tree, forced, layer)
         layer = (dirs["tcp " .. src] == "tls" and not looks_like_tls(tvb)) and "tls" or "tcp"
     end
     local dk, rk = layer .. " " .. src, layer .. " " .. dst
+    local seq_start
     if calls.frame ~= pinfo.number then calls = {frame = pinfo.number} end
     local n = (calls[dk] or 0) + 1
     local key = pinfo.number .. "/" .. dk .. "/" .. n
@@ -1044,14 +1093,20 @@ local function dissect(tvb, pinfo, tree, forced, layer)
             dirs[dk] = st
             note_facts(ckey, src, R.UNKNOWN, nil, st, layer)
         end
+        seq_start = nil
+        -- TCP's bytes only: decrypted TLS data has no place in TCP's sequence space
+        if layer == "tcp" and st.phase ~= "lost" and st.phase ~= "unknown" then
+            seq_acts[key], seq_start = seq_order(tvb, st)
+        end
         snapshots[key] = copy_state(st)
     end
     calls[dk] = n
+    local order = seq_acts[key]
 
     pinfo.cols.protocol = "QMIG"
     local root = tree:add(qmig, tvb())
     root:add(MF.channel, tvb(0, 0), st.chan):set_generated()
-    if f_retrans() or f_spurious() then
+    if order == "old" or (order == nil and (f_retrans() or f_spurious())) then
         -- TCP hands retransmitted data to the dissector again; the stream state already covers it.
         root:add(MF.retrans, tvb(0, math.min(tvb:captured_len(), tvb:reported_len())))
         pinfo.cols.info:append(" [QMIG retransmission]")
@@ -1062,7 +1117,25 @@ local function dissect(tvb, pinfo, tree, forced, layer)
         root:add_proto_expert_info(E.not_walked, "no migration magic at the start of this stream direction")
         st.noted = true
     end
-    walk_tvb(tvb, pinfo, root, st, kinds, key)
+    local start = 0
+    if type(order) == "table" and order.skip then
+        start = math.min(order.skip, tvb:reported_len())
+        root:add(MF.retrans, tvb(0, math.min(start, tvb:captured_len())))
+    elseif type(order) == "table" and order.hole then
+        if st.phase ~= "lost" and st.phase ~= "unknown" and st.skip > order.hole then
+            -- the missing bytes are inside a payload skipped by length: the walk stays in step
+            st.skip = st.skip - order.hole
+            root:add(MF.data, tvb(0, 0)):append_text(string.format(
+                " (%d bytes of %s payload before this segment not seen here: reordered or not captured)",
+                order.hole, st.skip_label or "the"))
+        elseif st.phase ~= "lost" and st.phase ~= "unknown" then
+            stop_walking(st, root, E.missing, string.format(
+                "%d bytes of this stream direction missing before this segment (reordered or not captured; "
+                .. "-o tcp.reassemble_out_of_order:TRUE puts reordered ones back); walking stopped", order.hole))
+        end
+    end
+    walk_tvb(tvb, pinfo, root, st, kinds, key, start)
+    if not pinfo.visited and order ~= nil then seq_advance(tvb, pinfo, st, seq_start) end
     if not pinfo.visited and st.postcopy and facts[ckey] then facts[ckey].postcopy = true end
     local cn = conns[ckey]
     channel_items(root, tvb, st, ckey, layer, cn ~= nil and cn.client == src, pinfo.visited)
