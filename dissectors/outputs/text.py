@@ -347,9 +347,11 @@ def _findings(w: _Writer, m: dict[str, Any]) -> None:
     for u in unreadable:
         w.para(f"! unreadable: {u['client']} ({u['role']}, {u['direction']}) from offset {u['offset']}: "
                f"{u['reason']}", 2, 4)
+    sent = {c["client"]: c.get("bytes_to_server", 0) for c in m.get("channels", [])}
     for x in m["misclassifications"]:
+        when = "its first bytes at" if sent.get(x["client"]) else "silent; accepted at"
         w.para(f"! misclassified: {x['client']} is {x['role']} but the destination takes it as "
-               f"{x['assigned_role']} ({x['policy']}); its first bytes at {w.at(x['time'])}", 2, 4)
+               f"{x['assigned_role']} ({x['policy']}); {when} {w.at(x['time'])}", 2, 4)
         w.para(f"QEMU would show: {x['failure']}", 6, 4)
         for e in x["evidence"]:
             w.para(f"- {e}", 6, 2)
