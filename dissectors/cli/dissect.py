@@ -45,6 +45,8 @@ class NumberedSegments:
         clock = self.clock
         for frame, ts, src, sport, dst, dport, seq, _ack, flags, payload, missing in self.cap.tcp_segments():
             clock.frame = frame
+            if clock.first_ts is None:
+                clock.first_ts = ts
             yield segment_key(src, sport, dst, dport), ts, seq, flags, payload, missing
 
     def keyed_batches(self) -> Iterator[list[tuple[Any, ...]]]:

@@ -165,7 +165,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     add_time_option(w)
     w.set_defaults(func=_watch)
 
-    d = sub.add_parser("dissect", help="decoded QEMU records per connection, like tshark -V")
+    d = sub.add_parser("dissect", help="decoded QEMU records per connection, like tshark -V",
+                       description="Each text line: the capture frames holding the record, connection, "
+                                   "direction, channel, stream offset, seconds since the capture's first TCP "
+                                   "segment (as tshark -t r), record type, size and fields. --json keeps "
+                                   "capture timestamps (seconds since the epoch).")
     d.add_argument("capture", help="pcap or pcapng file (optionally gzip-compressed), '-' or a pipe; or a raw "
                                    "migration stream file (migrate \"exec:cat > FILE\"), read as the main channel")
     d.add_argument("--json", action="store_true", help="one JSON object per record (JSON lines)")

@@ -218,7 +218,8 @@ class RecordPrinter:
         arrow = "->" if direction == 0 else "<-"
         shown = line_fields(rec.fields) if rec.kind == "device.vmstate" else rec.fields
         fields = " ".join(f"{k}={_value(v, k)}" for k, v in shown.items())
-        when = "-" if conn is None else f"{rec.ts:.6f}"
+        t0 = self.clock.first_ts
+        when = "-" if conn is None else f"{rec.ts - (t0 if t0 is not None else rec.ts):.6f}"
         span = "-" if conn is None else frame_span(first, last)
         self.out.write(f"{span:>13} #{index} {arrow} {channel:<12} @{rec.offset:<10} "
                        f"{when} {rec.kind:<20} size={rec.length} {fields}\n")

@@ -34,6 +34,7 @@ class FrameClock:
     """The number of the capture frame being fed (0 before the first; None where there are no frames)."""
 
     frame: int | None = 0
+    first_ts: float | None = None       # time of the capture's first TCP segment: text times are relative to it
 
 
 class DirectionTrace:
