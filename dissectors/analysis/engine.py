@@ -6,10 +6,11 @@ its out-of-order buffer), never by the capture size.
 
 from __future__ import annotations
 
+import heapq
 import pickle
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -29,6 +30,14 @@ SCHEMA = 1
 MAX_OTHERS_LISTED = 2_000
 #: Relay legs are paired among at most this many migrations with the same channel openings.
 MAX_RELAY_BUCKET = 256
+#: TLS connections the key log could not decrypt listed by index at most (the count stays exact).
+NOT_DECRYPTED_LISTED = 1_000
+#: Capture seconds after the last packet of a group of closed connections before it may be retired (its
+#: state freed: a late ACK or retransmitted FIN after that would open a new connection).
+RETIRE_AFTER = 2.0
+#: ``analyze`` sweeps closed connections outside migrations after this many new connections (then after
+#: as many as are still held, so that sweeping costs linear time whatever is held).
+SWEEP_EVERY = 4096
 JudgeOne = Callable[[MigrationGroup, int, float, "dict[str, Any] | None"], "dict[str, Any]"]
 
 
@@ -66,6 +75,34 @@ class Analyzer:
         f.tls = tls.status
         return tls
 
+    def sweep(self, last_ts: float, forget: Callable[[Collection[Any]], None]) -> int:
+        """Retire closed connections outside any migration, quiet for ``RETIRE_AFTER`` capture seconds
+        before ``last_ts`` (``analyze`` calls it as connections pile up; a live view retires through
+        ``retire_others``): their summary is kept in ``retired.others``, their facts and TCP state
+        (``forget``: the tracker's) are freed. Returns how many connections were retired."""
+        gone = self.retire_others(group(self.facts), last_ts)
+        if gone:
+            dropped = {id(f) for f in gone}
+            self.facts = [f for f in self.facts if id(f) not in dropped]
+            forget([f.conn for f in gone])
+            for f in gone:
+                f.release()
+        return len(gone)
+
+    def retire_others(self, groups: list[MigrationGroup], last_ts: float) -> list[ConnectionFacts]:
+        """Summarise the connections of ``groups`` that are no migration and quiet (``quiet``) into
+        ``retired.others``; return their facts (the caller drops them)."""
+        gone: list[ConnectionFacts] = []
+        for g in groups:
+            if _is_migration(g.connections) or not quiet(g.connections, last_ts):
+                continue
+            gone += g.connections
+        gone.sort(key=lambda f: f.conn.index)
+        for f in gone:
+            self.retired.others.add(f)
+            self.retired.tls.add(f)
+        return gone
+
     def judge(self, end: float, judge_one: JudgeOne | None = None) -> tuple[list[MigrationGroup], list[dict[str, Any]]]:
         """Group the connections seen so far into migrations and judge each as if the capture ended at
         ``end``. ``finish`` does this once at the end; a live view (``analysis.live``) does it on the facts
@@ -90,25 +127,25 @@ class Analyzer:
         options, facts, ledger = self.options, self.facts, self.ledger
         groups, migrations = self.judge(capture["last_time"] or 0.0)
         in_migration = {id(f) for g in groups for f in g.connections}
-        rest = [f for f in facts if id(f) not in in_migration]
-        others = [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in rest[:MAX_OTHERS_LISTED]]
+        store = self.retired.others
+        for f in facts:
+            if id(f) not in in_migration:
+                store.add(f)
+        others = store.listed()
         limits = list(capture.pop("limits", []))
-        if len(rest) > MAX_OTHERS_LISTED:
-            kinds = Counter(f.kind or "silent" for f in rest[MAX_OTHERS_LISTED:])
-            limits.append({"limit": "other_connections_listed", "bound": MAX_OTHERS_LISTED,
-                           "over": len(rest) - MAX_OTHERS_LISTED,
-                           "effect": f"{len(rest)} connections carry no migration; the first {MAX_OTHERS_LISTED} "
-                                     f"are listed, the other {len(rest) - MAX_OTHERS_LISTED} only counted by kind: "
-                                     + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))})
-        if self.retired.migrations or self.retired.others:
-            old_migrations, old_others = self.retired.load()
-            migrations = old_migrations + migrations
-            others = sorted(old_others + others, key=lambda o: o["index"])
+        if store.over:
+            over = sum(store.over.values())
+            limits.append({"limit": "other_connections_listed", "bound": store.cap, "over": over,
+                           "effect": f"{store.total} connections carry no migration; the first {store.cap} "
+                                     f"are listed, the other {over} only counted by kind: "
+                                     + ", ".join(f"{k} {n}" for k, n in sorted(store.over.items()))})
+        if self.retired.migrations:
+            migrations = self.retired.load() + migrations
         findings = len(limits) + sum(len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"])
                        + len(m["unsupported"]) + (m["outcome"]["status"] == "failed")
                        for m in migrations if m.get("relay", {}).get("side") != "source")
         if self.keylog is not None:
-            capture["keylog"] = keylog_summary(self.keylog, facts)
+            capture["keylog"] = keylog_summary(self.keylog, facts, self.retired.tls)
         report = {
             "schema": SCHEMA,
             "tool": f"migshark {__version__}",
@@ -124,51 +161,107 @@ class Analyzer:
         return Analysis(report, facts, ledger)
 
 
+class Others:
+    """Connections outside any migration, as the report lists them: the ``cap`` lowest-indexed as their
+    summary (``Connection.to_dict`` and kind), every other one only counted by kind. Fed one connection
+    at a time in any order (retired while the capture runs, then the rest at the end), it holds at most
+    ``cap`` summaries (docs/limits.md)."""
+
+    def __init__(self, cap: int = MAX_OTHERS_LISTED) -> None:
+        self.cap = cap
+        self.total = 0
+        self.over: Counter[str] = Counter()
+        self._heap: list[tuple[int, str, dict[str, Any] | None]] = []   # (-index, kind, summary): max-heap
+
+    def add(self, f: ConnectionFacts) -> None:
+        self.total += 1
+        kind = f.kind or "silent"
+        index = f.conn.index
+        heap = self._heap
+        if len(heap) >= self.cap:
+            if index > -heap[0][0]:
+                self.over[kind] += 1          # never listed: no summary made
+                return
+            _, dropped, _ = heapq.heapreplace(heap, (-index, kind, f.conn.to_dict() | {"kind": kind}))
+            self.over[dropped] += 1
+            return
+        heapq.heappush(heap, (-index, kind, f.conn.to_dict() | {"kind": kind}))
+
+    def listed(self) -> list[dict[str, Any]]:
+        return [d for _, _, d in sorted(self._heap, reverse=True) if d is not None]
+
+
+class TlsTally:
+    """What the key log did for connections already retired (``keylog_summary`` adds the rest)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.decrypted = 0
+        self.not_decrypted: list[int] = []
+        self.problems: list[str] = []
+
+    def add(self, f: ConnectionFacts) -> None:
+        if f.tls is None or not f.tls.tls:
+            return
+        self.connections += 1
+        self.decrypted += f.decrypted
+        if not f.decrypted and len(self.not_decrypted) < NOT_DECRYPTED_LISTED:
+            self.not_decrypted.append(f.conn.index)
+        if len(self.problems) < 50:
+            self.problems += [f"connection {f.conn.index}: {p}" for p in f.tls.problems][:50 - len(self.problems)]
+
+
 class Retired:
-    """Migrations (and other connections) judged for good while a live capture runs, kept on disk (pickled,
-    in a temporary file) so that memory stays flat over hours; ``finish`` puts them back in the report."""
+    """What a run already judged for good and dropped: migrations (a live view, ``analysis.live``), kept on
+    disk (pickled, in a temporary file) so that memory stays flat over hours; connections outside any
+    migration (``Others``, bounded in memory) and their key log tally. ``finish`` puts them back in the
+    report."""
 
     def __init__(self) -> None:
         self.migrations = 0
-        self.others = 0
+        self.others = Others()
+        self.tls = TlsTally()
         self._file: IO[bytes] | None = None
 
-    def add(self, migrations: list[dict[str, Any]], others: list[dict[str, Any]]) -> None:
+    def add(self, migrations: list[dict[str, Any]]) -> None:
+        if not migrations:
+            return
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="migshark-retired-")  # noqa: SIM115 - closed in load()
-        pickle.dump((migrations, others), self._file, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(migrations, self._file, protocol=pickle.HIGHEST_PROTOCOL)
         self.migrations += len(migrations)
-        self.others += len(others)
 
-    def load(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def load(self) -> list[dict[str, Any]]:
         migrations: list[dict[str, Any]] = []
-        others: list[dict[str, Any]] = []
         if self._file is None:
-            return migrations, others
+            return migrations
         self._file.seek(0)
         while True:
             try:
-                m, o = pickle.load(self._file)  # noqa: S301 - our own temporary file
+                migrations += pickle.load(self._file)  # noqa: S301 - our own temporary file
             except EOFError:
                 break
-            migrations += m
-            others += o
         self._file.close()
         self._file = None
-        return migrations, others
+        return migrations
 
 
-def keylog_summary(keylog: KeyLog, facts: list[ConnectionFacts]) -> dict[str, Any]:
-    """What the key log did: connections decrypted, TLS connections it had no secrets for, problems."""
-    tls = [f for f in facts if f.tls is not None and f.tls.tls]
+def keylog_summary(keylog: KeyLog, facts: list[ConnectionFacts], retired: TlsTally | None = None) -> dict[str, Any]:
+    """What the key log did: connections decrypted, TLS connections it had no secrets for, problems (with
+    ``retired``: those of connections already retired too)."""
+    tally = TlsTally()
+    if retired is not None:
+        tally.connections, tally.decrypted = retired.connections, retired.decrypted
+        tally.not_decrypted, tally.problems = list(retired.not_decrypted), list(retired.problems)
+    for f in sorted(facts, key=lambda f: f.conn.index):
+        tally.add(f)
     return {
         "file": keylog.name,
         "client_randoms": len(keylog),
-        "tls_connections": len(tls),
-        "decrypted": sum(f.decrypted for f in tls),
-        "not_decrypted": [f.conn.index for f in tls if not f.decrypted],
-        "problems": [f"connection {f.conn.index}: {p}" for f in tls for p in f.tls.problems][:50]
-        + list(keylog.conflicts[:10]),
+        "tls_connections": tally.connections,
+        "decrypted": tally.decrypted,
+        "not_decrypted": tally.not_decrypted,
+        "problems": tally.problems + list(keylog.conflicts[:10]),
     }
 
 
@@ -226,6 +319,11 @@ def tie_relay_outcomes(migrations: list[dict[str, Any]], base: int = 0) -> None:
         m["outcome"] = {**peer["outcome"],
                         "reason": f"{peer['outcome']['reason']} (the destination-side leg, migration {peer['id']})",
                         "source_leg": own}
+
+
+def quiet(conns: list[ConnectionFacts], last_ts: float) -> bool:
+    """Every connection closed, the last one ``RETIRE_AFTER`` seconds before ``last_ts``."""
+    return all(f.conn.closed for f in conns) and last_ts - max(f.conn.last_ts for f in conns) >= RETIRE_AFTER
 
 
 def _is_migration(conns: list[ConnectionFacts]) -> bool:

@@ -19,13 +19,12 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
-from dissectors.analysis.engine import Analyzer, _is_migration
+from dissectors.analysis.engine import RETIRE_AFTER, Analyzer, quiet
 from dissectors.analysis.facts import ConnectionFacts
 from dissectors.analysis.grouping import MigrationGroup
 from dissectors.analysis.policies import BLOCKED, MAIN, PREEMPT, RECOVERY
 
 SILENT_KINDS = ("preempt-as-main", "peek-blocked")
-RETIRE_AFTER = 2.0     # capture seconds after a migration's last packet before it may be retired
 RETIRE_EVERY = 0.25    # wall seconds between attempts (or half of RETIRE_AFTER in capture time)
 FAR = 1e6              # a judgement this far after the end must equal the one now for a migration to retire
 FINAL_STATUSES = ("completed", "failed", "stalled")
@@ -86,7 +85,7 @@ class LiveView:
                                "source_generation": gen, "policy": m["policy"].get("name")})
                 seen.generation = gen
             events += self._migration(m, seen, base, last_ts, now)
-        if self.forget is not None and self.analyzer.keylog is None:
+        if self.forget is not None:
             wall = time.monotonic()
             if wall - self._last_retire >= RETIRE_EVERY or last_ts - self._last_retire_ts >= RETIRE_AFTER / 2:
                 self._last_retire, self._last_retire_ts = wall, last_ts
@@ -128,19 +127,16 @@ class LiveView:
                 break
             done.append(m)
             gone += g.connections
-        others: list[dict[str, Any]] = []
-        for g in an.all_groups:
-            if _is_migration(g.connections) or not _quiet(g.connections, last_ts):
-                continue
-            others += [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in g.connections]
-            gone += g.connections
+        gone += an.retire_others(an.all_groups, last_ts)
         if not gone:
             return 0
-        an.retired.add(done, others)
+        an.retired.add(done)
         dropped = {id(f) for f in gone}
         an.facts = [f for f in an.facts if id(f) not in dropped]
         assert self.forget is not None
         self.forget([f.conn for f in gone])
+        for f in gone:
+            f.release()
         kept = {(g.destination, min(f.conn.index for f in g.connections))
                 for g, m in zip(groups, migrations, strict=True) if m not in done}
         self._seen = {k: v for k, v in self._seen.items() if k in kept}
@@ -149,7 +145,7 @@ class LiveView:
 
     @staticmethod
     def _over(g: MigrationGroup, m: dict[str, Any], last_ts: float) -> bool:
-        if "relay" in m or not _quiet(g.connections, last_ts):
+        if "relay" in m or not quiet(g.connections, last_ts):
             return False
         if m["outcome"]["status"] == "completed":
             return True
@@ -245,11 +241,6 @@ class LiveView:
             times = [t for t in (ch["rst_time"], *ch["fin_time"]) if t is not None]
             return min(times) if times else None
         return None
-
-
-def _quiet(conns: list[ConnectionFacts], last_ts: float) -> bool:
-    """Every connection closed, the last one ``RETIRE_AFTER`` seconds before ``last_ts``."""
-    return all(f.conn.closed for f in conns) and last_ts - max(f.conn.last_ts for f in conns) >= RETIRE_AFTER
 
 
 def _clock(stall: dict[str, Any], last_ts: float, threshold: float) -> str:

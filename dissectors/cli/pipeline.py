@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Protocol
 
-from dissectors.analysis.engine import Analysis, Analyzer
+from dissectors.analysis.engine import SWEEP_EVERY, Analysis, Analyzer
 from dissectors.analysis.judge import Options
 from dissectors.capture import open_capture
 from dissectors.errors import InputError
@@ -142,8 +142,26 @@ def analyze_file(path: str, options: Options | None = None, progress: ProgressFn
     analyzer = Analyzer(options, keylog=keylog)
     with gc_unfrozen_after():
         with open_capture(path, stream=stream) as cap:
-            _, capture = reassemble(cap, str(path), analyzer.sink_for, progress, freeze=True)
+            _, capture = reassemble(cap, str(path), analyzer.sink_for, progress, freeze=True,
+                                    on_batch=sweeping(analyzer))
         return analyzer.finish(capture)
+
+
+def sweeping(analyzer: Analyzer) -> Callable[[TcpTracker], None]:
+    """An ``on_batch`` that retires closed connections outside migrations (``Analyzer.sweep``) once
+    :data:`SWEEP_EVERY` new connections came, then again once as many came as are still held: memory then
+    follows the connections open at a time (and the migrations), not all a capture ever held, in linear
+    time."""
+    next_at = SWEEP_EVERY
+
+    def on_batch(tracker: TcpTracker) -> None:
+        nonlocal next_at
+        held = len(analyzer.facts)
+        if held >= next_at and tracker.last_ts is not None:
+            analyzer.sweep(tracker.last_ts, tracker.forget)
+            next_at = max(2 * len(analyzer.facts), len(analyzer.facts) + SWEEP_EVERY)
+
+    return on_batch
 
 
 def reassemble_file(path: str, sink_factory: SinkFactory,
