@@ -260,7 +260,7 @@ def keylog_summary(keylog: KeyLog, facts: list[ConnectionFacts], retired: TlsTal
         "client_randoms": len(keylog),
         "tls_connections": tally.connections,
         "decrypted": tally.decrypted,
-        "not_decrypted": tally.not_decrypted,
+        "not_decrypted": sorted(tally.not_decrypted),
         "problems": tally.problems + list(keylog.conflicts[:10]),
     }
 

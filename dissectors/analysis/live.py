@@ -127,6 +127,8 @@ class LiveView:
                 break
             done.append(m)
             gone += g.connections
+        for f in sorted(gone, key=lambda f: f.conn.index):
+            an.retired.tls.add(f)             # the key log's tally (retire_others adds its own)
         gone += an.retire_others(an.all_groups, last_ts)
         if not gone:
             return 0
