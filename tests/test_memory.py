@@ -196,3 +196,35 @@ class _SmallBatches:
         for batch in self.cap.keyed_batches():
             for i in range(0, len(batch), 5):
                 yield [tuple(x[:4]) + (bytes(x[4]),) + tuple(x[5:]) for x in batch[i:i + 5]]
+
+
+def test_retired_reports_are_compact_on_disk(tmp_path: Path) -> None:
+    """Retired migrations go through one zlib stream: a few hundred bytes each, not ~3 KB, and come back
+    as they went."""
+    import copy
+    import pickle
+
+    from dissectors.analysis.engine import Retired
+
+    path = tmp_path / "scan.pcap"
+    _scan_with_migrations(path, 1000)
+    report = _plain(analyze_file(str(path)).report)
+    template = report["migrations"][0]
+    alone = len(pickle.dumps([template], protocol=pickle.HIGHEST_PROTOCOL))
+    assert alone > 2000
+    retired = Retired()
+    sent = []
+    for n in range(600):
+        m = copy.deepcopy(template)
+        m["id"] = n
+        m["start_time"] += n * 0.1
+        m["end_time"] += n * 0.1
+        for ch in m["channels"]:
+            ch["client"] = f"10.0.{n // 250}.{n % 250}:{40000 + n}"
+        sent.append(m)
+        if n % 3 == 2:
+            retired.add(sent[-3:])
+    assert retired.migrations == 600
+    back = retired.load()
+    assert back == sent
+    assert retired.disk_bytes / 600 < alone / 4

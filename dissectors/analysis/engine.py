@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import pickle
 import tempfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ SCHEMA = 1
 MAX_OTHERS_LISTED = 2_000
 #: Relay legs are paired among at most this many migrations with the same channel openings.
 MAX_RELAY_BUCKET = 256
+#: zlib level of the retired migrations' reports on disk (1: fast; they compress ~10x already).
+RETIRED_ZLIB_LEVEL = 1
 #: TLS connections the key log could not decrypt listed by index at most (the count stays exact).
 NOT_DECRYPTED_LISTED = 1_000
 #: Capture seconds after the last packet of a group of closed connections before it may be retired (its
@@ -213,36 +216,59 @@ class TlsTally:
 
 class Retired:
     """What a run already judged for good and dropped: migrations (a live view, ``analysis.live``), kept on
-    disk (pickled, in a temporary file) so that memory stays flat over hours; connections outside any
-    migration (``Others``, bounded in memory) and their key log tally. ``finish`` puts them back in the
-    report."""
+    disk so that memory stays flat over hours; connections outside any migration (``Others``, bounded in
+    memory) and their key log tally. ``finish`` puts them back in the report.
+
+    The migrations' reports go to a temporary file through one zlib stream (each batch pickled, with its
+    length): successive reports share most of their keys and values, so each costs a few hundred bytes on
+    disk instead of ~3 KB pickled alone (``disk_bytes``; docs/limits.md). The final report holds every one
+    of them, as ``analyze``'s would."""
 
     def __init__(self) -> None:
         self.migrations = 0
         self.others = Others()
         self.tls = TlsTally()
+        self.disk_bytes = 0
         self._file: IO[bytes] | None = None
+        self._zip: Any = None
 
     def add(self, migrations: list[dict[str, Any]]) -> None:
         if not migrations:
             return
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="migshark-retired-")  # noqa: SIM115 - closed in load()
-        pickle.dump(migrations, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+            self._zip = zlib.compressobj(RETIRED_ZLIB_LEVEL)
+        blob = pickle.dumps(migrations, protocol=pickle.HIGHEST_PROTOCOL)
+        self._write(self._zip.compress(len(blob).to_bytes(8, "little") + blob))
         self.migrations += len(migrations)
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            assert self._file is not None
+            self._file.write(data)
+            self.disk_bytes += len(data)
 
     def load(self) -> list[dict[str, Any]]:
         migrations: list[dict[str, Any]] = []
         if self._file is None:
             return migrations
+        self._write(self._zip.flush())
         self._file.seek(0)
-        while True:
-            try:
-                migrations += pickle.load(self._file)  # noqa: S301 - our own temporary file
-            except EOFError:
-                break
+        unzip = zlib.decompressobj()
+        data = bytearray()
+        while chunk := self._file.read(1 << 20):
+            data += unzip.decompress(chunk)
+            pos = 0
+            while len(data) - pos >= 8:
+                n = int.from_bytes(data[pos:pos + 8], "little")
+                if len(data) - pos - 8 < n:
+                    break
+                migrations += pickle.loads(data[pos + 8:pos + 8 + n])  # noqa: S301 - our own temporary file
+                pos += 8 + n
+            del data[:pos]
         self._file.close()
         self._file = None
+        self._zip = None
         return migrations
 
 
