@@ -27,7 +27,9 @@ from dissectors.cli.pipeline import analyze_file, reassemble, sweeping
 from dissectors.tcp import Connection
 from dissectors.tcp.halfstream import HalfStream
 from dissectors.tls import KeyLog, TlsStreamSink
-from tests.test_analysis_synthetic import multifd_migration
+from tests.test_analysis_synthetic import T0, multifd_migration
+
+T_END = T0 + 60.0
 
 
 def _plain(report: dict[str, Any]) -> dict[str, Any]:
@@ -228,3 +230,45 @@ def test_retired_reports_are_compact_on_disk(tmp_path: Path) -> None:
     back = retired.load()
     assert back == sent
     assert retired.disk_bytes / 600 < alone / 4
+
+
+def test_a_long_migration_holds_back_no_later_one(tmp_path: Path) -> None:
+    """A migration still running while 20 later ones complete: those retire (numbered as ``analyze``
+    numbers them), the long one stays until it ends."""
+    conns: list[S.Conn] = []
+    long = multifd_migration("main")
+    for c in long:            # the first migration: its channels stay open until t+60
+        c.sport += 5000
+        c.events = [(ts, d, x) for ts, d, x in c.events if not isinstance(x, str)]
+        c.close(T_END, by=0).close(T_END + 0.001, by=1)
+    conns += long
+    for n in range(1, 21):
+        ms = multifd_migration("main")
+        for c in ms:
+            c.syn_ts += n * 2.5
+            c.events = [(ts + n * 2.5, d, x) for ts, d, x in c.events]
+            c.sport += n * 10
+            c.close(max(ts for ts, _, _ in c.events) + 0.001, by=1)
+        conns += ms
+    path = tmp_path / "long.pcap"
+    S.write_capture(str(path), conns)
+    expected = _plain(analyze_file(str(path), Options(qemu_version="7.2")).report)
+    assert len(expected["migrations"]) == 21
+
+    analyzer = Analyzer(Options(qemu_version="7.2"))
+    view = LiveView(analyzer)
+    most = {"facts": 0}
+
+    def on_batch(tracker: Any) -> None:
+        view.forget = tracker.forget
+        view._last_retire = 0.0
+        view.update(tracker.last_ts)
+        most["facts"] = max(most["facts"], len(analyzer.facts))
+
+    with open_capture(path) as cap:
+        _, capture = reassemble(_SmallBatches(cap), str(path), analyzer.sink_for, on_batch=on_batch)
+    assert analyzer.retired.migrations >= 15
+    assert most["facts"] <= 3 * 4            # the long one and a few recent ones, not 21
+    got = _plain(analyzer.finish(capture).report)
+    assert [m["id"] for m in got["migrations"]] == list(range(21))
+    assert got == expected

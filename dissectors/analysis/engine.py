@@ -10,6 +10,7 @@ import heapq
 import pickle
 import tempfile
 import zlib
+from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -112,13 +113,13 @@ class Analyzer:
         so far while the capture is still running. Judging changes no fact. Migrations a live view retired
         (``retired``) keep their numbers: the others are numbered after them. ``judge_one`` (a live view's
         cache of settled migrations) stands in for ``self.judge_one``."""
-        base = self.retired.migrations
         one = judge_one or self.judge_one
         self.all_groups = group(self.facts)
         groups = [g for g in self.all_groups if _is_migration(g.connections)]
-        relays = {i: {**r, "peer": r["peer"] + base} for i, r in pair_relays(groups).items()}
-        migrations = [one(g, base + i, end, relays.get(i)) for i, g in enumerate(groups)]
-        tie_relay_outcomes(migrations, base)
+        ids = self.retired.ids([group_key(g) for g in groups])
+        relays = {i: {**r, "peer": ids[r["peer"]]} for i, r in pair_relays(groups).items()}
+        migrations = [one(g, ids[i], end, relays.get(i)) for i, g in enumerate(groups)]
+        tie_relay_outcomes(migrations)
         return groups, migrations
 
     def judge_one(self, g: MigrationGroup, index: int, end: float,
@@ -143,7 +144,7 @@ class Analyzer:
                                      f"are listed, the other {over} only counted by kind: "
                                      + ", ".join(f"{k} {n}" for k, n in sorted(store.over.items()))})
         if self.retired.migrations:
-            migrations = self.retired.load() + migrations
+            migrations = sorted(self.retired.load() + migrations, key=lambda m: m["id"])
         findings = len(limits) + sum(len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"])
                        + len(m["unsupported"]) + (m["outcome"]["status"] == "failed")
                        for m in migrations if m.get("relay", {}).get("side") != "source")
@@ -231,10 +232,29 @@ class Retired:
         self.disk_bytes = 0
         self._file: IO[bytes] | None = None
         self._zip: Any = None
+        # Group keys (``group_key``) of retired migrations above the oldest migration still held, and how
+        # many retired ones are below it: what numbering the held ones needs (``ids``).
+        self._keys: list[tuple[float, int]] = []
+        self._below = 0
 
-    def add(self, migrations: list[dict[str, Any]]) -> None:
+    def ids(self, keys: list[tuple[float, int]]) -> list[int]:
+        """The numbers of the held migrations whose group keys are ``keys`` (in group order): each counts
+        the migrations before it, retired or held, as ``analyze`` numbers them."""
+        return [self._below + bisect_left(self._keys, k) + i for i, k in enumerate(keys)]
+
+    def prune(self, oldest_held: tuple[float, int] | None) -> None:
+        """Only the count of retired migrations older than every held one matters any more (later
+        migrations start later still)."""
+        cut = len(self._keys) if oldest_held is None else bisect_left(self._keys, oldest_held)
+        if cut:
+            self._below += cut
+            del self._keys[:cut]
+
+    def add(self, migrations: list[dict[str, Any]], keys: Collection[tuple[float, int]] = ()) -> None:
         if not migrations:
             return
+        for k in keys:
+            insort(self._keys, k)
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="migshark-retired-")  # noqa: SIM115 - closed in load()
             self._zip = zlib.compressobj(RETIRED_ZLIB_LEVEL)
@@ -333,18 +353,25 @@ def pair_relays(groups: list[MigrationGroup]) -> dict[int, dict[str, Any]]:
     return out
 
 
-def tie_relay_outcomes(migrations: list[dict[str, Any]], base: int = 0) -> None:
+def tie_relay_outcomes(migrations: list[dict[str, Any]]) -> None:
     """A relay's source-side leg ends as the destination-side leg does: the relay's EOF or closes say
-    nothing of what the destination loaded. ``migrations[0]`` is migration ``base``."""
+    nothing of what the destination loaded (both legs are among ``migrations``: neither retires)."""
+    by_id = {m["id"]: m for m in migrations}
     for m in migrations:
         relay = m.get("relay")
         if not relay or relay["side"] != "source":
             continue
-        peer = migrations[relay["peer"] - base]
+        peer = by_id[relay["peer"]]
         own = m["outcome"]
         m["outcome"] = {**peer["outcome"],
                         "reason": f"{peer['outcome']['reason']} (the destination-side leg, migration {peer['id']})",
                         "source_leg": own}
+
+
+def group_key(g: MigrationGroup) -> tuple[float, int]:
+    """Where ``group`` puts a migration among all of a capture's: its first connection's start and index."""
+    f = g.legs[0][0]
+    return start_ts(f), f.conn.index
 
 
 def quiet(conns: list[ConnectionFacts], last_ts: float) -> bool:
