@@ -17,7 +17,7 @@ def run_dissect(args: argparse.Namespace) -> int:
     keylog = load_keylog(args.keylog)
     bar = Progress(f"dissect {args.capture}")
     try:
-        _, capture = reassemble_file(args.capture, decrypting(d.sink_for, keylog), bar)
+        _, capture = reassemble_file(args.capture, decrypting(d.sink_for, keylog), bar, forget_closed=True)
     finally:
         bar.close()
     d.summary()

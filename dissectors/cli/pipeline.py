@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Protocol
 
-from dissectors.analysis.engine import SWEEP_EVERY, Analysis, Analyzer
+from dissectors.analysis.engine import RETIRE_AFTER, SWEEP_EVERY, Analysis, Analyzer
 from dissectors.analysis.judge import Options
 from dissectors.capture import open_capture
 from dissectors.errors import InputError
@@ -164,7 +164,28 @@ def sweeping(analyzer: Analyzer) -> Callable[[TcpTracker], None]:
     return on_batch
 
 
-def reassemble_file(path: str, sink_factory: SinkFactory,
-                    progress: ProgressFn | None = None) -> tuple[TcpTracker, dict[str, Any]]:
+def forgetting() -> Callable[[TcpTracker], None]:
+    """An ``on_batch`` that drops the tracker's closed connections quiet for ``RETIRE_AFTER`` capture
+    seconds, once :data:`SWEEP_EVERY` connections are held, then once as many more came as are still held
+    (linear time): for a consumer that needs nothing of a connection once it ended (``dissect``)."""
+    next_at = SWEEP_EVERY
+
+    def on_batch(tracker: TcpTracker) -> None:
+        nonlocal next_at
+        conns = tracker.connections
+        if len(conns) >= next_at and tracker.last_ts is not None:
+            now = tracker.last_ts
+            tracker.forget([c for c in conns if c.closed and now - c.last_ts >= RETIRE_AFTER])
+            held = len(tracker.connections)
+            next_at = max(2 * held, held + SWEEP_EVERY)
+
+    return on_batch
+
+
+def reassemble_file(path: str, sink_factory: SinkFactory, progress: ProgressFn | None = None,
+                    forget_closed: bool = False) -> tuple[TcpTracker, dict[str, Any]]:
+    """``reassemble`` a capture file; ``forget_closed``: drop connections once they ended (``forgetting``),
+    so memory follows the connections open at a time (the tracker returned then holds the rest only)."""
     with gc_unfrozen_after(), open_capture(path) as cap:
-        return reassemble(cap, str(path), sink_factory, progress, freeze=True)
+        return reassemble(cap, str(path), sink_factory, progress, freeze=True,
+                          on_batch=forgetting() if forget_closed else None)
