@@ -272,3 +272,43 @@ def test_a_long_migration_holds_back_no_later_one(tmp_path: Path) -> None:
     got = _plain(analyzer.finish(capture).report)
     assert [m["id"] for m in got["migrations"]] == list(range(21))
     assert got == expected
+
+
+def test_dissect_forgets_closed_connections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dissect``'s reassembly drops connections once they ended and were quiet (the same records come
+    out), and leaves no reference cycle behind (a sink whose callback holds the sink, as dissect's does)."""
+    from dissectors.channels import ChannelSink
+
+    path = tmp_path / "scan.pcap"
+    _scan_with_migrations(path, 1500)
+
+    def run(forget: bool) -> tuple[list[tuple[int, int, str, int]], Any]:
+        seen: list[tuple[int, int, str, int]] = []
+
+        def factory(conn: Any) -> ChannelSink:
+            sink = ChannelSink(lambda d, recs: seen.extend((conn.index, d, r.kind, r.offset) for r in recs)
+                               if sink is not None else None)
+            return sink
+
+        tracker, _ = pipeline.reassemble_file(str(path), factory, forget_closed=forget)
+        return seen, tracker
+
+    whole, tracker = run(False)
+    held_all = len(tracker.connections)
+    del tracker
+    monkeypatch.setattr(pipeline, "SWEEP_EVERY", 100)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        got, tracker = run(True)
+        held = len(tracker.connections)
+        gc.collect()          # the connections still held are reachable: only forgotten ones could be here
+        leaked = [o for o in gc.garbage if isinstance(o, ChannelSink | Connection | HalfStream)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert got == whole and len(whole) > 6 * 3
+    assert held_all == 1500 + 1 + 9 and held < 500
+    assert leaked == []
