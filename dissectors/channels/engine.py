@@ -128,6 +128,12 @@ class StreamParser:
             pos = n
         return out
 
+    def close(self) -> None:
+        """Done with (the stream ended): drop the state functions, bound methods of this parser (a cycle
+        the collector would otherwise have to find). Nothing may be fed after."""
+        self._state = None  # type: ignore[assignment]
+        self._skip_then = None
+
     @property
     def skip_ahead(self) -> int:
         """How many upcoming bytes the parser does not need to see: the rest of a payload being skipped

@@ -154,6 +154,7 @@ class ChannelSink:
             self._out(direction, d.parser.eof(ts))
             for k, v in d.parser.counts.items():
                 self.counts[k] = self.counts.get(k, 0) + v
+            d.parser.close()
             d.parser = None
         points = d.progress.points        # data inside skip windows adds no points: close the series
         if offset and (not points or points[-1][1] < offset):

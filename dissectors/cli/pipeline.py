@@ -149,7 +149,7 @@ def analyze_file(path: str, options: Options | None = None, progress: ProgressFn
 
 def sweeping(analyzer: Analyzer) -> Callable[[TcpTracker], None]:
     """An ``on_batch`` that retires closed connections outside migrations (``Analyzer.sweep``) once
-    :data:`SWEEP_EVERY` new connections came, then again once as many came as are still held: memory then
+    :data:`SWEEP_EVERY` are held, then again once as many more came as are still held (at least that many): memory then
     follows the connections open at a time (and the migrations), not all a capture ever held, in linear
     time."""
     next_at = SWEEP_EVERY
@@ -159,7 +159,8 @@ def sweeping(analyzer: Analyzer) -> Callable[[TcpTracker], None]:
         held = len(analyzer.facts)
         if held >= next_at and tracker.last_ts is not None:
             analyzer.sweep(tracker.last_ts, tracker.forget)
-            next_at = max(2 * len(analyzer.facts), len(analyzer.facts) + SWEEP_EVERY)
+            held = len(analyzer.facts)
+            next_at = held + max(held, SWEEP_EVERY)
 
     return on_batch
 
@@ -177,7 +178,7 @@ def forgetting() -> Callable[[TcpTracker], None]:
             now = tracker.last_ts
             tracker.forget([c for c in conns if c.closed and now - c.last_ts >= RETIRE_AFTER])
             held = len(tracker.connections)
-            next_at = max(2 * held, held + SWEEP_EVERY)
+            next_at = held + max(held, SWEEP_EVERY)
 
     return on_batch
 
