@@ -38,10 +38,12 @@ SPACING = 0.1
 
 
 def retired_bytes(pid: int) -> int | None:
-    """Size of watch's temporary file of retired reports (unlinked: found through /proc/PID/fd)."""
+    """Size of watch's temporary file of retired reports, found through /proc/PID/fd: named
+    ``migshark-retired-*`` and unlinked, or (``O_TMPFILE``, Linux) ``/tmp/#INODE (deleted)``."""
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            if "migshark-retired-" in os.readlink(f"/proc/{pid}/fd/{fd}"):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if "migshark-retired-" in link or (link.endswith("(deleted)") and "/#" in link):
                 return os.stat(f"/proc/{pid}/fd/{fd}").st_size
         except OSError:
             continue
