@@ -312,3 +312,45 @@ def test_dissect_forgets_closed_connections(tmp_path: Path, monkeypatch: pytest.
     assert got == whole and len(whole) > 6 * 3
     assert held_all == 1500 + 1 + 9 and held < 500
     assert leaked == []
+
+
+def test_watch_retirement_leaves_no_cycle(tmp_path: Path) -> None:
+    """What made a soak's memory rise: retired migrations' connections, sinks, facts and parsers in
+    reference cycles, freed only by the collector's rare full passes. Now nothing of them is left for it."""
+    from dissectors.channels.engine import StreamParser
+
+    conns: list[S.Conn] = []
+    for n in range(12):
+        ms = multifd_migration("multifd" if n % 2 else "main")
+        for c in ms:
+            c.syn_ts += n * 2.5
+            c.events = [(ts + n * 2.5, d, x) for ts, d, x in c.events]
+            c.sport += n * 10
+            if not any(d == 1 and isinstance(x, str) for _, d, x in c.events):
+                c.close(max(ts for ts, _, _ in c.events) + 0.001, by=1)
+        conns += ms
+    path = tmp_path / "many.pcap"
+    S.write_capture(str(path), conns)
+    analyzer = Analyzer(Options(qemu_version="7.2"))
+    view = LiveView(analyzer)
+
+    def on_batch(tracker: Any) -> None:
+        view.forget = tracker.forget
+        view._last_retire = 0.0
+        view.update(tracker.last_ts)
+
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        with open_capture(path) as cap:
+            reassemble(_SmallBatches(cap), str(path), analyzer.sink_for, on_batch=on_batch)
+        assert analyzer.retired.migrations >= 8
+        gc.collect()
+        leaked = [type(o).__name__ for o in gc.garbage
+                  if isinstance(o, ConnectionFacts | Connection | HalfStream | StreamParser)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert leaked == []
