@@ -62,7 +62,7 @@ def child(mode: str, path: str) -> None:
 
             return ChannelSink(take)
 
-        reassemble_file(path, factory)
+        reassemble_file(path, factory, forget_closed=True)      # as migshark dissect does
         out["records"] = records
     out["seconds"] = time.perf_counter() - t0
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

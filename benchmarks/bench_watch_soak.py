@@ -37,6 +37,19 @@ POOL = 4096
 SPACING = 0.1
 
 
+def retired_bytes(pid: int) -> int | None:
+    """Size of watch's temporary file of retired reports, found through /proc/PID/fd: named
+    ``migshark-retired-*`` and unlinked, or (``O_TMPFILE``, Linux) ``/tmp/#INODE (deleted)``."""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if "migshark-retired-" in link or (link.endswith("(deleted)") and "/#" in link):
+                return os.stat(f"/proc/{pid}/fd/{fd}").st_size
+        except OSError:
+            continue
+    return None
+
+
 def rss_kib(pid: int, field: str = "VmRSS") -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -106,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - start
     rss_end = rss_kib(proc.pid)
     rss_peak = rss_kib(proc.pid, "VmHWM")
+    disk = retired_bytes(proc.pid)
     print(f"duration {elapsed:.0f} s: {fed} migrations ({(fed - fed_at_start) if rss_start else fed} after the "
           f"warm-up), {written / 1e6:.1f} MB, {written / 1e6 / elapsed:.2f} MB/s, {fed / elapsed:.0f} migrations/s")
     if rss_start:
@@ -113,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
               f"at the end: {rss_end / 1024:.1f} MiB (end/start {rss_end / rss_start:.2f}); "
               f"peak {rss_peak / 1024:.1f} MiB")
     print(f"events: {dict(counts)}; misread migrations fed: {fed // 2}")
+    if disk is not None:
+        print(f"retired reports on disk: {disk / 1e6:.1f} MB, {disk / max(fed, 1):.0f} bytes per migration fed")
     if args.finish:
         t = time.monotonic()
         proc.stdin.close()

@@ -6,10 +6,13 @@ its out-of-order buffer), never by the capture size.
 
 from __future__ import annotations
 
+import heapq
 import pickle
 import tempfile
+import zlib
+from bisect import bisect_left, insort
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -30,6 +33,17 @@ SCHEMA = 1
 MAX_OTHERS_LISTED = 2_000
 #: Relay legs are paired among at most this many migrations with the same channel openings.
 MAX_RELAY_BUCKET = 256
+#: zlib level of the retired migrations' reports on disk (1: fast; they compress ~10x already).
+RETIRED_ZLIB_LEVEL = 1
+#: TLS connections the key log could not decrypt listed by index at most (the count stays exact).
+NOT_DECRYPTED_LISTED = 1_000
+#: Capture seconds after the last packet of a group of closed connections before it may be retired (its
+#: state freed: a late ACK or retransmitted FIN after that would open a new connection).
+RETIRE_AFTER = 2.0
+#: ``analyze`` sweeps closed connections outside migrations once this many connections are held, then
+#: after as many new ones as are still held, at least this many (linear time whatever is held: each sweep
+#: groups the held connections, about 1.25 times what it retires on a port scan).
+SWEEP_EVERY = 8192
 JudgeOne = Callable[[MigrationGroup, int, float, "dict[str, Any] | None"], "dict[str, Any]"]
 
 
@@ -67,19 +81,47 @@ class Analyzer:
         f.tls = tls.status
         return tls
 
+    def sweep(self, last_ts: float, forget: Callable[[Collection[Any]], None]) -> int:
+        """Retire closed connections outside any migration, quiet for ``RETIRE_AFTER`` capture seconds
+        before ``last_ts`` (``analyze`` calls it as connections pile up; a live view retires through
+        ``retire_others``): their summary is kept in ``retired.others``, their facts and TCP state
+        (``forget``: the tracker's) are freed. Returns how many connections were retired."""
+        gone = self.retire_others(group(self.facts), last_ts)
+        if gone:
+            dropped = {id(f) for f in gone}
+            self.facts = [f for f in self.facts if id(f) not in dropped]
+            forget([f.conn for f in gone])
+            for f in gone:
+                f.release()
+        return len(gone)
+
+    def retire_others(self, groups: list[MigrationGroup], last_ts: float) -> list[ConnectionFacts]:
+        """Summarise the connections of ``groups`` that are no migration and quiet (``quiet``) into
+        ``retired.others``; return their facts (the caller drops them)."""
+        gone: list[ConnectionFacts] = []
+        for g in groups:
+            if _is_migration(g.connections) or not quiet(g.connections, last_ts):
+                continue
+            gone += g.connections
+        gone.sort(key=lambda f: f.conn.index)
+        for f in gone:
+            self.retired.others.add(f)
+            self.retired.tls.add(f)
+        return gone
+
     def judge(self, end: float, judge_one: JudgeOne | None = None) -> tuple[list[MigrationGroup], list[dict[str, Any]]]:
         """Group the connections seen so far into migrations and judge each as if the capture ended at
         ``end``. ``finish`` does this once at the end; a live view (``analysis.live``) does it on the facts
         so far while the capture is still running. Judging changes no fact. Migrations a live view retired
         (``retired``) keep their numbers: the others are numbered after them. ``judge_one`` (a live view's
         cache of settled migrations) stands in for ``self.judge_one``."""
-        base = self.retired.migrations
         one = judge_one or self.judge_one
         self.all_groups = group(self.facts)
         groups = [g for g in self.all_groups if _is_migration(g.connections)]
-        relays = {i: {**r, "peer": r["peer"] + base} for i, r in pair_relays(groups).items()}
-        migrations = [one(g, base + i, end, relays.get(i)) for i, g in enumerate(groups)]
-        tie_relay_outcomes(migrations, base)
+        ids = self.retired.ids([group_key(g) for g in groups])
+        relays = {i: {**r, "peer": ids[r["peer"]]} for i, r in pair_relays(groups).items()}
+        migrations = [one(g, ids[i], end, relays.get(i)) for i, g in enumerate(groups)]
+        tie_relay_outcomes(migrations)
         return groups, migrations
 
     def judge_one(self, g: MigrationGroup, index: int, end: float,
@@ -91,23 +133,23 @@ class Analyzer:
         options, facts, ledger = self.options, self.facts, self.ledger
         groups, migrations = self.judge(capture["last_time"] or 0.0)
         in_migration = {id(f) for g in groups for f in g.connections}
-        rest = [f for f in facts if id(f) not in in_migration]
-        others = [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in rest[:MAX_OTHERS_LISTED]]
+        store = self.retired.others
+        for f in facts:
+            if id(f) not in in_migration:
+                store.add(f)
+        others = store.listed()
         limits = list(capture.pop("limits", []))
-        if len(rest) > MAX_OTHERS_LISTED:
-            kinds = Counter(f.kind or "silent" for f in rest[MAX_OTHERS_LISTED:])
-            limits.append({"limit": "other_connections_listed", "bound": MAX_OTHERS_LISTED,
-                           "over": len(rest) - MAX_OTHERS_LISTED,
-                           "effect": f"{len(rest)} connections carry no migration; the first {MAX_OTHERS_LISTED} "
-                                     f"are listed, the other {len(rest) - MAX_OTHERS_LISTED} only counted by kind: "
-                                     + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))})
-        if self.retired.migrations or self.retired.others:
-            old_migrations, old_others = self.retired.load()
-            migrations = old_migrations + migrations
-            others = sorted(old_others + others, key=lambda o: o["index"])
+        if store.over:
+            over = sum(store.over.values())
+            limits.append({"limit": "other_connections_listed", "bound": store.cap, "over": over,
+                           "effect": f"{store.total} connections carry no migration; the first {store.cap} "
+                                     f"are listed, the other {over} only counted by kind: "
+                                     + ", ".join(f"{k} {n}" for k, n in sorted(store.over.items()))})
+        if self.retired.migrations:
+            migrations = sorted(self.retired.load() + migrations, key=lambda m: m["id"])
         findings = len(limits) + (capture.get("stopped") is not None) + sum(map(migration_findings, migrations))
         if self.keylog is not None:
-            capture["keylog"] = keylog_summary(self.keylog, facts)
+            capture["keylog"] = keylog_summary(self.keylog, facts, self.retired.tls)
         report = {
             "schema": SCHEMA,
             "tool": f"migshark {__version__}",
@@ -123,51 +165,149 @@ class Analyzer:
         return Analysis(report, facts, ledger)
 
 
+class Others:
+    """Connections outside any migration, as the report lists them: the ``cap`` lowest-indexed as their
+    summary (``Connection.to_dict`` and kind), every other one only counted by kind. Fed one connection
+    at a time in any order (retired while the capture runs, then the rest at the end), it holds at most
+    ``cap`` summaries (docs/limits.md)."""
+
+    def __init__(self, cap: int = MAX_OTHERS_LISTED) -> None:
+        self.cap = cap
+        self.total = 0
+        self.over: Counter[str] = Counter()
+        self._heap: list[tuple[int, str, dict[str, Any] | None]] = []   # (-index, kind, summary): max-heap
+
+    def add(self, f: ConnectionFacts) -> None:
+        self.total += 1
+        kind = f.kind or "silent"
+        index = f.conn.index
+        heap = self._heap
+        if len(heap) >= self.cap:
+            if index > -heap[0][0]:
+                self.over[kind] += 1          # never listed: no summary made
+                return
+            _, dropped, _ = heapq.heapreplace(heap, (-index, kind, f.conn.to_dict() | {"kind": kind}))
+            self.over[dropped] += 1
+            return
+        heapq.heappush(heap, (-index, kind, f.conn.to_dict() | {"kind": kind}))
+
+    def listed(self) -> list[dict[str, Any]]:
+        return [d for _, _, d in sorted(self._heap, reverse=True) if d is not None]
+
+
+class TlsTally:
+    """What the key log did for connections already retired (``keylog_summary`` adds the rest)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.decrypted = 0
+        self.not_decrypted: list[int] = []
+        self.problems: list[str] = []
+
+    def add(self, f: ConnectionFacts) -> None:
+        if f.tls is None or not f.tls.tls:
+            return
+        self.connections += 1
+        self.decrypted += f.decrypted
+        if not f.decrypted and len(self.not_decrypted) < NOT_DECRYPTED_LISTED:
+            self.not_decrypted.append(f.conn.index)
+        if len(self.problems) < 50:
+            self.problems += [f"connection {f.conn.index}: {p}" for p in f.tls.problems][:50 - len(self.problems)]
+
+
 class Retired:
-    """Migrations (and other connections) judged for good while a live capture runs, kept on disk (pickled,
-    in a temporary file) so that memory stays flat over hours; ``finish`` puts them back in the report."""
+    """What a run already judged for good and dropped: migrations (a live view, ``analysis.live``), kept on
+    disk so that memory stays flat over hours; connections outside any migration (``Others``, bounded in
+    memory) and their key log tally. ``finish`` puts them back in the report.
+
+    The migrations' reports go to a temporary file through one zlib stream (each batch pickled, with its
+    length): successive reports share most of their keys and values, so each costs a few hundred bytes on
+    disk instead of ~3 KB pickled alone (``disk_bytes``; docs/limits.md). The final report holds every one
+    of them, as ``analyze``'s would."""
 
     def __init__(self) -> None:
         self.migrations = 0
-        self.others = 0
+        self.others = Others()
+        self.tls = TlsTally()
+        self.disk_bytes = 0
         self._file: IO[bytes] | None = None
+        self._zip: Any = None
+        # Group keys (``group_key``) of retired migrations above the oldest migration still held, and how
+        # many retired ones are below it: what numbering the held ones needs (``ids``).
+        self._keys: list[tuple[float, int]] = []
+        self._below = 0
 
-    def add(self, migrations: list[dict[str, Any]], others: list[dict[str, Any]]) -> None:
+    def ids(self, keys: list[tuple[float, int]]) -> list[int]:
+        """The numbers of the held migrations whose group keys are ``keys`` (in group order): each counts
+        the migrations before it, retired or held, as ``analyze`` numbers them."""
+        return [self._below + bisect_left(self._keys, k) + i for i, k in enumerate(keys)]
+
+    def prune(self, oldest_held: tuple[float, int] | None) -> None:
+        """Only the count of retired migrations older than every held one matters any more (later
+        migrations start later still)."""
+        cut = len(self._keys) if oldest_held is None else bisect_left(self._keys, oldest_held)
+        if cut:
+            self._below += cut
+            del self._keys[:cut]
+
+    def add(self, migrations: list[dict[str, Any]], keys: Collection[tuple[float, int]] = ()) -> None:
+        if not migrations:
+            return
+        for k in keys:
+            insort(self._keys, k)
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="migshark-retired-")  # noqa: SIM115 - closed in load()
-        pickle.dump((migrations, others), self._file, protocol=pickle.HIGHEST_PROTOCOL)
+            self._zip = zlib.compressobj(RETIRED_ZLIB_LEVEL)
+        blob = pickle.dumps(migrations, protocol=pickle.HIGHEST_PROTOCOL)
+        self._write(self._zip.compress(len(blob).to_bytes(8, "little") + blob))
         self.migrations += len(migrations)
-        self.others += len(others)
 
-    def load(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _write(self, data: bytes) -> None:
+        if data:
+            assert self._file is not None
+            self._file.write(data)
+            self.disk_bytes += len(data)
+
+    def load(self) -> list[dict[str, Any]]:
         migrations: list[dict[str, Any]] = []
-        others: list[dict[str, Any]] = []
         if self._file is None:
-            return migrations, others
+            return migrations
+        self._write(self._zip.flush())
         self._file.seek(0)
-        while True:
-            try:
-                m, o = pickle.load(self._file)  # noqa: S301 - our own temporary file
-            except EOFError:
-                break
-            migrations += m
-            others += o
+        unzip = zlib.decompressobj()
+        data = bytearray()
+        while chunk := self._file.read(1 << 20):
+            data += unzip.decompress(chunk)
+            pos = 0
+            while len(data) - pos >= 8:
+                n = int.from_bytes(data[pos:pos + 8], "little")
+                if len(data) - pos - 8 < n:
+                    break
+                migrations += pickle.loads(data[pos + 8:pos + 8 + n])  # noqa: S301 - our own temporary file
+                pos += 8 + n
+            del data[:pos]
         self._file.close()
         self._file = None
-        return migrations, others
+        self._zip = None
+        return migrations
 
 
-def keylog_summary(keylog: KeyLog, facts: list[ConnectionFacts]) -> dict[str, Any]:
-    """What the key log did: connections decrypted, TLS connections it had no secrets for, problems."""
-    tls = [f for f in facts if f.tls is not None and f.tls.tls]
+def keylog_summary(keylog: KeyLog, facts: list[ConnectionFacts], retired: TlsTally | None = None) -> dict[str, Any]:
+    """What the key log did: connections decrypted, TLS connections it had no secrets for, problems (with
+    ``retired``: those of connections already retired too)."""
+    tally = TlsTally()
+    if retired is not None:
+        tally.connections, tally.decrypted = retired.connections, retired.decrypted
+        tally.not_decrypted, tally.problems = list(retired.not_decrypted), list(retired.problems)
+    for f in sorted(facts, key=lambda f: f.conn.index):
+        tally.add(f)
     return {
         "file": keylog.name,
         "client_randoms": len(keylog),
-        "tls_connections": len(tls),
-        "decrypted": sum(f.decrypted for f in tls),
-        "not_decrypted": [f.conn.index for f in tls if not f.decrypted],
-        "problems": [f"connection {f.conn.index}: {p}" for f in tls for p in f.tls.problems][:50]
-        + list(keylog.conflicts[:10]),
+        "tls_connections": tally.connections,
+        "decrypted": tally.decrypted,
+        "not_decrypted": sorted(tally.not_decrypted),
+        "problems": tally.problems + list(keylog.conflicts[:10]),
     }
 
 
@@ -213,18 +353,30 @@ def pair_relays(groups: list[MigrationGroup]) -> dict[int, dict[str, Any]]:
     return out
 
 
-def tie_relay_outcomes(migrations: list[dict[str, Any]], base: int = 0) -> None:
+def tie_relay_outcomes(migrations: list[dict[str, Any]]) -> None:
     """A relay's source-side leg ends as the destination-side leg does: the relay's EOF or closes say
-    nothing of what the destination loaded. ``migrations[0]`` is migration ``base``."""
+    nothing of what the destination loaded (both legs are among ``migrations``: neither retires)."""
+    by_id = {m["id"]: m for m in migrations}
     for m in migrations:
         relay = m.get("relay")
         if not relay or relay["side"] != "source":
             continue
-        peer = migrations[relay["peer"] - base]
+        peer = by_id[relay["peer"]]
         own = m["outcome"]
         m["outcome"] = {**peer["outcome"],
                         "reason": f"{peer['outcome']['reason']} (the destination-side leg, migration {peer['id']})",
                         "source_leg": own}
+
+
+def group_key(g: MigrationGroup) -> tuple[float, int]:
+    """Where ``group`` puts a migration among all of a capture's: its first connection's start and index."""
+    f = g.legs[0][0]
+    return start_ts(f), f.conn.index
+
+
+def quiet(conns: list[ConnectionFacts], last_ts: float) -> bool:
+    """Every connection closed, the last one ``RETIRE_AFTER`` seconds before ``last_ts``."""
+    return all(f.conn.closed for f in conns) and last_ts - max(f.conn.last_ts for f in conns) >= RETIRE_AFTER
 
 
 def _is_migration(conns: list[ConnectionFacts]) -> bool:

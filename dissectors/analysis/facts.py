@@ -60,6 +60,12 @@ class ConnectionFacts:
         # Record sizes and times when TLS contents stay hidden; one shared empty shape until a TLS record.
         self.tls_shape: TlsShape = NO_SHAPE
 
+    def release(self) -> None:
+        """Break the cycle with the channel sink (it calls back into these facts) once the connection is
+        retired: the facts stay readable, their memory goes back as soon as nothing holds them."""
+        self.sink.on_records = None
+        self.sink.last_data_ts = None
+
     def _last_data_ts(self, direction: int) -> float | None:
         return self.conn.halves[direction].last_data_ts
 

@@ -19,13 +19,12 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
-from dissectors.analysis.engine import Analyzer, _is_migration
+from dissectors.analysis.engine import RETIRE_AFTER, Analyzer, group_key, quiet
 from dissectors.analysis.facts import ConnectionFacts
 from dissectors.analysis.grouping import MigrationGroup
 from dissectors.analysis.policies import BLOCKED, MAIN, PREEMPT, RECOVERY
 
 SILENT_KINDS = ("preempt-as-main", "peek-blocked")
-RETIRE_AFTER = 2.0     # capture seconds after a migration's last packet before it may be retired
 RETIRE_EVERY = 0.25    # wall seconds between attempts (or half of RETIRE_AFTER in capture time)
 FAR = 1e6              # a judgement this far after the end must equal the one now for a migration to retire
 FINAL_STATUSES = ("completed", "failed", "stalled")
@@ -86,7 +85,7 @@ class LiveView:
                                "source_generation": gen, "policy": m["policy"].get("name")})
                 seen.generation = gen
             events += self._migration(m, seen, base, last_ts, now)
-        if self.forget is not None and self.analyzer.keylog is None:
+        if self.forget is not None:
             wall = time.monotonic()
             if wall - self._last_retire >= RETIRE_EVERY or last_ts - self._last_retire_ts >= RETIRE_AFTER / 2:
                 self._last_retire, self._last_retire_ts = wall, last_ts
@@ -113,43 +112,48 @@ class LiveView:
         return m
 
     def retire(self, groups: list[MigrationGroup], migrations: list[dict[str, Any]], last_ts: float) -> int:
-        """Judge for good and drop the oldest migrations that are over: every connection closed, nothing
-        for ``RETIRE_AFTER`` s of capture time, no relay partner, no postcopy recovery possible, and a
+        """Judge for good and drop the migrations that are over (any, not only the oldest): every connection
+        closed, nothing for ``RETIRE_AFTER`` s of capture time, no relay partner, no postcopy recovery possible, and a
         judgement ``FAR`` seconds later identical to the one now (nothing in it depends on when the capture
         ends). Their reports go to ``analyzer.retired`` (on disk), their facts and TCP state are freed. Also
         drops closed connections of groups that are no migration. Returns how many migrations retired."""
         an = self.analyzer
         done: list[dict[str, Any]] = []
         gone: list[ConnectionFacts] = []
+        keys: list[tuple[float, int]] = []
+        held: list[tuple[float, int]] = []
         for g, m in zip(groups, migrations, strict=True):
-            if not self._over(g, m, last_ts):
-                break                   # only the oldest: numbers of the later ones stay as they are
-            if an.judge_one(g, m["id"], last_ts + FAR) != m:
-                break
-            done.append(m)
-            gone += g.connections
-        others: list[dict[str, Any]] = []
-        for g in an.all_groups:
-            if _is_migration(g.connections) or not _quiet(g.connections, last_ts):
+            # Any migration that is over, not only the oldest: numbers stay as they are (Retired.ids),
+            # so a long migration holds back no later one.
+            if not self._over(g, m, last_ts) or an.judge_one(g, m["id"], last_ts + FAR) != m:
+                held.append(group_key(g))
                 continue
-            others += [f.conn.to_dict() | {"kind": f.kind or "silent"} for f in g.connections]
+            done.append(m)
+            keys.append(group_key(g))
             gone += g.connections
+        for f in sorted(gone, key=lambda f: f.conn.index):
+            an.retired.tls.add(f)             # the key log's tally (retire_others adds its own)
+        gone += an.retire_others(an.all_groups, last_ts)
         if not gone:
             return 0
-        an.retired.add(done, others)
+        an.retired.add(done, keys)
+        an.retired.prune(min(held, default=None))
         dropped = {id(f) for f in gone}
         an.facts = [f for f in an.facts if id(f) not in dropped]
         assert self.forget is not None
         self.forget([f.conn for f in gone])
+        for f in gone:
+            f.release()
+        retired_ids = {m["id"] for m in done}
         kept = {(g.destination, min(f.conn.index for f in g.connections))
-                for g, m in zip(groups, migrations, strict=True) if m not in done}
+                for g, m in zip(groups, migrations, strict=True) if m["id"] not in retired_ids}
         self._seen = {k: v for k, v in self._seen.items() if k in kept}
         self._settled = {k: v for k, v in self._settled.items() if k in kept}
         return len(done)
 
     @staticmethod
     def _over(g: MigrationGroup, m: dict[str, Any], last_ts: float) -> bool:
-        if "relay" in m or not _quiet(g.connections, last_ts):
+        if "relay" in m or not quiet(g.connections, last_ts):
             return False
         if m["outcome"]["status"] == "completed":
             return True
@@ -245,11 +249,6 @@ class LiveView:
             times = [t for t in (ch["rst_time"], *ch["fin_time"]) if t is not None]
             return min(times) if times else None
         return None
-
-
-def _quiet(conns: list[ConnectionFacts], last_ts: float) -> bool:
-    """Every connection closed, the last one ``RETIRE_AFTER`` seconds before ``last_ts``."""
-    return all(f.conn.closed for f in conns) and last_ts - max(f.conn.last_ts for f in conns) >= RETIRE_AFTER
 
 
 def _clock(stall: dict[str, Any], last_ts: float, threshold: float) -> str:

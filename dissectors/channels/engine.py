@@ -26,6 +26,8 @@ State = Callable[[memoryview, int, int], int | None]
 
 #: A partial record never needs more than this many buffered bytes (largest header: a 64 KiB command).
 MAX_BUFFER = 256 * 1024
+#: A chunk this small is appended whole to a partial record held in the buffer and walked there.
+WHOLE_CHUNK = 4096
 
 
 class StreamParser:
@@ -91,7 +93,11 @@ class StreamParser:
         while pos < n:
             if self._buf:
                 held = len(self._buf)
-                take = min(n - pos, max(held, 512))
+                # A small chunk goes through the buffer whole: one walk over it (a segment of 9-byte zero
+                # pages is then one run, not a run to the 512th byte and another from there); a large one
+                # only up to where the held record surely ends, the rest parsed in place.
+                whole = n - pos <= WHOLE_CHUNK
+                take = n - pos if whole else min(n - pos, max(held, 512))
                 self._buf += mv[pos:pos + take]
                 pos += take
                 self._base = start + pos - len(self._buf)
@@ -103,7 +109,7 @@ class StreamParser:
                 if self._opaque_from is not None:
                     self._buf.clear()
                     break
-                if used >= held and not self._skip:
+                if used >= held and not self._skip and not whole:
                     # The held bytes are used up: the rest of the copy is this chunk's own bytes, parsed
                     # in place from here on (the buffer only ever carries a record across feeds).
                     pos -= len(self._buf) - used
@@ -121,6 +127,12 @@ class StreamParser:
                 self._buf += mv[used:n]
             pos = n
         return out
+
+    def close(self) -> None:
+        """Done with (the stream ended): drop the state functions, bound methods of this parser (a cycle
+        the collector would otherwise have to find). Nothing may be fed after."""
+        self._state = None  # type: ignore[assignment]
+        self._skip_then = None
 
     @property
     def skip_ahead(self) -> int:

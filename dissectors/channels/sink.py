@@ -81,7 +81,8 @@ class ChannelSink:
     TCP room knows; it closes the arrival series at the stream's end).
     """
 
-    __slots__ = ("on_records", "page_size", "last_data_ts", "dirs", "kind", "magic", "counts", "device_state")
+    __slots__ = ("on_records", "page_size", "last_data_ts", "dirs", "kind", "magic", "counts", "device_state",
+                 "ended")
 
     def __init__(self, on_records: RecordsFn | None = None, page_size: int = TARGET_PAGE_SIZE,
                  last_data_ts: LastDataFn | None = None, device_state: bool = False) -> None:
@@ -93,6 +94,7 @@ class ChannelSink:
         self.kind: str | None = None            # identify_stream() of direction 0
         self.magic: bytes | None = None
         self.counts: dict[str, int] = {}        # the parsers' counts, added when a direction ends
+        self.ended = 0                          # directions ended
 
     # -- StreamSink -------------------------------------------------------------------------------
     # Skip window: ``data`` returns how many upcoming bytes the direction's parser does not need (the rest
@@ -154,6 +156,7 @@ class ChannelSink:
             self._out(direction, d.parser.eof(ts))
             for k, v in d.parser.counts.items():
                 self.counts[k] = self.counts.get(k, 0) + v
+            d.parser.close()
             d.parser = None
         points = d.progress.points        # data inside skip windows adds no points: close the series
         if offset and (not points or points[-1][1] < offset):
@@ -161,6 +164,12 @@ class ChannelSink:
             if when is None or (points and when < points[-1][0]):
                 when = points[-1][0] if points else ts
             points.append((when, offset))
+        self.ended += 1
+        if self.ended == 2:
+            # Nothing comes after both ends: drop the callbacks, which usually hold whoever holds this
+            # sink (a reference cycle the collector would otherwise have to find).
+            self.on_records = None
+            self.last_data_ts = None
 
     def _skipped(self, direction: int, offset: int, ts: float) -> None:
         """The bytes from the direction's end offset up to ``offset`` were skipped at our request."""

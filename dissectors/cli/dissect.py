@@ -11,6 +11,7 @@ from dissectors.capture import Capture, open_capture
 from dissectors.cli.pipeline import (
     decrypting,
     feed_stream_file,
+    forgetting,
     gc_unfrozen_after,
     is_migration_stream,
     load_keylog,
@@ -69,7 +70,9 @@ def run_dissect(args: argparse.Namespace) -> int:
         else:
             with gc_unfrozen_after(), open_capture(args.capture) as cap:
                 _, capture = reassemble(NumberedSegments(cap, d.clock), str(args.capture),
-                                        decrypting(d.sink_for, keylog), bar, freeze=True)
+                                        decrypting(d.sink_for, keylog), bar, freeze=True,
+                                        on_batch=forgetting(),
+                                        coalesce_runs=False)   # frame numbers: one segment at a time
     finally:
         bar.close()
     unknown = d.unknown_connections()

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Protocol
 
-from dissectors.analysis.engine import Analysis, Analyzer
+from dissectors.analysis.engine import RETIRE_AFTER, SWEEP_EVERY, Analysis, Analyzer
 from dissectors.analysis.judge import Options
 from dissectors.capture import open_capture
 from dissectors.capture.scanner import COALESCE_WINDOW, compiled_coalescer
@@ -84,11 +84,13 @@ def reassemble(source: SegmentSource, label: str, sink_factory: SinkFactory,
     tracker = TcpTracker(_freezing(sink_factory) if freeze else sink_factory)
     if progress is not None:
         source.on_progress = lambda: progress(source.position, source.size)
-    coalesce = compiled_coalescer() if on_batch is None and coalesce_runs else None
+    coalesce = compiled_coalescer() if coalesce_runs else None
     if coalesce is not None:          # runs of in-order payload as one entry each (same effect, fewer calls)
         feed_runs, one_by_one = tracker.feed_coalesced, tracker.one_by_one
         for batch in source.keyed_batches():
-            feed_runs(*coalesce(batch, COALESCE_WINDOW, CONTROL, one_by_one))
+            feed_runs(*coalesce(batch, COALESCE_WINDOW, CONTROL, one_by_one))   # every segment of it fed
+            if on_batch is not None:
+                on_batch(tracker)
     elif on_batch is None:
         tracker.feed_keyed(source.keyed_segments())
     else:
@@ -159,14 +161,54 @@ def analyze_file(path: str, options: Options | None = None, progress: ProgressFn
     with gc_unfrozen_after():
         with open_capture(path, stream=stream) as cap:
             _, capture = reassemble(cap, str(path), analyzer.sink_for, progress, freeze=True,
-                                    coalesce_runs=keylog is None)   # decryption takes every byte
+                                    coalesce_runs=keylog is None,   # decryption takes every byte
+                                    on_batch=sweeping(analyzer))
         return analyzer.finish(capture)
 
 
-def reassemble_file(path: str, sink_factory: SinkFactory,
-                    progress: ProgressFn | None = None) -> tuple[TcpTracker, dict[str, Any]]:
+def sweeping(analyzer: Analyzer) -> Callable[[TcpTracker], None]:
+    """An ``on_batch`` that retires closed connections outside migrations (``Analyzer.sweep``) once
+    :data:`SWEEP_EVERY` are held, then again once as many more came as are still held (at least that many): memory then
+    follows the connections open at a time (and the migrations), not all a capture ever held, in linear
+    time."""
+    next_at = SWEEP_EVERY
+
+    def on_batch(tracker: TcpTracker) -> None:
+        nonlocal next_at
+        held = len(analyzer.facts)
+        if held >= next_at and tracker.last_ts is not None:
+            analyzer.sweep(tracker.last_ts, tracker.forget)
+            held = len(analyzer.facts)
+            next_at = held + max(held, SWEEP_EVERY)
+
+    return on_batch
+
+
+def forgetting() -> Callable[[TcpTracker], None]:
+    """An ``on_batch`` that drops the tracker's closed connections quiet for ``RETIRE_AFTER`` capture
+    seconds, once :data:`SWEEP_EVERY` connections are held, then once as many more came as are still held
+    (linear time): for a consumer that needs nothing of a connection once it ended (``dissect``)."""
+    next_at = SWEEP_EVERY
+
+    def on_batch(tracker: TcpTracker) -> None:
+        nonlocal next_at
+        conns = tracker.connections
+        if len(conns) >= next_at and tracker.last_ts is not None:
+            now = tracker.last_ts
+            tracker.forget([c for c in conns if c.closed and now - c.last_ts >= RETIRE_AFTER])
+            held = len(tracker.connections)
+            next_at = held + max(held, SWEEP_EVERY)
+
+    return on_batch
+
+
+def reassemble_file(path: str, sink_factory: SinkFactory, progress: ProgressFn | None = None,
+                    forget_closed: bool = False) -> tuple[TcpTracker, dict[str, Any]]:
+    """``reassemble`` a capture file; ``forget_closed``: drop connections once they ended (``forgetting``),
+    so memory follows the connections open at a time (the tracker returned then holds the rest only)."""
     with gc_unfrozen_after(), open_capture(path) as cap:
-        return reassemble(cap, str(path), sink_factory, progress, freeze=True)
+        return reassemble(cap, str(path), sink_factory, progress, freeze=True,
+                          on_batch=forgetting() if forget_closed else None)
 
 
 # -- raw migration stream files (what ``migrate "exec:cat > FILE"`` or ``file:FILE`` writes) ---------------

@@ -205,7 +205,8 @@ def run_watch(args: argparse.Namespace) -> int:
             cap.live.should_stop = stop
             try:
                 with cap:
-                    _, capture = reassemble(cap, label, analyzer.sink_for, bar, on_batch=watcher.on_batch)
+                    _, capture = reassemble(cap, label, analyzer.sink_for, bar, on_batch=watcher.on_batch,
+                                            coalesce_runs=False)   # live: one segment at a time, as read
                 if watcher.tracker is not None:
                     watcher.judge(time.monotonic())     # what the last packets decided
             finally:

@@ -47,7 +47,7 @@ from .connection import (
     ip_text,
 )
 from .flags import ACK, CONTROL, FIN, RST, SEQ_MASK, SYN
-from .halfstream import HalfStream
+from .halfstream import _NO_TAIL, HalfStream
 from .sink import END_CAPTURE, END_RST, END_SUPERSEDED, StreamSink
 
 SinkFactory = Callable[[Connection], "StreamSink | None"]
@@ -393,6 +393,15 @@ class TcpTracker:
             for key, half in zip(self._keys.pop(conn.index, ()), conn.halves, strict=False):
                 if self._halves.get(key) is half:
                     del self._halves[key]
+            # Break the cycles (connection <-> halves, connection -> sink -> whoever holds the connection):
+            # their memory then goes back at once, not at the cyclic collector's next full pass (which a
+            # caller that froze the collector's view never makes).
+            for half in conn.halves:
+                half.conn = None
+                half.sink = None
+                half.deliver = None
+                half.tail = _NO_TAIL
+            conn.sink = None
         self.connections = [c for c in self.connections if id(c) not in gone]
 
     def finish(self, ts: float | None = None) -> None:

@@ -55,6 +55,7 @@ class TlsStreamSink:
         self._held_events: list[Event] = []    # what the TLS state said while the hellos were awaited
         self._out = [0, 0]                     # plaintext offsets handed to inner
         self._broken_at: list[int | None] = [None, None]   # ciphertext offset where decryption stopped
+        self._ended = 0                        # directions ended (TLS state is dropped after both)
 
     # -- StreamSink -----------------------------------------------------------------------------------
     def data(self, direction: int, offset: int, data: memoryview | bytes, ts: float) -> int | None:
@@ -127,6 +128,9 @@ class TlsStreamSink:
                 self.inner.gap(direction, self._out[direction], offset - stopped, ts)
                 self._out[direction] += offset - stopped
             self.inner.end(direction, self._out[direction], ts, how)
+            self._ended += 1
+            if self._ended == 2:
+                self._conn = None       # both directions over: the keys, ciphers and buffers go now
             return
         if self.mode in (None, "hold"):
             if self.mode == "hold":
