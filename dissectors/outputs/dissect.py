@@ -21,6 +21,7 @@ from dissectors.outputs.vmstate import device_matches, device_tree, line_fields
 from dissectors.tcp.connection import Connection, endpoint_text
 
 PAGE_KINDS = {"ram.page", "ram.zero"}
+LISTED_CONNECTIONS = 20        # connections named in a message (an unknown -c)
 
 
 HEX_FIELDS = {"addr", "start", "magic", "total"}
@@ -109,7 +110,8 @@ class RecordPrinter:
         self.counts: Counter[tuple[str, str]] = Counter()
         self.devices_seen: set[str] = set()
         self.available: Counter[tuple[str, str]] = Counter()   # selected connections, before -t/--channel
-        self.connections: list[Connection] = []                # every connection of the capture
+        self.connections: list[str] = []       # the capture's first connections, as text (for messages)
+        self.connection_count = 0
         self.matched: set[str] = set()                         # the -c selectors some connection matched
         self.printed = 0
         self.out = sys.stdout
@@ -119,7 +121,9 @@ class RecordPrinter:
         self.keep = TREE_BYTES if options.verbose else HEX_BYTES if options.hex else 0
 
     def wants_connection(self, conn: Connection) -> bool:
-        self.connections.append(conn)
+        self.connection_count += 1
+        if len(self.connections) < LISTED_CONNECTIONS:   # text only: a Connection would outlive its forgetting
+            self.connections.append(f"{conn.index} ({endpoint_text(conn.client)} -> {endpoint_text(conn.server)})")
         if not self.selected:
             return True
         names = {str(conn.index), endpoint_text(conn.client), endpoint_text(conn.server)}
@@ -260,8 +264,8 @@ class RecordPrinter:
         """The capture's connections, for a message: ``0 (127.0.0.1:39260 -> 127.0.0.1:4444), ...``."""
         if self.stream_file is not None:
             return "0 (a raw migration stream file has one stream, connection 0)"
-        conns = [f"{c.index} ({endpoint_text(c.client)} -> {endpoint_text(c.server)})" for c in self.connections]
-        shown = ", ".join(conns[:20]) + (f", ... ({len(conns)} in all)" if len(conns) > 20 else "")
+        n = self.connection_count
+        shown = ", ".join(self.connections) + (f", ... ({n} in all)" if n > len(self.connections) else "")
         return shown or "none"
 
     def hidden_note(self) -> str | None:
