@@ -294,23 +294,25 @@ def open_source(path: str | os.PathLike[str], live: bool = False) -> tuple[ByteS
         raise
 
 
+def _first_bytes(read: Callable[[int], bytes], n: int) -> bytes:
+    """Up to ``n`` bytes from ``read`` (fewer only at the end of the stream): a stream's first bytes as they
+    come, never seeking back."""
+    head = b""
+    while len(head) < n:
+        data = read(n - len(head))
+        if not data:
+            break
+        head += data
+    return head
+
+
 def _open_live(raw: LiveRaw) -> tuple[ByteSource, bytes]:
     """A live stream: its first bytes decide gzip or not (read as they come, never seeking back)."""
     try:
-        head = b""
-        while len(head) < 4:
-            data = raw.read(4 - len(head))
-            if not data:
-                break
-            head += data
+        head = _first_bytes(raw.read, 4)
         if head[:2] == GZIP_MAGIC:
             stream = GunzipStream(raw, prefix=head)
-            magic = b""
-            while len(magic) < 4:
-                data = stream.read1(4 - len(magic))
-                if not data:
-                    break
-                magic += data
+            magic = _first_bytes(stream.read1, 4)
             return StreamSource(stream, raw, None, head=magic), magic
         return StreamSource(raw, raw, None, head=head), head
     except BaseException:
