@@ -44,6 +44,7 @@ from dissectors.analysis import policies
 from dissectors.channels import kinds
 from dissectors.channels.main import AFTER_FOOTER
 from dissectors.layers import commands, main_stream, multifd, ram, return_path, tls
+from dissectors.layers.labels import field_label, name_label
 from dissectors.layers.structs import fixed_size, struct_of
 
 TEMPLATE_NAME = "lua_template.lua"
@@ -199,8 +200,6 @@ def _uint_type(size: int) -> str:
     return types[size]
 
 
-def _label(name: str) -> str:
-    return name.replace("_", " ").capitalize()
 
 
 class _Builder:
@@ -208,6 +207,11 @@ class _Builder:
         self.model = Model()
         #: value_string names by content, so one enum gives one table.
         self._vs_by_content: dict[tuple[tuple[int, str], ...], str] = {}
+        #: The layer being laid out: its ``field_labels`` name its fields (as ``dissect -V`` does).
+        self.owner: type[Packet] | None = None
+
+    def label(self, name: str) -> str:
+        return field_label(self.owner, name) if self.owner is not None else name_label(name)
 
     def enum_vs(self, table: dict[int, str], hint: str) -> str:
         """One value_string per distinct enum (scapy copies the dict into every field)."""
@@ -233,7 +237,7 @@ class _Builder:
         if isinstance(fld, EnumField):
             vs = self.enum_vs(fld.i2s, f"{group.prefix}_{fld.name}")
         base = "base.HEX" if _is_hex(fld) or isinstance(fld, FlagsField) else "base.DEC"
-        self.model.add_field(ProtoFieldSpec(abbrev, _label(fld.name), _uint_type(size), base, vs))
+        self.model.add_field(ProtoFieldSpec(abbrev, self.label(fld.name), _uint_type(size), base, vs))
         if isinstance(fld, FlagsField) and fld.names:
             self.flag_bits(abbrev, size * 8, list(fld.names))
         return Item(fld.name, "u", abbrev, size=size)
@@ -253,7 +257,7 @@ class _Builder:
             item = Item(fld.name, kind, abbrev, len_from=src)
         item.skip = fld.name in BINARY_PAYLOAD or fld.name in SKIPPABLE_TEXT
         ftype = {"b": "bytes", "s": "string", "z": "stringz"}[kind]
-        self.model.add_field(ProtoFieldSpec(abbrev, _label(fld.name), ftype))
+        self.model.add_field(ProtoFieldSpec(abbrev, self.label(fld.name), ftype))
         return item
 
     def bit_run(self, group: Group, run: list[_BitField]) -> Item:
@@ -275,7 +279,7 @@ class _Builder:
             ftype = _uint_type(next(n for n in (1, 2, 4, 8) if n * 8 >= shown_bits))
             base = "base.HEX" if _is_hex(fld) or isinstance(fld, FlagsField) else "base.DEC"
             vs = self.enum_vs(fld.i2s, f"{group.prefix}_{fld.name}") if isinstance(fld, EnumField) else None
-            self.model.add_field(ProtoFieldSpec(abbrev, _label(fld.name), ftype, base, vs))
+            self.model.add_field(ProtoFieldSpec(abbrev, self.label(fld.name), ftype, base, vs))
             if isinstance(fld, FlagsField) and fld.names:
                 self.flag_bits(abbrev, int(ftype[4:]), list(fld.names)[: fld.size])
             subs.append({"n": fld.name, "f": abbrev, "shift": shift, "width": fld.size, "keep": keep,
@@ -314,6 +318,7 @@ class _Builder:
     def layout(self, group: Group, cls: type[Packet]) -> None:
         items: list[Item] = []
         run: list[_BitField] = []
+        self.owner = cls
         for fld in cls.fields_desc:
             if isinstance(fld, _BitField):
                 run.append(fld)
