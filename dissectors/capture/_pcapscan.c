@@ -756,4 +756,11 @@ static struct PyModuleDef module = {
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__pcapscan(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__pcapscan(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    /* the scanners take the coalescing arguments (a module built before says nothing: scanner.py asks) */
+    if (m && PyModule_AddIntConstant(m, "SCAN_COALESCES", 1) < 0)
+        Py_CLEAR(m);
+    return m;
+}

@@ -12,7 +12,7 @@ from ..errors import InputError
 from .pcap import PCAP_MAGICS, pcap_segments
 from .pcapng import SHB_MAGIC, pcapng_segments
 from .records import CaptureStats
-from .scanner import Runs
+from .scanner import Runs, scanner_coalesces
 from .source import ByteSource, MmapSource, StreamSource, open_source, stream_source
 
 #: How a walker's warning ends when it gives up before the end of the file.
@@ -89,7 +89,7 @@ class Capture:
         """``keyed_batches()`` coalesced: ``(entries, last_ts)`` per list, as ``coalesce(batch, window, control,
         exclude)`` gives (``scanner.compiled_coalescer``; ``exclude`` is read again for every list). The compiled
         scanner coalesces as it reads; the lists the walkers build themselves go through ``coalesce``."""
-        for item in self._walk(True, (window, control, exclude)):
+        for item in self._walk(True, (window, control, exclude) if scanner_coalesces() else None):
             yield item if item.__class__ is tuple else coalesce(item, window, control, exclude)
 
     def _walk(self, keyed: bool, runs: Runs | None = None) -> Iterator[tuple]:

@@ -37,6 +37,12 @@ def compiled_coalescer() -> Callable[[list[tuple], int, int], tuple[list[tuple],
     return getattr(_pcapscan, "coalesce", None)   # None: a scanner built before it (pip install -e . rebuilds)
 
 
+def scanner_coalesces() -> bool:
+    """Do the compiled scanners coalesce as they read (``scan_runs``' ``runs``)? Not one built before they
+    could (``pip install -e .`` rebuilds it): ``Capture.keyed_runs`` then coalesces every list itself."""
+    return bool(getattr(_pcapscan, "SCAN_COALESCES", 0))
+
+
 def scanner_status() -> str:
     """One line for ``migshark --version``: which reader runs and, if pure Python, why."""
     if _pcapscan is None:
