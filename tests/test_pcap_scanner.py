@@ -467,3 +467,25 @@ def test_coalescing_scanner_on_arbitrary_bytes(data: bytes, pos: int, stop: int,
             assert (last is None) == (frames == 0)
     with pytest.raises(TypeError, match="exclude"):
         scan(memoryview(data), 0, 0, 0, big, 1e6, 1 << 20, 14, 12, window, 7, [])
+
+
+@needs_scanner
+def test_payload_views_narrowed_from_the_window(tmp_path: Path) -> None:
+    """Payloads are views narrowed from a memoryview window (on its buffer, contiguous, the right bytes), of
+    bytes or of a bytearray; a bytes window is sliced; a window that is not contiguous is refused."""
+    path = tmp_path / "few.pcap"
+    with PcapWriter(path) as w:
+        for i in range(20):
+            w.write(1.0 + i, _flow(i, bytes([i]) * (10 + i)))
+    data = path.read_bytes()
+    scan = compiled_scanner()
+    assert scan is not None
+    for window in (memoryview(data), memoryview(bytearray(data)), data):
+        segs, pos, frames, _, _ = scan(window, 24, len(data), len(data), False, 1e6, 1 << 20, 14, 12)
+        assert frames == 20 and pos == len(data)
+        assert [bytes(s[4]) for s in segs] == [bytes([i]) * (10 + i) for i in range(20)]
+        if isinstance(window, memoryview):
+            assert all(s[4].contiguous and s[4].obj is window.obj and s[4].readonly == window.readonly for s in segs)
+    doubled = bytes(b for c in data for b in (c, 0xEE))
+    with pytest.raises(BufferError):
+        scan(memoryview(doubled)[::2], 24, len(data), len(data), False, 1e6, 1 << 20, 14, 12)

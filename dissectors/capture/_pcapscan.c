@@ -60,6 +60,24 @@ static PyObject *subview(PyObject *view, Py_ssize_t start, Py_ssize_t stop)
     return out;
 }
 
+/* buf[start:stop] of a memoryview of bytes (one dimension, items of one byte: ``scan_start`` checks), as
+ * ``view[start:stop]`` makes it but without the index and slice objects: a new view on the same managed
+ * buffer (so the mapping stays alive while it does), narrowed as CPython's slicing narrows it (its
+ * pointer, length and shape) when it is contiguous (it stays so). Anything else goes through ``subview``. */
+static PyObject *payload_view(PyObject *view, Py_ssize_t start, Py_ssize_t stop)
+{
+    if (!PyMemoryView_Check(view) || !PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(view), 'C'))
+        return subview(view, start, stop);
+    PyObject *mv = PyMemoryView_FromObject(view);
+    if (!mv)
+        return NULL;
+    Py_buffer *b = PyMemoryView_GET_BUFFER(mv);
+    b->buf = (char *)b->buf + start;
+    b->len = stop - start;
+    b->shape[0] = stop - start;
+    return mv;
+}
+
 /* The link header of the frames: its length and where its be16 ethertype is (-1: none, raw IP). */
 typedef struct {
     Py_ssize_t l2len, proto_off;
@@ -441,7 +459,7 @@ static int emit(out_t *o, PyObject *view, const frame_t *fr, PyObject *ts)
 {
     if (!ts)
         return -1;
-    PyObject *payload = subview(view, fr->pstart, fr->ip_end);
+    PyObject *payload = payload_view(view, fr->pstart, fr->ip_end);
     if (!payload) {
         Py_DECREF(ts);
         return -1;
