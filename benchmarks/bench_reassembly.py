@@ -4,14 +4,18 @@
     python benchmarks/bench_reassembly.py /tmp/a.pcap [--repeat 3]
 
 Phases: ``tcpdump -r FILE -w /dev/null`` (C-speed baseline), capture iteration alone (plain and keyed
-segments), connection listing (tracking without sinks), full reassembly into a null sink
-(``TcpTracker.feed_keyed``), records (every channel parser), ``analyze`` end to end in the process, and
+segments, and ``iterate-runs``: keyed and coalesced as the compiled scanner reads), connection listing
+(tracking without sinks), full reassembly into a null sink (``cli.pipeline.reassemble``: the analysis's own
+feeding), records (every channel parser), ``analyze`` end to end in the process, and
 ``whole``: the whole ``migshark analyze --json FILE`` process as a user pays it (start-up, imports, the
 report printed, exit; wall clock). Prints MB/s (file bytes / seconds inside the phase, interpreter start-up
-excluded but for ``whole`` and ``tcpdump``; median of the runs), the ratio of the time to tcpdump's, and the
-peak RSS of each phase's process (GNU time ``%M``). Warm page cache; one untimed ``whole`` run first
-writes the bytecode caches (a run with ``PYTHONDONTWRITEBYTECODE`` set compiles every module each time:
-~0.2 s more per process, which is not what an installed migshark pays).
+excluded but for ``whole`` and ``tcpdump``; median of the runs), the ratio of the time to tcpdump's, the CPU
+seconds (user + system: of the whole process for ``whole`` and ``tcpdump``, of the phase inside the process
+for the others) and their ratio to tcpdump's (less swayed than wall time when other work shares the
+machine), the peak RSS of each phase's process (GNU time ``%M``), and the load average before and after.
+Warm page cache; one untimed ``whole`` run first writes the bytecode caches (a run with
+``PYTHONDONTWRITEBYTECODE`` set compiles every module each time: ~0.2 s more per process, which is not what
+an installed migshark pays).
 
     python benchmarks/bench_reassembly.py FILE --phases tcpdump,whole,analyze --repeat 5   # issue 15's table
 
@@ -36,7 +40,8 @@ from collections import deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PHASES = ("tcpdump", "iterate", "iterate-keyed", "connections", "reassemble", "records", "analyze", "whole")
+PHASES = ("tcpdump", "iterate", "iterate-keyed", "iterate-runs", "connections", "reassemble", "records", "analyze",
+          "whole")
 
 
 class NullSink:
@@ -64,13 +69,21 @@ def run_phase(phase: str, path: str) -> dict[str, object]:
         return run_analyze(path)
     if phase == "records":
         return run_records(path)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result: dict[str, object] = {}
     with open_capture(path) as cap:
         if phase == "iterate":
             deque(cap.tcp_segments(), maxlen=0)
         elif phase == "iterate-keyed":
             deque(cap.keyed_segments(), maxlen=0)
+        elif phase == "iterate-runs":      # what reassembly reads: coalesced as the compiled scanner reads
+            from dissectors.capture.scanner import COALESCE_WINDOW, compiled_coalescer
+            from dissectors.tcp.flags import CONTROL
+
+            coalesce = compiled_coalescer()
+            if coalesce is None:
+                raise SystemExit("iterate-runs needs the compiled scanner")
+            deque(cap.keyed_runs(coalesce, COALESCE_WINDOW, CONTROL), maxlen=0)
         else:
             from dissectors.cli.pipeline import reassemble as feed  # the analysis's own feeding (coalesced)
 
@@ -82,6 +95,7 @@ def run_phase(phase: str, path: str) -> dict[str, object]:
             result["gaps"] = sum(sum(c.gap_bytes) for c in tracker.connections)
         result["segments"] = cap.stats.tcp_segments
     result["seconds"] = time.perf_counter() - t0
+    result["cpu_s"] = round(time.process_time() - c0, 3)
     return result
 
 
@@ -92,7 +106,7 @@ def run_records(path: str) -> dict[str, object]:
     from dissectors.analysis.ledger import PageLedger
     from dissectors.cli.pipeline import reassemble_file
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ledger = PageLedger()
     facts: list[ConnectionFacts] = []
 
@@ -104,11 +118,12 @@ def run_records(path: str) -> dict[str, object]:
     _, summary = reassemble_file(path, factory)
     segments = summary["tcp_segments"]
     seconds = time.perf_counter() - t0
+    cpu = round(time.process_time() - c0, 3)
     counts: dict[str, int] = {}
     for f in facts:
         for k, v in f.counts.items():
             counts[k] = counts.get(k, 0) + v
-    return {"seconds": seconds, "segments": segments, "kinds": ",".join(f.kind or "-" for f in facts),
+    return {"seconds": seconds, "cpu_s": cpu, "segments": segments, "kinds": ",".join(f.kind or "-" for f in facts),
             "ram.page": counts.get("ram.page", 0), "multifd.packet": counts.get("multifd.packet", 0),
             "multifd.normal_pages": counts.get("multifd.normal_pages", 0)}
 
@@ -196,21 +211,26 @@ def main(argv: list[str] | None = None) -> int:
         phases.remove("tcpdump")
     if any(p.startswith("whole") for p in phases):
         measure("whole", args.file)          # untimed: bytecode caches written, imports warm
-    print(f"{args.file}: {size / 1e6:.1f} MB, median of {args.repeat} runs")
-    print(f"{'phase':<16} {'seconds':>8} {'MB/s':>8} {'x tcpdump':>10} {'time x':>7} {'peak RSS':>10}  notes")
-    base_rate = None
+    print(f"{args.file}: {size / 1e6:.1f} MB, median of {args.repeat} runs, load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{'phase':<16} {'seconds':>8} {'MB/s':>8} {'x tcpdump':>10} {'time x':>7} {'CPU s':>7} {'CPU x':>6} "
+          f"{'peak RSS':>10}  notes")
+    base_rate = base_cpu = None
     for phase in phases:
         runs = [measure(phase, args.file) for _ in range(args.repeat)]
         secs = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(float(r[2].get("cpu_s", "nan")) for r in runs)  # type: ignore[arg-type]
         rss = max(r[1] for r in runs)
         rate = size / secs / 1e6
         if phase == "tcpdump":
-            base_rate = rate
+            base_rate, base_cpu = rate, cpu
         ratio = f"{rate / base_rate:.2f}" if base_rate else "-"          # speed: tcpdump's MB/s = 1
         times = f"{base_rate / rate:.2f}" if base_rate else "-"          # time: tcpdump's seconds = 1
-        notes = " ".join(f"{k}={v}" for k, v in runs[-1][2].items())
-        print(f"{phase:<16} {secs:>8.3f} {rate:>8.0f} {ratio:>10} {times:>7} {rss / 1024:>8.1f}MB  {notes}",
-              flush=True)
+        cpu_x = f"{cpu / base_cpu:.2f}" if base_cpu else "-"             # CPU time: tcpdump's = 1
+        notes = " ".join(f"{k}={v}" for k, v in runs[-1][2].items() if k != "cpu_s")
+        print(f"{phase:<16} {secs:>8.3f} {rate:>8.0f} {ratio:>10} {times:>7} {cpu:>7.3f} {cpu_x:>6} "
+              f"{rss / 1024:>8.1f}MB  {notes}", flush=True)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 

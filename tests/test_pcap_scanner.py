@@ -347,3 +347,145 @@ def test_version_says_which_reader_runs(monkeypatch: pytest.MonkeyPatch, capsys:
             main(["--version"])
         assert exc.value.code == 0
         assert expected in capsys.readouterr().out
+
+
+# ---- the scanner coalescing as it reads (``Capture.keyed_runs``) ------------------------------------------
+
+def _plain(x: object) -> object:
+    """Entries with payload bytes instead of memoryviews (comparable after the capture is closed)."""
+    if isinstance(x, memoryview):
+        return bytes(x)
+    if isinstance(x, list | tuple):
+        return type(x)(_plain(i) for i in x)
+    return x
+
+
+def _assert_runs_same(path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """``keyed_runs`` (the scanner coalescing as it reads) gives exactly ``coalesce`` of every list of
+    ``keyed_batches``, with the same ``exclude`` dict changing between lists (a direction asked one by one
+    from the second list on, and forgotten after the fourth); returns how many runs there were."""
+    from dissectors.capture.scanner import COALESCE_WINDOW, compiled_coalescer
+    from dissectors.tcp.flags import CONTROL
+
+    monkeypatch.delenv("MIGSHARK_PURE_PYTHON", raising=False)
+    monkeypatch.delenv("MIGSHARK_NO_COALESCE", raising=False)
+    coalesce = compiled_coalescer()
+    assert coalesce is not None
+    results = []
+    for fused in (False, True):
+        exclude: dict[bytes, bool] = {}
+        got = []
+        with open_capture(path) as cap:
+            items = (cap.keyed_runs(coalesce, COALESCE_WINDOW, CONTROL, exclude) if fused else
+                     (coalesce(b, COALESCE_WINDOW, CONTROL, exclude) for b in cap.keyed_batches()))
+            for entries, last in items:
+                got.append(_plain((entries, last)))
+                if len(got) == 1 and entries:
+                    exclude[entries[0][0]] = True
+                elif len(got) == 4:
+                    exclude.clear()
+        results.append(got)
+    assert results[0] == results[1]
+    return sum(isinstance(e[5], tuple) for entries, _ in results[1] for e in entries)
+
+
+@needs_scanner
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_real_captures_coalesced_as_read(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _assert_runs_same(path, monkeypatch)
+
+
+@needs_scanner
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kinds=st.lists(st.sampled_from(sorted(_ODD_FRAMES)), min_size=1, max_size=120),
+       snaplen=st.sampled_from([262144, 96]), pcapng=st.booleans(), big=st.booleans(),
+       link=st.sampled_from(["ether", "sll2", "raw"]), same=st.integers(1, 6))
+def test_random_streams_coalesced_as_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kinds: list[str],
+                                          snaplen: int, pcapng: bool, big: bool, link: str, same: int) -> None:
+    """Mixed records (pcap and pcapng, three link layouts): runs of in-order segments broken by control,
+    odd and cut frames come out of the scanner exactly as ``coalesce`` makes them."""
+    path = tmp_path / ("mix.pcapng" if pcapng else "mix.pcap")
+    seqs = [1000, 90000, 7]
+    frames = []
+    for i, kind in enumerate(kinds):
+        if kind == "tcp":                      # in-order payload of one of three directions: runs
+            d = i % same % 3
+            payload = bytes([i & 0xFF]) * (1 + (i * 37) % 1400)
+            frames.append(tcp_frame("10.0.0.1", "10.0.0.2", 40000 + d, 4444, seqs[d], 5, "PA", payload))
+            seqs[d] += len(payload)
+        else:
+            frames.append(_ODD_FRAMES[kind](i))
+    if pcapng:
+        with PcapngWriter(path, big_endian=big) as w:
+            w.add_interface(link, snaplen=snaplen)
+            for i, frame in enumerate(frames):
+                w.write(1700000000 + i / 7, relink(frame, link))
+    else:
+        with PcapWriter(path, linktype=link, snaplen=snaplen, big_endian=big) as w:
+            for i, frame in enumerate(frames):
+                w.write(1700000000 + i / 7, relink(frame, link))
+    _assert_runs_same(path, monkeypatch)
+
+
+@needs_scanner
+@pytest.mark.parametrize("ipv6", [False, True])
+def test_bulk_coalesced_as_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ipv6: bool) -> None:
+    """Bulk in-order data of two interleaved directions (IPv4 or IPv6, plain and gzip): many runs, the same as
+    ``coalesce`` gives."""
+    hosts = ("2001:db8::1", "2001:db8::2") if ipv6 else ("10.0.0.1", "10.0.0.2")
+    for name in ("bulk.pcap", "bulk.pcap.gz"):
+        path = tmp_path / name
+        seqs = [5, 1 << 31]
+        with (gzip.open(path, "wb") if name.endswith(".gz") else open(path, "wb")) as f, PcapWriter(f) as w:
+            for i in range(4000):
+                d = (i // 7) % 2
+                frame = tcp_frame(*hosts, 40000 + d, 4444, seqs[d], 5, "A", b"p" * 1400 if i % 9 else b"")
+                seqs[d] = (seqs[d] + (1400 if i % 9 else 0)) & 0xFFFFFFFF
+                w.write(1.0 + i / 1000, frame)
+        assert _assert_runs_same(path, monkeypatch) > 100
+
+
+@needs_scanner
+@settings(max_examples=150, deadline=None)
+@given(data=st.binary(min_size=0, max_size=400), pos=st.integers(-5, 420), stop=st.integers(-5, 1 << 40),
+       end=st.integers(-5, 1 << 40), big=st.booleans(), window=st.integers(0, 1 << 16))
+def test_coalescing_scanner_on_arbitrary_bytes(data: bytes, pos: int, stop: int, end: int, big: bool,
+                                               window: int) -> None:
+    """The coalescing form of both scanners on any bytes: no crash, a well-formed answer."""
+    from dissectors.capture.scanner import scanner_coalesces
+
+    if not scanner_coalesces():
+        pytest.fail("the compiled scanner predates coalescing as it reads: rebuild it (pip install -e .)",
+                    pytrace=False)
+    scan, ng = compiled_scanner(), compiled_scanner("pcapng")
+    assert scan is not None and ng is not None
+    for layout in LINK_LAYOUTS.values():
+        for out in (scan(memoryview(data), pos, stop, end, big, 1e6, 1 << 20, *layout, window, 7, None),
+                    ng(memoryview(data), pos, stop, end, big, 0, 1_000_000, 0, 1 << 20, *layout, window, 7, {})):
+            entries, new_pos, frames, cut, status, last = out
+            assert len(entries) <= frames and 0 <= cut <= frames and status in (0, 1, 2)
+            assert (last is None) == (frames == 0)
+    with pytest.raises(TypeError, match="exclude"):
+        scan(memoryview(data), 0, 0, 0, big, 1e6, 1 << 20, 14, 12, window, 7, [])
+
+
+@needs_scanner
+def test_payload_views_narrowed_from_the_window(tmp_path: Path) -> None:
+    """Payloads are views narrowed from a memoryview window (on its buffer, contiguous, the right bytes), of
+    bytes or of a bytearray; a bytes window is sliced; a window that is not contiguous is refused."""
+    path = tmp_path / "few.pcap"
+    with PcapWriter(path) as w:
+        for i in range(20):
+            w.write(1.0 + i, _flow(i, bytes([i]) * (10 + i)))
+    data = path.read_bytes()
+    scan = compiled_scanner()
+    assert scan is not None
+    for window in (memoryview(data), memoryview(bytearray(data)), data):
+        segs, pos, frames, _, _ = scan(window, 24, len(data), len(data), False, 1e6, 1 << 20, 14, 12)
+        assert frames == 20 and pos == len(data)
+        assert [bytes(s[4]) for s in segs] == [bytes([i]) * (10 + i) for i in range(20)]
+        if isinstance(window, memoryview):
+            assert all(s[4].contiguous and s[4].obj is window.obj and s[4].readonly == window.readonly for s in segs)
+    doubled = bytes(b for c in data for b in (c, 0xEE))
+    with pytest.raises(BufferError):
+        scan(memoryview(doubled)[::2], 24, len(data), len(data), False, 1e6, 1 << 20, 14, 12)

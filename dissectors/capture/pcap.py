@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .frames import FRAGMENT, SHORT, decode_frame
 from .limits import BATCH_BYTES, MAX_RECORD, PROGRESS_STEP
 from .linktypes import LINK_DECODERS, LINK_LAYOUTS, linktype_name
-from .scanner import compiled_scanner, scan_runs
+from .scanner import Runs, compiled_scanner, scan_runs
 
 if TYPE_CHECKING:
     from .reader import Capture
@@ -40,11 +40,12 @@ _ETH_IPV4_TCP_KEYED = struct.Struct("!HBxHxxHxB2x12sI4xBB")
 _PORTS = struct.Struct("!HH").pack
 
 
-def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
+def pcap_segments(cap: Capture, keyed: bool = False, runs: Runs | None = None) -> Iterator[tuple]:
     """Yield segment tuples of a classic pcap file; counters and warnings go to ``cap``.
 
     ``keyed``: yield lists of ``KeyedSegment`` tuples instead of single ``TcpSegment`` ones (see
-    ``records``)."""
+    ``records``); ``runs``: the compiled scanner's lists come coalesced, as ``(entries, last_ts)`` (see
+    ``scanner.scan_runs``)."""
     source = cap.source
     buf = source.first()
     base = 0
@@ -92,7 +93,7 @@ def pcap_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                         yield batch
                         batch = []
                         add = batch.append
-                    pos, count, cut, cool, _ = yield from scan_runs(scan, buf, pos, checkpoint, end, rest)
+                    pos, count, cut, cool, _ = yield from scan_runs(scan, buf, pos, checkpoint, end, rest, runs)
                     frame += count
                     truncated += cut
             if pos > last:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from .frames import FRAGMENT, SHORT, decode_frame
 from .limits import BATCH_BYTES, MAX_RECORD, PROGRESS_STEP
 from .linktypes import LINK_DECODERS, LINK_LAYOUTS, LinkDecoder, linktype_name
-from .scanner import compiled_scanner, scan_runs
+from .scanner import Runs, compiled_scanner, scan_runs
 
 if TYPE_CHECKING:
     from .reader import Capture
@@ -64,11 +64,12 @@ def _parse_idb(buf: memoryview, pos: int, blen: int, order: str) -> tuple[int, i
     return linktype, snaplen, divisor, tsoffset
 
 
-def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
+def pcapng_segments(cap: Capture, keyed: bool = False, runs: Runs | None = None) -> Iterator[tuple]:
     """Yield segment tuples of a pcapng file; counters and warnings go to ``cap``.
 
     ``keyed``: yield lists of ``KeyedSegment`` tuples (a list per ``BATCH_BYTES`` of capture) instead of single
-    ``TcpSegment`` ones (see ``records``)."""
+    ``TcpSegment`` ones (see ``records``); ``runs``: the compiled scanner's lists come coalesced, as
+    ``(entries, last_ts)`` (see ``scanner.scan_runs``)."""
     source = cap.source
     buf = source.first()
     base = 0
@@ -113,7 +114,7 @@ def pcapng_segments(cap: Capture, keyed: bool = False) -> Iterator[tuple]:
                         yield batch
                         batch = []
                         add = batch.append
-                    pos, count, cut, cool, ts = yield from scan_runs(scan, buf, pos, checkpoint, end, rest)
+                    pos, count, cut, cool, ts = yield from scan_runs(scan, buf, pos, checkpoint, end, rest, runs)
                     frame += count
                     truncated += cut
                     if ts is not None:

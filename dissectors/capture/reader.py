@@ -12,6 +12,7 @@ from ..errors import InputError
 from .pcap import PCAP_MAGICS, pcap_segments
 from .pcapng import SHB_MAGIC, pcapng_segments
 from .records import CaptureStats
+from .scanner import Runs, scanner_coalesces
 from .source import ByteSource, MmapSource, StreamSource, open_source, stream_source
 
 #: How a walker's warning ends when it gives up before the end of the file.
@@ -83,7 +84,15 @@ class Capture:
         """``keyed_segments()`` in the walkers' own lists; progress and ``stats`` move between lists."""
         return self._walk(True)
 
-    def _walk(self, keyed: bool) -> Iterator[tuple]:
+    def keyed_runs(self, coalesce: Callable[..., tuple[list[tuple], float | None]], window: int, control: int,
+                   exclude: dict[bytes, bool] | None = None) -> Iterator[tuple[list[tuple], float | None]]:
+        """``keyed_batches()`` coalesced: ``(entries, last_ts)`` per list, as ``coalesce(batch, window, control,
+        exclude)`` gives (``scanner.compiled_coalescer``; ``exclude`` is read again for every list). The compiled
+        scanner coalesces as it reads; the lists the walkers build themselves go through ``coalesce``."""
+        for item in self._walk(True, (window, control, exclude) if scanner_coalesces() else None):
+            yield item if item.__class__ is tuple else coalesce(item, window, control, exclude)
+
+    def _walk(self, keyed: bool, runs: Runs | None = None) -> Iterator[tuple]:
         if self._passes:
             self._restart()
         self._passes += 1
@@ -92,7 +101,7 @@ class Capture:
         self.stopped = None
         self.offset = 0
         walker = pcapng_segments if self._is_pcapng else pcap_segments
-        return walker(self, keyed)
+        return walker(self, keyed, runs)
 
     def _restart(self) -> None:
         if self.live is not None:

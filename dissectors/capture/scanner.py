@@ -37,6 +37,12 @@ def compiled_coalescer() -> Callable[[list[tuple], int, int], tuple[list[tuple],
     return getattr(_pcapscan, "coalesce", None)   # None: a scanner built before it (pip install -e . rebuilds)
 
 
+def scanner_coalesces() -> bool:
+    """Do the compiled scanners coalesce as they read (``scan_runs``' ``runs``)? Not one built before they
+    could (``pip install -e .`` rebuilds it): ``Capture.keyed_runs`` then coalesces every list itself."""
+    return bool(getattr(_pcapscan, "SCAN_COALESCES", 0))
+
+
 def scanner_status() -> str:
     """One line for ``migshark --version``: which reader runs and, if pure Python, why."""
     if _pcapscan is None:
@@ -47,10 +53,18 @@ def scanner_status() -> str:
     return "capture reader: compiled scanner"
 
 
+#: What a keyed walk asked for runs (``Capture.keyed_runs``) passes its scanner: ``(window, control, exclude)``.
+Runs = tuple[int, int, "dict[bytes, bool] | None"]
+
+
 def scan_runs(scan: Callable[..., tuple], buf: object, pos: int, checkpoint: int, end: int,
-              rest: tuple) -> Generator[list[tuple], None, tuple[int, int, int, int, float | None]]:
+              rest: tuple, runs: Runs | None = None
+              ) -> Generator[list[tuple] | tuple, None, tuple[int, int, int, int, float | None]]:
     """Run ``scan(buf, pos, stop, end, *rest)`` from ``pos`` towards ``checkpoint``, ``BATCH_BYTES`` at a
-    time, yielding the scanner's lists (the walker has handed over its own segments first).
+    time, yielding the scanner's lists (the walker has handed over its own segments first). With ``runs``
+    the scanner coalesces as it reads (``scan(..., *rest, *runs)``, see ``_pcapscan.c``): it yields
+    ``(entries, last_ts)`` tuples, what ``coalesce`` would make of its list, without a tuple per segment
+    that joins a run.
 
     Returns ``(pos, frames, truncated, cooldown, last_ts)``: ``cooldown`` is how many records the walker
     should take itself before trying again (the scanner stopped almost at once: the capture is not of
@@ -58,12 +72,21 @@ def scan_runs(scan: Callable[..., tuple], buf: object, pos: int, checkpoint: int
     frames = cut_total = 0
     last_ts = None
     while pos < checkpoint:
-        segs, pos, count, cut, status = scan(buf, pos, min(checkpoint, pos + BATCH_BYTES), end, *rest)
-        frames += count
-        cut_total += cut
-        if segs:
-            last_ts = segs[-1][1]
-            yield segs
+        if runs is not None:
+            entries, pos, count, cut, status, ts = scan(buf, pos, min(checkpoint, pos + BATCH_BYTES), end, *rest,
+                                                        *runs)
+            frames += count
+            cut_total += cut
+            if entries:
+                last_ts = ts
+                yield entries, ts
+        else:
+            segs, pos, count, cut, status = scan(buf, pos, min(checkpoint, pos + BATCH_BYTES), end, *rest)
+            frames += count
+            cut_total += cut
+            if segs:
+                last_ts = segs[-1][1]
+                yield segs
         if status:
             cool = SCAN_COOLDOWN if status == SCAN_STOPPED_FOR_PYTHON and count < 8 else 0
             return pos, frames, cut_total, cool, last_ts

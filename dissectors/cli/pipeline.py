@@ -85,7 +85,14 @@ def reassemble(source: SegmentSource, label: str, sink_factory: SinkFactory,
     if progress is not None:
         source.on_progress = lambda: progress(source.position, source.size)
     coalesce = compiled_coalescer() if coalesce_runs else None
-    if coalesce is not None:          # runs of in-order payload as one entry each (same effect, fewer calls)
+    keyed_runs = getattr(source, "keyed_runs", None)
+    if coalesce is not None and keyed_runs is not None:   # coalesced as the compiled scanner reads
+        feed_runs = tracker.feed_coalesced
+        for entries, last_ts in keyed_runs(coalesce, COALESCE_WINDOW, CONTROL, tracker.one_by_one):
+            feed_runs(entries, last_ts)                   # every segment of the list fed
+            if on_batch is not None:
+                on_batch(tracker)
+    elif coalesce is not None:        # runs of in-order payload as one entry each (same effect, fewer calls)
         feed_runs, one_by_one = tracker.feed_coalesced, tracker.one_by_one
         for batch in source.keyed_batches():
             feed_runs(*coalesce(batch, COALESCE_WINDOW, CONTROL, one_by_one))   # every segment of it fed
