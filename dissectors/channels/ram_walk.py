@@ -16,7 +16,7 @@ from typing import Any
 
 from dissectors.channels import kinds as K
 from dissectors.channels.cursor import Cursor
-from dissectors.channels.engine import StreamParser
+from dissectors.channels.engine import WHOLE_CHUNK, StreamParser
 from dissectors.channels.record import Record
 from dissectors.layers.ram import (
     ENCODING_FLAG_XBZRLE,
@@ -87,6 +87,49 @@ class RamWalker(StreamParser):
 
     def _after_eos(self) -> None:
         """Called after an EOS record; the default keeps walking RAM records."""
+
+    def feed(self, data: bytes | bytearray | memoryview, ts: float) -> list[Record]:
+        # Zero-run fast path: QEMU sends a run of zero pages in MSS-sized TCP segments, so a run crosses
+        # every segment boundary with a part of a record held. When the held bytes (less than a record)
+        # and this small chunk are whole ZERO|CONTINUE records but for a tail that cannot start another
+        # record yet, emit the run record here: the same record, counts and held tail as the walk below
+        # (``StreamParser.feed``'s buffer path: the chunk appended whole, one ``_zero_run`` from the held
+        # bytes, the tail left waiting), with a handful of operations per segment instead of two state
+        # calls and the engine's loop. Anything else goes the ordinary way.
+        buf = self._buf
+        if (len(buf) < ZERO_RECORD_SIZE and not self._skip and self._block is not None
+                and self._opaque_from is None and self._state == self._st_ram):
+            n = data.nbytes if data.__class__ is memoryview else len(data)
+            total = len(buf) + n
+            count = total // ZERO_RECORD_SIZE
+            if 1 < count and n <= WHOLE_CHUNK:
+                joined = buf + data
+                m = count * ZERO_RECORD_SIZE
+                if self._whole_run(joined, m) and (total - m != _WORD_SIZE or self._whole_run(joined[m:], _WORD_SIZE)):
+                    start = self.offset - len(buf)
+                    self.offset += n
+                    self._ts = ts
+                    self._base = start
+                    raw = bytes(joined[:m])
+                    del joined[:m]
+                    self._buf = joined
+                    self.counts[K.RAM_ZERO] = self.counts.get(K.RAM_ZERO, 0) + count
+                    out = self._out = [Record(K.RAM_ZERO, start, m, ts,
+                                              {"block": self._block, "addr": _WORD.unpack_from(raw)[0] ^ ZERO_RUN_FLAGS,
+                                               "fill": raw[_WORD_SIZE], "pages": count}, raw)]
+                    return out
+        return StreamParser.feed(self, data, ts)
+
+    def _whole_run(self, b: bytes | bytearray, stop: int) -> bool:
+        """Whether the record words at every ``ZERO_RECORD_SIZE`` stride of ``b[:stop]`` carry exactly
+        ZERO|CONTINUE in their flag bits (a word alone when ``stop`` is the word's size)."""
+        for j, table, want in self._run_checks:
+            column = b[j:stop:ZERO_RECORD_SIZE]
+            if table is not None:
+                column = column.translate(table)
+            if column.lstrip(want):
+                return False
+        return True
 
     def _st_ram(self, mv: memoryview, pos: int, end: int) -> int | None:
         if end - pos < _WORD_SIZE:
