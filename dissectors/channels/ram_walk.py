@@ -83,6 +83,9 @@ class RamWalker(StreamParser):
             if m:
                 table = None if m == 0xFF else bytes(b & m for b in range(256))
                 self._run_checks.append((j, table, bytes([(ZERO_RUN_FLAGS >> shift) & m])))
+        # The same, with the wanted byte repeated for a whole column (compared at C speed).
+        self._run_columns = [(j, table, want * (WHOLE_CHUNK // ZERO_RECORD_SIZE + 2))
+                             for j, table, want in self._run_checks]
         super().__init__()
 
     def _after_eos(self) -> None:
@@ -97,27 +100,37 @@ class RamWalker(StreamParser):
         # bytes, the tail left waiting), with a handful of operations per segment instead of two state
         # calls and the engine's loop. Anything else goes the ordinary way.
         buf = self._buf
-        if (len(buf) < ZERO_RECORD_SIZE and not self._skip and self._block is not None
-                and self._opaque_from is None and self._state == self._st_ram):
-            n = data.nbytes if data.__class__ is memoryview else len(data)
-            total = len(buf) + n
-            count = total // ZERO_RECORD_SIZE
-            if 1 < count and n <= WHOLE_CHUNK:
-                joined = buf + data
+        held = len(buf)
+        if (held < ZERO_RECORD_SIZE and not self._skip and self._block is not None and self._opaque_from is None
+                and self._state == self._st_ram):
+            mv = data if data.__class__ is memoryview else memoryview(data)
+            n = mv.nbytes
+            count = (held + n) // ZERO_RECORD_SIZE
+            if 1 < count and n <= WHOLE_CHUNK and mv.format == "B":
                 m = count * ZERO_RECORD_SIZE
-                if self._whole_run(joined, m) and (total - m != _WORD_SIZE or self._whole_run(joined[m:], _WORD_SIZE)):
-                    start = self.offset - len(buf)
-                    self.offset += n
-                    self._ts = ts
-                    self._base = start
-                    raw = bytes(joined[:m])
-                    del joined[:m]
-                    self._buf = joined
-                    self.counts[K.RAM_ZERO] = self.counts.get(K.RAM_ZERO, 0) + count
-                    out = self._out = [Record(K.RAM_ZERO, start, m, ts,
-                                              {"block": self._block, "addr": _WORD.unpack_from(raw)[0] ^ ZERO_RUN_FLAGS,
-                                               "fill": raw[_WORD_SIZE], "pages": count}, raw)]
-                    return out
+                raw = bytes(buf) + mv[:m - held]        # the run's bytes, if they are one
+                for j, table, full in self._run_columns:
+                    column = raw[j::ZERO_RECORD_SIZE]
+                    if table is not None:
+                        column = column.translate(table)
+                    if column != full[:count]:
+                        break
+                else:
+                    tail = mv[m - held:]
+                    if len(tail) == _WORD_SIZE and not self._whole_run(tail.tobytes(), _WORD_SIZE):
+                        pass                            # the next record's word: the walk reads it
+                    else:
+                        start = self.offset - held
+                        self.offset += n
+                        self._ts = ts
+                        self._base = start
+                        self._buf = bytearray(tail)
+                        counts = self.counts
+                        counts[K.RAM_ZERO] = counts.get(K.RAM_ZERO, 0) + count
+                        out = self._out = [Record(K.RAM_ZERO, start, m, ts,
+                                                  {"block": self._block, "addr": _WORD.unpack_from(raw)[0] ^ ZERO_RUN_FLAGS,
+                                                   "fill": raw[_WORD_SIZE], "pages": count}, raw)]
+                        return out
         return StreamParser.feed(self, data, ts)
 
     def _whole_run(self, b: bytes | bytearray, stop: int) -> bool:
