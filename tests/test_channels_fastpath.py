@@ -82,6 +82,20 @@ def test_gaps_keep_the_invariant(seed: int) -> None:
 
 # -- the zero-run fast path (``RamWalker.feed``) --------------------------------------------------------
 
+@pytest.fixture(params=["compiled", "python"])
+def run_take(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each zero-run test runs with the compiled ``_ramrun.run_take`` and with ``run_take_py``."""
+    from dissectors.channels import ram_walk
+
+    if request.param == "compiled":
+        if ram_walk._ramrun is None:
+            pytest.skip("dissectors.channels._ramrun not built")
+        monkeypatch.setattr(ram_walk, "run_take", ram_walk._ramrun.run_take)
+    else:
+        monkeypatch.setattr(ram_walk, "run_take", ram_walk.run_take_py)
+    return str(request.param)
+
+
 def _zero_run_stream(rng: random.Random) -> bytes:
     """A main stream whose RAM part mixes zero-page runs of many lengths (some with a non-zero fill byte,
     some naming a block again) with normal pages, EOS and flushes, then a device section and EOF."""
@@ -118,7 +132,7 @@ def _full(recs: list[Record]) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_zero_run_fast_path_gives_the_walks_records(seed: int) -> None:
+def test_zero_run_fast_path_gives_the_walks_records(seed: int, run_take: str) -> None:
     """Fed in TCP-sized chunks (each with its own time), with and without the fast path: the same records
     (runs, offsets, times, fields, raw bytes), counts and held bytes after every chunk."""
     from dissectors.channels.engine import StreamParser
@@ -142,7 +156,7 @@ def test_zero_run_fast_path_gives_the_walks_records(seed: int) -> None:
     assert taken
 
 
-def test_zero_run_fast_path_is_taken_on_mss_segments() -> None:
+def test_zero_run_fast_path_is_taken_on_mss_segments(run_take: str) -> None:
     """A long run in 1448-byte chunks: after the first chunk every chunk is one run record from the fast
     path (no state call), and the pages add up."""
     from dissectors.layers.synth import ram_pages
@@ -191,7 +205,7 @@ def _followers() -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("follower", sorted(_followers()))
-def test_zero_run_fast_path_at_every_cut_around_a_run_end(follower: str) -> None:
+def test_zero_run_fast_path_at_every_cut_around_a_run_end(follower: str, run_take: str) -> None:
     """A run followed by another record, fed in 1448-byte chunks with a chunk boundary at every offset from
     30 bytes before the run's end to 30 after: the fast path and the walk give the same records."""
     from dissectors.channels.engine import StreamParser

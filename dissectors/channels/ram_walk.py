@@ -12,9 +12,16 @@ one record at a time (the same offsets, lengths, fields and time), for whoever s
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Any
 
 from dissectors.channels import kinds as K
+
+try:
+    from dissectors.channels import _ramrun
+except ImportError:  # built without a C compiler or Python headers: run_take_py does the same
+    _ramrun = None
 from dissectors.channels.cursor import Cursor
 from dissectors.channels.engine import WHOLE_CHUNK, StreamParser
 from dissectors.channels.record import Record
@@ -63,6 +70,44 @@ _XBZRLE = named(RamXbzrle, "encoding", "len")
 _COMPRESS_LEN = named(RamCompress, "len", "len")
 
 
+def run_take_py(held: bytes | bytearray, data: bytes | bytearray | memoryview, record_size: int, word_size: int,
+                checks: bytes) -> tuple[int, bytes, bytes] | None:
+    """``held + data`` as a run of records, or None: the pure-Python ``_ramrun.run_take`` (see its comment).
+    Each record (and the tail when it holds a whole record word) must have ``byte[pos] & mask == want``
+    for every ``(pos, mask, want)`` triple of ``checks``; returns ``(count, raw, tail)``."""
+    joined = bytes(held) + bytes(data)
+    count = len(joined) // record_size
+    if count < 2:
+        return None
+    m = count * record_size
+    raw, tail = joined[:m], joined[m:]
+    for i in range(0, len(checks), 3):
+        pos, mask, want = checks[i], checks[i + 1], checks[i + 2]
+        column = raw[pos::record_size]
+        if mask != 0xFF:
+            column = column.translate(_mask_table(mask))
+        if column != _repeated(want, count) or (len(tail) >= word_size and tail[pos] & mask != want):
+            return None
+    return count, raw, tail
+
+
+@functools.cache
+def _mask_table(mask: int) -> bytes:
+    return bytes(b & mask for b in range(256))
+
+
+def _repeated(byte: int, count: int) -> bytes:
+    block = _REPEATED.get(byte)
+    if block is None or len(block) < count:
+        block = _REPEATED[byte] = bytes([byte]) * max(count, 1024)
+    return block[:count]
+
+
+_REPEATED: dict[int, bytes] = {}
+
+run_take = run_take_py if _ramrun is None or os.environ.get("MIGSHARK_PURE_PYTHON") else _ramrun.run_take
+
+
 class RamWalker(StreamParser):
     """Walks RAM records; subclasses decide what follows EOS (``_after_eos``). ``mapped_ram``: the stream
     announced the mapped-ram capability (a ``file:`` migration: each MEM_SIZE entry is followed by a
@@ -83,9 +128,9 @@ class RamWalker(StreamParser):
             if m:
                 table = None if m == 0xFF else bytes(b & m for b in range(256))
                 self._run_checks.append((j, table, bytes([(ZERO_RUN_FLAGS >> shift) & m])))
-        # The same, with the wanted byte repeated for a whole column (compared at C speed).
-        self._run_columns = [(j, table, want * (WHOLE_CHUNK // ZERO_RECORD_SIZE + 2))
-                             for j, table, want in self._run_checks]
+        # The same as (position, mask, wanted byte) triples, for ``run_take``.
+        self._run_spec = bytes(b for j, table, want in self._run_checks
+                               for b in (j, table[0xFF] if table is not None else 0xFF, want[0]))
         super().__init__()
 
     def _after_eos(self) -> None:
@@ -100,49 +145,30 @@ class RamWalker(StreamParser):
         # bytes, the tail left waiting), with a handful of operations per segment instead of two state
         # calls and the engine's loop. Anything else goes the ordinary way.
         buf = self._buf
-        held = len(buf)
-        if (held < ZERO_RECORD_SIZE and not self._skip and self._block is not None and self._opaque_from is None
+        if (len(buf) < ZERO_RECORD_SIZE and not self._skip and self._block is not None and self._opaque_from is None
                 and self._state == self._st_ram):
-            mv = data if data.__class__ is memoryview else memoryview(data)
-            n = mv.nbytes
-            count = (held + n) // ZERO_RECORD_SIZE
-            if 1 < count and n <= WHOLE_CHUNK and mv.format == "B":
-                m = count * ZERO_RECORD_SIZE
-                raw = bytes(buf) + mv[:m - held]        # the run's bytes, if they are one
-                for j, table, full in self._run_columns:
-                    column = raw[j::ZERO_RECORD_SIZE]
-                    if table is not None:
-                        column = column.translate(table)
-                    if column != full[:count]:
-                        break
-                else:
-                    tail = mv[m - held:]
-                    if len(tail) == _WORD_SIZE and not self._whole_run(tail.tobytes(), _WORD_SIZE):
-                        pass                            # the next record's word: the walk reads it
-                    else:
-                        start = self.offset - held
-                        self.offset += n
-                        self._ts = ts
-                        self._base = start
-                        self._buf = bytearray(tail)
-                        counts = self.counts
-                        counts[K.RAM_ZERO] = counts.get(K.RAM_ZERO, 0) + count
-                        out = self._out = [Record(K.RAM_ZERO, start, m, ts,
-                                                  {"block": self._block, "addr": _WORD.unpack_from(raw)[0] ^ ZERO_RUN_FLAGS,
-                                                   "fill": raw[_WORD_SIZE], "pages": count}, raw)]
-                        return out
+            if data.__class__ is memoryview:
+                n = data.nbytes
+                plain = data.c_contiguous
+            else:
+                n = len(data)
+                plain = True
+            if n <= WHOLE_CHUNK and plain:
+                taken = run_take(buf, data, ZERO_RECORD_SIZE, _WORD_SIZE, self._run_spec)
+                if taken is not None:
+                    count, raw, tail = taken
+                    start = self.offset - len(buf)
+                    self.offset += n
+                    self._ts = ts
+                    self._base = start
+                    self._buf = bytearray(tail)
+                    counts = self.counts
+                    counts[K.RAM_ZERO] = counts.get(K.RAM_ZERO, 0) + count
+                    out = self._out = [Record(K.RAM_ZERO, start, len(raw), ts,
+                                              {"block": self._block, "addr": _WORD.unpack_from(raw)[0] ^ ZERO_RUN_FLAGS,
+                                               "fill": raw[_WORD_SIZE], "pages": count}, raw)]
+                    return out
         return StreamParser.feed(self, data, ts)
-
-    def _whole_run(self, b: bytes | bytearray, stop: int) -> bool:
-        """Whether the record words at every ``ZERO_RECORD_SIZE`` stride of ``b[:stop]`` carry exactly
-        ZERO|CONTINUE in their flag bits (a word alone when ``stop`` is the word's size)."""
-        for j, table, want in self._run_checks:
-            column = b[j:stop:ZERO_RECORD_SIZE]
-            if table is not None:
-                column = column.translate(table)
-            if column.lstrip(want):
-                return False
-        return True
 
     def _st_ram(self, mv: memoryview, pos: int, end: int) -> int | None:
         if end - pos < _WORD_SIZE:
