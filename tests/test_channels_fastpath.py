@@ -8,6 +8,7 @@ with gaps; and the records must be those of the same stream fed whole.
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any
 
@@ -221,7 +222,7 @@ def test_zero_run_fast_path_at_every_cut_around_a_run_end(follower: str, run_tak
         fast, slow = MainParser(), MainParser()
         first = cut % 1448 or 1448
         bounds = [0, *range(first, len(data), 1448), len(data)]
-        for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(bounds)):
             assert _full(fast.feed(data[a:b], float(i))) == _full(StreamParser.feed(slow, data[a:b], float(i)))
             assert bytes(fast._buf) == bytes(slow._buf) and fast.counts == slow.counts
         assert _full(fast.eof(1e6)) == _full(slow.eof(1e6)), cut
