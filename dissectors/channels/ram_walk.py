@@ -8,6 +8,12 @@ tested through byte tables built from the record word's size and the page mask) 
 ``ram.zero`` record with ``fields["pages"] = n`` and the run's bytes as ``raw``; the parser's counts
 still count pages. :func:`expand_zero_run` gives back the per-page records, exactly those of the walk
 one record at a time (the same offsets, lengths, fields and time), for whoever shows pages.
+
+Across TCP segments (:meth:`RamWalker.feed`): QEMU's 9-byte records straddle every segment boundary, so
+a run's next segment starts with a part-record held from the one before. The held bytes and the segment
+are tested as one run in a single call (``_ramrun.run_take``, the optional compiled helper, or
+:func:`run_take_py`, the same in Python) and become the run record the walk would have emitted, without
+the walk: no byte is looked at twice, nothing is copied but the segment.
 """
 
 from __future__ import annotations
@@ -17,11 +23,6 @@ import os
 from typing import Any
 
 from dissectors.channels import kinds as K
-
-try:
-    from dissectors.channels import _ramrun
-except ImportError:  # built without a C compiler or Python headers: run_take_py does the same
-    _ramrun = None
 from dissectors.channels.cursor import Cursor
 from dissectors.channels.engine import WHOLE_CHUNK, StreamParser
 from dissectors.channels.record import Record
@@ -50,6 +51,11 @@ from dissectors.layers.ram import (
 )
 from dissectors.layers.strings import counted_at
 from dissectors.layers.structs import fixed_size, named, struct_of
+
+try:
+    from dissectors.channels import _ramrun
+except ImportError:  # built without a C compiler or Python headers: run_take_py does the same
+    _ramrun = None
 
 _WORD = struct_of(RamRecord, "addr", "flags")
 _WORD_SIZE = _WORD.size
