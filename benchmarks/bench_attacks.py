@@ -100,7 +100,8 @@ def whole_seconds(path: Path) -> tuple[float, float]:
     """The whole ``migshark analyze --json FILE`` process as a user pays it: (wall, CPU) seconds."""
     cmd = [sys.executable, "-m", "dissectors.cli.main", "analyze", "--json", str(path)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}   # as an installed migshark
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) not in (0, 1):
