@@ -226,3 +226,41 @@ def test_zero_run_fast_path_at_every_cut_around_a_run_end(follower: str, run_tak
             assert _full(fast.feed(data[a:b], float(i))) == _full(StreamParser.feed(slow, data[a:b], float(i)))
             assert bytes(fast._buf) == bytes(slow._buf) and fast.counts == slow.counts
         assert _full(fast.eof(1e6)) == _full(slow.eof(1e6)), cut
+
+
+def test_run_take_compiled_equals_python_on_random_inputs() -> None:
+    """``_ramrun.run_take`` and ``run_take_py`` agree on random bytes, layouts and lengths (runs made likely
+    by drawing most bytes from the wanted values), and the helper refuses a layout it cannot read."""
+    from dissectors.channels import ram_walk
+
+    if ram_walk._ramrun is None:
+        pytest.skip("dissectors.channels._ramrun not built")
+    compiled = ram_walk._ramrun.run_take
+    rng = random.Random(7)
+    agreed = runs = 0
+    for _ in range(3000):
+        rs = rng.choice((2, 3, 9, 9, 9, 17))
+        ws = rng.randint(1, rs)
+        triples = [(rng.randrange(ws), rng.choice((0xFF, 0x0F, 0x01, 0x00)), 0) for _ in range(rng.randint(0, 3))]
+        triples = [(p, m, rng.randrange(256) & m) for p, m, _ in triples]
+        checks = bytes(b for t in triples for b in t)
+        want = {p: (m, w) for p, m, w in triples}
+
+        def byte(i: int, rs: int = rs, want: dict[int, tuple[int, int]] = want) -> int:
+            mw = want.get(i % rs)
+            if mw is not None and rng.random() < 0.995:
+                return mw[1] | (rng.randrange(256) & ~mw[0] & 0xFF)
+            return rng.randrange(256)
+
+        total = rng.randint(0, 200)
+        joined = bytes(byte(i) for i in range(total))
+        cut = rng.randint(0, min(total, rs + 2))
+        held, data = bytearray(joined[:cut]), memoryview(joined[cut:])
+        expected = ram_walk.run_take_py(held, data, rs, ws, checks)
+        assert compiled(held, data, rs, ws, checks) == expected
+        agreed += 1
+        runs += expected is not None
+    assert agreed == 3000 and runs > 300
+    for bad in ((9, 0, b""), (9, 10, b""), (0, 0, b""), (9, 8, b"\x08\xff\x00"), (9, 8, b"\x00\xff")):
+        with pytest.raises(ValueError):
+            compiled(b"", bytes(18), *bad)
