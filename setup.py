@@ -8,4 +8,6 @@ pure-Python reader (the same results, slower).
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("dissectors.capture._pcapscan", ["dissectors/capture/_pcapscan.c"],
+                             optional=True, extra_compile_args=["-O2"]),
+                   Extension("dissectors.channels._ramrun", ["dissectors/channels/_ramrun.c"],
                              optional=True, extra_compile_args=["-O2"])])

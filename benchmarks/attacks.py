@@ -7,6 +7,7 @@ memory, from the layers (no hand-written record layouts).
     python benchmarks/attacks.py conns /tmp/h.pcap --count 20000 --payload hello  # each a 1-channel migration
     python benchmarks/attacks.py zeros /tmp/z.pcap --size 9M                  # QEVM header, then zero bytes
     python benchmarks/attacks.py zeropages /tmp/p.pcap --count 10000000       # ~90 MB of 9-byte ZERO records
+    python benchmarks/attacks.py pages /tmp/n.pcap --count 22000               # ~90 MB of normal 4 KiB pages
     python benchmarks/attacks.py claims /tmp/l.pcap                           # absurd length claims, holes
 
 Kinds:
@@ -18,6 +19,8 @@ Kinds:
   the bytes after it cannot be a record sequence).
 - ``zeropages``: a valid precopy main stream whose RAM part holds ``--count`` ZERO records (9 bytes
   each, CONTINUE), what a large idle guest sends.
+- ``pages``: the same stream with ``--count`` normal pages (PAGE|CONTINUE word and 4096 bytes each), the
+  page-header run of an ordinary precopy (not an attack: the baseline for the small-record figures).
 - ``claims``: one connection per length claim: a 4 GiB VMDESCRIPTION, a PACKAGED command at its bound,
   a multifd packet claiming 4 GiB of data, an XBZRLE page claiming 64 KiB, and a 1 GiB hole in a stream.
 """
@@ -153,11 +156,23 @@ def zero_page_stream(count: int) -> Iterator[bytes]:
     yield ram_eos() + bytes(SectionFooter(section_id=2)) + bytes(Eof())
 
 
-def zero_pages(out: Path, count: int) -> None:
+def page_stream(count: int) -> Iterator[bytes]:
+    """A precopy main stream whose RAM part holds ``count`` normal pages (the first names the block)."""
+    yield bytes(QemuFileHeader())
+    yield bytes(SectionStart(section_id=2, idstr=b"ram", instance_id=0, version_id=4))
+    yield mem_size({b"pc.ram": count * 4096}) + ram_eos() + bytes(SectionFooter(section_id=2))
+    yield bytes(SectionPart(section_id=2))
+    per = 256
+    for start in range(0, count, per):
+        yield ram_pages(b"pc.ram", range(start * 4096, min(count, start + per) * 4096, 4096), first_named=not start)
+    yield ram_eos() + bytes(SectionFooter(section_id=2)) + bytes(Eof())
+
+
+def zero_pages(out: Path, count: int, normal: bool = False) -> None:
     with PcapWriter(out) as w:
         f = _Flow(w, 0)
         f.open(T0)
-        f.close(f.stream(T0 + 1e-3, zero_page_stream(count)) + 1e-3)
+        f.close(f.stream(T0 + 1e-3, page_stream(count) if normal else zero_page_stream(count)) + 1e-3)
 
 
 def claims(out: Path) -> None:
@@ -188,7 +203,7 @@ def claims(out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("kind", choices=["conns", "zeros", "zeropages", "claims"])
+    ap.add_argument("kind", choices=["conns", "zeros", "zeropages", "pages", "claims"])
     ap.add_argument("out", type=Path)
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--size", default="9M", help="zeros: bytes after the header (K/M/G suffixes)")
@@ -201,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
         s = args.size.upper()
         zeros(args.out, int(float(s[:-1]) * units[s[-1]]) if s[-1] in units else int(s))
-    elif args.kind == "zeropages":
-        zero_pages(args.out, args.count)
+    elif args.kind in ("zeropages", "pages"):
+        zero_pages(args.out, args.count, normal=args.kind == "pages")
     else:
         claims(args.out)
     print(f"{args.out}: {args.out.stat().st_size} bytes")

@@ -8,15 +8,23 @@ tested through byte tables built from the record word's size and the page mask) 
 ``ram.zero`` record with ``fields["pages"] = n`` and the run's bytes as ``raw``; the parser's counts
 still count pages. :func:`expand_zero_run` gives back the per-page records, exactly those of the walk
 one record at a time (the same offsets, lengths, fields and time), for whoever shows pages.
+
+Across TCP segments (:meth:`RamWalker.feed`): QEMU's 9-byte records straddle every segment boundary, so
+a run's next segment starts with a part-record held from the one before. The held bytes and the segment
+are tested as one run in a single call (``_ramrun.run_take``, the optional compiled helper, or
+:func:`run_take_py`, the same in Python) and become the run record the walk would have emitted, without
+the walk: no byte is looked at twice, nothing is copied but the segment.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Any
 
 from dissectors.channels import kinds as K
 from dissectors.channels.cursor import Cursor
-from dissectors.channels.engine import StreamParser
+from dissectors.channels.engine import WHOLE_CHUNK, StreamParser
 from dissectors.channels.record import Record
 from dissectors.layers.ram import (
     ENCODING_FLAG_XBZRLE,
@@ -44,6 +52,11 @@ from dissectors.layers.ram import (
 from dissectors.layers.strings import counted_at
 from dissectors.layers.structs import fixed_size, named, struct_of
 
+try:
+    from dissectors.channels import _ramrun
+except ImportError:  # built without a C compiler or Python headers: run_take_py does the same
+    _ramrun = None
+
 _WORD = struct_of(RamRecord, "addr", "flags")
 _WORD_SIZE = _WORD.size
 _ZERO_SIZE = fixed_size(RamZero)
@@ -61,6 +74,44 @@ ZERO_RECORD_SIZE = _WORD_SIZE + _ZERO_SIZE
 ZERO_RUN_MAX = 4096
 _XBZRLE = named(RamXbzrle, "encoding", "len")
 _COMPRESS_LEN = named(RamCompress, "len", "len")
+
+
+def run_take_py(held: bytes | bytearray, data: bytes | bytearray | memoryview, record_size: int, word_size: int,
+                checks: bytes) -> tuple[int, bytes, bytes] | None:
+    """``held + data`` as a run of records, or None: the pure-Python ``_ramrun.run_take`` (see its comment).
+    Each record (and the tail when it holds a whole record word) must have ``byte[pos] & mask == want``
+    for every ``(pos, mask, want)`` triple of ``checks``; returns ``(count, raw, tail)``."""
+    joined = bytes(held) + bytes(data)
+    count = len(joined) // record_size
+    if count < 2:
+        return None
+    m = count * record_size
+    raw, tail = joined[:m], joined[m:]
+    for i in range(0, len(checks), 3):
+        pos, mask, want = checks[i], checks[i + 1], checks[i + 2]
+        column = raw[pos::record_size]
+        if mask != 0xFF:
+            column = column.translate(_mask_table(mask))
+        if column != _repeated(want, count) or (len(tail) >= word_size and tail[pos] & mask != want):
+            return None
+    return count, raw, tail
+
+
+@functools.cache
+def _mask_table(mask: int) -> bytes:
+    return bytes(b & mask for b in range(256))
+
+
+def _repeated(byte: int, count: int) -> bytes:
+    block = _REPEATED.get(byte)
+    if block is None or len(block) < count:
+        block = _REPEATED[byte] = bytes([byte]) * max(count, 1024)
+    return block[:count]
+
+
+_REPEATED: dict[int, bytes] = {}
+
+run_take = run_take_py if _ramrun is None or os.environ.get("MIGSHARK_PURE_PYTHON") else _ramrun.run_take
 
 
 class RamWalker(StreamParser):
@@ -83,10 +134,47 @@ class RamWalker(StreamParser):
             if m:
                 table = None if m == 0xFF else bytes(b & m for b in range(256))
                 self._run_checks.append((j, table, bytes([(ZERO_RUN_FLAGS >> shift) & m])))
+        # The same as (position, mask, wanted byte) triples, for ``run_take``.
+        self._run_spec = bytes(b for j, table, want in self._run_checks
+                               for b in (j, table[0xFF] if table is not None else 0xFF, want[0]))
         super().__init__()
 
     def _after_eos(self) -> None:
         """Called after an EOS record; the default keeps walking RAM records."""
+
+    def feed(self, data: bytes | bytearray | memoryview, ts: float) -> list[Record]:
+        # Zero-run fast path: QEMU sends a run of zero pages in MSS-sized TCP segments, so a run crosses
+        # every segment boundary with a part of a record held. When the held bytes (less than a record)
+        # and this small chunk are whole ZERO|CONTINUE records but for a tail that cannot start another
+        # record yet, emit the run record here: the same record, counts and held tail as the walk below
+        # (``StreamParser.feed``'s buffer path: the chunk appended whole, one ``_zero_run`` from the held
+        # bytes, the tail left waiting), with a handful of operations per segment instead of two state
+        # calls and the engine's loop. Anything else goes the ordinary way.
+        buf = self._buf
+        if (len(buf) < ZERO_RECORD_SIZE and not self._skip and self._block is not None and self._opaque_from is None
+                and self._state == self._st_ram):
+            if data.__class__ is memoryview:
+                n = data.nbytes
+                plain = data.c_contiguous
+            else:
+                n = len(data)
+                plain = True
+            if n <= WHOLE_CHUNK and plain:
+                taken = run_take(buf, data, ZERO_RECORD_SIZE, _WORD_SIZE, self._run_spec)
+                if taken is not None:
+                    count, raw, tail = taken
+                    start = self.offset - len(buf)
+                    self.offset += n
+                    self._ts = ts
+                    self._base = start
+                    self._buf = bytearray(tail)
+                    counts = self.counts
+                    counts[K.RAM_ZERO] = counts.get(K.RAM_ZERO, 0) + count
+                    out = self._out = [Record(K.RAM_ZERO, start, len(raw), ts,
+                                              {"block": self._block, "addr": _WORD.unpack_from(raw)[0] ^ ZERO_RUN_FLAGS,
+                                               "fill": raw[_WORD_SIZE], "pages": count}, raw)]
+                    return out
+        return StreamParser.feed(self, data, ts)
 
     def _st_ram(self, mv: memoryview, pos: int, end: int) -> int | None:
         if end - pos < _WORD_SIZE:
