@@ -76,7 +76,9 @@ class TlsStreamSink:
             if events:
                 self._events(events, ts)
             skip = d.offset + len(buf) - offset - len(data)   # ``conn.want(direction)``, inlined
-            return skip if skip > 0 else 0
+            if skip > 0:
+                return skip
+            return len(buf) - d.need if d.need > len(buf) else 0   # the rest of the record in one piece
         if self.mode == "plain":
             return self.inner.data(direction, offset, data, ts)
         if self.mode is None:
