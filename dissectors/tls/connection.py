@@ -66,6 +66,8 @@ TRAFFIC_SECRETS = ("CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0")
 #: (shorter ones are cheap to decrypt, and post-handshake messages are short).
 SKIP_MIN = 512
 _REC_FIELDS = _REC.struct          # (content_type, version, len): the hot loop's unpacking
+#: Skipped records whose length is checked in one batch at most (their last bytes are kept till then).
+MAX_UNSURE = 256
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def _handshake_types(content: bytes) -> list[int]:
 
 class _Direction:
     __slots__ = ("buf", "offset", "keys", "next_keys", "broken", "records", "need", "protected", "plain", "wanted",
-                 "tail")
+                 "tail", "unsure")
 
     def __init__(self) -> None:
         self.buf = bytearray()
@@ -122,6 +124,9 @@ class _Direction:
         self.wanted = 0            # plaintext before this offset is not needed (the consumer's skip window)
         #: A record being skipped, its end awaited (TLS 1.3): (its offset, its length, its keys, its sequence)
         self.tail: tuple[int, int, TrafficKeys, int] | None = None
+        #: Skipped records counted as unpadded application data, to be checked (``_settle``) before any
+        #: plaintext after them is handed out: (offset, number, keys, sequence, content length, last bytes)
+        self.unsure: list[tuple[int, int, TrafficKeys, int, int, bytes]] = []
 
 
 class TlsConnection:
@@ -196,12 +201,17 @@ class TlsConnection:
                 d.tail = None
                 d.need = 0
                 content = length - TAG_LEN          # encrypted content (inner plaintext) of the record
-                if keys.last_byte(seq, content, buf[keep - TAG_LEN - 1]) == TLS_APPLICATION_DATA:
-                    d.plain += content - 1          # the usual: no padding
+                if keys.counter_mode:               # counted as unpadded, checked in bulk (``_settle``)
+                    d.unsure.append((start, d.records, keys, seq, content, bytes(buf[:keep - TAG_LEN])))
+                    d.plain += content - 1
+                    if len(d.unsure) >= MAX_UNSURE:
+                        self._settle(direction, out)
+                        if d.broken:
+                            break
                 else:
                     at = length - keep              # where the bytes read start in the encrypted content
                     inner = keys.tail(seq, bytes(buf[:keep - TAG_LEN]), at)
-                    if not self._padded_tail(direction, out, start, at, inner):
+                    if not self._padded_tail(direction, out, start, at, inner, d.records):
                         break
                 del buf[:keep]
                 d.offset += keep
@@ -250,26 +260,51 @@ class TlsConnection:
             d.records += 1
             self._record(direction, offset, ctype, record, out)
 
-    def _padded_tail(self, direction: int, out: list[Event], start: int, at: int, inner: bytes) -> bool:
-        """A skipped record's last bytes (from ``at`` of its content) end in padding: its length from its
-        content type's place, or the direction stops (False) if they do not show it."""
+    def _padded_tail(self, direction: int, out: list[Event], start: int, at: int, inner: bytes, number: int) -> bool:
+        """A skipped record's last bytes (``inner``, from ``at`` of its content): its plaintext length from
+        its content type's place, or the direction stops (False) if they do not show it."""
         d = self.dirs[direction]
         end = len(inner.rstrip(b"\0"))
         if not end:
-            self._break(direction, out, f"record {d.records}, whose content was not decrypted (the analysis does "
+            self._break(direction, out, f"record {number}, whose content was not decrypted (the analysis does "
                         f"not read it), has over {len(inner) - 1} bytes of padding: its length is unknown", start)
             return False
         if inner[end - 1] != TLS_APPLICATION_DATA:
-            self._break(direction, out, f"record {d.records}, whose content was not decrypted (the analysis does "
+            self._break(direction, out, f"record {number}, whose content was not decrypted (the analysis does "
                         f"not read it), is not application data (inner content type {inner[end - 1]})", start)
             return False
         d.plain += at + end - 1
         return True
 
+    def _settle(self, direction: int, out: list[Event]) -> None:
+        """Check the skipped records counted as unpadded application data (one keystream call per key):
+        correct the plaintext offset for any padded one, stop the direction at one that is not
+        application data. Runs before plaintext after them is handed out, and at the end."""
+        d = self.dirs[direction]
+        unsure, d.unsure = d.unsure, []
+        d.plain -= sum(content - 1 for _, _, _, _, content, _ in unsure)
+        i = 0
+        while i < len(unsure):
+            keys = unsure[i][2]
+            j = i + 1
+            while j < len(unsure) and unsure[j][2] is keys:
+                j += 1
+            lasts = keys.last_bytes([(seq, content, tail[-1]) for _, _, _, seq, content, tail in unsure[i:j]])
+            for (start, number, _, seq, content, tail), last in zip(unsure[i:j], lasts, strict=True):
+                if last == TLS_APPLICATION_DATA:
+                    d.plain += content - 1
+                    continue
+                at = content - len(tail)
+                if not self._padded_tail(direction, out, start, at, keys.tail(seq, tail, at), number):
+                    return
+            i = j
+
     def finish(self, direction: int) -> list[Event]:
         """The direction ended: say why records still buffered were never decrypted."""
         out: list[Event] = []
         d = self.dirs[direction]
+        if d.unsure:
+            self._settle(direction, out)
         if d.tail is not None and not d.broken:
             self._break(direction, out, "the stream ends inside a record", d.tail[0])
         elif d.buf and not d.broken:
@@ -334,6 +369,10 @@ class TlsConnection:
         itype, content = split
         if itype == TLS_APPLICATION_DATA:
             if content:
+                if d.unsure:
+                    self._settle(direction, out)
+                    if d.broken:
+                        return
                 out.append(Plaintext(direction, content, d.plain))
                 d.plain += len(content)
         elif itype == TLS_HANDSHAKE:
@@ -373,6 +412,10 @@ class TlsConnection:
             return
         if ctype == TLS_APPLICATION_DATA:
             if content:
+                if d.unsure:
+                    self._settle(direction, out)
+                    if d.broken:
+                        return
                 out.append(Plaintext(direction, content, d.plain))
                 d.plain += len(content)
         elif ctype == TLS_HANDSHAKE:
@@ -481,6 +524,8 @@ class TlsConnection:
 
     def _break(self, direction: int, out: list[Event], why: str, offset: int | None = None) -> None:
         d = self.dirs[direction]
+        if d.unsure:                # the records skipped before this point first (one may stop it sooner)
+            self._settle(direction, out)
         if d.broken:
             return
         d.broken = True

@@ -84,15 +84,19 @@ class TrafficKeys:
             stream = gen.encryptor().update(bytes(skip + n))[skip:]
         return (int.from_bytes(stream, "big") ^ int.from_bytes(ciphertext, "big")).to_bytes(n, "big")
 
-    def last_byte(self, seq: int, content: int, byte: int) -> int | None:
-        """The plaintext of ``byte``, the last encrypted byte of record ``seq`` whose encrypted content is
-        ``content`` bytes long (AES-GCM: one block of keystream; None for another cipher: see :meth:`tail`).
-        Not authenticated."""
-        if self._ecb is None:
-            return None
-        block = (content - 1) >> 4
-        stream = self._ecb.update((self._iv ^ seq).to_bytes(IV_LEN, "big") + (block + 2).to_bytes(4, "big"))
-        return stream[(content - 1) & 15] ^ byte
+    @property
+    def counter_mode(self) -> bool:
+        """AES-GCM: :meth:`last_bytes` reads many records' last bytes with one call."""
+        return self._ecb is not None
+
+    def last_bytes(self, records: list[tuple[int, int, int]]) -> list[int]:
+        """The plaintext of the last encrypted byte of each record ``(seq, content length, that byte)``,
+        from one block of AES-GCM keystream each, all in one call. Not authenticated."""
+        assert self._ecb is not None
+        iv = self._iv
+        stream = self._ecb.update(b"".join([(iv ^ seq).to_bytes(IV_LEN, "big") + (((n - 1) >> 4) + 2).to_bytes(4, "big")
+                                            for seq, n, _ in records]))
+        return [stream[(i << 4) + ((n - 1) & 15)] ^ byte for i, (_, n, byte) in enumerate(records)]
 
     def updated(self) -> TrafficKeys:
         """The keys after a KeyUpdate (``application_traffic_secret_N+1``)."""
