@@ -108,7 +108,7 @@ def _handshake_types(content: bytes) -> list[int]:
 
 class _Direction:
     __slots__ = ("buf", "offset", "keys", "next_keys", "broken", "records", "need", "protected", "plain", "wanted",
-                 "tail", "unsure")
+                 "tail", "unsure", "paused")
 
     def __init__(self) -> None:
         self.buf = bytearray()
@@ -127,6 +127,7 @@ class _Direction:
         #: Skipped records counted as unpadded application data, to be checked (``_settle``) before any
         #: plaintext after them is handed out: (offset, number, keys, sequence, content length, last bytes)
         self.unsure: list[tuple[int, int, TrafficKeys, int, int, bytes]] = []
+        self.paused = False        # stopped after a plaintext, for the consumer to say its window (``resume``)
 
 
 class TlsConnection:
@@ -141,6 +142,9 @@ class TlsConnection:
         self.secrets: dict[str, bytes] = {}
         self.dirs = (_Direction(), _Direction())
         self._ready = False                     # both hellos read (``_hellos_seen``, which stays true)
+        #: The consumer may open windows (``_Direction.wanted``): each plaintext pauses the direction until
+        #: ``resume``, so the window it opens applies to the records right after it.
+        self.windows = False
         self.alerts: list[tuple[int, int, int]] = []   # (direction, level, description) seen decrypted
 
     @property
@@ -259,6 +263,15 @@ class TlsConnection:
             d.offset += total
             d.records += 1
             self._record(direction, offset, ctype, record, out)
+            if d.paused:
+                break
+
+    def resume(self, direction: int) -> list[Event]:
+        """Go on after a plaintext (``_Direction.paused``: the consumer took it and may have opened a window)."""
+        out: list[Event] = []
+        self.dirs[direction].paused = False
+        self._drain(direction, out)
+        return out
 
     def _padded_tail(self, direction: int, out: list[Event], start: int, at: int, inner: bytes, number: int) -> bool:
         """A skipped record's last bytes (``inner``, from ``at`` of its content): its plaintext length from
@@ -375,6 +388,7 @@ class TlsConnection:
                         return
                 out.append(Plaintext(direction, content, d.plain))
                 d.plain += len(content)
+                d.paused = self.windows     # a consumer with windows: let it say the next one first
         elif itype == TLS_HANDSHAKE:
             types = _handshake_types(content)
             if TLS_FINISHED in types and d.next_keys is not None:
@@ -418,6 +432,7 @@ class TlsConnection:
                         return
                 out.append(Plaintext(direction, content, d.plain))
                 d.plain += len(content)
+                d.paused = self.windows     # a consumer with windows: let it say the next one first
         elif ctype == TLS_HANDSHAKE:
             if direction == 0 and TLS_FINISHED in _handshake_types(content):
                 out.append(HandshakeDone())

@@ -73,8 +73,9 @@ class TlsStreamSink:
                 buf += data                        # inside a record (``conn.feed``'s first step, inlined)
                 return 0
             events = conn.feed(direction, data, offset)
-            if events:
+            while events:
                 self._events(events, ts)
+                events = conn.resume(direction) if d.paused else None   # with the inner sink's new window
             skip = d.offset + len(buf) - offset - len(data)   # ``conn.want(direction)``, inlined
             if skip > 0:
                 return skip
@@ -92,6 +93,7 @@ class TlsStreamSink:
             self.mode = "hold"
             self.status.tls = True
             self._conn = TlsConnection(self.keylog)
+            self._conn.windows = True
             for call, d, _, value, _, _ in self._held:      # the server's bytes that came before
                 if call == "data":
                     self._conn.feed(d, value)
@@ -189,6 +191,11 @@ class TlsStreamSink:
         self.status.decrypted = True
         events, self._held_events = self._held_events, []
         self._events(events, ts)
+        conn = self._conn
+        assert conn is not None
+        for direction in (0, 1):            # what waited behind a plaintext while the hellos were awaited
+            while conn.dirs[direction].paused:
+                self._events(conn.resume(direction), ts)
 
     def _describe(self, conn: TlsConnection) -> None:
         if conn.suite is not None:
