@@ -169,6 +169,11 @@ class TlsConnection:
                 if offset + len(data) <= have:
                     return []
                 data = data[have - offset:]     # bytes before the end of a skipped stretch
+        if d.tail is not None and not d.buf and len(d.unsure) < MAX_UNSURE - 1 and len(data) >= d.need + 5 \
+                and d.tail[2].counter_mode:
+            data = self._skipping(d, data)  # the usual chunk while skipping: read from it, nothing buffered
+            if data is None:
+                return []
         d.buf += data
         if len(d.buf) < d.need:             # inside a record: most segments of a 16 KiB record end here
             return []
@@ -187,6 +192,35 @@ class TlsConnection:
     def _hellos_seen(self) -> bool:
         """Both hellos were read (or the server's says a version that is not decrypted)."""
         return self.version is not None and (self.client_random is not None or self.suite is None)
+
+    def _skipping(self, d: _Direction, data: bytes | memoryview) -> bytes | memoryview | None:
+        """The hot path of skipping, from a chunk holding the end of the record being skipped and the next
+        record's header: what ``_drain`` does for them, without buffering; returns the rest of the chunk
+        to buffer as usual, or None if the next record is skipped too (over the rest)."""
+        keep = d.need
+        start, length, keys, seq = d.tail       # type: ignore[misc]
+        content = length - TAG_LEN
+        d.unsure.append((start, d.records, keys, seq, content, bytes(data[:keep - TAG_LEN])))
+        d.plain += content - 1
+        d.offset += keep
+        d.tail = None
+        d.need = 0
+        ctype, version, length = _REC_FIELDS.unpack_from(data, keep)
+        if ctype != TLS_APPLICATION_DATA or length < SKIP_MIN or d.plain + length > d.wanted \
+                or d.next_keys is not None or d.keys is not keys or length > TLS_MAX_RECORD + 2048 \
+                or version >> 8 != 3:
+            return memoryview(data)[keep:]     # anything else: the general path
+        seq = keys.seq
+        keys.seq = seq + 1
+        d.records += 1
+        d.tail = (d.offset, length, keys, seq)
+        d.need = tail = keys.skip_tail
+        n = 5 + length - tail                   # bytes of the record not read
+        if keep + n >= len(data):
+            d.offset += n
+            return None
+        d.offset += n
+        return memoryview(data)[keep + n:]
 
     def want(self, direction: int) -> int:
         """The ciphertext offset of the next byte this direction needs (the bytes before it may be left out)."""
@@ -257,7 +291,8 @@ class TlsConnection:
                     self._break(direction, out, "protected records before both hellos: the keys are unknown")
                 break
             d.need = 0
-            record = bytes(buf[:total])
+            with memoryview(buf) as view:   # one copy (a slice of the bytearray would be a second)
+                record = bytes(view[:total])
             offset = d.offset
             del buf[:total]
             d.offset += total
