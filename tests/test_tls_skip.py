@@ -134,7 +134,7 @@ def _check_against_full(windowed: list[tuple[Any, ...]], full: list[tuple[Any, .
         ends = [c for c in calls if c[0] == "end"]
         assert ends == [c for c in full_calls if c[0] == "end"]
         front = 0                 # where the next chunk must start: the last one's end and its window
-        for _, d, offset, data, _, k in (c for c in calls if c[0] == "data" and c[1] == 0):
+        for _, _, offset, data, _, k in (c for c in calls if c[0] == "data" and c[1] == 0):
             assert offset == front and data == plain[offset:offset + len(data)]
             front = offset + len(data) + k
         assert front >= len(plain)
