@@ -291,3 +291,60 @@ def test_records_behind_the_hello_in_one_chunk_all_come() -> None:
     sink.end(0, len(blob), 2.0, "fin")
     assert b"".join(c[3] for c in inner.calls if c[0] == "data") == b"a" * 100 + b"b" * 100 + b"c" * 100
     assert sink.status.problems == []
+
+
+@pytest.mark.parametrize("version", ["1.3", "1.2"])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_a_stream_cut_inside_a_skipped_record_says_so_as_full_decryption_does(tmp_path: Path, version: str,
+                                                                             seed: int) -> None:
+    rng = random.Random(seed)
+    if version == "1.3":
+        s13, client, server, _ = _tls13_stream(rng, 0x1302, 300_000)
+        hello = len(X.client_hello(s13.random))
+        keylog = KeyLog.parse(s13.keylog())
+        cut = rng.randint(len(client) // 2, len(client) - 1)
+        flow = [(0, client[:hello]), (1, server), (0, client[hello:cut])]
+    else:
+        s12, flow, _ = _tls12_stream(rng, Y.AES256_GCM, 300_000)
+        keylog = KeyLog.parse(s12.keylog())
+        data = flow[-1][1]
+        flow[-1] = (0, data[:rng.randint(len(data) // 2, len(data) - 1)])
+    path = _capture(tmp_path, [flow], rng)
+    (_, calls, status), = _run(path, keylog, seed, coalesce=True)
+    (_, full_calls, full_status), = _run(path, keylog, seed, coalesce=False, skips=False)
+    assert status == full_status
+    assert [c for c in calls if c[0] != "data"] == [c for c in full_calls if c[0] != "data"]
+
+
+@pytest.mark.parametrize("version", ["1.3", "1.2"])
+def test_a_gap_inside_a_skipped_record_counts_as_full_decryption_does(version: str) -> None:
+    statuses = []
+    for skipping in (True, False):
+        rng = random.Random(5)
+        if version == "1.3":
+            s13 = X.TlsSession()
+            c_open, s_open = s13.opening()
+            sink = TlsStreamSink(_Skipper() if skipping else Windowed(0, skips=False), KeyLog.parse(s13.keylog()))
+            sink.data(1, 0, s_open, 1.0)
+            opening, data = c_open, b"".join(s13.app[0].protect(T.TLS_APPLICATION_DATA, rng.randbytes(16384))
+                                             for _ in range(8))
+        else:
+            s12 = Y.Tls12Session(Y.AES256_GCM)
+            hello, server, client = s12.opening()
+            sink = TlsStreamSink(_Skipper() if skipping else Windowed(0, skips=False), KeyLog.parse(s12.keylog()))
+            sink.data(0, 0, hello, 1.0)
+            sink.data(1, 0, server + s12.server_finished(), 1.0)
+            sink.data(0, len(hello), client, 1.0)
+            opening, data = hello + client, b"".join(s12.protect(0, T.TLS_APPLICATION_DATA, rng.randbytes(16384))
+                                                     for _ in range(8))
+        if version == "1.3":
+            sink.data(0, 0, opening, 1.0)
+        cut = 5 * 16400 + 777                   # inside the sixth record
+        (_feed_windowed if skipping else lambda s, d, o, b: s.data(d, o, b, 1.0))(sink, 0, len(opening), data[:cut])
+        sink.gap(0, len(opening) + cut, 100, 1.5)
+        sink.end(0, len(opening) + len(data), 2.0, "fin")
+        status = sink.status.to_dict()
+        del status["client_random"]             # (each loop has its own session)
+        statuses.append(status)
+    assert statuses[0] == statuses[1] and "bytes missing" in statuses[0]["problems"][0]
+    assert statuses[0]["plaintext_bytes"][0] == 5 * 16384

@@ -108,7 +108,7 @@ def _handshake_types(content: bytes) -> list[int]:
 
 class _Direction:
     __slots__ = ("buf", "offset", "keys", "next_keys", "broken", "records", "need", "protected", "plain", "wanted",
-                 "tail", "unsure", "paused")
+                 "tail", "unsure", "paused", "skipped12")
 
     def __init__(self) -> None:
         self.buf = bytearray()
@@ -128,6 +128,8 @@ class _Direction:
         #: plaintext after them is handed out: (offset, number, keys, sequence, content length, last bytes)
         self.unsure: list[tuple[int, int, TrafficKeys, int, int, bytes]] = []
         self.paused = False        # stopped after a plaintext, for the consumer to say its window (``resume``)
+        #: TLS 1.2: the record skipped last, while no header after it was read: (its offset, its plaintext)
+        self.skipped12: tuple[int, int] | None = None
 
 
 class TlsConnection:
@@ -261,6 +263,7 @@ class TlsConnection:
                 self._break(direction, out, "not a TLS record header: the stream is not TLS from here")
                 break
             total = 5 + length
+            d.skipped12 = None                      # (a header after it: the record skipped last is whole)
             if ctype == TLS_APPLICATION_DATA and length >= SKIP_MIN and d.plain + length <= d.wanted \
                     and d.next_keys is None and d.keys is not None and d.keys.skip_tail is not None \
                     and (d.protected or self.version != TLS12):
@@ -272,8 +275,10 @@ class TlsConnection:
                 keep = d.need = keys.skip_tail
                 if keep:
                     d.tail = (d.offset, length, keys, keys.seq - 1)     # type: ignore[assignment]
-                elif length > keys.suite.overhead:      # type: ignore[union-attr]
-                    d.plain += length - keys.suite.overhead     # type: ignore[union-attr]
+                else:
+                    size = max(0, length - keys.suite.overhead)     # type: ignore[union-attr]
+                    d.plain += size
+                    d.skipped12 = (d.offset, size)
                 n = total - keep
                 if n >= len(buf):
                     buf.clear()
@@ -347,13 +352,27 @@ class TlsConnection:
                     return
             i = j
 
-    def finish(self, direction: int) -> list[Event]:
-        """The direction ended: say why records still buffered were never decrypted."""
+    def _cut(self, d: _Direction, at: int) -> int | None:
+        """The stream stops at ``at`` (its end, or a gap) inside the TLS 1.2 record skipped last: that
+        record was not whole after all; its offset."""
+        if d.skipped12 is None or at >= d.offset:
+            return None
+        start, size = d.skipped12
+        d.skipped12 = None
+        d.plain -= size
+        return start
+
+    def finish(self, direction: int, end: int | None = None) -> list[Event]:
+        """The direction ended (at ciphertext offset ``end``, if known): say why records still buffered
+        were never decrypted."""
         out: list[Event] = []
         d = self.dirs[direction]
         if d.unsure:
             self._settle(direction, out)
-        if d.tail is not None and not d.broken:
+        cut = self._cut(d, end) if end is not None and not d.broken else None
+        if cut is not None:
+            self._break(direction, out, "the stream ends inside a record", cut)
+        elif d.tail is not None and not d.broken:
             self._break(direction, out, "the stream ends inside a record", d.tail[0])
         elif d.buf and not d.broken:
             why = ("the stream ends inside a record" if len(d.buf) < _REC.size
@@ -366,6 +385,7 @@ class TlsConnection:
         """Bytes of this direction were never captured: its records cannot be framed or decrypted past it."""
         out: list[Event] = []
         if not self.dirs[direction].broken:
+            self._cut(self.dirs[direction], offset)
             self._break(direction, out, "bytes missing from the capture: nothing after them can be decrypted",
                         offset)
         return out

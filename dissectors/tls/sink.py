@@ -139,7 +139,7 @@ class TlsStreamSink:
     def end(self, direction: int, offset: int, ts: float, how: str) -> None:
         if self.mode == "tls":
             assert self._conn is not None
-            self._events(self._conn.finish(direction), ts)
+            self._events(self._conn.finish(direction, offset), ts)
             plain = self._conn.dirs[direction].plain      # records skipped since the last plaintext count
             self._out[direction] = max(self._out[direction], plain)
             self.status.plaintext_bytes[direction] = max(self.status.plaintext_bytes[direction], plain)
