@@ -2,10 +2,11 @@
 """What decryption costs: ``analyze`` on a TLS 1.3 capture with its key log against ``analyze`` on the
 same QEMU streams in plain TCP, generated in this run (``gen_capture.py --tls``).
 
-    python benchmarks/bench_tls.py [--size 1G] [--repeat 3] [--keep DIR]
+    python benchmarks/bench_tls.py [--size 1G] [--repeat 3] [--keep DIR] [--tls12]
 
 Three runs per round, alternated so the machine's noise hits them alike: plain, TLS with the key log,
-TLS without it (record framing only). Each run is its own process; the in-process time is the
+TLS without it (record framing only); with ``--tls12`` also the same streams in TLS 1.2 (AES-256-GCM) with
+their key log. Each run is its own process; the in-process time is the
 analysis (``cli.pipeline.analyze_file``), and ``whole`` is the whole ``migshark analyze --json``
 process as a user pays it, wall clock and CPU seconds (user + system: less swayed by other load). Prints
 medians, the ratio of each to plain (goal: TLS with the key log <= 1.5x) and the peak RSS (GNU time ``%M``),
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", default="1G")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", type=Path, help="generate into (and reuse from) this directory")
+    ap.add_argument("--tls12", action="store_true", help="also measure TLS 1.2 (gen_capture --tls12)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -103,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         "tls+keylog": ([str(tls), str(keylog)], ["--keylog", str(keylog), str(tls)]),
         "tls, no keylog": ([str(tls)], [str(tls)]),
     }
+    if args.tls12:
+        tls12 = work / f"tls12-{args.size}.pcap"
+        keylog12 = tls12.with_suffix(".keylog")
+        if not tls12.exists() or not keylog12.exists():
+            subprocess.run([sys.executable, str(GEN), str(tls12), *payload, "--tls", str(keylog12), "--tls12"],
+                           check=True)
+        runs["tls1.2+keylog"] = ([str(tls12), str(keylog12)], ["--keylog", str(keylog12), str(tls12)])
     inproc: dict[str, list[float]] = {k: [] for k in runs}
     whole: dict[str, list[float]] = {k: [] for k in runs}
     whole_cpu: dict[str, list[float]] = {k: [] for k in runs}
@@ -111,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, (child_args, cli_args) in runs.items():
             _, peak, out, _ = timed([sys.executable, __file__, "--child", *child_args])
             result = json.loads(out)
-            if name == "tls+keylog" and not result["decrypted"]:
+            if name.endswith("+keylog") and not result["decrypted"]:
                 raise SystemExit("the key log decrypted nothing: the benchmark would not measure decryption")
             inproc[name].append(result["seconds"])
             rss[name] = max(rss[name], peak)
