@@ -57,7 +57,7 @@ _PORTS = struct.Struct("!HH")
 #: than it absorbed in a skip window (by this margin) marks its direction for one-by-one handover
 #: (``TcpTracker.one_by_one``: a sink that takes every byte gains nothing from runs), retried every
 #: ``RUNS_RETRY`` batches.
-RUNS_MIN_ABSORBED = 32
+RUNS_MIN_ABSORBED = 4
 RUNS_RETRY = 64
 #: Connections tracked at most per capture (~2.5 KB each once closed); the segments of any connection
 #: first seen after that are counted, not reassembled (docs/limits.md).
