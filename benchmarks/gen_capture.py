@@ -14,7 +14,10 @@ with its 64-byte hello, then filler. It is not a valid QEMU stream past those fi
 ``--tls KEYLOG`` runs every connection over TLS 1.3 (TLS_AES_256_GCM_SHA384, as QEMU negotiates here): the
 client's hello and Finished, the server's flight after the TCP handshake, then the payload in 16 KiB
 application records; the secrets go to KEYLOG (NSS format) so ``migshark analyze --keylog`` reads it.
-``--size`` then counts the TLS bytes.
+``--size`` then counts the TLS bytes. With ``--tls12`` the sessions are TLS 1.2
+(TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, ``CLIENT_RANDOM`` lines): the server's flight, its
+ChangeCipherSpec and Finished after the TCP handshake, the client's hello, its second flight and Finished,
+then 16 KiB records (explicit nonce and tag: 24 bytes each).
 """
 
 from __future__ import annotations
@@ -61,11 +64,14 @@ def default_payload_source(conn_index: int) -> Iterator[bytes]:
 TLS_RECORD = 1 << 14
 
 
-def tls_wrapped(source: PayloadSource, keylog: list[str]) -> tuple[PayloadSource, Callable[[int], bytes]]:
-    """The client streams of ``source`` inside TLS 1.3 sessions with random secrets (appended to
+def tls_wrapped(source: PayloadSource, keylog: list[str],
+                tls12: bool = False) -> tuple[PayloadSource, Callable[[int], bytes]]:
+    """The client streams of ``source`` inside TLS 1.3 (or 1.2) sessions with random secrets (appended to
     ``keylog``), and each connection's server flight."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     import tls_synth as X
+    if tls12:
+        return _tls12_wrapped(source, keylog)
 
     sessions: dict[int, tuple[X.TlsSession, bytes, bytes]] = {}
 
@@ -84,6 +90,32 @@ def tls_wrapped(source: PayloadSource, keylog: list[str]) -> tuple[PayloadSource
             pending += block
             while len(pending) >= TLS_RECORD:
                 yield s.app[0].protect(X.T.TLS_APPLICATION_DATA, bytes(pending[:TLS_RECORD]))
+                del pending[:TLS_RECORD]
+
+    return client, lambda i: session(i)[2]
+
+
+def _tls12_wrapped(source: PayloadSource, keylog: list[str]) -> tuple[PayloadSource, Callable[[int], bytes]]:
+    import tls12_synth as Y
+
+    sessions: dict[int, tuple[Y.Tls12Session, bytes, bytes, bytes]] = {}
+
+    def session(i: int) -> tuple[Y.Tls12Session, bytes, bytes, bytes]:
+        if i not in sessions:              # the Finished messages are protected: once per session
+            s = Y.Tls12Session(Y.AES256_GCM)
+            hello, server, client = s.opening()
+            sessions[i] = (s, hello + client, server + s.server_finished(), b"")
+            keylog.append(s.keylog())
+        return sessions[i]
+
+    def client(i: int) -> Iterator[bytes]:
+        s, opening, _, _ = session(i)
+        yield opening
+        pending = bytearray()
+        for block in source(i):
+            pending += block
+            while len(pending) >= TLS_RECORD:
+                yield s.protect(0, Y.T.TLS_APPLICATION_DATA, bytes(pending[:TLS_RECORD]))
                 del pending[:TLS_RECORD]
 
     return client, lambda i: session(i)[2]
@@ -229,12 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snaplen", type=int, default=262144, help="cut frames to this length (e.g. 96)")
     ap.add_argument("--payload", help="module:function returning Iterator[bytes] per connection index")
     ap.add_argument("--tls", type=Path, metavar="KEYLOG", help="TLS 1.3 on every connection; secrets to KEYLOG")
+    ap.add_argument("--tls12", action="store_true", help="with --tls: TLS 1.2 (AES-256-GCM) instead")
     args = ap.parse_args(argv)
     source = load_source(args.payload) if args.payload else default_payload_source
     flight = None
     keylog: list[str] = []
     if args.tls:
-        source, flight = tls_wrapped(source, keylog)
+        source, flight = tls_wrapped(source, keylog, args.tls12)
     counts = generate(args.out, parse_size(args.size), seed=args.seed, retrans=args.retrans,
                       reorder=args.reorder, payload_source=source, snaplen=args.snaplen, server_flight=flight)
     if args.tls:

@@ -80,7 +80,8 @@ def reassemble(source: SegmentSource, label: str, sink_factory: SinkFactory,
 
     ``coalesce_runs``: hand runs of in-order segments to the tracker as one entry where the compiled scanner
     can (``TcpTracker.feed_coalesced``: the same effect, fewer Python steps for segments the sinks skip).
-    Sinks that take every byte (TLS decryption) gain nothing from it: their callers turn it off."""
+    A sink that takes every byte gains nothing from it; the tracker then hands its segments one by one
+    (``TcpTracker.one_by_one``). TLS decryption skips records as a plain sink skips bytes."""
     tracker = TcpTracker(_freezing(sink_factory) if freeze else sink_factory)
     if progress is not None:
         source.on_progress = lambda: progress(source.position, source.size)
@@ -168,7 +169,6 @@ def analyze_file(path: str, options: Options | None = None, progress: ProgressFn
     with gc_unfrozen_after():
         with open_capture(path, stream=stream) as cap:
             _, capture = reassemble(cap, str(path), analyzer.sink_for, progress, freeze=True,
-                                    coalesce_runs=keylog is None,   # decryption takes every byte
                                     on_batch=sweeping(analyzer))
         return analyzer.finish(capture)
 

@@ -19,6 +19,12 @@ chunk; ``skip_until`` is the offset where the window ends. In-order data wholly 
 for exactly as usual (offsets, counters, times, tail for retransmission checks) but not delivered; a
 piece crossing it is delivered from ``skip_until`` on. Gaps are always delivered, at their own offset:
 a consumer skipping bytes by length still has to know that some of them were lost.
+
+Gather window: when ``sink.data`` returns ``-g < 0``, the sink needs the next ``g`` bytes, but only as a
+whole (a TLS record: nothing can be done with part of one). They are kept (by reference, in ``gather``)
+as a skip window's are accounted for, and handed over in one call with the piece crossing the window's
+end, at that piece's time, which is the time they would have completed at one by one. A gap or the end
+of the stream inside the window hands over what was gathered first, and the window closes.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ class HalfStream:
         "pending_bytes", "ooo_limit", "tail", "fin_offset", "ended", "awaiting_handshake",
         "frames", "last_ts", "first_data_ts", "last_data_ts", "gaps", "gap_count", "gap_bytes",
         "retransmitted_bytes", "overlap_conflicts", "conflict_offsets", "ignored_bytes",
-        "fin_ts", "rst_ts", "skip_until", "tail_len",
+        "fin_ts", "rst_ts", "skip_until", "tail_len", "gather", "gather_from",
     )
 
     def __init__(self, direction: int, ooo_limit: int, tail_segments: int) -> None:
@@ -92,6 +98,8 @@ class HalfStream:
         self.fin_ts: float | None = None
         self.rst_ts: float | None = None
         self.skip_until = 0                  # data below this offset is not delivered (the sink's window)
+        self.gather: list[memoryview | bytes] | None = None  # a gather window's pieces so far (from gather_from)
+        self.gather_from = 0
 
     # ---- state used by the tracker -------------------------------------------------------------
 
@@ -182,6 +190,8 @@ class HalfStream:
         self.tail.append(data)
         if self.deliver is not None and off + len(data) > self.skip_until:
             self.hand_over(off, data, ts)
+        elif self.gather is not None:
+            self.gather.append(data)
 
     def hand_over(self, off: int, data: memoryview | bytes, ts: float) -> None:
         """Deliver the piece ``[off, off + len(data))`` (already accounted for) from ``skip_until`` on,
@@ -189,15 +199,42 @@ class HalfStream:
         ``skip_until`` and that there is a sink."""
         end = off + len(data)
         skip = self.skip_until
-        if off < skip:
+        if self.gather is not None:                 # a gather window: its pieces, then this one's
+            parts = self.gather
+            parts.append(data)
+            data = b"".join(parts)
+            off = self.gather_from
+            self.gather = None
+        elif off < skip:
             data = memoryview(data)[skip - off:]
             off = skip
         assert self.deliver is not None
         k = self.deliver(self.direction, off, data, ts)
         if k:
+            self.window(end, k)
+
+    def window(self, end: int, k: int) -> None:
+        """Open the window ``sink.data`` asked for with ``k`` after a chunk ending at ``end`` (skip for
+        ``k > 0``, gather for ``k < 0``)."""
+        if k > 0:
             self.skip_until = end + k
+        else:
+            self.skip_until = end - k
+            self.gather = []
+            self.gather_from = end
+
+    def _hand_gathered(self, ts: float) -> None:
+        """A gap or the end comes inside a gather window: hand over what was gathered; the window closes."""
+        parts, self.gather = self.gather, None
+        self.skip_until = self.offset
+        if parts and self.deliver is not None:
+            k = self.deliver(self.direction, self.gather_from, b"".join(parts), ts)
+            if k:
+                self.window(self.offset, k)
 
     def _gap(self, length: int, ts: float) -> None:
+        if self.gather is not None:
+            self._hand_gathered(ts)
         off = self.offset
         self.offset = off + length
         self.gap_count += 1
@@ -321,6 +358,8 @@ class HalfStream:
         """Close this direction (once); the sink hears ``end`` at the front."""
         if self.ended is not None:
             return
+        if self.gather is not None:
+            self._hand_gathered(ts)
         self.ended = how
         self.next_seq = -1
         # Shrink to the summary: drop the tail's references, and the sink's bound method; an empty

@@ -30,11 +30,15 @@ class StreamSink(Protocol):
     delivered from it), so offsets may jump forward by at most ``k``. Gaps are still delivered where they
     are, even inside a window, and ``end`` may come inside one. Counters and times of the connection
     are not affected.
+
+    Gather window: ``data`` may return ``-g < 0``: the sink needs the next ``g`` bytes only as a whole.
+    They then come in one ``data`` call, at the time of the segment completing them (or, if a gap or the
+    end comes first, what came of them, just before that gap or end).
     """
 
     def data(self, direction: int, offset: int, data: memoryview | bytes, ts: float) -> int | None:
         """Bytes ``[offset, offset + len(data))`` of ``direction``'s stream; return how many bytes after
-        them the sink does not need (or None)."""
+        them the sink does not need (or None), or minus how many it wants in one piece."""
 
     def gap(self, direction: int, offset: int, length: int, ts: float) -> None:
         """Bytes ``[offset, offset + length)`` will never come (not captured, or given up waiting)."""

@@ -136,12 +136,16 @@ class TcpTracker:
                 h.last_data_ts = ts
                 h.tail.append(payload)
                 if off >= h.skip_until:             # at or beyond the end of the sink's skip window
-                    if h.deliver is not None:
+                    if h.gather is not None:        # a gather window ends here: its pieces with it
+                        h.hand_over(off, payload, ts)
+                    elif h.deliver is not None:
                         k = h.deliver(h.direction, off, payload, ts)
                         if k:
-                            h.skip_until = off + n + k
+                            h.window(off + n, k)
                 elif off + n > h.skip_until:        # crossing its end; wholly inside: not delivered
                     h.hand_over(off, payload, ts)
+                elif h.gather is not None:          # (but kept, in a gather window)
+                    h.gather.append(payload)
         self.last_ts = ts
 
     # ---- runs of coalesced segments ------------------------------------------------------------
@@ -185,12 +189,16 @@ class TcpTracker:
                 h.last_data_ts = ts
                 h.tail.append(payload)
                 if off >= h.skip_until:
-                    if h.deliver is not None:
+                    if h.gather is not None:        # a gather window ends here: its pieces with it
+                        h.hand_over(off, payload, ts)
+                    elif h.deliver is not None:
                         k = h.deliver(h.direction, off, payload, ts)
                         if k:
-                            h.skip_until = off + n + k
+                            h.window(off + n, k)
                 elif off + n > h.skip_until:
                     h.hand_over(off, payload, ts)
+                elif h.gather is not None:
+                    h.gather.append(payload)
         while deferred:
             run(heappop(deferred)[2], count)
         if last_ts is not None:
@@ -228,6 +236,8 @@ class TcpTracker:
                         h.first_data_ts = times[j]
                     h.last_data_ts = t
                     h.tail.extend(payloads[j:m])
+                    if h.gather is not None:
+                        h.gather.extend(payloads[j:m])
                     absorbed += m - j
                     j = m
                     continue
@@ -257,12 +267,16 @@ class TcpTracker:
                 h.last_data_ts = ts
                 h.tail.append(payload)
                 if off >= h.skip_until:
-                    if h.deliver is not None:
+                    if h.gather is not None:        # a gather window ends here: its pieces with it
+                        h.hand_over(off, payload, ts)
+                    elif h.deliver is not None:
                         k = h.deliver(h.direction, off, payload, ts)
                         if k:
-                            h.skip_until = off + size + k
+                            h.window(off + size, k)
                 elif off + size > h.skip_until:
                     h.hand_over(off, payload, ts)
+                elif h.gather is not None:
+                    h.gather.append(payload)
             seq = (seq + size) & mask
             j += 1
 
@@ -400,6 +414,7 @@ class TcpTracker:
                 half.conn = None
                 half.sink = None
                 half.deliver = None
+                half.gather = None
                 half.tail = _NO_TAIL
             conn.sink = None
         self.connections = [c for c in self.connections if id(c) not in gone]

@@ -8,6 +8,11 @@ TLS 1.1 or older, a TLS 1.2 CBC suite) it gets the ciphertext unchanged, as if t
 the record layer can still be read. Whatever cannot
 be decrypted (a gap, a record failing authentication, a missing secret) is in ``status.problems`` and
 reaches the inner sink as a gap, so nothing after it is read as if it followed on.
+
+Skip windows: the inner sink's (``data`` returning k) are kept in plaintext offsets and given to the TLS
+state, which then frames rather than decrypts the records wholly inside one and says which ciphertext
+it no longer needs: ``data`` returns that as this sink's own window, so the TCP room
+skips those segments as it does for a plain stream.
 """
 
 from __future__ import annotations
@@ -60,10 +65,21 @@ class TlsStreamSink:
     # -- StreamSink -----------------------------------------------------------------------------------
     def data(self, direction: int, offset: int, data: memoryview | bytes, ts: float) -> int | None:
         if self.mode == "tls":                 # the hot path: one call per segment
-            events = self._conn.feed(direction, data)   # type: ignore[union-attr]
-            if events:
+            conn = self._conn
+            assert conn is not None
+            d = conn.dirs[direction]
+            buf = d.buf
+            if len(buf) + len(data) < d.need and offset == d.offset + len(buf):
+                buf += data                        # inside a record (``conn.feed``'s first step, inlined)
+                return 0
+            events = conn.feed(direction, data, offset)
+            while events:
                 self._events(events, ts)
-            return 0
+                events = conn.resume(direction) if d.paused else None   # with the inner sink's new window
+            skip = d.offset + len(buf) - offset - len(data)   # ``conn.want(direction)``, inlined
+            if skip > 0:
+                return skip
+            return len(buf) - d.need if d.need > len(buf) else 0   # the rest of the record in one piece
         if self.mode == "plain":
             return self.inner.data(direction, offset, data, ts)
         if self.mode is None:
@@ -77,6 +93,7 @@ class TlsStreamSink:
             self.mode = "hold"
             self.status.tls = True
             self._conn = TlsConnection(self.keylog)
+            self._conn.windows = True
             for call, d, _, value, _, _ in self._held:      # the server's bytes that came before
                 if call == "data":
                     self._conn.feed(d, value)
@@ -122,7 +139,10 @@ class TlsStreamSink:
     def end(self, direction: int, offset: int, ts: float, how: str) -> None:
         if self.mode == "tls":
             assert self._conn is not None
-            self._events(self._conn.finish(direction), ts)
+            self._events(self._conn.finish(direction, offset), ts)
+            plain = self._conn.dirs[direction].plain      # records skipped since the last plaintext count
+            self._out[direction] = max(self._out[direction], plain)
+            self.status.plaintext_bytes[direction] = max(self.status.plaintext_bytes[direction], plain)
             stopped = self._broken_at[direction]
             if stopped is not None and offset > stopped:
                 self.inner.gap(direction, self._out[direction], offset - stopped, ts)
@@ -171,6 +191,11 @@ class TlsStreamSink:
         self.status.decrypted = True
         events, self._held_events = self._held_events, []
         self._events(events, ts)
+        conn = self._conn
+        assert conn is not None
+        for direction in (0, 1):            # what waited behind a plaintext while the hellos were awaited
+            while conn.dirs[direction].paused:
+                self._events(conn.resume(direction), ts)
 
     def _describe(self, conn: TlsConnection) -> None:
         if conn.suite is not None:
@@ -181,16 +206,27 @@ class TlsStreamSink:
     def _events(self, events: list[Event], ts: float) -> None:
         conn = self._conn
         assert conn is not None
-        self._describe(conn)
+        if self.status.cipher is None or self.status.version is None:
+            self._describe(conn)
         for ev in events:
             if isinstance(ev, HandshakeDone):
                 if self.status.handshake_done_ts is None:
                     self.status.handshake_done_ts = ts
             elif isinstance(ev, Plaintext):
                 d = ev.direction
-                self.inner.data(d, self._out[d], ev.data, ts)
-                self._out[d] += len(ev.data)
-                self.status.plaintext_bytes[d] += len(ev.data)
+                data = ev.data
+                at = ev.offset                     # records nobody reads were skipped before it
+                self._out[d] = end = at + len(data)
+                self.status.plaintext_bytes[d] = end
+                state = conn.dirs[d]
+                if end <= state.wanted:            # wholly inside the inner sink's skip window
+                    continue
+                if at < state.wanted:              # delivered from the window's end, as TCP does
+                    data = memoryview(data)[state.wanted - at:]
+                    at = state.wanted
+                skip = self.inner.data(d, at, data, ts)
+                if skip:
+                    state.wanted = end + skip
             else:
                 if self._broken_at[ev.direction] is None:
                     self._broken_at[ev.direction] = ev.offset

@@ -119,7 +119,7 @@ def key_block(suite: Suite12, master_secret: bytes, client_random: bytes, server
 class RecordKeys12:
     """One direction's TLS 1.2 record protection; records decrypt in order (sequence numbers from 0)."""
 
-    __slots__ = ("suite", "_aead", "_iv", "_iv_int", "seq")
+    __slots__ = ("suite", "_aead", "_iv", "_iv_int", "seq", "skip_tail")
 
     def __init__(self, suite: Suite12, key: bytes, fixed_iv: bytes) -> None:
         self.suite = suite
@@ -127,16 +127,19 @@ class RecordKeys12:
         self._iv = fixed_iv
         self._iv_int = int.from_bytes(fixed_iv, "big")
         self.seq = 0
+        #: A record's plaintext length is its length less the suite's overhead: nothing of a record whose
+        #: content nobody reads needs to be seen (the content type is in the clear in TLS 1.2).
+        self.skip_tail = 0
 
-    def nonce_and_ciphertext(self, body: bytes) -> tuple[bytes, bytes | memoryview] | None:
+    def nonce_and_ciphertext(self, body: bytes | memoryview) -> tuple[bytes, bytes | memoryview] | None:
         n = self.suite.explicit_nonce_len
         if len(body) < n + TAG_LEN:
             return None
         if n:
-            return self._iv + body[:n], memoryview(body)[n:]     # no copy of the ciphertext
+            return self._iv + bytes(body[:n]), memoryview(body)[n:]     # no copy of the ciphertext
         return (self._iv_int ^ self.seq).to_bytes(len(self._iv), "big"), body
 
-    def decrypt(self, header: bytes, body: bytes) -> bytes | None:
+    def decrypt(self, header: bytes | memoryview, body: bytes | memoryview) -> bytes | None:
         """The record's plaintext, or None if it fails authentication (or is too short to hold a tag)."""
         split = self.nonce_and_ciphertext(body)
         if split is None:
