@@ -77,7 +77,7 @@ class Analyzer:
         self.facts.append(f)
         if self.keylog is None:
             return f.sink
-        tls = TlsStreamSink(f.sink, self.keylog)
+        tls = TlsStreamSink(f.sink, self.keylog, skip_unread=not self.options.tls_verify)
         f.tls = tls.status
         return tls
 
@@ -150,6 +150,7 @@ class Analyzer:
         findings = len(limits) + (capture.get("stopped") is not None) + sum(map(migration_findings, migrations))
         if self.keylog is not None:
             capture["keylog"] = keylog_summary(self.keylog, facts, self.retired.tls)
+            capture["keylog"]["authenticated"] = "every record" if self.options.tls_verify else "records read"
         report = {
             "schema": SCHEMA,
             "tool": f"migshark {__version__}",

@@ -29,6 +29,7 @@ class Options:
     qemu_version: str | None = None      # the destination's QEMU version, if known
     stall_threshold: float = 1.0         # seconds a page request may wait before it is a stall
     progress_timeout: float = 5.0        # seconds without bytes before a migration "stopped making progress"
+    tls_verify: bool = False             # decrypt and authenticate every TLS record, page contents too
 
 
 def _rst(c: Connection) -> float | None:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from dissectors import __version__
-from dissectors.cli.options import add_judge_options, add_time_option
+from dissectors.cli.options import add_judge_options, add_keylog_options, add_time_option
 from dissectors.errors import InputError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -33,7 +33,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from dissectors.outputs.timefmt import TimeFormat
 
     opts = Options(qemu_version=args.qemu_version, stall_threshold=args.stall_threshold,
-                   progress_timeout=args.progress_timeout)
+                   progress_timeout=args.progress_timeout, tls_verify=args.tls_verify)
     bar = Progress(f"analyse {args.capture}", force=args.progress)
     try:
         result = analyze_file(args.capture, opts, progress=bar, keylog=load_keylog(args.keylog))
@@ -141,7 +141,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                    "is read as a stream")
     a.add_argument("--json", action="store_true", help="machine-readable report (docs/report-schema.md)")
     add_judge_options(a, "the destination's QEMU version (e.g. 7.2, 10.0); default: inferred from the streams")
-    a.add_argument("--keylog", metavar="FILE", help="NSS key log (SSLKEYLOGFILE) to decrypt TLS migrations")
+    add_keylog_options(a)
     a.add_argument("--plot", metavar="FILE.png", help="write a timeline picture of the channels")
     a.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     add_time_option(a)
@@ -160,7 +160,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     w.add_argument("--silent-threshold", type=float, default=1.0, metavar="S",
                    help="seconds a channel taken as main (or blocking a peek) must stay silent before the alert "
                         "(default 1)")
-    w.add_argument("--keylog", metavar="FILE", help="NSS key log (SSLKEYLOGFILE) to decrypt TLS migrations")
+    add_keylog_options(w)
     w.add_argument("--progress", action="store_true", help="show bytes read and rate even when stderr is not a "
                                                            "terminal")
     add_time_option(w)
@@ -174,7 +174,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     d.add_argument("capture", help="pcap or pcapng file (optionally gzip-compressed), '-' or a pipe; or a raw "
                                    "migration stream file (migrate \"exec:cat > FILE\"), read as the main channel")
     d.add_argument("--json", action="store_true", help="one JSON object per record (JSON lines)")
-    d.add_argument("--keylog", metavar="FILE", help="NSS key log (SSLKEYLOGFILE) to decrypt TLS migrations")
+    add_keylog_options(d, verify=False)
     d.add_argument("--connection", "-c", action="append", metavar="N|IP:PORT",
                    help="only this connection (index or client/server endpoint); repeatable")
     d.add_argument("--channel", action="append", metavar="KIND", choices=DISSECT_CHANNELS,

@@ -32,3 +32,12 @@ def add_time_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", "--time-format", choices=list(FORMATS), default="r", metavar="FORMAT",
                    help="times in the text output, as tshark -t: "
                         + "; ".join(f"{k}: {v}" for k, v in FORMATS.items()))
+
+
+def add_keylog_options(p: argparse.ArgumentParser, verify: bool = True) -> None:
+    """--keylog (and, where the analysis skips page contents, --tls-verify)."""
+    p.add_argument("--keylog", metavar="FILE", help="NSS key log (SSLKEYLOGFILE) to decrypt TLS migrations")
+    if verify:
+        p.add_argument("--tls-verify", action="store_true",
+                       help="decrypt and authenticate every TLS record, page contents too (slower; by default "
+                            "records holding only page contents are framed, their tags not checked)")

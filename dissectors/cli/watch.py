@@ -181,7 +181,7 @@ def run_watch(args: argparse.Namespace) -> int:
     if args.filter and args.interface is None:
         raise InputError("-f FILTER goes with -i IFACE (filter a piped capture with tcpdump itself)")
     opts = Options(qemu_version=args.qemu_version, stall_threshold=args.stall_threshold,
-                   progress_timeout=args.progress_timeout)
+                   progress_timeout=args.progress_timeout, tls_verify=args.tls_verify)
     keylog = load_keylog(args.keylog)
     dump = Tcpdump(args.interface, args.filter) if args.interface is not None else None
     label = dump.label if dump is not None else args.capture

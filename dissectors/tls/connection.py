@@ -147,6 +147,8 @@ class TlsConnection:
         #: The consumer may open windows (``_Direction.wanted``): each plaintext pauses the direction until
         #: ``resume``, so the window it opens applies to the records right after it.
         self.windows = False
+        #: Records wholly inside a window are framed, not decrypted (False: every record is authenticated).
+        self.skip_unread = True
         self.alerts: list[tuple[int, int, int]] = []   # (direction, level, description) seen decrypted
 
     @property
@@ -264,7 +266,8 @@ class TlsConnection:
                 break
             total = 5 + length
             d.skipped12 = None                      # (a header after it: the record skipped last is whole)
-            if ctype == TLS_APPLICATION_DATA and length >= SKIP_MIN and d.plain + length <= d.wanted \
+            if self.skip_unread and ctype == TLS_APPLICATION_DATA and length >= SKIP_MIN \
+                    and d.plain + length <= d.wanted \
                     and d.next_keys is None and d.keys is not None and d.keys.skip_tail is not None \
                     and (d.protected or self.version != TLS12):
                 # Nobody reads this record's plaintext: count its sequence number, drop what is buffered of

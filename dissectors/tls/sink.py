@@ -49,8 +49,11 @@ class TlsStatus:
 class TlsStreamSink:
     """StreamSink wrapper: ``inner`` sees plaintext (TLS with secrets) or the bytes as they are."""
 
-    def __init__(self, inner: Any, keylog: KeyLog) -> None:
+    def __init__(self, inner: Any, keylog: KeyLog, skip_unread: bool = True) -> None:
         self.inner = inner
+        #: Records whose plaintext the inner sink skips are framed, not decrypted (their tags unchecked);
+        #: False decrypts and authenticates every record.
+        self.skip_unread = skip_unread
         self.keylog = keylog
         self.status = TlsStatus()
         self.mode: str | None = None          # None (undecided), "hold" (TLS, ClientHello pending), "plain", "tls"
@@ -94,6 +97,7 @@ class TlsStreamSink:
             self.status.tls = True
             self._conn = TlsConnection(self.keylog)
             self._conn.windows = True
+            self._conn.skip_unread = self.skip_unread
             for call, d, _, value, _, _ in self._held:      # the server's bytes that came before
                 if call == "data":
                     self._conn.feed(d, value)
