@@ -110,3 +110,29 @@ def test_tls_channels_get_their_roles_in_handshake_completion_order(tmp_path: Pa
     assert chans[0]["tls_handshake_done_time"] < chans[2]["tls_handshake_done_time"]   # ... but ready first
     assert m["outcome"]["status"] == "failed"
     assert "TLS handshake completed 1 of 3" in m["misclassifications"][0]["evidence"][0]
+
+
+def test_a_reset_after_both_fins_is_teardown_noise_not_a_failure(tmp_path: Path) -> None:
+    """On a jittered path the source re-ACKs the destination's FIN after that socket is gone, and the
+    destination's kernel answers with a RST (netpath-multifd-tls-11.1): the channel had closed cleanly
+    both ways, so the hidden verdict stays completed. A reset before the destination's FIN still fails."""
+    def capture(rst_after_fins: bool) -> dict[str, Any]:
+        sessions: list[X.TlsSession] = []
+        main = X.tls_conn(50000, 1.0, [X.precopy_stream()], sessions)
+        main.close(1.51 if rst_after_fins else 1.49, by=1, how="F" if rst_after_fins else "R")
+        if rst_after_fins:
+            main.close(1.53, by=1, how="R")
+        hello = X.named(X.MultifdHello).size
+        conns = [main] + [X.tls_conn(50001 + i, 1.005 + i * 0.001, [m[:hello], m[hello:]], sessions)
+                          for i, m in enumerate(X.multifd_stream(channel_id=i) for i in range(2))]
+        cap = tmp_path / f"rst-{rst_after_fins}.pcap"
+        X.S.write_capture(str(cap), conns)
+        (m,) = analyze_file(str(cap), Options()).report["migrations"]
+        return m
+
+    late = capture(rst_after_fins=True)
+    assert late["outcome"]["status"] == "completed", late["outcome"]
+    assert late["channels"][0]["rst_time"] is not None        # the reset is still reported as seen
+    early = capture(rst_after_fins=False)
+    assert early["outcome"]["status"] == "failed"
+    assert "reset before the source closed it" in early["outcome"]["reason"]

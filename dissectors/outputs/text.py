@@ -389,8 +389,12 @@ def _legs_table(w: _Writer, m: dict[str, Any], indent: int) -> None:
         w.para("#: leg.place in that leg's accept order (leg 0 the initial connections, 1.. postcopy recovery)",
                indent, 4)
     if any(c.get("tls_handshake_done_time") is not None for c in m["channels"]):
-        w.para("tls: the time its TLS handshake completed at the destination (the client's Finished arrived); "
-               "QEMU gives a TLS channel its role then, so that is the order shown", indent, 4)
+        if (m.get("vantage") or {}).get("guess") in ("source", "between"):
+            when = ("the time the client's TLS Finished passed here; it completes the handshake at the "
+                    "destination about half a round trip later")
+        else:
+            when = "the time its TLS handshake completed at the destination (the client's Finished arrived)"
+        w.para(f"tls: {when}; QEMU gives a TLS channel its role then, so that is the order shown", indent, 4)
     if any(c.get("order_certain") is False for c in m["channels"]):
         w.para("~ handshakes closer together than the path's jitter at this vantage: the destination's order "
                "is inferred from its behaviour (order_certain: false)", indent, 4)
