@@ -24,20 +24,29 @@ from tests.tls_helpers import (
 
 CAPTURE_DIR = Path(__file__).resolve().parent.parent / "captures"
 CAPTURE_SUFFIXES = (".pcap.gz", ".pcap", ".pcapng.gz", ".pcapng")
-KEYLOGS = sorted(CAPTURE_DIR.glob("*.keylog"))
-IDS = [k.name.removesuffix(".keylog") for k in KEYLOGS]
+# A namespace-path run's two captures (NAME.src, NAME.dst: one per vantage) share the run's NAME.keylog.
+VANTAGES = ("", ".src", ".dst")
+
+
+def captures_for(keylog: Path) -> list[Path]:
+    stem = keylog.name.removesuffix(".keylog")
+    found = [keylog.with_name(stem + v + suffix) for v in VANTAGES for suffix in CAPTURE_SUFFIXES]
+    return [c for c in found if c.exists()] or [keylog.with_name(stem + CAPTURE_SUFFIXES[0])]
+
+
+KEYLOGS = [(k, c) for k in sorted(CAPTURE_DIR.glob("*.keylog")) for c in captures_for(k)]
+IDS = [c.name.split(".pcap")[0] for _, c in KEYLOGS]
 DIRECTIONS = ("client-to-server", "server-to-client")
 
 
 
-def capture_for(keylog: Path) -> Path:
-    stem = keylog.name.removesuffix(".keylog")
-    for suffix in CAPTURE_SUFFIXES:
-        cap = keylog.with_name(stem + suffix)
-        if cap.exists():
-            return cap
-    pytest.fail(f"{keylog.name} has no capture next to it ({', '.join(stem + s for s in CAPTURE_SUFFIXES)})",
-                pytrace=False)
+def capture_for(case: tuple[Path, Path]) -> tuple[Path, Path]:
+    keylog, cap = case
+    if not cap.exists():
+        stem = keylog.name.removesuffix(".keylog")
+        pytest.fail(f"{keylog.name} has no capture next to it ({', '.join(stem + s for s in CAPTURE_SUFFIXES)}, "
+                    "or a .src/.dst pair)", pytrace=False)
+    return keylog, cap
 
 
 def require_tls() -> None:
@@ -89,7 +98,7 @@ def test_corpus_has_tls_captures():
 @pytest.mark.parametrize("keylog", KEYLOGS, ids=IDS)
 @pytest.mark.tshark
 def test_plaintext_equals_tsharks(keylog):
-    cap = capture_for(keylog)
+    keylog, cap = capture_for(keylog)
     if TSHARK is None:
         pytest.skip("tshark is not installed: it is the oracle here")
     require_tls()
@@ -120,7 +129,7 @@ def test_plaintext_equals_tsharks(keylog):
 def test_plaintext_stream_is_clean(keylog):
     """Every TLS connection of a capture with its full key log is decrypted without a problem, and the
     plaintext reaches the inner sink whole: in order, no gap, one end per direction."""
-    cap = capture_for(keylog)
+    keylog, cap = capture_for(keylog)
     require_tls()
     conns = migshark_tls_connections(cap, keylog)
     tls = [c for c in conns if c.status.tls]
@@ -146,7 +155,7 @@ def test_keylog_matched_by_client_random(keylog, tmp_path):
     """With the lines of one connection only, that connection (both legs of a relay: same handshake)
     decrypts as with the full key log; every other TLS connection is reported, passed through encrypted,
     and nothing raises."""
-    cap = capture_for(keylog)
+    keylog, cap = capture_for(keylog)
     require_tls()
     full = {c.key: c for c in migshark_tls_connections(cap, keylog)}
     partial, random = _partial_keylog(keylog, tmp_path)
@@ -172,7 +181,7 @@ def test_keylog_matched_by_client_random(keylog, tmp_path):
 def test_tshark_agrees_on_client_randoms(keylog, tmp_path):
     """tshark sees the same ClientHello random on each connection as migshark, and with the partial key
     log decrypts exactly the connections migshark decrypts."""
-    cap = capture_for(keylog)
+    keylog, cap = capture_for(keylog)
     if TSHARK is None:
         pytest.skip("tshark is not installed: it is the oracle here")
     require_tls()
