@@ -24,29 +24,28 @@ from tests.tls_helpers import (
 
 CAPTURE_DIR = Path(__file__).resolve().parent.parent / "captures"
 CAPTURE_SUFFIXES = (".pcap.gz", ".pcap", ".pcapng.gz", ".pcapng")
-# A namespace-path run's two captures (NAME.src, NAME.dst: one per vantage) share the run's NAME.keylog.
-VANTAGES = ("", ".src", ".dst")
 
 
-def captures_for(keylog: Path) -> list[Path]:
+def _is_run_keylog(keylog: Path) -> bool:
+    """A namespace-path run's NAME.keylog: its captures are NAME.src / NAME.dst, each with its own copy."""
     stem = keylog.name.removesuffix(".keylog")
-    found = [keylog.with_name(stem + v + suffix) for v in VANTAGES for suffix in CAPTURE_SUFFIXES]
-    return [c for c in found if c.exists()] or [keylog.with_name(stem + CAPTURE_SUFFIXES[0])]
+    return all(keylog.with_name(f"{stem}.{v}.keylog").exists() for v in ("src", "dst"))
 
 
-KEYLOGS = [(k, c) for k in sorted(CAPTURE_DIR.glob("*.keylog")) for c in captures_for(k)]
-IDS = [c.name.split(".pcap")[0] for _, c in KEYLOGS]
+KEYLOGS = sorted(k for k in CAPTURE_DIR.glob("*.keylog") if not _is_run_keylog(k))
+IDS = [k.name.removesuffix(".keylog") for k in KEYLOGS]
 DIRECTIONS = ("client-to-server", "server-to-client")
 
 
 
-def capture_for(case: tuple[Path, Path]) -> tuple[Path, Path]:
-    keylog, cap = case
-    if not cap.exists():
-        stem = keylog.name.removesuffix(".keylog")
-        pytest.fail(f"{keylog.name} has no capture next to it ({', '.join(stem + s for s in CAPTURE_SUFFIXES)}, "
-                    "or a .src/.dst pair)", pytrace=False)
-    return keylog, cap
+def capture_for(keylog: Path) -> Path:
+    stem = keylog.name.removesuffix(".keylog")
+    for suffix in CAPTURE_SUFFIXES:
+        cap = keylog.with_name(stem + suffix)
+        if cap.exists():
+            return cap
+    pytest.fail(f"{keylog.name} has no capture next to it ({', '.join(stem + s for s in CAPTURE_SUFFIXES)})",
+                pytrace=False)
 
 
 def require_tls() -> None:
@@ -98,7 +97,7 @@ def test_corpus_has_tls_captures():
 @pytest.mark.parametrize("keylog", KEYLOGS, ids=IDS)
 @pytest.mark.tshark
 def test_plaintext_equals_tsharks(keylog):
-    keylog, cap = capture_for(keylog)
+    cap = capture_for(keylog)
     if TSHARK is None:
         pytest.skip("tshark is not installed: it is the oracle here")
     require_tls()
@@ -129,7 +128,7 @@ def test_plaintext_equals_tsharks(keylog):
 def test_plaintext_stream_is_clean(keylog):
     """Every TLS connection of a capture with its full key log is decrypted without a problem, and the
     plaintext reaches the inner sink whole: in order, no gap, one end per direction."""
-    keylog, cap = capture_for(keylog)
+    cap = capture_for(keylog)
     require_tls()
     conns = migshark_tls_connections(cap, keylog)
     tls = [c for c in conns if c.status.tls]
@@ -155,7 +154,7 @@ def test_keylog_matched_by_client_random(keylog, tmp_path):
     """With the lines of one connection only, that connection (both legs of a relay: same handshake)
     decrypts as with the full key log; every other TLS connection is reported, passed through encrypted,
     and nothing raises."""
-    keylog, cap = capture_for(keylog)
+    cap = capture_for(keylog)
     require_tls()
     full = {c.key: c for c in migshark_tls_connections(cap, keylog)}
     partial, random = _partial_keylog(keylog, tmp_path)
@@ -181,7 +180,7 @@ def test_keylog_matched_by_client_random(keylog, tmp_path):
 def test_tshark_agrees_on_client_randoms(keylog, tmp_path):
     """tshark sees the same ClientHello random on each connection as migshark, and with the partial key
     log decrypts exactly the connections migshark decrypts."""
-    keylog, cap = capture_for(keylog)
+    cap = capture_for(keylog)
     if TSHARK is None:
         pytest.skip("tshark is not installed: it is the oracle here")
     require_tls()

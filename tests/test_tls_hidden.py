@@ -136,3 +136,22 @@ def test_a_reset_after_both_fins_is_teardown_noise_not_a_failure(tmp_path: Path)
     early = capture(rst_after_fins=False)
     assert early["outcome"]["status"] == "failed"
     assert "reset before the source closed it" in early["outcome"]["reason"]
+
+
+def test_a_lone_tls_connection_is_not_judged_but_the_report_says_why(tmp_path: Path) -> None:
+    """A precopy over TLS is one connection: without the key log nothing tells it from any TLS service, so
+    it is no migration, but the text says a key log would read it; with the key log it is judged."""
+    from dissectors.outputs.text import headline, render_report
+
+    sessions: list[X.TlsSession] = []
+    cap = tmp_path / "lone.pcap"
+    X.S.write_capture(str(cap), [X.tls_conn(50000, 1.0, [X.precopy_stream()], sessions)])
+    keylog = tmp_path / "lone.keylog"
+    keylog.write_text("".join(s.keylog() for s in sessions))
+    hidden = analyze_file(str(cap), Options()).report
+    assert not hidden["migrations"] and [o["kind"] for o in hidden["other_connections"]] == ["tls"]
+    assert "pass --keylog" in headline(hidden)
+    assert "a lone one may be a migration's main channel" in " ".join(render_report(hidden).split())
+    read = analyze_file(str(cap), Options(), keylog=KeyLog.load(str(keylog))).report
+    (m,) = read["migrations"]
+    assert [c["role"] for c in m["channels"]] == ["main"] and m["outcome"]["status"] == "completed"

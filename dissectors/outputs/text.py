@@ -167,6 +167,8 @@ def headline(report: dict[str, Any]) -> str:
         conns = len(report.get("other_connections", [])) + sum(
             lim["over"] for lim in report.get("limits", []) if lim["limit"] == "other_connections_listed")
         what = f"no QEMU migration channel in {conns} TCP connection(s), {cap['tcp_segments']} segment(s)"
+        if _hidden_tls_hint(report):
+            what += " (TLS hidden: pass --keylog)"
         return f"NO MIGRATION: {what}" + (f"; {cut}" if cut else "")
 
     def rank(it: tuple[dict[str, Any], dict[str, Any] | None]) -> tuple[int, int]:
@@ -251,7 +253,20 @@ def render_report(report: dict[str, Any], tf: TimeFormat | None = None, width: i
                  o["directions"][0]["bytes"], o["directions"][1]["bytes"]] for o in others]
         w.lines += ["  " + x for x in table(rows, ["client", "server", "kind", "handshake", "to server",
                                                     "to client"])]
+        hint = _hidden_tls_hint(report)
+        if hint:
+            w.para(hint, 2, 4)
     return "\n".join(w.lines) + "\n"
+
+
+def _hidden_tls_hint(report: dict[str, Any]) -> str | None:
+    """Why TLS connections left out of every migration may still be one: a plain precopy over TLS is a single
+    connection, and one TLS connection alone says nothing of its contents (any TLS service looks the same)."""
+    tls = sum(1 for o in report.get("other_connections", []) if o.get("kind") == "tls")
+    if not tls or "keylog" in report["capture"]:
+        return None
+    return (f"{tls} TLS connection(s) with hidden contents: a lone one may be a migration's main channel (a "
+            "precopy over TLS uses no other); pass --keylog to read it")
 
 
 def render_migration(m: dict[str, Any], tf: TimeFormat | None = None, width: int | None = None) -> list[str]:
