@@ -425,6 +425,14 @@ def _postcopy(w: _Writer, m: dict[str, Any]) -> None:
     if pc.get("run_time") is not None or pc.get("page_requests"):
         lat = (f", latency median {pc['median_latency'] * 1000:.2f} ms, max {pc['max_latency'] * 1000:.2f} ms"
                if pc.get("max_latency") is not None else "")
+        flight = f"{pc.get('already_in_flight', 0)} by a page already in flight"
+        if (m.get("vantage") or {}).get("guess") in ("destination", "between"):
+            # Here a request is seen leaving and a page arriving: a page the source had sent before the
+            # request reached it arrives after the request left, so it looks served (the source's capture
+            # tells them apart); latencies include the round trip.
+            flight += ("; far from the source a page already on its way when the request reached the source "
+                       "looks served")
+            lat = lat.replace("latency", "latency as seen here (round trip included):", 1)
         w.para(f"postcopy: run at {w.at(pc.get('run_time'))}, {pc.get('page_requests', 0)} page "
-               f"requests, {pc.get('served_requests', 0)} served ({pc.get('already_in_flight', 0)} by a "
-               f"page already in flight), {pc.get('unserved_requests', 0)} never served{lat}", 2, 4)
+               f"requests, {pc.get('served_requests', 0)} served ({flight}), "
+               f"{pc.get('unserved_requests', 0)} never served{lat}", 2, 4)

@@ -532,6 +532,16 @@ SCENARIOS: dict[str, Scenario] = {
             "source opens multifd only after main's TLS handshake",
         ),
         Scenario(
+            "netpath-preempt-tls-11.1",
+            "postcopy-preempt over TLS 1.3 over a namespace path, 5 +- 3 ms one way",
+            src="11.1",
+            dst="11.1",
+            **dict(_PRE_TLS12, **dict(_NETPATH, memory_mib=16, fill_mib=1, dirty_pages=256, dirty_rate=500),
+                   tls_priority=None),
+            timeout_s=60,
+            lab_note="completes: preempt connects at postcopy start",
+        ),
+        Scenario(
             "preempt-tls12-11.1",
             "postcopy with the preempt channel over TLS 1.2 (priority NORMAL:-VERS-ALL:+VERS-TLS1.2)",
             src="11.1",
