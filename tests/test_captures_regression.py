@@ -188,7 +188,8 @@ def test_recovery_leg_is_linked():
                                              ("preempt-10.0", ">= 10.0"), ("preempt-7.2", ">= 7.2"),
                                              # downward: a newer source speaks its older machine type's stream
                                              ("multifd4-11.1-to-10.0", ">= 10.0"),
-                                             ("multifd4-10.0-to-7.2", ">= 7.2"), ("preempt-10.0-to-7.2", ">= 7.2")])
+                                             ("multifd4-10.0-to-7.2", ">= 7.2"), ("multifd4-11.1-to-7.2", ">= 7.2"),
+                                             ("preempt-10.0-to-7.2", ">= 7.2")])
 def test_source_generation_from_stream_features(name, generation):
     cap = next(c for c in CAPTURES if c.name.startswith(name + "."))
     (m,) = destination_side(cap)

@@ -567,6 +567,14 @@ SCENARIOS: dict[str, Scenario] = {
             "it opens the preempt channel at set-up, as 7.2 does, and ends it with an EOS",
         ),
         Scenario(
+            "multifd4-11.1-to-7.2",
+            "cross-version multifd downward, machine pc-i440fx-7.2 (deprecated on 11.1)",
+            src="11.1",
+            dst="7.2",
+            multifd=4,
+            lab_note="(not in the table) the 11.1 source warns that pc-i440fx-7.2 is deprecated",
+        ),
+        Scenario(
             "multifd4-10.0-to-7.2",
             "cross-version multifd downward, machine pc-i440fx-7.2",
             src="10.0",
