@@ -15,7 +15,9 @@ SCENARIOS="${*:-precopy-7.2 precopy-10.0 multifd4-7.2 multifd4-10.0 multifd4-7.2
     multifd-tls-10.0 multifd-tls-7.2-to-11.1 preempt-tls-7.2 preempt-tls-10.0 preempt-tls-11.1 holdback-tls-11.1 timer-footer-11.1
     tlsfin-multifd-7.2 tlsfin-multifd-10.0 tlsfin-multifd-11.1 tlsfin-preempt-7.2
     multifd-tls12-7.2 multifd-tls12-11.1 multifd-tls12-chacha-10.0
-    netpath-multifd4-7.2 netpath-multifd4-7.2-misorder netpath-preempt-7.2}"
+    netpath-multifd4-7.2 netpath-multifd4-7.2-misorder netpath-preempt-7.2
+    netpath-multifd4-10.0 netpath-multifd-tls-11.1 preempt-tls12-11.1
+    multifd4-11.1-to-10.0 multifd4-10.0-to-7.2 multifd4-11.1-to-7.2 preempt-10.0-to-7.2}"
 # netpath-multifd4-7.2-misorder: netpath-multifd4-7.2 recorded again and again (at most 15 times) until the
 # jittered path makes the destination accept a multifd channel before main (it prints the bad magic error).
 record_misorder() {

@@ -185,7 +185,11 @@ def test_recovery_leg_is_linked():
 
 
 @pytest.mark.parametrize("name,generation", [("multifd4-7.2", "7.2"), ("multifd4-10.0", ">= 10.0"),
-                                             ("preempt-10.0", ">= 10.0"), ("preempt-7.2", ">= 7.2")])
+                                             ("preempt-10.0", ">= 10.0"), ("preempt-7.2", ">= 7.2"),
+                                             # downward: a newer source speaks its older machine type's stream
+                                             ("multifd4-11.1-to-10.0", ">= 10.0"),
+                                             ("multifd4-10.0-to-7.2", ">= 7.2"), ("multifd4-11.1-to-7.2", ">= 7.2"),
+                                             ("preempt-10.0-to-7.2", ">= 7.2")])
 def test_source_generation_from_stream_features(name, generation):
     cap = next(c for c in CAPTURES if c.name.startswith(name + "."))
     (m,) = destination_side(cap)
@@ -312,3 +316,30 @@ def test_held_tls_finished_serialises_the_destination(cap):
     (m,) = destination_side(cap)
     assert m["channels"][0]["role"] == m["channels"][0]["assigned_role"] == "main"
     assert not m["misclassifications"] and m["outcome"]["status"] == "completed"
+
+
+def test_a_newer_source_on_a_72_machine_opens_the_preempt_channel_at_set_up():
+    """preempt-10.0-to-7.2: pc-i440fx-7.2 sets x-preempt-pre-7-2 (hw_compat_7_2) on the 10.0 source, so it
+    connects the preempt channel at set-up, not at postcopy start (postcopy_preempt_establish_channel), and
+    ends it with an EOS for the 7.2 destination's fast-load thread: nothing may place the source at 8.0+."""
+    (m,) = destination_side(named("preempt-10.0-to-7.2"))
+    main, pre = m["channels"]
+    assert (main["role"], pre["role"]) == ("main", "preempt")
+    assert pre["handshake_time"] - main["handshake_time"] < 0.05
+    assert m["postcopy"]["run_time"] - pre["handshake_time"] > 1.0
+    assert pre["records"].get("ram.eos") == 1 and pre["records"].get("ram.page", 0) > 0
+    assert any("preempt channel opened at set-up" in e for e in m["policy"]["evidence"])
+    assert m["outcome"]["status"] == "completed" and not m["misclassifications"]
+
+
+@pytest.mark.parametrize("vantage", ["src", "dst"])
+def test_tls_over_a_jittered_path_completes_with_and_without_the_key_log(vantage):
+    """netpath-multifd-tls-11.1: the destination's kernel resets the finished main channel when a re-ACK
+    of its FIN reaches the gone socket; the hidden verdict must not call that a failure."""
+    cap = named(f"netpath-multifd-tls-11.1.{vantage}")
+    (m,) = destination_side(cap)
+    assert [c["role"] for c in m["channels"]] == ["main", "multifd", "multifd"]
+    assert m["outcome"]["status"] == "completed"
+    (hidden,) = analyze_file(str(cap), Options()).report["migrations"]
+    assert hidden["channels"][0]["rst_time"] is not None
+    assert hidden["outcome"]["status"] == "completed", hidden["outcome"]

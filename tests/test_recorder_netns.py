@@ -305,3 +305,13 @@ def test_live_netpath_multifd_recording(tmp_path: Path) -> None:
     assert relay["frames_forwarded"] > 1000 and relay["frames_oversize"] == 0
     assert net["addresses"] == {"source": "198.18.0.1", "destination": "198.18.0.2", "prefix_len": 15}
     assert manifest["qemu"]["source"]["command_line"][:3] == [shutil.which("ip"), "netns", "exec"]
+
+
+def test_vantage_roles_name_tls_and_leave_main_first_open() -> None:
+    """A TLS channel's first bytes are a ClientHello record: its role is encrypted, so the vantage says
+    "tls" (not "no-magic", a preempt channel's page header) and does not claim main was accepted first."""
+    from dissectors.recorder.vantage import Conn
+
+    assert Conn(1, first_bytes=bytes.fromhex("1603010200010001fc0303")).role() == "tls"
+    assert Conn(1, first_bytes=bytes.fromhex("0000000000001000")).role() == "no-magic"
+    assert Conn(1, first_bytes=b"QEVM\x00\x00\x00\x03").role() == "main"

@@ -234,3 +234,25 @@ def test_a_relays_source_leg_counts_only_its_unreadable_channels() -> None:
 
 
 # -- the README's sample output is what the command prints -----------------------------------------------
+
+
+def test_postcopy_line_far_from_the_source_says_what_it_cannot_tell(tmp_path) -> None:
+    """Captured at the destination (the ACK a round trip after the SYN-ACK), a page the source sent before
+    the request reached it still arrives after the request left: the line must not vouch for the in-flight
+    count, and its latencies include the round trip (netpath-preempt-tls-11.1: 11 of 24 at the source, 0
+    at the destination)."""
+    from tests.test_analysis_synthetic import postcopy_preempt
+
+    def text(ack_delay: float) -> str:
+        conns = postcopy_preempt(preempt_first=False)
+        for c in conns:
+            c.ack_delay = ack_delay
+        cap = tmp_path / f"pc-{ack_delay}.pcap"
+        S.write_capture(str(cap), conns)
+        report = analyze_file(str(cap), Options()).report
+        return " ".join(render_report(report, width=200).split())
+
+    far = text(0.01)
+    assert "looks served" in far and "round trip included" in far
+    near = text(0.00001)
+    assert "looks served" not in near and "latency median" in near

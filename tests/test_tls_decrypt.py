@@ -232,3 +232,27 @@ def test_the_server_flight_seen_before_the_client_hello_still_decrypts() -> None
     feed(sink, [(1, s_open), (0, c_open), (0, s.data(0, b"QEVM" * 50)), (1, s.data(1, b"rp"))])
     assert bytes(inner.bufs[0]) == b"QEVM" * 50 and bytes(inner.bufs[1]) == b"rp"
     assert sink.status.decrypted and not sink.status.problems
+
+
+def test_a_decrypted_channel_silent_past_its_handshake_is_the_preempt_channel(tmp_path: Path) -> None:
+    """preempt-tls12-11.1: the 8.0+ source opens the preempt channel at postcopy start and, with no page
+    request, writes nothing on it after the TLS handshake. Decrypted, that channel is silent (its handshake
+    bytes are not the source's migration data): a postcopy migration's preempt channel, as without the key log."""
+    from dissectors.layers import commands as C
+    from dissectors.layers.synth import postcopy_package
+
+    stream = (S.header() + S.command(C.MIG_CMD_POSTCOPY_ADVISE, (0x1000).to_bytes(8, "big") * 2)
+              + S.ram_start() + S.ram_part([0x1000]) + postcopy_package() + S.ram_part([0x2000], end=True)
+              + S.eof())
+    sessions: list[X.TlsSession] = []
+    conns = [X.tls_conn(50000, 1.0, [stream], sessions), X.tls_conn(50001, 1.2, [], sessions)]
+    cap = tmp_path / "silent-preempt.pcap"
+    S.write_capture(str(cap), conns)
+    keylog = tmp_path / "silent-preempt.keylog"
+    keylog.write_text("".join(s.keylog() for s in sessions))
+    (m,) = analyze_file(str(cap), Options(), keylog=KeyLog.load(str(keylog))).report["migrations"]
+    assert [c["role"] for c in m["channels"]] == ["main", "preempt"]
+    assert "past the TLS handshake" in m["channels"][1]["role_evidence"]
+    assert m["outcome"]["status"] == "completed"
+    (hidden,) = analyze_file(str(cap), Options()).report["migrations"]
+    assert [c["role"] for c in hidden["channels"]] == ["main", "preempt"]

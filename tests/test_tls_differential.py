@@ -24,7 +24,15 @@ from tests.tls_helpers import (
 
 CAPTURE_DIR = Path(__file__).resolve().parent.parent / "captures"
 CAPTURE_SUFFIXES = (".pcap.gz", ".pcap", ".pcapng.gz", ".pcapng")
-KEYLOGS = sorted(CAPTURE_DIR.glob("*.keylog"))
+
+
+def _is_run_keylog(keylog: Path) -> bool:
+    """A namespace-path run's NAME.keylog: its captures are NAME.src / NAME.dst, each with its own copy."""
+    stem = keylog.name.removesuffix(".keylog")
+    return all(keylog.with_name(f"{stem}.{v}.keylog").exists() for v in ("src", "dst"))
+
+
+KEYLOGS = sorted(k for k in CAPTURE_DIR.glob("*.keylog") if not _is_run_keylog(k))
 IDS = [k.name.removesuffix(".keylog") for k in KEYLOGS]
 DIRECTIONS = ("client-to-server", "server-to-client")
 

@@ -110,3 +110,48 @@ def test_tls_channels_get_their_roles_in_handshake_completion_order(tmp_path: Pa
     assert chans[0]["tls_handshake_done_time"] < chans[2]["tls_handshake_done_time"]   # ... but ready first
     assert m["outcome"]["status"] == "failed"
     assert "TLS handshake completed 1 of 3" in m["misclassifications"][0]["evidence"][0]
+
+
+def test_a_reset_after_both_fins_is_teardown_noise_not_a_failure(tmp_path: Path) -> None:
+    """On a jittered path the source re-ACKs the destination's FIN after that socket is gone, and the
+    destination's kernel answers with a RST (netpath-multifd-tls-11.1): the channel had closed cleanly
+    both ways, so the hidden verdict stays completed. A reset before the destination's FIN still fails."""
+    def capture(rst_after_fins: bool) -> dict[str, Any]:
+        sessions: list[X.TlsSession] = []
+        main = X.tls_conn(50000, 1.0, [X.precopy_stream()], sessions)
+        main.close(1.51 if rst_after_fins else 1.49, by=1, how="F" if rst_after_fins else "R")
+        if rst_after_fins:
+            main.close(1.53, by=1, how="R")
+        hello = X.named(X.MultifdHello).size
+        conns = [main] + [X.tls_conn(50001 + i, 1.005 + i * 0.001, [m[:hello], m[hello:]], sessions)
+                          for i, m in enumerate(X.multifd_stream(channel_id=i) for i in range(2))]
+        cap = tmp_path / f"rst-{rst_after_fins}.pcap"
+        X.S.write_capture(str(cap), conns)
+        (m,) = analyze_file(str(cap), Options()).report["migrations"]
+        return m
+
+    late = capture(rst_after_fins=True)
+    assert late["outcome"]["status"] == "completed", late["outcome"]
+    assert late["channels"][0]["rst_time"] is not None        # the reset is still reported as seen
+    early = capture(rst_after_fins=False)
+    assert early["outcome"]["status"] == "failed"
+    assert "reset before the source closed it" in early["outcome"]["reason"]
+
+
+def test_a_lone_tls_connection_is_not_judged_but_the_report_says_why(tmp_path: Path) -> None:
+    """A precopy over TLS is one connection: without the key log nothing tells it from any TLS service, so
+    it is no migration, but the text says a key log would read it; with the key log it is judged."""
+    from dissectors.outputs.text import headline, render_report
+
+    sessions: list[X.TlsSession] = []
+    cap = tmp_path / "lone.pcap"
+    X.S.write_capture(str(cap), [X.tls_conn(50000, 1.0, [X.precopy_stream()], sessions)])
+    keylog = tmp_path / "lone.keylog"
+    keylog.write_text("".join(s.keylog() for s in sessions))
+    hidden = analyze_file(str(cap), Options()).report
+    assert not hidden["migrations"] and [o["kind"] for o in hidden["other_connections"]] == ["tls"]
+    assert "pass --keylog" in headline(hidden)
+    assert "a lone one may be a migration's main channel" in " ".join(render_report(hidden).split())
+    read = analyze_file(str(cap), Options(), keylog=KeyLog.load(str(keylog))).report
+    (m,) = read["migrations"]
+    assert [c["role"] for c in m["channels"]] == ["main"] and m["outcome"]["status"] == "completed"

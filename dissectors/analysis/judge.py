@@ -37,6 +37,17 @@ def _rst(c: Connection) -> float | None:
     return min(times) if times else None
 
 
+def _abort(c: Connection) -> float | None:
+    """The first reset that ends the connection abortively; None when there is none or every reset came after
+    both sides' FINs. Such a late reset is TCP's answer to a stray segment (a duplicate ACK or retransmission
+    overtaken on the path) reaching a socket that had already closed cleanly both ways: it says nothing about
+    the migration (seen on a jittered path: the destination's kernel resets the finished main channel
+    when the source re-ACKs the destination's FIN)."""
+    done = None if c.fin_ts[0] is None or c.fin_ts[1] is None else max(c.fin_ts[0], c.fin_ts[1])
+    times = [t for t in c.rst_ts if t is not None and (done is None or t < done)]
+    return min(times) if times else None
+
+
 def _r(ts: float | None) -> float | None:
     return None if ts is None else round(ts, 6)
 
@@ -609,7 +620,7 @@ class MigrationJudge:
             who = "destination" if d == 1 else "source"
             return {"status": "failed", "reason": f"the {who} sent a TLS alert on {_addr(f.conn.client)} at {_fmt(ts)} "
                                                   f"(the TLS session was refused or broken); {hidden}"}
-        first = [f for f in conns if _rst(f.conn) is not None or f.conn.closed_by == "server"]
+        first = [f for f in conns if _abort(f.conn) is not None or f.conn.closed_by == "server"]
         if postcopy and first and all(_closed_after_source(f) for f in conns):
             return {"status": "completed",
                     "reason": "every channel carried data and the destination closed each one cleanly after the "
@@ -617,7 +628,7 @@ class MigrationJudge:
                               f"stream; {hidden}"}
         if first:
             f = first[0]
-            how = "reset" if _rst(f.conn) is not None else f"closed by {f.conn.closed_by}"
+            how = "reset" if _abort(f.conn) is not None else f"closed by {f.conn.closed_by}"
             return {"status": "failed",
                     "reason": f"{_addr(f.conn.client)} {how} before the source closed it; {hidden}"}
         if all(f.conn.closed_by == "client" and f.conn.fin_ts[0] is not None and f.client_sent() for f in conns):
@@ -675,7 +686,7 @@ class MigrationJudge:
                                                       "streams (lost or snaplen-cut packets)"}
         if conns and all(f.kind == "tls" for f in conns if f.client_sent()):
             return self.tls_outcome(conns, postcopy=self.tls_postcopy)
-        resets = [f for f in conns if _rst(f.conn) is not None or f.conn.closed_by == "server"]
+        resets = [f for f in conns if _abort(f.conn) is not None or f.conn.closed_by == "server"]
         if resets:
             f = resets[0]
             return {"status": "failed",
@@ -686,10 +697,11 @@ class MigrationJudge:
 
 
 def _closed_after_source(f: ConnectionFacts) -> bool:
-    """Closed with FINs both ways and no reset, the destination's FIN after the source's last data."""
+    """Closed with FINs both ways and no reset before them, the destination's FIN after the source's last
+    data."""
     c = f.conn
     last = c.last_data_ts[0]
-    return (_rst(c) is None and c.fin_ts[0] is not None and c.fin_ts[1] is not None and last is not None
+    return (_abort(c) is None and c.fin_ts[0] is not None and c.fin_ts[1] is not None and last is not None
             and c.fin_ts[1] >= last)
 
 

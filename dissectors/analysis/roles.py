@@ -23,8 +23,11 @@ def true_role(facts: ConnectionFacts, postcopy: bool) -> tuple[str, str]:
     if kind in KIND_TO_ROLE:
         role = KIND_TO_ROLE[kind]
         return role, _evidence(facts, role)
-    if facts.client_sent() == 0:
+    if not facts.wrote(0):          # nothing, or under decrypted TLS nothing past the handshake
         if postcopy:
+            if facts.decrypted:
+                return PREEMPT, ("silent: the source sent nothing on it past the TLS handshake (a preempt "
+                                 "channel carries only the pages the destination requests in postcopy)")
             return PREEMPT, "silent: the source sent nothing on it (a preempt channel before postcopy starts)"
         return UNKNOWN, "silent: the source sent nothing on it"
     if kind == "uncaptured":

@@ -72,9 +72,22 @@ def destination_version(capture: Path) -> str | None:
 
 
 def corpus_keylog(capture: Path) -> KeyLog | None:
-    """The key log recorded beside a capture (``NAME.keylog``), if there is one."""
+    """The key log recorded beside a capture (``NAME.keylog``), else the one its manifest names (``tls.keylog_file``:
+    a namespace-path run's two captures, ``NAME.src`` and ``NAME.dst``, share the run's ``NAME.keylog``)."""
     path = sibling(capture, ".keylog")
+    if not path.exists():
+        path = _manifest_keylog(capture) or path
     return load_keylog(str(path)) if path.exists() else None
+
+
+def _manifest_keylog(capture: Path) -> Path | None:
+    try:
+        data = json.loads(sibling(capture, ".manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    tls = data.get("tls") if isinstance(data, dict) else None
+    name = tls.get("keylog_file") if isinstance(tls, dict) else None
+    return capture.with_name(Path(name).name) if isinstance(name, str) and name else None
 
 
 def normalise(report: dict[str, Any]) -> dict[str, Any]:

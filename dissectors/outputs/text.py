@@ -167,6 +167,8 @@ def headline(report: dict[str, Any]) -> str:
         conns = len(report.get("other_connections", [])) + sum(
             lim["over"] for lim in report.get("limits", []) if lim["limit"] == "other_connections_listed")
         what = f"no QEMU migration channel in {conns} TCP connection(s), {cap['tcp_segments']} segment(s)"
+        if _hidden_tls_hint(report):
+            what += " (TLS hidden: pass --keylog)"
         return f"NO MIGRATION: {what}" + (f"; {cut}" if cut else "")
 
     def rank(it: tuple[dict[str, Any], dict[str, Any] | None]) -> tuple[int, int]:
@@ -251,7 +253,20 @@ def render_report(report: dict[str, Any], tf: TimeFormat | None = None, width: i
                  o["directions"][0]["bytes"], o["directions"][1]["bytes"]] for o in others]
         w.lines += ["  " + x for x in table(rows, ["client", "server", "kind", "handshake", "to server",
                                                     "to client"])]
+        hint = _hidden_tls_hint(report)
+        if hint:
+            w.para(hint, 2, 4)
     return "\n".join(w.lines) + "\n"
+
+
+def _hidden_tls_hint(report: dict[str, Any]) -> str | None:
+    """Why TLS connections left out of every migration may still be one: a plain precopy over TLS is a single
+    connection, and one TLS connection alone says nothing of its contents (any TLS service looks the same)."""
+    tls = sum(1 for o in report.get("other_connections", []) if o.get("kind") == "tls")
+    if not tls or "keylog" in report["capture"]:
+        return None
+    return (f"{tls} TLS connection(s) with hidden contents: a lone one may be a migration's main channel (a "
+            "precopy over TLS uses no other); pass --keylog to read it")
 
 
 def render_migration(m: dict[str, Any], tf: TimeFormat | None = None, width: int | None = None) -> list[str]:
@@ -389,8 +404,12 @@ def _legs_table(w: _Writer, m: dict[str, Any], indent: int) -> None:
         w.para("#: leg.place in that leg's accept order (leg 0 the initial connections, 1.. postcopy recovery)",
                indent, 4)
     if any(c.get("tls_handshake_done_time") is not None for c in m["channels"]):
-        w.para("tls: the time its TLS handshake completed at the destination (the client's Finished arrived); "
-               "QEMU gives a TLS channel its role then, so that is the order shown", indent, 4)
+        if (m.get("vantage") or {}).get("guess") in ("source", "between"):
+            when = ("the time the client's TLS Finished passed here; it completes the handshake at the "
+                    "destination about half a round trip later")
+        else:
+            when = "the time its TLS handshake completed at the destination (the client's Finished arrived)"
+        w.para(f"tls: {when}; QEMU gives a TLS channel its role then, so that is the order shown", indent, 4)
     if any(c.get("order_certain") is False for c in m["channels"]):
         w.para("~ handshakes closer together than the path's jitter at this vantage: the destination's order "
                "is inferred from its behaviour (order_certain: false)", indent, 4)
@@ -406,6 +425,14 @@ def _postcopy(w: _Writer, m: dict[str, Any]) -> None:
     if pc.get("run_time") is not None or pc.get("page_requests"):
         lat = (f", latency median {pc['median_latency'] * 1000:.2f} ms, max {pc['max_latency'] * 1000:.2f} ms"
                if pc.get("max_latency") is not None else "")
+        flight = f"{pc.get('already_in_flight', 0)} by a page already in flight"
+        if (m.get("vantage") or {}).get("guess") in ("destination", "between"):
+            # Here a request is seen leaving and a page arriving: a page the source had sent before the
+            # request reached it arrives after the request left, so it looks served (the source's capture
+            # tells them apart); latencies include the round trip.
+            flight += ("; far from the source a page already on its way when the request reached the source "
+                       "looks served")
+            lat = lat.replace("latency", "latency as seen here (round trip included):", 1)
         w.para(f"postcopy: run at {w.at(pc.get('run_time'))}, {pc.get('page_requests', 0)} page "
-               f"requests, {pc.get('served_requests', 0)} served ({pc.get('already_in_flight', 0)} by a "
-               f"page already in flight), {pc.get('unserved_requests', 0)} never served{lat}", 2, 4)
+               f"requests, {pc.get('served_requests', 0)} served ({flight}), "
+               f"{pc.get('unserved_requests', 0)} never served{lat}", 2, 4)

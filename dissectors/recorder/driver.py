@@ -75,7 +75,7 @@ def capabilities(sc: Scenario) -> dict[str, bool]:
     return caps
 
 
-def parameters(sc: Scenario, role: str) -> dict[str, Any]:
+def parameters(sc: Scenario, role: str, host: str = LOOPBACK) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if sc.multifd:
         params["multifd-channels"] = sc.multifd
@@ -86,7 +86,7 @@ def parameters(sc: Scenario, role: str) -> dict[str, Any]:
         if sc.max_postcopy_bandwidth:
             params["max-postcopy-bandwidth"] = sc.max_postcopy_bandwidth
         if sc.tls:
-            params["tls-hostname"] = LOOPBACK
+            params["tls-hostname"] = host  # the server certificate's SAN IP (tls.py)
     return params
 
 
@@ -170,7 +170,7 @@ class Run:
             self.work = work
             if parent is not None:
                 kernel = stage_kernel(kernel, work)
-            tls_dir = make_x509_creds(work / "tls") if sc.tls else None
+            tls_dir = make_x509_creds(work / "tls", self.host) if sc.tls else None
             keylog = self.out_dir / f"{self.name}.keylog" if sc.tls else None
             work_keylog = work / "sslkeylog" if sc.tls else None  # copied to keylog after the run
             guest = GuestSpec(
@@ -263,7 +263,7 @@ class Run:
             "host": {"kernel": platform.release(), "python": platform.python_version()},
             "ports": self.ports,
             "capabilities": caps,
-            "parameters_set": {r: parameters(sc, r) for r in sides},
+            "parameters_set": {r: parameters(sc, r, self.host) for r in sides},
             "qemu": {},
         }
         for role, side in sides.items():
@@ -280,7 +280,7 @@ class Run:
                 "env": side.install.env,
             }
             await side.execute("migrate-set-capabilities", {"capabilities": _cap_list(caps)})
-            params = parameters(sc, role)
+            params = parameters(sc, role, self.host)
             if params:
                 await side.execute("migrate-set-parameters", params)
             info["qemu"][role]["migrate_parameters"] = await side.try_execute("query-migrate-parameters")
@@ -460,8 +460,8 @@ class Run:
         if keylog is not None:
             res["tls"] = {
                 "keylog_file": keylog.name if keylog.exists() else None,
-                "hostname": LOOPBACK,
-                "creds": "x509 from certtool (CA, server SAN IP 127.0.0.1, client)",
+                "hostname": self.host,
+                "creds": f"x509 from certtool (CA, server SAN IP {self.host}, client)",
                 "priority": self.sc.tls_priority,
             }
         if proxy is not None:

@@ -178,7 +178,7 @@ def check_environment(sc: Any) -> None:
 def write_vantage_manifests(rec: Recording) -> list[Path]:
     """NAME.src.manifest.json and NAME.dst.manifest.json beside NAME.manifest.json: the same manifest with
     ``vantage`` and ``capture`` naming that file, so tools that look for ``<capture stem>.manifest.json``
-    (``migshark check``) find it."""
+    (``migshark check``) find it; for a TLS run NAME.src.keylog and NAME.dst.keylog likewise."""
     data = json.loads(rec.manifest.read_text())
     vantages = data.get("netpath", {}).get("vantages") or {}
     written = []
@@ -193,6 +193,13 @@ def write_vantage_manifests(rec: Recording) -> list[Path]:
         out = rec.manifest.with_name(rec.manifest.name.replace(".manifest.json", f".{tag}.manifest.json"))
         out.write_text(json.dumps(copy, indent=2) + "\n")
         written.append(out)
+        # A TLS run's key log decrypts both captures: a copy as NAME.src.keylog / NAME.dst.keylog for the
+        # tools that look for ``<capture stem>.keylog`` (check, fleet, the differential test)
+        keylog = (data.get("tls") or {}).get("keylog_file")
+        if keylog and rec.manifest.with_name(keylog).is_file():
+            kout = rec.manifest.with_name(keylog.removesuffix(".keylog") + f".{tag}.keylog")
+            shutil.copyfile(rec.manifest.with_name(keylog), kout)
+            written.append(kout)
     return written
 
 

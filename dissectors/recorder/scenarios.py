@@ -88,6 +88,13 @@ _PRE_TLS = dict(_PRE, **dict(_TLS, max_bandwidth=1 * MIB, max_postcopy_bandwidth
 _TLSFIN = dict(tls=True, memory_mib=16, fill_mib=1, dirty_pages=64, dirty_rate=100, hold_back="main",
                hold_at="tls-finished")
 _TLSFIN_PRE = dict(_PRE, **dict(_TLSFIN, max_bandwidth=MIB // 2, max_postcopy_bandwidth=MIB // 2))
+# TLS 1.3 with TLS_AES_128_GCM_SHA256 only (GnuTLS picks AES-256-GCM by default).
+TLS13_AES128_PRIORITY = "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM"
+# Postcopy-preempt over TLS 1.2: the tiny TLS guest at 512 KiB/s; 11.1 converged it in 1.35 s (max-bandwidth
+# did not hold it back), so postcopy starts 0.4 s in, mid-migration; with _TLS12's 64 dirtied pages no page
+# was requested in postcopy (a silent preempt channel), with 256 at 500 pages/s 60 were.
+_PRE_TLS12 = dict(_PRE, **dict(_TLS12, max_bandwidth=MIB // 2, max_postcopy_bandwidth=MIB // 2,
+                               dirty_pages=256, dirty_rate=500, postcopy_after_s=0.4))
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -500,6 +507,80 @@ SCENARIOS: dict[str, Scenario] = {
             **dict(_PRE, **dict(_NETPATH, fill_mib=8)),
             timeout_s=60,
             lab_note="completes: the silent preempt channel never overtook main in 56 runs",
+        ),
+        Scenario(
+            "netpath-multifd4-10.0",
+            "multifd 4 over a namespace path, 5 +- 3 ms one way (10.0: every channel up before main's QEVM)",
+            src="10.0",
+            dst="10.0",
+            multifd=4,
+            **_NETPATH,
+            timeout_s=45,
+            lab_note="completes: 10.0 peeks at each channel's first bytes, so a multifd channel accepted before "
+            "main is still mapped right",
+        ),
+        Scenario(
+            "netpath-multifd-tls-11.1",
+            "multifd 2 over TLS 1.3 (TLS_AES_128_GCM_SHA256 only) over a namespace path, 5 +- 3 ms one way",
+            src="11.1",
+            dst="11.1",
+            multifd=2,
+            **dict(_NETPATH, tls=True, tls_priority=TLS13_AES128_PRIORITY, memory_mib=16, fill_mib=1,
+                   dirty_pages=64, dirty_rate=100),
+            timeout_s=60,
+            lab_note="completes: TLS is not peekable, so the destination maps channels by accept order, but the "
+            "source opens multifd only after main's TLS handshake",
+        ),
+        Scenario(
+            "netpath-preempt-tls-11.1",
+            "postcopy-preempt over TLS 1.3 over a namespace path, 5 +- 3 ms one way",
+            src="11.1",
+            dst="11.1",
+            **dict(_PRE_TLS12, **dict(_NETPATH, memory_mib=16, fill_mib=1, dirty_pages=256, dirty_rate=500),
+                   tls_priority=None),
+            timeout_s=60,
+            lab_note="completes: preempt connects at postcopy start",
+        ),
+        Scenario(
+            "preempt-tls12-11.1",
+            "postcopy with the preempt channel over TLS 1.2 (priority NORMAL:-VERS-ALL:+VERS-TLS1.2)",
+            src="11.1",
+            dst="11.1",
+            **_PRE_TLS12,
+            lab_note="completes; preempt connects at postcopy start",
+        ),
+        Scenario(
+            "multifd4-11.1-to-10.0",
+            "cross-version multifd downward, machine pc-i440fx-10.0",
+            src="11.1",
+            dst="10.0",
+            multifd=4,
+            lab_note="(not in the table) a newer source to an older destination with the older machine type",
+        ),
+        Scenario(
+            "preempt-10.0-to-7.2",
+            "postcopy-preempt downward, machine pc-i440fx-7.2 (x-preempt-pre-7-2 on the 10.0 source)",
+            src="10.0",
+            dst="7.2",
+            **_PRE,
+            lab_note="(not in the table) the pc-i440fx-7.2 machine sets x-preempt-pre-7-2 on the 10.0 source: "
+            "it opens the preempt channel at set-up, as 7.2 does, and ends it with an EOS",
+        ),
+        Scenario(
+            "multifd4-11.1-to-7.2",
+            "cross-version multifd downward, machine pc-i440fx-7.2 (deprecated on 11.1)",
+            src="11.1",
+            dst="7.2",
+            multifd=4,
+            lab_note="(not in the table) the 11.1 source warns that pc-i440fx-7.2 is deprecated",
+        ),
+        Scenario(
+            "multifd4-10.0-to-7.2",
+            "cross-version multifd downward, machine pc-i440fx-7.2",
+            src="10.0",
+            dst="7.2",
+            multifd=4,
+            lab_note="(not in the table) a newer source to an older destination with the older machine type",
         ),
     ]
 }

@@ -3,7 +3,8 @@
 
 QEMU's ``tls-creds-x509`` reads ``ca-cert.pem``, ``server-cert.pem``/``server-key.pem`` (server endpoint) and
 ``client-cert.pem``/``client-key.pem`` (client endpoint, and for ``verify-peer=on`` on the server) from one
-directory. The server certificate carries IP 127.0.0.1 in its SAN, matching ``tls-hostname=127.0.0.1``.
+directory. The server certificate carries the destination's address in its SAN (127.0.0.1, or the destination
+namespace's address on a namespace path), matching the source's ``tls-hostname``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from .qemus import tool
 
 _CA = "cn = migshark test CA\nca\ncert_signing_key\nexpiration_days = 3650\n"
 _SERVER = (
-    "organization = migshark\ncn = 127.0.0.1\nip_address = 127.0.0.1\ntls_www_server\n"
+    "organization = migshark\ncn = {host}\nip_address = {host}\ntls_www_server\n"
     "encryption_key\nsigning_key\nexpiration_days = 3650\n"
 )
 _CLIENT = (
@@ -28,12 +29,12 @@ def _run(args: list[str]) -> None:
     subprocess.run(args, check=True, capture_output=True, timeout=60)
 
 
-def make_x509_creds(directory: Path) -> Path:
-    """Write a CA, a server and a client certificate into ``directory``; return it."""
+def make_x509_creds(directory: Path, host: str = "127.0.0.1") -> Path:
+    """Write a CA, a server certificate for the IP ``host`` and a client certificate into ``directory``."""
     certtool = tool("certtool")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "ca.info").write_text(_CA)
-    (directory / "server.info").write_text(_SERVER)
+    (directory / "server.info").write_text(_SERVER.format(host=host))
     (directory / "client.info").write_text(_CLIENT)
     for key in ("ca-key.pem", "server-key.pem", "client-key.pem"):
         _run(

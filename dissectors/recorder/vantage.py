@@ -3,8 +3,8 @@
 
 For every TCP connection to the destination's port: when its SYN, SYN-ACK and the client's first ACK
 passed this vantage, what its first bytes say it is (``QEVM`` = main, the multifd magic = multifd with
-its channel id, nothing at all = silent, other bytes = no-magic, as the postcopy preempt channel's
-page headers), and who closed it and when. At the destination's vantage the
+its channel id, nothing at all = silent, a TLS ClientHello = tls (role encrypted), other bytes = no-magic,
+as the postcopy preempt channel's page headers), and who closed it and when. At the destination's vantage the
 order in which the client's handshake-completing ACKs arrived is the order the kernel queued the
 connections for ``accept()``: the destination's accept order. At the source's vantage the SYN order is
 the connect order.
@@ -21,6 +21,7 @@ from dissectors.capture import open_capture
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 QEVM = b"QEVM"
+TLS_HANDSHAKE = b"\x16"  # TLS record content type handshake, then the record version 03 0x
 MULTIFD_MAGIC = bytes.fromhex("11223344")
 MULTIFD_ID_OFFSET = 24  # magic, version, uuid[16], then the channel id (u8)
 
@@ -49,6 +50,8 @@ class Conn:
             return "multifd"
         if not self.first_bytes:
             return "silent"
+        if self.first_bytes[:1] == TLS_HANDSHAKE and self.first_bytes[1:2] == b"\x03":
+            return "tls"  # a ClientHello record: the role is encrypted (the key log and the analyser read it)
         return "no-magic"  # e.g. a postcopy preempt channel: its first bytes are a page header
 
     def to_dict(self, t0: float) -> dict[str, Any]:
@@ -133,5 +136,7 @@ def vantage_summary(pcap: Path, server: str, port: int, vantage: str) -> dict[st
         out["accept_order"] = out["established_order"]
         roles = out["accept_order"]
         out["main_accept_position"] = roles.index("main") if "main" in roles else None
-        out["main_accepted_first"] = bool(roles) and roles[0] == "main"
+        # TLS: QEMU gives a channel its role when its TLS handshake completes, not at accept, and the
+        # roles are encrypted here: the TCP accept order cannot say whether main came first.
+        out["main_accepted_first"] = None if "tls" in roles else bool(roles) and roles[0] == "main"
     return out
