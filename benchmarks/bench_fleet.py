@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             wall.setdefault(name, []).append(s)
             cpus.setdefault(name, []).append(c)
             rows[name] = result
+            print(f"  {name:<16} {s:7.2f} s, {c:6.2f} s CPU; load {os.getloadavg()[0]:.2f}", flush=True)
 
         def warm(c: Any) -> None:              # every worker imports the analysis (the loop's process has)
             from distributed import Client
