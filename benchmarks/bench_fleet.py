@@ -8,7 +8,10 @@ Builds a fleet of captures in a temporary directory (deleted afterwards; ``--kee
 ``--generated`` captures from ``gen_capture.py`` with valid QEMU streams (``qemu_payload``) at small sizes
 (``--sizes``, cycled; each with its own seed) and ``--copies`` copies of the corpus captures in
 captures/ (hard links, with their key logs beside, so TLS ones are decrypted). Then, with the page cache
-warm, median of ``--repeat`` runs:
+warm, ``--repeat`` rounds of every kind of run below, one after the other in each round (so a change in
+the machine's other load weighs on each kind alike), the median of each kind kept; each round starts
+its clusters afresh and has every worker analyse one capture before the timing (the loop's process has
+imported the analysis too):
 
 - ``loop``: ``task.analyse_capture`` on every capture in this process, one after the other (the baseline);
 - ``dask``: ``runner.run_tasks`` on a running ``LocalCluster`` of ``--workers`` processes (one thread
@@ -24,6 +27,7 @@ Ratios are within the same run. The tables must be equal (rows, less ``seconds``
 from __future__ import annotations
 
 import argparse
+import compileall
 import itertools
 import os
 import shutil
@@ -42,8 +46,8 @@ sys.path.insert(0, str(HERE))
 
 from dissectors.analysis.judge import Options  # noqa: E402
 from dissectors.fleet.inputs import CaptureInput, discover  # noqa: E402
+from dissectors.fleet.runner import batches, run_tasks  # noqa: E402
 from dissectors.fleet.runner import local_cluster as cluster  # noqa: E402
-from dissectors.fleet.runner import run_tasks  # noqa: E402
 from dissectors.fleet.task import analyse_capture  # noqa: E402
 
 
@@ -71,6 +75,20 @@ def build_fleet(root: Path, generated: int, copies: int, sizes: list[str]) -> No
             os.link(keylog, out / (name.split(".pcap")[0] + ".keylog"))
 
 
+def bytecode_caches(prefix: Path) -> None:
+    """Let the clusters' worker processes load migshark from bytecode caches, as an installed migshark's
+    do (pip compiles them). Where ``PYTHONDONTWRITEBYTECODE`` is set and the package has none (a source
+    tree), every worker would otherwise compile the whole analysis at its start (~0.2 s of CPU quiet, a
+    second or more at a load of 8). The caches go under ``prefix`` (``PYTHONPYCACHEPREFIX``), not into
+    the source tree."""
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        return
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
+    sys.pycache_prefix = str(prefix)
+    compileall.compile_dir(ROOT / "dissectors", quiet=1)
+
+
 def cpu_seconds() -> float:
     """CPU time (user + system) of this process and every process under it (the local cluster's
     scheduler, nannies and workers run in here or below), processes that already ended excepted."""
@@ -87,20 +105,27 @@ def cpu_seconds() -> float:
     return total
 
 
-CPU: dict[str, float] = {}
+def measure(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Wall seconds, CPU seconds of the process tree, and the result of one call."""
+    c0 = cpu_seconds()
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, cpu_seconds() - c0, result
 
 
-def timed(fn: Callable[[], Any], repeat: int, name: str = "") -> tuple[float, Any]:
-    times, cpus, result = [], [], None
-    for _ in range(repeat):
-        c0 = cpu_seconds()
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-        cpus.append(cpu_seconds() - c0)
-    if name:
-        CPU[name] = statistics.median(cpus)
-    return statistics.median(times), result
+def tail_bound(items: list[CaptureInput], costs: list[float], workers: int, per_task: float = 0.003) -> str:
+    """The runner's packing played with each capture's cost in the loop: ``workers`` workers each taking
+    the next task in queue order when free, ``per_task`` seconds per task. Less load-sensitive than the
+    cluster's wall clock: what the order and sizes of the tasks alone allow."""
+    groups = batches(items, workers)
+    ends = [0.0] * workers
+    for group in groups:
+        w = min(range(workers), key=ends.__getitem__)
+        ends[w] += sum(costs[j] for j in group) + per_task
+    ideal = sum(costs) / workers
+    return (f"tail: {len(groups)} tasks; played with the loop's per-capture times on {workers} workers the last "
+            f"ends at {max(ends):.2f} s of an ideal {ideal:.2f} s, the first {max(ends) - min(ends):.3f} s "
+            f"before it: the packing allows {sum(costs) / max(ends):.2f}x")
 
 
 def strip(results: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
@@ -123,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             build_fleet(root, args.generated, args.copies, args.sizes.split(","))
             print(f"fleet built in {time.perf_counter() - t0:.1f} s in {root}")
+        bytecode_caches(root / "pycache")
         items = discover([str(root)])
         total = sum(i.size for i in items)
         print(f"{len(items)} captures, {total / 1e6:,.1f} MB on storage; load average "
@@ -132,16 +158,41 @@ def main(argv: list[str] | None = None) -> int:
             Path(item.url).read_bytes()
 
         load0 = os.getloadavg()[0]
-        loop_s, loop_rows = timed(lambda: [analyse_capture(i, opts) for i in items], args.repeat, "loop")
-        with cluster(args.workers) as c:
-            dask_s, dask_rows = timed(lambda: run_tasks(analyse_capture, items, opts, scheduler=c.scheduler_address),
-                                      args.repeat, f"dask-{args.workers}")
-        start_s, _ = timed(lambda: run_tasks(analyse_capture, items, opts, workers=args.workers), 1)
-        with cluster(1) as c:
-            one_s, one_rows = timed(lambda: run_tasks(analyse_capture, items, opts, scheduler=c.scheduler_address),
-                                    args.repeat, "dask-1")
-            noop_s, _ = timed(lambda: run_tasks(noop, items, opts, scheduler=c.scheduler_address), args.repeat,
-                              "noop-1")
+        # The runs are interleaved, round after round (the median of each kind is kept), so that a change in
+        # the machine's other load during the benchmark weighs on every kind alike. A cluster is started
+        # fresh for each round and only its runs are timed (its idle CPU is in the process tree's).
+        wall: dict[str, list[float]] = {}
+        cpus: dict[str, list[float]] = {}
+        rows: dict[str, Any] = {}
+        two, start_name = f"dask-{args.workers}", f"dask-{args.workers}+startup"
+
+        def record(name: str, fn: Callable[[], Any]) -> None:
+            s, c, result = measure(fn)
+            wall.setdefault(name, []).append(s)
+            cpus.setdefault(name, []).append(c)
+            rows[name] = result
+            print(f"  {name:<16} {s:7.2f} s, {c:6.2f} s CPU; load {os.getloadavg()[0]:.2f}", flush=True)
+
+        def warm(c: Any) -> None:              # every worker imports the analysis (the loop's process has)
+            from distributed import Client
+
+            with Client(c.scheduler_address) as client:
+                client.run(analyse_capture, items[-1], opts)
+
+        for _ in range(args.repeat):
+            record("loop", lambda: [analyse_capture(i, opts) for i in items])
+            with cluster(args.workers) as c:
+                warm(c)
+                record(two, lambda: run_tasks(analyse_capture, items, opts, scheduler=c.scheduler_address))
+            record(start_name, lambda: run_tasks(analyse_capture, items, opts, workers=args.workers))
+            with cluster(1) as c:
+                warm(c)
+                record("dask-1", lambda: run_tasks(analyse_capture, items, opts, scheduler=c.scheduler_address))
+                record("noop-1", lambda: run_tasks(noop, items, opts, scheduler=c.scheduler_address))
+        secs = {k: statistics.median(v) for k, v in wall.items()}
+        CPU = {k: statistics.median(v) for k, v in cpus.items()}
+        loop_s, dask_s, start_s, one_s, noop_s = (secs[k] for k in ("loop", two, start_name, "dask-1", "noop-1"))
+        loop_rows, dask_rows, one_rows = rows["loop"], rows[two], rows["dask-1"]
         if not (strip(loop_rows) == strip(dask_rows) == strip(one_rows)):
             print("FAIL: the cluster's table differs from the loop's", file=sys.stderr)
             return 1
@@ -149,20 +200,21 @@ def main(argv: list[str] | None = None) -> int:
         n = len(items)
         print(f"{'run':<16} {'seconds':>8} {'captures/s':>11} {'MB/s':>8} {'x loop':>7} {'CPU s':>7} "
               f"{'CPU/capture':>12}")
-        for name, s in (("loop", loop_s), (f"dask-{args.workers}", dask_s), (f"dask-{args.workers}+startup", start_s),
-                        ("dask-1", one_s), ("noop-1", noop_s)):
-            cpu = CPU.get(name)
-            cpu_txt = f"{cpu:7.2f} {cpu / n * 1000:9.1f} ms" if cpu is not None else ""
+        for name, s in secs.items():
+            cpu = CPU[name]                     # not with start-up: its workers' CPU ended with them
+            cpu_txt = f"{cpu:7.2f} {cpu / n * 1000:9.1f} ms" if name != start_name else ""
             print(f"{name:<16} {s:8.2f} {n / s:11.1f} {total / 1e6 / s:8.1f} {loop_s / s:7.2f} {cpu_txt}")
         print(f"speed-up on the running {args.workers}-worker cluster: {loop_s / dask_s:.2f}x "
               f"(with cluster start-up and shutdown: {loop_s / start_s:.2f}x)")
         print(f"Dask path overhead per capture (dask-1 - loop) / n: {(one_s - loop_s) / n * 1000:+.1f} ms "
               f"({(one_s - loop_s) / loop_s * 100:+.1f} % of the loop); empty-task round trip "
               f"{noop_s / n * 1000:.1f} ms; workers busy {busy:.2f} s of {dask_s * args.workers:.2f} s")
-        dask_cpu = CPU[f"dask-{args.workers}"]
+        dask_cpu = CPU[two]
         print(f"CPU: the cluster spent {dask_cpu / CPU['loop']:.2f}x the loop's CPU for the same table; on "
               f"{args.workers} otherwise idle cores that bounds the speed-up at "
-              f"{args.workers * CPU['loop'] / dask_cpu:.2f}x")
+              f"{args.workers * CPU['loop'] / dask_cpu:.2f}x; dask-1 spent {CPU['dask-1'] / CPU['loop']:.2f}x "
+              f"({(CPU['dask-1'] - CPU['loop']) / n * 1000:+.1f} ms of CPU per capture)")
+        print(tail_bound(items, [rows[0]["seconds"] if rows else 0.0 for rows in loop_rows], args.workers))
         print(f"load average before {load0:.2f}, after {os.getloadavg()[0]:.2f} (other processes share the cores: "
               "wall-clock ratios are only meaningful on a quiet machine)")
     finally:

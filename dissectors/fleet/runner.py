@@ -13,8 +13,9 @@ progress bar). Where it runs:
 
 The queue is ordered largest capture first (Dask task priorities), so a large capture does not start
 last. A large capture is still one task: the analysis streams it in bounded memory; small ones are
-packed several to a task (``batches``). A capture whose task dies with its worker (killed, out of
-memory) is tried again alone, and if that dies too it comes back through ``on_error`` as a result, not
+packed several to a task, the tasks shrinking towards the end of the queue (``batches``). A capture
+whose task dies with its worker (killed, out of memory) is tried again alone, and if that dies too it
+comes back through ``on_error`` as a result, not
 an exception.
 """
 
@@ -99,8 +100,10 @@ def local_cluster(workers: int) -> Any:
     (it samples the analysis's stacks every 10 ms, under the GIL, for a dashboard nobody sees here), and
     ``MALLOC_TRIM_THRESHOLD_=65536`` in the workers' environment, which made the analysis ~45 % slower
     (glibc then hands every freed read window back to the kernel and faults it in again; see
-    benchmarks/README.md, "Fleet"). The analysis's memory is bounded anyway. Its event-loop and system
-    monitors tick less often (the idle cluster's own CPU falls from ~7 % to ~2 % of a core). Its logs are
+    benchmarks/README.md, "Fleet"). The analysis's memory is bounded anyway. Its event-loop, system and
+    memory monitors tick less often (the idle cluster's own CPU falls from ~7 % to ~2 % of a core; the
+    memory monitors of each worker and its nanny, psutil every 100 ms by default, alone were about half of
+    what was left: 30 against 17 ms of CPU per second with one worker). Its logs are
     silenced below CRITICAL: a worker's heartbeat racing the shutdown logs a traceback at ERROR, and what
     matters to the user (a task that failed, a worker that died) comes back through the futures."""
     import dask
@@ -110,9 +113,14 @@ def local_cluster(workers: int) -> Any:
                           "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
                           # event-loop health and system metrics for dashboards: every 20 / 500 ms by default
                           "distributed.admin.tick.interval": "1s",
-                          "distributed.admin.system-monitor.interval": "2s"}):
+                          "distributed.admin.system-monitor.interval": "2s",
+                          # each worker's and each nanny's memory check (psutil), every 100 ms by default
+                          "distributed.worker.memory.monitor-interval": "1s"}):
+        # No dashboard; the scheduler's remaining HTTP routes (health, metrics) on a free loopback port,
+        # not 8787 (taken when another Dask cluster runs on the machine, which printed a warning).
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                            dashboard_address=None, silence_logs=logging.CRITICAL)
+                            dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                            silence_logs=logging.CRITICAL)
 
 
 def _serial(fn: Callable[..., R], items: Sequence[CaptureInput], args: tuple[Any, ...],
@@ -127,26 +135,34 @@ def _serial(fn: Callable[..., R], items: Sequence[CaptureInput], args: tuple[Any
 
 
 def batches(items: Sequence[CaptureInput], slots: int, max_bytes: int = 64 << 20,
-            max_count: int = 32) -> list[list[int]]:
-    """Indexes of ``items`` grouped into tasks, largest first: a capture of ``max_bytes`` or more is a
-    task alone; smaller ones are packed (up to ``max_bytes`` and ``max_count`` a task, and small enough
-    that there are ~4 tasks per worker slot to balance), so that Dask's cost per task (~5 ms of CPU over
-    scheduler, worker and client) is not paid per small capture."""
+            max_count: int = 32, split: int = 2) -> list[list[int]]:
+    """Indexes of ``items`` grouped into tasks, in queue order: largest capture first, tasks shrinking
+    towards the end of the queue (guided self-scheduling).
+
+    Each task takes at most ``1 / (split * slots)`` of the captures still unassigned *and* of their bytes
+    (and at most ``max_bytes`` / ``max_count``; a capture at least that big is a task alone). A
+    capture's cost is not known before it is analysed: it grows with its bytes, but a small capture of
+    real traffic (many records, TLS) can cost as much as one a hundred times its size of bulk pages. A
+    task capped on both counts holds at most that share of the remaining work whatever the mix, so the
+    first tasks are large (Dask's own cost per task, ~5 ms of CPU over scheduler, worker and client, is
+    paid rarely) and the last ones are single captures that fill the workers' tail evenly."""
     order = sorted(range(len(items)), key=lambda j: -items[j].size)
-    total = sum(items[j].size for j in order)
-    budget = max(1, min(max_bytes, total // max(1, 4 * slots)))
-    count_cap = max(1, min(max_count, -(-len(items) // max(1, 4 * slots))))
+    share = max(1, split * slots)
+    left_n, left_bytes = len(order), sum(items[j].size for j in order)
     out: list[list[int]] = []
-    current: list[int] = []
-    size = 0
-    for j in order:
-        if current and (size + items[j].size > budget or len(current) >= count_cap):
-            out.append(current)
-            current, size = [], 0
-        current.append(j)
-        size += items[j].size
-    if current:
-        out.append(current)
+    i = 0
+    while i < len(order):
+        count_cap = max(1, min(max_count, left_n // share))
+        byte_cap = min(max_bytes, left_bytes // share)
+        group, size = [order[i]], items[order[i]].size
+        i += 1
+        while i < len(order) and len(group) < count_cap and size + items[order[i]].size <= byte_cap:
+            group.append(order[i])
+            size += items[order[i]].size
+            i += 1
+        out.append(group)
+        left_n -= len(group)
+        left_bytes -= size
     return out
 
 
@@ -169,14 +185,15 @@ def _on_dask(client: Any, fn: Callable[..., R], items: Sequence[CaptureInput], a
     tag = os.urandom(4).hex()
     pending: dict[str, list[int]] = {}
 
-    def submit(group: list[int]) -> Any:
-        # Prioritised by size (higher runs first): the largest captures start first.
+    def submit(group: list[int], priority: int) -> Any:
+        # Higher runs first: the queue's order (largest captures first, small tasks last).
         fut = client.submit(run_batch, fn, [items[j] for j in group], *args, pure=False,
-                            priority=max(items[j].size for j in group), key=f"migshark-{group[0]}-{len(group)}-{tag}")
+                            priority=priority, key=f"migshark-{group[0]}-{len(group)}-{tag}")
         pending[fut.key] = group
         return fut
 
-    queue = as_completed([submit(g) for g in batches(items, _slots(client))])
+    groups = batches(items, _slots(client))
+    queue = as_completed([submit(g, len(groups) - k) for k, g in enumerate(groups)])
     results: list[Any] = [None] * len(items)
     for fut in queue:
         group = pending.pop(fut.key)
@@ -185,7 +202,7 @@ def _on_dask(client: Any, fn: Callable[..., R], items: Sequence[CaptureInput], a
         except Exception as exc:  # noqa: BLE001 - the worker died (KilledWorker) or the task escaped
             if len(group) > 1:     # find the capture that did it: each again on its own
                 for j in group:
-                    queue.add(submit([j]))
+                    queue.add(submit([j], 0))
                 fut.release()
                 continue
             if on_error is None:
