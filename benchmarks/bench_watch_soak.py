@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """Soak: synthetic migrations through a pipe into ``migshark watch`` at full speed; is memory flat?
 
-    python benchmarks/bench_watch_soak.py [--duration 3600] [--sample 10] [--finish]
+    python benchmarks/bench_watch_soak.py [--duration 3600] [--rate MIGRATIONS_PER_S] [--sample S] [--finish]
 
 A writer plays migrations (benchmarks/live_feed.py: main + 2 multifd, every other one misread on a QEMU
-7.2 destination) into ``migshark watch --json --qemu-version 7.2 -`` as fast as the pipe takes them, one
-every 0.1 s of capture time, each from its own client address (a pool of 4096 reused in turn, the
-timestamps moved on). It samples watch's resident set size (``VmRSS``) every ``--sample`` seconds and
-prints it at the start (after a warm-up of 5 % of the run, at least 10 s), at the end, and its maximum,
-with the migrations fed, the bytes and rate, and the alerts received (one per misread migration is
-expected). The baseline is watch's own RSS at the start: the ratio end/start should stay near 1.
+7.2 destination) into ``migshark watch --json --qemu-version 7.2 -``, one every 0.1 s of capture time,
+each from its own client address (a pool of 4096 reused in turn, the timestamps moved on): as fast as
+the pipe takes them, or ``--rate`` per wall second (a constant feed, so that RSS at the start and at the
+end compare whatever the machine's load; "behind" says how far the writer fell behind that schedule,
+i.e. whether watch kept up). It prints watch's resident set size (``VmRSS``) at the start (after a
+warm-up of 5 % of the run, at least 10 s), at every 10 % of the run and at the end, with the migrations
+fed, the feed rate, watch's CPU share, the retired reports' bytes on disk, the alerts received (one per
+misread migration is expected) and the load average; then its peak (``VmHWM``). The baseline is
+watch's own RSS at the start: the ratio end/start should stay near 1.
 
 At the end watch is killed (the full report of an hour of migrations is not the subject here); with
 ``--finish`` the pipe is closed instead and the time and peak RSS of the final report are printed too.
@@ -35,6 +38,7 @@ from live_feed import PCAP_HEADER, fast_migration  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 POOL = 4096
 SPACING = 0.1
+CATCH_UP = 1.0      # --rate: at most this many seconds of the schedule made up by feeding faster
 
 
 def retired_bytes(pid: int) -> int | None:
@@ -58,10 +62,20 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=3600.0, help="seconds to run (default an hour)")
-    p.add_argument("--sample", type=float, default=10.0, help="seconds between RSS samples")
+    p.add_argument("--rate", type=float, default=None, metavar="MIGRATIONS_PER_S",
+                   help="feed this many migrations per wall second (default: as fast as the pipe takes them)")
+    p.add_argument("--sample", type=float, default=0.0,
+                   help="also print a sample every this many seconds (default: only at every 10 %% of the run)")
     p.add_argument("--finish", action="store_true", help="end the stream and wait for the final report")
     args = p.parse_args(argv)
 
@@ -91,24 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     fd = proc.stdin.fileno()
     os.write(fd, PCAP_HEADER)
     fed = written = 0
-    start = time.monotonic()
-    warm = max(10.0, 0.05 * args.duration)
-    samples: list[tuple[float, int]] = []
-    next_sample = start + warm
-    rss_start = None
-    while True:
-        now = time.monotonic()
-        if now - start >= args.duration:
-            break
-        if now >= next_sample:
-            kib = rss_kib(proc.pid)
-            samples.append((now - start, kib))
-            if rss_start is None:
-                rss_start = kib
-                fed_at_start = fed
-            print(f"  {now - start:7.0f} s  {fed:8d} migrations  {written / 1e6:9.1f} MB  RSS {kib / 1024:6.1f} MiB  "
-                  f"alerts {counts['misclassified']}", file=sys.stderr)
-            next_sample = now + args.sample
+
+    def feed_one() -> None:
+        nonlocal fed, written
         shift = int((fed // POOL) * cycle)
         out = bytearray()
         for sec, rest in pool[fed % POOL]:
@@ -116,19 +115,76 @@ def main(argv: list[str] | None = None) -> int:
         os.write(fd, out)
         written += len(out)
         fed += 1
+
+    # The clock starts once watch is up (its first event out): its start-up is not the subject here.
+    feed_one()
+    ready = time.monotonic()
+    while not counts["migration-start"] and time.monotonic() - ready < 120 and proc.poll() is None:
+        time.sleep(0.01)
+    print(f"watch up after {time.monotonic() - ready:.1f} s", file=sys.stderr)
+    start = time.monotonic()
+    sched = start                  # --rate: when the next migration is due
+    slipped = 0.0                  # seconds of the schedule given up (watch or the writer starved of CPU)
+    warm = max(10.0, 0.05 * args.duration)
+    marks = [warm] + [args.duration * k / 10 for k in range(1, 10)]
+    marks = sorted({m for m in marks if m >= warm})
+    samples: list[tuple[float, int, int, float, float]] = []     # (s, fed, RSS KiB, watch CPU s, behind s)
+    last = {"t": start, "fed": fed, "cpu": cpu_seconds(proc.pid)}
+    next_extra = start + warm + args.sample if args.sample > 0 else float("inf")
+    rate = "as fast as the pipe takes them" if args.rate is None else f"{args.rate:g} migrations/s"
+    print(f"feeding {rate} for {args.duration:.0f} s (load average {_load()})", flush=True)
+    print(f"  {'time':>7}  {'migrations':>10}  {'MB':>8}  {'rate/s':>7}  {'RSS MiB':>7}  {'watch CPU':>9}  "
+          f"{'behind':>6}  {'retired MB':>10}  {'alerts':>8}  load", flush=True)
+
+    def sample(now: float) -> None:
+        kib = rss_kib(proc.pid)
+        cpu = cpu_seconds(proc.pid)
+        lag = 0.0 if args.rate is None else slipped + max(0.0, now - sched)
+        samples.append((now - start, fed, kib, cpu, lag))
+        dt = max(now - last["t"], 1e-9)
+        disk = retired_bytes(proc.pid)
+        print(f"  {now - start:6.0f}s  {fed:10d}  {written / 1e6:8.1f}  {(fed - last['fed']) / dt:7.0f}  "
+              f"{kib / 1024:7.1f}  {100 * (cpu - last['cpu']) / dt:8.0f}%  {lag:5.1f}s  "
+              f"{(disk or 0) / 1e6:10.2f}  {counts['misclassified']:8d}  {_load()}", flush=True)
+        last.update(t=now, fed=fed, cpu=cpu)
+
+    while True:
+        now = time.monotonic()
+        if now - start >= args.duration:
+            break
+        if marks and now - start >= marks[0]:
+            marks.pop(0)
+            sample(now)
+        elif now >= next_extra:
+            sample(now)
+            next_extra = now + args.sample
+        if args.rate is not None:
+            if sched > now:
+                time.sleep(min(sched - now, 0.05))
+                continue
+            if now - sched > CATCH_UP:         # fallen behind: no burst to catch up, the rate stays
+                slipped += now - CATCH_UP - sched
+                sched = now - CATCH_UP
+            sched += 1 / args.rate
+        feed_one()
+    sample(time.monotonic())
     elapsed = time.monotonic() - start
-    rss_end = rss_kib(proc.pid)
     rss_peak = rss_kib(proc.pid, "VmHWM")
     disk = retired_bytes(proc.pid)
-    print(f"duration {elapsed:.0f} s: {fed} migrations ({(fed - fed_at_start) if rss_start else fed} after the "
-          f"warm-up), {written / 1e6:.1f} MB, {written / 1e6 / elapsed:.2f} MB/s, {fed / elapsed:.0f} migrations/s")
-    if rss_start:
-        print(f"RSS at the start (after {warm:.0f} s): {rss_start / 1024:.1f} MiB; "
-              f"at the end: {rss_end / 1024:.1f} MiB (end/start {rss_end / rss_start:.2f}); "
-              f"peak {rss_peak / 1024:.1f} MiB")
+    first, end = samples[0], samples[-1]
+    print(f"duration {elapsed:.0f} s: {fed} migrations ({fed - first[1]} after the warm-up), "
+          f"{written / 1e6:.1f} MB, {written / 1e6 / elapsed:.2f} MB/s, {fed / elapsed:.1f} migrations/s "
+          f"(asked: {rate}; schedule given up or behind at the end: {end[4]:.1f} s)")
+    print(f"RSS at the start (after {first[0]:.0f} s, {first[1]} migrations): {first[2] / 1024:.1f} MiB; at the end: "
+          f"{end[2] / 1024:.1f} MiB (end/start {end[2] / first[2]:.2f}); lowest/highest sample "
+          f"{min(x[2] for x in samples) / 1024:.1f}/{max(x[2] for x in samples) / 1024:.1f} MiB; peak (VmHWM) "
+          f"{rss_peak / 1024:.1f} MiB")
+    print(f"watch CPU {end[3]:.0f} s over {elapsed:.0f} s ({100 * end[3] / elapsed:.0f} %); load average at the end "
+          f"{_load()}")
     print(f"events: {dict(counts)}; misread migrations fed: {fed // 2}")
     if disk is not None:
-        print(f"retired reports on disk: {disk / 1e6:.1f} MB, {disk / max(fed, 1):.0f} bytes per migration fed")
+        print(f"retired reports on disk: {disk / 1e6:.2f} MB, {disk / max(fed, 1):.0f} bytes per migration fed")
+    sys.stdout.flush()
     if args.finish:
         t = time.monotonic()
         proc.stdin.close()
@@ -139,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     return 0
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

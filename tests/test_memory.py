@@ -354,3 +354,63 @@ def test_watch_retirement_leaves_no_cycle(tmp_path: Path) -> None:
         gc.garbage.clear()
         gc.enable()
     assert leaked == []
+
+
+def test_watch_retirement_frees_per_destination_state(tmp_path: Path) -> None:
+    """Migrations to 20 destinations, one after the other: once each retires, the multifd repeat window
+    kept under its (destination, UUID) key goes (it held up to 8,192 packets per destination), and the
+    last judgement's groups hold none of its facts until the next judgement."""
+    conns: list[S.Conn] = []
+    for n in range(20):
+        ms = multifd_migration("main")
+        for c in ms:
+            c.syn_ts += n * 2.5
+            c.events = [(ts + n * 2.5, d, x) for ts, d, x in c.events]
+            c.sport += n * 10
+            c.dport = 5000 + n
+            c.close(max(ts for ts, _, _ in c.events) + 0.001, by=1)
+        conns += ms
+    path = tmp_path / "destinations.pcap"
+    S.write_capture(str(path), conns)
+    options = Options(qemu_version="7.2")
+    expected = _plain(analyze_file(str(path), options).report)
+    assert len(expected["migrations"]) == 20
+
+    analyzer = Analyzer(options)
+    view = LiveView(analyzer)
+    most = {"keys": 0, "stale": 0}
+
+    def on_batch(tracker: Any) -> None:
+        view.forget = tracker.forget
+        view._last_retire = 0.0
+        view.update(tracker.last_ts)
+        held = {id(f) for f in analyzer.facts}
+        most["stale"] += sum(id(f) not in held for g in analyzer.all_groups for f in g.connections)
+        most["keys"] = max(most["keys"], len(analyzer.repeats))
+
+    with open_capture(path) as cap:
+        _, capture = reassemble(_SmallBatches(cap), str(path), analyzer.sink_for, on_batch=on_batch)
+    assert analyzer.retired.migrations >= 15
+    assert 1 <= most["keys"] <= 3            # the migrations held at a time, not one per destination seen
+    assert most["stale"] == 0
+    got = _plain(analyzer.finish(capture).report)
+    assert got == expected
+
+
+def test_retired_repeat_keys_keep_only_their_summary() -> None:
+    """A retired key that found repeats keeps its summary (a later migration on the same key adds to it,
+    as in ``analyze``) but not its window of packets; one that found none goes."""
+    from dissectors.analysis.repeats import RepeatedPages
+
+    rp = RepeatedPages()
+    a, b = ("10.0.0.1:4444", "u"), ("10.0.0.2:4444", "u")
+    for n in range(1, 3000):        # full 128-page packets; packet 10's last page opens packet 11
+        first = 0x100000 * n if n != 11 else 0x100000 * 10 + 127 * 4096
+        rp.packet(a, n, "pc.ram", 128, 128, first, first + 127 * 4096, float(n))
+        rp.packet(b, n, "pc.ram", 128, 128, 0x100000 * n, 0x100000 * n + 127 * 4096, float(n))
+    before = rp.summary({a, b})
+    assert before is not None and before["count"] == 1
+    assert len(rp._by_key[a].recent) > 2000
+    rp.retire([a, b])
+    assert len(rp) == 1 and rp._by_key[a].recent == {}
+    assert rp.summary({a, b}) == before

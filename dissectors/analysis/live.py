@@ -98,7 +98,7 @@ class LiveView:
             return an.judge_one(g, index, end, relay)
         key = (g.destination, min(f.conn.index for f in g.connections))
         led = an.ledger
-        keys = {(f.endpoint, f.hello["uuid"]) for f in g.connections if f.hello and "uuid" in f.hello}
+        keys = _repeat_keys(g.connections)
         version = (tuple(f.conn.index for f in g.connections), sum(h.frames for f in g.connections
                                                                   for h in f.conn.halves),
                    led.requests, led.dropped, len(led.outstanding), sum(led.served_count.values()), index,
@@ -140,6 +140,10 @@ class LiveView:
         an.retired.prune(min(held, default=None))
         dropped = {id(f) for f in gone}
         an.facts = [f for f in an.facts if id(f) not in dropped]
+        # The last judgement's groups would hold the dropped facts until the next one (at a high feed
+        # rate, as many migrations again as are held).
+        an.all_groups = [g for g in an.all_groups if not any(id(f) in dropped for f in g.connections)]
+        an.repeats.retire(_repeat_keys(gone) - _repeat_keys(an.facts))
         assert self.forget is not None
         self.forget([f.conn for f in gone])
         for f in gone:
@@ -249,6 +253,12 @@ class LiveView:
             times = [t for t in (ch["rst_time"], *ch["fin_time"]) if t is not None]
             return min(times) if times else None
         return None
+
+
+def _repeat_keys(facts: Collection[ConnectionFacts]) -> set[tuple[str, str]]:
+    """The keys (destination endpoint, multifd UUID) under which ``RepeatedPages`` holds these
+    connections' packets."""
+    return {(f.endpoint, f.hello["uuid"]) for f in facts if f.hello and "uuid" in f.hello}
 
 
 def _clock(stall: dict[str, Any], last_ts: float, threshold: float) -> str:

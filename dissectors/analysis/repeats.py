@@ -18,6 +18,7 @@ size.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -90,6 +91,25 @@ class RepeatedPages:
         if len(m.examples) < EXAMPLES:
             m.examples.append({"packets": [num, successor], "block": block, "offset": offset,
                                "time": round(ts, 6)})
+
+    def __len__(self) -> int:
+        """Migration keys held."""
+        return len(self._by_key)
+
+    def retire(self, keys: Collection[tuple[str, str]]) -> None:
+        """The migrations with these keys were judged for good and dropped (a live view,
+        ``analysis.live``): their window of recent packets goes (up to ``2 * WINDOW`` packets each, a few
+        hundred KB on a real migration), and so does the key itself when it found no repeat. A key that
+        did keeps its count, examples and pending successors (at most ``EXAMPLES`` + ``CANDIDATES``
+        small entries), so that a later migration on the same key sums them as ``analyze`` does."""
+        for key in keys:
+            m = self._by_key.get(key)
+            if m is None:
+                continue
+            if m.count or m.renumbered:
+                m.recent = {}
+            else:
+                del self._by_key[key]
 
     def summary(self, keys: set[tuple[str, str]]) -> dict[str, Any] | None:
         """The repeats of the migrations with these (endpoint, multifd UUID) keys as if the capture ended
