@@ -440,13 +440,7 @@ class TlsConnection:
         itype, content = split
         if itype == TLS_APPLICATION_DATA:
             if content:
-                if d.unsure:
-                    self._settle(direction, out)
-                    if d.broken:
-                        return
-                out.append(Plaintext(direction, content, d.plain))
-                d.plain += len(content)
-                d.paused = self.windows     # a consumer with windows: let it say the next one first
+                self._plaintext(direction, content, out)
         elif itype == TLS_HANDSHAKE:
             types = _handshake_types(content)
             if TLS_FINISHED in types and d.next_keys is not None:
@@ -457,6 +451,17 @@ class TlsConnection:
                 d.keys = d.keys.updated()
         elif itype == TLS_ALERT and len(content) >= 2:
             self.alerts.append((direction, content[0], content[1]))
+
+    def _plaintext(self, direction: int, content: bytes, out: list[Event]) -> None:
+        """Hand out a record's application data (the skipped records before it settled first)."""
+        d = self.dirs[direction]
+        if d.unsure:
+            self._settle(direction, out)
+            if d.broken:
+                return
+        out.append(Plaintext(direction, content, d.plain))
+        d.plain += len(content)
+        d.paused = self.windows     # a consumer with windows: let it say the next one first
 
     def _record12(self, direction: int, offset: int, ctype: int, record: bytes, out: list[Event]) -> None:
         d = self.dirs[direction]
@@ -484,13 +489,7 @@ class TlsConnection:
             return
         if ctype == TLS_APPLICATION_DATA:
             if content:
-                if d.unsure:
-                    self._settle(direction, out)
-                    if d.broken:
-                        return
-                out.append(Plaintext(direction, content, d.plain))
-                d.plain += len(content)
-                d.paused = self.windows     # a consumer with windows: let it say the next one first
+                self._plaintext(direction, content, out)
         elif ctype == TLS_HANDSHAKE:
             if direction == 0 and TLS_FINISHED in _handshake_types(content):
                 out.append(HandshakeDone())
