@@ -150,6 +150,24 @@ def _tls_migrations(path: Path, count: int) -> Path:
     return keylog
 
 
+def _watched(path: Path, analyzer: Analyzer, sink_for: Any) -> tuple[Any, int]:
+    """Read ``path`` in small batches as ``watch`` does, judging and retiring after each; returns the
+    capture summary and the most connection facts held at once."""
+    view = LiveView(analyzer)
+    most = 0
+
+    def on_batch(tracker: Any) -> None:
+        nonlocal most
+        view.forget = tracker.forget
+        view._last_retire = 0.0
+        view.update(tracker.last_ts)
+        most = max(most, len(analyzer.facts))
+
+    with open_capture(path) as cap:
+        _, capture = reassemble(_SmallBatches(cap), str(path), sink_for, on_batch=on_batch)
+    return capture, most
+
+
 def test_watch_retires_decrypted_tls_migrations(tmp_path: Path) -> None:
     path = tmp_path / "tls.pcap"
     keylog = KeyLog.load(str(_tls_migrations(path, 12)))
@@ -159,8 +177,6 @@ def test_watch_retires_decrypted_tls_migrations(tmp_path: Path) -> None:
     assert expected["capture"]["keylog"]["decrypted"] == 36
 
     analyzer = Analyzer(options, keylog=keylog)
-    view = LiveView(analyzer)
-    most = {"facts": 0}
     sinks: list[TlsStreamSink] = []
     sink_for = analyzer.sink_for
 
@@ -169,16 +185,9 @@ def test_watch_retires_decrypted_tls_migrations(tmp_path: Path) -> None:
         sinks.append(sink)
         return sink
 
-    def on_batch(tracker: Any) -> None:
-        view.forget = tracker.forget
-        view._last_retire = 0.0
-        view.update(tracker.last_ts)
-        most["facts"] = max(most["facts"], len(analyzer.facts))
-
-    with open_capture(path) as cap:
-        _, capture = reassemble(_SmallBatches(cap), str(path), keep_sink, on_batch=on_batch)
+    capture, most_facts = _watched(path, analyzer, keep_sink)
     assert analyzer.retired.migrations >= 8
-    assert most["facts"] <= 3 * 3
+    assert most_facts <= 3 * 3
     # Every connection's TLS state went when both its directions ended.
     assert all(s.mode == "tls" and s._conn is None for s in sinks)
     got = _plain(analyzer.finish(capture).report)
@@ -256,19 +265,9 @@ def test_a_long_migration_holds_back_no_later_one(tmp_path: Path) -> None:
     assert len(expected["migrations"]) == 21
 
     analyzer = Analyzer(Options(qemu_version="7.2"))
-    view = LiveView(analyzer)
-    most = {"facts": 0}
-
-    def on_batch(tracker: Any) -> None:
-        view.forget = tracker.forget
-        view._last_retire = 0.0
-        view.update(tracker.last_ts)
-        most["facts"] = max(most["facts"], len(analyzer.facts))
-
-    with open_capture(path) as cap:
-        _, capture = reassemble(_SmallBatches(cap), str(path), analyzer.sink_for, on_batch=on_batch)
+    capture, most_facts = _watched(path, analyzer, analyzer.sink_for)
     assert analyzer.retired.migrations >= 15
-    assert most["facts"] <= 3 * 4            # the long one and a few recent ones, not 21
+    assert most_facts <= 3 * 4               # the long one and a few recent ones, not 21
     got = _plain(analyzer.finish(capture).report)
     assert [m["id"] for m in got["migrations"]] == list(range(21))
     assert got == expected
@@ -332,19 +331,11 @@ def test_watch_retirement_leaves_no_cycle(tmp_path: Path) -> None:
     path = tmp_path / "many.pcap"
     S.write_capture(str(path), conns)
     analyzer = Analyzer(Options(qemu_version="7.2"))
-    view = LiveView(analyzer)
-
-    def on_batch(tracker: Any) -> None:
-        view.forget = tracker.forget
-        view._last_retire = 0.0
-        view.update(tracker.last_ts)
-
     gc.collect()
     gc.disable()
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:
-        with open_capture(path) as cap:
-            reassemble(_SmallBatches(cap), str(path), analyzer.sink_for, on_batch=on_batch)
+        _watched(path, analyzer, analyzer.sink_for)
         assert analyzer.retired.migrations >= 8
         gc.collect()
         leaked = [type(o).__name__ for o in gc.garbage

@@ -193,6 +193,30 @@ class HalfStream:
         elif self.gather is not None:
             self.gather.append(data)
 
+    def in_order(self, seq: int, ts: float, payload: memoryview | bytes) -> None:
+        """Take the next in-order data segment (``seq == next_seq``, ``payload`` not empty, its frame
+        counted by the caller): account for it, and deliver it, skip it in the sink's skip window, or keep
+        it in a gather window."""
+        n = len(payload)
+        off = self.offset
+        self.offset = off + n
+        self.next_seq = (seq + n) & SEQ_MASK
+        if self.first_data_ts is None:
+            self.first_data_ts = ts
+        self.last_data_ts = ts
+        self.tail.append(payload)
+        if off >= self.skip_until:             # at or beyond the end of the sink's skip window
+            if self.gather is not None:        # a gather window ends here: its pieces with it
+                self.hand_over(off, payload, ts)
+            elif self.deliver is not None:
+                k = self.deliver(self.direction, off, payload, ts)
+                if k:
+                    self.window(off + n, k)
+        elif off + n > self.skip_until:        # crossing its end; wholly inside: not delivered
+            self.hand_over(off, payload, ts)
+        elif self.gather is not None:          # (but kept, in a gather window)
+            self.gather.append(payload)
+
     def hand_over(self, off: int, data: memoryview | bytes, ts: float) -> None:
         """Deliver the piece ``[off, off + len(data))`` (already accounted for) from ``skip_until`` on,
         and open the window the sink asks for. The caller checked that the piece ends above

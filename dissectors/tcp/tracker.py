@@ -135,6 +135,7 @@ class TcpTracker:
                     h.first_data_ts = ts
                 h.last_data_ts = ts
                 h.tail.append(payload)
+                # HalfStream.in_order, inlined: this is the per-segment path of watch and dissect
                 if off >= h.skip_until:             # at or beyond the end of the sink's skip window
                     if h.gather is not None:        # a gather window ends here: its pieces with it
                         h.hand_over(off, payload, ts)
@@ -157,7 +158,7 @@ class TcpTracker:
         get = self._halves.get
         slow = self._slow
         run = self._run
-        control, mask = CONTROL, SEQ_MASK
+        control = CONTROL
         deferred: list[tuple[int, int, list[Any]]] = []
         self._deferred = deferred
         self._batches += 1
@@ -179,26 +180,8 @@ class TcpTracker:
                 continue
             h.frames += 1
             h.last_ts = ts
-            n = len(payload)
-            if n:
-                off = h.offset
-                h.offset = off + n
-                h.next_seq = (seq + n) & mask
-                if h.first_data_ts is None:
-                    h.first_data_ts = ts
-                h.last_data_ts = ts
-                h.tail.append(payload)
-                if off >= h.skip_until:
-                    if h.gather is not None:        # a gather window ends here: its pieces with it
-                        h.hand_over(off, payload, ts)
-                    elif h.deliver is not None:
-                        k = h.deliver(h.direction, off, payload, ts)
-                        if k:
-                            h.window(off + n, k)
-                elif off + n > h.skip_until:
-                    h.hand_over(off, payload, ts)
-                elif h.gather is not None:
-                    h.gather.append(payload)
+            if payload:
+                h.in_order(seq, ts, payload)
         while deferred:
             run(heappop(deferred)[2], count)
         if last_ts is not None:
@@ -259,24 +242,7 @@ class TcpTracker:
             else:
                 h.frames += 1
                 h.last_ts = ts
-                off = h.offset
-                h.offset = off + size
-                h.next_seq = (seq + size) & mask
-                if h.first_data_ts is None:
-                    h.first_data_ts = ts
-                h.last_data_ts = ts
-                h.tail.append(payload)
-                if off >= h.skip_until:
-                    if h.gather is not None:        # a gather window ends here: its pieces with it
-                        h.hand_over(off, payload, ts)
-                    elif h.deliver is not None:
-                        k = h.deliver(h.direction, off, payload, ts)
-                        if k:
-                            h.window(off + size, k)
-                elif off + size > h.skip_until:
-                    h.hand_over(off, payload, ts)
-                elif h.gather is not None:
-                    h.gather.append(payload)
+                h.in_order(seq, ts, payload)
             seq = (seq + size) & mask
             j += 1
 
