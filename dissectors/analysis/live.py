@@ -32,12 +32,11 @@ Event = dict[str, Any]
 
 
 class _Seen:
-    """What was already said of one migration."""
+    """What was already said of one migration (what was said of its channels is kept per connection, in
+    ``LiveView``: a channel said under one grouping may land in another)."""
 
     def __init__(self) -> None:
         self.generation: str | None = None
-        self.channels: dict[int, tuple[str, str]] = {}     # connection index -> (role, assigned role)
-        self.misclassified: set[int] = set()                # connection indices
         self.stalls: dict[tuple[str, float | None], bool] = {}   # (kind, start) -> ended already said
         self.postcopy_run = False
         self.paused: set[int] = set()                        # leg numbers whose main channel was lost
@@ -57,7 +56,13 @@ class LiveView:
         self.silent_threshold = silent_threshold
         #: Set (the tracker's ``forget``) to free finished migrations' state as the capture goes on.
         self.forget = forget
-        self._seen: dict[tuple[str, int], _Seen] = {}
+        # What was said, per connection index: the migration it was announced under (a migration's
+        # identity while the grouping moves: see ``_identities``), its channel's (role, assigned role),
+        # whether its misclassification was said.
+        self._owner: dict[int, _Seen] = {}
+        self._anchor: dict[int, _Seen] = {}
+        self._channels: dict[int, tuple[str, str]] = {}
+        self._misread: set[int] = set()
         self._last_retire = 0.0         # wall clock and capture time of the last attempt to retire
         self._last_retire_ts = float("-inf")
         # Settled migrations: every connection closed, and the judgement far later equal to the one then;
@@ -72,18 +77,21 @@ class LiveView:
         now = last_ts + max(wall_idle, 0.0)
         groups, migrations = self.analyzer.judge(now, self._judge_one)
         events: list[Event] = []
-        for g, m in zip(groups, migrations, strict=True):
-            key = (g.destination, min(f.conn.index for f in g.connections))
-            seen = self._seen.get(key)
+        for g, m, seen in zip(groups, migrations, self._identities(groups), strict=True):
             base = {"migration": m["id"], "destination": m["destination"]}
             if "relay" in m:
                 base["relay_side"] = m["relay"]["side"]
             if seen is None:
-                seen = self._seen[key] = _Seen()
+                # Its anchor: the first connection no migration said yet (a split: else its first).
+                anchor = min((f.conn.index for f in g.connections if f.conn.index not in self._owner),
+                             default=min(f.conn.index for f in g.connections))
+                seen = self._anchor[anchor] = _Seen()
                 gen = m["policy"].get("source_generation")
                 events.append({"event": "migration-start", **base, "time": m["start_time"],
                                "source_generation": gen, "policy": m["policy"].get("name")})
                 seen.generation = gen
+            for f in g.connections:
+                self._owner[f.conn.index] = seen
             events += self._migration(m, seen, base, last_ts, now)
         if self.forget is not None:
             wall = time.monotonic()
@@ -91,6 +99,35 @@ class LiveView:
                 self._last_retire, self._last_retire_ts = wall, last_ts
                 self.retire(groups, migrations, last_ts)
         return events
+
+    def _identities(self, groups: list[MigrationGroup]) -> list[_Seen | None]:
+        """Which migration already announced each group is (None: a new one). The grouping of the
+        connections so far can change between two judgements (timestamps that go back, a handshake that
+        completes late: a connection moves to another group, two groups merge or one splits), so a
+        migration is not known by its group's lowest connection. Each announced migration has an anchor,
+        the first connection it brought (``_anchor``), and owns the connections last said under it
+        (``_owner``): it goes to the group holding its anchor, else to the group holding most of its
+        connections (ties: the first group); one group each. A group left without one is a new
+        migration, as it is in the report."""
+        owner, anchors = self._owner, self._anchor
+        pairs: list[tuple[int, int, int, _Seen]] = []    # (not its anchor, -shared, group, migration)
+        for i, g in enumerate(groups):
+            shared: dict[int, list[Any]] = {}
+            for f in g.connections:
+                s = anchors.get(f.conn.index)
+                if s is not None:
+                    shared.setdefault(id(s), [0, 1, s])[1] = 0
+                s = owner.get(f.conn.index)
+                if s is not None:
+                    shared.setdefault(id(s), [0, 1, s])[0] -= 1
+            pairs += [(not_anchor, n, i, s) for n, not_anchor, s in shared.values()]
+        out: list[_Seen | None] = [None] * len(groups)
+        taken: set[int] = set()
+        for _, _, i, s in sorted(pairs, key=lambda p: p[:3]):
+            if out[i] is None and id(s) not in taken:
+                out[i] = s
+                taken.add(id(s))
+        return out
 
     def _judge_one(self, g: MigrationGroup, index: int, end: float, relay: dict[str, Any] | None) -> dict[str, Any]:
         an = self.analyzer
@@ -148,10 +185,12 @@ class LiveView:
         self.forget([f.conn for f in gone])
         for f in gone:
             f.release()
-        retired_ids = {m["id"] for m in done}
-        kept = {(g.destination, min(f.conn.index for f in g.connections))
-                for g, m in zip(groups, migrations, strict=True) if m["id"] not in retired_ids}
-        self._seen = {k: v for k, v in self._seen.items() if k in kept}
+        held_conns = {f.conn.index for f in an.facts}
+        self._owner = {i: s for i, s in self._owner.items() if i in held_conns}
+        self._anchor = {i: s for i, s in self._anchor.items() if i in held_conns}
+        self._channels = {i: p for i, p in self._channels.items() if i in held_conns}
+        self._misread &= held_conns
+        kept = {(g.destination, min(f.conn.index for f in g.connections)) for g in an.all_groups}
         self._settled = {k: v for k, v in self._settled.items() if k in kept}
         return len(done)
 
@@ -174,9 +213,9 @@ class LiveView:
         seen.generation = gen
         for ch in m["channels"]:
             pair = (ch["role"], ch["assigned_role"])
-            before = seen.channels.get(ch["connection"])
+            before = self._channels.get(ch["connection"])
             if before != pair:
-                seen.channels[ch["connection"]] = pair
+                self._channels[ch["connection"]] = pair
                 out.append({"event": "channel" if before is None else "channel-role", **base,
                             "time": ch["handshake_time"] or ch["syn_time"] or ch["first_data_time"],
                             "connection": ch["connection"], "client": ch["client"], "leg": ch["leg"],
@@ -187,7 +226,7 @@ class LiveView:
         by_client = {ch["client"]: ch for ch in m["channels"]}
         for mc in m["misclassifications"]:
             ch = by_client.get(mc["client"])
-            if ch is None or ch["connection"] in seen.misclassified:
+            if ch is None or ch["connection"] in self._misread:
                 continue
             silent = (mc["role"] == PREEMPT and mc["assigned_role"] == MAIN) or mc["assigned_role"] == BLOCKED
             ev = {"event": "misclassified", **base, "time": mc["time"], "connection": ch["connection"],
@@ -203,7 +242,7 @@ class LiveView:
                     continue           # not silent for long enough yet: a suspicion, not an alert
                 ev["silent_for"] = _r(waited)
                 ev["clock"] = _clock(stall, last_ts, self.silent_threshold)
-            seen.misclassified.add(ch["connection"])
+            self._misread.add(ch["connection"])
             out.append(ev)
         thresholds = {"page-request": self.analyzer.options.stall_threshold,
                       "no-progress": self.analyzer.options.progress_timeout}
