@@ -133,7 +133,8 @@ def test_a_watch_event_of_the_wrong_shape_is_named():
          "status": "completed", "reason": "ok"}
     assert problems("watch", e) == []
     e["status"] = "done"
-    assert problems("watch", e) == ["status: 'done' is not one of ['completed', 'failed', 'stalled']"]
+    assert problems("watch", e) == ["status: 'done' is not one of ['completed', 'failed', 'stalled', 'incomplete', "
+                                    "'unknown']"]
 
 
 # The schema and docs/report-schema.md say the same.

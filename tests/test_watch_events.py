@@ -23,6 +23,7 @@ from dissectors.analysis.live import LiveView
 from dissectors.capture import open_capture
 from dissectors.cli.pipeline import reassemble
 from tests import synth as S
+from tests.schema_helpers import assert_valid
 from tests.test_analysis_synthetic import T0, multifd_migration
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,17 +165,11 @@ def _cut(conns: list[S.Conn], at: float) -> list[S.Conn]:
     return out
 
 
-def test_sigint_mid_migration_report_matches_the_events(tmp_path: Path) -> None:
-    """SIGINT while two migrations are in flight: one clean (channels open, no EOF yet), one whose
-    multifd channel was accepted as main (proven, not yet reset). The final report (analyze's of the same
-    bytes) and the events agree: one start each, the misclassifications said, an outcome said only for
-    a final status and the same one."""
-    conns = (_migrations(0.0, 1, first=2, dport=4444)                       # completed
-             + _cut(_migrations(0.2, 1, first=2, dport=4445), 0.2115)       # clean, in flight
-             + _cut(_migrations(0.2, 1, first=1, dport=4446), 0.2115))      # misread, in flight
-    path = tmp_path / "cut.pcap"
-    S.write_capture(str(path), conns)
-    proc = subprocess.Popen([*CLI, "watch", "--json", "--qemu-version", "7.2", "-"], stdin=subprocess.PIPE,
+def _watch_then_sigint(path: Path, wait: float, *extra: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``watch --json`` fed ``path`` through a pipe left open (what it holds is in flight), SIGINT once
+    both misclassifications are said and ``wait`` s more have passed; the events and the report, which
+    must be analyze's of the same bytes."""
+    proc = subprocess.Popen([*CLI, "watch", "--json", "--qemu-version", "7.2", *extra, "-"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     lines: list[dict[str, Any]] = []
 
@@ -187,25 +182,65 @@ def test_sigint_mid_migration_report_matches_the_events(tmp_path: Path) -> None:
     reader.start()
     assert proc.stdin is not None
     proc.stdin.write(path.read_bytes())
-    proc.stdin.flush()                          # the stream stays open: the migrations are in flight
+    proc.stdin.flush()
     deadline = time.monotonic() + 30
     while sum(e["event"] == "misclassified" for e in lines) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
-    time.sleep(0.3)
+    time.sleep(wait)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 1
     reader.join(timeout=10)
     assert "stopped by SIGINT" in proc.stderr.read().decode()  # type: ignore[union-attr]
     assert lines[-1]["event"] == "report"
     report, events = lines[-1]["report"], lines[:-1]
-
-    expected = json.loads(subprocess.run([*CLI, "analyze", "--json", "--qemu-version", "7.2", str(path)],
+    for i, e in enumerate(events):
+        assert_valid("watch", e, f"event {i + 1} ({e['event']})")
+    expected = json.loads(subprocess.run([*CLI, "analyze", "--json", "--qemu-version", "7.2", *extra, str(path)],
                                          capture_output=True, cwd=REPO, timeout=120).stdout)
     for r in (report, expected):
         r["capture"].pop("file")
         r["capture"]["warnings"] = []
     assert report == expected
-    statuses = {m["destination"].rsplit(":", 1)[1]: m["outcome"]["status"] for m in report["migrations"]}
-    assert statuses == {"4444": "completed", "4445": "incomplete", "4446": "failed"}
+    return events, report
+
+
+def _in_flight(tmp_path: Path) -> Path:
+    """One migration completed (port 4444); two in flight when the capture stops: one clean, channels
+    open and no EOF yet (4445), one whose multifd channel a QEMU 7.2 destination took as main, proven by
+    its bytes, not yet reset (4446)."""
+    conns = (_migrations(0.0, 1, first=2, dport=4444)
+             + _cut(_migrations(0.2, 1, first=2, dport=4445), 0.2115)
+             + _cut(_migrations(0.2, 1, first=1, dport=4446), 0.2115))
+    path = tmp_path / "cut.pcap"
+    S.write_capture(str(path), conns)
+    return path
+
+
+def _statuses(report: dict[str, Any]) -> dict[str, str]:
+    return {m["destination"].rsplit(":", 1)[1]: m["outcome"]["status"] for m in report["migrations"]}
+
+
+def test_sigint_mid_migration_report_matches_the_events(tmp_path: Path) -> None:
+    """SIGINT soon after: one start each, the misclassifications said, an outcome said for the final
+    statuses only, the report's."""
+    events, report = _watch_then_sigint(_in_flight(tmp_path), 0.3)
+    assert _statuses(report) == {"4444": "completed", "4445": "incomplete", "4446": "failed"}
     _said_once(events, report)
     _by_migration(events, report)
+
+
+def test_sigint_after_a_wall_clock_stall_says_the_reports_outcome_last(tmp_path: Path) -> None:
+    """SIGINT after the in-flight migrations have been silent past ``--progress-timeout`` on the wall
+    clock: watch said the clean one ``stalled`` (clock: wall) while no packet came; the report, judged on
+    the bytes alone as analyze judges them, leaves it ``incomplete``, and watch says so at the end: the
+    last outcome said of every migration is the report's."""
+    events, report = _watch_then_sigint(_in_flight(tmp_path), 2.5, "--progress-timeout", "1")
+    assert _statuses(report) == {"4444": "completed", "4445": "incomplete", "4446": "failed"}
+    _said_once(events, report)
+    for m in report["migrations"]:
+        outcomes = [e["status"] for e in events if e["event"] == "outcome" and e["migration"] == m["id"]]
+        assert outcomes[-1] == m["outcome"]["status"]
+    clean = next(m for m in report["migrations"] if m["destination"].endswith(":4445"))
+    assert [e["status"] for e in events if e["event"] == "outcome" and e["migration"] == clean["id"]] == [
+        "stalled", "incomplete"]
+    assert any(e["event"] == "stall" and e["migration"] == clean["id"] and e["clock"] == "wall" for e in events)

@@ -69,12 +69,14 @@ class LiveView:
         # reused while nothing they depend on moves (their packets, the shared page ledger and repeats).
         self._settled: dict[tuple[str, int], tuple[tuple[Any, ...], dict[str, Any]]] = {}
 
-    def update(self, last_ts: float | None, wall_idle: float = 0.0) -> list[Event]:
+    def update(self, last_ts: float | None, wall_idle: float = 0.0, final: bool = False) -> list[Event]:
         """Events since the last call. ``last_ts``: capture time of the last packet read; ``wall_idle``:
-        wall-clock seconds since it arrived."""
+        wall-clock seconds since it arrived. ``final``: the stream has ended; judge on capture time alone,
+        as the report does, and say again the outcome of a migration whose last said outcome the report
+        does not hold (one said ``stalled`` on the wall clock that the bytes alone leave ``incomplete``)."""
         if last_ts is None:
             return []
-        now = last_ts + max(wall_idle, 0.0)
+        now = last_ts if final else last_ts + max(wall_idle, 0.0)
         groups, migrations = self.analyzer.judge(now, self._judge_one)
         events: list[Event] = []
         for g, m, seen in zip(groups, migrations, self._identities(groups), strict=True):
@@ -92,7 +94,7 @@ class LiveView:
                 seen.generation = gen
             for f in g.connections:
                 self._owner[f.conn.index] = seen
-            events += self._migration(m, seen, base, last_ts, now)
+            events += self._migration(m, seen, base, last_ts, now, final)
         if self.forget is not None:
             wall = time.monotonic()
             if wall - self._last_retire >= RETIRE_EVERY or last_ts - self._last_retire_ts >= RETIRE_AFTER / 2:
@@ -204,7 +206,7 @@ class LiveView:
         return not (g.postcopy() or any(f.kind in ("preempt-candidate", None) for f in g.connections))
 
     def _migration(self, m: dict[str, Any], seen: _Seen, base: dict[str, Any], last_ts: float,
-                   now: float) -> list[Event]:
+                   now: float, final: bool = False) -> list[Event]:
         out: list[Event] = []
         gen = m["policy"].get("source_generation")
         if gen != seen.generation and gen not in (None, "unknown"):
@@ -275,7 +277,7 @@ class LiveView:
                     seen.resumed.add(leg["leg"])
                     out.append({"event": "postcopy-recovery", **base, "time": leg["start_time"], "leg": leg["leg"]})
         status = m["outcome"]["status"]
-        if status in FINAL_STATUSES and status != seen.outcome:
+        if status != seen.outcome and (status in FINAL_STATUSES or (final and seen.outcome is not None)):
             seen.outcome = status
             out.append({"event": "outcome", **base, "time": m["end_time"], "status": status,
                         "reason": m["outcome"]["reason"]})

@@ -72,11 +72,11 @@ class Watcher:
         if (self.dirty and now - self.last_judged >= self.interval) or now - self.last_judged >= QUIET_JUDGE_INTERVAL:
             self.judge(now)
 
-    def judge(self, now: float) -> None:
+    def judge(self, now: float, final: bool = False) -> None:
         assert self.tracker is not None
         self.last_judged = now
         self.dirty = False
-        events = self.view.update(self.tracker.last_ts, now - self.arrival)
+        events = self.view.update(self.tracker.last_ts, now - self.arrival, final)
         self.interval = min(max(JUDGE_INTERVAL, JUDGE_SHARE * (time.monotonic() - now)), JUDGE_INTERVAL_MAX)
         if not events:
             return
@@ -209,6 +209,7 @@ def run_watch(args: argparse.Namespace) -> int:
                                             coalesce_runs=False)   # live: one segment at a time, as read
                 if watcher.tracker is not None:
                     watcher.judge(time.monotonic())     # what the last packets decided
+                    watcher.judge(time.monotonic(), final=True)   # outcomes said that the report won't hold
             finally:
                 bar.close()
             # Said on stderr, not in the report: the report is the one `analyze` makes of the same bytes.
