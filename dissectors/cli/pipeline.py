@@ -238,7 +238,7 @@ def is_migration_stream(path: str) -> bool:
     header? (A pipe or standard input is read as a capture.)"""
     import os
 
-    from dissectors.layers.main_stream import QEMU_VM_FILE_MAGIC
+    from dissectors.layers.derived import QEMU_VM_FILE_MAGIC
 
     if path == "-" or not os.path.isfile(path):
         return False
