@@ -7,8 +7,6 @@ its out-of-order buffer), never by the capture size.
 from __future__ import annotations
 
 import heapq
-import pickle
-import tempfile
 import zlib
 from bisect import bisect_left, insort
 from collections import Counter
@@ -256,7 +254,11 @@ class Retired:
             return
         for k in keys:
             insort(self._keys, k)
+        import pickle  # here: only a run that retires migrations (watch) pays the imports
+
         if self._file is None:
+            import tempfile
+
             self._file = tempfile.TemporaryFile(prefix="migshark-retired-")  # noqa: SIM115 - closed in load()
             self._zip = zlib.compressobj(RETIRED_ZLIB_LEVEL)
         blob = pickle.dumps(migrations, protocol=pickle.HIGHEST_PROTOCOL)
@@ -273,6 +275,8 @@ class Retired:
         migrations: list[dict[str, Any]] = []
         if self._file is None:
             return migrations
+        import pickle
+
         self._write(self._zip.flush())
         self._file.seek(0)
         unzip = zlib.decompressobj()

@@ -119,13 +119,18 @@ class Layout:
     """A ``struct.Struct`` over fields ``first``..``last`` of a layer that unpacks into a named tuple whose
     names are the layer's own (a bit run ``a+b`` is named ``a_b``): no positional unpacking."""
 
-    __slots__ = ("struct", "names", "size", "_make")
+    __slots__ = ("struct", "names", "size", "layer", "_make")
 
     def __init__(self, layer: str, fmt: str, items: tuple[str, ...]) -> None:
         self.struct = struct.Struct(fmt)
         self.size = self.struct.size
+        self.layer = layer
         self.names = tuple(name.replace("+", "_") for name in items)
-        self._make = namedtuple(f"{layer}Fields", self.names)._make  # type: ignore[misc]
+        self._make: Any = self._first_make   # the named tuple is made when first needed (start-up time)
+
+    def _first_make(self, values: tuple[Any, ...]) -> Any:
+        self._make = namedtuple(f"{self.layer}Fields", self.names)._make  # type: ignore[misc]
+        return self._make(values)
 
     def unpack_from(self, buf: Any, offset: int = 0) -> Any:
         return self._make(self.struct.unpack_from(buf, offset))

@@ -3,7 +3,6 @@ not pay the import (~40 ms of start-up)."""
 
 from __future__ import annotations
 
-import hashlib
 from functools import cache
 from types import SimpleNamespace
 
@@ -23,7 +22,8 @@ def crypto() -> SimpleNamespace:
 
 class SuiteParts:
     """A cipher suite's hash and AEAD by name (``"SHA256"``, ``"AESGCM"``), their ``cryptography`` classes
-    read on first use; ``digest_size`` without importing ``cryptography``."""
+    read on first use; ``digest_size`` without importing ``cryptography`` (nor ``hashlib``, whose OpenSSL
+    load costs as much)."""
 
     hash_name: str
     aead_name: str
@@ -40,4 +40,5 @@ class SuiteParts:
 
     @property
     def digest_size(self) -> int:
-        return hashlib.new(self.hash_name.lower()).digest_size
+        """Bytes of the hash's output: the bits its name (``SHA256``, ``SHA384``) gives, over 8."""
+        return int(self.hash_name.removeprefix("SHA")) // 8
