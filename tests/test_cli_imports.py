@@ -92,10 +92,16 @@ def test_fleet_and_record_still_declare_their_arguments() -> None:
     assert "--output" not in analyze_only.format_help()
 
 
+#: The record layer and key schedules: needed only to decrypt.
+DECRYPTION = ("cryptography", "dissectors.tls.connection", "dissectors.tls.sink", "dissectors.tls.tls12")
+
+
 def _crypto_after(argv: list[str]) -> bool:
     mods = _modules_after(argv)
     assert "dissectors.analysis.judge" in mods
-    return any(m == "cryptography" or m.startswith("cryptography.") for m in mods)
+    loaded = {n for n in DECRYPTION if any(m == n or m.startswith(n + ".") for m in mods)}
+    assert loaded in (set(), set(DECRYPTION)), loaded
+    return bool(loaded)
 
 
 def test_cryptography_only_with_a_key_log() -> None:

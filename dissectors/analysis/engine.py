@@ -24,7 +24,7 @@ from dissectors.analysis.repeats import RepeatedPages
 from dissectors.channels import TARGET_PAGE_SIZE
 from dissectors.tcp import Connection
 from dissectors.tcp.sink import StreamSink
-from dissectors.tls import KeyLog, TlsStreamSink
+from dissectors.tls import KeyLog
 
 SCHEMA = 1
 #: Connections outside any migration listed in the report at most (the rest counted; docs/limits.md).
@@ -75,6 +75,8 @@ class Analyzer:
         self.facts.append(f)
         if self.keylog is None:
             return f.sink
+        from dissectors.tls import TlsStreamSink
+
         tls = TlsStreamSink(f.sink, self.keylog, skip_unread=not self.options.tls_verify)
         f.tls = tls.status
         return tls

@@ -15,7 +15,7 @@ from dissectors.capture.scanner import COALESCE_WINDOW, compiled_coalescer
 from dissectors.errors import InputError
 from dissectors.tcp import Connection, StreamSink, TcpTracker
 from dissectors.tcp.flags import CONTROL
-from dissectors.tls import KeyLog, KeyLogError, TlsStreamSink
+from dissectors.tls import KeyLog, KeyLogError
 
 ProgressFn = Callable[[int, "int | None"], None]   # (bytes done, size; None for a stream)
 SinkFactory = Callable[[Connection], "StreamSink | None"]
@@ -154,6 +154,7 @@ def decrypting(factory: SinkFactory, keylog: KeyLog | None) -> SinkFactory:
     """``factory``'s sinks behind TLS decryption with ``keylog`` (unchanged without one)."""
     if keylog is None:
         return factory
+    from dissectors.tls import TlsStreamSink
 
     def wrapped(conn: Connection) -> StreamSink | None:
         inner = factory(conn)
