@@ -74,3 +74,18 @@ def test_counted_at_reads_the_declared_prefix() -> None:
     assert COUNTED_LENGTH.size == 1
     assert unpack.counted_at(b"\x03ramX", 0, 5) == (b"ram", 4)
     assert unpack.counted_at(b"\x05ram", 0, 4) is None
+
+
+def test_a_changed_field_changes_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scapy.fields import IntField
+
+    from dissectors.layers.ram import RamZero
+
+    committed = derive.TARGET.read_text()
+    monkeypatch.setattr(RamZero, "fields_desc", [IntField("fill", 0)])
+    S.field_table.cache_clear()
+    try:
+        text = derive.render()
+    finally:
+        S.field_table.cache_clear()
+    assert "'RamZero': (\n        ('fill', 'fmt', 'I')," in text and text != committed
