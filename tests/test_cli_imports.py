@@ -37,6 +37,12 @@ def _scapy_after(code: str, stdin: bytes = b"") -> list[str]:
     return sorted(m for m in mods if m == "scapy" or m.startswith("scapy.") or m in SCAPY_LAYERS)
 
 
+#: What a failure means, and the fix.
+HINT = ("a module on this path imports Scapy (a dissectors.layers.<layer> module, dissectors.layers.structs or "
+        "scapy itself): take constants from dissectors.layers.derived and layouts from dissectors.layers.unpack "
+        "(by layer name), and regenerate derived.py after a layer change: python -m dissectors.layers.derive")
+
+
 #: The Scapy declarations (the fast parsers take them from the generated ``dissectors.layers.derived``).
 SCAPY_LAYERS = ("dissectors.layers.main_stream", "dissectors.layers.commands", "dissectors.layers.ram",
                 "dissectors.layers.multifd", "dissectors.layers.return_path", "dissectors.layers.tls",
@@ -46,23 +52,23 @@ SCAPY_LAYERS = ("dissectors.layers.main_stream", "dissectors.layers.commands", "
 def test_analyze_does_not_import_scapy() -> None:
     code = ("from dissectors.cli.main import main\n"
             f"assert main(['analyze', '--json', {str(CAPTURE)!r}]) in (0, 1)")
-    assert _scapy_after(code) == []
+    assert _scapy_after(code) == [], HINT
 
 
 def test_check_does_not_import_scapy() -> None:
     code = f"from dissectors.cli.main import main\nassert main(['check', {str(CAPTURE)!r}]) == 0"
-    assert _scapy_after(code) == []
+    assert _scapy_after(code) == [], HINT
 
 
 def test_watch_does_not_import_scapy() -> None:
     code = "from dissectors.cli.main import main\nassert main(['watch', '--json', '-']) in (0, 1)"
-    assert _scapy_after(code, stdin=gzip.decompress(CAPTURE.read_bytes())) == []
+    assert _scapy_after(code, stdin=gzip.decompress(CAPTURE.read_bytes())) == [], HINT
 
 
 def test_a_fleet_worker_does_not_import_scapy() -> None:
     code = ("from dissectors.fleet.inputs import discover\nfrom dissectors.fleet.task import analyse_capture\n"
             f"rows = analyse_capture(discover([{str(CAPTURE)!r}])[0])\nassert rows and not rows[0].get('error')")
-    assert _scapy_after(code) == []
+    assert _scapy_after(code) == [], HINT
 
 
 def test_dissect_still_uses_the_scapy_layers() -> None:
