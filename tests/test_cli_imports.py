@@ -3,6 +3,7 @@ process is mostly start-up)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -25,6 +26,55 @@ def _modules_after(argv: list[str]) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def _scapy_after(code: str, stdin: bytes = b"") -> list[str]:
+    """Scapy modules loaded after ``code`` ran in a fresh interpreter (it must print nothing else last)."""
+    full = code + "\nimport json, sys\nsys.stdout.flush()\nprint('\\nMODULES ' + json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", full], cwd=ROOT, capture_output=True, input=stdin, check=False)
+    found = [line for line in out.stdout.decode().splitlines() if line.startswith("MODULES ")]
+    assert found, out.stderr.decode(errors="replace")
+    mods = json.loads(found[-1].removeprefix("MODULES "))
+    assert "dissectors.channels.main" in mods, "the run did not parse"
+    return sorted(m for m in mods if m == "scapy" or m.startswith("scapy.") or m in SCAPY_LAYERS)
+
+
+#: What a failure means, and the fix.
+HINT = ("a module on this path imports Scapy (a dissectors.layers.<layer> module, dissectors.layers.structs or "
+        "scapy itself): take constants from dissectors.layers.derived and layouts from dissectors.layers.unpack "
+        "(by layer name), and regenerate derived.py after a layer change: python -m dissectors.layers.derive")
+
+
+#: The Scapy declarations (the fast parsers take them from the generated ``dissectors.layers.derived``).
+SCAPY_LAYERS = ("dissectors.layers.main_stream", "dissectors.layers.commands", "dissectors.layers.ram",
+                "dissectors.layers.multifd", "dissectors.layers.return_path", "dissectors.layers.tls",
+                "dissectors.layers.structs", "dissectors.scapy")
+
+
+def test_analyze_does_not_import_scapy() -> None:
+    code = ("from dissectors.cli.main import main\n"
+            f"assert main(['analyze', '--json', {str(CAPTURE)!r}]) in (0, 1)")
+    assert _scapy_after(code) == [], HINT
+
+
+def test_check_does_not_import_scapy() -> None:
+    code = f"from dissectors.cli.main import main\nassert main(['check', {str(CAPTURE)!r}]) == 0"
+    assert _scapy_after(code) == [], HINT
+
+
+def test_watch_does_not_import_scapy() -> None:
+    code = "from dissectors.cli.main import main\nassert main(['watch', '--json', '-']) in (0, 1)"
+    assert _scapy_after(code, stdin=gzip.decompress(CAPTURE.read_bytes())) == [], HINT
+
+
+def test_a_fleet_worker_does_not_import_scapy() -> None:
+    code = ("from dissectors.fleet.inputs import discover\nfrom dissectors.fleet.task import analyse_capture\n"
+            f"rows = analyse_capture(discover([{str(CAPTURE)!r}])[0])\nassert rows and not rows[0].get('error')")
+    assert _scapy_after(code) == [], HINT
+
+
+def test_dissect_still_uses_the_scapy_layers() -> None:
+    code = ("from dissectors.cli.main import main\n"
+            f"assert main(['dissect', '-V', '--limit', '3', {str(CAPTURE)!r}]) in (0, 1)")
+    assert "scapy.packet" in _scapy_after(code)
 
 
 def test_analyze_imports_no_fleet_recorder_or_plotting() -> None:
@@ -46,3 +96,21 @@ def test_fleet_and_record_still_declare_their_arguments() -> None:
         assert option in full.format_help()
     analyze_only = build_parser("analyze")._subparsers._group_actions[0].choices["fleet"]   # type: ignore[union-attr]
     assert "--output" not in analyze_only.format_help()
+
+
+#: The record layer and key schedules: needed only to decrypt.
+DECRYPTION = ("cryptography", "dissectors.tls.connection", "dissectors.tls.sink", "dissectors.tls.tls12")
+
+
+def _crypto_after(argv: list[str]) -> bool:
+    mods = _modules_after(argv)
+    assert "dissectors.analysis.judge" in mods
+    loaded = {n for n in DECRYPTION if any(m == n or m.startswith(n + ".") for m in mods)}
+    assert loaded in (set(), set(DECRYPTION)), loaded
+    return bool(loaded)
+
+
+def test_cryptography_only_with_a_key_log() -> None:
+    tls = ROOT / "captures" / "holdback-tls-11.1.pcap.gz"
+    assert not _crypto_after(["analyze", "--json", str(tls)])
+    assert _crypto_after(["analyze", "--json", "--keylog", str(tls.with_name("holdback-tls-11.1.keylog")), str(tls)])

@@ -256,3 +256,13 @@ def test_a_decrypted_channel_silent_past_its_handshake_is_the_preempt_channel(tm
     assert m["outcome"]["status"] == "completed"
     (hidden,) = analyze_file(str(cap), Options()).report["migrations"]
     assert [c["role"] for c in hidden["channels"]] == ["main", "preempt"]
+
+
+def test_suites_name_their_primitives() -> None:
+    """A suite names its hash and AEAD (``cryptography`` is imported when keys are made); the digest size
+    read from the name is the hash's."""
+    from dissectors.tls.tls12 import SUITES12
+
+    for suite in [*SUITES.values(), *SUITES12.values()]:
+        assert suite.digest_size == suite.hash.digest_size
+        assert suite.aead.__name__ == suite.aead_name

@@ -7,8 +7,6 @@ its out-of-order buffer), never by the capture size.
 from __future__ import annotations
 
 import heapq
-import pickle
-import tempfile
 import zlib
 from bisect import bisect_left, insort
 from collections import Counter
@@ -26,7 +24,7 @@ from dissectors.analysis.repeats import RepeatedPages
 from dissectors.channels import TARGET_PAGE_SIZE
 from dissectors.tcp import Connection
 from dissectors.tcp.sink import StreamSink
-from dissectors.tls import KeyLog, TlsStreamSink
+from dissectors.tls import KeyLog
 
 SCHEMA = 1
 #: Connections outside any migration listed in the report at most (the rest counted; docs/limits.md).
@@ -77,6 +75,8 @@ class Analyzer:
         self.facts.append(f)
         if self.keylog is None:
             return f.sink
+        from dissectors.tls import TlsStreamSink
+
         tls = TlsStreamSink(f.sink, self.keylog, skip_unread=not self.options.tls_verify)
         f.tls = tls.status
         return tls
@@ -256,7 +256,11 @@ class Retired:
             return
         for k in keys:
             insort(self._keys, k)
+        import pickle  # here: only a run that retires migrations (watch) pays the imports
+
         if self._file is None:
+            import tempfile
+
             self._file = tempfile.TemporaryFile(prefix="migshark-retired-")  # noqa: SIM115 - closed in load()
             self._zip = zlib.compressobj(RETIRED_ZLIB_LEVEL)
         blob = pickle.dumps(migrations, protocol=pickle.HIGHEST_PROTOCOL)
@@ -273,6 +277,8 @@ class Retired:
         migrations: list[dict[str, Any]] = []
         if self._file is None:
             return migrations
+        import pickle
+
         self._write(self._zip.flush())
         self._file.seek(0)
         unzip = zlib.decompressobj()

@@ -7,7 +7,7 @@ records, pages into the ledger), so memory stays bounded whatever the capture si
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dissectors.analysis.ledger import PageLedger
 from dissectors.analysis.repeats import RepeatedPages
@@ -16,7 +16,9 @@ from dissectors.channels import TARGET_PAGE_SIZE, ChannelSink, Record
 from dissectors.channels.ram_walk import expand_zero_run
 from dissectors.channels.sink import Direction
 from dissectors.tcp import Connection
-from dissectors.tls import TlsStatus
+
+if TYPE_CHECKING:
+    from dissectors.tls import TlsStatus
 
 EVENT_LIMIT = 5000             # commands / return-path events kept per connection
 MALFORMED_LIMIT = 50

@@ -28,20 +28,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dissectors.channels import Record
-from dissectors.layers.multifd import MultifdHello
-from dissectors.layers.structs import named
-from dissectors.layers.tls import TlsHandshakeStart
+from dissectors.layers.unpack import named, wire_size
 from dissectors.tls.schedule import SUITES, TAG_LEN
 
 OVERHEAD = 1 + TAG_LEN                                     # inner content type + AEAD tag
-FINISHED_PLAINTEXT = {len(bytes(TlsHandshakeStart())) + s.hash.digest_size for s in SUITES.values()}
+FINISHED_PLAINTEXT = {wire_size("TlsHandshakeStart") + s.digest_size for s in SUITES.values()}
 #: TLS 1.2's Finished: the handshake header and 12 bytes of verify data (RFC 5246 section 7.4.9).
-FINISHED12_PLAINTEXT = len(bytes(TlsHandshakeStart())) + 12
+FINISHED12_PLAINTEXT = wire_size("TlsHandshakeStart") + 12
 #: A TLS 1.2 Finished record is at most this long under any suite (CBC with SHA-384 and an explicit IV: 96);
 #: longer handshake records after ChangeCipherSpec are something else (a TLS 1.3 HelloRetryRequest's second
 #: ClientHello follows a middlebox-compatibility ChangeCipherSpec).
 FINISHED12_MAX_RECORD = 128
-MULTIFD_HELLO_SIZE = named(MultifdHello).size
+MULTIFD_HELLO_SIZE = named("MultifdHello").size
 
 
 @dataclass

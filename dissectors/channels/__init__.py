@@ -19,9 +19,7 @@ from dissectors.channels.record import Record
 from dissectors.channels.return_path import ReturnPathParser
 from dissectors.channels.sink import ChannelSink
 from dissectors.channels.tls import TlsParser
-from dissectors.layers.main_stream import QEMU_VM_FILE_MAGIC
-from dissectors.layers.multifd import MULTIFD_MAGIC
-from dissectors.layers.ram import TARGET_PAGE_SIZE
+from dissectors.layers.derived import MULTIFD_MAGIC, QEMU_VM_FILE_MAGIC, TARGET_PAGE_SIZE
 
 __all__ = ["MULTIFD_MAGIC", "QEMU_VM_FILE_MAGIC", "TARGET_PAGE_SIZE", "MainParser", "MultifdParser",
            "PreemptParser", "Record", "ChannelSink", "ReturnPathParser", "TlsParser", "identify_stream"]

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dissectors.layers.strings import counted_at
-from dissectors.layers.structs import Layout
+from dissectors.layers.unpack import Layout, counted_at
 
 
 class NeedMore(Exception):

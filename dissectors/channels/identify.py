@@ -3,28 +3,29 @@
 
 from __future__ import annotations
 
-from dissectors.layers.commands import MIG_CMD_RECV_BITMAP, Command
-from dissectors.layers.main_stream import QEMU_VM_COMMAND, QEMU_VM_FILE_MAGIC, QemuFileHeader
-from dissectors.layers.multifd import MULTIFD_MAGIC, MULTIFD_VERSION, MultifdHello
-from dissectors.layers.ram import (
+from dissectors.layers.derived import (
+    MIG_CMD_RECV_BITMAP,
+    MULTIFD_MAGIC,
+    MULTIFD_VERSION,
+    QEMU_VM_COMMAND,
+    QEMU_VM_FILE_MAGIC,
     RAM_FLAGS_WITH_BLOCK,
     RAM_SAVE_FLAG_CONTINUE,
     RAM_SAVE_FLAG_EOS,
     RAM_SAVE_FLAG_MULTIFD_FLUSH,
     TARGET_PAGE_SIZE,
-    RamRecord,
+    TLS_CONTENT_TYPES,
+    TLS_HANDSHAKE,
 )
-from dissectors.layers.strings import counted_at
-from dissectors.layers.structs import struct_of
-from dissectors.layers.tls import TLS_CONTENT_TYPES, TLS_HANDSHAKE, TlsRecordHeader
+from dissectors.layers.unpack import counted_at, struct_of
 
 #: The first bytes of each channel kind, built from the declarations.
-QEVM_MAGIC = struct_of(QemuFileHeader, "magic", "magic").pack(QEMU_VM_FILE_MAGIC)
-MULTIFD_MAGIC_BYTES = struct_of(MultifdHello, "magic", "magic").pack(MULTIFD_MAGIC)
-_MULTIFD = struct_of(MultifdHello, "magic", "version").pack(MULTIFD_MAGIC, MULTIFD_VERSION)
-_RECOVERY = struct_of(Command, "type", "cmd").pack(QEMU_VM_COMMAND, MIG_CMD_RECV_BITMAP)
-_TLS_HEAD = struct_of(TlsRecordHeader)
-_WORD = struct_of(RamRecord, "addr", "flags")
+QEVM_MAGIC = struct_of("QemuFileHeader", "magic", "magic").pack(QEMU_VM_FILE_MAGIC)
+MULTIFD_MAGIC_BYTES = struct_of("MultifdHello", "magic", "magic").pack(MULTIFD_MAGIC)
+_MULTIFD = struct_of("MultifdHello", "magic", "version").pack(MULTIFD_MAGIC, MULTIFD_VERSION)
+_RECOVERY = struct_of("Command", "type", "cmd").pack(QEMU_VM_COMMAND, MIG_CMD_RECV_BITMAP)
+_TLS_HEAD = struct_of("TlsRecordHeader")
+_WORD = struct_of("RamRecord", "addr", "flags")
 #: Bytes after which a decision is always made (a RAM record word, a block name's length and name).
 IDENTIFY_LIMIT = _WORD.size + 1 + 255
 

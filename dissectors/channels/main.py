@@ -18,7 +18,8 @@ from dissectors.channels.engine import State
 from dissectors.channels.identify import looks_like_ram_record
 from dissectors.channels.ram_walk import RamWalker
 from dissectors.channels.record import Record
-from dissectors.layers.commands import (
+from dissectors.layers.derived import (
+    MAX_CAPABILITIES,
     MAX_PACKAGED_SIZE,
     MIG_CMD_LENGTHS,
     MIG_CMD_PACKAGED,
@@ -27,15 +28,6 @@ from dissectors.layers.commands import (
     MIG_CMD_POSTCOPY_RAM_DISCARD,
     MIG_CMD_RECV_BITMAP,
     MIG_CMDS,
-    CmdPackaged,
-    CmdPing,
-    CmdPostcopyAdvise,
-    CmdRamDiscard,
-    Command,
-    DiscardRange,
-)
-from dissectors.layers.main_stream import (
-    MAX_CAPABILITIES,
     QEMU_VM_COMMAND,
     QEMU_VM_CONFIGURATION,
     QEMU_VM_EOF,
@@ -49,39 +41,29 @@ from dissectors.layers.main_stream import (
     QEMU_VM_SUBSECTION,
     QEMU_VM_VMDESCRIPTION,
     RAM_SECTION_IDSTR,
-    ConfigCapabilities,
-    ConfigTargetPageBits,
-    Configuration,
-    ConfigUuid,
-    QemuFileHeader,
-    SectionFooter,
-    SectionPart,
-    SectionStart,
-    Subsection,
-    VmDescription,
 )
-from dissectors.layers.structs import named
+from dissectors.layers.unpack import named
 from dissectors.vmstate.description import MAX_DESCRIPTION
 
-_HEADER = named(QemuFileHeader)
-_CONFIG = named(Configuration, "type", "len")
-_TYPE = named(Subsection, "type", "type")             # the record type byte that starts every record
-_SUB_VERSION = named(Subsection, "version_id", "version_id")
-_SEC_HEAD = named(SectionStart, "type", "section_id")
-_SEC_TAIL = named(SectionStart, "instance_id", "version_id")
-_PART = named(SectionPart)
-_FOOTER = named(SectionFooter)
-_VMDESC = named(VmDescription, "type", "len")
-_CMD = named(Command)
-_PING = named(CmdPing)
-_ADVISE = named(CmdPostcopyAdvise)
-_PACKAGED = named(CmdPackaged)
-_DISCARD_VERSION = named(CmdRamDiscard, "version", "version")
-_DISCARD_END = named(CmdRamDiscard, "terminator", "terminator")
-_RANGE = named(DiscardRange)
-_PAGE_BITS = named(ConfigTargetPageBits)
-_CAP_COUNT = named(ConfigCapabilities, "count", "count")
-_UUID = named(ConfigUuid)
+_HEADER = named("QemuFileHeader")
+_CONFIG = named("Configuration", "type", "len")
+_TYPE = named("Subsection", "type", "type")             # the record type byte that starts every record
+_SUB_VERSION = named("Subsection", "version_id", "version_id")
+_SEC_HEAD = named("SectionStart", "type", "section_id")
+_SEC_TAIL = named("SectionStart", "instance_id", "version_id")
+_PART = named("SectionPart")
+_FOOTER = named("SectionFooter")
+_VMDESC = named("VmDescription", "type", "len")
+_CMD = named("Command")
+_PING = named("CmdPing")
+_ADVISE = named("CmdPostcopyAdvise")
+_PACKAGED = named("CmdPackaged")
+_DISCARD_VERSION = named("CmdRamDiscard", "version", "version")
+_DISCARD_END = named("CmdRamDiscard", "terminator", "terminator")
+_RANGE = named("DiscardRange")
+_PAGE_BITS = named("ConfigTargetPageBits")
+_CAP_COUNT = named("ConfigCapabilities", "count", "count")
+_UUID = named("ConfigUuid")
 
 _SECTION_KINDS = {k.code: k for k in (K.MAIN_SECTION_START, K.MAIN_SECTION_FULL, K.MAIN_SECTION_PART,
                                       K.MAIN_SECTION_END)}

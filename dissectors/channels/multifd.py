@@ -12,27 +12,23 @@ from typing import Any
 from dissectors.channels.cursor import Cursor
 from dissectors.channels.engine import State, StreamParser
 from dissectors.channels.kinds import MULTIFD_DEVICE_STATE, MULTIFD_HELLO, MULTIFD_PACKET, MULTIFD_SYNC, OPAQUE
-from dissectors.layers.multifd import (
+from dissectors.layers.derived import (
     MULTIFD_COMPRESSION,
     MULTIFD_FLAG_COMPRESSION_MASK,
     MULTIFD_FLAG_DEVICE_STATE,
     MULTIFD_FLAG_SYNC,
     MULTIFD_MAGIC,
     MULTIFD_VERSION,
-    MultifdDeviceStatePacket,
-    MultifdHello,
-    MultifdPacketHdr,
-    MultifdRamPacket,
-    multifd_page_count,
 )
-from dissectors.layers.structs import item_struct, named
+from dissectors.layers.rules import multifd_page_count
+from dissectors.layers.unpack import item_struct, named
 
-_HELLO = named(MultifdHello)
-_HDR = named(MultifdPacketHdr)
-_RAM = named(MultifdRamPacket, None, "ramblock")
-_DEV = named(MultifdDeviceStatePacket)
-_OFFSET = item_struct(MultifdRamPacket, "offsets")
-_MAGIC_BYTES = named(MultifdPacketHdr, "magic", "version").pack(MULTIFD_MAGIC, MULTIFD_VERSION)
+_HELLO = named("MultifdHello")
+_HDR = named("MultifdPacketHdr")
+_RAM = named("MultifdRamPacket", None, "ramblock")
+_DEV = named("MultifdDeviceStatePacket")
+_OFFSET = item_struct("MultifdRamPacket", "offsets")
+_MAGIC_BYTES = named("MultifdPacketHdr", "magic", "version").pack(MULTIFD_MAGIC, MULTIFD_VERSION)
 _KNOWN_FLAGS = MULTIFD_FLAG_SYNC | MULTIFD_FLAG_COMPRESSION_MASK | MULTIFD_FLAG_DEVICE_STATE
 #: Device-state blobs above this are reported malformed.
 MAX_DEVICE_STATE_BLOB = 1 << 30

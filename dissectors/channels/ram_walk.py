@@ -26,7 +26,7 @@ from dissectors.channels import kinds as K
 from dissectors.channels.cursor import Cursor
 from dissectors.channels.engine import WHOLE_CHUNK, StreamParser
 from dissectors.channels.record import Record
-from dissectors.layers.ram import (
+from dissectors.layers.derived import (
     ENCODING_FLAG_XBZRLE,
     MAPPED_RAM_HDR_VERSION,
     MEM_SIZE_MAX_BLOCKS,
@@ -40,30 +40,22 @@ from dissectors.layers.ram import (
     RAM_SAVE_FLAG_PAGE,
     RAM_SAVE_FLAG_XBZRLE,
     RAM_SAVE_FLAG_ZERO,
-    MappedRamHeader,
-    RamBlockExtra,
-    RamBlockInfo,
-    RamCompress,
-    RamRecord,
-    RamXbzrle,
-    RamZero,
-    compress_bound,
 )
-from dissectors.layers.strings import counted_at
-from dissectors.layers.structs import fixed_size, named, struct_of
+from dissectors.layers.rules import compress_bound
+from dissectors.layers.unpack import counted_at, fixed_size, named, struct_of
 
 try:
     from dissectors.channels import _ramrun
 except ImportError:  # built without a C compiler or Python headers: run_take_py does the same
     _ramrun = None
 
-_WORD = struct_of(RamRecord, "addr", "flags")
+_WORD = struct_of("RamRecord", "addr", "flags")
 _WORD_SIZE = _WORD.size
-_ZERO_SIZE = fixed_size(RamZero)
+_ZERO_SIZE = fixed_size("RamZero")
 assert _ZERO_SIZE == 1, "ram.zero reads its fill byte directly"
-_USED_LENGTH = named(RamBlockInfo, "used_length", "used_length")
-_EXTRA = named(RamBlockExtra)
-_MAPPED = named(MappedRamHeader)
+_USED_LENGTH = named("RamBlockInfo", "used_length", "used_length")
+_EXTRA = named("RamBlockExtra")
+_MAPPED = named("MappedRamHeader")
 #: A mapped-ram block's dirty bitmap is counted (pages written) when it is at most this long (1 TiB of
 #: 4 KiB pages); a longer one is skipped uncounted.
 MAPPED_BITMAP_MAX = 32 << 10
@@ -72,8 +64,8 @@ ZERO_RUN_FLAGS = RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_CONTINUE
 ZERO_RECORD_SIZE = _WORD_SIZE + _ZERO_SIZE
 #: A run record holds at most this many pages (its ``raw`` at most ~36 KiB).
 ZERO_RUN_MAX = 4096
-_XBZRLE = named(RamXbzrle, "encoding", "len")
-_COMPRESS_LEN = named(RamCompress, "len", "len")
+_XBZRLE = named("RamXbzrle", "encoding", "len")
+_COMPRESS_LEN = named("RamCompress", "len", "len")
 
 
 def run_take_py(held: bytes | bytearray, data: bytes | bytearray | memoryview, record_size: int, word_size: int,

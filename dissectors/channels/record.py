@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from scapy.packet import Packet
+if TYPE_CHECKING:
+    from scapy.packet import Packet
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ from typing import Any
 from dissectors.channels.cursor import Cursor
 from dissectors.channels.engine import State, StreamParser
 from dissectors.channels.kinds import RP_KINDS, RP_RECV_BITMAP
-from dissectors.layers.return_path import (
+from dissectors.layers.derived import (
     MIG_RP_MSG_PONG,
     MIG_RP_MSG_RECV_BITMAP,
     MIG_RP_MSG_REQ_PAGES,
@@ -18,22 +18,16 @@ from dissectors.layers.return_path import (
     RECV_BITMAP_ENDING,
     RP_LENGTHS,
     RP_TYPES,
-    RecvBitmapDump,
-    RpMessage,
-    RpPong,
-    RpReqPages,
-    RpResumeAck,
-    RpShut,
 )
-from dissectors.layers.structs import named
+from dissectors.layers.unpack import named
 
-_HEAD = named(RpMessage)
-_SHUT = named(RpShut)
-_PONG = named(RpPong)
-_ACK = named(RpResumeAck)
-_REQ = named(RpReqPages)
-_BITMAP_SIZE = named(RecvBitmapDump, "size", "size")
-_BITMAP_END = named(RecvBitmapDump, "ending", "ending")
+_HEAD = named("RpMessage")
+_SHUT = named("RpShut")
+_PONG = named("RpPong")
+_ACK = named("RpResumeAck")
+_REQ = named("RpReqPages")
+_BITMAP_SIZE = named("RecvBitmapDump", "size", "size")
+_BITMAP_END = named("RecvBitmapDump", "ending", "ending")
 #: A received-pages bitmap above this (1 bit per 4 KiB page of 32 TiB) is reported malformed.
 MAX_BITMAP = 1 << 30
 

@@ -20,7 +20,7 @@ from dissectors.channels.preempt import PreemptParser
 from dissectors.channels.record import Record
 from dissectors.channels.return_path import ReturnPathParser
 from dissectors.channels.tls import TlsParser
-from dissectors.layers.ram import TARGET_PAGE_SIZE
+from dissectors.layers.derived import TARGET_PAGE_SIZE
 
 RecordsFn = Callable[[int, list[Record]], None]
 LastDataFn = Callable[[int], "float | None"]

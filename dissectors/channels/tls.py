@@ -6,19 +6,12 @@ from __future__ import annotations
 from dissectors.channels.cursor import Cursor
 from dissectors.channels.engine import State, StreamParser
 from dissectors.channels.kinds import TLS_RECORD
-from dissectors.layers.structs import named
-from dissectors.layers.tls import (
-    TLS_CONTENT_TYPES,
-    TLS_HANDSHAKE,
-    TLS_HANDSHAKE_TYPES,
-    TLS_MAX_RECORD,
-    TlsHandshakeStart,
-    TlsRecordHeader,
-)
+from dissectors.layers.derived import TLS_CONTENT_TYPES, TLS_HANDSHAKE, TLS_HANDSHAKE_TYPES, TLS_MAX_RECORD
+from dissectors.layers.unpack import named, wire_size
 
-_REC = named(TlsRecordHeader)
-_HS_TYPE = named(TlsHandshakeStart, "msg_type", "msg_type")
-_HS_SIZE = len(bytes(TlsHandshakeStart()))          # the header has a 24-bit length: sized by Scapy
+_REC = named("TlsRecordHeader")
+_HS_TYPE = named("TlsHandshakeStart", "msg_type", "msg_type")
+_HS_SIZE = wire_size("TlsHandshakeStart")   # the header has a 24-bit length: no struct format, a size
 
 
 class TlsParser(StreamParser):

@@ -15,7 +15,7 @@ from dissectors.capture.scanner import COALESCE_WINDOW, compiled_coalescer
 from dissectors.errors import InputError
 from dissectors.tcp import Connection, StreamSink, TcpTracker
 from dissectors.tcp.flags import CONTROL
-from dissectors.tls import KeyLog, KeyLogError, TlsStreamSink
+from dissectors.tls import KeyLog, KeyLogError
 
 ProgressFn = Callable[[int, "int | None"], None]   # (bytes done, size; None for a stream)
 SinkFactory = Callable[[Connection], "StreamSink | None"]
@@ -154,6 +154,7 @@ def decrypting(factory: SinkFactory, keylog: KeyLog | None) -> SinkFactory:
     """``factory``'s sinks behind TLS decryption with ``keylog`` (unchanged without one)."""
     if keylog is None:
         return factory
+    from dissectors.tls import TlsStreamSink
 
     def wrapped(conn: Connection) -> StreamSink | None:
         inner = factory(conn)
@@ -238,7 +239,7 @@ def is_migration_stream(path: str) -> bool:
     header? (A pipe or standard input is read as a capture.)"""
     import os
 
-    from dissectors.layers.main_stream import QEMU_VM_FILE_MAGIC
+    from dissectors.layers.derived import QEMU_VM_FILE_MAGIC
 
     if path == "-" or not os.path.isfile(path):
         return False

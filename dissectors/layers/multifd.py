@@ -23,11 +23,11 @@ from scapy.fields import (
 )
 from scapy.packet import Packet, Raw
 
+from dissectors.layers.rules import MULTIFD_PACKET_BYTES, multifd_page_count  # noqa: F401 - this layer's API
 from dissectors.layers.structs import fixed_size, item_struct, struct_of
 
 MULTIFD_MAGIC = 0x11223344
 MULTIFD_VERSION = 1
-MULTIFD_PACKET_BYTES = 512 * 1024  # MULTIFD_PACKET_SIZE: bytes of guest RAM one packet can describe
 
 MULTIFD_FLAG_SYNC = 0x01
 MULTIFD_FLAG_COMPRESSION_MASK = 0x3E
@@ -41,11 +41,7 @@ MULTIFD_COMPRESSION: dict[int, str] = {
 }
 
 #: Page offsets declared in a header for 4 KiB target pages (multifd_ram_page_count()).
-PAGE_COUNT_4K = MULTIFD_PACKET_BYTES // 4096
-
-
-def multifd_page_count(page_size: int) -> int:
-    return MULTIFD_PACKET_BYTES // page_size
+PAGE_COUNT_4K = multifd_page_count(4096)
 
 
 class MultifdHello(Packet):

@@ -26,6 +26,7 @@ from scapy.fields import (
 from scapy.packet import Packet
 
 from dissectors.layers.main_stream import MainRecord
+from dissectors.layers.rules import compress_bound  # noqa: F401 - part of this layer's API
 from dissectors.layers.strings import counted_string
 
 TARGET_PAGE_BITS = 12
@@ -56,11 +57,6 @@ RAM_FLAGS_WITH_BLOCK = (RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_PAGE | RAM_SAVE_FLAG_
 
 #: XBZRLE encoding byte (``ENCODING_FLAG_XBZRLE``).
 ENCODING_FLAG_XBZRLE = 0x01
-
-
-def compress_bound(size: int) -> int:
-    """zlib's ``compressBound``: the receiver rejects larger COMPRESS_PAGE lengths."""
-    return size + (size >> 12) + (size >> 14) + (size >> 25) + 13
 
 
 class PageOffsetField(XBitField):

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 from scapy.fields import Field, FieldLenField, StrLenField
+
+from dissectors.layers.unpack import counted_at
 
 
 def counted_string(name: str, length_name: str, default: bytes = b"") -> tuple[Field, Field]:
@@ -21,13 +22,5 @@ def counted_string(name: str, length_name: str, default: bytes = b"") -> tuple[F
 COUNTED_LENGTH = struct.Struct(">" + counted_string("s", "n")[0].fmt.lstrip("!<>=@"))
 assert COUNTED_LENGTH.size == 1, "counted_at reads the length prefix as one byte"
 
+__all__ = ["COUNTED_LENGTH", "counted_at", "counted_string"]
 
-def counted_at(buf: Any, pos: int, end: int) -> tuple[bytes, int] | None:
-    """Read a counted string at ``buf[pos]``: ``(bytes, position after it)``, or None when it continues
-    past ``end``. The one reader of the layout :func:`counted_string` declares."""
-    if pos >= end:
-        return None
-    stop = pos + 1 + buf[pos]
-    if stop > end:
-        return None
-    return bytes(buf[pos + 1:stop]), stop

@@ -1,17 +1,18 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Derive fast ``struct.Struct`` formats from Scapy ``fields_desc`` declarations.
 
-The Scapy class is the only spelling of a wire structure. The hot-path parsers unpack with a
-``struct.Struct`` built here from a run of fixed-size fields of that class, so the two cannot drift.
-Runs of consecutive bit fields (for example a 52-bit address plus 12 flag bits) become one integer.
+The Scapy class is the only spelling of a wire structure. :func:`field_table` classifies each field of a
+class (a fixed-size scalar, a bit field, a list of fixed-size items, or no fixed layout);
+``unpack.layout_from`` turns a run of those into a ``struct.Struct``, so the two cannot drift. Runs of
+consecutive bit fields (for example a 52-bit address plus 12 flag bits) become one integer. The same
+tables, generated into ``derived`` (``python -m dissectors.layers.derive``), give the fast parsers their
+layouts without importing Scapy (``unpack``, which takes a layer's class name).
 """
 
 from __future__ import annotations
 
 import struct
-from collections import namedtuple
 from functools import cache
-from typing import Any
 
 from scapy.fields import (
     ConditionalField,
@@ -24,7 +25,7 @@ from scapy.fields import (
 )
 from scapy.packet import Packet
 
-_INT_CHAR = {1: "B", 2: "H", 4: "I", 8: "Q"}
+from dissectors.layers.unpack import FieldEntry, Layout, item_from, layout_from
 
 
 def _fixed_char(fld: Field) -> str:
@@ -46,6 +47,34 @@ def _fixed_char(fld: Field) -> str:
     return char
 
 
+def _why(exc: ValueError, name: str) -> str:
+    """The reason of a ``_fixed_char`` error without its ``field 'name'`` prefix."""
+    return str(exc).removeprefix(f"field {name!r} ")
+
+
+def field_entry(fld: Field) -> FieldEntry:
+    """One field as ``unpack`` reads it: ``(name, "fmt" | "bits" | "items" | "none", value)``."""
+    if isinstance(fld, ConditionalField):
+        return (fld.name, "none", "is conditional")
+    if isinstance(fld, _BitField):
+        return (fld.name, "bits", fld.size)
+    if isinstance(fld, FieldListField):
+        try:
+            return (fld.name, "items", _fixed_char(fld.field))
+        except ValueError as exc:
+            return (fld.name, "none", _why(exc, fld.field.name))
+    try:
+        return (fld.name, "fmt", _fixed_char(fld))
+    except ValueError as exc:
+        return (fld.name, "none", _why(exc, fld.name))
+
+
+@cache
+def field_table(cls: type[Packet]) -> tuple[FieldEntry, ...]:
+    """Every field of ``cls`` classified (:func:`field_entry`), in wire order."""
+    return tuple(field_entry(f) for f in cls.fields_desc)
+
+
 @cache
 def layout_of(
     cls: type[Packet], first: str | None = None, last: str | None = None
@@ -55,34 +84,7 @@ def layout_of(
     A run of bit fields yields one item named ``"a+b"``. Conditional or variable-length fields in the
     range raise ValueError.
     """
-    fields = list(cls.fields_desc)
-    names = [f.name for f in fields]
-    lo = names.index(first) if first else 0
-    hi = names.index(last) if last else len(fields) - 1
-    chars: list[str] = []
-    items: list[str] = []
-    bits = 0
-    bit_names: list[str] = []
-    for fld in fields[lo:hi + 1]:
-        if isinstance(fld, ConditionalField):
-            raise ValueError(f"field {fld.name!r} is conditional")
-        if isinstance(fld, _BitField):
-            bits += fld.size
-            bit_names.append(fld.name)
-            if bits % 8 == 0:
-                if bits // 8 not in _INT_CHAR:
-                    raise ValueError(f"bit run ending at {fld.name!r} is {bits} bits")
-                chars.append(_INT_CHAR[bits // 8])
-                items.append("+".join(bit_names))
-                bits, bit_names = 0, []
-            continue
-        if bits:
-            raise ValueError(f"bit run before {fld.name!r} is not byte aligned")
-        chars.append(_fixed_char(fld))
-        items.append(fld.name)
-    if bits:
-        raise ValueError(f"bit run at the end of {cls.__name__} is not byte aligned")
-    return ">" + "".join(chars), tuple(items)
+    return layout_from(cls.__name__, field_table(cls), first, last)
 
 
 @cache
@@ -99,33 +101,14 @@ def fixed_size(cls: type[Packet], first: str | None = None, last: str | None = N
 @cache
 def item_struct(cls: type[Packet], name: str) -> struct.Struct:
     """``struct.Struct`` of one element of the ``FieldListField`` ``name`` of ``cls`` (e.g. a be64 offset)."""
-    fld = next(f for f in cls.fields_desc if f.name == name)
-    if not isinstance(fld, FieldListField):
-        raise ValueError(f"field {name!r} of {cls.__name__} is not a list")
-    return struct.Struct(">" + _fixed_char(fld.field))
-
-
-class Layout:
-    """A ``struct.Struct`` over fields ``first``..``last`` of a layer that unpacks into a named tuple whose
-    names are the layer's own (a bit run ``a+b`` is named ``a_b``): no positional unpacking."""
-
-    __slots__ = ("struct", "names", "size", "_make")
-
-    def __init__(self, cls: type[Packet], first: str | None = None, last: str | None = None) -> None:
-        fmt, items = layout_of(cls, first, last)
-        self.struct = struct.Struct(fmt)
-        self.size = self.struct.size
-        self.names = tuple(name.replace("+", "_") for name in items)
-        self._make = namedtuple(f"{cls.__name__}Fields", self.names)._make  # type: ignore[misc]
-
-    def unpack_from(self, buf: Any, offset: int = 0) -> Any:
-        return self._make(self.struct.unpack_from(buf, offset))
-
-    def pack(self, *values: Any) -> bytes:
-        return self.struct.pack(*values)
+    return item_from(cls.__name__, field_table(cls), name)
 
 
 @cache
 def named(cls: type[Packet], first: str | None = None, last: str | None = None) -> Layout:
-    """The :class:`Layout` of fields ``first``..``last`` of ``cls`` (all fields by default)."""
-    return Layout(cls, first, last)
+    """The :class:`~dissectors.layers.unpack.Layout` of fields ``first``..``last`` of ``cls`` (all fields
+    by default)."""
+    return Layout(cls.__name__, *layout_of(cls, first, last))
+
+
+__all__ = ["Layout", "field_entry", "field_table", "fixed_size", "item_struct", "layout_of", "named", "struct_of"]

@@ -11,7 +11,10 @@ six decimals (``1795633640.075779``); :meth:`TimeFormat.retime` rewrites them in
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 #: ``-t`` letter -> what it shows (the help text and docs list these).
 FORMATS = {
@@ -68,10 +71,14 @@ class TimeFormat:
 
 
 def _datetime(ts: float, local: bool) -> datetime:
+    from datetime import UTC, datetime  # here: analyze --json and epoch times never format a date
+
     dt = datetime.fromtimestamp(ts, UTC)
     return dt.astimezone() if local else dt
 
 
 def _iso(dt: datetime) -> str:
+    from datetime import UTC
+
     text = dt.isoformat(timespec="microseconds")
     return text[:-6] + "Z" if text.endswith("+00:00") and dt.tzinfo is UTC else text

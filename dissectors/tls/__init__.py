@@ -10,8 +10,25 @@ random is in the key log, or the connection's bytes unchanged otherwise; ``statu
 >>> tracker = TcpTracker(lambda conn: TlsStreamSink(ChannelSink(print), keylog))  # doctest: +SKIP
 """
 
-from dissectors.tls.connection import Plaintext, TlsConnection, TlsProblem
-from dissectors.tls.keylog import KeyLog, KeyLogError
-from dissectors.tls.sink import TlsStatus, TlsStreamSink
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dissectors.tls.connection import Plaintext, TlsConnection, TlsProblem
+    from dissectors.tls.keylog import KeyLog, KeyLogError
+    from dissectors.tls.sink import TlsStatus, TlsStreamSink
 
 __all__ = ["KeyLog", "KeyLogError", "Plaintext", "TlsConnection", "TlsProblem", "TlsStatus", "TlsStreamSink"]
+
+#: Where each name lives: the submodules load when a name is first used, so a run without a key log, which
+#: decrypts nothing, does not import the record layer and the key schedules (start-up time).
+_HOME = {"Plaintext": "connection", "TlsConnection": "connection", "TlsProblem": "connection",
+         "KeyLog": "keylog", "KeyLogError": "keylog", "TlsStatus": "sink", "TlsStreamSink": "sink"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(f"dissectors.tls.{_HOME[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

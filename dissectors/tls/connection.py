@@ -24,9 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dissectors.layers.strings import counted_at
-from dissectors.layers.structs import named
-from dissectors.layers.tls import (
+from dissectors.layers.derived import (
     TLS_ALERT,
     TLS_APPLICATION_DATA,
     TLS_CHANGE_CIPHER_SPEC,
@@ -38,22 +36,18 @@ from dissectors.layers.tls import (
     TLS_MAX_RECORD,
     TLS_SERVER_HELLO,
     TLS_VERSIONS,
-    TlsExtension,
-    TlsHandshakeStart,
-    TlsHelloStart,
-    TlsRecordHeader,
-    TlsServerHelloRest,
 )
+from dissectors.layers.unpack import counted_at, named, wire_size
 from dissectors.tls.keylog import KeyLog
 from dissectors.tls.schedule import SUITES, TAG_LEN, Suite, TrafficKeys, inner_content
 from dissectors.tls.tls12 import MASTER_SECRET_LEN, SUITES12, RecordKeys12, Suite12, direction_keys, not_decrypted_why
 
-_REC = named(TlsRecordHeader)
-_HS_TYPE = named(TlsHandshakeStart, "msg_type", "msg_type")
-_HS_SIZE = len(bytes(TlsHandshakeStart()))
-_HELLO = named(TlsHelloStart)
-_SH_TAIL = named(TlsServerHelloRest, "cipher_suite", "extensions_len")
-_EXT = named(TlsExtension, "type", "len")
+_REC = named("TlsRecordHeader")
+_HS_TYPE = named("TlsHandshakeStart", "msg_type", "msg_type")
+_HS_SIZE = wire_size("TlsHandshakeStart")
+_HELLO = named("TlsHelloStart")
+_SH_TAIL = named("TlsServerHelloRest", "cipher_suite", "extensions_len")
+_EXT = named("TlsExtension", "type", "len")
 TLS13 = 0x0304
 TLS12 = 0x0303
 TLS12_SECRET = "CLIENT_RANDOM"

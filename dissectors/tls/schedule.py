@@ -1,31 +1,30 @@
 """TLS 1.3 traffic keys from a traffic secret (RFC 8446 section 7): HKDF-Expand-Label, the AEAD, the
-per-record nonce, KeyUpdate. The primitives are ``cryptography``'s."""
+per-record nonce, KeyUpdate. The primitives are ``cryptography``'s, imported when keys are first made
+(``primitives``)."""
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+from dissectors.tls.primitives import SuiteParts, crypto
 
 
 @dataclass(frozen=True)
-class Suite:
+class Suite(SuiteParts):
+    """``hash`` and ``aead`` are the ``cryptography`` classes named ``hash_name`` and ``aead_name``."""
+
     name: str
-    hash: type[hashes.HashAlgorithm]
+    hash_name: str
     key_len: int
-    aead: type[AESGCM] | type[ChaCha20Poly1305]
+    aead_name: str
 
 
 #: TLS 1.3 cipher suites by code (RFC 8446 appendix B.4).
 SUITES: dict[int, Suite] = {
-    0x1301: Suite("TLS_AES_128_GCM_SHA256", hashes.SHA256, 16, AESGCM),
-    0x1302: Suite("TLS_AES_256_GCM_SHA384", hashes.SHA384, 32, AESGCM),
-    0x1303: Suite("TLS_CHACHA20_POLY1305_SHA256", hashes.SHA256, 32, ChaCha20Poly1305),
+    0x1301: Suite("TLS_AES_128_GCM_SHA256", "SHA256", 16, "AESGCM"),
+    0x1302: Suite("TLS_AES_256_GCM_SHA384", "SHA384", 32, "AESGCM"),
+    0x1303: Suite("TLS_CHACHA20_POLY1305_SHA256", "SHA256", 32, "ChaCha20Poly1305"),
 }
 IV_LEN = 12
 TAG_LEN = 16
@@ -37,7 +36,7 @@ TAIL_LEN = 48
 def hkdf_expand_label(suite: Suite, secret: bytes, label: bytes, context: bytes, length: int) -> bytes:
     full = b"tls13 " + label
     info = struct.pack(">HB", length, len(full)) + full + struct.pack(">B", len(context)) + context
-    return HKDFExpand(algorithm=suite.hash(), length=length, info=info).derive(secret)
+    return crypto().HKDFExpand(algorithm=suite.hash(), length=length, info=info).derive(secret)
 
 
 class TrafficKeys:
@@ -54,14 +53,15 @@ class TrafficKeys:
         self.seq = 0
         #: Bytes at a record's end that :meth:`tail` needs to frame its content without decrypting it.
         self.skip_tail = TAIL_LEN + TAG_LEN
-        self._ecb = Cipher(algorithms.AES(self._key), modes.ECB()).encryptor() if suite.aead is AESGCM else None
+        c = crypto()
+        self._ecb = c.Cipher(c.algorithms.AES(self._key), c.modes.ECB()).encryptor() if suite.aead is c.AESGCM else None
 
     def decrypt(self, header: bytes | memoryview, body: bytes | memoryview) -> bytes | None:
         """The record's inner plaintext (content, type, padding), or None if it fails authentication."""
         nonce = (self._iv ^ self.seq).to_bytes(IV_LEN, "big")
         try:
             out = self._aead.decrypt(nonce, body, header)
-        except InvalidTag:
+        except crypto().InvalidTag:
             return None
         self.seq += 1
         return out
@@ -79,7 +79,8 @@ class TrafficKeys:
             stream = self._ecb.update(blocks)[skip:skip + n]
         else:                             # ChaCha20-Poly1305: 64-byte blocks, the content from counter 1
             first = start >> 6
-            gen = Cipher(algorithms.ChaCha20(self._key, (first + 1).to_bytes(4, "little") + nonce), None)
+            c = crypto()
+            gen = c.Cipher(c.algorithms.ChaCha20(self._key, (first + 1).to_bytes(4, "little") + nonce), None)
             skip = start - (first << 6)
             stream = gen.encryptor().update(bytes(skip + n))[skip:]
         return (int.from_bytes(stream, "big") ^ int.from_bytes(ciphertext, "big")).to_bytes(n, "big")

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dissectors.layers.tls import TLS_HANDSHAKE, TLS_VERSIONS
+from dissectors.layers.derived import TLS_HANDSHAKE, TLS_VERSIONS
 from dissectors.tls.connection import Event, HandshakeDone, Plaintext, TlsConnection, TlsProblem
 from dissectors.tls.keylog import KeyLog
 

@@ -25,22 +25,22 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, hmac
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from dissectors.tls.primitives import SuiteParts, crypto
 
 TAG_LEN = 16
 MASTER_SECRET_LEN = 48
 
 
 @dataclass(frozen=True)
-class Suite12:
+class Suite12(SuiteParts):
+    """``hash`` and ``aead`` are the ``cryptography`` classes named ``hash_name`` and ``aead_name``."""
+
     name: str
-    hash: type[hashes.HashAlgorithm]
+    hash_name: str
     key_len: int
     fixed_iv_len: int                      # bytes of IV in the key block
     explicit_nonce_len: int                # bytes of nonce sent before each record's ciphertext
-    aead: type[AESGCM] | type[ChaCha20Poly1305]
+    aead_name: str
 
     @property
     def overhead(self) -> int:
@@ -48,30 +48,30 @@ class Suite12:
         return self.explicit_nonce_len + TAG_LEN
 
 
-def _gcm(name: str, hash_: type[hashes.HashAlgorithm], key_len: int) -> Suite12:
-    return Suite12(name, hash_, key_len, 4, 8, AESGCM)
+def _gcm(name: str, hash_: str, key_len: int) -> Suite12:
+    return Suite12(name, hash_, key_len, 4, 8, "AESGCM")
 
 
 def _chacha(name: str) -> Suite12:
-    return Suite12(name, hashes.SHA256, 32, 12, 0, ChaCha20Poly1305)
+    return Suite12(name, "SHA256", 32, 12, 0, "ChaCha20Poly1305")
 
 
 #: TLS 1.2 AEAD cipher suites by code (IANA TLS cipher suite registry).
 SUITES12: dict[int, Suite12] = {
-    0x009C: _gcm("TLS_RSA_WITH_AES_128_GCM_SHA256", hashes.SHA256, 16),
-    0x009D: _gcm("TLS_RSA_WITH_AES_256_GCM_SHA384", hashes.SHA384, 32),
-    0x009E: _gcm("TLS_DHE_RSA_WITH_AES_128_GCM_SHA256", hashes.SHA256, 16),
-    0x009F: _gcm("TLS_DHE_RSA_WITH_AES_256_GCM_SHA384", hashes.SHA384, 32),
-    0x00A2: _gcm("TLS_DHE_DSS_WITH_AES_128_GCM_SHA256", hashes.SHA256, 16),
-    0x00A3: _gcm("TLS_DHE_DSS_WITH_AES_256_GCM_SHA384", hashes.SHA384, 32),
-    0x00A8: _gcm("TLS_PSK_WITH_AES_128_GCM_SHA256", hashes.SHA256, 16),
-    0x00A9: _gcm("TLS_PSK_WITH_AES_256_GCM_SHA384", hashes.SHA384, 32),
-    0x00AA: _gcm("TLS_DHE_PSK_WITH_AES_128_GCM_SHA256", hashes.SHA256, 16),
-    0x00AB: _gcm("TLS_DHE_PSK_WITH_AES_256_GCM_SHA384", hashes.SHA384, 32),
-    0xC02B: _gcm("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", hashes.SHA256, 16),
-    0xC02C: _gcm("TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", hashes.SHA384, 32),
-    0xC02F: _gcm("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", hashes.SHA256, 16),
-    0xC030: _gcm("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", hashes.SHA384, 32),
+    0x009C: _gcm("TLS_RSA_WITH_AES_128_GCM_SHA256", "SHA256", 16),
+    0x009D: _gcm("TLS_RSA_WITH_AES_256_GCM_SHA384", "SHA384", 32),
+    0x009E: _gcm("TLS_DHE_RSA_WITH_AES_128_GCM_SHA256", "SHA256", 16),
+    0x009F: _gcm("TLS_DHE_RSA_WITH_AES_256_GCM_SHA384", "SHA384", 32),
+    0x00A2: _gcm("TLS_DHE_DSS_WITH_AES_128_GCM_SHA256", "SHA256", 16),
+    0x00A3: _gcm("TLS_DHE_DSS_WITH_AES_256_GCM_SHA384", "SHA384", 32),
+    0x00A8: _gcm("TLS_PSK_WITH_AES_128_GCM_SHA256", "SHA256", 16),
+    0x00A9: _gcm("TLS_PSK_WITH_AES_256_GCM_SHA384", "SHA384", 32),
+    0x00AA: _gcm("TLS_DHE_PSK_WITH_AES_128_GCM_SHA256", "SHA256", 16),
+    0x00AB: _gcm("TLS_DHE_PSK_WITH_AES_256_GCM_SHA384", "SHA384", 32),
+    0xC02B: _gcm("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "SHA256", 16),
+    0xC02C: _gcm("TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", "SHA384", 32),
+    0xC02F: _gcm("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "SHA256", 16),
+    0xC030: _gcm("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", "SHA384", 32),
     0xCCA8: _chacha("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"),
     0xCCA9: _chacha("TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"),
     0xCCAA: _chacha("TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256"),
@@ -88,8 +88,10 @@ def not_decrypted_why(code: int) -> str:
             "are not implemented")
 
 
-def prf(hash_: type[hashes.HashAlgorithm], secret: bytes, label: bytes, seed: bytes, length: int) -> bytes:
-    """The TLS 1.2 PRF (RFC 5246 section 5): P_hash(secret, label + seed)."""
+def prf(hash_: type, secret: bytes, label: bytes, seed: bytes, length: int) -> bytes:
+    """The TLS 1.2 PRF (RFC 5246 section 5): P_hash(secret, label + seed); ``hash_`` a ``cryptography``
+    hash class."""
+    hmac = crypto().hmac
     seed = label + seed
     out = bytearray()
     a = seed
@@ -148,7 +150,7 @@ class RecordKeys12:
         aad = struct.pack(">Q", self.seq) + header[:3] + struct.pack(">H", len(ciphertext) - TAG_LEN)
         try:
             out = self._aead.decrypt(nonce, ciphertext, aad)
-        except InvalidTag:
+        except crypto().InvalidTag:
             return None
         self.seq += 1
         return out

@@ -18,13 +18,12 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from dissectors.layers.main_stream import QEMU_VM_SUBSECTION, Subsection
-from dissectors.layers.strings import counted_at
-from dissectors.layers.structs import named
+from dissectors.layers.derived import QEMU_VM_SUBSECTION
+from dissectors.layers.unpack import counted_at, named
 from dissectors.vmstate.description import MAX_DEPTH
 
-_SUB_TYPE = named(Subsection, "type", "type")
-_SUB_VERSION = named(Subsection, "version_id", "version_id")
+_SUB_TYPE = named("Subsection", "type", "type")
+_SUB_VERSION = named("Subsection", "version_id", "version_id")
 
 #: Values decoded at most per device, and per stream (:class:`Budget`): a description may claim arrays
 #: of any length, even of zero-size elements.
