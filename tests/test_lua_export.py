@@ -247,11 +247,14 @@ def lua_counts(plugin: Path, capture: Path, kinds: list[str], two_pass: bool,
     if channel:
         flt = f'qmig.channel == "{channel}" && ({flt})'
     out = tshark(plugin, capture, "-Y", flt, "-T", "fields", "-E", "occurrence=a", "-e", "qmig.record",
-                 two_pass=two_pass)
+                 "-e", "qmig.zero_run.pages", two_pass=two_pass)
     counts: Counter[str] = Counter()
     for line in out.splitlines():
-        counts.update(k for k in line.split(",") if k in kinds)
-    return counts
+        records, _, runs = line.partition("\t")
+        counts.update(k for k in records.split(",") if k in kinds)
+        if "ram.zero" in kinds:      # a run of zero-page records is one "ram.zero" item with its length
+            counts["ram.zero"] += sum(int(n) - 1 for n in runs.split(",") if n)
+    return +counts
 
 
 PASSES = [pytest.param(False, id="one-pass"), pytest.param(True, id="two-pass")]

@@ -34,9 +34,14 @@ local MF = {
     assigned = ProtoField.string("qmig.channel.assigned", "Role the destination gives it"),
     misclassified = ProtoField.bool("qmig.channel.misclassified", "Misclassified by the destination"),
     why = ProtoField.string("qmig.channel.error", "What the destination does"),
+    -- a run of zero-page records (ZERO|CONTINUE) shown as one qmig.record item (K.RAM_ZERO)
+    zero_pages = ProtoField.uint32("qmig.zero_run.pages", "Zero-page records in this run"),
+    zero_first = ProtoField.uint64("qmig.zero_run.first", "First page address", base.HEX),
+    zero_last = ProtoField.uint64("qmig.zero_run.last", "Last page address", base.HEX),
 }
 local MF_ORDER = {"channel", "record", "continued", "data", "device", "opaque", "retrans", "mfd_id", "migration",
-                  "connection", "tls", "accept", "policy", "assigned", "misclassified", "why"}
+                  "connection", "tls", "accept", "policy", "assigned", "misclassified", "why", "zero_pages",
+                  "zero_first", "zero_last"}
 
 do
     local list = {}
@@ -112,10 +117,27 @@ local function need(n)
     error(setmetatable({need = n}, NEED), 0)
 end
 
+-- The captured bytes of ctx's tvb as one Lua string, read once per call: integers of up to 4 bytes are
+-- read from it with string.byte (a TvbRange per read costs a userdata and two C calls).
+local function bytes_of(ctx)
+    local hay = ctx.hay
+    if not hay then
+        hay = ctx.tvb:raw(0, ctx.cap)
+        ctx.hay = hay
+    end
+    return hay
+end
+
+local byte = string.byte
+local BYTE = 0xff + 1
+
 local function rd_uint(ctx, off, sz)
     if off + sz > ctx.cap then need(off + sz) end
     if sz == 8 then return ctx.tvb(off, 8):uint64() end
-    return ctx.tvb(off, sz):uint()
+    local hay = ctx.hay or bytes_of(ctx)
+    local v = 0
+    for i = off + 1, off + sz do v = v * BYTE + byte(hay, i) end
+    return v
 end
 
 local function num(v)
@@ -185,7 +207,7 @@ local function walk_items(ctx, desc, off, tree, vals, first, list_count)
                 if it.skip then return off, sz, i end
                 if off + sz > ctx.cap then need(off + sz) end
                 if t == "s" then
-                    vals[it.n] = ctx.tvb:raw(off, sz)
+                    vals[it.n] = (ctx.hay or bytes_of(ctx)):sub(off + 1, off + sz)
                 elseif t == "z" then
                     vals[it.n] = ctx.tvb(off, sz):stringz()
                 end
@@ -618,19 +640,19 @@ end
 -- Find the footer of device section `id` in the captured bytes from `off`: the footer bytes, then a
 -- record type that may follow a footer. Returns (position, "found" | "tail" | "none").
 local function scan_device(ctx, off, id)
-    local hay = ctx.tvb:raw(off, ctx.cap - off)
+    local hay = ctx.hay or bytes_of(ctx)        -- the whole tvb: positions are offsets + 1
     local pat = footer_bytes(id)
     local len = #pat
-    local from = 1
+    local from = off + 1
     while true do
         local p = string.find(hay, pat, from, true)
         if not p then break end
-        if p + len > #hay then return off + p - 1, "tail" end
-        if AFTER_FOOTER[hay:byte(p + len)] then return off + p - 1, "found" end
+        if p + len > #hay then return p - 1, "tail" end
+        if AFTER_FOOTER[hay:byte(p + len)] then return p - 1, "found" end
         from = p + 1
     end
-    for k = math.max(1, #hay - len + 1), #hay do
-        if hay:byte(k) == pat:byte(1) then return off + k - 1, "tail" end
+    for k = math.max(off + 1, #hay - len + 1), #hay do
+        if hay:byte(k) == pat:byte(1) then return k - 1, "tail" end
     end
     return ctx.cap, "none"
 end
@@ -646,6 +668,64 @@ local function apply(st, r)
     if r.postcopy then st.postcopy = true end
     if r.eof then st.eof = r.eof end
     if r.tail ~= nil then st.tail = r.tail or nil end
+end
+
+-- Runs of zero-page records: an idle guest's precopy is long runs of ZERO|CONTINUE records (the RamRecord
+-- word, then RamZero's fill byte), as migshark's channels/ram_walk.py says. A run of at least
+-- C.ZERO_RUN_MIN of them in one call is one K.RAM_ZERO record item with the run's length and first and
+-- last page addresses (qmig.zero_run.*), found by looking at the flag bytes of each record only.
+local ZERO_WORD = S.RamRecord.items[1]                  -- the addr+flags word
+local ZERO_SIZE = ZERO_WORD.sz + S.RamZero.size
+-- (1-based position in a record, byte -> true when its flag bits are those of ZERO|CONTINUE)
+local ZERO_CHECKS = {}
+do
+    local flags
+    for _, b in ipairs(ZERO_WORD.bits) do if b.shift == 0 then flags = b end end
+    local want = bit.bor(C.RAM_FLAG_ZERO, C.RAM_FLAG_CONTINUE)
+    for j = 0, ZERO_WORD.sz - 1 do                      -- byte j from the word's end
+        local lo = 8 * j
+        if lo < flags.width then
+            local mask = bit.band(bit.rshift(2 ^ flags.width - 1, lo), 0xff)
+            local wb = bit.band(bit.rshift(want, lo), 0xff)
+            local ok = {}
+            for v = 0, 0xff do ok[v] = bit.band(v, mask) == wb end
+            ZERO_CHECKS[#ZERO_CHECKS + 1] = {ZERO_WORD.sz - j, ok}
+        end
+    end
+end
+
+-- How many whole zero-page records follow `off` in the captured bytes.
+local function zero_run(ctx, off)
+    if ctx.run_at == off then return ctx.run_n end
+    local hay = ctx.hay or bytes_of(ctx)
+    local checks, nchecks = ZERO_CHECKS, #ZERO_CHECKS
+    local n, p, last = 0, off, ctx.cap - ZERO_SIZE
+    while p <= last do
+        for i = 1, nchecks do
+            local c = checks[i]
+            if not c[2][byte(hay, p + c[1])] then
+                ctx.run_at, ctx.run_n = off, n
+                return n
+            end
+        end
+        n = n + 1
+        p = p + ZERO_SIZE
+    end
+    ctx.run_at, ctx.run_n = off, n
+    return n
+end
+
+local function zero_run_item(ctx, root, off, n)
+    local len = n * ZERO_SIZE
+    local first, last = {}, {}
+    walk(ctx, S.RamRecord, off, nil, first)
+    walk(ctx, S.RamRecord, off + len - ZERO_SIZE, nil, last)
+    local item = root:add(MF.record, ctx.tvb(off, len), K.RAM_ZERO)
+    item:append_text(string.format(" (%d zero pages, 0x%s..0x%s)", n, first.addr:tohex(), last.addr:tohex()))
+    item:add(MF.zero_pages, ctx.tvb(off, len), n)
+    item:add(MF.zero_first, ctx.tvb(off, ZERO_WORD.sz), first.addr)
+    item:add(MF.zero_last, ctx.tvb(off + len - ZERO_SIZE, ZERO_WORD.sz), last.addr)
+    return off + len
 end
 
 local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
@@ -704,6 +784,13 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
             end
         elseif off >= ctx.cap then
             stop_walking(st, root, E.truncated, "capture truncated (snaplen) inside the stream")
+        elseif st.phase == "ram" and zero_run(ctx, off) >= C.ZERO_RUN_MIN then
+            local n = zero_run(ctx, off)
+            nrec = nrec + 1
+            off = zero_run_item(ctx, root, off, n)
+            kinds[#kinds + 1] = K.RAM_ZERO
+            kinds.extra = kinds.extra or {}
+            kinds.extra[K.RAM_ZERO] = (kinds.extra[K.RAM_ZERO] or 0) + n - 1
         else
             nrec = nrec + 1
             local rec_id = key .. "#" .. nrec
@@ -822,6 +909,7 @@ local function summary(kinds)
         if not counts[k] then order[#order + 1] = k; counts[k] = 0 end
         counts[k] = counts[k] + 1
     end
+    for k, n in pairs(kinds.extra or {}) do counts[k] = counts[k] + n end   -- records of zero-page runs
     local parts = {}
     for i, k in ipairs(order) do
         if i > 6 then parts[#parts + 1] = "..."; break end
