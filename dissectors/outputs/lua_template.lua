@@ -150,8 +150,10 @@ local function low_mask64(width)
     return UInt64(1):lshift(width) - 1
 end
 
+local FLAG_BITS = C.FLAG_BITS
+
 local function add_flag_bits(item, abbrev, range)
-    local bits = C.FLAG_BITS[abbrev]
+    local bits = FLAG_BITS[abbrev]
     if not bits or not item then return end
     for _, b in ipairs(bits) do item:add(F[b], range) end
 end
@@ -180,7 +182,8 @@ local function walk_items(ctx, desc, off, tree, vals, first, list_count)
                 vals[it.n] = v
                 if tree then
                     local r = ctx.tvb(off, it.sz)
-                    add_flag_bits(tree:add(F[it.f], r), it.f, r)
+                    local item = tree:add(F[it.f], r)
+                    if FLAG_BITS[it.f] then add_flag_bits(item, it.f, r) end
                 end
                 off = off + it.sz
             elseif t == "bits" then
@@ -311,9 +314,11 @@ local order_proto = Proto("qmig_order", "QEMU migration connection order")
 function order_proto.dissector(tvb, pinfo, tree)
     -- the end of each dissection of a frame: the GUI dissects a frame again and again (list, details),
     -- and each time the calls of that frame must count from 1 to find their snapshots
-    if tvb then calls = {} end
-    if pinfo.visited or pinfo.src_port == 0 or pinfo.dst_port == 0 then return end
-    local src, dst = endpoint(pinfo.src, pinfo.src_port), endpoint(pinfo.dst, pinfo.dst_port)
+    if tvb and calls.frame then calls = {} end
+    if pinfo.visited then return end
+    local sp, dp = pinfo.src_port, pinfo.dst_port
+    if sp == 0 or dp == 0 then return end
+    local src, dst = endpoint(pinfo.src, sp), endpoint(pinfo.dst, dp)
     local key = conn_key(src, dst)
     local cn = conns[key]
     if not cn then
@@ -333,11 +338,20 @@ local function new_state(chan, phase)
     return {chan = chan, phase = phase, skip = 0, ram_ids = {}}
 end
 
-local function copy_state(st)
+local NO_IDS = setmetatable({}, {__newindex = function() error("a snapshot's ram_ids are read only") end})
+
+-- A copy of a direction's state. `snapshot`: kept for a second pass and never changed, so an empty
+-- ram_ids table is shared; a state to walk with gets its own.
+local function copy_state(st, snapshot)
     local c = {}
     for k, v in pairs(st) do c[k] = v end
-    c.ram_ids = {}
-    for k, v in pairs(st.ram_ids) do c.ram_ids[k] = v end
+    if snapshot and next(st.ram_ids) == nil then
+        c.ram_ids = NO_IDS
+    else
+        local ids = {}
+        for k, v in pairs(st.ram_ids) do ids[k] = v end
+        c.ram_ids = ids
+    end
     return c
 end
 
@@ -618,6 +632,7 @@ local function run_handler(ctx, st, off, tree)
         if getmetatable(r) == NEED then return {need = r.need} end
         error(r, 0)
     end
+    if tree == nil then return r end            -- nothing to show (lean: see dissect)
     return h(ctx, st, off, tree)
 end
 
@@ -728,15 +743,16 @@ local function zero_run_item(ctx, root, off, n)
     return off + len
 end
 
-local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
+local function walk_tvb(tvb, pinfo, root, st, kinds, key, start, lean)
     local ctx = {tvb = tvb, cap = tvb:captured_len(), rep = tvb:reported_len()}
+    local visited = pinfo.visited
     local nrec = 0
     local off = start or 0
     while off < ctx.rep do
         if st.skip > 0 then
             local n = math.min(st.skip, ctx.rep - off)
             local shown = math.max(0, math.min(n, ctx.cap - off))
-            if shown > 0 then
+            if shown > 0 and not lean then
                 if st.skip_f and n == st.skip_total and shown == n then
                     root:add(F[st.skip_f], tvb(off, n))
                 else
@@ -748,12 +764,12 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
             off = off + n
             st.skip = st.skip - n
             if st.skip == 0 then
-                if st.skip_id and not pinfo.visited then open_records[st.skip_id] = nil end
+                if st.skip_id and not visited then open_records[st.skip_id] = nil end
                 st.skip_id = nil
                 if st.tail then st.phase = "tail" end
             end
         elseif st.phase == "lost" or st.phase == "unknown" then
-            if off < ctx.cap then root:add(MF.opaque, tvb(off, ctx.cap - off)) end
+            if off < ctx.cap and not lean then root:add(MF.opaque, tvb(off, ctx.cap - off)) end
             off = ctx.rep
         elseif st.phase == "device" then
             if off >= ctx.cap then
@@ -761,7 +777,7 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
             else
                 local pos, how = scan_device(ctx, off, st.dev_id)
                 if pos > off then
-                    root:add(MF.device, tvb(off, pos - off)):add_proto_expert_info(E.device)
+                    (lean and root or root:add(MF.device, tvb(off, pos - off))):add_proto_expert_info(E.device)
                     kinds[#kinds + 1] = K.DEVICE_STATE
                 end
                 off = pos
@@ -775,7 +791,7 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
                         pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
                         return
                     else
-                        root:add(MF.device, tvb(off, ctx.cap - off))
+                        if not lean then root:add(MF.device, tvb(off, ctx.cap - off)) end
                         off = ctx.rep
                     end
                 elseif ctx.cap < ctx.rep then
@@ -787,19 +803,18 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
         elseif st.phase == "ram" and zero_run(ctx, off) >= C.ZERO_RUN_MIN then
             local n = zero_run(ctx, off)
             nrec = nrec + 1
-            off = zero_run_item(ctx, root, off, n)
+            off = lean and off + n * ZERO_SIZE or zero_run_item(ctx, root, off, n)
             kinds[#kinds + 1] = K.RAM_ZERO
             kinds.extra = kinds.extra or {}
             kinds.extra[K.RAM_ZERO] = (kinds.extra[K.RAM_ZERO] or 0) + n - 1
         else
             nrec = nrec + 1
-            local rec_id = key .. "#" .. nrec
-            ctx.cut = pinfo.visited and open_records[rec_id]
-            local r = run_handler(ctx, st, off, root)
+            ctx.cut = visited and open_records[key .. "#" .. nrec]
+            local r = run_handler(ctx, st, off, not lean and root or nil)
             if r.need then
                 if ctx.cap < ctx.rep then
                     stop_walking(st, root, E.truncated, "capture truncated (snaplen) inside a record header")
-                    root:add(MF.opaque, tvb(off, ctx.cap - off))
+                    if not lean then root:add(MF.opaque, tvb(off, ctx.cap - off)) end
                     return
                 elseif pinfo.can_desegment > 0 then
                     pinfo.desegment_offset = off
@@ -809,7 +824,7 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
                     return
                 else
                     stop_walking(st, root, E.no_reassembly, "record header spans TCP segments")
-                    root:add(MF.opaque, tvb(off, ctx.cap - off))
+                    if not lean then root:add(MF.opaque, tvb(off, ctx.cap - off)) end
                     return
                 end
             end
@@ -817,10 +832,13 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
                 r.sub:set_len(math.max(0, math.min(r.off, ctx.cap) - off))
                 if r.label then r.sub:append_text(" (" .. r.label .. ")") end
                 if r.warn then r.sub:add_proto_expert_info(E.malformed, r.warn) end
+            elseif lean then            -- the expert infos the record item would carry
+                if r.warn then root:add_proto_expert_info(E.malformed, r.warn) end
+                if ctx.cut then root:add_proto_expert_info(E.cut) end
             end
             if r.bad then
                 stop_walking(st, r.sub or root, r.expert or E.malformed, r.bad)
-                if r.off <= off and off < ctx.cap then root:add(MF.opaque, tvb(off, ctx.cap - off)) end
+                if r.off <= off and off < ctx.cap and not lean then root:add(MF.opaque, tvb(off, ctx.cap - off)) end
                 return
             end
             if ctx.cut then
@@ -833,8 +851,8 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
             if r.skip and r.skip > 0 then
                 st.skip, st.skip_total, st.skip_f = r.skip, r.skip, r.skip_f
                 st.skip_label = r.kind
-                st.skip_id = rec_id
-                if not pinfo.visited then open_records[rec_id] = true end
+                st.skip_id = key .. "#" .. nrec
+                if not visited then open_records[st.skip_id] = true end
             elseif r.tail then
                 st.phase = "tail"
             end
@@ -904,18 +922,25 @@ local function classify(tvb, other, forced, server)
 end
 
 local function summary(kinds)
+    local n = #kinds
+    if n == 0 then return "" end
+    if n == 1 and not kinds.extra then return kinds[1] end
     local counts, order = {}, {}
-    for _, k in ipairs(kinds) do
-        if not counts[k] then order[#order + 1] = k; counts[k] = 0 end
-        counts[k] = counts[k] + 1
+    for i = 1, n do
+        local k = kinds[i]
+        local c = counts[k]
+        if c then counts[k] = c + 1 else order[#order + 1] = k; counts[k] = 1 end
     end
-    for k, n in pairs(kinds.extra or {}) do counts[k] = counts[k] + n end   -- records of zero-page runs
-    local parts = {}
+    for k, extra in pairs(kinds.extra or {}) do counts[k] = counts[k] + extra end   -- records of zero-page runs
     for i, k in ipairs(order) do
-        if i > 6 then parts[#parts + 1] = "..."; break end
-        parts[#parts + 1] = counts[k] > 1 and string.format("%s x%d", k, counts[k]) or k
+        if i > 6 then
+            order[i] = "..."
+            for j = #order, i + 1, -1 do order[j] = nil end
+            break
+        end
+        if counts[k] > 1 then order[i] = string.format("%s x%d", k, counts[k]) end
     end
-    return table.concat(parts, ", ")
+    return table.concat(order, ", ")
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -1027,24 +1052,27 @@ end
 
 -- The channel a record belongs to, on every record of it; the verdict and its expert info (on the
 -- channel's first frame) for the client -> server direction.
-local function channel_items(root, tvb, st, ckey, layer, client_side, visited)
-    local z = tvb(0, 0)
-    if st.mfd_id then root:add(MF.mfd_id, z, st.mfd_id):set_generated() end
+local function channel_items(root, z, st, ckey, layer, client_side, visited, lean)
+    if st.mfd_id and not lean then root:add(MF.mfd_id, z, st.mfd_id):set_generated() end
     local cn = conns[ckey]
     if not cn or cn.index == nil then return end
-    root:add(MF.migration, z, cn.server):set_generated()
-    root:add(MF.connection, z, cn.client):set_generated()
-    if layer == "tls" then root:add(MF.tls, z, true):set_generated() end
-    root:add(MF.accept, z, cn.index):set_generated()
+    if not lean then
+        root:add(MF.migration, z, cn.server):set_generated()
+        root:add(MF.connection, z, cn.client):set_generated()
+        if layer == "tls" then root:add(MF.tls, z, true):set_generated() end
+        root:add(MF.accept, z, cn.index):set_generated()
+    end
     local f = facts[ckey]
     if not (f and f.role) or f.role == R.UNKNOWN then return end
     local v, policy = verdict(ckey, visited)
     if not v then return end
-    root:add(MF.policy, z, policy):set_generated()
-    root:add(MF.assigned, z, v.role):set_generated()
     local bad = v.role ~= f.role
-    root:add(MF.misclassified, z, bad):set_generated()
-    if v.why then root:add(MF.why, z, v.why):set_generated() end
+    if not lean then
+        root:add(MF.policy, z, policy):set_generated()
+        root:add(MF.assigned, z, v.role):set_generated()
+        root:add(MF.misclassified, z, bad):set_generated()
+        if v.why then root:add(MF.why, z, v.why):set_generated() end
+    end
     local first = (visited and not st.started) or (not visited and not st.judged)
     st.judged = true
     if bad and client_side and first then
@@ -1063,7 +1091,8 @@ for _, t in ipairs(C.TLS_CONTENT_TYPES) do TLS_TYPES[t] = true end
 -- Does this direction start like a TLS record (content type, version's major byte)?
 local function looks_like_tls(tvb)
     if tvb:captured_len() < 2 then return false end
-    return TLS_TYPES[tvb(0, 1):uint()] == true and tvb(1, 1):uint() == C.TLS_VERSION_MAJOR
+    local t, major = byte(tvb:raw(0, 2), 1, 2)
+    return TLS_TYPES[t] == true and major == C.TLS_VERSION_MAJOR
 end
 
 -- A connection with data before the postdissector saw it accepted (no handshake in the capture).
@@ -1133,20 +1162,23 @@ end
 
 -- layer: "tcp" (the heuristic on TCP), "tls" (the heuristic on decrypted TLS), or nil (Decode As and
 -- the port pref, for tcp.port and tls.port: TLS's decrypted data when TCP's bytes were left to TLS).
+local qmig_handle -- Dissector.get("qmig"), once qmig.dissector is set (below)
+
 local function dissect(tvb, pinfo, tree, forced, layer)
     local src, dst = endpoint(pinfo.src, pinfo.src_port), endpoint(pinfo.dst, pinfo.dst_port)
     local ckey = conn_key(src, dst)
-    if not pinfo.visited then note_conn(pinfo, ckey) end
+    local visited, number = pinfo.visited, pinfo.number
+    if not visited then note_conn(pinfo, ckey) end
     if layer == nil then
         layer = (dirs["tcp " .. src] == "tls" and not looks_like_tls(tvb)) and "tls" or "tcp"
     end
     local dk, rk = layer .. " " .. src, layer .. " " .. dst
     local seq_start
-    if calls.frame ~= pinfo.number then calls = {frame = pinfo.number} end
+    if calls.frame ~= number then calls = {frame = number} end
     local n = (calls[dk] or 0) + 1
-    local key = pinfo.number .. "/" .. dk .. "/" .. n
+    local key = number .. "/" .. dk .. "/" .. n
     local st
-    if pinfo.visited then
+    if visited then
         local snap = snapshots[key]
         if not snap then return 0 end
         st = copy_state(snap)
@@ -1186,18 +1218,29 @@ local function dissect(tvb, pinfo, tree, forced, layer)
         if layer == "tcp" and st.phase ~= "lost" and st.phase ~= "unknown" then
             seq_acts[key], seq_start = seq_order(tvb, st)
         end
-        snapshots[key] = copy_state(st)
+        snapshots[key] = copy_state(st, true)
     end
     calls[dk] = n
     local order = seq_acts[key]
 
-    pinfo.cols.protocol = "QMIG"
+    local cols = pinfo.cols
+    cols.protocol = "QMIG"
+    -- Lean: nothing shows or filters on this call's items (tshark without -V/-O/-T fields/json and with
+    -- no filter, tap or field extractor naming qmig or a qmig field; Wireshark's packet list without
+    -- such a column or colouring rule). Wireshark would discard every item (it fakes items of fields no
+    -- one references in a tree no one sees), so none is built; state, columns and expert infos (on the
+    -- protocol item) are the same. Checked per call: the GUI's details pane is a visible tree.
+    local lean = not tree.visible and not tree:referenced(qmig_handle)
     local root = tree:add(qmig, tvb())
-    root:add(MF.channel, tvb(0, 0), st.chan):set_generated()
+    local z
+    if not lean then
+        z = tvb(0, 0)
+        root:add(MF.channel, z, st.chan):set_generated()
+    end
     if order == "old" or (order == nil and (f_retrans() or f_spurious())) then
         -- TCP hands retransmitted data to the dissector again; the stream state already covers it.
-        root:add(MF.retrans, tvb(0, math.min(tvb:captured_len(), tvb:reported_len())))
-        pinfo.cols.info:append(" [QMIG retransmission]")
+        if not lean then root:add(MF.retrans, tvb(0, math.min(tvb:captured_len(), tvb:reported_len()))) end
+        cols.info:append(" [QMIG retransmission]")
         return tvb:reported_len()
     end
     local kinds = {}
@@ -1208,36 +1251,38 @@ local function dissect(tvb, pinfo, tree, forced, layer)
     local start = 0
     if type(order) == "table" and order.skip then
         start = math.min(order.skip, tvb:reported_len())
-        root:add(MF.retrans, tvb(0, math.min(start, tvb:captured_len())))
+        if not lean then root:add(MF.retrans, tvb(0, math.min(start, tvb:captured_len()))) end
     elseif type(order) == "table" and order.hole then
         if st.phase ~= "lost" and st.phase ~= "unknown" and st.skip > order.hole then
             -- the missing bytes are inside a payload skipped by length: the walk stays in step
             st.skip = st.skip - order.hole
-            root:add(MF.data, tvb(0, 0)):append_text(string.format(
-                " (%d bytes of %s payload before this segment not seen here: reordered or not captured)",
-                order.hole, st.skip_label or "the"))
+            if not lean then
+                root:add(MF.data, tvb(0, 0)):append_text(string.format(
+                    " (%d bytes of %s payload before this segment not seen here: reordered or not captured)",
+                    order.hole, st.skip_label or "the"))
+            end
         elseif st.phase ~= "lost" and st.phase ~= "unknown" then
             stop_walking(st, root, E.missing, string.format(
                 "%d bytes of this stream direction missing before this segment (reordered or not captured; "
                 .. "-o tcp.reassemble_out_of_order:TRUE puts reordered ones back); walking stopped", order.hole))
         end
     end
-    walk_tvb(tvb, pinfo, root, st, kinds, key, start)
-    if not pinfo.visited and order ~= nil then seq_advance(tvb, pinfo, st, seq_start) end
-    if not pinfo.visited and st.postcopy and facts[ckey] then facts[ckey].postcopy = true end
+    walk_tvb(tvb, pinfo, root, st, kinds, key, start, lean)
+    if not visited and order ~= nil then seq_advance(tvb, pinfo, st, seq_start) end
+    if not visited and st.postcopy and facts[ckey] then facts[ckey].postcopy = true end
     local cn = conns[ckey]
-    channel_items(root, tvb, st, ckey, layer, cn ~= nil and cn.client == src, pinfo.visited)
+    channel_items(root, z, st, ckey, layer, cn ~= nil and cn.client == src, visited, lean)
     st.started = true
-    root:append_text(string.format(", %s", st.chan))
-    if st.mfd_id then root:append_text(string.format(" %d", st.mfd_id)) end
+    if not lean then root:append_text(st.mfd_id and string.format(", %s %d", st.chan, st.mfd_id) or ", " .. st.chan) end
     local text = summary(kinds)
-    if text ~= "" then pinfo.cols.info = string.format("QMIG %s: %s", st.chan, text) end
+    if text ~= "" then cols.info = string.format("QMIG %s: %s", st.chan, text) end
     return tvb:reported_len()
 end
 
 function qmig.dissector(tvb, pinfo, tree)
     return dissect(tvb, pinfo, tree, true, nil)
 end
+qmig_handle = Dissector.get("qmig")
 
 local function heuristic_on(layer)
     return function(tvb, pinfo, tree)
