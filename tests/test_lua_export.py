@@ -352,6 +352,26 @@ def test_snaplen_cut_capture_has_no_lua_error(plugin: Path, tmp_path: Path, name
 
 @pytest.mark.tshark
 @skip_no_tshark
+@pytest.mark.parametrize("two_pass", PASSES)
+@pytest.mark.parametrize("name", ["netpath-multifd4-7.2-misorder.dst", "preempt-recover-10.0", "multifd4-7.2-s96"])
+def test_lean_calls_show_what_full_calls_show(plugin: Path, tmp_path: Path, name: str, two_pass: bool) -> None:
+    """A call whose items nobody sees or filters on (tree not visible, qmig not referenced) builds none:
+    its Info column, protocol column and expert infos equal those of a call that builds them all (a
+    filter naming qmig). Both filters name ``frame`` so tshark builds a tree on a first pass either way."""
+    capture = CORPUS / f"{name}.pcap.gz"
+    if name.endswith("-s96"):   # cut by the snaplen: truncated-header expert infos
+        capture = tmp_path / f"{name}.pcap"
+        subprocess.run(["editcap", "-s", "96", str(CORPUS / f"{name[:-4]}.pcap.gz"), str(capture)], check=True,
+                       capture_output=True)
+    for extra in ([], ["-q", "-z", "expert"]):
+        lean = tshark(plugin, capture, "-Y", "frame", *extra, two_pass=two_pass)
+        full = tshark(plugin, capture, "-Y", "frame || qmig", *extra, two_pass=two_pass)
+        assert lean == full
+        assert "QMIG" in lean or extra
+
+
+@pytest.mark.tshark
+@skip_no_tshark
 def test_decode_as_and_port_pref(plugin: Path) -> None:
     capture = CORPUS / "multifd4-7.2.pcap.gz"
     port = tshark(plugin, capture, "-c", "1", "-T", "fields", "-e", "tcp.dstport").strip()
