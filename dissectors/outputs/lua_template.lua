@@ -100,6 +100,7 @@ local f_retrans = Field.new("tcp.analysis.retransmission")
 local f_spurious = Field.new("tcp.analysis.spurious_retransmission")
 local f_seq = Field.new("tcp.seq")
 local f_len = Field.new("tcp.len")
+local f_stream = Field.new("tcp.stream")
 
 local AFTER_FOOTER = {}
 for _, t in ipairs(C.AFTER_FOOTER) do AFTER_FOOTER[t] = true end
@@ -268,6 +269,9 @@ local migration_servers = {}
 -- accepted), answered (the server has sent)}.
 local conns = {}
 local accepts = {}
+-- tcp.stream numbers of connections accepted already: the postdissector has nothing to learn from their
+-- frames, and the number (when tshark builds a tree) is cheaper than the endpoints.
+local accepted_streams = {}
 -- What the destination could see of each connection (client -> server direction), by connection key:
 -- {role = true role, magic = "main" | "multifd" | "other" | nil (nothing sent), tls, recovered}.
 local facts = {}
@@ -281,6 +285,7 @@ local function reset_state()
     migration_servers = {}
     conns = {}
     accepts = {}
+    accepted_streams = {}
     facts = {}
 end
 
@@ -311,11 +316,21 @@ end
 -- who opened each connection (the sender of its first frame) and the accept order.
 local order_proto = Proto("qmig_order", "QEMU migration connection order")
 
+local function last(...)
+    local n = select("#", ...)
+    if n > 0 then return (select(n, ...)) end
+end
+
 function order_proto.dissector(tvb, pinfo, tree)
     -- the end of each dissection of a frame: the GUI dissects a frame again and again (list, details),
     -- and each time the calls of that frame must count from 1 to find their snapshots
     if tvb and calls.frame then calls = {} end
     if pinfo.visited then return end
+    local stream = last(f_stream())            -- the innermost TCP's, as pinfo's ports are
+    if stream then
+        stream = stream.value
+        if accepted_streams[stream] then return end
+    end
     local sp, dp = pinfo.src_port, pinfo.dst_port
     if sp == 0 or dp == 0 then return end
     local src, dst = endpoint(pinfo.src, sp), endpoint(pinfo.dst, dp)
@@ -330,6 +345,7 @@ function order_proto.dissector(tvb, pinfo, tree)
             accept(cn, key)
         end
     end
+    if stream and cn and cn.index ~= nil then accepted_streams[stream] = true end
 end
 
 register_postdissector(order_proto)
@@ -1164,6 +1180,19 @@ end
 -- the port pref, for tcp.port and tls.port: TLS's decrypted data when TCP's bytes were left to TLS).
 local qmig_handle -- Dissector.get("qmig"), once qmig.dissector is set (below)
 
+-- A lean call's protocol item, added only when an expert info needs it (the only use a lean call has).
+local LazyRoot = {}
+LazyRoot.__index = LazyRoot
+
+function LazyRoot:add_proto_expert_info(...)
+    local item = self.item
+    if not item then
+        item = self.tree:add(qmig, self.tvb())
+        self.item = item
+    end
+    return item:add_proto_expert_info(...)
+end
+
 local function dissect(tvb, pinfo, tree, forced, layer)
     local src, dst = endpoint(pinfo.src, pinfo.src_port), endpoint(pinfo.dst, pinfo.dst_port)
     local ckey = conn_key(src, dst)
@@ -1229,9 +1258,9 @@ local function dissect(tvb, pinfo, tree, forced, layer)
     -- no filter, tap or field extractor naming qmig or a qmig field; Wireshark's packet list without
     -- such a column or colouring rule). Wireshark would discard every item (it fakes items of fields no
     -- one references in a tree no one sees), so none is built; state, columns and expert infos (on the
-    -- protocol item) are the same. Checked per call: the GUI's details pane is a visible tree.
+    -- protocol item, added for them) are the same. Checked per call: the GUI's details pane is a visible tree.
     local lean = not tree.visible and not tree:referenced(qmig_handle)
-    local root = tree:add(qmig, tvb())
+    local root = lean and setmetatable({tree = tree, tvb = tvb}, LazyRoot) or tree:add(qmig, tvb())
     local z
     if not lean then
         z = tvb(0, 0)
