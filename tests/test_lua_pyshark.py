@@ -117,7 +117,7 @@ def lua_records(inst: TsharkInstall, plugin: Path, capture: Path, *, two_pass: b
                 if len(trees) != len(kinds):  # a record with no field (EOF, EOS) has no subtree
                     trees = [{}] * len(kinds) if not trees else trees + [{}] * (len(kinds) - len(trees))
                 for kind, tree in zip(kinds, trees, strict=True):
-                    out[(conn, chan)].append((kind, _flat(tree, {})))
+                    out[(conn, chan)] += _expanded(kind, _flat(tree, {}))
         read_all = True
     finally:
         try:
@@ -126,6 +126,18 @@ def lua_records(inst: TsharkInstall, plugin: Path, capture: Path, *, two_pass: b
             if not read_all:
                 raise
     return out
+
+
+def _expanded(kind: str, shown: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
+    """One record, or the records of a zero-page run the plugin shows as one item (docs/wireshark.md): its
+    length, and its first and last page addresses as those records' ``addr``."""
+    pages = shown.get("qmig.zero_run.pages")
+    if pages is None:
+        return [(kind, shown)]
+    n = int(pages)
+    assert n >= lua.ZERO_RUN_MIN, shown
+    return ([(kind, {"qmig.ram.addr": shown["qmig.zero_run.first"]})] + [(kind, {})] * (n - 2)
+            + [(kind, {"qmig.ram.addr": shown["qmig.zero_run.last"]})])
 
 
 def python_records(capture: Path, keylog: Path | None = None) -> dict[tuple[str, str], list]:

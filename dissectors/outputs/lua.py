@@ -102,6 +102,9 @@ GROUPS: tuple[Group, ...] = (
           {"magic": "qmig.multifd.magic", "version": "qmig.multifd.version", "flags": "qmig.multifd.flags"}),
 )
 
+#: Zero-page records (ZERO|CONTINUE, 9 bytes each) in a row that the plugin shows as one tree item.
+ZERO_RUN_MIN = 8
+
 #: ``ConditionalField`` predicates the template implements (``COND.<name>``), by Python function name.
 KNOWN_CONDITIONS = frozenset({"has_idstr"})
 
@@ -401,6 +404,10 @@ def constants() -> dict[str, Any]:
         "RECV_BITMAP_ENDING_HEX": struct_of(rp.RecvBitmapDump, "ending", "ending").pack(rp.RECV_BITMAP_ENDING).hex(),
         "RAM_PAYLOAD": {k: v.__name__ for k, v in r.RAM_PAYLOADS.items()},
         "RAM_FLAG_CONTINUE": r.RAM_SAVE_FLAG_CONTINUE,
+        "RAM_FLAG_ZERO": r.RAM_SAVE_FLAG_ZERO,
+        #: a run of at least this many ZERO|CONTINUE records in one call is one tree item (qmig.zero_run.*),
+        #: shorter runs are shown record by record
+        "ZERO_RUN_MIN": ZERO_RUN_MIN,
         "RAM_FLAG_EOS": r.RAM_SAVE_FLAG_EOS,
         "RAM_FLAG_MEM_SIZE": r.RAM_SAVE_FLAG_MEM_SIZE,
         "RAM_FLAG_MULTIFD_FLUSH": r.RAM_SAVE_FLAG_MULTIFD_FLUSH,

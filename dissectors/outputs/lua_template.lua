@@ -34,9 +34,14 @@ local MF = {
     assigned = ProtoField.string("qmig.channel.assigned", "Role the destination gives it"),
     misclassified = ProtoField.bool("qmig.channel.misclassified", "Misclassified by the destination"),
     why = ProtoField.string("qmig.channel.error", "What the destination does"),
+    -- a run of zero-page records (ZERO|CONTINUE) shown as one qmig.record item (K.RAM_ZERO)
+    zero_pages = ProtoField.uint32("qmig.zero_run.pages", "Zero-page records in this run"),
+    zero_first = ProtoField.uint64("qmig.zero_run.first", "First page address", base.HEX),
+    zero_last = ProtoField.uint64("qmig.zero_run.last", "Last page address", base.HEX),
 }
 local MF_ORDER = {"channel", "record", "continued", "data", "device", "opaque", "retrans", "mfd_id", "migration",
-                  "connection", "tls", "accept", "policy", "assigned", "misclassified", "why"}
+                  "connection", "tls", "accept", "policy", "assigned", "misclassified", "why", "zero_pages",
+                  "zero_first", "zero_last"}
 
 do
     local list = {}
@@ -95,6 +100,7 @@ local f_retrans = Field.new("tcp.analysis.retransmission")
 local f_spurious = Field.new("tcp.analysis.spurious_retransmission")
 local f_seq = Field.new("tcp.seq")
 local f_len = Field.new("tcp.len")
+local f_stream = Field.new("tcp.stream")
 
 local AFTER_FOOTER = {}
 for _, t in ipairs(C.AFTER_FOOTER) do AFTER_FOOTER[t] = true end
@@ -112,10 +118,27 @@ local function need(n)
     error(setmetatable({need = n}, NEED), 0)
 end
 
+-- The captured bytes of ctx's tvb as one Lua string, read once per call: integers of up to 4 bytes are
+-- read from it with string.byte (a TvbRange per read costs a userdata and two C calls).
+local function bytes_of(ctx)
+    local hay = ctx.hay
+    if not hay then
+        hay = ctx.tvb:raw(0, ctx.cap)
+        ctx.hay = hay
+    end
+    return hay
+end
+
+local byte = string.byte
+local BYTE = 0xff + 1
+
 local function rd_uint(ctx, off, sz)
     if off + sz > ctx.cap then need(off + sz) end
     if sz == 8 then return ctx.tvb(off, 8):uint64() end
-    return ctx.tvb(off, sz):uint()
+    local hay = ctx.hay or bytes_of(ctx)
+    local v = 0
+    for i = off + 1, off + sz do v = v * BYTE + byte(hay, i) end
+    return v
 end
 
 local function num(v)
@@ -128,8 +151,10 @@ local function low_mask64(width)
     return UInt64(1):lshift(width) - 1
 end
 
+local FLAG_BITS = C.FLAG_BITS
+
 local function add_flag_bits(item, abbrev, range)
-    local bits = C.FLAG_BITS[abbrev]
+    local bits = FLAG_BITS[abbrev]
     if not bits or not item then return end
     for _, b in ipairs(bits) do item:add(F[b], range) end
 end
@@ -158,7 +183,8 @@ local function walk_items(ctx, desc, off, tree, vals, first, list_count)
                 vals[it.n] = v
                 if tree then
                     local r = ctx.tvb(off, it.sz)
-                    add_flag_bits(tree:add(F[it.f], r), it.f, r)
+                    local item = tree:add(F[it.f], r)
+                    if FLAG_BITS[it.f] then add_flag_bits(item, it.f, r) end
                 end
                 off = off + it.sz
             elseif t == "bits" then
@@ -185,7 +211,7 @@ local function walk_items(ctx, desc, off, tree, vals, first, list_count)
                 if it.skip then return off, sz, i end
                 if off + sz > ctx.cap then need(off + sz) end
                 if t == "s" then
-                    vals[it.n] = ctx.tvb:raw(off, sz)
+                    vals[it.n] = (ctx.hay or bytes_of(ctx)):sub(off + 1, off + sz)
                 elseif t == "z" then
                     vals[it.n] = ctx.tvb(off, sz):stringz()
                 end
@@ -243,6 +269,9 @@ local migration_servers = {}
 -- accepted), answered (the server has sent)}.
 local conns = {}
 local accepts = {}
+-- tcp.stream numbers of connections accepted already: the postdissector has nothing to learn from their
+-- frames, and the number (when tshark builds a tree) is cheaper than the endpoints.
+local accepted_streams = {}
 -- What the destination could see of each connection (client -> server direction), by connection key:
 -- {role = true role, magic = "main" | "multifd" | "other" | nil (nothing sent), tls, recovered}.
 local facts = {}
@@ -256,6 +285,7 @@ local function reset_state()
     migration_servers = {}
     conns = {}
     accepts = {}
+    accepted_streams = {}
     facts = {}
 end
 
@@ -286,12 +316,24 @@ end
 -- who opened each connection (the sender of its first frame) and the accept order.
 local order_proto = Proto("qmig_order", "QEMU migration connection order")
 
+local function last(...)
+    local n = select("#", ...)
+    if n > 0 then return (select(n, ...)) end
+end
+
 function order_proto.dissector(tvb, pinfo, tree)
     -- the end of each dissection of a frame: the GUI dissects a frame again and again (list, details),
     -- and each time the calls of that frame must count from 1 to find their snapshots
-    if tvb then calls = {} end
-    if pinfo.visited or pinfo.src_port == 0 or pinfo.dst_port == 0 then return end
-    local src, dst = endpoint(pinfo.src, pinfo.src_port), endpoint(pinfo.dst, pinfo.dst_port)
+    if tvb and calls.frame then calls = {} end
+    if pinfo.visited then return end
+    local stream = last(f_stream())            -- the innermost TCP's, as pinfo's ports are
+    if stream then
+        stream = stream.value
+        if accepted_streams[stream] then return end
+    end
+    local sp, dp = pinfo.src_port, pinfo.dst_port
+    if sp == 0 or dp == 0 then return end
+    local src, dst = endpoint(pinfo.src, sp), endpoint(pinfo.dst, dp)
     local key = conn_key(src, dst)
     local cn = conns[key]
     if not cn then
@@ -303,6 +345,7 @@ function order_proto.dissector(tvb, pinfo, tree)
             accept(cn, key)
         end
     end
+    if stream and cn and cn.index ~= nil then accepted_streams[stream] = true end
 end
 
 register_postdissector(order_proto)
@@ -311,11 +354,20 @@ local function new_state(chan, phase)
     return {chan = chan, phase = phase, skip = 0, ram_ids = {}}
 end
 
-local function copy_state(st)
+local NO_IDS = setmetatable({}, {__newindex = function() error("a snapshot's ram_ids are read only") end})
+
+-- A copy of a direction's state. `snapshot`: kept for a second pass and never changed, so an empty
+-- ram_ids table is shared; a state to walk with gets its own.
+local function copy_state(st, snapshot)
     local c = {}
     for k, v in pairs(st) do c[k] = v end
-    c.ram_ids = {}
-    for k, v in pairs(st.ram_ids) do c.ram_ids[k] = v end
+    if snapshot and next(st.ram_ids) == nil then
+        c.ram_ids = NO_IDS
+    else
+        local ids = {}
+        for k, v in pairs(st.ram_ids) do ids[k] = v end
+        c.ram_ids = ids
+    end
     return c
 end
 
@@ -596,6 +648,7 @@ local function run_handler(ctx, st, off, tree)
         if getmetatable(r) == NEED then return {need = r.need} end
         error(r, 0)
     end
+    if tree == nil then return r end            -- nothing to show (lean: see dissect)
     return h(ctx, st, off, tree)
 end
 
@@ -618,19 +671,19 @@ end
 -- Find the footer of device section `id` in the captured bytes from `off`: the footer bytes, then a
 -- record type that may follow a footer. Returns (position, "found" | "tail" | "none").
 local function scan_device(ctx, off, id)
-    local hay = ctx.tvb:raw(off, ctx.cap - off)
+    local hay = ctx.hay or bytes_of(ctx)        -- the whole tvb: positions are offsets + 1
     local pat = footer_bytes(id)
     local len = #pat
-    local from = 1
+    local from = off + 1
     while true do
         local p = string.find(hay, pat, from, true)
         if not p then break end
-        if p + len > #hay then return off + p - 1, "tail" end
-        if AFTER_FOOTER[hay:byte(p + len)] then return off + p - 1, "found" end
+        if p + len > #hay then return p - 1, "tail" end
+        if AFTER_FOOTER[hay:byte(p + len)] then return p - 1, "found" end
         from = p + 1
     end
-    for k = math.max(1, #hay - len + 1), #hay do
-        if hay:byte(k) == pat:byte(1) then return off + k - 1, "tail" end
+    for k = math.max(off + 1, #hay - len + 1), #hay do
+        if hay:byte(k) == pat:byte(1) then return k - 1, "tail" end
     end
     return ctx.cap, "none"
 end
@@ -648,15 +701,74 @@ local function apply(st, r)
     if r.tail ~= nil then st.tail = r.tail or nil end
 end
 
-local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
+-- Runs of zero-page records: an idle guest's precopy is long runs of ZERO|CONTINUE records (the RamRecord
+-- word, then RamZero's fill byte), as migshark's channels/ram_walk.py says. A run of at least
+-- C.ZERO_RUN_MIN of them in one call is one K.RAM_ZERO record item with the run's length and first and
+-- last page addresses (qmig.zero_run.*), found by looking at the flag bytes of each record only.
+local ZERO_WORD = S.RamRecord.items[1]                  -- the addr+flags word
+local ZERO_SIZE = ZERO_WORD.sz + S.RamZero.size
+-- (1-based position in a record, byte -> true when its flag bits are those of ZERO|CONTINUE)
+local ZERO_CHECKS = {}
+do
+    local flags
+    for _, b in ipairs(ZERO_WORD.bits) do if b.shift == 0 then flags = b end end
+    local want = bit.bor(C.RAM_FLAG_ZERO, C.RAM_FLAG_CONTINUE)
+    for j = 0, ZERO_WORD.sz - 1 do                      -- byte j from the word's end
+        local lo = 8 * j
+        if lo < flags.width then
+            local mask = bit.band(bit.rshift(2 ^ flags.width - 1, lo), 0xff)
+            local wb = bit.band(bit.rshift(want, lo), 0xff)
+            local ok = {}
+            for v = 0, 0xff do ok[v] = bit.band(v, mask) == wb end
+            ZERO_CHECKS[#ZERO_CHECKS + 1] = {ZERO_WORD.sz - j, ok}
+        end
+    end
+end
+
+-- How many whole zero-page records follow `off` in the captured bytes.
+local function zero_run(ctx, off)
+    if ctx.run_at == off then return ctx.run_n end
+    local hay = ctx.hay or bytes_of(ctx)
+    local checks, nchecks = ZERO_CHECKS, #ZERO_CHECKS
+    local n, p, last = 0, off, ctx.cap - ZERO_SIZE
+    while p <= last do
+        for i = 1, nchecks do
+            local c = checks[i]
+            if not c[2][byte(hay, p + c[1])] then
+                ctx.run_at, ctx.run_n = off, n
+                return n
+            end
+        end
+        n = n + 1
+        p = p + ZERO_SIZE
+    end
+    ctx.run_at, ctx.run_n = off, n
+    return n
+end
+
+local function zero_run_item(ctx, root, off, n)
+    local len = n * ZERO_SIZE
+    local first, last = {}, {}
+    walk(ctx, S.RamRecord, off, nil, first)
+    walk(ctx, S.RamRecord, off + len - ZERO_SIZE, nil, last)
+    local item = root:add(MF.record, ctx.tvb(off, len), K.RAM_ZERO)
+    item:append_text(string.format(" (%d zero pages, 0x%s..0x%s)", n, first.addr:tohex(), last.addr:tohex()))
+    item:add(MF.zero_pages, ctx.tvb(off, len), n)
+    item:add(MF.zero_first, ctx.tvb(off, ZERO_WORD.sz), first.addr)
+    item:add(MF.zero_last, ctx.tvb(off + len - ZERO_SIZE, ZERO_WORD.sz), last.addr)
+    return off + len
+end
+
+local function walk_tvb(tvb, pinfo, root, st, kinds, key, start, lean)
     local ctx = {tvb = tvb, cap = tvb:captured_len(), rep = tvb:reported_len()}
+    local visited = pinfo.visited
     local nrec = 0
     local off = start or 0
     while off < ctx.rep do
         if st.skip > 0 then
             local n = math.min(st.skip, ctx.rep - off)
             local shown = math.max(0, math.min(n, ctx.cap - off))
-            if shown > 0 then
+            if shown > 0 and not lean then
                 if st.skip_f and n == st.skip_total and shown == n then
                     root:add(F[st.skip_f], tvb(off, n))
                 else
@@ -668,12 +780,12 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
             off = off + n
             st.skip = st.skip - n
             if st.skip == 0 then
-                if st.skip_id and not pinfo.visited then open_records[st.skip_id] = nil end
+                if st.skip_id and not visited then open_records[st.skip_id] = nil end
                 st.skip_id = nil
                 if st.tail then st.phase = "tail" end
             end
         elseif st.phase == "lost" or st.phase == "unknown" then
-            if off < ctx.cap then root:add(MF.opaque, tvb(off, ctx.cap - off)) end
+            if off < ctx.cap and not lean then root:add(MF.opaque, tvb(off, ctx.cap - off)) end
             off = ctx.rep
         elseif st.phase == "device" then
             if off >= ctx.cap then
@@ -681,7 +793,7 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
             else
                 local pos, how = scan_device(ctx, off, st.dev_id)
                 if pos > off then
-                    root:add(MF.device, tvb(off, pos - off)):add_proto_expert_info(E.device)
+                    (lean and root or root:add(MF.device, tvb(off, pos - off))):add_proto_expert_info(E.device)
                     kinds[#kinds + 1] = K.DEVICE_STATE
                 end
                 off = pos
@@ -695,7 +807,7 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
                         pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
                         return
                     else
-                        root:add(MF.device, tvb(off, ctx.cap - off))
+                        if not lean then root:add(MF.device, tvb(off, ctx.cap - off)) end
                         off = ctx.rep
                     end
                 elseif ctx.cap < ctx.rep then
@@ -704,15 +816,21 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
             end
         elseif off >= ctx.cap then
             stop_walking(st, root, E.truncated, "capture truncated (snaplen) inside the stream")
+        elseif st.phase == "ram" and zero_run(ctx, off) >= C.ZERO_RUN_MIN then
+            local n = zero_run(ctx, off)
+            nrec = nrec + 1
+            off = lean and off + n * ZERO_SIZE or zero_run_item(ctx, root, off, n)
+            kinds[#kinds + 1] = K.RAM_ZERO
+            kinds.extra = kinds.extra or {}
+            kinds.extra[K.RAM_ZERO] = (kinds.extra[K.RAM_ZERO] or 0) + n - 1
         else
             nrec = nrec + 1
-            local rec_id = key .. "#" .. nrec
-            ctx.cut = pinfo.visited and open_records[rec_id]
-            local r = run_handler(ctx, st, off, root)
+            ctx.cut = visited and open_records[key .. "#" .. nrec]
+            local r = run_handler(ctx, st, off, not lean and root or nil)
             if r.need then
                 if ctx.cap < ctx.rep then
                     stop_walking(st, root, E.truncated, "capture truncated (snaplen) inside a record header")
-                    root:add(MF.opaque, tvb(off, ctx.cap - off))
+                    if not lean then root:add(MF.opaque, tvb(off, ctx.cap - off)) end
                     return
                 elseif pinfo.can_desegment > 0 then
                     pinfo.desegment_offset = off
@@ -722,7 +840,7 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
                     return
                 else
                     stop_walking(st, root, E.no_reassembly, "record header spans TCP segments")
-                    root:add(MF.opaque, tvb(off, ctx.cap - off))
+                    if not lean then root:add(MF.opaque, tvb(off, ctx.cap - off)) end
                     return
                 end
             end
@@ -730,10 +848,13 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
                 r.sub:set_len(math.max(0, math.min(r.off, ctx.cap) - off))
                 if r.label then r.sub:append_text(" (" .. r.label .. ")") end
                 if r.warn then r.sub:add_proto_expert_info(E.malformed, r.warn) end
+            elseif lean then            -- the expert infos the record item would carry
+                if r.warn then root:add_proto_expert_info(E.malformed, r.warn) end
+                if ctx.cut then root:add_proto_expert_info(E.cut) end
             end
             if r.bad then
                 stop_walking(st, r.sub or root, r.expert or E.malformed, r.bad)
-                if r.off <= off and off < ctx.cap then root:add(MF.opaque, tvb(off, ctx.cap - off)) end
+                if r.off <= off and off < ctx.cap and not lean then root:add(MF.opaque, tvb(off, ctx.cap - off)) end
                 return
             end
             if ctx.cut then
@@ -746,8 +867,8 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start)
             if r.skip and r.skip > 0 then
                 st.skip, st.skip_total, st.skip_f = r.skip, r.skip, r.skip_f
                 st.skip_label = r.kind
-                st.skip_id = rec_id
-                if not pinfo.visited then open_records[rec_id] = true end
+                st.skip_id = key .. "#" .. nrec
+                if not visited then open_records[st.skip_id] = true end
             elseif r.tail then
                 st.phase = "tail"
             end
@@ -817,17 +938,25 @@ local function classify(tvb, other, forced, server)
 end
 
 local function summary(kinds)
+    local n = #kinds
+    if n == 0 then return "" end
+    if n == 1 and not kinds.extra then return kinds[1] end
     local counts, order = {}, {}
-    for _, k in ipairs(kinds) do
-        if not counts[k] then order[#order + 1] = k; counts[k] = 0 end
-        counts[k] = counts[k] + 1
+    for i = 1, n do
+        local k = kinds[i]
+        local c = counts[k]
+        if c then counts[k] = c + 1 else order[#order + 1] = k; counts[k] = 1 end
     end
-    local parts = {}
+    for k, extra in pairs(kinds.extra or {}) do counts[k] = counts[k] + extra end   -- records of zero-page runs
     for i, k in ipairs(order) do
-        if i > 6 then parts[#parts + 1] = "..."; break end
-        parts[#parts + 1] = counts[k] > 1 and string.format("%s x%d", k, counts[k]) or k
+        if i > 6 then
+            order[i] = "..."
+            for j = #order, i + 1, -1 do order[j] = nil end
+            break
+        end
+        if counts[k] > 1 then order[i] = string.format("%s x%d", k, counts[k]) end
     end
-    return table.concat(parts, ", ")
+    return table.concat(order, ", ")
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -939,24 +1068,27 @@ end
 
 -- The channel a record belongs to, on every record of it; the verdict and its expert info (on the
 -- channel's first frame) for the client -> server direction.
-local function channel_items(root, tvb, st, ckey, layer, client_side, visited)
-    local z = tvb(0, 0)
-    if st.mfd_id then root:add(MF.mfd_id, z, st.mfd_id):set_generated() end
+local function channel_items(root, z, st, ckey, layer, client_side, visited, lean)
+    if st.mfd_id and not lean then root:add(MF.mfd_id, z, st.mfd_id):set_generated() end
     local cn = conns[ckey]
     if not cn or cn.index == nil then return end
-    root:add(MF.migration, z, cn.server):set_generated()
-    root:add(MF.connection, z, cn.client):set_generated()
-    if layer == "tls" then root:add(MF.tls, z, true):set_generated() end
-    root:add(MF.accept, z, cn.index):set_generated()
+    if not lean then
+        root:add(MF.migration, z, cn.server):set_generated()
+        root:add(MF.connection, z, cn.client):set_generated()
+        if layer == "tls" then root:add(MF.tls, z, true):set_generated() end
+        root:add(MF.accept, z, cn.index):set_generated()
+    end
     local f = facts[ckey]
     if not (f and f.role) or f.role == R.UNKNOWN then return end
     local v, policy = verdict(ckey, visited)
     if not v then return end
-    root:add(MF.policy, z, policy):set_generated()
-    root:add(MF.assigned, z, v.role):set_generated()
     local bad = v.role ~= f.role
-    root:add(MF.misclassified, z, bad):set_generated()
-    if v.why then root:add(MF.why, z, v.why):set_generated() end
+    if not lean then
+        root:add(MF.policy, z, policy):set_generated()
+        root:add(MF.assigned, z, v.role):set_generated()
+        root:add(MF.misclassified, z, bad):set_generated()
+        if v.why then root:add(MF.why, z, v.why):set_generated() end
+    end
     local first = (visited and not st.started) or (not visited and not st.judged)
     st.judged = true
     if bad and client_side and first then
@@ -975,7 +1107,8 @@ for _, t in ipairs(C.TLS_CONTENT_TYPES) do TLS_TYPES[t] = true end
 -- Does this direction start like a TLS record (content type, version's major byte)?
 local function looks_like_tls(tvb)
     if tvb:captured_len() < 2 then return false end
-    return TLS_TYPES[tvb(0, 1):uint()] == true and tvb(1, 1):uint() == C.TLS_VERSION_MAJOR
+    local t, major = byte(tvb:raw(0, 2), 1, 2)
+    return TLS_TYPES[t] == true and major == C.TLS_VERSION_MAJOR
 end
 
 -- A connection with data before the postdissector saw it accepted (no handshake in the capture).
@@ -1045,20 +1178,36 @@ end
 
 -- layer: "tcp" (the heuristic on TCP), "tls" (the heuristic on decrypted TLS), or nil (Decode As and
 -- the port pref, for tcp.port and tls.port: TLS's decrypted data when TCP's bytes were left to TLS).
+local qmig_handle -- Dissector.get("qmig"), once qmig.dissector is set (below)
+
+-- A lean call's protocol item, added only when an expert info needs it (the only use a lean call has).
+local LazyRoot = {}
+LazyRoot.__index = LazyRoot
+
+function LazyRoot:add_proto_expert_info(...)
+    local item = self.item
+    if not item then
+        item = self.tree:add(qmig, self.tvb())
+        self.item = item
+    end
+    return item:add_proto_expert_info(...)
+end
+
 local function dissect(tvb, pinfo, tree, forced, layer)
     local src, dst = endpoint(pinfo.src, pinfo.src_port), endpoint(pinfo.dst, pinfo.dst_port)
     local ckey = conn_key(src, dst)
-    if not pinfo.visited then note_conn(pinfo, ckey) end
+    local visited, number = pinfo.visited, pinfo.number
+    if not visited then note_conn(pinfo, ckey) end
     if layer == nil then
         layer = (dirs["tcp " .. src] == "tls" and not looks_like_tls(tvb)) and "tls" or "tcp"
     end
     local dk, rk = layer .. " " .. src, layer .. " " .. dst
     local seq_start
-    if calls.frame ~= pinfo.number then calls = {frame = pinfo.number} end
+    if calls.frame ~= number then calls = {frame = number} end
     local n = (calls[dk] or 0) + 1
-    local key = pinfo.number .. "/" .. dk .. "/" .. n
+    local key = number .. "/" .. dk .. "/" .. n
     local st
-    if pinfo.visited then
+    if visited then
         local snap = snapshots[key]
         if not snap then return 0 end
         st = copy_state(snap)
@@ -1098,18 +1247,29 @@ local function dissect(tvb, pinfo, tree, forced, layer)
         if layer == "tcp" and st.phase ~= "lost" and st.phase ~= "unknown" then
             seq_acts[key], seq_start = seq_order(tvb, st)
         end
-        snapshots[key] = copy_state(st)
+        snapshots[key] = copy_state(st, true)
     end
     calls[dk] = n
     local order = seq_acts[key]
 
-    pinfo.cols.protocol = "QMIG"
-    local root = tree:add(qmig, tvb())
-    root:add(MF.channel, tvb(0, 0), st.chan):set_generated()
+    local cols = pinfo.cols
+    cols.protocol = "QMIG"
+    -- Lean: nothing shows or filters on this call's items (tshark without -V/-O/-T fields/json and with
+    -- no filter, tap or field extractor naming qmig or a qmig field; Wireshark's packet list without
+    -- such a column or colouring rule). Wireshark would discard every item (it fakes items of fields no
+    -- one references in a tree no one sees), so none is built; state, columns and expert infos (on the
+    -- protocol item, added for them) are the same. Checked per call: the GUI's details pane is a visible tree.
+    local lean = not tree.visible and not tree:referenced(qmig_handle)
+    local root = lean and setmetatable({tree = tree, tvb = tvb}, LazyRoot) or tree:add(qmig, tvb())
+    local z
+    if not lean then
+        z = tvb(0, 0)
+        root:add(MF.channel, z, st.chan):set_generated()
+    end
     if order == "old" or (order == nil and (f_retrans() or f_spurious())) then
         -- TCP hands retransmitted data to the dissector again; the stream state already covers it.
-        root:add(MF.retrans, tvb(0, math.min(tvb:captured_len(), tvb:reported_len())))
-        pinfo.cols.info:append(" [QMIG retransmission]")
+        if not lean then root:add(MF.retrans, tvb(0, math.min(tvb:captured_len(), tvb:reported_len()))) end
+        cols.info:append(" [QMIG retransmission]")
         return tvb:reported_len()
     end
     local kinds = {}
@@ -1120,36 +1280,38 @@ local function dissect(tvb, pinfo, tree, forced, layer)
     local start = 0
     if type(order) == "table" and order.skip then
         start = math.min(order.skip, tvb:reported_len())
-        root:add(MF.retrans, tvb(0, math.min(start, tvb:captured_len())))
+        if not lean then root:add(MF.retrans, tvb(0, math.min(start, tvb:captured_len()))) end
     elseif type(order) == "table" and order.hole then
         if st.phase ~= "lost" and st.phase ~= "unknown" and st.skip > order.hole then
             -- the missing bytes are inside a payload skipped by length: the walk stays in step
             st.skip = st.skip - order.hole
-            root:add(MF.data, tvb(0, 0)):append_text(string.format(
-                " (%d bytes of %s payload before this segment not seen here: reordered or not captured)",
-                order.hole, st.skip_label or "the"))
+            if not lean then
+                root:add(MF.data, tvb(0, 0)):append_text(string.format(
+                    " (%d bytes of %s payload before this segment not seen here: reordered or not captured)",
+                    order.hole, st.skip_label or "the"))
+            end
         elseif st.phase ~= "lost" and st.phase ~= "unknown" then
             stop_walking(st, root, E.missing, string.format(
                 "%d bytes of this stream direction missing before this segment (reordered or not captured; "
                 .. "-o tcp.reassemble_out_of_order:TRUE puts reordered ones back); walking stopped", order.hole))
         end
     end
-    walk_tvb(tvb, pinfo, root, st, kinds, key, start)
-    if not pinfo.visited and order ~= nil then seq_advance(tvb, pinfo, st, seq_start) end
-    if not pinfo.visited and st.postcopy and facts[ckey] then facts[ckey].postcopy = true end
+    walk_tvb(tvb, pinfo, root, st, kinds, key, start, lean)
+    if not visited and order ~= nil then seq_advance(tvb, pinfo, st, seq_start) end
+    if not visited and st.postcopy and facts[ckey] then facts[ckey].postcopy = true end
     local cn = conns[ckey]
-    channel_items(root, tvb, st, ckey, layer, cn ~= nil and cn.client == src, pinfo.visited)
+    channel_items(root, z, st, ckey, layer, cn ~= nil and cn.client == src, visited, lean)
     st.started = true
-    root:append_text(string.format(", %s", st.chan))
-    if st.mfd_id then root:append_text(string.format(" %d", st.mfd_id)) end
+    if not lean then root:append_text(st.mfd_id and string.format(", %s %d", st.chan, st.mfd_id) or ", " .. st.chan) end
     local text = summary(kinds)
-    if text ~= "" then pinfo.cols.info = string.format("QMIG %s: %s", st.chan, text) end
+    if text ~= "" then cols.info = string.format("QMIG %s: %s", st.chan, text) end
     return tvb:reported_len()
 end
 
 function qmig.dissector(tvb, pinfo, tree)
     return dissect(tvb, pinfo, tree, true, nil)
 end
+qmig_handle = Dissector.get("qmig")
 
 local function heuristic_on(layer)
     return function(tvb, pinfo, tree)
