@@ -32,7 +32,7 @@ from dissectors.analysis.engine import (
 )
 from dissectors.analysis.facts import ConnectionFacts
 from dissectors.analysis.grouping import MigrationGroup, group, start_ts
-from dissectors.analysis.policies import BLOCKED, MAIN, PREEMPT, RECOVERY
+from dissectors.analysis.policies import BLOCKED, MAIN, PREEMPT, REAL_POLICIES, RECOVERY
 
 SILENT_KINDS = ("preempt-as-main", "peek-blocked")
 RETIRE_EVERY = 0.25    # wall seconds between attempts (or half of RETIRE_AFTER in capture time)
@@ -87,6 +87,7 @@ class LiveView:
         self._frozen_end = float("-inf")
         self._features: dict[int, RelayFeatures] = {}          # id(group) -> relay_features, frozen groups
         self._diffed: dict[int, tuple[MigrationGroup, dict[str, Any]]] = {}   # frozen group -> judgement diffed
+        self._open_policy: set[int] = set()    # migrations whose failure depends on a policy not yet pinned
 
     def update(self, last_ts: float | None, wall_idle: float = 0.0, final: bool = False) -> list[Event]:
         """Events since the last call. ``last_ts``: capture time of the last packet read; ``wall_idle``:
@@ -97,6 +98,7 @@ class LiveView:
             return []
         now = last_ts if final else last_ts + max(wall_idle, 0.0)
         groups, migrations = self._judge(now)
+        self._open_policy = set() if final else self._policy_open(groups, migrations)
         events: list[Event] = []
         diffed = self._diffed
         for g, m, seen in zip(groups, migrations, self._identities(groups), strict=True):
@@ -388,10 +390,44 @@ class LiveView:
                     seen.resumed.add(leg["leg"])
                     out.append({"event": "postcopy-recovery", **base, "time": leg["start_time"], "leg": leg["leg"]})
         status = m["outcome"]["status"]
+        if status in ("failed", "stalled") and m["id"] in self._open_policy:
+            return out          # a failure only under some of the destination's possible versions: not yet
         if status != seen.outcome and (status in FINAL_STATUSES or (final and seen.outcome is not None)):
+            ev = {"event": "outcome", **base, "time": m["end_time"], "status": status,
+                  "reason": m["outcome"]["reason"]}
+            if seen.outcome is not None:
+                ev["revises"] = seen.outcome
             seen.outcome = status
-            out.append({"event": "outcome", **base, "time": m["end_time"], "status": status,
-                        "reason": m["outcome"]["reason"]})
+            out.append(ev)
+        return out
+
+    def _policy_open(self, groups: list[MigrationGroup], migrations: list[dict[str, Any]]) -> set[int]:
+        """The migrations whose misclassifications another destination policy still possible would not
+        make (no ``--qemu-version``; a policy is possible while the capture does not contradict it: see
+        the report's ``what_if``): a failure or stall said now could be revised to ``completed`` once the
+        destination's behaviour shows its version. Also those with a TLS channel still open whose handshake
+        has not completed: QEMU gives TLS channels their roles in the order their handshakes complete, so
+        the accept order is not known yet. A relay's source-side leg follows its peer."""
+        out: set[int] = set()
+        pinned = bool(self.analyzer.options.qemu_version)
+        for g, m in zip(groups, migrations, strict=True):
+            if not m["misclassifications"]:
+                continue
+            if any(f.encrypted and f.tls_done_ts is None and not f.conn.closed for f in g.connections):
+                out.add(m["id"])
+                continue
+            if pinned:
+                continue
+            what_if = m["what_if"]
+            for name in REAL_POLICIES:
+                legs = what_if.get(name, [])
+                if legs and all(leg["fits_capture"] is not False and not leg["misclassified"] for leg in legs):
+                    out.add(m["id"])
+                    break
+        for m in migrations:
+            relay = m.get("relay")
+            if relay and relay["side"] == "source" and relay["peer"] in out:
+                out.add(m["id"])
         return out
 
     @staticmethod
