@@ -322,15 +322,28 @@ def _signature(f: ConnectionFacts) -> bytes:
     return bytes(f.dirs[0].first[:64])
 
 
-def pair_relays(groups: list[MigrationGroup]) -> dict[int, dict[str, Any]]:
+RelayFeatures = tuple["Counter[bytes]", float, float]
+
+
+def relay_features(g: MigrationGroup) -> RelayFeatures:
+    """What ``pair_relays`` compares of a group: its channels' openings, its start and its end."""
+    conns = g.connections
+    return (Counter(s for s in map(_signature, conns) if s), min((start_ts(f) for f in conns), default=0.0),
+            max((f.conn.last_ts for f in conns), default=0.0))
+
+
+def pair_relays(groups: list[MigrationGroup],
+                features: Callable[[MigrationGroup], RelayFeatures] = relay_features) -> dict[int, dict[str, Any]]:
     """Pair the two legs of a migration relayed by a proxy: same channel openings, other endpoint.
 
     The leg whose connections open first faces the source (its server is the relay); the other leg
     faces the real destination, and only its accept order and its closes are the destination's.
+    ``features``: ``relay_features`` or a cache of it (a live view's groups that no longer change).
     """
-    sigs = [Counter(s for s in map(_signature, g.connections) if s) for g in groups]
-    starts = [min((start_ts(f) for f in g.connections), default=0.0) for g in groups]
-    ends = [max((f.conn.last_ts for f in g.connections), default=0.0) for g in groups]
+    feats = [features(g) for g in groups]
+    sigs = [x[0] for x in feats]
+    starts = [x[1] for x in feats]
+    ends = [x[2] for x in feats]
     out: dict[int, dict[str, Any]] = {}
     # Only legs with equal openings can pair: bucket them (a capture may hold 1,000s of migrations), then
     # look at the pairs of each bucket in the order of the full pairwise scan. A bucket with more than

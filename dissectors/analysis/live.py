@@ -19,10 +19,20 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
-from dissectors.analysis.engine import RETIRE_AFTER, Analyzer, group_key, quiet
+from dissectors.analysis.engine import (
+    RETIRE_AFTER,
+    Analyzer,
+    RelayFeatures,
+    _is_migration,
+    group_key,
+    pair_relays,
+    quiet,
+    relay_features,
+    tie_relay_outcomes,
+)
 from dissectors.analysis.facts import ConnectionFacts
-from dissectors.analysis.grouping import MigrationGroup
-from dissectors.analysis.policies import BLOCKED, MAIN, PREEMPT, RECOVERY
+from dissectors.analysis.grouping import MigrationGroup, group, start_ts
+from dissectors.analysis.policies import BLOCKED, MAIN, PREEMPT, REAL_POLICIES, RECOVERY
 
 SILENT_KINDS = ("preempt-as-main", "peek-blocked")
 RETIRE_EVERY = 0.25    # wall seconds between attempts (or half of RETIRE_AFTER in capture time)
@@ -68,6 +78,16 @@ class LiveView:
         # Settled migrations: every connection closed, and the judgement far later equal to the one then;
         # reused while nothing they depend on moves (their packets, the shared page ledger and repeats).
         self._settled: dict[tuple[str, int], tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        # Frozen groups: the first groups in start order, every connection closed, no postcopy, settled;
+        # every other connection started after they all ended, so no connection can join them and they
+        # weigh on no other group. They are not grouped again while their connections get no packet and
+        # no connection starts before their end (``_judge``); the rest is grouped on its own.
+        self._frozen: list[MigrationGroup] = []
+        self._frozen_facts: dict[int, tuple[ConnectionFacts, tuple[Any, ...]]] = {}   # id -> (facts, version)
+        self._frozen_end = float("-inf")
+        self._features: dict[int, RelayFeatures] = {}          # id(group) -> relay_features, frozen groups
+        self._diffed: dict[int, tuple[MigrationGroup, dict[str, Any]]] = {}   # frozen group -> judgement diffed
+        self._open_policy: set[int] = set()    # migrations whose failure depends on a policy not yet pinned
 
     def update(self, last_ts: float | None, wall_idle: float = 0.0, final: bool = False) -> list[Event]:
         """Events since the last call. ``last_ts``: capture time of the last packet read; ``wall_idle``:
@@ -77,9 +97,14 @@ class LiveView:
         if last_ts is None:
             return []
         now = last_ts if final else last_ts + max(wall_idle, 0.0)
-        groups, migrations = self.analyzer.judge(now, self._judge_one)
+        groups, migrations = self._judge(now)
+        self._open_policy = set() if final else self._policy_open(groups, migrations)
         events: list[Event] = []
+        diffed = self._diffed
         for g, m, seen in zip(groups, migrations, self._identities(groups), strict=True):
+            last = diffed.get(id(g))
+            if last is not None and last[1] is m and seen is not None and not final:
+                continue        # a frozen group judged as last time: nothing new to say
             base = {"migration": m["id"], "destination": m["destination"]}
             if "relay" in m:
                 base["relay_side"] = m["relay"]["side"]
@@ -95,6 +120,8 @@ class LiveView:
             for f in g.connections:
                 self._owner[f.conn.index] = seen
             events += self._migration(m, seen, base, last_ts, now, final)
+            if id(g) in self._features:
+                diffed[id(g)] = (g, m)
         if self.forget is not None:
             wall = time.monotonic()
             if wall - self._last_retire >= RETIRE_EVERY or last_ts - self._last_retire_ts >= RETIRE_AFTER / 2:
@@ -131,6 +158,86 @@ class LiveView:
                 taken.add(id(s))
         return out
 
+    def _judge(self, end: float) -> tuple[list[MigrationGroup], list[dict[str, Any]]]:
+        """``Analyzer.judge(end)``, incrementally: the frozen groups are not grouped again, their relay
+        features are cached, and settled migrations reuse their judgement (``_judge_one``). The result is
+        the same (tests/test_watch_incremental.py compares it with a full judgement at every step)."""
+        an = self.analyzer
+        rest = an.facts
+        if self._frozen:
+            ff = self._frozen_facts
+            moved = next((k for k, g in enumerate(self._frozen)
+                          if any(_version(f) != ff[id(f)][1] for f in g.connections)), None)
+            if moved is not None:
+                self._thaw(moved)          # packets on a frozen group: it and what it could touch thaw
+            ff = self._frozen_facts
+            rest = [f for f in rest if id(f) not in ff]
+            if ff and not all(start_ts(f) > self._frozen_end for f in rest):
+                self._thaw(0)              # a connection started before their end (time went back)
+                rest = an.facts
+        an.all_groups = self._frozen + group(rest)
+        groups = [g for g in an.all_groups if _is_migration(g.connections)]
+        ids = an.retired.ids([group_key(g) for g in groups])
+        relays = {i: {**r, "peer": ids[r["peer"]]} for i, r in pair_relays(groups, self._relay_features).items()}
+        migrations = [self._judge_one(g, ids[i], end, relays.get(i)) for i, g in enumerate(groups)]
+        tie_relay_outcomes(migrations)
+        self._freeze(groups, migrations)
+        return groups, migrations
+
+    def _relay_features(self, g: MigrationGroup) -> RelayFeatures:
+        got = self._features.get(id(g))
+        return got if got is not None else relay_features(g)
+
+    def _thaw(self, keep: int) -> None:
+        """Keep the first ``keep`` frozen groups at most: fewer while one of the others' connections
+        started before they all ended."""
+        thawed = self._frozen[keep:]
+        later = min((start_ts(f) for g in thawed for f in g.connections), default=float("inf"))
+        while keep and _end_of(self._frozen[:keep]) >= later:
+            keep -= 1
+            later = min(later, *(start_ts(f) for f in self._frozen[keep].connections))
+        self._frozen = self._frozen[:keep]
+        live = {id(g) for g in self._frozen}
+        self._frozen_facts = {id(f): v for g in self._frozen for f in g.connections
+                              for v in (self._frozen_facts[id(f)],)}
+        self._frozen_end = _end_of(self._frozen)
+        self._features = {i: v for i, v in self._features.items() if i in live}
+        self._diffed = {i: v for i, v in self._diffed.items() if i in live}
+
+    def _freeze(self, groups: list[MigrationGroup], migrations: list[dict[str, Any]]) -> None:
+        """Extend the frozen prefix of ``an.all_groups`` (see ``__init__``)."""
+        an = self.analyzer
+        judged = {id(g): m for g, m in zip(groups, migrations, strict=True)}
+        every = an.all_groups
+        n = len(self._frozen)
+        end = self._frozen_end
+        cut = n
+        while cut < len(every) and self._freezable(every[cut], judged.get(id(every[cut]))):
+            cut += 1
+        if cut == n:
+            return
+        later = min((start_ts(f) for g in every[cut:] for f in g.connections), default=float("inf"))
+        while cut > n and max(end, _end_of(every[n:cut])) >= later:   # a later connection started before
+            cut -= 1                                                   # they ended: freeze fewer
+            later = min(later, *(start_ts(f) for f in every[cut].connections))
+        cut_end = max(end, _end_of(every[n:cut]))
+        for g in every[n:cut]:
+            self._frozen.append(g)
+            self._features[id(g)] = relay_features(g)
+            for f in g.connections:
+                self._frozen_facts[id(f)] = (f, _version(f))
+        self._frozen_end = cut_end
+
+    def _freezable(self, g: MigrationGroup, m: dict[str, Any] | None) -> bool:
+        if g._postcopyish or not all(f.conn.closed for f in g.connections) or g.postcopy():
+            return False
+        if m is None:
+            return not _is_migration(g.connections)
+        if "relay" in m:
+            return False
+        hit = self._settled.get((g.destination, min(f.conn.index for f in g.connections)))
+        return hit is not None and hit[1] is m
+
     def _judge_one(self, g: MigrationGroup, index: int, end: float, relay: dict[str, Any] | None) -> dict[str, Any]:
         an = self.analyzer
         if relay is not None or not all(f.conn.closed for f in g.connections):
@@ -164,7 +271,8 @@ class LiveView:
         for g, m in zip(groups, migrations, strict=True):
             # Any migration that is over, not only the oldest: numbers stay as they are (Retired.ids),
             # so a long migration holds back no later one.
-            if not self._over(g, m, last_ts) or an.judge_one(g, m["id"], last_ts + FAR) != m:
+            if not self._over(g, m, last_ts) or (id(g) not in self._features
+                                                  and an.judge_one(g, m["id"], last_ts + FAR) != m):
                 held.append(group_key(g))
                 continue
             done.append(m)
@@ -194,6 +302,11 @@ class LiveView:
         self._misread &= held_conns
         kept = {(g.destination, min(f.conn.index for f in g.connections)) for g in an.all_groups}
         self._settled = {k: v for k, v in self._settled.items() if k in kept}
+        self._frozen = [g for g in self._frozen if not any(id(f) in dropped for f in g.connections)]
+        self._frozen_facts = {i: v for i, v in self._frozen_facts.items() if i not in dropped}
+        live = {id(g) for g in self._frozen}
+        self._features = {i: v for i, v in self._features.items() if i in live}
+        self._diffed = {i: v for i, v in self._diffed.items() if i in live}
         return len(done)
 
     @staticmethod
@@ -277,10 +390,44 @@ class LiveView:
                     seen.resumed.add(leg["leg"])
                     out.append({"event": "postcopy-recovery", **base, "time": leg["start_time"], "leg": leg["leg"]})
         status = m["outcome"]["status"]
+        if status in ("failed", "stalled") and m["id"] in self._open_policy:
+            return out          # a failure only under some of the destination's possible versions: not yet
         if status != seen.outcome and (status in FINAL_STATUSES or (final and seen.outcome is not None)):
+            ev = {"event": "outcome", **base, "time": m["end_time"], "status": status,
+                  "reason": m["outcome"]["reason"]}
+            if seen.outcome is not None:
+                ev["revises"] = seen.outcome
             seen.outcome = status
-            out.append({"event": "outcome", **base, "time": m["end_time"], "status": status,
-                        "reason": m["outcome"]["reason"]})
+            out.append(ev)
+        return out
+
+    def _policy_open(self, groups: list[MigrationGroup], migrations: list[dict[str, Any]]) -> set[int]:
+        """The migrations whose misclassifications another destination policy still possible would not
+        make (no ``--qemu-version``; a policy is possible while the capture does not contradict it: see
+        the report's ``what_if``): a failure or stall said now could be revised to ``completed`` once the
+        destination's behaviour shows its version. Also those with a TLS channel still open whose handshake
+        has not completed: QEMU gives TLS channels their roles in the order their handshakes complete, so
+        the accept order is not known yet. A relay's source-side leg follows its peer."""
+        out: set[int] = set()
+        pinned = bool(self.analyzer.options.qemu_version)
+        for g, m in zip(groups, migrations, strict=True):
+            if not m["misclassifications"]:
+                continue
+            if any(f.encrypted and f.tls_done_ts is None and not f.conn.closed for f in g.connections):
+                out.add(m["id"])
+                continue
+            if pinned:
+                continue
+            what_if = m["what_if"]
+            for name in REAL_POLICIES:
+                legs = what_if.get(name, [])
+                if legs and all(leg["fits_capture"] is not False and not leg["misclassified"] for leg in legs):
+                    out.add(m["id"])
+                    break
+        for m in migrations:
+            relay = m.get("relay")
+            if relay and relay["side"] == "source" and relay["peer"] in out:
+                out.add(m["id"])
         return out
 
     @staticmethod
@@ -294,6 +441,17 @@ class LiveView:
             times = [t for t in (ch["rst_time"], *ch["fin_time"]) if t is not None]
             return min(times) if times else None
         return None
+
+
+def _end_of(groups: list[MigrationGroup]) -> float:
+    """When the last connection of ``groups`` saw its last packet."""
+    return max((f.conn.last_ts for g in groups for f in g.connections), default=float("-inf"))
+
+
+def _version(f: ConnectionFacts) -> tuple[Any, ...]:
+    """Changes with every packet of the connection (and so with whatever the packets tell)."""
+    h0, h1 = f.conn.halves
+    return h0.frames, h1.frames, h0.ended, h1.ended, f.kind
 
 
 def _repeat_keys(facts: Collection[ConnectionFacts]) -> set[tuple[str, str]]:

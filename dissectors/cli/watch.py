@@ -30,7 +30,8 @@ from dissectors.outputs.timefmt import TimeFormat
 from dissectors.tcp import TcpTracker
 
 JUDGE_INTERVAL = 0.01      # at most one judgement per this many seconds while packets arrive ...
-JUDGE_SHARE = 5            # ... and per this many times the last judgement's own duration (bounded overhead),
+JUDGE_SHARE = 5            # ... and per this many times the last judgement's own CPU time (bounded overhead;
+                           # CPU, not wall: on a loaded machine a judgement preempted midway costs no more),
 JUDGE_INTERVAL_MAX = 0.5   # but at least this often (retirement of finished migrations rides on it)
 IDLE_INTERVAL = 0.01       # wake-up period while no packet arrives (wall-clock stalls, pending events)
 QUIET_JUDGE_INTERVAL = 0.1  # judgement period while nothing arrives (only the wall clock moves)
@@ -76,8 +77,9 @@ class Watcher:
         assert self.tracker is not None
         self.last_judged = now
         self.dirty = False
+        cpu = time.thread_time()
         events = self.view.update(self.tracker.last_ts, now - self.arrival, final)
-        self.interval = min(max(JUDGE_INTERVAL, JUDGE_SHARE * (time.monotonic() - now)), JUDGE_INTERVAL_MAX)
+        self.interval = min(max(JUDGE_INTERVAL, JUDGE_SHARE * (time.thread_time() - cpu)), JUDGE_INTERVAL_MAX)
         if not events:
             return
         wall = time.time()
