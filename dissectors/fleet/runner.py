@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -105,11 +106,20 @@ def local_cluster(workers: int) -> Any:
     memory monitors of each worker and its nanny, psutil every 100 ms by default, alone were about half of
     what was left: 30 against 17 ms of CPU per second with one worker). Its logs are
     silenced below CRITICAL: a worker's heartbeat racing the shutdown logs a traceback at ERROR, and what
-    matters to the user (a task that failed, a worker that died) comes back through the futures."""
+    matters to the user (a task that failed, a worker that died) comes back through the futures.
+
+    On Linux the worker processes are forked from this one (``distributed.worker.multiprocessing-method:
+    fork``) instead of spawned: a spawned worker starts a new interpreter that imports distributed, dask and
+    the analysis again, ~1-2.5 s of CPU each (most of the fleet's start-up on a 2-core machine, measured
+    in benchmarks/README.md, "Fleet"); a forked one has them already (this process imported the task) and
+    starts in ~0.1 s of CPU. The fork happens on the cluster's event-loop thread while the calling thread
+    waits; the workers are new Dask workers all the same (their own event loop, nothing of the client
+    used). Elsewhere (macOS, where fork is unsafe with the system frameworks) Dask's ``spawn`` is kept."""
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set({"distributed.worker.profile.enabled": False,
+    with dask.config.set({"distributed.worker.multiprocessing-method": _start_method(),
+                          "distributed.worker.profile.enabled": False,
                           "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
                           # event-loop health and system metrics for dashboards: every 20 / 500 ms by default
                           "distributed.admin.tick.interval": "1s",
@@ -121,6 +131,15 @@ def local_cluster(workers: int) -> Any:
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                             dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                             silence_logs=logging.CRITICAL)
+
+
+def _start_method() -> str:
+    """How the local cluster starts its worker processes: ``fork`` on Linux (see ``local_cluster``), else
+    Dask's default, ``spawn``; ``MIGSHARK_FLEET_START=spawn|forkserver|fork`` overrides it."""
+    chosen = os.environ.get("MIGSHARK_FLEET_START", "")
+    if chosen in ("spawn", "forkserver", "fork"):
+        return chosen
+    return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
 def _serial(fn: Callable[..., R], items: Sequence[CaptureInput], args: tuple[Any, ...],
