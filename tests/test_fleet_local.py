@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,20 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert "no capture given" in capsys.readouterr().err
     assert main(["fleet", "-j", "1", str(tmp_path / "nothing.pcap"), "-o", str(tmp_path / "t.csv")]) == 2
     assert "nothing.pcap: no such file" in (tmp_path / "t.csv").read_text()   # written: the row says why
+
+
+def test_timings_account_for_the_run(tmp_path, monkeypatch, capsys):
+    """``--timings``: the phases in order, every capture in a worker's tasks, CPU of the client and each worker."""
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    caps = [CORPUS / "precopy-10.0.pcap.gz", CORPUS / "holdback-preempt-7.2.pcap.gz",
+            CORPUS / "preempt-tls-7.2.pcap.gz"]
+    main(["fleet", "-j", "2", "--timings", *map(str, caps), "-o", str(tmp_path / "t.csv")])
+    err = capsys.readouterr().err
+    phases = ["local cluster started", "client connected", "tasks submitted", "first result back",
+              "last result back", "client closed", "local cluster closed", "table written", "summary printed"]
+    where = [err.index(p) for p in phases]
+    assert where == sorted(where)
+    tasks = re.findall(r"worker \d \(\S+\): (\d+) tasks, (\d+) captures, [\d.]+ s busy", err)
+    assert tasks and sum(int(c) for _, c in tasks) == len(caps)
+    assert "this process (client, scheduler and nannies):" in err
+    assert len(re.findall(r"worker \d \(\S+\): [\d.]+ before, [\d.]+ during \([\d.]+ in tasks", err)) == len(tasks)

@@ -24,10 +24,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from dissectors.fleet.inputs import CaptureInput
+from dissectors.fleet.timeline import TaskSpan, Timeline, process_cpu, task_span
 
 R = TypeVar("R")
 ResultFn = Callable[[CaptureInput, Any], None]
@@ -70,7 +72,9 @@ def describe_engine(scheduler: str | None, workers: int | None) -> str:
 
 def run_tasks(fn: Callable[..., R], items: Sequence[CaptureInput], *args: Any, scheduler: str | None = None,
               workers: int | None = None, on_result: ResultFn | None = None,
-              on_error: ErrorFn | None = None) -> list[R]:
+              on_error: ErrorFn | None = None, timeline: Timeline | None = None) -> list[R]:
+    """``fn(item, *args)`` for every item, results in the order of ``items`` (see the module's text);
+    ``timeline``, if given, is filled with the run's phases, tasks and CPU per process."""
     address = scheduler_address(scheduler)
     if address is None and (workers or default_workers()) == 1:
         return _serial(fn, items, args, on_result)
@@ -84,14 +88,30 @@ def run_tasks(fn: Callable[..., R], items: Sequence[CaptureInput], *args: Any, s
             client = Client(address, timeout="20s")
         except (OSError, TimeoutError, ValueError) as exc:
             raise RunnerError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+        _mark(timeline, "client connected to the scheduler")
         with client:
-            return _on_dask(client, fn, items, args, on_result, on_error)
+            results = _on_dask(client, fn, items, args, on_result, on_error, timeline)
+        _mark(timeline, "client closed")
+        return results
     try:
         cluster = local_cluster(workers or default_workers())
     except (OSError, RuntimeError, TimeoutError) as exc:
         raise RunnerError(f"cannot start a local Dask cluster: {exc}") from None
-    with cluster, Client(cluster) as client:
-        return _on_dask(client, fn, items, args, on_result, on_error)
+    _mark(timeline, "local cluster started")
+    if timeline is not None:
+        timeline.client_hosts_cluster = True
+    with cluster:
+        with Client(cluster) as client:
+            _mark(timeline, "client connected")
+            results = _on_dask(client, fn, items, args, on_result, on_error, timeline)
+        _mark(timeline, "client closed")
+    _mark(timeline, "local cluster closed")
+    return results
+
+
+def _mark(timeline: Timeline | None, what: str) -> None:
+    if timeline is not None:
+        timeline.mark(what)
 
 
 def local_cluster(workers: int) -> Any:
@@ -185,9 +205,11 @@ def batches(items: Sequence[CaptureInput], slots: int, max_bytes: int = 64 << 20
     return out
 
 
-def run_batch(fn: Callable[..., R], batch: list[CaptureInput], *args: Any) -> list[R]:
-    """What a worker runs: ``fn`` on each capture of one task, in order."""
-    return [fn(item, *args) for item in batch]
+def run_batch(fn: Callable[..., R], batch: list[CaptureInput], *args: Any) -> tuple[list[R], TaskSpan]:
+    """What a worker runs: ``fn`` on each capture of one task, in order; with the task's span (which
+    worker, when, its CPU: a few numbers, for ``--timings``)."""
+    start, cpu0 = time.time(), time.thread_time()
+    return [fn(item, *args) for item in batch], task_span(start, cpu0, len(batch))
 
 
 def _slots(client: Any) -> int:
@@ -197,8 +219,22 @@ def _slots(client: Any) -> int:
         return 1
 
 
+def _cpu_by_process(client: Any) -> dict[str, float]:
+    """CPU seconds of this process and of every worker's (for ``--timings``)."""
+    out = process_cpu()
+    try:
+        for per_worker in client.run(process_cpu).values():
+            out.update(per_worker)
+    except Exception:  # noqa: BLE001 - timings only; a worker without psutil or gone is left out
+        pass
+    return out
+
+
 def _on_dask(client: Any, fn: Callable[..., R], items: Sequence[CaptureInput], args: tuple[Any, ...],
-             on_result: ResultFn | None, on_error: ErrorFn | None) -> list[R]:
+             on_result: ResultFn | None, on_error: ErrorFn | None, timeline: Timeline | None = None) -> list[R]:
+    """The tasks on ``client``'s cluster. Results come back with their completion (``as_completed``
+    ``with_results``: fetched on the client's event loop as each task ends, no extra round trip from
+    this thread per task; ~1.5 ms of CPU less per task, measured)."""
     from distributed import as_completed
 
     tag = os.urandom(4).hex()
@@ -211,25 +247,39 @@ def _on_dask(client: Any, fn: Callable[..., R], items: Sequence[CaptureInput], a
         pending[fut.key] = group
         return fut
 
+    if timeline is not None:
+        timeline.cpu(timeline.cpu_before, _cpu_by_process(client))
     groups = batches(items, _slots(client))
-    queue = as_completed([submit(g, len(groups) - k) for k, g in enumerate(groups)])
+    queue = as_completed([submit(g, len(groups) - k) for k, g in enumerate(groups)], with_results=True,
+                         raise_errors=False)
+    _mark(timeline, f"{len(groups)} tasks submitted for {len(items)} captures")
     results: list[Any] = [None] * len(items)
-    for fut in queue:
+    first = True
+    for fut, value in queue:
+        if first:
+            _mark(timeline, "first result back")
+            first = False
         group = pending.pop(fut.key)
-        try:
-            outcome = fut.result()
-        except Exception as exc:  # noqa: BLE001 - the worker died (KilledWorker) or the task escaped
+        if fut.status != "finished":  # the worker died (KilledWorker), the task escaped, or was cancelled
+            exc = value if isinstance(value, BaseException) else RuntimeError(f"task {fut.status}")
             if len(group) > 1:     # find the capture that did it: each again on its own
                 for j in group:
                     queue.add(submit([j], 0))
                 fut.release()
                 continue
             if on_error is None:
-                raise
+                raise exc
             outcome = [on_error(items[group[0]], exc)]
+        else:
+            outcome, span = value
+            if timeline is not None:
+                timeline.spans.append(span)
         fut.release()
         for j, result in zip(group, outcome, strict=True):
             results[j] = result
             if on_result is not None:
                 on_result(items[j], result)
+    if timeline is not None:
+        timeline.mark("last result back")
+        timeline.cpu(timeline.cpu_after, _cpu_by_process(client))
     return results
