@@ -27,7 +27,7 @@ imported the analysis too):
 - ``dask-N+spawn``: ``dask-N+startup`` with the workers spawned (Dask's default start method) instead of
   forked (``MIGSHARK_FLEET_START=spawn``), to show what the start method costs.
 
-The last round's running-cluster and start-up runs are also timed phase by phase (``--timings`` of
+The last round's cluster runs (not ``noop``) are also timed phase by phase (``--timings`` of
 ``migshark fleet``: cluster started, client connected, tasks submitted, each worker's first task start and
 last task end, results back, closed) with the CPU of every process (client with scheduler and nannies,
 each worker: in its tasks and beside them), printed after the table.
@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                 del os.environ["MIGSHARK_FLEET_START"]
             with cluster(1) as c:
                 warm(c)
-                record("dask-1", lambda: run_tasks(analyse_capture, items, opts, scheduler=c.scheduler_address))
+                record("dask-1", with_timeline(lambda t: run_tasks(analyse_capture, items, opts, timeline=t,
+                                                                   scheduler=c.scheduler_address), timelines, "dask-1"))
                 record("noop-1", lambda: run_tasks(noop, items, opts, scheduler=c.scheduler_address))
         secs = {k: statistics.median(v) for k, v in wall.items()}
         CPU = {k: statistics.median(v) for k, v in cpus.items()}
