@@ -25,7 +25,7 @@ imported the analysis too):
   give on this machine, the ceiling for any runner (two analyses at once share the cores' caches and
   memory bandwidth, and the machine's other load);
 - ``dask-N+spawn``: ``dask-N+startup`` with the workers spawned (Dask's default start method) instead of
-  forked (``MIGSHARK_FLEET_START=spawn``), to show what the start method costs.
+  forked from a fork server (``MIGSHARK_FLEET_START=spawn``), to show what the start method costs.
 
 The last round's cluster runs (not ``noop``) are also timed phase by phase (``--timings`` of
 ``migshark fleet``: cluster started, client connected, tasks submitted, each worker's first task start and
@@ -64,6 +64,7 @@ from dissectors.fleet.task import analyse_capture  # noqa: E402
 from dissectors.fleet.timeline import Timeline  # noqa: E402
 
 _POOL: tuple[list[CaptureInput], Options] | None = None     # what the forked pool processes analyse
+TASK = (analyse_capture.__module__,)        # what the clusters' fork server imports, as run_tasks has it
 
 
 def noop(item: CaptureInput, options: Options) -> list[dict[str, Any]]:
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             with multiprocessing.get_context("fork").Pool(args.workers) as pool:
                 pool.map(_pool_one, [len(items) - 1] * args.workers, chunksize=1)
                 record(pool_name, lambda: pool_run(pool, items))
-            with cluster(args.workers) as c:
+            with cluster(args.workers, preload=TASK) as c:
                 warm(c)
                 record(two, with_timeline(lambda t: run_tasks(analyse_capture, items, opts, timeline=t,
                                                               scheduler=c.scheduler_address), timelines, two))
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                      workers=args.workers), timelines, spawn_name))
             finally:
                 del os.environ["MIGSHARK_FLEET_START"]
-            with cluster(1) as c:
+            with cluster(1, preload=TASK) as c:
                 warm(c)
                 record("dask-1", with_timeline(lambda t: run_tasks(analyse_capture, items, opts, timeline=t,
                                                                    scheduler=c.scheduler_address), timelines, "dask-1"))

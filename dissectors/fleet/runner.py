@@ -14,13 +14,14 @@ progress bar). Where it runs:
 The queue is ordered largest capture first (Dask task priorities), so a large capture does not start
 last. A large capture is still one task: the analysis streams it in bounded memory; small ones are
 packed several to a task, the tasks shrinking towards the end of the queue (``batches``). A capture
-whose task dies with its worker (killed, out of memory) is tried again alone, and if that dies too it
-comes back through ``on_error`` as a result, not
-an exception.
+whose task dies with its worker (killed, out of memory) is tried again alone, and if that dies too, once
+more at the end with nothing else running (Dask blames the task queued behind a dying one too); if that
+dies as well it comes back through ``on_error`` as a result, not an exception.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -29,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from dissectors.fleet.inputs import CaptureInput
-from dissectors.fleet.timeline import TaskSpan, Timeline, process_cpu, task_span
+from dissectors.fleet.timeline import TaskSpan, Timeline, child_cpu, process_cpu, task_span
 
 R = TypeVar("R")
 ResultFn = Callable[[CaptureInput, Any], None]
@@ -94,7 +95,7 @@ def run_tasks(fn: Callable[..., R], items: Sequence[CaptureInput], *args: Any, s
         _mark(timeline, "client closed")
         return results
     try:
-        cluster = local_cluster(workers or default_workers())
+        cluster = local_cluster(workers or default_workers(), preload=(fn.__module__,))
     except (OSError, RuntimeError, TimeoutError) as exc:
         raise RunnerError(f"cannot start a local Dask cluster: {exc}") from None
     _mark(timeline, "local cluster started")
@@ -114,7 +115,7 @@ def _mark(timeline: Timeline | None, what: str) -> None:
         timeline.mark(what)
 
 
-def local_cluster(workers: int) -> Any:
+def local_cluster(workers: int, preload: Sequence[str] = ()) -> Any:
     """The embedded cluster: ``workers`` processes of one thread on loopback, no dashboard, quiet logs.
 
     Two of Dask's worker defaults cost the analysis CPU and are turned off here: the statistical profiler
@@ -128,17 +129,22 @@ def local_cluster(workers: int) -> Any:
     silenced below CRITICAL: a worker's heartbeat racing the shutdown logs a traceback at ERROR, and what
     matters to the user (a task that failed, a worker that died) comes back through the futures.
 
-    On Linux the worker processes are forked from this one (``distributed.worker.multiprocessing-method:
-    fork``) instead of spawned: a spawned worker starts a new interpreter that imports distributed, dask and
-    the analysis again, ~1-2.5 s of CPU each (most of the fleet's start-up on a 2-core machine, measured
-    in benchmarks/README.md, "Fleet"); a forked one has them already (this process imported the task) and
-    starts in ~0.1 s of CPU. The fork happens on the cluster's event-loop thread while the calling thread
-    waits; the workers are new Dask workers all the same (their own event loop, nothing of the client
-    used). Elsewhere (macOS, where fork is unsafe with the system frameworks) Dask's ``spawn`` is kept."""
+    On Linux the worker processes are started by a fork server (``distributed.worker.multiprocessing-method:
+    forkserver``) instead of spawned. A spawned worker is a new interpreter that imports distributed, dask
+    and the analysis again: ~1-2.5 s of CPU each, most of the fleet's start-up on a 2-core machine
+    (benchmarks/README.md, "Fleet"). The fork server is started once per process with distributed and the
+    task's module (``preload``: the analysis) imported, and forks each worker from there, ready to run. A
+    plain ``fork`` of this process would be cheaper still, but this process has threads (the cluster's
+    event loop, Dask's offload thread) and a fork may copy one of their locks held: a worker hung that
+    way in a test, in a logging handler's flush. Elsewhere than Linux Dask's ``spawn`` is kept;
+    ``MIGSHARK_FLEET_START=spawn|forkserver|fork`` chooses. A worker the nanny restarts after it died
+    is spawned (the setting holds while the cluster starts).
+    """
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set({"distributed.worker.multiprocessing-method": _start_method(),
+    method = _start_method()
+    with dask.config.set({"distributed.worker.multiprocessing-method": method,
                           "distributed.worker.profile.enabled": False,
                           "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
                           # event-loop health and system metrics for dashboards: every 20 / 500 ms by default
@@ -146,6 +152,8 @@ def local_cluster(workers: int) -> Any:
                           "distributed.admin.system-monitor.interval": "2s",
                           # each worker's and each nanny's memory check (psutil), every 100 ms by default
                           "distributed.worker.memory.monitor-interval": "1s"}):
+        if method == "forkserver":
+            _preload_fork_server(preload)
         # No dashboard; the scheduler's remaining HTTP routes (health, metrics) on a free loopback port,
         # not 8787 (taken when another Dask cluster runs on the machine, which printed a warning).
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
@@ -154,12 +162,26 @@ def local_cluster(workers: int) -> Any:
 
 
 def _start_method() -> str:
-    """How the local cluster starts its worker processes: ``fork`` on Linux (see ``local_cluster``), else
-    Dask's default, ``spawn``; ``MIGSHARK_FLEET_START=spawn|forkserver|fork`` overrides it."""
+    """How the local cluster starts its worker processes: ``forkserver`` on Linux (see ``local_cluster``),
+    else Dask's default, ``spawn``; ``MIGSHARK_FLEET_START=spawn|forkserver|fork`` overrides it."""
     chosen = os.environ.get("MIGSHARK_FLEET_START", "")
     if chosen in ("spawn", "forkserver", "fork"):
         return chosen
-    return "fork" if sys.platform.startswith("linux") else "spawn"
+    return "forkserver" if sys.platform.startswith("linux") else "spawn"
+
+
+def _preload_fork_server(modules: Sequence[str]) -> None:
+    """What the fork server imports before forking workers: distributed (as Dask's own preload list
+    has it) and ``modules`` (the task's), so that a worker starts with both imported. Dask sets its list
+    once, when it first asks for the context; set after that, ours is the one the server starts with. No
+    effect once this process's fork server runs (it keeps what it imported)."""
+    import multiprocessing
+
+    from distributed.utils import get_mp_context
+
+    get_mp_context()
+    wanted = ["distributed", *(m for m in modules if m and m != "__main__")]
+    multiprocessing.get_context("forkserver").set_forkserver_preload(wanted)
 
 
 def _serial(fn: Callable[..., R], items: Sequence[CaptureInput], args: tuple[Any, ...],
@@ -227,6 +249,7 @@ def _cpu_by_process(client: Any) -> dict[str, float]:
             out.update(per_worker)
     except Exception:  # noqa: BLE001 - timings only; a worker without psutil or gone is left out
         pass
+    out.update({k: v for k, v in child_cpu().items() if k not in out})   # fork server, resource tracker
     return out
 
 
@@ -234,18 +257,34 @@ def _on_dask(client: Any, fn: Callable[..., R], items: Sequence[CaptureInput], a
              on_result: ResultFn | None, on_error: ErrorFn | None, timeline: Timeline | None = None) -> list[R]:
     """The tasks on ``client``'s cluster. Results come back with their completion (``as_completed``
     ``with_results``: fetched on the client's event loop as each task ends, no extra round trip from
-    this thread per task; ~1.5 ms of CPU less per task, measured)."""
-    from distributed import as_completed
+    this thread per task; ~1.5 ms of CPU less per task, measured).
+
+    A failed task of several captures has each of them tried again alone. A capture whose task fails
+    alone is a suspect, tried once more at the end with nothing else running: when a capture kills its
+    worker, Dask also blames the task queued behind it on that worker, so an innocent capture can fail
+    alongside a guilty one; only a capture that fails when it runs by itself becomes an error."""
+    import asyncio
+
+    from distributed import as_completed, wait
 
     tag = os.urandom(4).hex()
     pending: dict[str, list[int]] = {}
+    attempt = itertools.count()
 
     def submit(group: list[int], priority: int) -> Any:
         # Higher runs first: the queue's order (largest captures first, small tasks last).
-        fut = client.submit(run_batch, fn, [items[j] for j in group], *args, pure=False,
-                            priority=priority, key=f"migshark-{group[0]}-{len(group)}-{tag}")
+        fut = client.submit(run_batch, fn, [items[j] for j in group], *args, pure=False, priority=priority,
+                            key=f"migshark-{group[0]}-{len(group)}-{tag}-{next(attempt)}")
         pending[fut.key] = group
         return fut
+
+    results: list[Any] = [None] * len(items)
+
+    def deliver(group: list[int], outcome: list[Any]) -> None:
+        for j, result in zip(group, outcome, strict=True):
+            results[j] = result
+            if on_result is not None:
+                on_result(items[j], result)
 
     if timeline is not None:
         timeline.cpu(timeline.cpu_before, _cpu_by_process(client))
@@ -253,32 +292,44 @@ def _on_dask(client: Any, fn: Callable[..., R], items: Sequence[CaptureInput], a
     queue = as_completed([submit(g, len(groups) - k) for k, g in enumerate(groups)], with_results=True,
                          raise_errors=False)
     _mark(timeline, f"{len(groups)} tasks submitted for {len(items)} captures")
-    results: list[Any] = [None] * len(items)
+    suspects: list[int] = []
     first = True
     for fut, value in queue:
         if first:
             _mark(timeline, "first result back")
             first = False
         group = pending.pop(fut.key)
-        if fut.status != "finished":  # the worker died (KilledWorker), the task escaped, or was cancelled
-            exc = value if isinstance(value, BaseException) else RuntimeError(f"task {fut.status}")
-            if len(group) > 1:     # find the capture that did it: each again on its own
-                for j in group:
-                    queue.add(submit([j], 0))
-                fut.release()
-                continue
-            if on_error is None:
-                raise exc
-            outcome = [on_error(items[group[0]], exc)]
-        else:
+        if fut.status == "finished":
             outcome, span = value
             if timeline is not None:
                 timeline.spans.append(span)
+            fut.release()
+            deliver(group, outcome)
+        elif len(group) > 1:     # the worker died (KilledWorker) or the task escaped: which capture did it?
+            fut.release()
+            for j in group:
+                queue.add(submit([j], 0))
+        else:
+            fut.release()
+            suspects.append(group[0])
+    for j in suspects:            # alone on the cluster now: a failure here is this capture's own
+        fut = submit([j], 0)
+        wait([fut])
+        pending.pop(fut.key)
+        if fut.status == "finished":
+            outcome, span = fut.result()
+            if timeline is not None:
+                timeline.spans.append(span)
+        else:
+            try:
+                exc = fut.exception()
+            except (Exception, asyncio.CancelledError) as cancelled:  # a cancelled future raises instead
+                exc = cancelled
+            if on_error is None:
+                raise exc
+            outcome = [on_error(items[j], exc)]
         fut.release()
-        for j, result in zip(group, outcome, strict=True):
-            results[j] = result
-            if on_result is not None:
-                on_result(items[j], result)
+        deliver([j], outcome)
     if timeline is not None:
         timeline.mark("last result back")
         timeline.cpu(timeline.cpu_after, _cpu_by_process(client))

@@ -42,6 +42,20 @@ def process_cpu() -> dict[str, float]:
     return {f"{socket.gethostname()}:{os.getpid()}": t.user + t.system}
 
 
+def child_cpu() -> dict[str, float]:
+    """CPU seconds of every process under this one, as ``process_cpu`` names them (on this machine)."""
+    import psutil
+
+    out = {}
+    for p in psutil.Process().children(recursive=True):
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        out[f"{socket.gethostname()}:{p.pid}"] = t.user + t.system
+    return out
+
+
 @dataclass
 class Timeline:
     """Phases (``mark``), task spans and CPU per process of one run; ``render()`` for the terminal."""
@@ -94,8 +108,9 @@ class Timeline:
                          "during them:")
             for proc, after in self.cpu_after.items():
                 before = self.cpu_before.get(proc, 0.0)
+                helper = f"process {proc} (a worker without tasks, or a helper: fork server, resource tracker)"
                 what = ("this process (client" + (", scheduler and nannies)" if self.client_hosts_cluster else ")")
-                        if proc == self.client else names.get(proc, f"worker ({proc})"))
+                        if proc == self.client else names.get(proc, helper))
                 tasks = sum(s.cpu for s in by_worker.get(proc, []))
                 beside = after - before - tasks
                 extra = f" ({tasks:.2f} in tasks, {beside:.2f} beside them)" if proc in by_worker else ""
