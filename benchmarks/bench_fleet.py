@@ -32,6 +32,10 @@ The last round's cluster runs (not ``noop``) are also timed phase by phase (``--
 last task end, results back, closed) with the CPU of every process (client with scheduler and nannies,
 each worker: in its tasks and beside them), printed after the table.
 
+The benchmark's process re-executes itself with the local cluster's glibc malloc settings for its
+workers (``runner.WORKER_MALLOC``), so that ``loop`` and ``pool`` allocate as the workers do: the
+comparison is of the runners, not of two allocators.
+
 Ratios are within the same run. The tables must be equal (rows, less ``seconds``) or the run fails.
 """
 
@@ -58,7 +62,7 @@ sys.path.insert(0, str(HERE))
 
 from dissectors.analysis.judge import Options  # noqa: E402
 from dissectors.fleet.inputs import CaptureInput, discover  # noqa: E402
-from dissectors.fleet.runner import batches, run_tasks  # noqa: E402
+from dissectors.fleet.runner import WORKER_MALLOC, batches, run_tasks  # noqa: E402
 from dissectors.fleet.runner import local_cluster as cluster  # noqa: E402
 from dissectors.fleet.task import analyse_capture  # noqa: E402
 from dissectors.fleet.timeline import Timeline  # noqa: E402
@@ -168,6 +172,12 @@ def tail_bound(items: list[CaptureInput], costs: list[float], workers: int, per_
 
 def strip(results: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
     return [[{k: v for k, v in r.items() if k != "seconds"} for r in rows] for rows in results]
+
+
+def same_malloc_as_the_workers() -> None:
+    """Run this process with ``WORKER_MALLOC`` (glibc reads it at start: re-execute if it is not set)."""
+    if any(os.environ.get(k) != v for k, v in WORKER_MALLOC.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **WORKER_MALLOC})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,4 +298,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    same_malloc_as_the_workers()
     sys.exit(main())

@@ -118,11 +118,12 @@ def _mark(timeline: Timeline | None, what: str) -> None:
 def local_cluster(workers: int, preload: Sequence[str] = ()) -> Any:
     """The embedded cluster: ``workers`` processes of one thread on loopback, no dashboard, quiet logs.
 
-    Two of Dask's worker defaults cost the analysis CPU and are turned off here: the statistical profiler
-    (it samples the analysis's stacks every 10 ms, under the GIL, for a dashboard nobody sees here), and
-    ``MALLOC_TRIM_THRESHOLD_=65536`` in the workers' environment, which made the analysis ~45 % slower
-    (glibc then hands every freed read window back to the kernel and faults it in again; see
-    benchmarks/README.md, "Fleet"). The analysis's memory is bounded anyway. Its event-loop, system and
+    Two of Dask's worker defaults cost the analysis CPU and are changed here: the statistical profiler
+    (it samples the analysis's stacks every 10 ms, under the GIL, for a dashboard nobody sees here) is
+    off, and instead of ``MALLOC_TRIM_THRESHOLD_=65536`` in the workers' environment, which made the
+    analysis ~45 % slower (glibc then hands every freed read window back to the kernel and faults it in
+    again; see benchmarks/README.md, "Fleet"), the workers get ``WORKER_MALLOC``, which keeps freed memory
+    for reuse. The analysis's memory is bounded anyway. Its event-loop, system and
     memory monitors tick less often (the idle cluster's own CPU falls from ~7 % to ~2 % of a core; the
     memory monitors of each worker and its nanny, psutil every 100 ms by default, alone were about half of
     what was left: 30 against 17 ms of CPU per second with one worker). Its logs are
@@ -146,7 +147,8 @@ def local_cluster(workers: int, preload: Sequence[str] = ()) -> Any:
     method = _start_method()
     with dask.config.set({"distributed.worker.multiprocessing-method": method,
                           "distributed.worker.profile.enabled": False,
-                          "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                          # glibc keeps freed read windows for the next capture (see WORKER_MALLOC)
+                          **{f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_MALLOC.items()},
                           # event-loop health and system metrics for dashboards: every 20 / 500 ms by default
                           "distributed.admin.tick.interval": "1s",
                           "distributed.admin.system-monitor.interval": "2s",
@@ -159,6 +161,16 @@ def local_cluster(workers: int, preload: Sequence[str] = ()) -> Any:
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                             dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                             silence_logs=logging.CRITICAL)
+
+
+# The workers' glibc malloc settings (environment variables read when a process starts). By default
+# glibc serves each capture's read windows from fresh mmap'd or newly grown memory and gives it back when
+# freed, so every byte read is page-faulted in again: ~395,000 minor faults and ~1 s of system CPU per
+# 200 captures (~20 % of the analysis's CPU). With these, the freed memory is kept and reused: ~13,000-
+# 28,000 faults, 0.15-0.2 s (benchmarks/README.md, "Fleet"). The worker's memory stays near its peak
+# (bounded by the analysis) instead of shrinking between captures. Dask's own default here,
+# MALLOC_TRIM_THRESHOLD_=65536, was the opposite and made the analysis ~45 % slower.
+WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "67108864", "MALLOC_TRIM_THRESHOLD_": "268435456"}
 
 
 def _start_method() -> str:
