@@ -78,7 +78,9 @@ def run_tasks(fn: Callable[..., R], items: Sequence[CaptureInput], *args: Any, s
     ``timeline``, if given, is filled with the run's phases, tasks and CPU per process."""
     address = scheduler_address(scheduler)
     if address is None and (workers or default_workers()) == 1:
-        return _serial(fn, items, args, on_result)
+        results = _serial(fn, items, args, on_result)
+        _mark(timeline, f"{len(items)} captures analysed in this process (no Dask)")
+        return results
     try:
         from distributed import Client
     except ImportError as exc:
@@ -156,11 +158,22 @@ def local_cluster(workers: int, preload: Sequence[str] = ()) -> Any:
                           "distributed.worker.memory.monitor-interval": "1s"}):
         if method == "forkserver":
             _preload_fork_server(preload)
-        # No dashboard; the scheduler's remaining HTTP routes (health, metrics) on a free loopback port,
-        # not 8787 (taken when another Dask cluster runs on the machine, which printed a warning).
-        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                            dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                            silence_logs=logging.CRITICAL)
+        # Dask's nanny puts the workers' variables into this process's environment before it starts one
+        # (os.environ.update): put it back afterwards, so that what this process starts later (a
+        # subprocess, another tool) does not inherit the workers' malloc settings.
+        saved = {k: os.environ.get(k) for k in WORKER_MALLOC}
+        try:
+            # No dashboard; the scheduler's remaining HTTP routes (health, metrics) on a free loopback
+            # port, not 8787 (taken when another Dask cluster runs on the machine, which printed a warning).
+            return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                silence_logs=logging.CRITICAL)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 # The workers' glibc malloc settings (environment variables read when a process starts). By default
