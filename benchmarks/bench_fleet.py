@@ -19,7 +19,22 @@ imported the analysis too):
   stop included (``dask+startup``: what ``migshark fleet`` costs end to end);
 - ``dask-1``: the same on a one-worker cluster: its excess over ``loop``, per capture, is what the Dask
   path adds to each capture (pickling the task and its rows, scheduling, the round trips);
-- ``noop``: an empty task per capture on the one-worker cluster: the scheduling round trip alone.
+- ``noop``: an empty task per capture on the one-worker cluster: the scheduling round trip alone;
+- ``pool``: no Dask, a ``multiprocessing`` pool of ``--workers`` forked processes taking one capture at a
+  time, largest first (started and warmed outside the timing): what two processes analysing at once
+  give on this machine, the ceiling for any runner (two analyses at once share the cores' caches and
+  memory bandwidth, and the machine's other load);
+- ``dask-N+spawn``: ``dask-N+startup`` with the workers spawned (Dask's default start method) instead of
+  forked from a fork server (``MIGSHARK_FLEET_START=spawn``), to show what the start method costs.
+
+The last round's cluster runs (not ``noop``) are also timed phase by phase (``--timings`` of
+``migshark fleet``: cluster started, client connected, tasks submitted, each worker's first task start and
+last task end, results back, closed) with the CPU of every process (client with scheduler and nannies,
+each worker: in its tasks and beside them), printed after the table.
+
+The benchmark's process re-executes itself with the local cluster's glibc malloc settings for its
+workers (``runner.WORKER_MALLOC``), so that ``loop`` and ``pool`` allocate as the workers do: the
+comparison is of the runners, not of two allocators.
 
 Ratios are within the same run. The tables must be equal (rows, less ``seconds``) or the run fails.
 """
@@ -29,6 +44,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import itertools
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -46,13 +62,39 @@ sys.path.insert(0, str(HERE))
 
 from dissectors.analysis.judge import Options  # noqa: E402
 from dissectors.fleet.inputs import CaptureInput, discover  # noqa: E402
-from dissectors.fleet.runner import batches, run_tasks  # noqa: E402
+from dissectors.fleet.runner import WORKER_MALLOC, batches, run_tasks  # noqa: E402
 from dissectors.fleet.runner import local_cluster as cluster  # noqa: E402
 from dissectors.fleet.task import analyse_capture  # noqa: E402
+from dissectors.fleet.timeline import Timeline  # noqa: E402
+
+_POOL: tuple[list[CaptureInput], Options] | None = None     # what the forked pool processes analyse
+TASK = (analyse_capture.__module__,)        # what the clusters' fork server imports, as run_tasks has it
 
 
 def noop(item: CaptureInput, options: Options) -> list[dict[str, Any]]:
     return []
+
+
+def _pool_one(j: int) -> list[dict[str, Any]]:
+    assert _POOL is not None
+    return analyse_capture(_POOL[0][j], _POOL[1])
+
+
+def pool_run(pool: Any, items: list[CaptureInput]) -> list[list[dict[str, Any]]]:
+    """Every capture on the forked pool, largest first, one at a time; results in the order of ``items``."""
+    order = sorted(range(len(items)), key=lambda j: -items[j].size)
+    results: list[Any] = [None] * len(items)
+    for j, rows in zip(order, pool.imap(_pool_one, order, chunksize=1), strict=True):
+        results[j] = rows
+    return results
+
+
+def with_timeline(fn: Callable[[Timeline], Any], timelines: dict[str, Timeline], name: str) -> Callable[[], Any]:
+    def run() -> Any:
+        timelines[name] = timeline = Timeline()
+        timeline.mark("run starts")
+        return fn(timeline)
+    return run
 
 
 def build_fleet(root: Path, generated: int, copies: int, sizes: list[str]) -> None:
@@ -132,6 +174,12 @@ def strip(results: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
     return [[{k: v for k, v in r.items() if k != "seconds"} for r in rows] for rows in results]
 
 
+def same_malloc_as_the_workers() -> None:
+    """Run this process with ``WORKER_MALLOC`` (glibc reads it at start: re-execute if it is not set)."""
+    if any(os.environ.get(k) != v for k, v in WORKER_MALLOC.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **WORKER_MALLOC})
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--generated", type=int, default=100)
@@ -173,27 +221,44 @@ def main(argv: list[str] | None = None) -> int:
             rows[name] = result
             print(f"  {name:<16} {s:7.2f} s, {c:6.2f} s CPU; load {os.getloadavg()[0]:.2f}", flush=True)
 
-        def warm(c: Any) -> None:              # every worker imports the analysis (the loop's process has)
+        def warm(c: Any) -> None:              # every worker analyses one capture (the loop's process has)
             from distributed import Client
 
             with Client(c.scheduler_address) as client:
                 client.run(analyse_capture, items[-1], opts)
 
+        global _POOL
+        _POOL = (items, opts)
+        pool_name, spawn_name = f"pool-{args.workers}", f"dask-{args.workers}+spawn"
+        timelines: dict[str, Timeline] = {}
         for _ in range(args.repeat):
             record("loop", lambda: [analyse_capture(i, opts) for i in items])
-            with cluster(args.workers) as c:
+            with multiprocessing.get_context("fork").Pool(args.workers) as pool:
+                pool.map(_pool_one, [len(items) - 1] * args.workers, chunksize=1)
+                record(pool_name, lambda: pool_run(pool, items))
+            with cluster(args.workers, preload=TASK) as c:
                 warm(c)
-                record(two, lambda: run_tasks(analyse_capture, items, opts, scheduler=c.scheduler_address))
-            record(start_name, lambda: run_tasks(analyse_capture, items, opts, workers=args.workers))
-            with cluster(1) as c:
+                record(two, with_timeline(lambda t: run_tasks(analyse_capture, items, opts, timeline=t,
+                                                              scheduler=c.scheduler_address), timelines, two))
+            record(start_name, with_timeline(lambda t: run_tasks(analyse_capture, items, opts, workers=args.workers,
+                                                                 timeline=t), timelines, start_name))
+            os.environ["MIGSHARK_FLEET_START"] = "spawn"
+            try:
+                record(spawn_name, with_timeline(lambda t: run_tasks(analyse_capture, items, opts, timeline=t,
+                                                                     workers=args.workers), timelines, spawn_name))
+            finally:
+                del os.environ["MIGSHARK_FLEET_START"]
+            with cluster(1, preload=TASK) as c:
                 warm(c)
-                record("dask-1", lambda: run_tasks(analyse_capture, items, opts, scheduler=c.scheduler_address))
+                record("dask-1", with_timeline(lambda t: run_tasks(analyse_capture, items, opts, timeline=t,
+                                                                   scheduler=c.scheduler_address), timelines, "dask-1"))
                 record("noop-1", lambda: run_tasks(noop, items, opts, scheduler=c.scheduler_address))
         secs = {k: statistics.median(v) for k, v in wall.items()}
         CPU = {k: statistics.median(v) for k, v in cpus.items()}
         loop_s, dask_s, start_s, one_s, noop_s = (secs[k] for k in ("loop", two, start_name, "dask-1", "noop-1"))
         loop_rows, dask_rows, one_rows = rows["loop"], rows[two], rows["dask-1"]
-        if not (strip(loop_rows) == strip(dask_rows) == strip(one_rows)):
+        if not (strip(loop_rows) == strip(dask_rows) == strip(one_rows) == strip(rows[pool_name])
+                == strip(rows[start_name]) == strip(rows[spawn_name])):
             print("FAIL: the cluster's table differs from the loop's", file=sys.stderr)
             return 1
         busy = sum(r["seconds"] for rows in dask_rows for r in rows[:1])
@@ -202,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{'CPU/capture':>12}")
         for name, s in secs.items():
             cpu = CPU[name]                     # not with start-up: its workers' CPU ended with them
-            cpu_txt = f"{cpu:7.2f} {cpu / n * 1000:9.1f} ms" if name != start_name else ""
+            cpu_txt = f"{cpu:7.2f} {cpu / n * 1000:9.1f} ms" if name not in (start_name, spawn_name) else ""
             print(f"{name:<16} {s:8.2f} {n / s:11.1f} {total / 1e6 / s:8.1f} {loop_s / s:7.2f} {cpu_txt}")
         print(f"speed-up on the running {args.workers}-worker cluster: {loop_s / dask_s:.2f}x "
               f"(with cluster start-up and shutdown: {loop_s / start_s:.2f}x)")
@@ -214,7 +279,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.workers} otherwise idle cores that bounds the speed-up at "
               f"{args.workers * CPU['loop'] / dask_cpu:.2f}x; dask-1 spent {CPU['dask-1'] / CPU['loop']:.2f}x "
               f"({(CPU['dask-1'] - CPU['loop']) / n * 1000:+.1f} ms of CPU per capture)")
+        pool_bound = args.workers * CPU["loop"] / CPU[pool_name]
+        print(f"ceiling without Dask ({pool_name}, forked processes): {loop_s / secs[pool_name]:.2f}x the loop, CPU "
+              f"{CPU[pool_name] / CPU['loop']:.2f}x the loop's (bound {pool_bound:.2f}x); "
+              f"the running cluster reaches {secs[pool_name] / dask_s:.2f} of the pool's speed, with CPU "
+              f"{dask_cpu / CPU[pool_name]:.2f}x the pool's")
+        print(f"start-up and shutdown (dask+startup - dask, medians): forked workers {start_s - dask_s:+.2f} s, "
+              f"spawned {secs[spawn_name] - dask_s:+.2f} s")
         print(tail_bound(items, [rows[0]["seconds"] if rows else 0.0 for rows in loop_rows], args.workers))
+        for name, timeline in timelines.items():
+            print(f"--- {name}, last round: " + timeline.render(), end="")
         print(f"load average before {load0:.2f}, after {os.getloadavg()[0]:.2f} (other processes share the cores: "
               "wall-clock ratios are only meaningful on a quiet machine)")
     finally:
@@ -224,4 +298,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    same_malloc_as_the_workers()
     sys.exit(main())

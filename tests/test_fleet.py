@@ -225,6 +225,6 @@ def test_a_failed_task_costs_only_its_capture(cluster):
     items = [CaptureInput(f"/fleet/{'poison' if i == 5 else 'ok'}-{i}.pcap", 1000) for i in range(16)]
     died = []
     got = run_tasks(fail_on_poison, items, scheduler=cluster,
-                    on_error=lambda item, exc: died.append((item.url, type(exc).__name__)) or "error")
-    assert died == [("/fleet/poison-5.pcap", "RuntimeError")]
+                    on_error=lambda item, exc: died.append((item.url, repr(exc))) or "error")
+    assert died == [("/fleet/poison-5.pcap", "RuntimeError('/fleet/poison-5.pcap: poisoned')")]
     assert got == [("error" if i == 5 else items[i].url) for i in range(16)]

@@ -6,13 +6,18 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
 
+dask = pytest.importorskip("dask")
 pytest.importorskip("distributed")
 
 from dissectors.cli.main import main  # noqa: E402
+from dissectors.fleet.inputs import CaptureInput  # noqa: E402
+from dissectors.fleet.runner import local_cluster, run_tasks  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent.parent / "captures"
 
@@ -41,3 +46,43 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert "no capture given" in capsys.readouterr().err
     assert main(["fleet", "-j", "1", str(tmp_path / "nothing.pcap"), "-o", str(tmp_path / "t.csv")]) == 2
     assert "nothing.pcap: no such file" in (tmp_path / "t.csv").read_text()   # written: the row says why
+
+
+def test_timings_account_for_the_run(tmp_path, monkeypatch, capsys):
+    """``--timings``: the phases in order, every capture in a worker's tasks, CPU of the client and each worker."""
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    caps = [CORPUS / "precopy-10.0.pcap.gz", CORPUS / "holdback-preempt-7.2.pcap.gz",
+            CORPUS / "preempt-tls-7.2.pcap.gz"]
+    main(["fleet", "-j", "2", "--timings", *map(str, caps), "-o", str(tmp_path / "t.csv")])
+    err = capsys.readouterr().err
+    phases = ["local cluster started", "client connected", "tasks submitted", "first result back",
+              "last result back", "client closed", "local cluster closed", "table written", "summary printed"]
+    where = [err.index(p) for p in phases]
+    assert where == sorted(where)
+    tasks = re.findall(r"worker \d \(\S+\): (\d+) tasks, (\d+) captures, [\d.]+ s busy", err)
+    assert tasks and sum(int(c) for _, c in tasks) == len(caps)
+    assert "this process (client, scheduler and nannies):" in err
+    assert len(re.findall(r"worker \d \(\S+\): [\d.]+ before, [\d.]+ during \([\d.]+ in tasks", err)) == len(tasks)
+
+
+def die_on_poison(item: CaptureInput) -> str:
+    """A capture that kills the worker process analysing it (as running out of memory does)."""
+    if "poison" in item.url:
+        os._exit(1)
+    return item.url
+
+
+def test_a_capture_that_kills_its_worker_is_the_only_error():
+    """Real worker deaths on the local cluster: the task queued behind the dying one on the same worker is
+    blamed by Dask as well, but only the capture that kills its worker when run alone becomes an error."""
+    items = [CaptureInput(f"/fleet/{'poison' if i in (3, 9) else 'ok'}-{i}.pcap", 1000 * (20 - i))
+             for i in range(20)]
+    died: list[tuple[str, str]] = []
+    # every death counts at once (no retries by Dask), and the nannies' restarts use the fork server too
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                          "distributed.worker.multiprocessing-method": "forkserver"}):
+        with local_cluster(2) as cluster:
+            got = run_tasks(die_on_poison, items, scheduler=cluster.scheduler_address,
+                            on_error=lambda item, exc: died.append((item.url, type(exc).__name__)) or "error")
+    assert sorted(died) == [("/fleet/poison-3.pcap", "KilledWorker"), ("/fleet/poison-9.pcap", "KilledWorker")]
+    assert got == [("error" if i in (3, 9) else items[i].url) for i in range(20)]

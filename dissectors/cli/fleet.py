@@ -15,6 +15,7 @@ from dissectors.fleet.runner import RunnerError, describe_engine, run_tasks
 from dissectors.fleet.summary import FleetProgress, exit_code, render_summary
 from dissectors.fleet.tables import TableError, table_format, write_table
 from dissectors.fleet.task import analyse_capture
+from dissectors.fleet.timeline import Timeline
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_judge_options(p, "the destinations' QEMU version, if one for all (default: inferred)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="failure signatures in the summary (default 10)")
     p.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    p.add_argument("--timings", action="store_true",
+                   help="print where the run's time went on stderr: phases, tasks per worker, CPU per process")
 
 
 def _worker_died(item: CaptureInput, exc: BaseException) -> list[dict[str, Any]]:
@@ -59,12 +62,16 @@ def run_fleet(args: argparse.Namespace) -> int:
     items = discover(specs)
     options = Options(qemu_version=args.qemu_version, stall_threshold=args.stall_threshold,
                       progress_timeout=args.progress_timeout)
+    timeline = Timeline.since_process_start() if args.timings else None
+    if timeline is not None:
+        timeline.mark(f"{len(items)} captures found")
     engine = describe_engine(args.scheduler, args.jobs)
     bar = FleetProgress(items, engine, force=args.progress)
     start = time.monotonic()
     try:
         results = run_tasks(analyse_capture, largest_first(items), options, scheduler=args.scheduler,
-                            workers=args.jobs, on_result=bar, on_error=_worker_died)
+                            workers=args.jobs, on_result=bar, on_error=_worker_died,
+                            timeline=timeline)
     except RunnerError as exc:
         print(f"migshark fleet: error: {exc}", file=sys.stderr)
         return 2
@@ -78,6 +85,12 @@ def run_fleet(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"migshark fleet: error: {args.output}: cannot write the table: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    if timeline is not None:
+        timeline.mark("table written")
     sys.stdout.write(render_summary(rows, captures=len(items), seconds=seconds, engine=engine,
                                     table=args.output, top=args.top))
+    if timeline is not None:
+        timeline.mark("summary printed")
+        sys.stdout.flush()
+        sys.stderr.write(timeline.render())
     return exit_code(rows)

@@ -14,19 +14,23 @@ progress bar). Where it runs:
 The queue is ordered largest capture first (Dask task priorities), so a large capture does not start
 last. A large capture is still one task: the analysis streams it in bounded memory; small ones are
 packed several to a task, the tasks shrinking towards the end of the queue (``batches``). A capture
-whose task dies with its worker (killed, out of memory) is tried again alone, and if that dies too it
-comes back through ``on_error`` as a result, not
-an exception.
+whose task dies with its worker (killed, out of memory) is tried again alone, and if that dies too, once
+more at the end with nothing else running (Dask blames the task queued behind a dying one too); if that
+dies as well it comes back through ``on_error`` as a result, not an exception.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from dissectors.fleet.inputs import CaptureInput
+from dissectors.fleet.timeline import TaskSpan, Timeline, child_cpu, process_cpu, task_span
 
 R = TypeVar("R")
 ResultFn = Callable[[CaptureInput, Any], None]
@@ -69,10 +73,14 @@ def describe_engine(scheduler: str | None, workers: int | None) -> str:
 
 def run_tasks(fn: Callable[..., R], items: Sequence[CaptureInput], *args: Any, scheduler: str | None = None,
               workers: int | None = None, on_result: ResultFn | None = None,
-              on_error: ErrorFn | None = None) -> list[R]:
+              on_error: ErrorFn | None = None, timeline: Timeline | None = None) -> list[R]:
+    """``fn(item, *args)`` for every item, results in the order of ``items`` (see the module's text);
+    ``timeline``, if given, is filled with the run's phases, tasks and CPU per process."""
     address = scheduler_address(scheduler)
     if address is None and (workers or default_workers()) == 1:
-        return _serial(fn, items, args, on_result)
+        results = _serial(fn, items, args, on_result)
+        _mark(timeline, f"{len(items)} captures analysed in this process (no Dask)")
+        return results
     try:
         from distributed import Client
     except ImportError as exc:
@@ -83,44 +91,122 @@ def run_tasks(fn: Callable[..., R], items: Sequence[CaptureInput], *args: Any, s
             client = Client(address, timeout="20s")
         except (OSError, TimeoutError, ValueError) as exc:
             raise RunnerError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+        _mark(timeline, "client connected to the scheduler")
         with client:
-            return _on_dask(client, fn, items, args, on_result, on_error)
+            results = _on_dask(client, fn, items, args, on_result, on_error, timeline)
+        _mark(timeline, "client closed")
+        return results
     try:
-        cluster = local_cluster(workers or default_workers())
+        cluster = local_cluster(workers or default_workers(), preload=(fn.__module__,))
     except (OSError, RuntimeError, TimeoutError) as exc:
         raise RunnerError(f"cannot start a local Dask cluster: {exc}") from None
-    with cluster, Client(cluster) as client:
-        return _on_dask(client, fn, items, args, on_result, on_error)
+    _mark(timeline, "local cluster started")
+    if timeline is not None:
+        timeline.client_hosts_cluster = True
+    with cluster:
+        with Client(cluster) as client:
+            _mark(timeline, "client connected")
+            results = _on_dask(client, fn, items, args, on_result, on_error, timeline)
+        _mark(timeline, "client closed")
+    _mark(timeline, "local cluster closed")
+    return results
 
 
-def local_cluster(workers: int) -> Any:
+def _mark(timeline: Timeline | None, what: str) -> None:
+    if timeline is not None:
+        timeline.mark(what)
+
+
+def local_cluster(workers: int, preload: Sequence[str] = ()) -> Any:
     """The embedded cluster: ``workers`` processes of one thread on loopback, no dashboard, quiet logs.
 
-    Two of Dask's worker defaults cost the analysis CPU and are turned off here: the statistical profiler
-    (it samples the analysis's stacks every 10 ms, under the GIL, for a dashboard nobody sees here), and
-    ``MALLOC_TRIM_THRESHOLD_=65536`` in the workers' environment, which made the analysis ~45 % slower
-    (glibc then hands every freed read window back to the kernel and faults it in again; see
-    benchmarks/README.md, "Fleet"). The analysis's memory is bounded anyway. Its event-loop, system and
+    Two of Dask's worker defaults cost the analysis CPU and are changed here: the statistical profiler
+    (it samples the analysis's stacks every 10 ms, under the GIL, for a dashboard nobody sees here) is
+    off, and instead of ``MALLOC_TRIM_THRESHOLD_=65536`` in the workers' environment, which made the
+    analysis ~45 % slower (glibc then hands every freed read window back to the kernel and faults it in
+    again; see benchmarks/README.md, "Fleet"), the workers get ``WORKER_MALLOC``, which keeps freed memory
+    for reuse. The analysis's memory is bounded anyway. Its event-loop, system and
     memory monitors tick less often (the idle cluster's own CPU falls from ~7 % to ~2 % of a core; the
     memory monitors of each worker and its nanny, psutil every 100 ms by default, alone were about half of
     what was left: 30 against 17 ms of CPU per second with one worker). Its logs are
     silenced below CRITICAL: a worker's heartbeat racing the shutdown logs a traceback at ERROR, and what
-    matters to the user (a task that failed, a worker that died) comes back through the futures."""
+    matters to the user (a task that failed, a worker that died) comes back through the futures.
+
+    On Linux the worker processes are started by a fork server (``distributed.worker.multiprocessing-method:
+    forkserver``) instead of spawned. A spawned worker is a new interpreter that imports distributed, dask
+    and the analysis again: ~1-2.5 s of CPU each, most of the fleet's start-up on a 2-core machine
+    (benchmarks/README.md, "Fleet"). The fork server is started once per process with distributed and the
+    task's module (``preload``: the analysis) imported, and forks each worker from there, ready to run. A
+    plain ``fork`` of this process would be cheaper still, but this process has threads (the cluster's
+    event loop, Dask's offload thread) and a fork may copy one of their locks held: a worker hung that
+    way in a test, in a logging handler's flush. Elsewhere than Linux Dask's ``spawn`` is kept;
+    ``MIGSHARK_FLEET_START=spawn|forkserver|fork`` chooses. A worker the nanny restarts after it died
+    is spawned (the setting holds while the cluster starts).
+    """
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set({"distributed.worker.profile.enabled": False,
-                          "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    method = _start_method()
+    with dask.config.set({"distributed.worker.multiprocessing-method": method,
+                          "distributed.worker.profile.enabled": False,
+                          # glibc keeps freed read windows for the next capture (see WORKER_MALLOC)
+                          **{f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_MALLOC.items()},
                           # event-loop health and system metrics for dashboards: every 20 / 500 ms by default
                           "distributed.admin.tick.interval": "1s",
                           "distributed.admin.system-monitor.interval": "2s",
                           # each worker's and each nanny's memory check (psutil), every 100 ms by default
                           "distributed.worker.memory.monitor-interval": "1s"}):
-        # No dashboard; the scheduler's remaining HTTP routes (health, metrics) on a free loopback port,
-        # not 8787 (taken when another Dask cluster runs on the machine, which printed a warning).
-        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                            dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                            silence_logs=logging.CRITICAL)
+        if method == "forkserver":
+            _preload_fork_server(preload)
+        # Dask's nanny puts the workers' variables into this process's environment before it starts one
+        # (os.environ.update): put it back afterwards, so that what this process starts later (a
+        # subprocess, another tool) does not inherit the workers' malloc settings.
+        saved = {k: os.environ.get(k) for k in WORKER_MALLOC}
+        try:
+            # No dashboard; the scheduler's remaining HTTP routes (health, metrics) on a free loopback
+            # port, not 8787 (taken when another Dask cluster runs on the machine, which printed a warning).
+            return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                silence_logs=logging.CRITICAL)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+# The workers' glibc malloc settings (environment variables read when a process starts). By default
+# glibc serves each capture's read windows from fresh mmap'd or newly grown memory and gives it back when
+# freed, so every byte read is page-faulted in again: ~395,000 minor faults and ~1 s of system CPU per
+# 200 captures (~20 % of the analysis's CPU). With these, the freed memory is kept and reused: ~13,000-
+# 28,000 faults, 0.15-0.2 s (benchmarks/README.md, "Fleet"). The worker's memory stays near its peak
+# (bounded by the analysis) instead of shrinking between captures. Dask's own default here,
+# MALLOC_TRIM_THRESHOLD_=65536, was the opposite and made the analysis ~45 % slower.
+WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "67108864", "MALLOC_TRIM_THRESHOLD_": "268435456"}
+
+
+def _start_method() -> str:
+    """How the local cluster starts its worker processes: ``forkserver`` on Linux (see ``local_cluster``),
+    else Dask's default, ``spawn``; ``MIGSHARK_FLEET_START=spawn|forkserver|fork`` overrides it."""
+    chosen = os.environ.get("MIGSHARK_FLEET_START", "")
+    if chosen in ("spawn", "forkserver", "fork"):
+        return chosen
+    return "forkserver" if sys.platform.startswith("linux") else "spawn"
+
+
+def _preload_fork_server(modules: Sequence[str]) -> None:
+    """What the fork server imports before forking workers: distributed (as Dask's own preload list
+    has it) and ``modules`` (the task's), so that a worker starts with both imported. Dask sets its list
+    once, when it first asks for the context; set after that, ours is the one the server starts with. No
+    effect once this process's fork server runs (it keeps what it imported)."""
+    import multiprocessing
+
+    from distributed.utils import get_mp_context
+
+    get_mp_context()
+    wanted = ["distributed", *(m for m in modules if m and m != "__main__")]
+    multiprocessing.get_context("forkserver").set_forkserver_preload(wanted)
 
 
 def _serial(fn: Callable[..., R], items: Sequence[CaptureInput], args: tuple[Any, ...],
@@ -166,9 +252,11 @@ def batches(items: Sequence[CaptureInput], slots: int, max_bytes: int = 64 << 20
     return out
 
 
-def run_batch(fn: Callable[..., R], batch: list[CaptureInput], *args: Any) -> list[R]:
-    """What a worker runs: ``fn`` on each capture of one task, in order."""
-    return [fn(item, *args) for item in batch]
+def run_batch(fn: Callable[..., R], batch: list[CaptureInput], *args: Any) -> tuple[list[R], TaskSpan]:
+    """What a worker runs: ``fn`` on each capture of one task, in order; with the task's span (which
+    worker, when, its CPU: a few numbers, for ``--timings``)."""
+    start, cpu0 = time.time(), time.thread_time()
+    return [fn(item, *args) for item in batch], task_span(start, cpu0, len(batch))
 
 
 def _slots(client: Any) -> int:
@@ -178,39 +266,96 @@ def _slots(client: Any) -> int:
         return 1
 
 
+def _cpu_by_process(client: Any) -> dict[str, float]:
+    """CPU seconds of this process and of every worker's (for ``--timings``)."""
+    out = process_cpu()
+    try:
+        for per_worker in client.run(process_cpu).values():
+            out.update(per_worker)
+    except Exception:  # noqa: BLE001 - timings only; a worker without psutil or gone is left out
+        pass
+    out.update({k: v for k, v in child_cpu().items() if k not in out})   # fork server, resource tracker
+    return out
+
+
 def _on_dask(client: Any, fn: Callable[..., R], items: Sequence[CaptureInput], args: tuple[Any, ...],
-             on_result: ResultFn | None, on_error: ErrorFn | None) -> list[R]:
-    from distributed import as_completed
+             on_result: ResultFn | None, on_error: ErrorFn | None, timeline: Timeline | None = None) -> list[R]:
+    """The tasks on ``client``'s cluster. Results come back with their completion (``as_completed``
+    ``with_results``: fetched on the client's event loop as each task ends, no extra round trip from
+    this thread per task; ~1.5 ms of CPU less per task, measured).
+
+    A failed task of several captures has each of them tried again alone. A capture whose task fails
+    alone is a suspect, tried once more at the end with nothing else running: when a capture kills its
+    worker, Dask also blames the task queued behind it on that worker, so an innocent capture can fail
+    alongside a guilty one; only a capture that fails when it runs by itself becomes an error."""
+    import asyncio
+
+    from distributed import as_completed, wait
 
     tag = os.urandom(4).hex()
     pending: dict[str, list[int]] = {}
+    attempt = itertools.count()
 
     def submit(group: list[int], priority: int) -> Any:
         # Higher runs first: the queue's order (largest captures first, small tasks last).
-        fut = client.submit(run_batch, fn, [items[j] for j in group], *args, pure=False,
-                            priority=priority, key=f"migshark-{group[0]}-{len(group)}-{tag}")
+        fut = client.submit(run_batch, fn, [items[j] for j in group], *args, pure=False, priority=priority,
+                            key=f"migshark-{group[0]}-{len(group)}-{tag}-{next(attempt)}")
         pending[fut.key] = group
         return fut
 
-    groups = batches(items, _slots(client))
-    queue = as_completed([submit(g, len(groups) - k) for k, g in enumerate(groups)])
     results: list[Any] = [None] * len(items)
-    for fut in queue:
-        group = pending.pop(fut.key)
-        try:
-            outcome = fut.result()
-        except Exception as exc:  # noqa: BLE001 - the worker died (KilledWorker) or the task escaped
-            if len(group) > 1:     # find the capture that did it: each again on its own
-                for j in group:
-                    queue.add(submit([j], 0))
-                fut.release()
-                continue
-            if on_error is None:
-                raise
-            outcome = [on_error(items[group[0]], exc)]
-        fut.release()
+
+    def deliver(group: list[int], outcome: list[Any]) -> None:
         for j, result in zip(group, outcome, strict=True):
             results[j] = result
             if on_result is not None:
                 on_result(items[j], result)
+
+    if timeline is not None:
+        timeline.cpu(timeline.cpu_before, _cpu_by_process(client))
+    groups = batches(items, _slots(client))
+    queue = as_completed([submit(g, len(groups) - k) for k, g in enumerate(groups)], with_results=True,
+                         raise_errors=False)
+    _mark(timeline, f"{len(groups)} tasks submitted for {len(items)} captures")
+    suspects: list[int] = []
+    first = True
+    for fut, value in queue:
+        if first:
+            _mark(timeline, "first result back")
+            first = False
+        group = pending.pop(fut.key)
+        if fut.status == "finished":
+            outcome, span = value
+            if timeline is not None:
+                timeline.spans.append(span)
+            fut.release()
+            deliver(group, outcome)
+        elif len(group) > 1:     # the worker died (KilledWorker) or the task escaped: which capture did it?
+            fut.release()
+            for j in group:
+                queue.add(submit([j], 0))
+        else:
+            fut.release()
+            suspects.append(group[0])
+    for j in suspects:            # alone on the cluster now: a failure here is this capture's own
+        fut = submit([j], 0)
+        wait([fut])
+        pending.pop(fut.key)
+        if fut.status == "finished":
+            outcome, span = fut.result()
+            if timeline is not None:
+                timeline.spans.append(span)
+        else:
+            try:
+                exc = fut.exception()
+            except (Exception, asyncio.CancelledError) as cancelled:  # a cancelled future raises instead
+                exc = cancelled
+            if on_error is None:
+                raise exc
+            outcome = [on_error(items[j], exc)]
+        fut.release()
+        deliver([j], outcome)
+    if timeline is not None:
+        timeline.mark("last result back")
+        timeline.cpu(timeline.cpu_after, _cpu_by_process(client))
     return results
