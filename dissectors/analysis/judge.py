@@ -686,14 +686,42 @@ class MigrationJudge:
                                                       "streams (lost or snaplen-cut packets)"}
         if conns and all(f.kind == "tls" for f in conns if f.client_sent()):
             return self.tls_outcome(conns, postcopy=self.tls_postcopy)
-        resets = [f for f in conns if _abort(f.conn) is not None or f.conn.closed_by == "server"]
-        if resets:
-            f = resets[0]
-            return {"status": "failed",
-                    "reason": f"{_addr(f.conn.client)} closed by {f.conn.closed_by} before the main channel's EOF"}
-        if conns and all(f.conn.fin_ts[0] is not None for f in conns):
-            return {"status": "failed", "reason": "every connection closed without an EOF on the main channel"}
+        cut = B.first_cut(conns, min((r.ts for r in eof), default=None))
+        if cut is not None:
+            return {"status": "failed", "reason": self.cut_reason(cut, mains)}
         return {"status": "incomplete", "reason": "the capture ends before the migration does"}
+
+    def cut_reason(self, cut: B.Cut, mains: list[ConnectionFacts]) -> str:
+        """Who ended the migration before the main channel's EOF, and what QEMU does about it. The first
+        clause is the headline's."""
+        what = "reset" if cut.reset else "closed"
+        chan = cut.channel
+        name = f"{'main' if chan in mains else chan.kind.removesuffix('-candidate')} {_addr(chan.conn.client)}"
+        postcopy = any(f.commands("POSTCOPY_RUN") for f in mains)
+        if cut.by == "source":
+            why = (f"the source stopped mid-stream at {_fmt(cut.at)} ({what} {name}, no EOF on the main channel); "
+                   "QEMU's migrate_cancel does this, and so does a source that fails, exits or is killed (the wire "
+                   "cannot tell them apart); the destination then fails on the cut stream")
+            if postcopy:
+                why += ("; in postcopy the guest already runs on the destination, which pauses (postcopy-paused) "
+                        "and waits for a recovery")
+            return why
+        if postcopy:
+            after = ("in postcopy the source does not fail but pauses (postcopy-paused) and waits for a recovery; "
+                     "the guest, which ran on the destination, is lost unless that destination recovers")
+        else:
+            after = "the source fails on the broken channels"
+        if cut.whole:
+            every = "both" if cut.ended == 2 else f"all {cut.ended}"
+            why = (f"the destination stopped as a whole at {_fmt(cut.at)}: it {what} {every} channels "
+                   f"(first {name}), none a moment after its first bytes, before the main channel's EOF, with no "
+                   "error on the return path; its QEMU failed to load the stream, exited, crashed or was killed "
+                   f"(Linux resets a socket closed with unread data in it); {after}")
+        else:
+            why = f"the destination {what} {name} at {_fmt(cut.at)} before the main channel's EOF"
+            if postcopy:
+                why += f"; {after}"
+        return why
 
 
 def _closed_after_source(f: ConnectionFacts) -> bool:

@@ -48,6 +48,11 @@ class Scenario:
     # until it does (timer_probe.py). 0x7e puts a footer-like 7e 00 00 00 00 + zeros in the timer body.
     timer_low_byte: int | None = None
     timer_max_attempts: int = 3000
+    # Break the migration from outside, interrupt_after_s after ``migrate``: "cancel" (``migrate_cancel`` on
+    # the source) or "kill-destination" / "kill-source" (SIGKILL to that QEMU's process group, as a crash or
+    # an OOM kill: its kernel closes the sockets). None: let it run.
+    interrupt: str | None = None
+    interrupt_after_s: float = 1.0
 
     @property
     def machine(self) -> str:
@@ -61,6 +66,9 @@ class Scenario:
     def uses_proxy(self) -> bool:
         return self.hold_back is not None
 
+
+# What --interrupt can do to a running migration (driver.py, Run._interrupt).
+INTERRUPTS = ("cancel", "kill-destination", "kill-source")
 
 _PC = dict(postcopy=True, max_bandwidth=8 * MIB, max_postcopy_bandwidth=4 * MIB)
 _PRE = dict(_PC, preempt=True)
@@ -575,6 +583,50 @@ SCENARIOS: dict[str, Scenario] = {
             lab_note="(not in the table) the 11.1 source warns that pc-i440fx-7.2 is deprecated",
         ),
         Scenario(
+            "cancel-precopy-7.2",
+            "plain precopy at 4 MiB/s, migrate_cancel on the source 1.5 s in",
+            max_bandwidth=4 * MIB,
+            interrupt="cancel",
+            interrupt_after_s=1.5,
+            expect="failed",
+            lab_note="(not in the table) the source ends cancelled, the destination fails on the cut stream",
+        ),
+        Scenario(
+            "cancel-multifd4-11.1",
+            "multifd 4 at 4 MiB/s, migrate_cancel on the source 1 s in",
+            src="11.1",
+            dst="11.1",
+            multifd=4,
+            max_bandwidth=4 * MIB,
+            interrupt="cancel",
+            interrupt_after_s=1.0,
+            expect="failed",
+            lab_note="(not in the table) the source ends cancelled, the destination fails on the cut stream",
+        ),
+        Scenario(
+            "kill-destination-multifd4-10.0",
+            "multifd 4 at 4 MiB/s, the destination QEMU SIGKILLed 1 s in",
+            src="10.0",
+            dst="10.0",
+            multifd=4,
+            max_bandwidth=4 * MIB,
+            interrupt="kill-destination",
+            interrupt_after_s=1.0,
+            expect="failed",
+            lab_note="(not in the table) the destination's kernel resets the channels; the source fails",
+        ),
+        Scenario(
+            "kill-destination-preempt-11.1",
+            "postcopy-preempt, the destination QEMU SIGKILLed 0.7 s into postcopy",
+            src="11.1",
+            dst="11.1",
+            **_PRE,
+            interrupt="kill-destination",
+            interrupt_after_s=2.2,
+            expect="failed",
+            lab_note="(not in the table) a source in postcopy cannot fail: it pauses (postcopy-paused)",
+        ),
+        Scenario(
             "multifd4-10.0-to-7.2",
             "cross-version multifd downward, machine pc-i440fx-7.2",
             src="10.0",
@@ -599,6 +651,8 @@ def with_overrides(
     hold_at: str | None = None,
     hold_delay_s: float | None = None,
     tls_priority: str | None = None,
+    interrupt: str | None = None,
+    interrupt_after_s: float | None = None,
 ) -> Scenario:
     """A scenario with command-line overrides applied; the name stays the base's."""
     changes: dict[str, object] = {}
@@ -622,4 +676,8 @@ def with_overrides(
         changes["hold_delay_s"] = hold_delay_s
     if tls_priority is not None:
         changes["tls_priority"] = tls_priority or None
+    if interrupt is not None:
+        changes["interrupt"] = None if interrupt == "none" else interrupt
+    if interrupt_after_s is not None:
+        changes["interrupt_after_s"] = interrupt_after_s
     return replace(base, **changes) if changes else base
