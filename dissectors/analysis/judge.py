@@ -627,6 +627,17 @@ class MigrationJudge:
                               "source's last record, as a postcopy destination does once it has loaded the whole "
                               f"stream; {hidden}"}
         if first:
+            cut = B.first_cut(conns, None)
+            if cut is not None and cut.by == "source":
+                what = "reset" if cut.reset else "closed"
+                return {"status": "failed",
+                        "reason": f"the source stopped mid-stream at {_fmt(cut.at)}: it {what} "
+                                  f"{_addr(cut.channel.conn.client)} while its other channels were open, and the "
+                                  "destination ended them before the source did (a source that completes closes "
+                                  "every channel first); QEMU's migrate_cancel does this, and so does a source "
+                                  f"that fails, exits or is killed; {hidden}"}
+            if cut is not None and cut.whole:
+                return {"status": "failed", "reason": f"{self.cut_reason(cut, [])}; {hidden}"}
             f = first[0]
             how = "reset" if _abort(f.conn) is not None else f"closed by {f.conn.closed_by}"
             return {"status": "failed",
@@ -696,7 +707,8 @@ class MigrationJudge:
         clause is the headline's."""
         what = "reset" if cut.reset else "closed"
         chan = cut.channel
-        name = f"{'main' if chan in mains else chan.kind.removesuffix('-candidate')} {_addr(chan.conn.client)}"
+        kind = "TLS connection" if chan.kind == "tls" else chan.kind.removesuffix("-candidate")
+        name = f"{'main' if chan in mains else kind} {_addr(chan.conn.client)}"
         postcopy = any(f.commands("POSTCOPY_RUN") for f in mains)
         if cut.by == "source":
             why = (f"the source stopped mid-stream at {_fmt(cut.at)} ({what} {name}, no EOF on the main channel); "

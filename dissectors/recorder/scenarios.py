@@ -98,6 +98,7 @@ _TLSFIN = dict(tls=True, memory_mib=16, fill_mib=1, dirty_pages=64, dirty_rate=1
 _TLSFIN_PRE = dict(_PRE, **dict(_TLSFIN, max_bandwidth=MIB // 2, max_postcopy_bandwidth=MIB // 2))
 # TLS 1.3 with TLS_AES_128_GCM_SHA256 only (GnuTLS picks AES-256-GCM by default).
 TLS13_AES128_PRIORITY = "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM"
+TLS13_CHACHA_PRIORITY = "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+CHACHA20-POLY1305"
 # Postcopy-preempt over TLS 1.2: the tiny TLS guest at 512 KiB/s; 11.1 converged it in 1.35 s (max-bandwidth
 # did not hold it back), so postcopy starts 0.4 s in, mid-migration; with _TLS12's 64 dirtied pages no page
 # was requested in postcopy (a silent preempt channel), with 256 at 500 pages/s 60 were.
@@ -383,6 +384,15 @@ SCENARIOS: dict[str, Scenario] = {
             lab_note="completes; TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
         ),
         Scenario(
+            "multifd-tls13-chacha-11.1",
+            "multifd with 2 channels over TLS 1.3 with TLS_CHACHA20_POLY1305_SHA256 only (SSLKEYLOGFILE kept)",
+            src="11.1",
+            dst="11.1",
+            multifd=2,
+            **dict(_TLS, tls_priority=TLS13_CHACHA_PRIORITY),
+            lab_note="(not in the table) expected to complete",
+        ),
+        Scenario(
             "preempt-tls-7.2",
             "postcopy with the preempt channel over TLS",
             **_PRE_TLS,
@@ -602,6 +612,27 @@ SCENARIOS: dict[str, Scenario] = {
             interrupt_after_s=1.0,
             expect="failed",
             lab_note="(not in the table) the source ends cancelled, the destination fails on the cut stream",
+        ),
+        Scenario(
+            "cancel-tls-7.2",
+            "plain precopy over TLS at 1 MiB/s, migrate_cancel on the source 1 s in",
+            **dict(_TLS, max_bandwidth=1 * MIB),
+            interrupt="cancel",
+            interrupt_after_s=1.0,
+            expect="failed",
+            lab_note="(not in the table) over TLS a cancel shows only as the source closing first",
+        ),
+        Scenario(
+            "cancel-multifd-tls-10.0",
+            "multifd 2 over TLS (32 MiB guest, 8 MiB filled), migrate_cancel on the source 0.15 s in",
+            src="10.0",
+            dst="10.0",
+            multifd=2,
+            **dict(_TLS, fill_mib=8),
+            interrupt="cancel",
+            interrupt_after_s=0.15,
+            expect="failed",
+            lab_note="(not in the table) over TLS a cancel shows only as the source closing first",
         ),
         Scenario(
             "kill-destination-multifd4-10.0",
