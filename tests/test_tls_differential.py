@@ -5,6 +5,7 @@ and direction; and the key log is matched per connection by the ClientHello rand
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,13 @@ KEYLOGS = sorted(k for k in CAPTURE_DIR.glob("*.keylog") if not _is_run_keylog(k
 IDS = [k.name.removesuffix(".keylog") for k in KEYLOGS]
 DIRECTIONS = ("client-to-server", "server-to-client")
 
+
+
+def _interrupted(cap: Path) -> bool:
+    """The recorder broke this migration from outside (scenario ``interrupt``: cancel or kill)."""
+    stem = cap.name.split(".pcap")[0]
+    manifest = cap.with_name(stem + ".manifest.json")
+    return manifest.exists() and bool(json.loads(manifest.read_text()).get("scenario", {}).get("interrupt"))
 
 
 def capture_for(keylog: Path) -> Path:
@@ -133,8 +141,12 @@ def test_plaintext_stream_is_clean(keylog):
     conns = migshark_tls_connections(cap, keylog)
     tls = [c for c in conns if c.status.tls]
     assert tls, f"migshark found no TLS connection in {cap.name}"
+    # A migration broken from outside (the recorder's --interrupt: migrate_cancel shuts a channel down in the
+    # middle of a record) may end a direction inside a TLS record, and says so; nothing else may go wrong.
+    cut = ["the stream ends inside a record"] if _interrupted(cap) else []
     bad = [f"#{c.index} {c.key}: {describe(conns, c.key)}" for c in tls
-           if not c.decrypted or c.status.problems or c.recorder.problems or any(c.recorder.gaps)
+           if not c.decrypted or [p for p in c.status.problems if not any(w in p for w in cut)]
+           or c.recorder.problems or any(c.recorder.gaps)
            or any(c.recorder.jumps) or None in c.recorder.ends
            or c.status.plaintext_bytes != [len(p) for p in c.plaintext]]
     assert not bad, "\n".join(bad)
@@ -163,7 +175,8 @@ def test_keylog_matched_by_client_random(keylog, tmp_path):
     assert {c.key for c in tls} == {k for k, c in full.items() if c.status.tls}
     chosen = {k for k, c in full.items() if c.status.client_random == random}
     assert chosen, f"no connection of {cap.name} has the key log's first client random {random[:16]}..."
-    assert len(chosen) < len(tls), "the capture has only the one TLS connection: nothing to tell apart"
+    if len(tls) == 1:
+        pytest.skip(f"{cap.name} has one TLS connection (a precopy over TLS): nothing to tell apart")
     for c in tls:
         assert c.status.client_random == full[c.key].status.client_random
         if c.key in chosen:

@@ -34,6 +34,11 @@ def test_the_corpus_has_tls_captures() -> None:
 @pytest.mark.parametrize("cap", TLS_CAPTURES, ids=lambda p: p.name.split(".")[0])
 def test_hidden_roles_and_outcome_agree_with_the_decrypted_truth(cap: Path) -> None:
     hidden, truth = _report(cap, keylog=False), _report(cap, keylog=True)
+    if not hidden["migrations"] and [len(m["channels"]) for m in truth["migrations"]] == [1]:
+        # a precopy over TLS has one connection, which nothing but its contents makes a migration: without
+        # the key log it stays an "other" TLS connection (the text report says a key log would read it)
+        assert [c["kind"] for c in hidden["other_connections"]] == ["tls"]
+        return
     assert len(hidden["migrations"]) == len(truth["migrations"])
     for h, t in zip(hidden["migrations"], truth["migrations"], strict=True):
         assert [(c["client"], c["role"]) for c in h["channels"]] == [(c["client"], c["role"]) for c in t["channels"]]
