@@ -105,3 +105,19 @@ def test_an_unanswered_ping_rules_out_a_prediction_of_success(cap):
     (m,) = analyze(cap([main, pre]), Options(qemu_version="7.2")).report["migrations"]
     assert not _fits(m)["two-way-handshake"]
     assert _fits(m)["qemu-7.2"]
+
+
+def test_a_hidden_postcopy_completes_only_with_a_shut_sized_last_record():
+    """Without a key log a TLS postcopy migration counts as completed only when the destination's last record
+    on the return path, after the source's last one, is as long as SHUT; a page request last (or a SHUT-sized
+    record before the source's last) is a pause or a failure (captures/preempt-recover-tls-11.1)."""
+    from dissectors.analysis.tls_shape import RP_SHUT_SIZE, SideShape, TlsShape
+
+    def shape(dst_len: int, dst_ts: float, src_ts: float = 1.0) -> TlsShape:
+        return TlsShape(sides=(SideShape(records=9, last_ts=src_ts, last_len=4096),
+                               SideShape(records=3, last_ts=dst_ts, last_len=dst_len)))
+
+    assert RP_SHUT_SIZE == 8
+    assert shape(8, 1.001).acknowledged()
+    assert not shape(16, 1.001).acknowledged()          # REQ_PAGES last: the destination still wanted pages
+    assert not shape(8, 0.9).acknowledged()             # a PONG, before the source's last record

@@ -621,11 +621,24 @@ class MigrationJudge:
             return {"status": "failed", "reason": f"the {who} sent a TLS alert on {_addr(f.conn.client)} at {_fmt(ts)} "
                                                   f"(the TLS session was refused or broken); {hidden}"}
         first = [f for f in conns if _abort(f.conn) is not None or f.conn.closed_by == "server"]
-        if postcopy and first and all(_closed_after_source(f) for f in conns):
+        acked = any(f.tls_shape.acknowledged() for f in conns)
+        if postcopy and first and all(_closed_after_source(f) for f in conns) and acked:
             return {"status": "completed",
                     "reason": "every channel carried data and the destination closed each one cleanly after the "
                               "source's last record, as a postcopy destination does once it has loaded the whole "
-                              f"stream; {hidden}"}
+                              "stream, its last record on the return path of the size of SHUT; "
+                              f"{hidden}"}
+        src_first = sorted((f.conn.fin_ts[0], f) for f in conns
+                           if f.conn.closed_by == "client" and f.conn.fin_ts[0] is not None)
+        if postcopy and src_first and not acked:
+            t, f = src_first[0]
+            return {"status": "unknown",
+                    "reason": f"encrypted (TLS): postcopy ended unacknowledged: the source closed "
+                              f"{_addr(f.conn.client)} at {_fmt(t)} and the destination sent no record of the size "
+                              "of SHUT after the source's last one (a destination that has loaded everything "
+                              "does): a pause (migrate-pause or a lost connection; a recovery reconnects to the "
+                              "port given to migrate-recover, a migration of its own here without the key log) or "
+                              f"a failure; {hidden}"}
         if first:
             cut = B.first_cut(conns, None)
             if cut is not None and cut.by == "source":
@@ -713,11 +726,12 @@ class MigrationJudge:
         if cut.by == "source":
             why = (f"the source stopped mid-stream at {_fmt(cut.at)} ({what} {name}, no EOF on the main channel); "
                    "QEMU's migrate_cancel does this, and so does a source that fails, exits or is killed (the wire "
-                   "cannot tell them apart); the destination then fails on the cut stream")
+                   "cannot tell them apart); ")
             if postcopy:
-                why += ("; in postcopy the guest already runs on the destination, which pauses (postcopy-paused) "
-                        "and waits for a recovery")
-            return why
+                return why + ("in postcopy the guest already runs on the destination, which does not fail but "
+                              "pauses (postcopy-paused) and waits for a recovery; the pages still on the source "
+                              "are lost with it unless the source recovers")
+            return why + "the destination then fails on the cut stream"
         if postcopy:
             after = ("in postcopy the source does not fail but pauses (postcopy-paused) and waits for a recovery; "
                      "the guest, which ran on the destination, is lost unless that destination recovers")
