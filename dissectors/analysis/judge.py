@@ -724,14 +724,15 @@ class MigrationJudge:
         name = f"{'main' if chan in mains else kind} {_addr(chan.conn.client)}"
         postcopy = any(f.commands("POSTCOPY_RUN") for f in mains)
         if cut.by == "source":
-            why = (f"the source stopped mid-stream at {_fmt(cut.at)} ({what} {name}, no EOF on the main channel); "
-                   "QEMU's migrate_cancel does this, and so does a source that fails, exits or is killed (the wire "
-                   "cannot tell them apart); ")
+            why = f"the source stopped mid-stream at {_fmt(cut.at)} ({what} {name}, no EOF on the main channel); "
             if postcopy:
-                return why + ("in postcopy the guest already runs on the destination, which does not fail but "
-                              "pauses (postcopy-paused) and waits for a recovery; the pages still on the source "
-                              "are lost with it unless the source recovers")
-            return why + "the destination then fails on the cut stream"
+                return why + ("postcopy was running: a source that failed, exited or was killed, or a "
+                              "migrate_cancel, which QEMU 7.2 still accepts in postcopy (10.0 and 11.1 refuse it: "
+                              "\"Postcopy migration in progress, cannot cancel.\"); the guest already runs on the "
+                              "destination, which does not fail but pauses (postcopy-paused) and waits for a "
+                              "recovery; the pages still on the source are lost unless the source recovers")
+            return why + ("QEMU's migrate_cancel does this, and so does a source that fails, exits or is killed (the "
+                          "wire cannot tell them apart); the destination then fails on the cut stream")
         if postcopy:
             after = ("in postcopy the source does not fail but pauses (postcopy-paused) and waits for a recovery; "
                      "the guest, which ran on the destination, is lost unless that destination recovers")

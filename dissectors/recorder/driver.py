@@ -333,7 +333,12 @@ class Run:
             self.mark("not interrupted", source_status=before)
             return await self._wait_outcome(src, dst, baseline)
         if sc.interrupt == "cancel":
-            await src.execute("migrate_cancel")
+            try:
+                await src.execute("migrate_cancel")
+            except QmpFailed as exc:   # 8.x+ in postcopy: "Postcopy migration in progress, cannot cancel."
+                self.mark("migrate_cancel refused (source)", source_status=before, error=str(exc))
+                outcome, reason = await self._wait_outcome(src, dst, baseline)
+                return outcome, f"{reason}; migrate_cancel refused while {before}: {exc}"
             self.mark("migrate_cancel (source)", source_status=before)
         else:
             side = dst if sc.interrupt == "kill-destination" else src

@@ -630,6 +630,15 @@ SCENARIOS: dict[str, Scenario] = {
             lab_note="(not in the table) the source ends cancelled, the destination fails on the cut stream",
         ),
         Scenario(
+            "cancel-postcopy-7.2",
+            "postcopy-preempt, migrate_cancel on the source 0.7 s into postcopy (7.2 accepts it; 10.0+ refuse)",
+            **_PRE,
+            interrupt="cancel",
+            interrupt_after_s=2.2,
+            expect="failed",
+            lab_note="(not in the table) the source ends cancelled (VM postmigrate), the destination postcopy-paused",
+        ),
+        Scenario(
             "cancel-multifd4-11.1",
             "multifd 4 at 4 MiB/s, migrate_cancel on the source 1 s in",
             src="11.1",
