@@ -10,7 +10,10 @@ roles follow things a capture shows without any knowledge of the destination's v
 - a migration whose main channel reached EOF, with SHUT 0 on the return path or with every channel
   closed by the source first, was loaded: no policy that predicts a failure or a stall fits it;
 - a destination that took a silent connection as main (or waits in a peek on it) never answers on the
-  real main channel's return path.
+  real main channel's return path, while one that reads main answers the source's PING at once;
+- once the source has stopped mid-stream (cancelled, failed, killed), or when the destination drops every
+  channel at once (a failed load, an exit, a kill), every destination closes its channels: those closes
+  rule no policy out (:func:`first_cut`).
 
 :func:`judge_policies` keeps the policies the capture agrees with and says why the others do not fit.
 """
