@@ -121,3 +121,19 @@ def test_a_hidden_postcopy_completes_only_with_a_shut_sized_last_record():
     assert shape(8, 1.001).acknowledged()
     assert not shape(16, 1.001).acknowledged()          # REQ_PAGES last: the destination still wanted pages
     assert not shape(8, 0.9).acknowledged()             # a PONG, before the source's last record
+
+
+def test_a_dead_destination_seen_from_the_source_across_a_jittered_path(cap):
+    """From the source's side the dead destination's resets arrive jittered, and the source's kernel answers
+    each late segment of a connection it has already dropped with a reset of its own: one channel's answer may
+    come before the destination's reset of another. Still the destination stopped as a whole
+    (captures/netpath-kill-destination-10.0.src)."""
+    main, m0, m1 = conns = multifd_running()
+    t = T0 + 1.2
+    m0.close(t, by=1, how="R")
+    m0.close(t + 0.0005, by=0, how="R")       # the source's kernel answers a late segment on m0
+    m1.close(t + 0.001, by=1, how="R")
+    main.close(t + 0.002, by=1)
+    (m,) = analyze(cap(conns), Options()).report["migrations"]
+    assert m["outcome"]["reason"].startswith("the destination stopped as a whole at ")
+    assert all(_fits(m)[p] for p in REAL), m["policy"]

@@ -77,12 +77,16 @@ def first_cut(order: Sequence[ConnectionFacts], eof: float | None) -> Cut | None
     t, _, who, reset, f = min(ends, key=lambda e: (e[0], e[1]))
     if who == "source":
         return Cut("source", t, f, reset)
-    dest = [(e, g) for g in order if (e := _first_end(g.conn, 1)) is not None]
-    src = [e[0] for g in order if (e := _first_end(g.conn, 0)) is not None]
+    # every channel ended by the destination before the source ended it (a source's reset answering the
+    # destination's own comes after it; on a jittered path one channel's may come before another's)
+    dest = []
+    for g in order:
+        d, c = _first_end(g.conn, 1), _first_end(g.conn, 0)
+        if d is not None and (c is None or d[0] <= c[0]):
+            dest.append((d, g))
     prompt = any(g.conn.first_data_ts[0] is not None and 0 <= e[0] - g.conn.first_data_ts[0] <= PROMPT_DROP_S
                  for e, g in dest)
-    whole = (len(order) > 1 and len(dest) == len(order) and not prompt
-             and all(e[0] < min(src, default=float("inf")) for e, _ in dest))
+    whole = len(order) > 1 and len(dest) == len(order) and not prompt
     return Cut("destination", t, f, reset, whole, len(dest) if whole else 1)
 
 

@@ -701,6 +701,13 @@ class MigrationJudge:
         if stalls:
             s = stalls[0]
             return {"status": "stalled", "reason": f"{s['kind']} stall from {_fmt(s['start'])}"}
+        cut = B.first_cut(conns, None) if conns and not all(f.kind == "tls" for f in conns if f.client_sent()) \
+            else None
+        if cut is not None and cut.by == "destination" and any(
+                f.conn.last_data_ts[0] is not None and f.conn.last_data_ts[0] > cut.at for f in conns):
+            # the source still sent after the destination ended a channel: the stream had not ended there,
+            # whatever the capture missed (in-flight segments dropped after a dead destination's resets)
+            return {"status": "failed", "reason": self.cut_reason(cut, mains)}
         if unreadable:
             u = unreadable[0]
             return {"status": "incomplete", "reason": f"no EOF seen; {u['client']} ({u['role']}, {u['direction']}) "
@@ -710,7 +717,6 @@ class MigrationJudge:
                                                       "streams (lost or snaplen-cut packets)"}
         if conns and all(f.kind == "tls" for f in conns if f.client_sent()):
             return self.tls_outcome(conns, postcopy=self.tls_postcopy)
-        cut = B.first_cut(conns, min((r.ts for r in eof), default=None))
         if cut is not None:
             return {"status": "failed", "reason": self.cut_reason(cut, mains)}
         return {"status": "incomplete", "reason": "the capture ends before the migration does"}

@@ -621,6 +621,20 @@ SCENARIOS: dict[str, Scenario] = {
             lab_note="completes: 10.1+ peeks at each channel's first bytes",
         ),
         Scenario(
+            "netpath-kill-destination-10.0",
+            "multifd 4 over a namespace path, 5 +- 3 ms one way, the destination QEMU SIGKILLed 0.3 s in",
+            src="10.0",
+            dst="10.0",
+            multifd=4,
+            **_NETPATH,
+            timeout_s=45,
+            interrupt="kill-destination",
+            interrupt_after_s=0.3,
+            expect="failed",
+            lab_note="(not in the table) at the source the destination's resets arrive jittered, among the "
+            "source's own answers to them",
+        ),
+        Scenario(
             "cancel-precopy-7.2",
             "plain precopy at 4 MiB/s, migrate_cancel on the source 1.5 s in",
             max_bandwidth=4 * MIB,
