@@ -621,6 +621,16 @@ SCENARIOS: dict[str, Scenario] = {
             lab_note="completes: 10.1+ peeks at each channel's first bytes",
         ),
         Scenario(
+            "netpath-preempt-recover-11.1",
+            "postcopy-preempt over a namespace path, 5 +- 3 ms one way, migrate-pause, migrate-recover, resume",
+            src="11.1",
+            dst="11.1",
+            **dict(_PRE, **dict(_NETPATH, fill_mib=8)),
+            recover=True,
+            timeout_s=60,
+            lab_note="(not in the table) recovery over a delayed path, seen from both ends",
+        ),
+        Scenario(
             "netpath-kill-destination-10.0",
             "multifd 4 over a namespace path, 5 +- 3 ms one way, the destination QEMU SIGKILLed 0.3 s in",
             src="10.0",
