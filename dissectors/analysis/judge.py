@@ -745,8 +745,7 @@ class MigrationJudge:
         else:
             after = "the source fails on the broken channels"
         if cut.whole:
-            every = "both" if cut.ended == 2 else f"all {cut.ended}"
-            why = (f"the destination stopped as a whole at {_fmt(cut.at)}: it {what} {every} channels "
+            why = (f"the destination stopped as a whole at {_fmt(cut.at)}: it {what} all {cut.ended} channels "
                    f"(first {name}), none a moment after its first bytes, before the main channel's EOF, with no "
                    "error on the return path; its QEMU failed to load the stream, exited, crashed or was killed "
                    f"(Linux resets a socket closed with unread data in it); {after}")
