@@ -137,3 +137,18 @@ def test_a_dead_destination_seen_from_the_source_across_a_jittered_path(cap):
     (m,) = analyze(cap(conns), Options()).report["migrations"]
     assert m["outcome"]["reason"].startswith("the destination stopped as a whole at ")
     assert all(_fits(m)[p] for p in REAL), m["policy"]
+
+
+def test_a_dying_destination_whose_source_shuts_main_in_between(cap):
+    """A killed destination's sockets close a few ms apart; the source, failing on the first reset, may shut
+    main down before the destination's kernel ends it: still one stop of the whole destination
+    (captures/kill-destination-tls-10.0 had 5 ms between its first and last reset)."""
+    main, m0, m1 = conns = multifd_running()
+    t = T0 + 1.2
+    m1.close(t, by=1, how="R")
+    main.close(t + 0.001, by=0)               # the source gives up and shuts main down
+    m0.close(t + 0.005, by=1, how="R")
+    main.close(t + 0.0055, by=1)
+    (m,) = analyze(cap(conns), Options()).report["migrations"]
+    assert m["outcome"]["reason"].startswith("the destination stopped as a whole at ")
+    assert all(_fits(m)[p] for p in REAL), m["policy"]

@@ -99,6 +99,10 @@ def test_every_plain_byte_is_a_record(cap):
                 # dropped by the destination, or still open when the capture stopped (the failure
                 # scenarios): only the last record may be cut
                 assert bad.pop("truncated", 0) <= 1
+                if manifest(cap).get("scenario", {}).get("interrupt") and c["closed_by"] == "server":
+                    # a destination killed on a delayed path: the segments in flight when it died reach no
+                    # socket and are never sent again, so the tail of the stream has holes
+                    bad.pop("gap", None)
             assert not bad and not c["malformed"], (c["client"], c["role"], bad, c["malformed"])
 
 

@@ -34,6 +34,9 @@ PROMPT_ABORT_S = 1.0
 #: the channel's first bytes (a fraction of a millisecond at the destination, a round trip later from the
 #: source's side: 10-20 ms on the 5 +- 3 ms namespace path); later, the destination stopped as a whole.
 PROMPT_DROP_S = 0.1
+#: A destination that stops as a whole ends its channels within this long of one another (5 ms seen between
+#: the first and last socket of a SIGKILLed 10.0 under load).
+STOP_SPREAD_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,14 @@ def first_cut(order: Sequence[ConnectionFacts], eof: float | None) -> Cut | None
     t, _, who, reset, f = min(ends, key=lambda e: (e[0], e[1]))
     if who == "source":
         return Cut("source", t, f, reset)
-    # every channel ended by the destination before the source ended it (a source's reset answering the
-    # destination's own comes after it; on a jittered path one channel's may come before another's)
+    # every channel ended by the destination: before the source ended it (a source's reset answering the
+    # destination's own comes after it; on a jittered path one channel's may come before another's), or
+    # within STOP_SPREAD_S of its first end (a dying process's sockets close together, while the source,
+    # already failing, may shut the others down in between)
     dest = []
     for g in order:
         d, c = _first_end(g.conn, 1), _first_end(g.conn, 0)
-        if d is not None and (c is None or d[0] <= c[0]):
+        if d is not None and (c is None or d[0] <= c[0] or d[0] - t <= STOP_SPREAD_S):
             dest.append((d, g))
     prompt = any(g.conn.first_data_ts[0] is not None and 0 <= e[0] - g.conn.first_data_ts[0] <= PROMPT_DROP_S
                  for e, g in dest)

@@ -726,6 +726,18 @@ SCENARIOS: dict[str, Scenario] = {
             lab_note="(not in the table) the destination's kernel resets the channels; the source fails",
         ),
         Scenario(
+            "kill-destination-tls-10.0",
+            "multifd 2 over TLS (32 MiB guest, 8 MiB filled), the destination QEMU SIGKILLed 0.1 s in",
+            src="10.0",
+            dst="10.0",
+            multifd=2,
+            **dict(_TLS, fill_mib=8),
+            interrupt="kill-destination",
+            interrupt_after_s=0.1,
+            expect="failed",
+            lab_note="(not in the table) over TLS only the closes show: the destination's, on every channel at once",
+        ),
+        Scenario(
             "kill-destination-preempt-11.1",
             "postcopy-preempt, the destination QEMU SIGKILLed 0.7 s into postcopy",
             src="11.1",
