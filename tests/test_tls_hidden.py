@@ -179,3 +179,12 @@ def test_a_lone_tls_connection_is_not_judged_but_the_report_says_why(tmp_path: P
     read = analyze_file(str(cap), Options(), keylog=KeyLog.load(str(keylog))).report
     (m,) = read["migrations"]
     assert [c["role"] for c in m["channels"]] == ["main"] and m["outcome"]["status"] == "completed"
+
+
+def test_a_destination_killed_in_a_hidden_postcopy_may_have_paused_the_source() -> None:
+    """TLS shows a postcopy set-up (a preempt channel), not whether postcopy ran: a destination that stopped
+    as a whole is said to fail the source or, if postcopy had started, to pause it (this one did)."""
+    (m,) = _legs(_report(CAPTURES / "kill-destination-preempt-tls-11.1.pcap.gz", keylog=False))
+    reason = m["outcome"]["reason"]
+    assert m["outcome"]["status"] == "failed" and reason.startswith("the destination stopped as a whole")
+    assert "if postcopy had started" in reason and "postcopy-paused" in reason

@@ -650,7 +650,8 @@ class MigrationJudge:
                                   "every channel first); QEMU's migrate_cancel does this, and so does a source "
                                   f"that fails, exits or is killed; {hidden}"}
             if cut is not None and cut.whole:
-                return {"status": "failed", "reason": f"{self.cut_reason(cut, [])}; {hidden}"}
+                return {"status": "failed",
+                        "reason": f"{self.cut_reason(cut, [], None if postcopy else False)}; {hidden}"}
             f = first[0]
             how = "reset" if _abort(f.conn) is not None else f"closed by {f.conn.closed_by}"
             return {"status": "failed",
@@ -721,14 +722,16 @@ class MigrationJudge:
             return {"status": "failed", "reason": self.cut_reason(cut, mains)}
         return {"status": "incomplete", "reason": "the capture ends before the migration does"}
 
-    def cut_reason(self, cut: B.Cut, mains: list[ConnectionFacts]) -> str:
+    def cut_reason(self, cut: B.Cut, mains: list[ConnectionFacts], postcopy: bool | None = False) -> str:
         """Who ended the migration before the main channel's EOF, and what QEMU does about it. The first
-        clause is the headline's."""
+        clause is the headline's. ``postcopy``: whether postcopy ran, read from ``mains`` (POSTCOPY_RUN) when
+        they are readable; None: a postcopy set-up under TLS, whether it had started is hidden."""
         what = "reset" if cut.reset else "closed"
         chan = cut.channel
         kind = "TLS connection" if chan.kind == "tls" else chan.kind.removesuffix("-candidate")
         name = f"{'main' if chan in mains else kind} {_addr(chan.conn.client)}"
-        postcopy = any(f.commands("POSTCOPY_RUN") for f in mains)
+        if postcopy is not None:
+            postcopy = postcopy or any(f.commands("POSTCOPY_RUN") for f in mains)
         if cut.by == "source":
             why = f"the source stopped mid-stream at {_fmt(cut.at)} ({what} {name}, no EOF on the main channel); "
             if postcopy:
@@ -742,6 +745,9 @@ class MigrationJudge:
         if postcopy:
             after = ("in postcopy the source does not fail but pauses (postcopy-paused) and waits for a recovery; "
                      "the guest, which ran on the destination, is lost unless that destination recovers")
+        elif postcopy is None:
+            after = ("the source fails on the broken channels, or, if postcopy had started (the set-up has a "
+                     "preempt channel; TLS hides whether it ran), pauses (postcopy-paused) and waits for a recovery")
         else:
             after = "the source fails on the broken channels"
         if cut.whole:
@@ -751,7 +757,7 @@ class MigrationJudge:
                    f"(Linux resets a socket closed with unread data in it); {after}")
         else:
             why = f"the destination {what} {name} at {_fmt(cut.at)} before the main channel's EOF"
-            if postcopy:
+            if postcopy or postcopy is None:
                 why += f"; {after}"
         return why
 

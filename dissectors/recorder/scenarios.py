@@ -696,6 +696,17 @@ SCENARIOS: dict[str, Scenario] = {
             lab_note="(not in the table) over TLS a cancel shows only as the source closing first",
         ),
         Scenario(
+            "kill-destination-preempt-tls-11.1",
+            "postcopy-preempt over TLS, the destination QEMU SIGKILLed 0.5 s into postcopy",
+            src="11.1",
+            dst="11.1",
+            **_PRE_TLS,
+            interrupt="kill-destination",
+            interrupt_after_s=2.0,
+            expect="failed",
+            lab_note="(not in the table) over TLS the record layer shows a postcopy set-up, not whether it ran",
+        ),
+        Scenario(
             "kill-source-preempt-7.2",
             "postcopy-preempt, the source QEMU SIGKILLed 0.7 s into postcopy",
             **_PRE,
