@@ -17,7 +17,12 @@ SCENARIOS="${*:-precopy-7.2 precopy-10.0 multifd4-7.2 multifd4-10.0 multifd4-7.2
     multifd-tls12-7.2 multifd-tls12-11.1 multifd-tls12-chacha-10.0
     netpath-multifd4-7.2 netpath-multifd4-7.2-misorder netpath-preempt-7.2
     netpath-multifd4-10.0 netpath-multifd-tls-11.1 preempt-tls12-11.1
-    multifd4-11.1-to-10.0 multifd4-10.0-to-7.2 multifd4-11.1-to-7.2 preempt-10.0-to-7.2}"
+    multifd4-11.1-to-10.0 multifd4-10.0-to-7.2 multifd4-11.1-to-7.2 preempt-10.0-to-7.2
+    cancel-precopy-7.2 cancel-multifd4-11.1 cancel-postcopy-7.2 cancel-tls-7.2 cancel-multifd-tls-10.0
+    kill-destination-multifd4-10.0 kill-destination-tls-10.0 kill-destination-preempt-11.1 kill-destination-preempt-tls-11.1
+    kill-source-preempt-7.2
+    multifd-tls13-chacha-11.1 preempt-recover-tls-11.1 multifd8-7.2-to-11.1 holdback-tls-11.1-to-10.0
+    netpath-multifd4-11.1 netpath-kill-destination-10.0 netpath-preempt-recover-11.1 netpath-cancel-tls-11.1}"
 # netpath-multifd4-7.2-misorder: netpath-multifd4-7.2 recorded again and again (at most 15 times) until the
 # jittered path makes the destination accept a multifd channel before main (it prints the bad magic error).
 record_misorder() {

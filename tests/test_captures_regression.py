@@ -99,13 +99,21 @@ def test_every_plain_byte_is_a_record(cap):
                 # dropped by the destination, or still open when the capture stopped (the failure
                 # scenarios): only the last record may be cut
                 assert bad.pop("truncated", 0) <= 1
+                sc = manifest(cap).get("scenario", {})
+                if (sc.get("interrupt") or sc.get("recover")) and c["closed_by"] == "server":
+                    # a destination killed, or a postcopy paused, on a delayed path: segments that reach the
+                    # destination's side after its reset (reordered, some filling earlier holes) are not taken
+                    # by the reassembly, so the tail of the stream has holes (and what follows one cannot be
+                    # framed)
+                    bad.pop("gap", None)
+                    bad.pop("opaque", None)
             assert not bad and not c["malformed"], (c["client"], c["role"], bad, c["malformed"])
 
 
 @pytest.mark.parametrize("cap", CAPTURES, ids=IDS)
 def test_page_counts_agree_with_query_migrate(cap):
     man = manifest(cap)
-    ram = man["query_migrate"]["source"].get("ram")
+    ram = (man["query_migrate"]["source"] or {}).get("ram")   # None: the source was killed
     if not ram or man["outcome"] != "completed" or any(c["role"] == "tls" for m in destination_side(cap)
                                                         for c in m["channels"]):
         pytest.skip("no completed plain-text migration to count")
@@ -116,6 +124,11 @@ def test_page_counts_agree_with_query_migrate(cap):
                 totals[k] = totals.get(k, 0) + v
     normal = totals.get("ram.page", 0) + totals.get("multifd.normal_pages", 0)
     zero = totals.get("ram.zero", 0) + totals.get("multifd.zero_pages", 0)
+    if man["scenario"].get("recover") and man["scenario"].get("path") == "netns":
+        # QEMU counts a page once written to the channel: what sat in the source's socket buffer when the
+        # paused connection was reset never left the host (and was sent again after the recovery)
+        assert zero <= ram["duplicate"] and normal <= ram["normal"]
+        return
     assert zero == ram["duplicate"]
     # QEMU 7.2 sends a few multifd pages twice and counts them once (race on MultiFDPages_t.block, fixed
     # in 8.0 by ddbe628c97c3; docs/research/multifd-72-counts.md): the analyser finds each repeat.

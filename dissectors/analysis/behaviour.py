@@ -10,7 +10,10 @@ roles follow things a capture shows without any knowledge of the destination's v
 - a migration whose main channel reached EOF, with SHUT 0 on the return path or with every channel
   closed by the source first, was loaded: no policy that predicts a failure or a stall fits it;
 - a destination that took a silent connection as main (or waits in a peek on it) never answers on the
-  real main channel's return path.
+  real main channel's return path, while one that reads main answers the source's PING at once;
+- once the source has stopped mid-stream (cancelled, failed, killed), or when the destination drops every
+  channel at once (a failed load, an exit, a kill), every destination closes its channels: those closes
+  rule no policy out (:func:`first_cut`).
 
 :func:`judge_policies` keeps the policies the capture agrees with and says why the others do not fit.
 """
@@ -22,11 +25,74 @@ from dataclasses import dataclass, field
 
 from dissectors.analysis import policies as P
 from dissectors.analysis.facts import ConnectionFacts
-from dissectors.tcp.connection import endpoint_text
+from dissectors.tcp.connection import Connection, endpoint_text
 
 #: A destination that rejects a channel does so within this long of its first bytes (7.2: 0.2 ms on
 #: loopback; a delayed path adds round trips).
 PROMPT_ABORT_S = 1.0
+#: ... and when it drops every channel at once, one of them is that reaction only if it came this soon after
+#: the channel's first bytes (a fraction of a millisecond at the destination, a round trip later from the
+#: source's side: 10-20 ms on the 5 +- 3 ms namespace path); later, the destination stopped as a whole.
+PROMPT_DROP_S = 0.1
+#: A destination that stops as a whole ends its channels within this long of one another (5 ms seen between
+#: the first and last socket of a SIGKILLed 10.0 under load).
+STOP_SPREAD_S = 0.1
+
+
+@dataclass(frozen=True)
+class Cut:
+    """The first end of a leg's connections before the main channel's EOF: who cut the migration short.
+
+    ``by`` "source": the source's FIN or reset came first (QEMU's ``migrate_cancel`` shuts its channels
+    down; a source that fails or is stopped closes them too): every destination then fails on the cut
+    stream, whatever its rules, so its own closes after this one say nothing about its policy.
+    ``by`` "destination" and ``whole``: the destination ended every channel, none of them a moment after
+    its first bytes (the prompt drop of a channel it misread): its QEMU stopped as a whole (a failed load,
+    an exit, a crash or a kill; Linux resets a socket closed with unread data in it)."""
+
+    by: str
+    at: float
+    channel: ConnectionFacts
+    reset: bool
+    whole: bool = False
+    ended: int = 1          # connections the destination ended (whole) or 1
+
+
+def _first_end(c: Connection, side: int) -> tuple[float, bool] | None:
+    """(time, is_reset) of one side's first FIN or reset; a reset after both FINs is teardown noise."""
+    fin, rst = c.fin_ts, c.rst_ts
+    done = None if fin[0] is None or fin[1] is None else max(fin[0], fin[1])
+    r = rst[side] if rst[side] is not None and (done is None or rst[side] < done) else None
+    ends = [(t, t == r) for t in (fin[side], r) if t is not None]
+    return min(ends) if ends else None
+
+
+def first_cut(order: Sequence[ConnectionFacts], eof: float | None) -> Cut | None:
+    """Who ended the leg first before the main channel's EOF (None: nobody, or only after EOF)."""
+    ends = []
+    for f in order:
+        for side, who in ((0, "source"), (1, "destination")):
+            e = _first_end(f.conn, side)
+            if e is not None and (eof is None or e[0] < eof):
+                ends.append((e[0], side, who, e[1], f))
+    if not ends:
+        return None
+    t, _, who, reset, f = min(ends, key=lambda e: (e[0], e[1]))
+    if who == "source":
+        return Cut("source", t, f, reset)
+    # every channel ended by the destination: before the source ended it (a source's reset answering the
+    # destination's own comes after it; on a jittered path one channel's may come before another's), or
+    # within STOP_SPREAD_S of its first end (a dying process's sockets close together, while the source,
+    # already failing, may shut the others down in between)
+    dest = []
+    for g in order:
+        d, c = _first_end(g.conn, 1), _first_end(g.conn, 0)
+        if d is not None and (c is None or d[0] <= c[0] or d[0] - t <= STOP_SPREAD_S):
+            dest.append((d, g))
+    prompt = any(g.conn.first_data_ts[0] is not None and 0 <= e[0] - g.conn.first_data_ts[0] <= PROMPT_DROP_S
+                 for e, g in dest)
+    whole = len(order) > 1 and len(dest) == len(order) and not prompt
+    return Cut("destination", t, f, reset, whole, len(dest) if whole else 1)
 
 
 @dataclass(frozen=True)
@@ -44,13 +110,14 @@ class Observed:
     source_closed_all: bool                    # every channel closed by the source, none by the destination
     encrypted: bool
     judged: bool = True                        # False: nothing here is the destination's behaviour
+    cut: Cut | None = None                     # who ended the leg first, before the main channel's EOF
 
     @classmethod
     def unjudged(cls, obs: Observed) -> Observed:
         """The same leg with nothing to judge the destination by (a relay faces it, not the destination)."""
         n = len(obs.return_path)
         return cls((False,) * n, (None,) * n, (False,) * n, obs.first_data, obs.client_data, obs.ended, None,
-                   False, False, obs.encrypted, judged=False)
+                   False, False, obs.encrypted, judged=False, cut=obs.cut)
 
     @property
     def completed(self) -> bool:
@@ -92,6 +159,7 @@ def observe(order: Sequence[ConnectionFacts], roles: Sequence[str]) -> Observed:
         shut_ok=shut_ok,
         source_closed_all=closed_by_source,
         encrypted=any(r == P.TLS or (f.encrypted and not f.decrypted) for f, r in zip(order, roles, strict=True)),
+        cut=first_cut(order, eof),
     )
 
 
@@ -162,10 +230,14 @@ def judge_policies(order: Sequence[ConnectionFacts], views: Sequence[P.ChannelVi
                                    f"{'to its EOF' if obs.main_eof is not None else ''}"
                                    f"{' and answered on it' if obs.return_path[true_main] else ''}, which "
                                    f"{name} reads as a multifd channel")
-        # 4. A prediction of success: the destination does not drop a channel before the stream ends.
+        # 4. A prediction of success: the destination does not drop a channel before the stream ends (unless
+        # the source cut the stream first, or the destination stopped as a whole: every rule predicts that).
         if v == "ok" and not paused:
+            cut = obs.cut
             for i, t in enumerate(obs.abort):
                 if t is None or not obs.client_data[i]:
+                    continue
+                if cut is not None and (cut.whole or (cut.by == "source" and t >= cut.at)):
                     continue
                 if obs.abort_is_reset[i]:
                     fit.against.append(f"the destination reset {names[i]} (closed it with unread data), "
@@ -175,6 +247,10 @@ def judge_policies(order: Sequence[ConnectionFacts], views: Sequence[P.ChannelVi
                                        f"which {name} does not predict")
             if obs.completed:
                 fit.support.append("the destination loaded the whole stream")
+            # A destination reading main answers the source's PING on the return path at once (PONG).
+            if dest_main is not None and order[dest_main].commands("PING") and not obs.return_path[dest_main]:
+                fit.against.append(f"the destination never answered the PING on {names[dest_main]} (no "
+                                   f"return-path byte), which {name} makes main: reading it, it would have")
         # 5. A stall with the real main channel unread: no answer on its return path.
         if v.startswith("stalls") and true_main is not None and obs.return_path[true_main] \
                 and dest_main != true_main:

@@ -621,12 +621,37 @@ class MigrationJudge:
             return {"status": "failed", "reason": f"the {who} sent a TLS alert on {_addr(f.conn.client)} at {_fmt(ts)} "
                                                   f"(the TLS session was refused or broken); {hidden}"}
         first = [f for f in conns if _abort(f.conn) is not None or f.conn.closed_by == "server"]
-        if postcopy and first and all(_closed_after_source(f) for f in conns):
+        acked = any(f.tls_shape.acknowledged() for f in conns)
+        if postcopy and first and all(_closed_after_source(f) for f in conns) and acked:
             return {"status": "completed",
                     "reason": "every channel carried data and the destination closed each one cleanly after the "
                               "source's last record, as a postcopy destination does once it has loaded the whole "
-                              f"stream; {hidden}"}
+                              "stream, its last record on the return path of the size of SHUT; "
+                              f"{hidden}"}
+        src_first = sorted((f.conn.fin_ts[0], f) for f in conns
+                           if f.conn.closed_by == "client" and f.conn.fin_ts[0] is not None)
+        if postcopy and src_first and not acked:
+            t, f = src_first[0]
+            return {"status": "unknown",
+                    "reason": f"encrypted (TLS): postcopy ended unacknowledged: the source closed "
+                              f"{_addr(f.conn.client)} at {_fmt(t)} and the destination sent no record of the size "
+                              "of SHUT after the source's last one (a destination that has loaded everything "
+                              "does): a pause (migrate-pause or a lost connection; a recovery reconnects to the "
+                              "port given to migrate-recover, a migration of its own here without the key log) or "
+                              f"a failure; {hidden}"}
         if first:
+            cut = B.first_cut(conns, None)
+            if cut is not None and cut.by == "source":
+                what = "reset" if cut.reset else "closed"
+                return {"status": "failed",
+                        "reason": f"the source stopped mid-stream at {_fmt(cut.at)}: it {what} "
+                                  f"{_addr(cut.channel.conn.client)} while its other channels were open, and the "
+                                  "destination ended them before the source did (a source that completes closes "
+                                  "every channel first); QEMU's migrate_cancel does this, and so does a source "
+                                  f"that fails, exits or is killed; {hidden}"}
+            if cut is not None and cut.whole:
+                return {"status": "failed",
+                        "reason": f"{self.cut_reason(cut, [], None if postcopy else False)}; {hidden}"}
             f = first[0]
             how = "reset" if _abort(f.conn) is not None else f"closed by {f.conn.closed_by}"
             return {"status": "failed",
@@ -677,23 +702,67 @@ class MigrationJudge:
         if stalls:
             s = stalls[0]
             return {"status": "stalled", "reason": f"{s['kind']} stall from {_fmt(s['start'])}"}
+        cut = B.first_cut(conns, None) if conns and not all(f.kind == "tls" for f in conns if f.client_sent()) \
+            else None
+        if cut is not None and cut.by == "destination" and any(
+                f.conn.last_data_ts[0] is not None and f.conn.last_data_ts[0] > cut.at for f in conns):
+            # the source still sent after the destination ended a channel: the stream had not ended there,
+            # whatever the capture missed (in-flight segments dropped after a dead destination's resets)
+            return {"status": "failed", "reason": self.cut_reason(cut, mains)}
         if unreadable:
             u = unreadable[0]
             return {"status": "incomplete", "reason": f"no EOF seen; {u['client']} ({u['role']}, {u['direction']}) "
                                                       f"cannot be read past offset {u['offset']}: {u['reason']}"}
-        if lost:
+        # holes hide an EOF only on the main channel (under TLS without a key log no EOF is seen anyway): a
+        # migration cut short whose main channel is whole up to its close is judged by the cut
+        hidden_eof = any(f.conn.gap_bytes[0] for f in conns if f.kind in ("main", "main-recovery"))
+        if lost and (hidden_eof or B.first_cut(conns, None) is None):
             return {"status": "incomplete", "reason": f"no EOF seen, and the capture misses {lost} bytes of the "
                                                       "streams (lost or snaplen-cut packets)"}
         if conns and all(f.kind == "tls" for f in conns if f.client_sent()):
             return self.tls_outcome(conns, postcopy=self.tls_postcopy)
-        resets = [f for f in conns if _abort(f.conn) is not None or f.conn.closed_by == "server"]
-        if resets:
-            f = resets[0]
-            return {"status": "failed",
-                    "reason": f"{_addr(f.conn.client)} closed by {f.conn.closed_by} before the main channel's EOF"}
-        if conns and all(f.conn.fin_ts[0] is not None for f in conns):
-            return {"status": "failed", "reason": "every connection closed without an EOF on the main channel"}
+        if cut is not None:
+            return {"status": "failed", "reason": self.cut_reason(cut, mains)}
         return {"status": "incomplete", "reason": "the capture ends before the migration does"}
+
+    def cut_reason(self, cut: B.Cut, mains: list[ConnectionFacts], postcopy: bool | None = False) -> str:
+        """Who ended the migration before the main channel's EOF, and what QEMU does about it. The first
+        clause is the headline's. ``postcopy``: whether postcopy ran, read from ``mains`` (POSTCOPY_RUN) when
+        they are readable; None: a postcopy set-up under TLS, whether it had started is hidden."""
+        what = "reset" if cut.reset else "closed"
+        chan = cut.channel
+        kind = "TLS connection" if chan.kind == "tls" else chan.kind.removesuffix("-candidate")
+        name = f"{'main' if chan in mains else kind} {_addr(chan.conn.client)}"
+        if postcopy is not None:
+            postcopy = postcopy or any(f.commands("POSTCOPY_RUN") for f in mains)
+        if cut.by == "source":
+            why = f"the source stopped mid-stream at {_fmt(cut.at)} ({what} {name}, no EOF on the main channel); "
+            if postcopy:
+                return why + ("postcopy was running: a source that failed, exited or was killed, or a "
+                              "migrate_cancel, which QEMU 7.2 still accepts in postcopy (10.0 and 11.1 refuse it: "
+                              "\"Postcopy migration in progress, cannot cancel.\"); the guest already runs on the "
+                              "destination, which does not fail but pauses (postcopy-paused) and waits for a "
+                              "recovery; the pages still on the source are lost unless the source recovers")
+            return why + ("QEMU's migrate_cancel does this, and so does a source that fails, exits or is killed (the "
+                          "wire cannot tell them apart); the destination then fails on the cut stream")
+        if postcopy:
+            after = ("in postcopy the source does not fail but pauses (postcopy-paused) and waits for a recovery; "
+                     "the guest, which ran on the destination, is lost unless that destination recovers")
+        elif postcopy is None:
+            after = ("the source fails on the broken channels, or, if postcopy had started (the set-up has a "
+                     "preempt channel; TLS hides whether it ran), pauses (postcopy-paused) and waits for a recovery")
+        else:
+            after = "the source fails on the broken channels"
+        if cut.whole:
+            why = (f"the destination stopped as a whole at {_fmt(cut.at)}: it {what} all {cut.ended} channels "
+                   f"(first {name}), none a moment after its first bytes, before the main channel's EOF, with no "
+                   "error on the return path; its QEMU failed to load the stream, exited, crashed or was killed "
+                   f"(Linux resets a socket closed with unread data in it); {after}")
+        else:
+            why = f"the destination {what} {name} at {_fmt(cut.at)} before the main channel's EOF"
+            if postcopy or postcopy is None:
+                why += f"; {after}"
+        return why
 
 
 def _closed_after_source(f: ConnectionFacts) -> bool:

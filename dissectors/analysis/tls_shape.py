@@ -40,6 +40,8 @@ FINISHED12_PLAINTEXT = wire_size("TlsHandshakeStart") + 12
 #: ClientHello follows a middlebox-compatibility ChangeCipherSpec).
 FINISHED12_MAX_RECORD = 128
 MULTIFD_HELLO_SIZE = named("MultifdHello").size
+#: The return path's SHUT message: its header and its 4-byte status.
+RP_SHUT_SIZE = wire_size("RpMessage") + wire_size("RpShut")
 
 
 @dataclass
@@ -51,6 +53,7 @@ class SideShape:
     first_len: int | None = None            # plaintext bytes of the first application record
     first_ts: float | None = None
     last_ts: float | None = None
+    last_len: int | None = None             # plaintext bytes of the last application record
 
 
 @dataclass
@@ -103,6 +106,15 @@ class TlsShape:
         if side.first_len is None:
             side.first_len, side.first_ts = n, rec.ts
         side.last_ts = rec.ts
+        side.last_len = n
+
+    def acknowledged(self) -> bool:
+        """The destination's last application record came after the source's last one and holds 8 bytes:
+        the size of the return path's SHUT (a 4-byte header and a 4-byte status), which a destination sends
+        once it has loaded the whole stream (a PONG is as long, but answers a PING, which is not last)."""
+        src, dst = self.sides
+        return (dst.last_len == RP_SHUT_SIZE and dst.last_ts is not None and src.last_ts is not None
+                and dst.last_ts >= src.last_ts)
 
     def looks_multifd(self) -> bool:
         return self.sides[0].first_len == MULTIFD_HELLO_SIZE

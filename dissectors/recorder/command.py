@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .proxy import HOLD_AT, hold_back_indices
 from .qemus import KNOWN_QEMUS, EnvironmentProblem
-from .scenarios import SCENARIOS, with_overrides
+from .scenarios import INTERRUPTS, SCENARIOS, with_overrides
 
 
 def _byte(text: str) -> int:
@@ -61,6 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="migrate a stopped source whose timer section's cpu_ticks_offset ends in BYTE (e.g. 0x7e: a "
         "footer look-alike in its body); the guest is run and stopped until it does",
     )
+    parser.add_argument(
+        "--interrupt",
+        choices=[*INTERRUPTS, "none"],
+        help="break the migration --interrupt-after seconds after migrate: migrate_cancel on the source, or "
+        "SIGKILL the destination's or the source's QEMU",
+    )
+    parser.add_argument("--interrupt-after", type=float, metavar="S",
+                        help="seconds after migrate for --interrupt (default 1)")
     parser.add_argument("--out", type=Path, default=Path("."), metavar="DIR", help="output directory")
     parser.add_argument("--name", help="file name stem (default: the scenario name)")
     parser.add_argument("--timeout", type=float, metavar="S", help="give up (stalled) after S seconds")
@@ -115,10 +123,14 @@ def run(args: argparse.Namespace) -> int:
         hold_at=getattr(args, "hold_at", None),
         hold_delay_s=getattr(args, "hold_delay", None),
         tls_priority=getattr(args, "tls_priority", None),
+        interrupt=getattr(args, "interrupt", None),
+        interrupt_after_s=getattr(args, "interrupt_after", None),
     )
     try:
         hold_back_indices(sc.hold_back, multifd=sc.multifd, preempt=sc.preempt)
         check_hold(sc.hold_back, sc.hold_at, sc.hold_delay_s, tls=sc.tls)
+        if not 0 <= sc.interrupt_after_s <= 600:
+            raise ValueError(f"--interrupt-after must be in [0, 600] seconds, not {sc.interrupt_after_s:g}")
     except ValueError as exc:
         print(f"migshark record: {exc}", file=sys.stderr)
         return 2

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -316,7 +318,62 @@ class Run:
             result = await self._recover(src, dst)
             if result is not None:
                 return result
+        if sc.interrupt:
+            await asyncio.sleep(max(0.0, sc.interrupt_after_s - (time.monotonic() - t_migrate)))
+            return await self._interrupt(src, dst, baseline)
         return await self._wait_outcome(src, dst, baseline)
+
+    async def _interrupt(self, src: QemuSide, dst: QemuSide, baseline: int) -> tuple[str, str]:
+        """Break the running migration (scenario ``interrupt``) and record what each side then says. The
+        outcome is "failed" unless it had already completed; the reason says what was done and how QEMU
+        took it."""
+        sc = self.sc
+        before = await src.migration_status()
+        if before in ("completed", "failed", "cancelled", None):
+            self.mark("not interrupted", source_status=before)
+            return await self._wait_outcome(src, dst, baseline)
+        if sc.interrupt == "cancel":
+            try:
+                await src.execute("migrate_cancel")
+            except QmpFailed as exc:   # 8.x+ in postcopy: "Postcopy migration in progress, cannot cancel."
+                self.mark("migrate_cancel refused (source)", source_status=before, error=str(exc))
+                outcome, reason = await self._wait_outcome(src, dst, baseline)
+                return outcome, f"{reason}; migrate_cancel refused while {before}: {exc}"
+            self.mark("migrate_cancel (source)", source_status=before)
+        else:
+            side = dst if sc.interrupt == "kill-destination" else src
+            if side.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(side.proc.pid, signal.SIGKILL)
+            self.mark(f"SIGKILL ({side.role})", source_status=before)
+        # let both sides settle: a source goes cancelling -> cancelled, or failed once its peer is gone;
+        # a destination fails on the cut stream and (before 9.1's exit-on-error) exits
+        deadline = time.monotonic() + ERROR_GRACE_S + 3.0
+        s = d = None
+        while time.monotonic() < deadline:
+            s = await src.migration_status() if src.alive() else None
+            d = await dst.migration_status() if dst.alive() else None
+            if s not in _IN_PROGRESS | {"cancelling"} and d not in _IN_PROGRESS:
+                break
+            await asyncio.sleep(POLL_S)
+        await asyncio.sleep(ERROR_GRACE_S)      # the destination's stderr and exit
+        s = await src.migration_status() if src.alive() else None
+        d = await dst.migration_status() if dst.alive() else None
+        self.mark("status", source=s, destination=d)
+        errors = [ln for ln in dst.stderr()[baseline:].splitlines() if is_destination_error(ln)]
+
+        def state(side: QemuSide, status: str | None) -> str:
+            if side.alive():
+                return str(status)
+            return f"exited ({side.proc.returncode if side.proc else '?'})"
+
+        reason = (f"{sc.interrupt} {sc.interrupt_after_s:g} s after migrate (source was {before}): source "
+                  f"{state(src, s)}, destination {state(dst, d)}")
+        if errors:
+            reason += f"; destination: {errors[0]}"
+        if s == "completed" and d == "completed":
+            return "completed", reason
+        return "failed", reason
 
     async def _teardown(self, sides: dict[str, QemuSide], outcome: str) -> tuple[dict[str, int | None], dict]:
         """Stop the source first; after a stall, watch what the destination does once the source is gone."""

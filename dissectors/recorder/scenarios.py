@@ -48,6 +48,11 @@ class Scenario:
     # until it does (timer_probe.py). 0x7e puts a footer-like 7e 00 00 00 00 + zeros in the timer body.
     timer_low_byte: int | None = None
     timer_max_attempts: int = 3000
+    # Break the migration from outside, interrupt_after_s after ``migrate``: "cancel" (``migrate_cancel`` on
+    # the source) or "kill-destination" / "kill-source" (SIGKILL to that QEMU's process group, as a crash or
+    # an OOM kill: its kernel closes the sockets). None: let it run.
+    interrupt: str | None = None
+    interrupt_after_s: float = 1.0
 
     @property
     def machine(self) -> str:
@@ -61,6 +66,9 @@ class Scenario:
     def uses_proxy(self) -> bool:
         return self.hold_back is not None
 
+
+# What --interrupt can do to a running migration (driver.py, Run._interrupt).
+INTERRUPTS = ("cancel", "kill-destination", "kill-source")
 
 _PC = dict(postcopy=True, max_bandwidth=8 * MIB, max_postcopy_bandwidth=4 * MIB)
 _PRE = dict(_PC, preempt=True)
@@ -90,6 +98,7 @@ _TLSFIN = dict(tls=True, memory_mib=16, fill_mib=1, dirty_pages=64, dirty_rate=1
 _TLSFIN_PRE = dict(_PRE, **dict(_TLSFIN, max_bandwidth=MIB // 2, max_postcopy_bandwidth=MIB // 2))
 # TLS 1.3 with TLS_AES_128_GCM_SHA256 only (GnuTLS picks AES-256-GCM by default).
 TLS13_AES128_PRIORITY = "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM"
+TLS13_CHACHA_PRIORITY = "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+CHACHA20-POLY1305"
 # Postcopy-preempt over TLS 1.2: the tiny TLS guest at 512 KiB/s; 11.1 converged it in 1.35 s (max-bandwidth
 # did not hold it back), so postcopy starts 0.4 s in, mid-migration; with _TLS12's 64 dirtied pages no page
 # was requested in postcopy (a silent preempt channel), with 256 at 500 pages/s 60 were.
@@ -375,6 +384,15 @@ SCENARIOS: dict[str, Scenario] = {
             lab_note="completes; TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
         ),
         Scenario(
+            "multifd-tls13-chacha-11.1",
+            "multifd with 2 channels over TLS 1.3 with TLS_CHACHA20_POLY1305_SHA256 only (SSLKEYLOGFILE kept)",
+            src="11.1",
+            dst="11.1",
+            multifd=2,
+            **dict(_TLS, tls_priority=TLS13_CHACHA_PRIORITY),
+            lab_note="(not in the table) expected to complete",
+        ),
+        Scenario(
             "preempt-tls-7.2",
             "postcopy with the preempt channel over TLS",
             **_PRE_TLS,
@@ -575,6 +593,188 @@ SCENARIOS: dict[str, Scenario] = {
             lab_note="(not in the table) the 11.1 source warns that pc-i440fx-7.2 is deprecated",
         ),
         Scenario(
+            "multifd8-7.2-to-11.1",
+            "cross-version multifd with 8 channels, machine pc-i440fx-7.2",
+            src="7.2",
+            dst="11.1",
+            multifd=8,
+            lab_note="(not in the table) expected to complete",
+        ),
+        Scenario(
+            "holdback-tls-11.1-to-10.0",
+            "multifd 2 over TLS 11.1 -> 10.0, proxy holds back main by 1 s",
+            src="11.1",
+            dst="10.0",
+            multifd=2,
+            **_TLS,
+            hold_back="main",
+            lab_note="(not in the table) as holdback-tls-11.1: a connect-delaying proxy cannot reorder TLS channels",
+        ),
+        Scenario(
+            "netpath-multifd4-11.1",
+            "multifd 4 over a namespace path, 5 +- 3 ms one way, on 11.1",
+            src="11.1",
+            dst="11.1",
+            multifd=4,
+            **_NETPATH,
+            timeout_s=45,
+            lab_note="completes: 10.1+ peeks at each channel's first bytes",
+        ),
+        Scenario(
+            "netpath-preempt-recover-11.1",
+            "postcopy-preempt over a namespace path, 5 +- 3 ms one way, migrate-pause, migrate-recover, resume",
+            src="11.1",
+            dst="11.1",
+            **dict(_PRE, **dict(_NETPATH, fill_mib=8)),
+            recover=True,
+            timeout_s=60,
+            lab_note="(not in the table) recovery over a delayed path, seen from both ends",
+        ),
+        Scenario(
+            "netpath-cancel-tls-11.1",
+            "multifd 2 over TLS 1.3 over a namespace path, 5 +- 3 ms one way, migrate_cancel on the source 0.4 s in",
+            src="11.1",
+            dst="11.1",
+            multifd=2,
+            **dict(_NETPATH, tls=True, tls_priority=TLS13_AES128_PRIORITY, memory_mib=16, fill_mib=1,
+                   dirty_pages=64, dirty_rate=100),
+            timeout_s=60,
+            interrupt="cancel",
+            interrupt_after_s=0.4,
+            expect="failed",
+            lab_note="(not in the table) at the destination the segments in flight after its closes are never "
+            "resent: holes in the multifd channels' tails",
+        ),
+        Scenario(
+            "netpath-kill-destination-10.0",
+            "multifd 4 over a namespace path, 5 +- 3 ms one way, the destination QEMU SIGKILLed 0.3 s in",
+            src="10.0",
+            dst="10.0",
+            multifd=4,
+            **_NETPATH,
+            timeout_s=45,
+            interrupt="kill-destination",
+            interrupt_after_s=0.3,
+            expect="failed",
+            lab_note="(not in the table) at the source the destination's resets arrive jittered, among the "
+            "source's own answers to them",
+        ),
+        Scenario(
+            "cancel-precopy-7.2",
+            "plain precopy at 4 MiB/s, migrate_cancel on the source 1.5 s in",
+            max_bandwidth=4 * MIB,
+            interrupt="cancel",
+            interrupt_after_s=1.5,
+            expect="failed",
+            lab_note="(not in the table) the source ends cancelled, the destination fails on the cut stream",
+        ),
+        Scenario(
+            "cancel-postcopy-7.2",
+            "postcopy-preempt, migrate_cancel on the source 0.7 s into postcopy (7.2 accepts it; 10.0+ refuse)",
+            **_PRE,
+            interrupt="cancel",
+            interrupt_after_s=2.2,
+            expect="failed",
+            lab_note="(not in the table) the source ends cancelled (VM postmigrate), the destination postcopy-paused",
+        ),
+        Scenario(
+            "cancel-multifd4-11.1",
+            "multifd 4 at 4 MiB/s, migrate_cancel on the source 1 s in",
+            src="11.1",
+            dst="11.1",
+            multifd=4,
+            max_bandwidth=4 * MIB,
+            interrupt="cancel",
+            interrupt_after_s=1.0,
+            expect="failed",
+            lab_note="(not in the table) the source ends cancelled, the destination fails on the cut stream",
+        ),
+        Scenario(
+            "cancel-tls-7.2",
+            "plain precopy over TLS at 1 MiB/s, migrate_cancel on the source 1 s in",
+            **dict(_TLS, max_bandwidth=1 * MIB),
+            interrupt="cancel",
+            interrupt_after_s=1.0,
+            expect="failed",
+            lab_note="(not in the table) over TLS a cancel shows only as the source closing first",
+        ),
+        Scenario(
+            "cancel-multifd-tls-10.0",
+            "multifd 2 over TLS (32 MiB guest, 8 MiB filled), migrate_cancel on the source 0.15 s in",
+            src="10.0",
+            dst="10.0",
+            multifd=2,
+            **dict(_TLS, fill_mib=8),
+            interrupt="cancel",
+            interrupt_after_s=0.15,
+            expect="failed",
+            lab_note="(not in the table) over TLS a cancel shows only as the source closing first",
+        ),
+        Scenario(
+            "kill-destination-preempt-tls-11.1",
+            "postcopy-preempt over TLS, the destination QEMU SIGKILLed 0.5 s into postcopy",
+            src="11.1",
+            dst="11.1",
+            **_PRE_TLS,
+            interrupt="kill-destination",
+            interrupt_after_s=2.0,
+            expect="failed",
+            lab_note="(not in the table) over TLS the record layer shows a postcopy set-up, not whether it ran",
+        ),
+        Scenario(
+            "kill-source-preempt-7.2",
+            "postcopy-preempt, the source QEMU SIGKILLed 0.7 s into postcopy",
+            **_PRE,
+            interrupt="kill-source",
+            interrupt_after_s=2.2,
+            expect="failed",
+            lab_note="(not in the table) the destination cannot fail in postcopy: it pauses (postcopy-paused)",
+        ),
+        Scenario(
+            "preempt-recover-tls-11.1",
+            "postcopy-preempt over TLS, migrate-pause, migrate-recover, migrate resume=true (256 KiB/s in postcopy)",
+            src="11.1",
+            dst="11.1",
+            **dict(_PRE_TLS, max_postcopy_bandwidth=MIB // 4),
+            recover=True,
+            lab_note="(not in the table) recovery over TLS: the new main channel opens with a TLS handshake",
+        ),
+        Scenario(
+            "kill-destination-multifd4-10.0",
+            "multifd 4 at 4 MiB/s, the destination QEMU SIGKILLed 1 s in",
+            src="10.0",
+            dst="10.0",
+            multifd=4,
+            max_bandwidth=4 * MIB,
+            interrupt="kill-destination",
+            interrupt_after_s=1.0,
+            expect="failed",
+            lab_note="(not in the table) the destination's kernel resets the channels; the source fails",
+        ),
+        Scenario(
+            "kill-destination-tls-10.0",
+            "multifd 2 over TLS (32 MiB guest, 8 MiB filled), the destination QEMU SIGKILLed 0.1 s in",
+            src="10.0",
+            dst="10.0",
+            multifd=2,
+            **dict(_TLS, fill_mib=8),
+            interrupt="kill-destination",
+            interrupt_after_s=0.1,
+            expect="failed",
+            lab_note="(not in the table) over TLS only the closes show: the destination's, on every channel at once",
+        ),
+        Scenario(
+            "kill-destination-preempt-11.1",
+            "postcopy-preempt, the destination QEMU SIGKILLed 0.7 s into postcopy",
+            src="11.1",
+            dst="11.1",
+            **_PRE,
+            interrupt="kill-destination",
+            interrupt_after_s=2.2,
+            expect="failed",
+            lab_note="(not in the table) a source in postcopy cannot fail: it pauses (postcopy-paused)",
+        ),
+        Scenario(
             "multifd4-10.0-to-7.2",
             "cross-version multifd downward, machine pc-i440fx-7.2",
             src="10.0",
@@ -599,6 +799,8 @@ def with_overrides(
     hold_at: str | None = None,
     hold_delay_s: float | None = None,
     tls_priority: str | None = None,
+    interrupt: str | None = None,
+    interrupt_after_s: float | None = None,
 ) -> Scenario:
     """A scenario with command-line overrides applied; the name stays the base's."""
     changes: dict[str, object] = {}
@@ -622,4 +824,8 @@ def with_overrides(
         changes["hold_delay_s"] = hold_delay_s
     if tls_priority is not None:
         changes["tls_priority"] = tls_priority or None
+    if interrupt is not None:
+        changes["interrupt"] = None if interrupt == "none" else interrupt
+    if interrupt_after_s is not None:
+        changes["interrupt_after_s"] = interrupt_after_s
     return replace(base, **changes) if changes else base

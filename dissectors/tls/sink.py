@@ -143,12 +143,16 @@ class TlsStreamSink:
     def end(self, direction: int, offset: int, ts: float, how: str) -> None:
         if self.mode == "tls":
             assert self._conn is not None
+            broken_before = self._broken_at[direction] is not None
             self._events(self._conn.finish(direction, offset), ts)
             plain = self._conn.dirs[direction].plain      # records skipped since the last plaintext count
             self._out[direction] = max(self._out[direction], plain)
             self.status.plaintext_bytes[direction] = max(self.status.plaintext_bytes[direction], plain)
             stopped = self._broken_at[direction]
-            if stopped is not None and offset > stopped:
+            # A stream that ends inside a TLS record (a source that shut its socket mid-write) ends the
+            # plaintext there: the inner parser sees its last record cut short, as on a plain stream; only a
+            # break earlier on (missing bytes, a bad tag) leaves unreadable bytes to pass on as a gap.
+            if stopped is not None and offset > stopped and broken_before:
                 self.inner.gap(direction, self._out[direction], offset - stopped, ts)
                 self._out[direction] += offset - stopped
             self.inner.end(direction, self._out[direction], ts, how)
