@@ -58,6 +58,19 @@ def test_source_cancel_is_the_source_stopping_and_rules_nothing_out(cap):
     assert "fits no" not in m["policy"]["destination_generation"]
 
 
+def test_a_source_close_while_main_is_open_is_not_yet_a_cut(cap):
+    """A source that closed one multifd channel while main is still open, no EOF yet: the capture (or, live,
+    the stream so far) ends before the migration does; "the source stopped mid-stream" needs main ended."""
+    main, m0, m1 = conns = multifd_running()
+    m1.close(T0 + 1.2, by=0)
+    (m,) = analyze(cap(conns), Options()).report["migrations"]
+    assert m["outcome"]["status"] == "incomplete", m["outcome"]
+    main.close(T0 + 1.3, by=0)                # now main ends with no EOF: the source stopped mid-stream
+    (m,) = analyze(cap(conns), Options()).report["migrations"]
+    assert m["outcome"]["status"] == "failed"
+    assert m["outcome"]["reason"].startswith("the source stopped mid-stream at ")
+
+
 def test_destination_stopping_as_a_whole_rules_nothing_out(cap):
     conns = multifd_running()
     for c in conns:

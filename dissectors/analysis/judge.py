@@ -48,6 +48,11 @@ def _abort(c: Connection) -> float | None:
     return min(times) if times else None
 
 
+def _ended(c: Connection) -> bool:
+    """Either side closed or reset it."""
+    return any(t is not None for t in (*c.fin_ts, *c.rst_ts))
+
+
 def _r(ts: float | None) -> float | None:
     return None if ts is None else round(ts, 6)
 
@@ -721,7 +726,9 @@ class MigrationJudge:
                                                       "streams (lost or snaplen-cut packets)"}
         if conns and all(f.kind == "tls" for f in conns if f.client_sent()):
             return self.tls_outcome(conns, postcopy=self.tls_postcopy)
-        if cut is not None:
+        if cut is not None and not (cut.by == "source" and mains and not any(_ended(f.conn) for f in mains)):
+            # a source's close is a cut once the main channel has ended with no EOF: while main is open the
+            # stream may still end well (and a live view must not say "failed" before it knows)
             return {"status": "failed", "reason": self.cut_reason(cut, mains)}
         return {"status": "incomplete", "reason": "the capture ends before the migration does"}
 
