@@ -71,6 +71,17 @@ def test_a_source_close_while_main_is_open_is_not_yet_a_cut(cap):
     assert m["outcome"]["reason"].startswith("the source stopped mid-stream at ")
 
 
+def test_a_destination_ending_a_silent_connection_first_is_named(cap):
+    """The first channel the destination ends may be one that never sent a byte (its kind unknown): the
+    reason names it a silent connection (the fuzzer's pipeline target found a crash there)."""
+    main, m0, m1 = multifd_running()
+    silent = S.Conn(40003, T0 + 0.005)
+    silent.close(T0 + 0.5, by=1, how="R")
+    (m,) = analyze(cap([main, m0, m1, silent]), Options()).report["migrations"]
+    assert m["outcome"]["status"] == "failed"
+    assert "silent connection 127.0.0.1:40003" in m["outcome"]["reason"], m["outcome"]
+
+
 def test_destination_stopping_as_a_whole_rules_nothing_out(cap):
     conns = multifd_running()
     for c in conns:

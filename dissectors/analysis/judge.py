@@ -738,7 +738,8 @@ class MigrationJudge:
         they are readable; None: a postcopy set-up under TLS, whether it had started is hidden."""
         what = "reset" if cut.reset else "closed"
         chan = cut.channel
-        kind = "TLS connection" if chan.kind == "tls" else chan.kind.removesuffix("-candidate")
+        kind = ("TLS connection" if chan.kind == "tls" else "silent connection" if chan.kind is None
+                else chan.kind.removesuffix("-candidate"))
         name = f"{'main' if chan in mains else kind} {_addr(chan.conn.client)}"
         if postcopy is not None:
             postcopy = postcopy or any(f.commands("POSTCOPY_RUN") for f in mains)
