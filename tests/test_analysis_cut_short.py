@@ -5,14 +5,12 @@ the migration (captures/cancel-*, kill-destination-* are the real QEMU runs)."""
 
 from __future__ import annotations
 
-import pytest
-
 from dissectors.analysis.judge import Options
 from dissectors.cli.pipeline import analyze_file as analyze
 from dissectors.layers import commands as C
 from tests import synth as S
+from tests.test_analysis_synthetic import T0
 
-T0 = 1_700_000_000.0
 REAL = ("qemu-7.2", "qemu-8.0-10.0", "qemu-10.1+")
 
 
@@ -27,15 +25,6 @@ def multifd_running() -> list[S.Conn]:
         m0.send(t, S.multifd_packet(2 * i + 1, 2))
         m1.send(t, S.multifd_packet(2 * i + 2, 1))
     return [main, m0, m1]
-
-
-@pytest.fixture
-def cap(tmp_path):
-    def build(conns: list[S.Conn]) -> str:
-        path = str(tmp_path / "x.pcap")
-        S.write_capture(path, conns)
-        return path
-    return build
 
 
 def _fits(m: dict) -> dict[str, bool]:

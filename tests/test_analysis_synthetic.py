@@ -62,15 +62,6 @@ def postcopy_preempt(preempt_first: bool, serve_after: float | None = 0.001,
     return [main, pre]
 
 
-@pytest.fixture
-def cap(tmp_path):
-    def build(conns: list[S.Conn]) -> str:
-        path = str(tmp_path / "x.pcap")
-        S.write_capture(path, conns)
-        return path
-    return build
-
-
 def test_multifd_in_order_is_clean(cap):
     report = analyze(cap(multifd_migration("main")), Options(qemu_version="7.2")).report
     (m,) = report["migrations"]

@@ -58,10 +58,21 @@ class Cut:
     ended: int = 1          # connections the destination ended (whole) or 1
 
 
+def closed_both_ways(c: Connection) -> float | None:
+    """When both sides' FINs had been seen (the later one), else None: a reset after that is teardown noise."""
+    fin = c.fin_ts
+    return None if fin[0] is None or fin[1] is None else max(fin[0], fin[1])
+
+
+def ended(c: Connection) -> bool:
+    """Either side closed or reset it."""
+    return any(t is not None for t in (*c.fin_ts, *c.rst_ts))
+
+
 def _first_end(c: Connection, side: int) -> tuple[float, bool] | None:
     """(time, is_reset) of one side's first FIN or reset; a reset after both FINs is teardown noise."""
     fin, rst = c.fin_ts, c.rst_ts
-    done = None if fin[0] is None or fin[1] is None else max(fin[0], fin[1])
+    done = closed_both_ways(c)
     r = rst[side] if rst[side] is not None and (done is None or rst[side] < done) else None
     ends = [(t, t == r) for t in (fin[side], r) if t is not None]
     return min(ends) if ends else None
@@ -154,7 +165,7 @@ def observe(order: Sequence[ConnectionFacts], roles: Sequence[str]) -> Observed:
         abort_is_reset=tuple(resets),
         first_data=tuple(f.conn.first_data_ts[0] for f in order),
         client_data=tuple(f.wrote(0) for f in order),
-        ended=tuple(any(t is not None for t in (*f.conn.fin_ts, *f.conn.rst_ts)) for f in order),
+        ended=tuple(ended(f.conn) for f in order),
         main_eof=eof,
         shut_ok=shut_ok,
         source_closed_all=closed_by_source,

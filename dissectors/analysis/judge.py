@@ -43,14 +43,9 @@ def _abort(c: Connection) -> float | None:
     overtaken on the path) reaching a socket that had already closed cleanly both ways: it says nothing about
     the migration (seen on a jittered path: the destination's kernel resets the finished main channel
     when the source re-ACKs the destination's FIN)."""
-    done = None if c.fin_ts[0] is None or c.fin_ts[1] is None else max(c.fin_ts[0], c.fin_ts[1])
+    done = B.closed_both_ways(c)
     times = [t for t in c.rst_ts if t is not None and (done is None or t < done)]
     return min(times) if times else None
-
-
-def _ended(c: Connection) -> bool:
-    """Either side closed or reset it."""
-    return any(t is not None for t in (*c.fin_ts, *c.rst_ts))
 
 
 def _r(ts: float | None) -> float | None:
@@ -726,7 +721,7 @@ class MigrationJudge:
                                                       "streams (lost or snaplen-cut packets)"}
         if conns and all(f.kind == "tls" for f in conns if f.client_sent()):
             return self.tls_outcome(conns, postcopy=self.tls_postcopy)
-        if cut is not None and not (cut.by == "source" and mains and not any(_ended(f.conn) for f in mains)):
+        if cut is not None and not (cut.by == "source" and mains and not any(B.ended(f.conn) for f in mains)):
             # a source's close is a cut once the main channel has ended with no EOF: while main is open the
             # stream may still end well (and a live view must not say "failed" before it knows)
             return {"status": "failed", "reason": self.cut_reason(cut, mains)}
