@@ -302,7 +302,14 @@ def test_live_netpath_multifd_recording(tmp_path: Path) -> None:
         assert sorted(v["handshakes"]["connect_order"]) == ["main", *[f"multifd #{i}" for i in range(4)]]
     assert (tmp_path / "np.src.manifest.json").is_file() and (tmp_path / "np.dst.manifest.json").is_file()
     relay = net["relay"]["stats"]
-    assert relay["frames_forwarded"] > 1000 and relay["frames_oversize"] == 0
+    # the relay lost nothing and forwarded every frame the destination saw (a lost accept race ends the
+    # migration after a few hundred frames, so no fixed count; ARP frames make it >=)
+    assert relay["frames_oversize"] == 0 and relay["kernel_drops"] == {"a": 0, "b": 0}
+    for d in relay["directions"].values():
+        assert d["forwarded"] == d["received"] and d["send_errors"] == 0 and d["left_in_queue"] == 0
+    assert relay["frames_forwarded"] >= net["vantages"]["destination"]["packets_captured"] > 100
+    if result["outcome"] == "completed":
+        assert relay["frames_forwarded"] > 1000
     assert net["addresses"] == {"source": "198.18.0.1", "destination": "198.18.0.2", "prefix_len": 15}
     assert manifest["qemu"]["source"]["command_line"][:3] == [shutil.which("ip"), "netns", "exec"]
 
