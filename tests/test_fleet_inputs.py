@@ -115,23 +115,23 @@ def test_a_given_qemu_version_is_the_destination_generation_in_the_summary():
 @pytest.mark.parametrize("slots", [1, 2, 8])
 def test_tasks_shrink_towards_the_end_of_the_queue(slots):
     """Guided packing: every capture in exactly one task, largest first; each task holds at most its share
-    (1 / (2 * slots)) of the captures *and* of the bytes still left (a lone capture excepted), so a run of
+    (1 / (1.5 * slots)) of the captures *and* of the bytes still left (a lone capture excepted), so a run of
     small costly captures at the end of the queue is split into single-capture tasks."""
     from dissectors.fleet.runner import batches
 
-    sizes = [100 << 20, 70 << 20] + [16 << 20] * 40 + [3 << 20] * 60 + [400_000] * 100
+    sizes = [400 << 20, 300 << 20, 100 << 20, 70 << 20] + [16 << 20] * 40 + [3 << 20] * 60 + [400_000] * 100
     items = [CaptureInput(f"/c{k}.pcap", s) for k, s in enumerate(sizes)]
     groups = batches(items, slots)
     flat = [j for g in groups for j in g]
     assert sorted(flat) == list(range(len(items)))
     assert [items[j].size for j in flat] == sorted(sizes, reverse=True)
-    assert groups[0] == [0] and groups[1] == [1]          # 64 MiB or more: a task alone, first
+    assert groups[0] == [0] and groups[1] == [1]          # 256 MiB or more: a task alone, first
     left_n, left_b = len(items), sum(sizes)
     for g in groups:
         size = sum(items[j].size for j in g)
         if len(g) > 1:
-            assert len(g) <= max(1, left_n // (2 * slots)) and size <= left_b // (2 * slots)
-            assert len(g) <= 32 and size <= 64 << 20
+            assert len(g) <= max(1, left_n // (1.5 * slots)) and size <= left_b // (1.5 * slots)
+            assert len(g) <= 32 and size <= 256 << 20
         left_n, left_b = left_n - len(g), left_b - size
     assert [len(g) for g in groups[-2 * slots:]] == [1] * (2 * slots)
     assert len(groups) < len(items) // 2 if slots <= 2 else len(groups) < len(items)

@@ -220,8 +220,8 @@ def _serial(fn: Callable[..., R], items: Sequence[CaptureInput], args: tuple[Any
     return out
 
 
-def batches(items: Sequence[CaptureInput], slots: int, max_bytes: int = 64 << 20,
-            max_count: int = 32, split: int = 2) -> list[list[int]]:
+def batches(items: Sequence[CaptureInput], slots: int, max_bytes: int = 256 << 20,
+            max_count: int = 32, split: float = 1.5) -> list[list[int]]:
     """Indexes of ``items`` grouped into tasks, in queue order: largest capture first, tasks shrinking
     towards the end of the queue (guided self-scheduling).
 
@@ -230,16 +230,21 @@ def batches(items: Sequence[CaptureInput], slots: int, max_bytes: int = 64 << 20
     capture's cost is not known before it is analysed: it grows with its bytes, but a small capture of
     real traffic (many records, TLS) can cost as much as one a hundred times its size of bulk pages. A
     task capped on both counts holds at most that share of the remaining work whatever the mix, so the
-    first tasks are large (Dask's own cost per task, ~5 ms of CPU over scheduler, worker and client, is
-    paid rarely) and the last ones are single captures that fill the workers' tail evenly."""
+    first tasks are large (Dask's own cost per task, 3-6 ms of CPU over scheduler, worker and client, is
+    paid rarely) and the last ones are single captures that fill the workers' tail evenly. With
+    ``split`` 1.5 a task holds at most two thirds of a worker's fair share of what is left: on the
+    benchmark's 200 captures 26 tasks instead of 42 with ``split`` 2 and 64 MiB (Dask's own CPU down by
+    ~0.1-0.15 s per run, 2-3 % of the analysis), and played with the measured per-capture costs, and with
+    those costs distorted (the largest captures, or the smallest, made 2-3x dearer, random per-capture
+    factors), the tail still allows 1.95-1.98x on two workers (benchmarks/README.md, "Fleet")."""
     order = sorted(range(len(items)), key=lambda j: -items[j].size)
-    share = max(1, split * slots)
+    share = max(1.0, split * slots)
     left_n, left_bytes = len(order), sum(items[j].size for j in order)
     out: list[list[int]] = []
     i = 0
     while i < len(order):
-        count_cap = max(1, min(max_count, left_n // share))
-        byte_cap = min(max_bytes, left_bytes // share)
+        count_cap = max(1, min(max_count, int(left_n // share)))
+        byte_cap = min(max_bytes, int(left_bytes // share))
         group, size = [order[i]], items[order[i]].size
         i += 1
         while i < len(order) and len(group) < count_cap and size + items[order[i]].size <= byte_cap:
