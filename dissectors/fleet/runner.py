@@ -140,15 +140,34 @@ def local_cluster(workers: int, preload: Sequence[str] = ()) -> Any:
     plain ``fork`` of this process would be cheaper still, but this process has threads (the cluster's
     event loop, Dask's offload thread) and a fork may copy one of their locks held: a worker hung that
     way in a test, in a logging handler's flush. Elsewhere than Linux Dask's ``spawn`` is kept;
-    ``MIGSHARK_FLEET_START=spawn|forkserver|fork`` chooses. A worker the nanny restarts after it died
-    is spawned (the setting holds while the cluster starts).
+    ``MIGSHARK_FLEET_START=spawn|forkserver|fork`` chooses. Dask reads the start method each time a
+    nanny starts a worker, so it is held in this process's Dask config until the cluster closes: a
+    worker restarted after it died is forked from the server too (spawned, it cost 1.5-2 s of CPU
+    while the other workers ran), and the workers' malloc variables, which the nanny puts into this
+    process's environment at each start, are taken out of it again when the cluster closes.
     """
     import dask
-    from distributed import LocalCluster
 
     method = _start_method()
-    with dask.config.set({"distributed.worker.multiprocessing-method": method,
-                          "distributed.worker.profile.enabled": False,
+    # Held until the cluster closes (see above): read again by each nanny's (re)start of its worker.
+    held = dask.config.set({"distributed.worker.multiprocessing-method": method})
+    # Dask's nanny puts the workers' variables into this process's environment before it starts one
+    # (os.environ.update): put it back afterwards, so that what this process starts later (a
+    # subprocess, another tool) does not inherit the workers' malloc settings.
+    saved = {k: os.environ.get(k) for k in WORKER_MALLOC}
+
+    def restore_environ() -> None:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    def release() -> None:
+        held.__exit__(None, None, None)
+        restore_environ()
+
+    with dask.config.set({"distributed.worker.profile.enabled": False,
                           # glibc keeps freed read windows for the next capture (see WORKER_MALLOC)
                           **{f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_MALLOC.items()},
                           # event-loop health and system metrics for dashboards: every 20 / 500 ms by default
@@ -156,24 +175,45 @@ def local_cluster(workers: int, preload: Sequence[str] = ()) -> Any:
                           "distributed.admin.system-monitor.interval": "2s",
                           # each worker's and each nanny's memory check (psutil), every 100 ms by default
                           "distributed.worker.memory.monitor-interval": "1s"}):
-        if method == "forkserver":
-            _preload_fork_server(preload)
-        # Dask's nanny puts the workers' variables into this process's environment before it starts one
-        # (os.environ.update): put it back afterwards, so that what this process starts later (a
-        # subprocess, another tool) does not inherit the workers' malloc settings.
-        saved = {k: os.environ.get(k) for k in WORKER_MALLOC}
         try:
+            if method == "forkserver":
+                _preload_fork_server(preload)
             # No dashboard; the scheduler's remaining HTTP routes (health, metrics) on a free loopback
             # port, not 8787 (taken when another Dask cluster runs on the machine, which printed a warning).
-            return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                                silence_logs=logging.CRITICAL)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            cluster = _cluster_class()(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                       silence_logs=logging.CRITICAL)
+        except BaseException:
+            release()
+            raise
+    cluster.on_closed = release
+    restore_environ()             # the workers have started: this process's environment as it was
+    return cluster
+
+
+_CLUSTER_CLASS: Any = None
+
+
+def _cluster_class() -> Any:
+    """``distributed.LocalCluster`` calling its ``on_closed`` once when it has closed (defined on first use:
+    distributed is imported only for a run on Dask)."""
+    global _CLUSTER_CLASS
+    if _CLUSTER_CLASS is None:
+        from distributed import LocalCluster
+
+        class Cluster(LocalCluster):  # type: ignore[misc]
+            on_closed: Callable[[], None] | None = None
+
+            async def _close(self) -> None:
+                try:
+                    await super()._close()
+                finally:
+                    done, self.on_closed = self.on_closed, None
+                    if done is not None:
+                        done()
+
+        _CLUSTER_CLASS = Cluster
+    return _CLUSTER_CLASS
 
 
 # The workers' glibc malloc settings (environment variables read when a process starts). By default
