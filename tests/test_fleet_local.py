@@ -8,6 +8,8 @@ import io
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,23 @@ def test_a_capture_that_kills_its_worker_is_the_only_error():
         # forked by the fork server like the first ones, not spawned by this process (1.5-2 s of CPU each)
         assert os.getpid() not in parents and len(parents) == 1
     assert all(os.environ.get(k) != v for k, v in WORKER_MALLOC.items())   # this process's own environment
+
+
+def test_the_local_cluster_leaves_dask_config_whole_in_a_fresh_process():
+    """``local_cluster`` first thing in a process (distributed not imported yet): Dask's own settings are
+    all there afterwards (a config change set before distributed loaded its defaults dropped them on undo,
+    and the next Client failed on ``distributed.admin``), and the start method is back at close."""
+    code = ("import dask\n"
+            "print(dask.config.get('distributed.worker.multiprocessing-method', 'spawn'))\n"
+            "from dissectors.fleet.runner import local_cluster\n"
+            "with local_cluster(1) as c:\n"
+            "    from distributed import Client\n"
+            "    with Client(c) as client:\n"
+            "        assert client.submit(sum, [1, 2]).result() == 3\n"
+            "    print(dask.config.get('distributed.admin.event-loop'))\n"
+            "print(dask.config.get('distributed.worker.multiprocessing-method'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, loop, after = out.stdout.split()
+    assert loop and after == before

@@ -147,6 +147,7 @@ def local_cluster(workers: int, preload: Sequence[str] = ()) -> Any:
     process's environment at each start, are taken out of it again when the cluster closes.
     """
     import dask
+    import distributed  # noqa: F401 - its config defaults are loaded before ours are set (and later undone)
 
     method = _start_method()
     # Held until the cluster closes (see above): read again by each nanny's (re)start of its worker.
