@@ -116,3 +116,15 @@ def test_the_local_cluster_leaves_dask_config_whole_in_a_fresh_process():
     assert out.returncode == 0, out.stderr[-2000:]
     before, loop, after = out.stdout.split()
     assert loop and after == before
+
+
+def test_workers_start_with_the_malloc_settings():
+    """glibc reads ``WORKER_MALLOC`` when a process starts: the workers' start environment (the fork
+    server's, which this runner starts itself) has them, and this process's own environment does not."""
+    psutil = pytest.importorskip("psutil")
+    with local_cluster(2) as cluster, Client(cluster) as client:
+        pids = list(client.run(os.getpid).values())
+        assert all(os.environ.get(k) != v for k, v in WORKER_MALLOC.items())
+        for pid in pids:
+            env = psutil.Process(pid).environ()
+            assert {k: env.get(k) for k in WORKER_MALLOC} == WORKER_MALLOC
