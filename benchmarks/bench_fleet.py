@@ -289,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         print(tail_bound(items, [rows[0]["seconds"] if rows else 0.0 for rows in loop_rows], args.workers))
         for name, timeline in timelines.items():
             print(f"--- {name}, last round: " + timeline.render(), end="")
+        if two in timelines:
+            client, beside, tasks = timelines[two].overhead()
+            print(f"Dask's own CPU in the last round's {two} run: {client + beside:.2f} s ({client:.2f} s in this "
+                  f"process: client, scheduler, nannies; {beside:.2f} s in the workers beside their tasks), "
+                  f"{(client + beside) / CPU['loop'] * 100:.1f} % of the loop's median CPU; the tasks' threads "
+                  f"{tasks:.2f} s ({tasks / CPU['loop']:.2f}x the loop's)")
         print(f"load average before {load0:.2f}, after {os.getloadavg()[0]:.2f} (other processes share the cores: "
               "wall-clock ratios are only meaningful on a quiet machine)")
     finally:

@@ -67,6 +67,8 @@ def test_timings_account_for_the_run(tmp_path, monkeypatch, capsys):
     assert tasks and sum(int(c) for _, c in tasks) == len(caps)
     assert "this process (client, scheduler and nannies):" in err
     assert len(re.findall(r"worker \d \(\S+\): [\d.]+ before, [\d.]+ during \([\d.]+ in tasks", err)) == len(tasks)
+    assert re.search(r"Dask's own CPU during the tasks: [\d.]+ s \(this process [\d.]+, the workers beside their "
+                     r"tasks -?[\d.]+\), against [\d.]+ s in the tasks", err)
 
 
 def die_on_poison(item: CaptureInput) -> str:

@@ -83,6 +83,18 @@ class Timeline:
     def cpu(self, which: dict[str, float], values: dict[str, Any]) -> None:
         which.update({k: float(v) for k, v in values.items()})
 
+    def overhead(self) -> tuple[float, float, float]:
+        """CPU seconds during the tasks: of this process (client; with the scheduler and nannies on a local
+        cluster), of the workers beside their tasks (event loop, heartbeats, monitors, transfers), and in the
+        tasks' threads. The first two are what Dask itself spent on the run."""
+        tasks_by = {}
+        for span in self.spans:
+            tasks_by[span.worker] = tasks_by.get(span.worker, 0.0) + span.cpu
+        during = {k: v - self.cpu_before.get(k, 0.0) for k, v in self.cpu_after.items()}
+        client = during.get(self.client, 0.0)
+        beside = sum(during.get(w, 0.0) - cpu for w, cpu in tasks_by.items())
+        return client, beside, sum(tasks_by.values())
+
     def render(self) -> str:
         events = list(self.marks)
         by_worker: dict[str, list[TaskSpan]] = {}
@@ -115,4 +127,7 @@ class Timeline:
                 beside = after - before - tasks
                 extra = f" ({tasks:.2f} in tasks, {beside:.2f} beside them)" if proc in by_worker else ""
                 lines.append(f"  {what}: {before:.2f} before, {after - before:.2f} during{extra}")
+            client, beside, tasks = self.overhead()
+            lines.append(f"  Dask's own CPU during the tasks: {client + beside:.2f} s (this process {client:.2f}, the "
+                         f"workers beside their tasks {beside:.2f}), against {tasks:.2f} s in the tasks")
         return "\n".join(lines) + "\n"
