@@ -24,6 +24,9 @@ imported the analysis too):
   time, largest first (started and warmed outside the timing): what two processes analysing at once
   give on this machine, the ceiling for any runner (two analyses at once share the cores' caches and
   memory bandwidth, and the machine's other load);
+- ``cli-1``, ``cli-N``: ``migshark fleet -j 1`` (no Dask) and ``-j N`` on the fleet, each in a fresh process,
+  end to end: the interpreter's start, imports, the cluster's start (with its fork server, which the
+  runs in this process share) and stop, the table written. Their ratio is what a user sees;
 - ``dask-N+spawn``: ``dask-N+startup`` with the workers spawned (Dask's default start method) instead of
   forked from a fork server (``MIGSHARK_FLEET_START=spawn``), to show what the start method costs.
 
@@ -48,6 +51,7 @@ import multiprocessing
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -170,6 +174,18 @@ def tail_bound(items: list[CaptureInput], costs: list[float], workers: int, per_
             f"before it: the packing allows {sum(costs) / max(ends):.2f}x")
 
 
+def cli_run(root: Path, jobs: int, out: Path) -> list[dict[str, Any]]:
+    """``migshark fleet -j JOBS`` on the fleet in a fresh process, end to end (the interpreter's start,
+    imports, the cluster's start and stop with its fork server, the table written); the table's rows."""
+    import json
+
+    proc = subprocess.run([sys.executable, "-m", "dissectors.cli.main", "fleet", "-j", str(jobs), str(root),
+                           "-o", str(out)], cwd=ROOT, capture_output=True, text=True, check=False)
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"migshark fleet -j {jobs} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
 def strip(results: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
     return [[{k: v for k, v in r.items() if k != "seconds"} for r in rows] for rows in results]
 
@@ -230,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         global _POOL
         _POOL = (items, opts)
         pool_name, spawn_name = f"pool-{args.workers}", f"dask-{args.workers}+spawn"
+        cli_name = f"cli-{args.workers}"
         timelines: dict[str, Timeline] = {}
         for _ in range(args.repeat):
             record("loop", lambda: [analyse_capture(i, opts) for i in items])
@@ -248,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                      workers=args.workers), timelines, spawn_name))
             finally:
                 del os.environ["MIGSHARK_FLEET_START"]
+            for jobs, name in ((1, "cli-1"), (args.workers, cli_name)):
+                record(name, lambda jobs=jobs: cli_run(root, jobs, root / "cli-table.jsonl"))
             with cluster(1, preload=TASK) as c:
                 warm(c)
                 record("dask-1", with_timeline(lambda t: run_tasks(analyse_capture, items, opts, timeline=t,
@@ -261,13 +280,18 @@ def main(argv: list[str] | None = None) -> int:
                 == strip(rows[start_name]) == strip(rows[spawn_name])):
             print("FAIL: the cluster's table differs from the loop's", file=sys.stderr)
             return 1
+        if strip([rows["cli-1"]]) != strip([rows[cli_name]]) or len(rows["cli-1"]) != sum(map(len, loop_rows)):
+            print("FAIL: migshark fleet's tables differ (-j 1 against the cluster, or from the loop's row count)",
+                  file=sys.stderr)
+            return 1
         busy = sum(r["seconds"] for rows in dask_rows for r in rows[:1])
         n = len(items)
         print(f"{'run':<16} {'seconds':>8} {'captures/s':>11} {'MB/s':>8} {'x loop':>7} {'CPU s':>7} "
               f"{'CPU/capture':>12}")
         for name, s in secs.items():
             cpu = CPU[name]                     # not with start-up: its workers' CPU ended with them
-            cpu_txt = f"{cpu:7.2f} {cpu / n * 1000:9.1f} ms" if name not in (start_name, spawn_name) else ""
+            cpu_txt = f"{cpu:7.2f} {cpu / n * 1000:9.1f} ms" if name in ("loop", pool_name, two, "dask-1",
+                                                                          "noop-1") else ""
             print(f"{name:<16} {s:8.2f} {n / s:11.1f} {total / 1e6 / s:8.1f} {loop_s / s:7.2f} {cpu_txt}")
         print(f"speed-up on the running {args.workers}-worker cluster: {loop_s / dask_s:.2f}x "
               f"(with cluster start-up and shutdown: {loop_s / start_s:.2f}x)")
@@ -286,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{dask_cpu / CPU[pool_name]:.2f}x the pool's")
         print(f"start-up and shutdown (dask+startup - dask, medians): forked workers {start_s - dask_s:+.2f} s, "
               f"spawned {secs[spawn_name] - dask_s:+.2f} s")
+        print(f"end to end, migshark fleet in a fresh process (interpreter, imports, cluster start and stop, table): "
+              f"-j {args.workers} {secs[cli_name]:.2f} s against -j 1 (no Dask) {secs['cli-1']:.2f} s: "
+              f"{secs['cli-1'] / secs[cli_name]:.2f}x")
         print(tail_bound(items, [rows[0]["seconds"] if rows else 0.0 for rows in loop_rows], args.workers))
         for name, timeline in timelines.items():
             print(f"--- {name}, last round: " + timeline.render(), end="")
