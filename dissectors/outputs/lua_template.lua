@@ -249,10 +249,18 @@ walk = walk_items
 -- TLS dissector decrypted.
 
 local dirs = {}
+-- What a second pass (-2, the GUI's re-dissection of any frame) needs of each first-pass call, kept for
+-- the whole capture, so kept small (docs/wireshark.md, "Memory"). A call is known by its slot: the frame
+-- number for a frame's first call of its direction (nearly every call), else the string
+-- "frame/direction/n". snapshots[slot] is the direction's state when the call began, without its
+-- skip count: a read-only table shared by every call until one of its fields changes (base_of);
+-- extras[slot] is the skip count when it is not 0, or {skip, order} when the sequence numbers said
+-- something other than "walk" (seq_order), both rare.
 local snapshots = {}
-local calls = {}
--- What the sequence numbers said of a call on the first pass (seq_order), replayed on a second pass.
-local seq_acts = {}
+local extras = {}
+-- The calls of the frame being dissected, per direction: each dissection of a frame (the first pass,
+-- a second pass, every GUI re-dissection) counts them from 1 (reset by the postdissector).
+local call_frame, call_dk, call_n, calls_more = nil, nil, 0, nil
 local SEQ_SPACE = 4294967296          -- TCP's 32-bit sequence numbers wrap
 -- Records whose payload (skipped by length) started on the first pass and never ended: at the end of
 -- the stream they are "truncated", as `migshark dissect` says; shown so on a second pass (-2, GUI).
@@ -279,7 +287,8 @@ local facts = {}
 local function reset_state()
     dirs = {}
     snapshots = {}
-    calls = {}
+    extras = {}
+    call_frame, call_dk, call_n, calls_more = nil, nil, 0, nil
     open_records = {}
     ram_ids_seen = {}
     migration_servers = {}
@@ -324,7 +333,7 @@ end
 function order_proto.dissector(tvb, pinfo, tree)
     -- the end of each dissection of a frame: the GUI dissects a frame again and again (list, details),
     -- and each time the calls of that frame must count from 1 to find their snapshots
-    if tvb and calls.frame then calls = {} end
+    if tvb then call_frame = nil end
     if pinfo.visited then return end
     local stream = last(f_stream())            -- the innermost TCP's, as pinfo's ports are
     if stream then
@@ -350,25 +359,49 @@ end
 
 register_postdissector(order_proto)
 
-local function new_state(chan, phase)
-    return {chan = chan, phase = phase, skip = 0, ram_ids = {}}
+-- ram_ids tables are never changed once made (apply makes a new one), so snapshots share them.
+local NO_IDS = setmetatable({}, {__newindex = function() error("ram_ids tables are read only") end})
+
+local function new_state(chan, phase, dk)
+    return {chan = chan, phase = phase, skip = 0, ram_ids = NO_IDS, dk = dk}
 end
 
-local NO_IDS = setmetatable({}, {__newindex = function() error("a snapshot's ram_ids are read only") end})
+-- The fields of a direction's state a second pass reads, other than `skip` (which changes on nearly
+-- every call). The first pass's own bookkeeping (pos, msp: sequence numbers; skip_slot, skip_nrec: the
+-- open record; judged; base) is not kept.
+local BASE_FIELDS = {"dk", "chan", "phase", "ram_ids", "recovered", "noted", "started", "dev_id", "mfd_id",
+                     "postcopy", "eof", "tail", "skip_total", "skip_f", "skip_label", "unordered"}
+local N_BASE = #BASE_FIELDS
 
--- A copy of a direction's state. `snapshot`: kept for a second pass and never changed, so an empty
--- ram_ids table is shared; a state to walk with gets its own.
-local function copy_state(st, snapshot)
-    local c = {}
-    for k, v in pairs(st) do c[k] = v end
-    if snapshot and next(st.ram_ids) == nil then
-        c.ram_ids = NO_IDS
-    else
-        local ids = {}
-        for k, v in pairs(st.ram_ids) do ids[k] = v end
-        c.ram_ids = ids
+-- The snapshot of st's fields other than skip: the one taken last for this direction while none of
+-- them changed (an idle direction's calls all share one), else a new read-only table.
+local function base_of(st)
+    local b = st.base
+    if b then
+        for i = 1, N_BASE do
+            local k = BASE_FIELDS[i]
+            if b[k] ~= st[k] then
+                b = nil
+                break
+            end
+        end
+        if b then return b end
     end
-    return c
+    b = {}
+    for i = 1, N_BASE do
+        local k = BASE_FIELDS[i]
+        b[k] = st[k]
+    end
+    st.base = b
+    return b
+end
+
+-- A state to walk with on a second pass, from a call's snapshot and skip count.
+local function from_snapshot(b, skip)
+    local st = {}
+    for k, v in pairs(b) do st[k] = v end
+    st.skip = skip
+    return st
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -691,7 +724,12 @@ end
 local function apply(st, r)
     if r.phase then st.phase = r.phase end
     if r.ram_id then
-        st.ram_ids[r.ram_id] = true
+        if not st.ram_ids[r.ram_id] then -- a new table: snapshots share the old one
+            local ids = {}
+            for k, v in pairs(st.ram_ids) do ids[k] = v end
+            ids[r.ram_id] = true
+            st.ram_ids = ids
+        end
         ram_ids_seen[r.ram_id] = true
     end
     if r.dev_id then st.dev_id = r.dev_id end
@@ -759,7 +797,7 @@ local function zero_run_item(ctx, root, off, n)
     return off + len
 end
 
-local function walk_tvb(tvb, pinfo, root, st, kinds, key, start, lean)
+local function walk_tvb(tvb, pinfo, root, st, kinds, slot, start, lean)
     local ctx = {tvb = tvb, cap = tvb:captured_len(), rep = tvb:reported_len()}
     local visited = pinfo.visited
     local nrec = 0
@@ -780,8 +818,9 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start, lean)
             off = off + n
             st.skip = st.skip - n
             if st.skip == 0 then
-                if st.skip_id and not visited then open_records[st.skip_id] = nil end
-                st.skip_id = nil
+                local open = st.skip_slot
+                if open ~= nil and not visited and open_records[open] == st.skip_nrec then open_records[open] = nil end
+                st.skip_slot, st.skip_nrec = nil, nil
                 if st.tail then st.phase = "tail" end
             end
         elseif st.phase == "lost" or st.phase == "unknown" then
@@ -825,7 +864,7 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start, lean)
             kinds.extra[K.RAM_ZERO] = (kinds.extra[K.RAM_ZERO] or 0) + n - 1
         else
             nrec = nrec + 1
-            ctx.cut = visited and open_records[key .. "#" .. nrec]
+            ctx.cut = visited and open_records[slot] == nrec
             local r = run_handler(ctx, st, off, not lean and root or nil)
             if r.need then
                 if ctx.cap < ctx.rep then
@@ -867,8 +906,10 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start, lean)
             if r.skip and r.skip > 0 then
                 st.skip, st.skip_total, st.skip_f = r.skip, r.skip, r.skip_f
                 st.skip_label = r.kind
-                st.skip_id = key .. "#" .. nrec
-                if not visited then open_records[st.skip_id] = true end
+                if not visited then
+                    st.skip_slot, st.skip_nrec = slot, nrec
+                    open_records[slot] = nrec
+                end
             elseif r.tail then
                 st.phase = "tail"
             end
@@ -1203,14 +1244,30 @@ local function dissect(tvb, pinfo, tree, forced, layer)
     end
     local dk, rk = layer .. " " .. src, layer .. " " .. dst
     local seq_start
-    if calls.frame ~= number then calls = {frame = number} end
-    local n = (calls[dk] or 0) + 1
-    local key = number .. "/" .. dk .. "/" .. n
+    if call_frame ~= number then call_frame, call_dk, call_n, calls_more = number, dk, 0, nil end
+    local n
+    if call_dk == dk then n = call_n + 1 else n = (calls_more and calls_more[dk] or 0) + 1 end
+    local slot, order
     local st
     if visited then
-        local snap = snapshots[key]
-        if not snap then return 0 end
-        st = copy_state(snap)
+        local snap = snapshots[number]
+        if n == 1 and snap and snap.dk == dk then
+            slot = number
+        else
+            slot = number .. "/" .. dk .. "/" .. n
+            snap = snapshots[slot]
+            if not snap then return 0 end
+        end
+        local extra = extras[slot]
+        local skip = 0
+        if type(extra) == "table" then
+            skip, order = extra[1], extra[2]
+        elseif extra then
+            skip = extra
+        elseif not snap.unordered then
+            order = "walk"
+        end
+        st = from_snapshot(snap, skip)
     else
         st = dirs[dk]
         if st == nil then
@@ -1232,25 +1289,41 @@ local function dissect(tvb, pinfo, tree, forced, layer)
                 return 0
             end
             if chan == "main" then migration_servers[dst] = true end
-            st = new_state(chan, phase)
+            st = new_state(chan, phase, dk)
             st.recovered = chan == "main" and phase == "records"
             dirs[dk] = st
             note_facts(ckey, src, chan, phase, st, layer)
         elseif st == false or st == "tls" then
             if not forced or st == "tls" then return 0 end
-            st = new_state("unknown", "unknown")
+            st = new_state("unknown", "unknown", dk)
             dirs[dk] = st
             note_facts(ckey, src, R.UNKNOWN, nil, st, layer)
         end
         seq_start = nil
         -- TCP's bytes only: decrypted TLS data has no place in TCP's sequence space
         if layer == "tcp" and st.phase ~= "lost" and st.phase ~= "unknown" then
-            seq_acts[key], seq_start = seq_order(tvb, st)
+            order, seq_start = seq_order(tvb, st)
         end
-        snapshots[key] = copy_state(st, true)
+        -- nil: TCP's flags decide, on this pass and the next (kept in the snapshot: it rarely changes)
+        st.unordered = order == nil or nil
+        if n == 1 and snapshots[number] == nil then
+            slot = number
+        else
+            slot = number .. "/" .. dk .. "/" .. n
+        end
+        snapshots[slot] = base_of(st)
+        if order ~= nil and order ~= "walk" then
+            extras[slot] = {st.skip, order}
+        elseif st.skip ~= 0 then
+            extras[slot] = st.skip
+        end
     end
-    calls[dk] = n
-    local order = seq_acts[key]
+    if call_dk == dk then
+        call_n = n
+    else
+        calls_more = calls_more or {}
+        calls_more[dk] = n
+    end
 
     local cols = pinfo.cols
     cols.protocol = "QMIG"
@@ -1296,7 +1369,7 @@ local function dissect(tvb, pinfo, tree, forced, layer)
                 .. "-o tcp.reassemble_out_of_order:TRUE puts reordered ones back); walking stopped", order.hole))
         end
     end
-    walk_tvb(tvb, pinfo, root, st, kinds, key, start, lean)
+    walk_tvb(tvb, pinfo, root, st, kinds, slot, start, lean)
     if not visited and order ~= nil then seq_advance(tvb, pinfo, st, seq_start) end
     if not visited and st.postcopy and facts[ckey] then facts[ckey].postcopy = true end
     local cn = conns[ckey]
