@@ -283,6 +283,10 @@ local accepted_streams = {}
 -- What the destination could see of each connection (client -> server direction), by connection key:
 -- {role = true role, magic = "main" | "multifd" | "other" | nil (nothing sent), tls, recovered}.
 local facts = {}
+-- Counts changes to facts and accepts: verdicts worked out before a change are stale.
+local facts_epoch = 0
+-- The verdicts per destination, with the epoch, pass and policy they were worked out for (verdict).
+local verdicts = {}
 
 local function reset_state()
     dirs = {}
@@ -296,6 +300,8 @@ local function reset_state()
     accepts = {}
     accepted_streams = {}
     facts = {}
+    facts_epoch = 0
+    verdicts = {}
 end
 
 function qmig.init()
@@ -319,6 +325,7 @@ local function accept(cn, key)
     end
     list[#list + 1] = key
     cn.index = #list - 1
+    facts_epoch = facts_epoch + 1
 end
 
 -- Sees every frame on the first pass (a postdissector: the dissector sees no SYN or bare ACK) to learn
@@ -1016,33 +1023,31 @@ end
 
 local POLICY = {}
 
-POLICY["qemu-7.2"] = function(order, setup)
-    local out = {}
-    for i = 1, #order do out[i] = {role = positional(i == 1, setup)} end
-    return out
+-- Each rule fills roles[i] and whys[i] (nil: no reason to give) for every connection in `order`.
+POLICY["qemu-7.2"] = function(order, setup, roles, whys)
+    for i = 1, #order do roles[i], whys[i] = positional(i == 1, setup), nil end
 end
 
-POLICY["qemu-8.0-10.0"] = function(order, setup)
+POLICY["qemu-8.0-10.0"] = function(order, setup, roles, whys)
     local peek = setup.multifd > 0 and not setup.postcopy
-    local out, have_main, blocked = {}, false, false
+    local have_main, blocked = false, false
     for i, c in ipairs(order) do
         if blocked then
-            out[i] = {role = R.BLOCKED, why = BEHIND_PEEK}
+            roles[i], whys[i] = R.BLOCKED, BEHIND_PEEK
         elseif peek and not c.tls and c.magic == nil then
-            out[i] = {role = R.BLOCKED, why = "the peek loop waits for 4 bytes that never come (main loop stalls)"}
+            roles[i], whys[i] = R.BLOCKED, "the peek loop waits for 4 bytes that never come (main loop stalls)"
             blocked = true
         else
             local is_main = not have_main
             if peek and not c.tls then is_main = c.magic == R.MAIN end
-            out[i] = {role = positional(is_main, setup)}
+            roles[i], whys[i] = positional(is_main, setup), nil
             have_main = have_main or is_main
         end
     end
-    return out
 end
 
-POLICY["qemu-10.1+"] = function(order, setup)
-    local out, have_main, multifd, blocked = {}, false, 0, false
+POLICY["qemu-10.1+"] = function(order, setup, roles, whys)
+    local have_main, multifd, blocked = false, 0, false
     for i, c in ipairs(order) do
         local role, why
         if blocked then
@@ -1068,14 +1073,13 @@ POLICY["qemu-10.1+"] = function(order, setup)
         else
             role, why = R.REJECTED, "non-peekable channel used without multifd"
         end
-        out[i] = {role = role, why = why}
+        roles[i], whys[i] = role, why
         if role == R.MAIN then
             have_main = true
         elseif role == R.MULTIFD then
             multifd = multifd + 1
         end
     end
-    return out
 end
 
 -- The verdict on connection `ckey`: its assignment and the policy's name. On a second pass (-2, the
@@ -1084,27 +1088,55 @@ end
 -- Past C.VERDICT_MAX connections to one destination there is no verdict (hostile captures stay linear).
 local VERDICT_MAX = C.VERDICT_MAX
 
-local function verdict(ckey, visited)
-    local cn = conns[ckey]
-    if not cn or cn.index == nil or cn.index >= VERDICT_MAX then return nil end
-    local order, setup = {}, {multifd = 0, postcopy = false, recovery = false}
-    local acc = accepts[cn.server]
-    for i = 1, math.min(#acc, VERDICT_MAX) do
+local NO_FACTS = {}
+-- Reused by every judgement (the first pass judges again after each new connection: no garbage).
+local ORDER, SETUP = {}, {}
+
+-- Fill v.roles and v.whys (arrays in accept order, reused) for every connection to `server`; false
+-- when a verdict cannot be given yet.
+local function judge(server, visited, name, v)
+    local acc = accepts[server]
+    local n = math.min(#acc, VERDICT_MAX)
+    local order, setup = ORDER, SETUP
+    setup.multifd, setup.postcopy, setup.recovery = 0, false, false
+    for i = #order, n + 1, -1 do order[i] = nil end
+    for i = 1, n do
         local k = acc[i]
         local f = facts[k]
         if not f then
-            if not visited then return nil end
-            f = {}
+            if not visited then return false end
+            f = NO_FACTS
         elseif not visited and f.role == nil and f.magic == nil then
-            return nil
+            return false
         end
         order[i] = f
         if f.role == R.MULTIFD then setup.multifd = setup.multifd + 1 end
         if f.role == R.PREEMPT or f.postcopy then setup.postcopy = true end
         if f.recovered then setup.recovery = true end
     end
+    POLICY[name](order, setup, v.roles, v.whys)
+    return true
+end
+
+-- Returns (role, reason or nil, policy name), or nil. A destination's verdicts are worked out again only
+-- when a fact, an accept (facts_changed) or the policy changed, or the pass: a second pass and the GUI
+-- ask on every call, and the rules walk up to VERDICT_MAX connections.
+local function verdict(ckey, visited)
+    local cn = conns[ckey]
+    if not cn or cn.index == nil or cn.index >= VERDICT_MAX then return nil end
     local name = C.POLICIES[qmig.prefs.policy] or C.POLICIES[#C.POLICIES]
-    return POLICY[name](order, setup)[cn.index + 1], name
+    local v = verdicts[cn.server]
+    if not v then
+        v = {roles = {}, whys = {}}
+        verdicts[cn.server] = v
+    end
+    if not (v.epoch == facts_epoch and v.visited == visited and v.name == name) then
+        v.epoch, v.visited, v.name = facts_epoch, visited, name
+        v.ok = judge(cn.server, visited, name, v)
+    end
+    if not v.ok then return nil end
+    local i = cn.index + 1
+    return v.roles[i], v.whys[i], name
 end
 
 -- The channel a record belongs to, on every record of it; the verdict and its expert info (on the
@@ -1121,21 +1153,23 @@ local function channel_items(root, z, st, ckey, layer, client_side, visited, lea
     end
     local f = facts[ckey]
     if not (f and f.role) or f.role == R.UNKNOWN then return end
-    local v, policy = verdict(ckey, visited)
-    if not v then return end
-    local bad = v.role ~= f.role
+    -- a lean call shows the verdict only through the expert info of a channel's first judged call
+    if lean and not (client_side and not (visited and st.started or not visited and st.judged)) then return end
+    local role, why, policy = verdict(ckey, visited)
+    if not role then return end
+    local bad = role ~= f.role
     if not lean then
         root:add(MF.policy, z, policy):set_generated()
-        root:add(MF.assigned, z, v.role):set_generated()
+        root:add(MF.assigned, z, role):set_generated()
         root:add(MF.misclassified, z, bad):set_generated()
-        if v.why then root:add(MF.why, z, v.why):set_generated() end
+        if why then root:add(MF.why, z, why):set_generated() end
     end
     local first = (visited and not st.started) or (not visited and not st.judged)
     st.judged = true
     if bad and client_side and first then
-        local text = string.format("%s channel (accepted #%d) is taken as %s under %s", f.role, cn.index, v.role, policy)
-        if v.role == R.BLOCKED or v.role == R.REJECTED then
-            root:add_proto_expert_info(E.refused, text .. ": " .. v.why)
+        local text = string.format("%s channel (accepted #%d) is taken as %s under %s", f.role, cn.index, role, policy)
+        if role == R.BLOCKED or role == R.REJECTED then
+            root:add_proto_expert_info(E.refused, text .. ": " .. why)
         else
             root:add_proto_expert_info(E.misclassified, text)
         end
@@ -1205,6 +1239,7 @@ local function note_facts(ckey, src, chan, phase, st, layer)
     if not cn or cn.client ~= src then return end
     local f = facts[ckey] or {}
     facts[ckey] = f
+    facts_epoch = facts_epoch + 1
     if layer == "tls" then f.tls = true end
     f.role = chan
     if chan == "main" and phase == "header" then
@@ -1279,6 +1314,7 @@ local function dissect(tvb, pinfo, tree, forced, layer)
                 if cn and cn.client == src then
                     facts[ckey] = facts[ckey] or {}
                     facts[ckey].tls = true
+                    facts_epoch = facts_epoch + 1
                 end
                 return 0
             end
@@ -1371,7 +1407,10 @@ local function dissect(tvb, pinfo, tree, forced, layer)
     end
     walk_tvb(tvb, pinfo, root, st, kinds, slot, start, lean)
     if not visited and order ~= nil then seq_advance(tvb, pinfo, st, seq_start) end
-    if not visited and st.postcopy and facts[ckey] then facts[ckey].postcopy = true end
+    if not visited and st.postcopy and facts[ckey] and not facts[ckey].postcopy then
+        facts[ckey].postcopy = true
+        facts_epoch = facts_epoch + 1
+    end
     local cn = conns[ckey]
     channel_items(root, z, st, ckey, layer, cn ~= nil and cn.client == src, visited, lean)
     st.started = true
