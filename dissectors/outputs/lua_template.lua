@@ -804,8 +804,13 @@ local function zero_run_item(ctx, root, off, n)
     return off + len
 end
 
+-- One walk's context, reused by every call (calls never nest): no table per call for the collector.
+local CTX = {}
+
 local function walk_tvb(tvb, pinfo, root, st, kinds, slot, start, lean)
-    local ctx = {tvb = tvb, cap = tvb:captured_len(), rep = tvb:reported_len()}
+    local ctx = CTX
+    ctx.tvb, ctx.cap, ctx.rep = tvb, tvb:captured_len(), tvb:reported_len()
+    ctx.hay, ctx.run_at, ctx.run_n, ctx.cut = nil, nil, nil, nil
     local visited = pinfo.visited
     local nrec = 0
     local off = start or 0
@@ -1259,6 +1264,7 @@ local qmig_handle -- Dissector.get("qmig"), once qmig.dissector is set (below)
 -- A lean call's protocol item, added only when an expert info needs it (the only use a lean call has).
 local LazyRoot = {}
 LazyRoot.__index = LazyRoot
+local LAZY = setmetatable({}, LazyRoot)           -- reused by every lean call (calls never nest)
 
 function LazyRoot:add_proto_expert_info(...)
     local item = self.item
@@ -1369,7 +1375,13 @@ local function dissect(tvb, pinfo, tree, forced, layer)
     -- one references in a tree no one sees), so none is built; state, columns and expert infos (on the
     -- protocol item, added for them) are the same. Checked per call: the GUI's details pane is a visible tree.
     local lean = not tree.visible and not tree:referenced(qmig_handle)
-    local root = lean and setmetatable({tree = tree, tvb = tvb}, LazyRoot) or tree:add(qmig, tvb())
+    local root
+    if lean then
+        root = LAZY
+        root.tree, root.tvb, root.item = tree, tvb, nil
+    else
+        root = tree:add(qmig, tvb())
+    end
     local z
     if not lean then
         z = tvb(0, 0)
