@@ -264,6 +264,8 @@ local call_frame, call_dk, call_n, calls_more = nil, nil, 0, nil
 local SEQ_SPACE = 4294967296          -- TCP's 32-bit sequence numbers wrap
 -- Records whose payload (skipped by length) started on the first pass and never ended: at the end of
 -- the stream they are "truncated", as `migshark dissect` says; shown so on a second pass (-2, GUI).
+-- open_records[slot of the call where the record began] = its number in that call (one open record per
+-- direction at a time).
 local open_records = {}
 -- RAM section ids seen on any main stream: a recovered main stream (postcopy recovery starts with
 -- a RECV_BITMAP command, no header, no SECTION_START) continues the sections of the first one.
