@@ -57,6 +57,12 @@ from dissectors.layers.synth import mem_size, multifd_packet, ram_eos, ram_pages
 
 SERVER = "10.9.0.1"
 PORT = 4444
+# Client ports: 57344-65535, a range no stock Wireshark dissector registers on tcp.port (checked with
+# `tshark -G decodes` on 4.0.17, 4.4.19 and 4.6.9; 4444 neither), so tshark with and without the qmig
+# plugin dissects no frame as some other protocol (1024-6023 sent 124 frames to X11's 6000-6063).
+# Each client address takes CLIENT_PORTS connections, then the next address is used.
+CLIENT_PORT0 = 57344
+CLIENT_PORTS = 65536 - CLIENT_PORT0
 MSS = 1448
 T0 = 1_700_000_000.0
 
@@ -66,8 +72,9 @@ class _Flow:
 
     def __init__(self, w: PcapWriter, n: int, port: int = PORT) -> None:
         self.w = w
-        self.client = f"10.{10 + n // 60000 // 250}.{n // 60000 % 250}.{1 + n // 60000 % 200}"
-        self.cport = 1024 + n % 60000
+        a = n // CLIENT_PORTS
+        self.client = f"10.{10 + a // 62500}.{a // 250 % 250}.{1 + a % 250}"
+        self.cport = CLIENT_PORT0 + n % CLIENT_PORTS
         self.port = port
         self.seq = [(n * 7919) & 0xFFFFFFFF, (n * 104729) & 0xFFFFFFFF]
 

@@ -249,13 +249,23 @@ walk = walk_items
 -- TLS dissector decrypted.
 
 local dirs = {}
+-- What a second pass (-2, the GUI's re-dissection of any frame) needs of each first-pass call, kept for
+-- the whole capture, so kept small (docs/wireshark.md, "Memory"). A call is known by its slot: the frame
+-- number for a frame's first call of its direction (nearly every call), else the string
+-- "frame/direction/n". snapshots[slot] is the direction's state when the call began, without its
+-- skip count: a read-only table shared by every call until one of its fields changes (base_of);
+-- extras[slot] is the skip count when it is not 0, or {skip, order} when the sequence numbers said
+-- something other than "walk" (seq_order), both rare.
 local snapshots = {}
-local calls = {}
--- What the sequence numbers said of a call on the first pass (seq_order), replayed on a second pass.
-local seq_acts = {}
+local extras = {}
+-- The calls of the frame being dissected, per direction: each dissection of a frame (the first pass,
+-- a second pass, every GUI re-dissection) counts them from 1 (reset by the postdissector).
+local call_frame, call_dk, call_n, calls_more = nil, nil, 0, nil
 local SEQ_SPACE = 4294967296          -- TCP's 32-bit sequence numbers wrap
 -- Records whose payload (skipped by length) started on the first pass and never ended: at the end of
 -- the stream they are "truncated", as `migshark dissect` says; shown so on a second pass (-2, GUI).
+-- open_records[slot of the call where the record began] = its number in that call (one open record per
+-- direction at a time).
 local open_records = {}
 -- RAM section ids seen on any main stream: a recovered main stream (postcopy recovery starts with
 -- a RECV_BITMAP command, no header, no SECTION_START) continues the sections of the first one.
@@ -275,11 +285,16 @@ local accepted_streams = {}
 -- What the destination could see of each connection (client -> server direction), by connection key:
 -- {role = true role, magic = "main" | "multifd" | "other" | nil (nothing sent), tls, recovered}.
 local facts = {}
+-- Counts changes to facts and accepts: verdicts worked out before a change are stale.
+local facts_epoch = 0
+-- The verdicts per destination, with the epoch, pass and policy they were worked out for (verdict).
+local verdicts = {}
 
 local function reset_state()
     dirs = {}
     snapshots = {}
-    calls = {}
+    extras = {}
+    call_frame, call_dk, call_n, calls_more = nil, nil, 0, nil
     open_records = {}
     ram_ids_seen = {}
     migration_servers = {}
@@ -287,6 +302,8 @@ local function reset_state()
     accepts = {}
     accepted_streams = {}
     facts = {}
+    facts_epoch = 0
+    verdicts = {}
 end
 
 function qmig.init()
@@ -310,6 +327,7 @@ local function accept(cn, key)
     end
     list[#list + 1] = key
     cn.index = #list - 1
+    facts_epoch = facts_epoch + 1
 end
 
 -- Sees every frame on the first pass (a postdissector: the dissector sees no SYN or bare ACK) to learn
@@ -324,7 +342,7 @@ end
 function order_proto.dissector(tvb, pinfo, tree)
     -- the end of each dissection of a frame: the GUI dissects a frame again and again (list, details),
     -- and each time the calls of that frame must count from 1 to find their snapshots
-    if tvb and calls.frame then calls = {} end
+    if tvb then call_frame = nil end
     if pinfo.visited then return end
     local stream = last(f_stream())            -- the innermost TCP's, as pinfo's ports are
     if stream then
@@ -350,25 +368,49 @@ end
 
 register_postdissector(order_proto)
 
-local function new_state(chan, phase)
-    return {chan = chan, phase = phase, skip = 0, ram_ids = {}}
+-- ram_ids tables are never changed once made (apply makes a new one), so snapshots share them.
+local NO_IDS = setmetatable({}, {__newindex = function() error("ram_ids tables are read only") end})
+
+local function new_state(chan, phase, dk)
+    return {chan = chan, phase = phase, skip = 0, ram_ids = NO_IDS, dk = dk}
 end
 
-local NO_IDS = setmetatable({}, {__newindex = function() error("a snapshot's ram_ids are read only") end})
+-- The fields of a direction's state a second pass reads, other than `skip` (which changes on nearly
+-- every call). The first pass's own bookkeeping (pos, msp: sequence numbers; skip_slot, skip_nrec: the
+-- open record; judged; base) is not kept.
+local BASE_FIELDS = {"dk", "chan", "phase", "ram_ids", "recovered", "noted", "started", "dev_id", "mfd_id",
+                     "postcopy", "eof", "tail", "skip_total", "skip_f", "skip_label", "unordered"}
+local N_BASE = #BASE_FIELDS
 
--- A copy of a direction's state. `snapshot`: kept for a second pass and never changed, so an empty
--- ram_ids table is shared; a state to walk with gets its own.
-local function copy_state(st, snapshot)
-    local c = {}
-    for k, v in pairs(st) do c[k] = v end
-    if snapshot and next(st.ram_ids) == nil then
-        c.ram_ids = NO_IDS
-    else
-        local ids = {}
-        for k, v in pairs(st.ram_ids) do ids[k] = v end
-        c.ram_ids = ids
+-- The snapshot of st's fields other than skip: the one taken last for this direction while none of
+-- them changed (an idle direction's calls all share one), else a new read-only table.
+local function base_of(st)
+    local b = st.base
+    if b then
+        for i = 1, N_BASE do
+            local k = BASE_FIELDS[i]
+            if b[k] ~= st[k] then
+                b = nil
+                break
+            end
+        end
+        if b then return b end
     end
-    return c
+    b = {}
+    for i = 1, N_BASE do
+        local k = BASE_FIELDS[i]
+        b[k] = st[k]
+    end
+    st.base = b
+    return b
+end
+
+-- A state to walk with on a second pass, from a call's snapshot and skip count.
+local function from_snapshot(b, skip)
+    local st = {}
+    for k, v in pairs(b) do st[k] = v end
+    st.skip = skip
+    return st
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -691,7 +733,12 @@ end
 local function apply(st, r)
     if r.phase then st.phase = r.phase end
     if r.ram_id then
-        st.ram_ids[r.ram_id] = true
+        if not st.ram_ids[r.ram_id] then -- a new table: snapshots share the old one
+            local ids = {}
+            for k, v in pairs(st.ram_ids) do ids[k] = v end
+            ids[r.ram_id] = true
+            st.ram_ids = ids
+        end
         ram_ids_seen[r.ram_id] = true
     end
     if r.dev_id then st.dev_id = r.dev_id end
@@ -759,8 +806,13 @@ local function zero_run_item(ctx, root, off, n)
     return off + len
 end
 
-local function walk_tvb(tvb, pinfo, root, st, kinds, key, start, lean)
-    local ctx = {tvb = tvb, cap = tvb:captured_len(), rep = tvb:reported_len()}
+-- One walk's context, reused by every call (calls never nest): no table per call for the collector.
+local CTX = {}
+
+local function walk_tvb(tvb, pinfo, root, st, kinds, slot, start, lean)
+    local ctx = CTX
+    ctx.tvb, ctx.cap, ctx.rep = tvb, tvb:captured_len(), tvb:reported_len()
+    ctx.hay, ctx.run_at, ctx.run_n, ctx.cut = nil, nil, nil, nil
     local visited = pinfo.visited
     local nrec = 0
     local off = start or 0
@@ -780,8 +832,9 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start, lean)
             off = off + n
             st.skip = st.skip - n
             if st.skip == 0 then
-                if st.skip_id and not visited then open_records[st.skip_id] = nil end
-                st.skip_id = nil
+                local open = st.skip_slot
+                if open ~= nil and not visited and open_records[open] == st.skip_nrec then open_records[open] = nil end
+                st.skip_slot, st.skip_nrec = nil, nil
                 if st.tail then st.phase = "tail" end
             end
         elseif st.phase == "lost" or st.phase == "unknown" then
@@ -825,7 +878,7 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start, lean)
             kinds.extra[K.RAM_ZERO] = (kinds.extra[K.RAM_ZERO] or 0) + n - 1
         else
             nrec = nrec + 1
-            ctx.cut = visited and open_records[key .. "#" .. nrec]
+            ctx.cut = visited and open_records[slot] == nrec
             local r = run_handler(ctx, st, off, not lean and root or nil)
             if r.need then
                 if ctx.cap < ctx.rep then
@@ -867,8 +920,10 @@ local function walk_tvb(tvb, pinfo, root, st, kinds, key, start, lean)
             if r.skip and r.skip > 0 then
                 st.skip, st.skip_total, st.skip_f = r.skip, r.skip, r.skip_f
                 st.skip_label = r.kind
-                st.skip_id = key .. "#" .. nrec
-                if not visited then open_records[st.skip_id] = true end
+                if not visited then
+                    st.skip_slot, st.skip_nrec = slot, nrec
+                    open_records[slot] = nrec
+                end
             elseif r.tail then
                 st.phase = "tail"
             end
@@ -975,33 +1030,31 @@ end
 
 local POLICY = {}
 
-POLICY["qemu-7.2"] = function(order, setup)
-    local out = {}
-    for i = 1, #order do out[i] = {role = positional(i == 1, setup)} end
-    return out
+-- Each rule fills roles[i] and whys[i] (nil: no reason to give) for every connection in `order`.
+POLICY["qemu-7.2"] = function(order, setup, roles, whys)
+    for i = 1, #order do roles[i], whys[i] = positional(i == 1, setup), nil end
 end
 
-POLICY["qemu-8.0-10.0"] = function(order, setup)
+POLICY["qemu-8.0-10.0"] = function(order, setup, roles, whys)
     local peek = setup.multifd > 0 and not setup.postcopy
-    local out, have_main, blocked = {}, false, false
+    local have_main, blocked = false, false
     for i, c in ipairs(order) do
         if blocked then
-            out[i] = {role = R.BLOCKED, why = BEHIND_PEEK}
+            roles[i], whys[i] = R.BLOCKED, BEHIND_PEEK
         elseif peek and not c.tls and c.magic == nil then
-            out[i] = {role = R.BLOCKED, why = "the peek loop waits for 4 bytes that never come (main loop stalls)"}
+            roles[i], whys[i] = R.BLOCKED, "the peek loop waits for 4 bytes that never come (main loop stalls)"
             blocked = true
         else
             local is_main = not have_main
             if peek and not c.tls then is_main = c.magic == R.MAIN end
-            out[i] = {role = positional(is_main, setup)}
+            roles[i], whys[i] = positional(is_main, setup), nil
             have_main = have_main or is_main
         end
     end
-    return out
 end
 
-POLICY["qemu-10.1+"] = function(order, setup)
-    local out, have_main, multifd, blocked = {}, false, 0, false
+POLICY["qemu-10.1+"] = function(order, setup, roles, whys)
+    local have_main, multifd, blocked = false, 0, false
     for i, c in ipairs(order) do
         local role, why
         if blocked then
@@ -1027,14 +1080,13 @@ POLICY["qemu-10.1+"] = function(order, setup)
         else
             role, why = R.REJECTED, "non-peekable channel used without multifd"
         end
-        out[i] = {role = role, why = why}
+        roles[i], whys[i] = role, why
         if role == R.MAIN then
             have_main = true
         elseif role == R.MULTIFD then
             multifd = multifd + 1
         end
     end
-    return out
 end
 
 -- The verdict on connection `ckey`: its assignment and the policy's name. On a second pass (-2, the
@@ -1043,27 +1095,55 @@ end
 -- Past C.VERDICT_MAX connections to one destination there is no verdict (hostile captures stay linear).
 local VERDICT_MAX = C.VERDICT_MAX
 
-local function verdict(ckey, visited)
-    local cn = conns[ckey]
-    if not cn or cn.index == nil or cn.index >= VERDICT_MAX then return nil end
-    local order, setup = {}, {multifd = 0, postcopy = false, recovery = false}
-    local acc = accepts[cn.server]
-    for i = 1, math.min(#acc, VERDICT_MAX) do
+local NO_FACTS = {}
+-- Reused by every judgement (the first pass judges again after each new connection: no garbage).
+local ORDER, SETUP = {}, {}
+
+-- Fill v.roles and v.whys (arrays in accept order, reused) for every connection to `server`; false
+-- when a verdict cannot be given yet.
+local function judge(server, visited, name, v)
+    local acc = accepts[server]
+    local n = math.min(#acc, VERDICT_MAX)
+    local order, setup = ORDER, SETUP
+    setup.multifd, setup.postcopy, setup.recovery = 0, false, false
+    for i = #order, n + 1, -1 do order[i] = nil end
+    for i = 1, n do
         local k = acc[i]
         local f = facts[k]
         if not f then
-            if not visited then return nil end
-            f = {}
+            if not visited then return false end
+            f = NO_FACTS
         elseif not visited and f.role == nil and f.magic == nil then
-            return nil
+            return false
         end
         order[i] = f
         if f.role == R.MULTIFD then setup.multifd = setup.multifd + 1 end
         if f.role == R.PREEMPT or f.postcopy then setup.postcopy = true end
         if f.recovered then setup.recovery = true end
     end
+    POLICY[name](order, setup, v.roles, v.whys)
+    return true
+end
+
+-- Returns (role, reason or nil, policy name), or nil. A destination's verdicts are worked out again only
+-- when a fact, an accept (facts_changed) or the policy changed, or the pass: a second pass and the GUI
+-- ask on every call, and the rules walk up to VERDICT_MAX connections.
+local function verdict(ckey, visited)
+    local cn = conns[ckey]
+    if not cn or cn.index == nil or cn.index >= VERDICT_MAX then return nil end
     local name = C.POLICIES[qmig.prefs.policy] or C.POLICIES[#C.POLICIES]
-    return POLICY[name](order, setup)[cn.index + 1], name
+    local v = verdicts[cn.server]
+    if not v then
+        v = {roles = {}, whys = {}}
+        verdicts[cn.server] = v
+    end
+    if not (v.epoch == facts_epoch and v.visited == visited and v.name == name) then
+        v.epoch, v.visited, v.name = facts_epoch, visited, name
+        v.ok = judge(cn.server, visited, name, v)
+    end
+    if not v.ok then return nil end
+    local i = cn.index + 1
+    return v.roles[i], v.whys[i], name
 end
 
 -- The channel a record belongs to, on every record of it; the verdict and its expert info (on the
@@ -1080,21 +1160,23 @@ local function channel_items(root, z, st, ckey, layer, client_side, visited, lea
     end
     local f = facts[ckey]
     if not (f and f.role) or f.role == R.UNKNOWN then return end
-    local v, policy = verdict(ckey, visited)
-    if not v then return end
-    local bad = v.role ~= f.role
+    -- a lean call shows the verdict only through the expert info of a channel's first judged call
+    if lean and not (client_side and not (visited and st.started or not visited and st.judged)) then return end
+    local role, why, policy = verdict(ckey, visited)
+    if not role then return end
+    local bad = role ~= f.role
     if not lean then
         root:add(MF.policy, z, policy):set_generated()
-        root:add(MF.assigned, z, v.role):set_generated()
+        root:add(MF.assigned, z, role):set_generated()
         root:add(MF.misclassified, z, bad):set_generated()
-        if v.why then root:add(MF.why, z, v.why):set_generated() end
+        if why then root:add(MF.why, z, why):set_generated() end
     end
     local first = (visited and not st.started) or (not visited and not st.judged)
     st.judged = true
     if bad and client_side and first then
-        local text = string.format("%s channel (accepted #%d) is taken as %s under %s", f.role, cn.index, v.role, policy)
-        if v.role == R.BLOCKED or v.role == R.REJECTED then
-            root:add_proto_expert_info(E.refused, text .. ": " .. v.why)
+        local text = string.format("%s channel (accepted #%d) is taken as %s under %s", f.role, cn.index, role, policy)
+        if role == R.BLOCKED or role == R.REJECTED then
+            root:add_proto_expert_info(E.refused, text .. ": " .. why)
         else
             root:add_proto_expert_info(E.misclassified, text)
         end
@@ -1164,6 +1246,7 @@ local function note_facts(ckey, src, chan, phase, st, layer)
     if not cn or cn.client ~= src then return end
     local f = facts[ckey] or {}
     facts[ckey] = f
+    facts_epoch = facts_epoch + 1
     if layer == "tls" then f.tls = true end
     f.role = chan
     if chan == "main" and phase == "header" then
@@ -1183,6 +1266,7 @@ local qmig_handle -- Dissector.get("qmig"), once qmig.dissector is set (below)
 -- A lean call's protocol item, added only when an expert info needs it (the only use a lean call has).
 local LazyRoot = {}
 LazyRoot.__index = LazyRoot
+local LAZY = setmetatable({}, LazyRoot)           -- reused by every lean call (calls never nest)
 
 function LazyRoot:add_proto_expert_info(...)
     local item = self.item
@@ -1203,14 +1287,30 @@ local function dissect(tvb, pinfo, tree, forced, layer)
     end
     local dk, rk = layer .. " " .. src, layer .. " " .. dst
     local seq_start
-    if calls.frame ~= number then calls = {frame = number} end
-    local n = (calls[dk] or 0) + 1
-    local key = number .. "/" .. dk .. "/" .. n
+    if call_frame ~= number then call_frame, call_dk, call_n, calls_more = number, dk, 0, nil end
+    local n
+    if call_dk == dk then n = call_n + 1 else n = (calls_more and calls_more[dk] or 0) + 1 end
+    local slot, order
     local st
     if visited then
-        local snap = snapshots[key]
-        if not snap then return 0 end
-        st = copy_state(snap)
+        local snap = snapshots[number]
+        if n == 1 and snap and snap.dk == dk then
+            slot = number
+        else
+            slot = number .. "/" .. dk .. "/" .. n
+            snap = snapshots[slot]
+            if not snap then return 0 end
+        end
+        local extra = extras[slot]
+        local skip = 0
+        if type(extra) == "table" then
+            skip, order = extra[1], extra[2]
+        elseif extra then
+            skip = extra
+        elseif not snap.unordered then
+            order = "walk"
+        end
+        st = from_snapshot(snap, skip)
     else
         st = dirs[dk]
         if st == nil then
@@ -1222,6 +1322,7 @@ local function dissect(tvb, pinfo, tree, forced, layer)
                 if cn and cn.client == src then
                     facts[ckey] = facts[ckey] or {}
                     facts[ckey].tls = true
+                    facts_epoch = facts_epoch + 1
                 end
                 return 0
             end
@@ -1232,25 +1333,41 @@ local function dissect(tvb, pinfo, tree, forced, layer)
                 return 0
             end
             if chan == "main" then migration_servers[dst] = true end
-            st = new_state(chan, phase)
+            st = new_state(chan, phase, dk)
             st.recovered = chan == "main" and phase == "records"
             dirs[dk] = st
             note_facts(ckey, src, chan, phase, st, layer)
         elseif st == false or st == "tls" then
             if not forced or st == "tls" then return 0 end
-            st = new_state("unknown", "unknown")
+            st = new_state("unknown", "unknown", dk)
             dirs[dk] = st
             note_facts(ckey, src, R.UNKNOWN, nil, st, layer)
         end
         seq_start = nil
         -- TCP's bytes only: decrypted TLS data has no place in TCP's sequence space
         if layer == "tcp" and st.phase ~= "lost" and st.phase ~= "unknown" then
-            seq_acts[key], seq_start = seq_order(tvb, st)
+            order, seq_start = seq_order(tvb, st)
         end
-        snapshots[key] = copy_state(st, true)
+        -- nil: TCP's flags decide, on this pass and the next (kept in the snapshot: it rarely changes)
+        st.unordered = order == nil or nil
+        if n == 1 and snapshots[number] == nil then
+            slot = number
+        else
+            slot = number .. "/" .. dk .. "/" .. n
+        end
+        snapshots[slot] = base_of(st)
+        if order ~= nil and order ~= "walk" then
+            extras[slot] = {st.skip, order}
+        elseif st.skip ~= 0 then
+            extras[slot] = st.skip
+        end
     end
-    calls[dk] = n
-    local order = seq_acts[key]
+    if call_dk == dk then
+        call_n = n
+    else
+        calls_more = calls_more or {}
+        calls_more[dk] = n
+    end
 
     local cols = pinfo.cols
     cols.protocol = "QMIG"
@@ -1260,7 +1377,13 @@ local function dissect(tvb, pinfo, tree, forced, layer)
     -- one references in a tree no one sees), so none is built; state, columns and expert infos (on the
     -- protocol item, added for them) are the same. Checked per call: the GUI's details pane is a visible tree.
     local lean = not tree.visible and not tree:referenced(qmig_handle)
-    local root = lean and setmetatable({tree = tree, tvb = tvb}, LazyRoot) or tree:add(qmig, tvb())
+    local root
+    if lean then
+        root = LAZY
+        root.tree, root.tvb, root.item = tree, tvb, nil
+    else
+        root = tree:add(qmig, tvb())
+    end
     local z
     if not lean then
         z = tvb(0, 0)
@@ -1296,9 +1419,12 @@ local function dissect(tvb, pinfo, tree, forced, layer)
                 .. "-o tcp.reassemble_out_of_order:TRUE puts reordered ones back); walking stopped", order.hole))
         end
     end
-    walk_tvb(tvb, pinfo, root, st, kinds, key, start, lean)
+    walk_tvb(tvb, pinfo, root, st, kinds, slot, start, lean)
     if not visited and order ~= nil then seq_advance(tvb, pinfo, st, seq_start) end
-    if not visited and st.postcopy and facts[ckey] then facts[ckey].postcopy = true end
+    if not visited and st.postcopy and facts[ckey] and not facts[ckey].postcopy then
+        facts[ckey].postcopy = true
+        facts_epoch = facts_epoch + 1
+    end
     local cn = conns[ckey]
     channel_items(root, z, st, ckey, layer, cn ~= nil and cn.client == src, visited, lean)
     st.started = true
