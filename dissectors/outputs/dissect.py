@@ -153,7 +153,8 @@ class RecordPrinter:
                 return None
         tracing: TracingSink
         sink = ChannelSink(lambda direction, records: self.records(None, sink, direction, records,
-                                                                   tracing.traces[direction]))
+                                                                   tracing.traces[direction]),
+                           device_state=True)     # --device -V: the fields along the VMDESCRIPTION
         tracing = TracingSink(sink, self.clock, keep=self.keep)
         return tracing
 
