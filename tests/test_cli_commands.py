@@ -104,6 +104,28 @@ def test_check_detects_a_changed_report(tmp_path, capsys):
     assert main(["check", str(tmp_path)]) == 0
 
 
+def test_check_goes_on_past_an_unreadable_capture(tmp_path, capsys):
+    """An empty or foreign file among the captures is its own error line, not the end of the run: every
+    other capture is still checked, and the exit code is 2 (unreadable input) once all are done."""
+    for suffix in (".pcap.gz", ".manifest.json", ".expected.json"):
+        shutil.copy(CORPUS / f"precopy-7.2{suffix}", tmp_path / f"precopy-7.2{suffix}")
+    (tmp_path / "empty.pcap").write_bytes(b"")
+    (tmp_path / "notes.pcapng").write_text("not a capture\n")
+    assert main(["check", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert f"   error  {tmp_path / 'empty.pcap'}\n          {tmp_path / 'empty.pcap'}, offset 0: empty file\n" in out
+    assert f"   error  {tmp_path / 'notes.pcapng'}\n" in out and "not a pcap or pcapng file" in out
+    assert f"      ok  {tmp_path / 'precopy-7.2.pcap.gz'}\n" in out
+    assert out.endswith("1 passed, 0 failed, 2 unreadable\n") and not err
+    assert main(["check", "--json", str(tmp_path)]) == 2
+    result = json.loads(capsys.readouterr().out)
+    assert [r["status"] for r in result["results"]] == ["error", "error", "ok"]
+    assert result["unreadable"] == 2 and result["failed"] == 0
+    assert main(["check", "--update", str(tmp_path)]) == 2
+    assert capsys.readouterr().out.endswith("1 expected report(s) written, 2 capture(s) unreadable\n")
+    assert not (tmp_path / "empty.expected.json").exists()
+
+
 def test_check_without_captures_is_usage_error(tmp_path, capsys):
     assert main(["check", str(tmp_path)]) == 2
 

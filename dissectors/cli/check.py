@@ -19,6 +19,7 @@ from typing import Any
 
 from dissectors.analysis.judge import Options
 from dissectors.cli.pipeline import analyze_file, load_keylog
+from dissectors.errors import InputError
 from dissectors.fleet import inputs
 from dissectors.fleet.inputs import SUFFIXES, CaptureInput
 from dissectors.tls import KeyLog
@@ -102,7 +103,12 @@ def normalise(report: dict[str, Any]) -> dict[str, Any]:
 
 def check_one(capture: Path, update: bool) -> tuple[str, list[str]]:
     expected_path = sibling(capture, ".expected.json")
-    report = normalise(analyze_file(str(capture), Options(), keylog=corpus_keylog(capture)).report)
+    try:
+        report = normalise(analyze_file(str(capture), Options(), keylog=corpus_keylog(capture)).report)
+    except InputError as exc:       # unreadable: said on its own line, the other captures still checked
+        return "error", [exc.describe()]
+    except OSError as exc:
+        return "error", [f"{exc.filename or capture}: {exc.strerror or exc}"]
     got = json.dumps(report, indent=2, sort_keys=True).splitlines()
     if update:
         expected_path.write_text("\n".join(got) + "\n")
@@ -140,19 +146,22 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"migshark check: {exc}", file=sys.stderr)
         return 2
     results = []
-    bad = 0
+    bad = unreadable = 0
     for cap, (status, diff) in zip(captures, outcomes, strict=True):
         results.append({"capture": str(cap), "status": status, "diff": diff})
         bad += status in ("differs", "missing")
+        unreadable += status == "error"
         if not args.json:
             print(f"{status:>8}  {cap}")
             for line in diff[:200]:
                 print(f"          {line}")
     if args.json:
-        json.dump({"results": results, "failed": bad}, sys.stdout, indent=2)
+        json.dump({"results": results, "failed": bad, "unreadable": unreadable}, sys.stdout, indent=2)
         print()
     elif args.update:
-        print(f"{len(captures)} expected report(s) written")
+        print(f"{len(captures) - unreadable} expected report(s) written"
+              + (f", {unreadable} capture(s) unreadable" if unreadable else ""))
     else:
-        print(f"{len(captures) - bad} passed, {bad} failed")
-    return 1 if bad else 0
+        print(f"{len(captures) - bad - unreadable} passed, {bad} failed"
+              + (f", {unreadable} unreadable" if unreadable else ""))
+    return 2 if unreadable else 1 if bad else 0

@@ -197,7 +197,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="compare captures with their expected reports (regression)")
     c.add_argument("paths", nargs="+", help="capture files or directories holding them")
     c.add_argument("--update", action="store_true", help="rewrite the expected reports")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="one JSON object: each capture's status and diff")
     c.add_argument("-j", "--jobs", type=int, metavar="N",
                    help="check on a local Dask cluster of N worker processes (default 1: serial, no Dask)")
     c.add_argument("--scheduler", metavar="tcp://HOST:PORT",
