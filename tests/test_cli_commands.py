@@ -198,3 +198,17 @@ def test_fleet_progress_is_a_bar_over_the_captures_bytes():
     quiet = io.StringIO()
     FleetProgress(items, "serial", stream=quiet)(items[0], [])
     assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize("args,message", [
+    (["analyze", "--stall-threshold", "-1"], "argument --stall-threshold: not a number of seconds >= 0: '-1'"),
+    (["analyze", "--progress-timeout", "nan"], "argument --progress-timeout: not a number of seconds >= 0: 'nan'"),
+    (["watch", "--silent-threshold", "soon"], "argument --silent-threshold: not a number of seconds: 'soon'"),
+    (["dissect", "--limit", "-1"], "argument --limit: not a count >= 0: '-1'"),
+])
+def test_a_negative_or_nan_number_is_a_usage_error(args, message, capsys):
+    """A negative threshold made every postcopy page request a stall (a COMPLETED migration with findings),
+    a NaN one none; a negative --limit was taken as no limit."""
+    with pytest.raises(SystemExit) as exc:
+        main([*args, str(CORPUS / "precopy-7.2.pcap.gz")])
+    assert exc.value.code == 2 and message in capsys.readouterr().err

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from dissectors import __version__
-from dissectors.cli.options import add_judge_options, add_keylog_options, add_time_option
+from dissectors.cli.options import add_judge_options, add_keylog_options, add_time_option, count, seconds
 from dissectors.errors import InputError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -138,7 +138,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     a = sub.add_parser("analyze", aliases=["analyse"], help="per migration: accept order, roles, findings")
     a.add_argument("capture", help="pcap or pcapng file (optionally gzip-compressed); '-', a pipe or a FIFO "
-                                   "is read as a stream")
+                                   "is read as a stream; or a raw migration stream file (migrate \"exec:cat > "
+                                   "FILE\"), summarised as one")
     a.add_argument("--json", action="store_true", help="machine-readable report (docs/report-schema.md)")
     add_judge_options(a, "the destination's QEMU version (e.g. 7.2, 10.0); default: inferred from the streams")
     add_keylog_options(a)
@@ -157,7 +158,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     w.add_argument("--json", action="store_true", help="JSON lines: one per event, then the report "
                                                        "(docs/report-schema.md, watch events)")
     add_judge_options(w, "the destination's QEMU version")
-    w.add_argument("--silent-threshold", type=float, default=1.0, metavar="S",
+    w.add_argument("--silent-threshold", type=seconds, default=1.0, metavar="S",
                    help="seconds a channel taken as main (or blocking a peek) must stay silent before the alert "
                         "(default 1)")
     add_keylog_options(w)
@@ -188,7 +189,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     d.add_argument("--summary", action="store_true", help="only the count per record type")
     d.add_argument("-x", "--hex", action="store_true",
                    help="hex dump of each record's bytes after it (the first 256 bytes of a larger record)")
-    d.add_argument("--limit", type=int, default=0, help="stop after N records (0 = no limit)")
+    d.add_argument("--limit", type=count, default=0, metavar="N", help="stop after N records (0 = no limit)")
     d.add_argument("--device", action="append", metavar="NAME",
                    help="only these devices' state: section idstr, idstr/INSTANCE or vmsd name, globs "
                         "allowed ('*e1000*', 'i8259/1'); with -V each field decoded along the VMDESCRIPTION")
