@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -212,3 +213,35 @@ def test_a_negative_or_nan_number_is_a_usage_error(args, message, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*args, str(CORPUS / "precopy-7.2.pcap.gz")])
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_dissect_of_tcp_that_is_no_migration_says_so(tmp_path, capsys):
+    path = tmp_path / "http.pcap"
+    S.write_capture(str(path), [S.Conn(40000, 1.0, dport=80).send(1.01, b"GET / HTTP/1.1\r\n\r\n")
+                                .reply(1.02, b"HTTP/1.1 200 OK\r\n\r\n").close(1.03)])
+    assert main(["dissect", "--summary", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == "\nRecords per channel kind and type:\n  none\n"
+    assert err == "migshark: note: no QEMU migration record in the capture's 1 TCP connection(s)\n"
+
+
+def test_dissect_exit_codes_on_a_damaged_capture_follow_analyze(tmp_path, capsys):
+    """A capture that stops at a corrupt record is a finding (exit 1) though every record before it is
+    whole; one with nothing readable is unreadable (exit 2), as for analyze. Both were exit 0."""
+    whole = tmp_path / "whole.pcap"
+    S.write_capture(str(whole), [S.Conn(40000, 1.0).send(1.01, S.header() + S.ram_start() + S.eof()).close(1.02)])
+    assert main(["dissect", "--summary", str(whole)]) == 0
+    capsys.readouterr()
+    damaged = tmp_path / "damaged.pcap"
+    damaged.write_bytes(whole.read_bytes() + struct.pack("<IIII", 2, 0, 0x7FFFFFF0, 0x7FFFFFF0) + b"\xff" * 64)
+    assert main(["dissect", "--summary", str(damaged)]) == 1
+    out, err = capsys.readouterr()
+    assert "  main           main.eof                 1\n" in out and "truncated" not in out
+    assert f"migshark: warning: {damaged}: offset {whole.stat().st_size}: " in err
+    assert main(["analyze", str(damaged)]) == 1
+    capsys.readouterr()
+    header_only = tmp_path / "header-only.pcap"
+    header_only.write_bytes(whole.read_bytes()[:10])
+    assert main(["dissect", str(header_only)]) == 2
+    err = capsys.readouterr().err
+    assert f"migshark: error: {header_only}: no record decoded: the capture could not be read completely" in err

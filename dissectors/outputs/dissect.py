@@ -256,6 +256,8 @@ class RecordPrinter:
         self.out.write("\nRecords per channel kind and type:\n")
         for (ch, k), n in sorted(self.counts.items()):
             self.out.write(f"  {ch:<14} {k:<24} {n}\n")
+        if not self.counts:
+            self.out.write("  none\n")
 
     def unknown_connections(self) -> list[str]:
         """The ``-c`` selectors that named no connection of the capture."""
@@ -271,6 +273,8 @@ class RecordPrinter:
 
     def hidden_note(self) -> str | None:
         """Why nothing was printed, when the options hid every record (None: something was printed)."""
+        if not self.available and not self.selected and self.stream_file is None:
+            return f"no QEMU migration record in the capture's {self.connection_count} TCP connection(s)"
         if self.printed or self.args.summary or not (self.connections or self.stream_file):
             return None
         pages = sum(n for (_, k), n in self.counts.items() if k in PAGE_KINDS)
