@@ -245,3 +245,22 @@ def test_dissect_exit_codes_on_a_damaged_capture_follow_analyze(tmp_path, capsys
     assert main(["dissect", str(header_only)]) == 2
     err = capsys.readouterr().err
     assert f"migshark: error: {header_only}: no record decoded: the capture could not be read completely" in err
+
+
+def test_analyze_says_why_no_migration_was_found(tmp_path, capsys):
+    """An empty capture (a tcpdump whose filter matched nothing), one of UDP only, and one cut inside its
+    header each say what they hold (all three said 'no TCP segment could be decoded')."""
+    from dissectors.capture.writer import PcapWriter
+    from tests.capture_helpers import udp_frame
+
+    empty, udp, cut = tmp_path / "empty.pcap", tmp_path / "udp.pcap", tmp_path / "cut.pcap"
+    with PcapWriter(str(empty)):
+        pass
+    with PcapWriter(str(udp)) as w:
+        w.write(1.0, udp_frame())
+        w.write(1.1, udp_frame())
+    cut.write_bytes(empty.read_bytes()[:10])
+    for path, why in ((empty, "the capture holds no packet"), (udp, "none of its 2 frame(s) is a TCP segment"),
+                      (cut, "no packet could be read (see the warnings)")):
+        assert main(["analyze", str(path)]) == 2
+        assert capsys.readouterr().err == f"migshark: error: {path}: no migration found: {why}\n"

@@ -59,7 +59,10 @@ def report_exit_code(report: dict, label: str) -> int:
         cap = report["capture"]
         why = None
         if not cap["tcp_segments"]:
-            why = "no TCP segment could be decoded"
+            frames = cap.get("frames", 0)
+            why = ("no packet could be read (see the warnings)" if not frames and cap["warnings"] else
+                   "the capture holds no packet" if not frames else
+                   f"none of its {frames} frame(s) is a TCP segment")
         elif cap["warnings"]:
             why = "the capture could not be read completely (see the warnings)"
         if why:
