@@ -264,3 +264,17 @@ def test_analyze_says_why_no_migration_was_found(tmp_path, capsys):
                       (cut, "no packet could be read (see the warnings)")):
         assert main(["analyze", str(path)]) == 2
         assert capsys.readouterr().err == f"migshark: error: {path}: no migration found: {why}\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["check", "-"], "migshark check: '-' is not a capture file (the expected report sits beside each capture)"),
+    (["fleet", "-o", "table.csv", "-"], "migshark fleet: error: '-' is not a capture file here"),
+])
+def test_commands_that_read_files_where_they_lie_refuse_standard_input(args, message, tmp_path, capsys,
+                                                                       monkeypatch):
+    """check compared standard input with '-.expected.json' ('missing'), fleet made it an error row ('no such
+    file'); both are usage errors, said before anything runs."""
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(message) and not out and not (tmp_path / "table.csv").exists()

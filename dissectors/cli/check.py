@@ -130,6 +130,10 @@ def check_task(item: CaptureInput, update: bool) -> tuple[str, list[str]]:
 def run_check(args: argparse.Namespace) -> int:
     from dissectors.fleet.runner import RunnerError, run_tasks
 
+    if "-" in args.paths:
+        print("migshark check: '-' is not a capture file (the expected report sits beside each capture)",
+              file=sys.stderr)
+        return 2
     captures = find_captures(args.paths)
     if not captures:
         print(f"migshark check: no capture found in {' '.join(args.paths)}", file=sys.stderr)
