@@ -225,6 +225,12 @@ def _migration_findings(m: dict[str, Any]) -> int:
     return len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"]) + len(m.get("unsupported", []))
 
 
+def migrations_counted(its: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> str:
+    """``items``' migrations counted as people count them: "1 migration(s), 1 through a relay (two legs)"."""
+    relayed = sum(1 for _, src in its if src is not None)
+    return f"{len(its)} migration(s)" + (f", {relayed} through a relay (two legs)" if relayed else "")
+
+
 # -- the report ----------------------------------------------------------------------------------------
 def render_report(report: dict[str, Any], tf: TimeFormat | None = None, width: int | None = None) -> str:
     tf = tf or TimeFormat()
@@ -233,8 +239,7 @@ def render_report(report: dict[str, Any], tf: TimeFormat | None = None, width: i
     w = _Writer(width, tf, cap.get("first_time"))
     its = items(report)
     w.raw(one_line(tf.retime(headline(report), cap.get("first_time")), width))
-    relayed = sum(1 for _, src in its if src is not None)
-    shown = f"{len(its)} migration(s)" + (f", {relayed} through a relay (two legs)" if relayed else "")
+    shown = migrations_counted(its)
     first = f" from {tf.absolute(cap['first_time'])}" if cap.get("first_time") is not None else ""
     w.para(f"{cap['file']}: {cap['frames']} frames ({cap['tcp_segments']} TCP){first}; {shown}")
     stopped = cap.get("stopped")
