@@ -278,3 +278,13 @@ def test_commands_that_read_files_where_they_lie_refuse_standard_input(args, mes
     assert main(args) == 2
     out, err = capsys.readouterr()
     assert err.startswith(message) and not out and not (tmp_path / "table.csv").exists()
+
+
+def test_dissect_minus_t_with_a_time_format_letter_says_what_dissect_t_is(capsys):
+    """A tshark user's ``-t ad`` (tshark's time format) selects record types in dissect: the note says so."""
+    assert main(["dissect", "-t", "ad", str(CORPUS / "precopy-7.2.pcap.gz")]) == 0
+    err = capsys.readouterr().err
+    assert "no record matches -t ad" in err
+    assert "(dissect's -t is --type, a record type glob; ad is a time format of analyze and watch" in err
+    assert main(["dissect", "-t", "main.eof", "-t", "nothing", str(CORPUS / "precopy-7.2.pcap.gz")]) == 0
+    assert "time format" not in capsys.readouterr().err

@@ -17,6 +17,7 @@ from dissectors.channels.kinds import KINDS
 from dissectors.channels.ram_walk import expand_zero_run
 from dissectors.outputs.layer_tree import layer_tree
 from dissectors.outputs.record_trace import HEX_BYTES, TREE_BYTES, DirectionTrace, FrameClock, TracingSink
+from dissectors.outputs.timefmt import FORMATS
 from dissectors.outputs.vmstate import device_matches, device_tree, line_fields
 from dissectors.tcp.connection import Connection, endpoint_text
 
@@ -291,5 +292,8 @@ class RecordPrinter:
             f"--channel {' '.join(sorted(self.channels))}" if self.channels else "",
             f"-t {' '.join(self.types)}" if self.types else "") if x)
         hint = " (TLS: --keylog FILE decrypts it)" if "tls" in channels else ""
+        if self.types and all(t in FORMATS for t in self.types):     # tshark's -t, the time format
+            hint += (f" (dissect's -t is --type, a record type glob; {', '.join(self.types)} is a time format "
+                     "of analyze and watch: dissect's times are seconds since the capture's first TCP segment)")
         return (f"no record matches {asked or 'the options'}; the selected connection(s) carry channel kind(s) "
                 f"{', '.join(channels)} with record type(s) {', '.join(kinds)}{hint}")
