@@ -192,7 +192,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     d.add_argument("--summary", action="store_true", help="only the count per record type")
     d.add_argument("-x", "--hex", action="store_true",
                    help="hex dump of each record's bytes after it (the first 256 bytes of a larger record)")
-    d.add_argument("--limit", type=count, default=0, metavar="N", help="stop after N records (0 = no limit)")
+    d.add_argument("--limit", type=count, default=0, metavar="N",
+                   help="list at most N records (0 = no limit); the counts after them still cover the whole capture")
     d.add_argument("--device", action="append", metavar="NAME",
                    help="only these devices' state: section idstr, idstr/INSTANCE or vmsd name, globs "
                         "allowed ('*e1000*', 'i8259/1'); with -V each field decoded along the VMDESCRIPTION")
