@@ -16,6 +16,8 @@ from dissectors.cli.options import add_judge_options, add_keylog_options, add_ti
 from dissectors.errors import InputError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+#: analyze's and watch's --qemu-version (watch said only "the destination's QEMU version").
+QEMU_VERSION_HELP = "the destination's QEMU version (e.g. 7.2, 10.0); default: inferred from the streams"
 #: ``dissect --channel`` values (dissectors.channels.sink's channel kinds).
 DISSECT_CHANNELS = ("main", "main-recovery", "return-path", "multifd", "preempt", "tls", "unknown")
 
@@ -144,7 +146,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                    "is read as a stream; or a raw migration stream file (migrate \"exec:cat > "
                                    "FILE\"), summarised as one")
     a.add_argument("--json", action="store_true", help="machine-readable report (docs/report-schema.md)")
-    add_judge_options(a, "the destination's QEMU version (e.g. 7.2, 10.0); default: inferred from the streams")
+    add_judge_options(a, QEMU_VERSION_HELP)
     add_keylog_options(a)
     a.add_argument("--plot", metavar="FILE.png", help="write a timeline picture of the channels")
     a.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
@@ -160,7 +162,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     w.add_argument("-f", "--filter", metavar="FILTER", help="capture filter for -i (e.g. 'tcp port 4444')")
     w.add_argument("--json", action="store_true", help="JSON lines: one per event, then the report "
                                                        "(docs/report-schema.md, watch events)")
-    add_judge_options(w, "the destination's QEMU version")
+    add_judge_options(w, QEMU_VERSION_HELP)
     w.add_argument("--silent-threshold", type=seconds, default=1.0, metavar="S",
                    help="seconds a channel taken as main (or blocking a peek) must stay silent before the alert "
                         "(default 1)")

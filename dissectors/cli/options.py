@@ -42,7 +42,7 @@ def count(text: str) -> int:
 
 def add_judge_options(p: argparse.ArgumentParser, qemu_help: str) -> None:
     """--qemu-version, --stall-threshold and --progress-timeout (the analysis's ``Options``)."""
-    p.add_argument("--qemu-version", type=qemu_version, help=qemu_help)
+    p.add_argument("--qemu-version", type=qemu_version, metavar="V", help=qemu_help)
     p.add_argument("--stall-threshold", type=seconds, default=1.0, metavar="S",
                    help="seconds a postcopy page request may wait before it counts as a stall (default 1)")
     p.add_argument("--progress-timeout", type=seconds, default=5.0, metavar="S",
