@@ -288,3 +288,12 @@ def test_dissect_minus_t_with_a_time_format_letter_says_what_dissect_t_is(capsys
     assert "(dissect's -t is --type, a record type glob; ad is a time format of analyze and watch" in err
     assert main(["dissect", "-t", "main.eof", "-t", "nothing", str(CORPUS / "precopy-7.2.pcap.gz")]) == 0
     assert "time format" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["analyze", "dissect", "watch"])
+def test_a_directory_given_as_the_capture_points_to_fleet_and_check(command, tmp_path, capsys):
+    assert main([command, str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"migshark: error: {tmp_path}: is a directory (this command reads one "
+                                       "capture; fleet and check take directories)\n")
+    assert main(["analyze", "--keylog", str(tmp_path), str(CORPUS / "precopy-7.2.pcap.gz")]) == 2
+    assert "fleet and check" not in capsys.readouterr().err      # not the capture: no hint

@@ -278,6 +278,8 @@ def _main(words: list[str]) -> int:
         hint = ""
         if "magic 0x5145564d" in exc.message:      # QEVM through a pipe: stream files are read as files
             hint = " (a raw migration stream: give it as a file, not through a pipe or standard input)"
+        elif exc.message == "is a directory" and exc.path == getattr(args, "capture", None):
+            hint = " (this command reads one capture; fleet and check take directories)"
         print(f"migshark: error: {exc.describe()}{hint}", file=sys.stderr)
         return EXIT_ERROR
     except FileNotFoundError as exc:
