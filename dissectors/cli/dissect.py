@@ -83,7 +83,7 @@ def run_dissect(args: argparse.Namespace) -> int:
     d.summary()
     for w in capture["warnings"]:
         print(f"migshark: warning: {w}", file=sys.stderr)
-    if not d.available and capture["warnings"]:     # as analyze: nothing readable at all is an input error
+    if not d.available and capture["warnings"] and not args.connection:   # as analyze: nothing readable at all
         print(f"migshark: error: {args.capture}: no record decoded: the capture could not be read completely "
               "(see the warnings)", file=sys.stderr)
         return 2
