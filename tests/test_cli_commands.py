@@ -127,6 +127,18 @@ def test_check_goes_on_past_an_unreadable_capture(tmp_path, capsys):
     assert not (tmp_path / "empty.expected.json").exists()
 
 
+def test_a_missing_expected_report_names_the_one_capture_to_update(tmp_path, capsys):
+    """The advice was 'run migshark check --update', which on the directory just checked would also rewrite
+    every report that differs, hiding the regressions; it now names the capture."""
+    for suffix in (".pcap.gz", ".expected.json"):
+        shutil.copy(CORPUS / f"precopy-7.2{suffix}", tmp_path / f"precopy-7.2{suffix}")
+    shutil.copy(CORPUS / "precopy-10.0.pcap.gz", tmp_path / "new run.pcap.gz")
+    assert main(["check", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert (f"no expected report new run.expected.json (after review: migshark check --update "
+            f"'{tmp_path / 'new run.pcap.gz'}'; --update on a directory rewrites every report in it)") in out
+
+
 def test_check_without_captures_is_usage_error(tmp_path, capsys):
     assert main(["check", str(tmp_path)]) == 2
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,8 @@ def check_one(capture: Path, update: bool) -> tuple[str, list[str]]:
         expected_path.write_text("\n".join(got) + "\n")
         return "updated", []
     if not expected_path.exists():
-        return "missing", [f"no expected report {expected_path.name} (run migshark check --update after review)"]
+        return "missing", [f"no expected report {expected_path.name} (after review: migshark check --update "
+                           f"{shlex.quote(str(capture))}; --update on a directory rewrites every report in it)"]
     want = expected_path.read_text().splitlines()
     if want == got:
         return "ok", []
