@@ -101,7 +101,10 @@ def test_check_detects_a_changed_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "differs" in out and '"status": "failed"' in out and '+        "status": "completed"' in out
     assert main(["check", "--update", str(tmp_path)]) == 0
-    capsys.readouterr()
+    out = capsys.readouterr().out     # the review sees which report --update changed
+    assert out == f" updated  {tmp_path / 'precopy-7.2.pcap.gz'}\n1 expected report(s) written, 0 unchanged\n"
+    assert main(["check", "--update", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith(f"    same  {tmp_path / 'precopy-7.2.pcap.gz'}\n")
     assert main(["check", str(tmp_path)]) == 0
 
 
@@ -123,7 +126,7 @@ def test_check_goes_on_past_an_unreadable_capture(tmp_path, capsys):
     assert [r["status"] for r in result["results"]] == ["error", "error", "ok"]
     assert result["unreadable"] == 2 and result["failed"] == 0
     assert main(["check", "--update", str(tmp_path)]) == 2
-    assert capsys.readouterr().out.endswith("1 expected report(s) written, 2 capture(s) unreadable\n")
+    assert capsys.readouterr().out.endswith("0 expected report(s) written, 1 unchanged, 2 capture(s) unreadable\n")
     assert not (tmp_path / "empty.expected.json").exists()
 
 

@@ -111,9 +111,13 @@ def check_one(capture: Path, update: bool) -> tuple[str, list[str]]:
     except OSError as exc:
         return "error", [f"{exc.filename or capture}: {exc.strerror or exc}"]
     got = json.dumps(report, indent=2, sort_keys=True).splitlines()
-    if update:
-        expected_path.write_text("\n".join(got) + "\n")
-        return "updated", []
+    if update:          # which reports changed, for the review: "updated" (or "new"), else "same"
+        text = "\n".join(got) + "\n"
+        before = expected_path.read_text() if expected_path.exists() else None
+        if before == text:
+            return "same", []
+        expected_path.write_text(text)
+        return ("new" if before is None else "updated"), []
     if not expected_path.exists():
         return "missing", [f"no expected report {expected_path.name} (after review: migshark check --update "
                            f"{shlex.quote(str(capture))}; --update on a directory rewrites every report in it)"]
@@ -165,7 +169,8 @@ def run_check(args: argparse.Namespace) -> int:
         json.dump({"results": results, "failed": bad, "unreadable": unreadable}, sys.stdout, indent=2)
         print()
     elif args.update:
-        print(f"{len(captures) - unreadable} expected report(s) written"
+        written = sum(r["status"] in ("new", "updated") for r in results)
+        print(f"{written} expected report(s) written, {len(captures) - unreadable - written} unchanged"
               + (f", {unreadable} capture(s) unreadable" if unreadable else ""))
     else:
         print(f"{len(captures) - bad - unreadable} passed, {bad} failed"
