@@ -275,8 +275,12 @@ def test_analyze_says_why_no_migration_was_found(tmp_path, capsys):
         w.write(1.0, udp_frame())
         w.write(1.1, udp_frame())
     cut.write_bytes(empty.read_bytes()[:10])
+    user0 = tmp_path / "user0.pcap"
+    with PcapWriter(str(user0), linktype=147) as w:      # a link type not read: its frames are skipped
+        w.write(1.0, udp_frame())
     for path, why in ((empty, "the capture holds no packet"), (udp, "none of its 2 frame(s) is a TCP segment"),
-                      (cut, "no packet could be read (see the warnings)")):
+                      (cut, "no packet could be read (see the warnings)"),
+                      (user0, "none of its 1 frame(s) is a TCP segment (see the warnings)")):
         assert main(["analyze", str(path)]) == 2
         assert capsys.readouterr().err == f"migshark: error: {path}: no migration found: {why}\n"
 

@@ -64,7 +64,8 @@ def report_exit_code(report: dict, label: str) -> int:
             frames = cap.get("frames", 0)
             why = ("no packet could be read (see the warnings)" if not frames and cap["warnings"] else
                    "the capture holds no packet" if not frames else
-                   f"none of its {frames} frame(s) is a TCP segment")
+                   f"none of its {frames} frame(s) is a TCP segment"
+                   + (" (see the warnings)" if cap["warnings"] else ""))
         elif cap["warnings"]:
             why = "the capture could not be read completely (see the warnings)"
         if why:
