@@ -316,3 +316,13 @@ def test_a_directory_given_as_the_capture_points_to_fleet_and_check(command, tmp
                                        "capture; fleet and check take directories)\n")
     assert main(["analyze", "--keylog", str(tmp_path), str(CORPUS / "precopy-7.2.pcap.gz")]) == 2
     assert "fleet and check" not in capsys.readouterr().err      # not the capture: no hint
+
+
+@pytest.mark.parametrize("command", ["analyze", "watch"])
+def test_time_format_help_marks_the_default_letter(command, capsys):
+    """The help read 'r: relative to the migration's start (+1.0011s); its start in ISO 8601 UTC (default)',
+    as if the default were the ISO start; the letter is now marked."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "as tshark -t: r (default): relative to the migration's start (+1.0011s), the start itself" in text

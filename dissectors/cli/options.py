@@ -55,7 +55,7 @@ def add_time_option(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("-t", "--time-format", choices=list(FORMATS), default="r", metavar="FORMAT",
                    help="times in the text output, as tshark -t: "
-                        + "; ".join(f"{k}: {v}" for k, v in FORMATS.items()))
+                        + "; ".join(f"{k}{' (default)' if k == 'r' else ''}: {v}" for k, v in FORMATS.items()))
 
 
 def add_keylog_options(p: argparse.ArgumentParser, verify: bool = True) -> None:
