@@ -293,7 +293,7 @@ def test_nothing_readable_is_exit_2(tmp_path, capsys):
     with PcapWriter(str(path)) as w:          # an Ethernet frame carrying ARP only
         w.write(T0, b"\xff" * 6 + b"\x02" * 6 + b"\x08\x06" + b"\0" * 28)
     assert main(["analyze", str(path)]) == 2
-    assert "no TCP segment" in capsys.readouterr().err
+    assert "no migration found: none of its 1 frame(s) is a TCP segment" in capsys.readouterr().err
 
 
 def test_malformed_channel_is_a_finding(cap, capsys):

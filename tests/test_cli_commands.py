@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -100,8 +101,45 @@ def test_check_detects_a_changed_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "differs" in out and '"status": "failed"' in out and '+        "status": "completed"' in out
     assert main(["check", "--update", str(tmp_path)]) == 0
-    capsys.readouterr()
+    out = capsys.readouterr().out     # the review sees which report --update changed
+    assert out == f" updated  {tmp_path / 'precopy-7.2.pcap.gz'}\n1 expected report(s) written, 0 unchanged\n"
+    assert main(["check", "--update", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith(f"    same  {tmp_path / 'precopy-7.2.pcap.gz'}\n")
     assert main(["check", str(tmp_path)]) == 0
+
+
+def test_check_goes_on_past_an_unreadable_capture(tmp_path, capsys):
+    """An empty or foreign file among the captures is its own error line, not the end of the run: every
+    other capture is still checked, and the exit code is 2 (unreadable input) once all are done."""
+    for suffix in (".pcap.gz", ".manifest.json", ".expected.json"):
+        shutil.copy(CORPUS / f"precopy-7.2{suffix}", tmp_path / f"precopy-7.2{suffix}")
+    (tmp_path / "empty.pcap").write_bytes(b"")
+    (tmp_path / "notes.pcapng").write_text("not a capture\n")
+    assert main(["check", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert f"   error  {tmp_path / 'empty.pcap'}\n          {tmp_path / 'empty.pcap'}, offset 0: empty file\n" in out
+    assert f"   error  {tmp_path / 'notes.pcapng'}\n" in out and "not a pcap or pcapng file" in out
+    assert f"      ok  {tmp_path / 'precopy-7.2.pcap.gz'}\n" in out
+    assert out.endswith("1 passed, 0 failed, 2 unreadable\n") and not err
+    assert main(["check", "--json", str(tmp_path)]) == 2
+    result = json.loads(capsys.readouterr().out)
+    assert [r["status"] for r in result["results"]] == ["error", "error", "ok"]
+    assert result["unreadable"] == 2 and result["failed"] == 0
+    assert main(["check", "--update", str(tmp_path)]) == 2
+    assert capsys.readouterr().out.endswith("0 expected report(s) written, 1 unchanged, 2 capture(s) unreadable\n")
+    assert not (tmp_path / "empty.expected.json").exists()
+
+
+def test_a_missing_expected_report_names_the_one_capture_to_update(tmp_path, capsys):
+    """The advice was 'run migshark check --update', which on the directory just checked would also rewrite
+    every report that differs, hiding the regressions; it now names the capture."""
+    for suffix in (".pcap.gz", ".expected.json"):
+        shutil.copy(CORPUS / f"precopy-7.2{suffix}", tmp_path / f"precopy-7.2{suffix}")
+    shutil.copy(CORPUS / "precopy-10.0.pcap.gz", tmp_path / "new run.pcap.gz")
+    assert main(["check", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert (f"no expected report new run.expected.json (after review: migshark check --update "
+            f"'{tmp_path / 'new run.pcap.gz'}'; --update on a directory rewrites every report in it)") in out
 
 
 def test_check_without_captures_is_usage_error(tmp_path, capsys):
@@ -176,3 +214,115 @@ def test_fleet_progress_is_a_bar_over_the_captures_bytes():
     quiet = io.StringIO()
     FleetProgress(items, "serial", stream=quiet)(items[0], [])
     assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize("args,message", [
+    (["analyze", "--stall-threshold", "-1"], "argument --stall-threshold: not a number of seconds >= 0: '-1'"),
+    (["analyze", "--progress-timeout", "nan"], "argument --progress-timeout: not a number of seconds >= 0: 'nan'"),
+    (["watch", "--silent-threshold", "soon"], "argument --silent-threshold: not a number of seconds: 'soon'"),
+    (["dissect", "--limit", "-1"], "argument --limit: not a count >= 0: '-1'"),
+])
+def test_a_negative_or_nan_number_is_a_usage_error(args, message, capsys):
+    """A negative threshold made every postcopy page request a stall (a COMPLETED migration with findings),
+    a NaN one none; a negative --limit was taken as no limit."""
+    with pytest.raises(SystemExit) as exc:
+        main([*args, str(CORPUS / "precopy-7.2.pcap.gz")])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_dissect_of_tcp_that_is_no_migration_says_so(tmp_path, capsys):
+    path = tmp_path / "http.pcap"
+    S.write_capture(str(path), [S.Conn(40000, 1.0, dport=80).send(1.01, b"GET / HTTP/1.1\r\n\r\n")
+                                .reply(1.02, b"HTTP/1.1 200 OK\r\n\r\n").close(1.03)])
+    assert main(["dissect", "--summary", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == "\nRecords per channel kind and type:\n  none\n"
+    assert err == "migshark: note: no QEMU migration record in the capture's 1 TCP connection(s)\n"
+
+
+def test_dissect_exit_codes_on_a_damaged_capture_follow_analyze(tmp_path, capsys):
+    """A capture that stops at a corrupt record is a finding (exit 1) though every record before it is
+    whole; one with nothing readable is unreadable (exit 2), as for analyze. Both were exit 0."""
+    whole = tmp_path / "whole.pcap"
+    S.write_capture(str(whole), [S.Conn(40000, 1.0).send(1.01, S.header() + S.ram_start() + S.eof()).close(1.02)])
+    assert main(["dissect", "--summary", str(whole)]) == 0
+    capsys.readouterr()
+    damaged = tmp_path / "damaged.pcap"
+    damaged.write_bytes(whole.read_bytes() + struct.pack("<IIII", 2, 0, 0x7FFFFFF0, 0x7FFFFFF0) + b"\xff" * 64)
+    assert main(["dissect", "--summary", str(damaged)]) == 1
+    out, err = capsys.readouterr()
+    assert "  main           main.eof                 1\n" in out and "truncated" not in out
+    assert f"migshark: warning: {damaged}: offset {whole.stat().st_size}: " in err
+    assert main(["analyze", str(damaged)]) == 1
+    capsys.readouterr()
+    header_only = tmp_path / "header-only.pcap"
+    header_only.write_bytes(whole.read_bytes()[:10])
+    assert main(["dissect", str(header_only)]) == 2
+    err = capsys.readouterr().err
+    assert f"migshark: error: {header_only}: no record decoded: the capture could not be read completely" in err
+
+
+def test_analyze_says_why_no_migration_was_found(tmp_path, capsys):
+    """An empty capture (a tcpdump whose filter matched nothing), one of UDP only, and one cut inside its
+    header each say what they hold (all three said 'no TCP segment could be decoded')."""
+    from dissectors.capture.writer import PcapWriter
+    from tests.capture_helpers import udp_frame
+
+    empty, udp, cut = tmp_path / "empty.pcap", tmp_path / "udp.pcap", tmp_path / "cut.pcap"
+    with PcapWriter(str(empty)):
+        pass
+    with PcapWriter(str(udp)) as w:
+        w.write(1.0, udp_frame())
+        w.write(1.1, udp_frame())
+    cut.write_bytes(empty.read_bytes()[:10])
+    user0 = tmp_path / "user0.pcap"
+    with PcapWriter(str(user0), linktype=147) as w:      # a link type not read: its frames are skipped
+        w.write(1.0, udp_frame())
+    for path, why in ((empty, "the capture holds no packet"), (udp, "none of its 2 frame(s) is a TCP segment"),
+                      (cut, "no packet could be read (see the warnings)"),
+                      (user0, "none of its 1 frame(s) is a TCP segment (see the warnings)")):
+        assert main(["analyze", str(path)]) == 2
+        assert capsys.readouterr().err == f"migshark: error: {path}: no migration found: {why}\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["check", "-"], "migshark check: '-' is not a capture file (the expected report sits beside each capture)"),
+    (["fleet", "-o", "table.csv", "-"], "migshark fleet: error: '-' is not a capture file here"),
+])
+def test_commands_that_read_files_where_they_lie_refuse_standard_input(args, message, tmp_path, capsys,
+                                                                       monkeypatch):
+    """check compared standard input with '-.expected.json' ('missing'), fleet made it an error row ('no such
+    file'); both are usage errors, said before anything runs."""
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(message) and not out and not (tmp_path / "table.csv").exists()
+
+
+def test_dissect_minus_t_with_a_time_format_letter_says_what_dissect_t_is(capsys):
+    """A tshark user's ``-t ad`` (tshark's time format) selects record types in dissect: the note says so."""
+    assert main(["dissect", "-t", "ad", str(CORPUS / "precopy-7.2.pcap.gz")]) == 0
+    err = capsys.readouterr().err
+    assert "no record matches -t ad" in err
+    assert "(dissect's -t is --type, a record type glob; ad is a time format of analyze and watch" in err
+    assert main(["dissect", "-t", "main.eof", "-t", "nothing", str(CORPUS / "precopy-7.2.pcap.gz")]) == 0
+    assert "time format" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["analyze", "dissect", "watch"])
+def test_a_directory_given_as_the_capture_points_to_fleet_and_check(command, tmp_path, capsys):
+    assert main([command, str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"migshark: error: {tmp_path}: is a directory (this command reads one "
+                                       "capture; fleet and check take directories)\n")
+    assert main(["analyze", "--keylog", str(tmp_path), str(CORPUS / "precopy-7.2.pcap.gz")]) == 2
+    assert "fleet and check" not in capsys.readouterr().err      # not the capture: no hint
+
+
+@pytest.mark.parametrize("command", ["analyze", "watch"])
+def test_time_format_help_marks_the_default_letter(command, capsys):
+    """The help read 'r: relative to the migration's start (+1.0011s); its start in ISO 8601 UTC (default)',
+    as if the default were the ISO start; the letter is now marked."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "as tshark -t: r (default): relative to the migration's start (+1.0011s), the start itself" in text

@@ -214,6 +214,9 @@ def test_relay_legs_are_drawn_together_and_named():
     assert headers[0].startswith("M0  relay leg 1/2: source \u2192 relay at 127.0.0.1:39411")
     assert headers[1].startswith("M1  relay leg 2/2: relay \u2192 destination 127.0.0.1:41299")
     assert [t for t in fig.texts if t.get_gid() == "label:relay"]
+    # one migration, as the text report counts it (the title said "2 migration(s)": a leg each)
+    title = next(t.get_text() for t in fig.texts if t.get_gid() == "label:title")
+    assert title.endswith("holdback-preempt-7.2.pcap.gz: 1 migration(s), 1 through a relay (two legs)")
     # the leg order follows the relay, not the report's order
     tl2 = timeline("holdback-multifd-7.2")
     assert [t.get_text()[:3] for t in tl2.axes.texts if t.get_gid() == "label:header"] == ["M0 ", "M1 "]

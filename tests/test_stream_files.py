@@ -116,3 +116,16 @@ def test_a_stream_file_through_a_pipe_is_told_to_come_as_a_file(tmp_path: Path) 
                          capture_output=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
     assert res.returncode == 2
     assert b"magic 0x5145564d" in res.stderr and b"give it as a file, not through a pipe" in res.stderr
+
+
+def test_device_state_is_decoded_in_a_stream_file_as_in_a_capture(capsys: pytest.CaptureFixture[str]) -> None:
+    """``dissect --device NAME -V`` on a stream file (what analyze-migration.py reads) decodes each field
+    along the VMDESCRIPTION, as on the capture of the same machine (it gave no device.vmstate at all)."""
+    def decoded(path: Path) -> list[tuple[str, bool, list[str]]]:
+        return [(r["fields"]["idstr"], r["fields"]["decoded"], [f["name"] for f in r["fields"]["state"]])
+                for r in records(capsys, path, "-t", "device.vmstate", "--device", "cpu*")]
+    got = decoded(EXEC_72)
+    assert [(idstr, ok, len(names)) for idstr, ok, names in got] == [("cpu_common", True, 2), ("cpu", True, 68)]
+    assert got == decoded(CORPUS / "precopy-7.2.pcap.gz")
+    rc, out, _ = run(capsys, "dissect", "--device", "cpu_common", "-V", str(EXEC_72))
+    assert rc == 0 and "    halted: uint32[4] @0 = " in out

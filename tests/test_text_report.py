@@ -48,10 +48,24 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     ("multifd-tls-10.0", [], "COMPLETED: precopy, main + 2 multifd, 2.7 MiB in 0.20 s; TLS, not decrypted"),
     ("multifd-tls-10.0", ["--keylog", "captures/multifd-tls-10.0.keylog"],
      "COMPLETED: precopy, main + 2 multifd, 2.7 MiB in 0.20 s"),
+    # the version given is the one named (6.0 is judged by 7.2's rules; it was "a QEMU 7.2 destination")
+    ("holdback-multifd-7.2", ["--qemu-version", "6.0"],
+     "FAILED: multifd channel accepted before main on a QEMU 6.0 destination"),
+    # a blocked peek gives no role (it was "preempt channel taken as blocked by a QEMU 10.1+ destination")
+    ("holdback-preempt-7.2-to-11.1", ["--qemu-version", "11.1"],
+     "FAILED: a QEMU 11.1 destination stuck in a peek on the silent preempt channel"),
 ])
 def test_headline_on_real_captures(name: str, extra: list[str], line: str) -> None:
     proc = _run("analyze", *extra, f"captures/{name}.pcap.gz")
     assert proc.stdout.splitlines()[0] == line, proc.stdout[:400]
+
+
+def test_a_channel_behind_a_blocked_peek_is_given_no_role() -> None:
+    proc = _run("analyze", "--qemu-version", "11.1", "captures/holdback-preempt-7.2-to-11.1.pcap.gz")
+    text = " ".join(proc.stdout.split())
+    assert "is preempt but the destination gives it no role, stuck in a peek (qemu-10.1+); silent" in text
+    assert "is main but the destination gives it no role, stuck in a peek (qemu-10.1+)" in text
+    assert "as blocked" not in text and proc.returncode == 1
 
 
 def test_headline_of_a_stall_and_of_no_migration(tmp_path: Path) -> None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from dissectors.analysis.judge import Options
 from dissectors.cli.pipeline import analyze_file, load_keylog
+from dissectors.errors import InputError
 from dissectors.fleet import inputs
 from dissectors.fleet.inputs import SUFFIXES, CaptureInput
 from dissectors.tls import KeyLog
@@ -102,13 +104,23 @@ def normalise(report: dict[str, Any]) -> dict[str, Any]:
 
 def check_one(capture: Path, update: bool) -> tuple[str, list[str]]:
     expected_path = sibling(capture, ".expected.json")
-    report = normalise(analyze_file(str(capture), Options(), keylog=corpus_keylog(capture)).report)
+    try:
+        report = normalise(analyze_file(str(capture), Options(), keylog=corpus_keylog(capture)).report)
+    except InputError as exc:       # unreadable: said on its own line, the other captures still checked
+        return "error", [exc.describe()]
+    except OSError as exc:
+        return "error", [f"{exc.filename or capture}: {exc.strerror or exc}"]
     got = json.dumps(report, indent=2, sort_keys=True).splitlines()
-    if update:
-        expected_path.write_text("\n".join(got) + "\n")
-        return "updated", []
+    if update:          # which reports changed, for the review: "updated" (or "new"), else "same"
+        text = "\n".join(got) + "\n"
+        before = expected_path.read_text() if expected_path.exists() else None
+        if before == text:
+            return "same", []
+        expected_path.write_text(text)
+        return ("new" if before is None else "updated"), []
     if not expected_path.exists():
-        return "missing", [f"no expected report {expected_path.name} (run migshark check --update after review)"]
+        return "missing", [f"no expected report {expected_path.name} (after review: migshark check --update "
+                           f"{shlex.quote(str(capture))}; --update on a directory rewrites every report in it)"]
     want = expected_path.read_text().splitlines()
     if want == got:
         return "ok", []
@@ -124,6 +136,10 @@ def check_task(item: CaptureInput, update: bool) -> tuple[str, list[str]]:
 def run_check(args: argparse.Namespace) -> int:
     from dissectors.fleet.runner import RunnerError, run_tasks
 
+    if "-" in args.paths:
+        print("migshark check: '-' is not a capture file (the expected report sits beside each capture)",
+              file=sys.stderr)
+        return 2
     captures = find_captures(args.paths)
     if not captures:
         print(f"migshark check: no capture found in {' '.join(args.paths)}", file=sys.stderr)
@@ -140,19 +156,23 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"migshark check: {exc}", file=sys.stderr)
         return 2
     results = []
-    bad = 0
+    bad = unreadable = 0
     for cap, (status, diff) in zip(captures, outcomes, strict=True):
         results.append({"capture": str(cap), "status": status, "diff": diff})
         bad += status in ("differs", "missing")
+        unreadable += status == "error"
         if not args.json:
             print(f"{status:>8}  {cap}")
             for line in diff[:200]:
                 print(f"          {line}")
     if args.json:
-        json.dump({"results": results, "failed": bad}, sys.stdout, indent=2)
+        json.dump({"results": results, "failed": bad, "unreadable": unreadable}, sys.stdout, indent=2)
         print()
     elif args.update:
-        print(f"{len(captures)} expected report(s) written")
+        written = sum(r["status"] in ("new", "updated") for r in results)
+        print(f"{written} expected report(s) written, {len(captures) - unreadable - written} unchanged"
+              + (f", {unreadable} capture(s) unreadable" if unreadable else ""))
     else:
-        print(f"{len(captures) - bad} passed, {bad} failed")
-    return 1 if bad else 0
+        print(f"{len(captures) - bad - unreadable} passed, {bad} failed"
+              + (f", {unreadable} unreadable" if unreadable else ""))
+    return 2 if unreadable else 1 if bad else 0

@@ -83,8 +83,12 @@ def run_dissect(args: argparse.Namespace) -> int:
     d.summary()
     for w in capture["warnings"]:
         print(f"migshark: warning: {w}", file=sys.stderr)
+    if not d.available and capture["warnings"] and not args.connection:   # as analyze: nothing readable at all
+        print(f"migshark: error: {args.capture}: no record decoded: the capture could not be read completely "
+              "(see the warnings)", file=sys.stderr)
+        return 2
     note = d.hidden_note()
     if note:
         print(f"migshark: note: {note}", file=sys.stderr)
     bad = d.counts and any(k in ("malformed", "truncated") for _, k in d.counts)
-    return 1 if bad else 0
+    return 1 if bad or capture.get("stopped") else 0    # a capture cut short is a finding, as for analyze

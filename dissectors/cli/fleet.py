@@ -50,6 +50,10 @@ def run_fleet(args: argparse.Namespace) -> int:
         print("migshark fleet: error: -j needs at least 1", file=sys.stderr)
         return 2
     specs = list(args.captures)
+    if "-" in specs:        # each capture is read where it lies, by whichever worker takes it
+        print("migshark fleet: error: '-' is not a capture file here (a fleet reads files, directories, globs or "
+              "URLs; --from-list - reads their names from standard input)", file=sys.stderr)
+        return 2
     if args.from_list:
         try:
             specs += read_list("/dev/stdin" if args.from_list == "-" else args.from_list)

@@ -12,10 +12,12 @@ import sys
 from collections.abc import Sequence
 
 from dissectors import __version__
-from dissectors.cli.options import add_judge_options, add_keylog_options, add_time_option
+from dissectors.cli.options import add_judge_options, add_keylog_options, add_time_option, count, seconds
 from dissectors.errors import InputError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+#: analyze's and watch's --qemu-version (watch said only "the destination's QEMU version").
+QEMU_VERSION_HELP = "the destination's QEMU version (e.g. 7.2, 10.0); default: inferred from the streams"
 #: ``dissect --channel`` values (dissectors.channels.sink's channel kinds).
 DISSECT_CHANNELS = ("main", "main-recovery", "return-path", "multifd", "preempt", "tls", "unknown")
 
@@ -59,7 +61,11 @@ def report_exit_code(report: dict, label: str) -> int:
         cap = report["capture"]
         why = None
         if not cap["tcp_segments"]:
-            why = "no TCP segment could be decoded"
+            frames = cap.get("frames", 0)
+            why = ("no packet could be read (see the warnings)" if not frames and cap["warnings"] else
+                   "the capture holds no packet" if not frames else
+                   f"none of its {frames} frame(s) is a TCP segment"
+                   + (" (see the warnings)" if cap["warnings"] else ""))
         elif cap["warnings"]:
             why = "the capture could not be read completely (see the warnings)"
         if why:
@@ -138,9 +144,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     a = sub.add_parser("analyze", aliases=["analyse"], help="per migration: accept order, roles, findings")
     a.add_argument("capture", help="pcap or pcapng file (optionally gzip-compressed); '-', a pipe or a FIFO "
-                                   "is read as a stream")
+                                   "is read as a stream; or a raw migration stream file (migrate \"exec:cat > "
+                                   "FILE\"), summarised as one")
     a.add_argument("--json", action="store_true", help="machine-readable report (docs/report-schema.md)")
-    add_judge_options(a, "the destination's QEMU version (e.g. 7.2, 10.0); default: inferred from the streams")
+    add_judge_options(a, QEMU_VERSION_HELP)
     add_keylog_options(a)
     a.add_argument("--plot", metavar="FILE.png", help="write a timeline picture of the channels")
     a.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
@@ -156,8 +163,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     w.add_argument("-f", "--filter", metavar="FILTER", help="capture filter for -i (e.g. 'tcp port 4444')")
     w.add_argument("--json", action="store_true", help="JSON lines: one per event, then the report "
                                                        "(docs/report-schema.md, watch events)")
-    add_judge_options(w, "the destination's QEMU version")
-    w.add_argument("--silent-threshold", type=float, default=1.0, metavar="S",
+    add_judge_options(w, QEMU_VERSION_HELP)
+    w.add_argument("--silent-threshold", type=seconds, default=1.0, metavar="S",
                    help="seconds a channel taken as main (or blocking a peek) must stay silent before the alert "
                         "(default 1)")
     add_keylog_options(w)
@@ -188,7 +195,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     d.add_argument("--summary", action="store_true", help="only the count per record type")
     d.add_argument("-x", "--hex", action="store_true",
                    help="hex dump of each record's bytes after it (the first 256 bytes of a larger record)")
-    d.add_argument("--limit", type=int, default=0, help="stop after N records (0 = no limit)")
+    d.add_argument("--limit", type=count, default=0, metavar="N",
+                   help="list at most N records (0 = no limit); the counts after them still cover the whole capture")
     d.add_argument("--device", action="append", metavar="NAME",
                    help="only these devices' state: section idstr, idstr/INSTANCE or vmsd name, globs "
                         "allowed ('*e1000*', 'i8259/1'); with -V each field decoded along the VMDESCRIPTION")
@@ -197,7 +205,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="compare captures with their expected reports (regression)")
     c.add_argument("paths", nargs="+", help="capture files or directories holding them")
     c.add_argument("--update", action="store_true", help="rewrite the expected reports")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="one JSON object: each capture's status and diff")
     c.add_argument("-j", "--jobs", type=int, metavar="N",
                    help="check on a local Dask cluster of N worker processes (default 1: serial, no Dask)")
     c.add_argument("--scheduler", metavar="tcp://HOST:PORT",
@@ -271,6 +279,8 @@ def _main(words: list[str]) -> int:
         hint = ""
         if "magic 0x5145564d" in exc.message:      # QEVM through a pipe: stream files are read as files
             hint = " (a raw migration stream: give it as a file, not through a pipe or standard input)"
+        elif exc.message == "is a directory" and exc.path == getattr(args, "capture", None):
+            hint = " (this command reads one capture; fleet and check take directories)"
         print(f"migshark: error: {exc.describe()}{hint}", file=sys.stderr)
         return EXIT_ERROR
     except FileNotFoundError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def qemu_version(text: str) -> str:
@@ -16,12 +17,35 @@ def qemu_version(text: str) -> str:
     return text
 
 
+def seconds(text: str) -> float:
+    """A duration in seconds: a number >= 0 ('inf' for never; a negative or NaN threshold was taken as given
+    and made every page request a stall, or none)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """A count >= 0 (``dissect --limit``: 0 is no limit)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a count >= 0: {text!r}")
+    return value
+
+
 def add_judge_options(p: argparse.ArgumentParser, qemu_help: str) -> None:
     """--qemu-version, --stall-threshold and --progress-timeout (the analysis's ``Options``)."""
-    p.add_argument("--qemu-version", type=qemu_version, help=qemu_help)
-    p.add_argument("--stall-threshold", type=float, default=1.0, metavar="S",
+    p.add_argument("--qemu-version", type=qemu_version, metavar="V", help=qemu_help)
+    p.add_argument("--stall-threshold", type=seconds, default=1.0, metavar="S",
                    help="seconds a postcopy page request may wait before it counts as a stall (default 1)")
-    p.add_argument("--progress-timeout", type=float, default=5.0, metavar="S",
+    p.add_argument("--progress-timeout", type=seconds, default=5.0, metavar="S",
                    help="seconds without traffic before an unfinished migration counts as stalled (default 5)")
 
 
@@ -31,7 +55,7 @@ def add_time_option(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("-t", "--time-format", choices=list(FORMATS), default="r", metavar="FORMAT",
                    help="times in the text output, as tshark -t: "
-                        + "; ".join(f"{k}: {v}" for k, v in FORMATS.items()))
+                        + "; ".join(f"{k}{' (default)' if k == 'r' else ''}: {v}" for k, v in FORMATS.items()))
 
 
 def add_keylog_options(p: argparse.ArgumentParser, verify: bool = True) -> None:

@@ -17,6 +17,7 @@ from dissectors.channels.kinds import KINDS
 from dissectors.channels.ram_walk import expand_zero_run
 from dissectors.outputs.layer_tree import layer_tree
 from dissectors.outputs.record_trace import HEX_BYTES, TREE_BYTES, DirectionTrace, FrameClock, TracingSink
+from dissectors.outputs.timefmt import FORMATS
 from dissectors.outputs.vmstate import device_matches, device_tree, line_fields
 from dissectors.tcp.connection import Connection, endpoint_text
 
@@ -153,7 +154,8 @@ class RecordPrinter:
                 return None
         tracing: TracingSink
         sink = ChannelSink(lambda direction, records: self.records(None, sink, direction, records,
-                                                                   tracing.traces[direction]))
+                                                                   tracing.traces[direction]),
+                           device_state=True)     # --device -V: the fields along the VMDESCRIPTION
         tracing = TracingSink(sink, self.clock, keep=self.keep)
         return tracing
 
@@ -255,6 +257,8 @@ class RecordPrinter:
         self.out.write("\nRecords per channel kind and type:\n")
         for (ch, k), n in sorted(self.counts.items()):
             self.out.write(f"  {ch:<14} {k:<24} {n}\n")
+        if not self.counts:
+            self.out.write("  none\n")
 
     def unknown_connections(self) -> list[str]:
         """The ``-c`` selectors that named no connection of the capture."""
@@ -270,6 +274,8 @@ class RecordPrinter:
 
     def hidden_note(self) -> str | None:
         """Why nothing was printed, when the options hid every record (None: something was printed)."""
+        if not self.available and not self.selected and self.stream_file is None:
+            return f"no QEMU migration record in the capture's {self.connection_count} TCP connection(s)"
         if self.printed or self.args.summary or not (self.connections or self.stream_file):
             return None
         pages = sum(n for (_, k), n in self.counts.items() if k in PAGE_KINDS)
@@ -286,5 +292,8 @@ class RecordPrinter:
             f"--channel {' '.join(sorted(self.channels))}" if self.channels else "",
             f"-t {' '.join(self.types)}" if self.types else "") if x)
         hint = " (TLS: --keylog FILE decrypts it)" if "tls" in channels else ""
+        if self.types and all(t in FORMATS for t in self.types):     # tshark's -t, the time format
+            hint += (f" (dissect's -t is --type, a record type glob; {', '.join(self.types)} is a time format "
+                     "of analyze and watch: dissect's times are seconds since the capture's first TCP segment)")
         return (f"no record matches {asked or 'the options'}; the selected connection(s) carry channel kind(s) "
                 f"{', '.join(channels)} with record type(s) {', '.join(kinds)}{hint}")

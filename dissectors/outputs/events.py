@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dissectors.outputs.text import taken_as
 from dissectors.outputs.timefmt import TimeFormat
 
 
@@ -51,11 +52,11 @@ def _what(e: dict[str, Any]) -> str:
         mark = "  !! MISREAD" if e["misclassified"] else ""
         what = f"{e['role']}" if kind == "channel-role" else f"true role {e['role']}"
         return (f"channel {e['client']} (#{e['accept_index']} of leg {e['leg']}) {verb} {what}, the destination "
-                f"takes it as {e['assigned_role']}{mark}")
+                f"{taken_as(e['assigned_role'])}{mark}")
     if kind == "misclassified":
         silent = f", silent for {e['silent_for']:.1f} s ({e['clock']} clock)" if "silent_for" in e else ""
-        return (f"MISCLASSIFIED {e['client']} is {e['role']} but the destination ({e['policy']}) takes it as "
-                f"{e['assigned_role']}{silent}; QEMU would show: {e['qemu_would_show']}")
+        return (f"MISCLASSIFIED {e['client']} is {e['role']} but the destination ({e['policy']}) "
+                f"{taken_as(e['assigned_role'])}{silent}; QEMU would show: {e['qemu_would_show']}")
     if kind == "stall":
         state = "ongoing" if e["ongoing"] else "ended"
         return (f"STALL {e['kind']} since {e['time']:.6f} ({e['duration']:.1f} s, {state}, {e['clock']} clock) on "

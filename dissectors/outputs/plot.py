@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from dissectors.analysis.engine import Analysis
 from dissectors.errors import InputError
+from dissectors.outputs.text import items, migrations_counted
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -395,7 +396,7 @@ class _Timeline:
     # -- figure furniture ---------------------------------------------------------------------------
     def _title(self) -> None:
         cap = self.report["capture"]
-        title = f"{cap.get('file') or 'capture'}: {len(self.report['migrations'])} migration(s)"
+        title = f"{cap.get('file') or 'capture'}: {migrations_counted(items(self.report))}"   # as the text says
         if self.left_out:
             title += f" ({self.left_out} more channel(s) not drawn: at most {MAX_LANES} lanes)"
         self.fig.text(0.5, 1 - TITLE_H * 0.45 / self.height, title, ha="center", va="center", fontsize=FONT + 3,

@@ -9,6 +9,7 @@ import shutil
 import textwrap
 from typing import Any
 
+from dissectors.analysis.policies import BLOCKED
 from dissectors.outputs.timefmt import TimeFormat
 
 #: Outcome statuses, worst first: the headline speaks of the worst migration.
@@ -95,8 +96,20 @@ def _start(m: dict[str, Any], src: dict[str, Any] | None) -> float | None:
     return min(starts) if starts else None
 
 
+def taken_as(assigned: str) -> str:
+    """How the destination takes a channel, for a sentence ("the destination ..."): a blocked peek gives
+    no role ("takes it as blocked" said nothing to a reader)."""
+    if assigned == BLOCKED:
+        return "gives it no role, stuck in a peek"
+    return f"takes it as {assigned}"
+
+
 # -- headline ------------------------------------------------------------------------------------------
-def _destination(policy: dict[str, Any]) -> str:
+def _destination(policy: dict[str, Any], given: str | None = None) -> str:
+    """The destination as the headline names it: the version given with ``--qemu-version`` (6.0 is judged
+    by qemu-7.2's rules but is not a QEMU 7.2), else the generation whose rules judged it."""
+    if given:
+        return f"QEMU {given}"
     name = policy["name"]
     return f"QEMU {name[5:]}" if name.startswith("qemu-") else name
 
@@ -110,14 +123,19 @@ def _stall_gist(s: dict[str, Any]) -> str:
             "no-progress": f"no byte on any channel{dur}{ongoing}"}.get(s["kind"], f"{s['kind']} stall{dur}")
 
 
-def gist(m: dict[str, Any]) -> str:
-    """What matters about one migration, in a few words, read off its findings and outcome."""
+def gist(m: dict[str, Any], qemu_version: str | None = None) -> str:
+    """What matters about one migration, in a few words, read off its findings and outcome
+    (``qemu_version``: the destination's, as given with ``--qemu-version``)."""
     out = m["outcome"]
     status = out["status"]
-    dest = _destination(m["policy"])
+    dest = _destination(m["policy"], qemu_version)
     mis = sorted(m["misclassifications"], key=lambda x: (x["leg"], x["accept_index"]))
     if mis:
         x = mis[0]
+        if x["assigned_role"] == BLOCKED:
+            silent = not any(c.get("bytes_to_server") for c in m.get("channels", []) if c["client"] == x["client"])
+            return (f"a {dest} destination stuck in a peek on the silent {x['role']} channel" if silent else
+                    f"{x['role']} channel never taken in: a {dest} destination stuck in a peek")
         if x["assigned_role"] == "main":
             return f"{x['role']} channel accepted before main on a {dest} destination"
         return f"{x['role']} channel taken as {x['assigned_role']} by a {dest} destination"
@@ -179,7 +197,7 @@ def headline(report: dict[str, Any]) -> str:
     worst = min(its, key=rank)
     m = worst[0]
     status = m["outcome"]["status"]
-    text = f"{status.upper()}: {gist(m)}"
+    text = f"{status.upper()}: {gist(m, report.get('options', {}).get('qemu_version'))}"
     if status == "incomplete" and stopped:
         text = f"INCOMPLETE: {cut.replace('capture cut', 'capture cut short')}"
     elif cut:
@@ -207,6 +225,12 @@ def _migration_findings(m: dict[str, Any]) -> int:
     return len(m["misclassifications"]) + len(m["stalls"]) + len(m["unreadable"]) + len(m.get("unsupported", []))
 
 
+def migrations_counted(its: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> str:
+    """``items``' migrations counted as people count them: "1 migration(s), 1 through a relay (two legs)"."""
+    relayed = sum(1 for _, src in its if src is not None)
+    return f"{len(its)} migration(s)" + (f", {relayed} through a relay (two legs)" if relayed else "")
+
+
 # -- the report ----------------------------------------------------------------------------------------
 def render_report(report: dict[str, Any], tf: TimeFormat | None = None, width: int | None = None) -> str:
     tf = tf or TimeFormat()
@@ -215,8 +239,7 @@ def render_report(report: dict[str, Any], tf: TimeFormat | None = None, width: i
     w = _Writer(width, tf, cap.get("first_time"))
     its = items(report)
     w.raw(one_line(tf.retime(headline(report), cap.get("first_time")), width))
-    relayed = sum(1 for _, src in its if src is not None)
-    shown = f"{len(its)} migration(s)" + (f", {relayed} through a relay (two legs)" if relayed else "")
+    shown = migrations_counted(its)
     first = f" from {tf.absolute(cap['first_time'])}" if cap.get("first_time") is not None else ""
     w.para(f"{cap['file']}: {cap['frames']} frames ({cap['tcp_segments']} TCP){first}; {shown}")
     stopped = cap.get("stopped")
@@ -365,8 +388,8 @@ def _findings(w: _Writer, m: dict[str, Any]) -> None:
     sent = {c["client"]: c.get("bytes_to_server", 0) for c in m.get("channels", [])}
     for x in m["misclassifications"]:
         when = "its first bytes at" if sent.get(x["client"]) else "silent; accepted at"
-        w.para(f"! misclassified: {x['client']} is {x['role']} but the destination takes it as "
-               f"{x['assigned_role']} ({x['policy']}); {when} {w.at(x['time'])}", 2, 4)
+        w.para(f"! misclassified: {x['client']} is {x['role']} but the destination {taken_as(x['assigned_role'])} "
+               f"({x['policy']}); {when} {w.at(x['time'])}", 2, 4)
         w.para(f"QEMU would show: {x['failure']}", 6, 4)
         for e in x["evidence"]:
             w.para(f"- {e}", 6, 2)

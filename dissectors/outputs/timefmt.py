@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 #: ``-t`` letter -> what it shows (the help text and docs list these).
 FORMATS = {
-    "r": "relative to the migration's start (+1.0011s); its start in ISO 8601 UTC (default)",
+    "r": "relative to the migration's start (+1.0011s), the start itself in ISO 8601 UTC",
     "a": "local time of day (13:27:20.075779)",
     "ad": "local date and time, ISO 8601 (2026-11-26T13:27:20.075779+01:00)",
     "u": "UTC time of day (12:27:20.075779Z)",
