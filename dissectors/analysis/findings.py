@@ -15,3 +15,21 @@ def migration_findings(m: dict[str, Any]) -> int:
         return unreadable
     return (len(m["misclassifications"]) + len(m["stalls"]) + unreadable + len(m.get("unsupported", []))
             + (m["outcome"]["status"] == "failed"))
+
+
+def no_migration_reason(report: dict[str, Any]) -> str | None:
+    """Why a report without a migration is an error (``analyze`` exits 2, ``fleet`` writes an error row),
+    or None when it has migrations or the capture was read whole and simply holds none."""
+    if report["migrations"]:
+        return None
+    cap = report["capture"]
+    if not cap["tcp_segments"]:
+        frames = cap.get("frames", 0)
+        why = ("no packet could be read (see the warnings)" if not frames and cap["warnings"] else
+               "the capture holds no packet" if not frames else
+               f"none of its {frames} frame(s) is a TCP segment" + (" (see the warnings)" if cap["warnings"] else ""))
+    elif cap["warnings"]:
+        why = "the capture could not be read completely (see the warnings)"
+    else:
+        return None
+    return "no migration found: " + why

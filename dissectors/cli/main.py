@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from dissectors import __version__
+from dissectors.analysis.findings import no_migration_reason
 from dissectors.cli.options import add_judge_options, add_keylog_options, add_time_option, count, seconds
 from dissectors.errors import InputError
 
@@ -57,20 +58,10 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def report_exit_code(report: dict, label: str) -> int:
     """``analyze``'s exit code for a report (``watch`` ends with the same)."""
-    if not report["migrations"]:
-        cap = report["capture"]
-        why = None
-        if not cap["tcp_segments"]:
-            frames = cap.get("frames", 0)
-            why = ("no packet could be read (see the warnings)" if not frames and cap["warnings"] else
-                   "the capture holds no packet" if not frames else
-                   f"none of its {frames} frame(s) is a TCP segment"
-                   + (" (see the warnings)" if cap["warnings"] else ""))
-        elif cap["warnings"]:
-            why = "the capture could not be read completely (see the warnings)"
-        if why:
-            print(f"migshark: error: {label}: no migration found: {why}", file=sys.stderr)
-            return EXIT_ERROR
+    why = no_migration_reason(report)
+    if why:
+        print(f"migshark: error: {label}: {why}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_FINDINGS if report["findings"] else EXIT_OK
 
 

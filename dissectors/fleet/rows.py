@@ -13,7 +13,8 @@ import re
 from collections import Counter
 from typing import Any
 
-from dissectors.analysis.findings import migration_findings
+from dissectors.analysis.findings import migration_findings, no_migration_reason
+from dissectors.analysis.policies import BLOCKED
 
 ROLES = ("main", "multifd", "preempt", "main-recovery", "tls", "unknown")
 STALL_KINDS = ("page-request", "preempt-as-main", "peek-blocked", "no-progress")
@@ -89,11 +90,9 @@ def rows_from_report(report: dict[str, Any], capture: str, size: int) -> list[di
     if keylog is not None:
         common["tls_decrypted"] = f"{keylog['decrypted']}/{keylog['tls_connections']}"
     if not report["migrations"]:
-        why = None
-        if not cap["tcp_segments"]:
-            why = "no migration found: no TCP segment could be decoded"
-        elif warnings:
-            why = "no migration found: the capture could not be read completely: " + warnings[0]
+        why = no_migration_reason(report)
+        if why and warnings:
+            why = why.replace("(see the warnings)", "(first: " + warnings[0] + ")")
         row = error_row(capture, size, why) if why else _empty(capture, size) | {"status": "no-migration"}
         return [row | common]
     given = report["options"].get("qemu_version")
@@ -162,11 +161,16 @@ def mask(text: str) -> str:
     return _INT.sub("N", _TIME.sub("T", _ADDR.sub("ADDR", text)))
 
 
+def _taken(assigned: str) -> str:
+    """How the destination took a channel, after its true role: a blocked peek gives it no role."""
+    return "given no role (a peek stuck on it)" if assigned == BLOCKED else f"taken as {assigned}"
+
+
 def signature(m: dict[str, Any]) -> str | None:
     """What went wrong in one migration, in words that do not depend on the capture: the summary's key."""
     if (m.get("relay") or {}).get("side") == "source":
         return None
-    parts = sorted({f"{x['role']} taken as {x['assigned_role']} ({x['policy']})" for x in m["misclassifications"]})
+    parts = sorted({f"{x['role']} {_taken(x['assigned_role'])} ({x['policy']})" for x in m["misclassifications"]})
     if parts:
         return "misclassified: " + ", ".join(parts)
     kinds = sorted({s["kind"] for s in m["stalls"]})

@@ -109,7 +109,9 @@ def render_summary(rows: list[dict[str, Any]], *, captures: int, seconds: float,
         out += ["", f"Top failure signatures ({len(sigs)} distinct):"]
         for sig, hits in sorted(sigs.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]:
             ex = hits[0]
-            where = f"migration {ex['migration']}" if ex["migration"] is not None else ex.get("error") or ""
+            err = ex.get("error") or ""
+            where = (f"migration {ex['migration']}" if ex["migration"] is not None else
+                     err if err.startswith(ex["capture"]) else f"{ex['capture']}: {err}" if err else ex["capture"])
             pairs_seen = sorted({f"{_short(h['source_generation'])} -> {_short(h['destination_generation'])}"
                                  for h in hits if h["migration"] is not None})
             out.append(f"  {len(hits):>5}  {sig}")

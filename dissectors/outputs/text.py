@@ -107,11 +107,13 @@ def taken_as(assigned: str) -> str:
 # -- headline ------------------------------------------------------------------------------------------
 def _destination(policy: dict[str, Any], given: str | None = None) -> str:
     """The destination as the headline names it: the version given with ``--qemu-version`` (6.0 is judged
-    by qemu-7.2's rules but is not a QEMU 7.2), else the generation whose rules judged it."""
+    by qemu-7.2's rules but is not a QEMU 7.2), else the generation whose rules judged it, said to be
+    assumed when the capture fits other generations' rules too."""
     if given:
         return f"QEMU {given}"
     name = policy["name"]
-    return f"QEMU {name[5:]}" if name.startswith("qemu-") else name
+    dest = f"QEMU {name[5:]}" if name.startswith("qemu-") else name
+    return f"{dest} (assumed)" if len(policy.get("fits_capture") or ()) > 1 else dest
 
 
 def _stall_gist(s: dict[str, Any]) -> str:
@@ -142,7 +144,7 @@ def gist(m: dict[str, Any], qemu_version: str | None = None) -> str:
     if m["stalls"]:
         return _stall_gist(m["stalls"][0])
     for u in m.get("unsupported", []):
-        return f"{u['text'].split(': ')[0]}, unsupported by {dest}"
+        return f"{u['text'].split(': ')[0]}, unsupported by {dest.removesuffix(' (assumed)')}"   # its text says which
     for u in m.get("unreadable", []):
         return f"malformed record on the {u['role']} channel {u['client']} at offset {u['offset']}"
     if status == "unknown":
