@@ -95,7 +95,7 @@ def _end(f: ConnectionFacts) -> float:
     """When the connection was done with: the source's FIN, an RST, or its replacement; else infinity."""
     c = f.conn
     how = c.end_how
-    if "rst" in how or "superseded" in how or c.fin_ts[0] is not None:
+    if "superseded" in how or c.fin_ts[0] is not None or any(t is not None for t in c.rst_ts):
         return c.last_ts
     return _INF
 
