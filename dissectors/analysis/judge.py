@@ -609,10 +609,11 @@ class MigrationJudge:
         return (f"the source closed its channels at {_fmt(t)} (stopped from outside){tail}; a destination "
                 f"in this state then fails (QEMU: {silent})")
 
-    def tls_outcome(self, conns: list[ConnectionFacts], postcopy: bool = False) -> dict[str, Any]:
+    def tls_outcome(self, conns: list[ConnectionFacts], postcopy: bool = False,
+                    cut: B.Cut | None = None) -> dict[str, Any]:
         """The verdict TCP and the TLS record layer allow when the contents are hidden (no key log).
         ``postcopy``: the record layer shows a postcopy set-up, whose destination closes the channels itself
-        once it has loaded everything (a precopy source closes first)."""
+        once it has loaded everything (a precopy source closes first). ``cut``: ``first_cut`` of ``conns``."""
         hidden = f"judged from TCP and TLS evidence, contents not verified: {_keylog_hint(conns)}"
         alerts = sorted((ts, d, f) for f in conns for d, ts in f.tls_alerts)
         if alerts:
@@ -640,7 +641,6 @@ class MigrationJudge:
                               "port given to migrate-recover, a migration of its own here without the key log) or "
                               f"a failure; {hidden}"}
         if first:
-            cut = B.first_cut(conns, None)
             if cut is not None and cut.by == "source":
                 what = "reset" if cut.reset else "closed"
                 return {"status": "failed",
@@ -702,8 +702,9 @@ class MigrationJudge:
         if stalls:
             s = stalls[0]
             return {"status": "stalled", "reason": f"{s['kind']} stall from {_fmt(s['start'])}"}
-        cut = B.first_cut(conns, None) if conns and not all(f.kind == "tls" for f in conns if f.client_sent()) \
-            else None
+        tls_only = all(f.kind == "tls" for f in conns if f.client_sent())
+        first_cut = B.first_cut(conns, None)          # (once per judgement: it walks every connection)
+        cut = first_cut if conns and not tls_only else None
         if cut is not None and cut.by == "destination" and any(
                 f.conn.last_data_ts[0] is not None and f.conn.last_data_ts[0] > cut.at for f in conns):
             # the source still sent after the destination ended a channel: the stream had not ended there,
@@ -716,11 +717,11 @@ class MigrationJudge:
         # holes hide an EOF only on the main channel (under TLS without a key log no EOF is seen anyway): a
         # migration cut short whose main channel is whole up to its close is judged by the cut
         hidden_eof = any(f.conn.gap_bytes[0] for f in conns if f.kind in ("main", "main-recovery"))
-        if lost and (hidden_eof or B.first_cut(conns, None) is None):
+        if lost and (hidden_eof or first_cut is None):
             return {"status": "incomplete", "reason": f"no EOF seen, and the capture misses {lost} bytes of the "
                                                       "streams (lost or snaplen-cut packets)"}
-        if conns and all(f.kind == "tls" for f in conns if f.client_sent()):
-            return self.tls_outcome(conns, postcopy=self.tls_postcopy)
+        if conns and tls_only:
+            return self.tls_outcome(conns, postcopy=self.tls_postcopy, cut=first_cut)
         if cut is not None and not (cut.by == "source" and mains and not any(B.ended(f.conn) for f in mains)):
             # a source's close is a cut once the main channel has ended with no EOF: while main is open the
             # stream may still end well (and a live view must not say "failed" before it knows)
@@ -757,10 +758,11 @@ class MigrationJudge:
         else:
             after = "the source fails on the broken channels"
         if cut.whole:
-            why = (f"the destination stopped as a whole at {_fmt(cut.at)}: it {what} all {cut.ended} channels "
-                   f"(first {name}), none a moment after its first bytes, before the main channel's EOF, with no "
-                   "error on the return path; its QEMU failed to load the stream, exited, crashed or was killed "
-                   f"(Linux resets a socket closed with unread data in it); {after}")
+            which = (f"all {cut.ended} channels (first {name}), none a moment after its first bytes" if cut.ended > 1
+                     else f"its only channel ({name}), not a moment after its first bytes")
+            why = (f"the destination stopped as a whole at {_fmt(cut.at)}: it {what} {which}, before the main "
+                   "channel's EOF, with no error on the return path; its QEMU failed to load the stream, exited, "
+                   f"crashed or was killed (Linux resets a socket closed with unread data in it); {after}")
         else:
             why = f"the destination {what} {name} at {_fmt(cut.at)} before the main channel's EOF"
             if postcopy or postcopy is None:
