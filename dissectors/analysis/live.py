@@ -326,22 +326,28 @@ class LiveView:
             out.append({"event": "source-generation", **base, "time": _r(last_ts), "source_generation": gen,
                         "evidence": m["policy"].get("evidence", [])})
         seen.generation = gen
+        # A misreading that only the assumed destination policy makes, while one the capture has not ruled
+        # out would misread nothing, is no alarm yet: held as the outcome it would cause is (``_policy_open``).
+        unsure = m["id"] in self._open_policy
         for ch in m["channels"]:
             pair = (ch["role"], ch["assigned_role"])
             before = self._channels.get(ch["connection"])
             if before != pair:
                 self._channels[ch["connection"]] = pair
-                out.append({"event": "channel" if before is None else "channel-role", **base,
-                            "time": ch["handshake_time"] or ch["syn_time"] or ch["first_data_time"],
-                            "connection": ch["connection"], "client": ch["client"], "leg": ch["leg"],
-                            "accept_index": ch["accept_index"], "role": ch["role"],
-                            "assigned_role": ch["assigned_role"], "misclassified": ch["misclassified"],
-                            "role_evidence": ch["role_evidence"]})
+                ev = {"event": "channel" if before is None else "channel-role", **base,
+                      "time": ch["handshake_time"] or ch["syn_time"] or ch["first_data_time"],
+                      "connection": ch["connection"], "client": ch["client"], "leg": ch["leg"],
+                      "accept_index": ch["accept_index"], "role": ch["role"],
+                      "assigned_role": ch["assigned_role"], "misclassified": ch["misclassified"],
+                      "role_evidence": ch["role_evidence"]}
+                if ch["misclassified"] and unsure:
+                    ev["policy_unsure"] = True
+                out.append(ev)
         stalls = {(s["kind"], s["start"]): s for s in m["stalls"]}
         by_client = {ch["client"]: ch for ch in m["channels"]}
         for mc in m["misclassifications"]:
             ch = by_client.get(mc["client"])
-            if ch is None or ch["connection"] in self._misread:
+            if ch is None or ch["connection"] in self._misread or unsure:
                 continue
             silent = (mc["role"] == PREEMPT and mc["assigned_role"] == MAIN) or mc["assigned_role"] == BLOCKED
             ev = {"event": "misclassified", **base, "time": mc["time"], "connection": ch["connection"],
@@ -390,7 +396,7 @@ class LiveView:
                     seen.resumed.add(leg["leg"])
                     out.append({"event": "postcopy-recovery", **base, "time": leg["start_time"], "leg": leg["leg"]})
         status = m["outcome"]["status"]
-        if status in ("failed", "stalled") and m["id"] in self._open_policy:
+        if status in ("failed", "stalled") and unsure:
             return out          # a failure only under some of the destination's possible versions: not yet
         if status != seen.outcome and (status in FINAL_STATUSES or (final and seen.outcome is not None)):
             ev = {"event": "outcome", **base, "time": m["end_time"], "status": status,
