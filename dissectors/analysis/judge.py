@@ -10,7 +10,7 @@ from typing import Any
 from dissectors.analysis import behaviour as B
 from dissectors.analysis import policies as P
 from dissectors.analysis.facts import ConnectionFacts
-from dissectors.analysis.grouping import MigrationGroup, role_ts, start_ts
+from dissectors.analysis.grouping import MigrationGroup, role_ts, start_ts, tls_main
 from dissectors.analysis.ledger import PageLedger
 from dissectors.analysis.repeats import RepeatedPages
 from dissectors.analysis.roles import infer_generation, tls_roles, true_role
@@ -192,6 +192,7 @@ class MigrationJudge:
             notes.append(f"TLS: {len(decrypted)} of {sum(f.encrypted for f in conns)} connections decrypted with the "
                          "key log; their roles are read from their contents, and the destination's assignment "
                          "follows the rules for TLS channels (no peek)")
+        notes += self.tls_recovery_notes()
         if inferred:
             notes.append("TLS: the channels' contents are hidden; their roles are inferred from the TLS record layer "
                          "(a first write of a multifd hello's size is multifd, the first other channel main, a later "
@@ -448,11 +449,29 @@ class MigrationJudge:
         }
 
     # -- stalls -----------------------------------------------------------------------------------
+    def tls_recovery_notes(self) -> list[str]:
+        """How a recovery leg of a hidden TLS migration was linked to it (``grouping.tls_paused``)."""
+        out = []
+        for n, (prev, leg) in enumerate(zip(self.g.legs, self.g.legs[1:], strict=False), start=1):
+            first = leg[0]          # the channel that opened the leg
+            main = tls_main(prev)
+            if first.kind != "tls" or first.decrypted or main is None or not first.tls_shape.looks_recovery():
+                continue
+            lost = min(t for t in (*main.conn.fin_ts, *main.conn.rst_ts) if t is not None)
+            out.append(f"TLS: leg {n} is taken as a postcopy recovery of leg {n - 1} from the record layer: "
+                       f"{_addr(first.conn.client)} opened it {start_ts(first) - lost:.3f} s after leg {n - 1}'s "
+                       f"main channel {_addr(main.conn.client)} ended, between the same two hosts, with no record "
+                       "of SHUT's size from the destination (a pause, not a completion); "
+                       f"{first.tls_shape.recovery_text()}; {_keylog_hint(self.g.connections)}")
+        return out
+
     def pauses(self) -> list[dict[str, Any]]:
         """Each postcopy pause: when the previous leg's main channel was lost, when and where it resumed."""
         out = []
         for prev, leg in zip(self.g.legs, self.g.legs[1:], strict=False):
-            mains = [f for f in prev if f.kind in ("main", "main-recovery")] or prev
+            hidden_main = tls_main(prev)
+            mains = ([f for f in prev if f.kind in ("main", "main-recovery")]
+                     or ([hidden_main] if hidden_main is not None else prev))
             lost = [t for f in mains for t in (*f.conn.fin_ts, *f.conn.rst_ts) if t is not None]
             paused = min(lost) if lost else max(f.conn.last_ts for f in mains)
             new_main = next((f for f in leg if f.kind in ("main", "main-recovery")), leg[0])
