@@ -155,3 +155,29 @@ def test_no_false_alarm(name: str) -> None:
     alarms = [(e["migration"], e["client"]) for e in events if e["event"] == "misclassified"
               or (e["event"] in ("channel", "channel-role") and e["misclassified"] and not e.get("policy_unsure"))]
     assert set(alarms) <= misread, (name, alarms, misread)
+
+
+def test_a_hidden_tls_recovery_is_said_as_a_pause_and_a_recovery() -> None:
+    """Without the key log a TLS postcopy recovery is linked by its record sizes (grouping.tls_paused); the
+    recovery leg proves postcopy ran, which TLS hides otherwise, so watch says the pause and the recovery."""
+    analyzer = Analyzer(Options())
+    view = LiveView(analyzer)
+    events: list[dict[str, Any]] = []
+
+    def on_batch(tracker: Any) -> None:
+        view.forget = tracker.forget
+        events.extend(view.update(tracker.last_ts))
+
+    path = REPO / "captures" / "preempt-recover-tls-11.1.pcap.gz"
+    with open_capture(path) as cap:
+        _, capture = reassemble(_Batches(cap, 50), str(path), analyzer.sink_for, on_batch=on_batch,
+                                coalesce_runs=False)
+    events.extend(view.update(capture["last_time"], final=True))
+    (m,) = analyzer.finish(capture).report["migrations"]
+    said = [(e["event"], e.get("leg")) for e in events if e["migration"] == m["id"]
+            and e["event"] in ("postcopy-pause", "postcopy-recovery")]
+    assert said == [("postcopy-pause", 0), ("postcopy-recovery", 1)], events
+    (pause,) = m["postcopy"]["pauses"]
+    pause_event = next(e for e in events if e["event"] == "postcopy-pause")
+    assert pause_event["time"] == pause["paused_at"]
+    assert [e["status"] for e in events if e["event"] == "outcome"] == ["completed"]

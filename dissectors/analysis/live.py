@@ -386,7 +386,8 @@ class LiveView:
         if pc.get("run_time") is not None and not seen.postcopy_run:
             seen.postcopy_run = True
             out.append({"event": "postcopy-start", **base, "time": pc["run_time"]})
-        if seen.postcopy_run:
+        # (a recovery leg proves postcopy ran where TLS hides the POSTCOPY_RUN command)
+        if seen.postcopy_run or any(leg["kind"] == "recovery" and leg["leg"] > 0 for leg in m["legs"]):
             for leg in m["legs"]:
                 lost = self._main_lost(m, leg["leg"])
                 if lost is not None and leg["leg"] not in seen.paused and m["outcome"]["status"] != "completed":
