@@ -193,12 +193,15 @@ def test_a_destination_killed_in_a_hidden_postcopy_may_have_paused_the_source() 
 BLOCK = b"pc.ram"
 
 
-def _recovery_capture(path: Path, acknowledged: bool = False, answer: bytes | None = None) -> None:
+def _recovery_capture(path: Path, acknowledged: bool = False, answer: bytes | None = None,
+                      source_closes: bool = True) -> None:
     """A TLS postcopy migration (main + preempt) whose main channel the source closes with a page request
     last from the destination (a pause), then a recovery on another port: a new main channel opening with
     RECV_BITMAP, the destination answering with its RECV_BITMAP message and the bitmap, and a new preempt
     channel; the destination acknowledges with SHUT at the end. ``acknowledged``: the first migration's
-    destination sent SHUT last instead (it completed); ``answer``: the recovery main's first answer instead."""
+    destination sent SHUT last instead (it completed); ``answer``: the recovery main's first answer instead;
+    ``source_closes`` False: the capture ends before the source answers the destination's closes of the
+    recovery leg's channels."""
     from dissectors.layers import commands as C
     from dissectors.layers import return_path as R
 
@@ -231,7 +234,8 @@ def _recovery_capture(path: Path, acknowledged: bool = False, answer: bytes | No
     rec.reply(3.5, rs.data(1, shut))
     for c in (rec, pre2):
         c.close(3.6, by=1)
-        c.close(3.601, by=0)
+        if source_closes:
+            c.close(3.601, by=0)
     S.write_capture(str(path), [main, pre, rec, pre2])
 
 
@@ -266,3 +270,13 @@ def test_a_new_main_channel_without_the_recv_bitmap_answer_is_a_migration_of_its
     first, second = analyze_file(str(cap), Options()).report["migrations"]
     assert first["outcome"]["status"] == "unknown" and "unacknowledged" in first["outcome"]["reason"]
     assert [c["leg"] for c in second["channels"]] == [0, 0]
+
+
+def test_a_postcopy_destination_closing_after_its_acknowledgement_is_not_a_failure_yet(tmp_path: Path) -> None:
+    """After the SHUT-sized record the destination closes its channels first, the source answers: a capture
+    (or a live view) that stops in between has seen a completion in progress, not a channel dropped."""
+    cap = tmp_path / "closing.pcap"
+    _recovery_capture(cap, source_closes=False)
+    (m,) = analyze_file(str(cap), Options()).report["migrations"]
+    assert m["outcome"]["status"] == "incomplete", m["outcome"]
+    assert "SHUT" in m["outcome"]["reason"]

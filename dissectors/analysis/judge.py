@@ -648,6 +648,19 @@ class MigrationJudge:
                               "source's last record, as a postcopy destination does once it has loaded the whole "
                               "stream, its last record on the return path of the size of SHUT; "
                               f"{hidden}"}
+        main = tls_main(conns)
+        main_open = main is not None and not B.ended(main.conn)
+        if (postcopy and first and (acked or main_open) and not any(_abort(f.conn) is not None for f in conns)
+                and all(_closed_after_source(f) for f in conns if B.closed_both_ways(f.conn) is not None)
+                and any(B.closed_both_ways(f.conn) is None for f in conns)):
+            # A postcopy destination that has loaded everything closes its channels itself (the preempt channel
+            # before it sends SHUT on main), then the source closes them: a completion under way, not a
+            # dropped channel, until every channel is closed both ways (a live view must not say "failed")
+            done = ("sent a record of SHUT's size after the source's last one and closes its channels" if acked
+                    else f"closed {_addr(first[0].conn.client)} while the main channel is still open")
+            return {"status": "incomplete",
+                    "reason": f"the destination {done}, as a postcopy destination that has loaded the whole "
+                              f"stream does; the capture ends before every channel is closed both ways; {hidden}"}
         src_first = sorted((f.conn.fin_ts[0], f) for f in conns
                            if f.conn.closed_by == "client" and f.conn.fin_ts[0] is not None)
         if postcopy and src_first and not acked:

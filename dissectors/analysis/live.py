@@ -233,8 +233,8 @@ class LiveView:
             return False
         if m is None:
             return not _is_migration(g.connections)
-        if "relay" in m:
-            return False
+        if "relay" in m or (_hidden_postcopy(m) and m["outcome"]["status"] != "completed"):
+            return False        # (a recovery leg may still join it: grouping.tls_paused)
         hit = self._settled.get((g.destination, min(f.conn.index for f in g.connections)))
         return hit is not None and hit[1] is m
 
@@ -316,7 +316,8 @@ class LiveView:
         if m["outcome"]["status"] == "completed":
             return True
         # A postcopy migration that did not complete may be resumed by a recovery on another port.
-        return not (g.postcopy() or any(f.kind in ("preempt-candidate", None) for f in g.connections))
+        return not (g.postcopy() or _hidden_postcopy(m)
+                    or any(f.kind in ("preempt-candidate", None) for f in g.connections))
 
     def _migration(self, m: dict[str, Any], seen: _Seen, base: dict[str, Any], last_ts: float,
                    now: float, final: bool = False) -> list[Event]:
@@ -388,8 +389,12 @@ class LiveView:
             out.append({"event": "postcopy-start", **base, "time": pc["run_time"]})
         # (a recovery leg proves postcopy ran where TLS hides the POSTCOPY_RUN command)
         if seen.postcopy_run or any(leg["kind"] == "recovery" and leg["leg"] > 0 for leg in m["legs"]):
+            last_leg = max(leg["leg"] for leg in m["legs"])
             for leg in m["legs"]:
                 lost = self._main_lost(m, leg["leg"])
+                if lost is not None and leg["leg"] == last_leg and any(
+                        ch["role_inferred"] for ch in m["channels"] if ch["leg"] == last_leg):
+                    lost = None     # TLS hides main's EOF: a pause shows only once a recovery leg follows
                 if lost is not None and leg["leg"] not in seen.paused and m["outcome"]["status"] != "completed":
                     seen.paused.add(leg["leg"])
                     out.append({"event": "postcopy-pause", **base, "time": lost, "leg": leg["leg"]})
@@ -448,6 +453,12 @@ class LiveView:
             times = [t for t in (ch["rst_time"], *ch["fin_time"]) if t is not None]
             return min(times) if times else None
         return None
+
+
+def _hidden_postcopy(m: dict[str, Any]) -> bool:
+    """A TLS migration whose record layer shows a preempt channel (no key log): the grouping's
+    ``_postcopyish`` cannot see it, but a recovery leg may join it (``grouping.tls_paused``)."""
+    return any(ch["role"] == PREEMPT and ch["role_inferred"] for ch in m["channels"])
 
 
 def _end_of(groups: list[MigrationGroup]) -> float:
