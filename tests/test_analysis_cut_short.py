@@ -165,3 +165,36 @@ def test_a_dying_destination_whose_source_shuts_main_in_between(cap):
     (m,) = analyze(cap(conns), Options()).report["migrations"]
     assert m["outcome"]["reason"].startswith("the destination stopped as a whole at ")
     assert all(_fits(m)[p] for p in REAL), m["policy"]
+
+
+def precopy_running() -> S.Conn:
+    """Plain precopy: one main channel carrying RAM for a second, nobody has closed it yet."""
+    main = S.Conn(40000, T0)
+    main.send(T0 + 0.001, S.header() + S.ram_start())
+    for i in range(10):
+        main.send(T0 + 0.1 * (i + 1), S.ram_part([]))
+    return main
+
+
+def test_a_destination_ending_its_only_channel_late_stopped_as_a_whole(cap):
+    """A plain precopy has one channel: a destination that resets it long after its first bytes, before the
+    EOF, with nothing on the return path, stopped as a whole (killed, exited, failed to load), as one with
+    many channels that resets them all; every generation does that, so none is ruled out."""
+    main = precopy_running()
+    main.close(T0 + 1.2, by=1, how="R")
+    (m,) = analyze(cap([main]), Options()).report["migrations"]
+    assert m["outcome"]["status"] == "failed"
+    reason = m["outcome"]["reason"]
+    assert reason.startswith("the destination stopped as a whole at "), reason
+    assert "reset its only channel (main 127.0.0.1:40000)" in reason, reason
+    assert all(_fits(m)[p] for p in REAL), m["policy"]
+
+
+def test_a_destination_ending_its_only_channel_at_once_is_not_said_to_stop_as_a_whole(cap):
+    """The same reset a moment after the channel's first bytes is the destination's reaction to them (a
+    channel it refused): not a stop as a whole."""
+    main = S.Conn(40000, T0)
+    main.send(T0 + 0.001, S.header() + S.ram_start())
+    main.close(T0 + 0.0012, by=1, how="R")
+    (m,) = analyze(cap([main]), Options()).report["migrations"]
+    assert m["outcome"]["reason"].startswith("the destination reset main 127.0.0.1:40000 at "), m["outcome"]

@@ -98,10 +98,12 @@ def flow_segments(draw: st.DrawFn, index: int) -> list[tuple]:
         i = draw(st.integers(0, len(order) - 1))
         j = min(len(order) - 1, i + draw(st.integers(1, 3)))
         order[i], order[j] = order[j], order[i]
+    lost = []
     for n, i in enumerate(order):
         a, b = pieces[i]
         choice = draw(st.integers(0, 19))
-        if choice == 0:                                        # lost
+        if choice == 0:                                        # lost (or late: after a reset, below)
+            lost.append((a, b))
             continue
         if choice == 1:                                        # snaplen cut
             segs.append(f.c(a, data[a:a + (b - a) // 2], missing=(b - a) - (b - a) // 2))
@@ -121,6 +123,8 @@ def flow_segments(draw: st.DrawFn, index: int) -> list[tuple]:
         segs.append(f.c(size, flags="R"))
     elif end == "server-rst":
         segs.append(f.s(0, flags="RA"))
+    if end in ("rst", "server-rst") and draw(st.booleans()):   # reordered: they arrive after the reset
+        segs += [f.c(a, data[a:b]) for a, b in lost] + [f.c(size, b"beyond")]
     return segs
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
-from tcp_helpers import Flow, run
+from tcp_helpers import Flow, Recorders, run
+
+from dissectors.tcp import TcpTracker
+from dissectors.tcp.tracker import RESET_GRACE
 
 
 def test_rst_ends_both_directions() -> None:
@@ -25,6 +28,69 @@ def test_rst_flushes_buffered_data_with_gap() -> None:
     _, recs = run(segs)
     assert recs[0].pieces[0] == [("data", 0, b"abc"), ("gap", 3, 7), ("data", 10, b"klm")]
     assert recs[0].ends[0] == (13, "rst")
+
+
+DATA = bytes(range(256)) * 16
+
+
+def test_segments_after_a_reset_fill_the_holes_below_what_the_stream_carried() -> None:
+    """On a path that reorders, segments sent before a reset arrive after it: those filling holes are
+    data (tshark reassembles them too); the stream ends, reset, once they are in; bytes beyond what the
+    stream had carried at the reset are not data."""
+    f = Flow()
+    segs = f.handshake() + [f.c(0, DATA[:1000]), f.c(2000, DATA[2000:3000]), f.s(0, flags="RA"),
+                            f.c(1000, DATA[1000:1500]), f.c(3000, DATA[3000:3100]), f.c(1500, DATA[1500:2000])]
+    tracker, recs = run(segs)
+    conn = tracker.connections[0]
+    assert recs[0].stream(0) == DATA[:3000] and recs[0].gaps(0) == []
+    assert recs[0].ends == [(3000, "rst"), (0, "rst")]
+    assert conn.gap_bytes == (0, 0) and conn.retransmitted_bytes == (0, 0)
+    assert conn.ignored_bytes[0] == 100
+    assert conn.rst_ts == (None, 0.006) and conn.state == "reset" and conn.closed_by == "server"
+
+
+def test_a_reset_connection_waiting_for_holes_is_reset_not_closed() -> None:
+    f = Flow()
+    tracker = TcpTracker(Recorders())
+    tracker.feed_keyed(f.handshake() + [f.c(0, DATA[:1000]), f.c(2000, DATA[2000:3000]), f.s(0, flags="RA")])
+    conn = tracker.connections[0]
+    assert conn.state == "reset" and not conn.closed
+    tracker.feed_keyed([f.c(1000, DATA[1000:2000])])
+    assert conn.closed and conn.end_how == ("rst", "rst")
+
+
+def test_holes_of_a_reset_connection_are_gaps_once_its_grace_has_passed() -> None:
+    """A segment arriving long after the reset (more than RESET_GRACE) is no reordering: the holes were
+    declared gaps before it, at the connection's last segment time, and it counts as retransmitted. Any
+    later segment of the capture (here another connection's, in a later batch) gives up the holes too."""
+    for other in (False, True):
+        f, g = Flow(), Flow(cport=40001)
+        recs = Recorders()
+        tracker = TcpTracker(recs)
+        tracker.feed_keyed(f.handshake() + [f.c(0, DATA[:1000]), f.c(2000, DATA[2000:3000]), f.s(0, flags="RA")])
+        late = 0.006 + RESET_GRACE + 0.5
+        if other:
+            tracker.feed_keyed([(g.c(0, b"x")[0], late, *g.c(0, b"x")[2:])])
+            assert tracker.connections[0].closed          # a live watcher sees the end without waiting
+        tracker.feed_keyed([(f.c(1000, DATA[1000:2000])[0], late + 0.1, *f.c(1000, DATA[1000:2000])[2:])])
+        tracker.finish()
+        conn = tracker.connections[0]
+        assert recs[0].gaps(0) == [(1000, 1000)]
+        assert recs[0].ends[0] == (3000, "rst")
+        assert recs[0].last_ts[0] == 0.006                  # declared at the connection's last segment time
+        assert conn.retransmitted_bytes[0] == 1000
+
+
+def test_a_fin_before_the_reset_still_ends_the_stream() -> None:
+    """A FIN seen before the reset keeps its offset as the stream's end; segments after the reset fill
+    the holes below it."""
+    f = Flow()
+    segs = f.handshake() + [f.c(0, DATA[:1000]), f.c(2000, DATA[2000:2500], flags="FPA"), f.s(0, flags="RA"),
+                            f.c(1000, DATA[1000:2000]), f.c(2500, b"more")]
+    tracker, recs = run(segs)
+    assert recs[0].stream(0) == DATA[:2500]
+    assert recs[0].ends[0] == (2500, "fin")
+    assert tracker.connections[0].ignored_bytes[0] == 4
 
 
 def test_simultaneous_close() -> None:

@@ -245,3 +245,15 @@ def test_no_sink_still_tracks() -> None:
     tracker.feed_keyed(f.handshake() + [f.c(off, part) for off, part in chunks(DATA, 1000)])
     tracker.finish()
     assert tracker.connections[0].bytes == (len(DATA), 0)
+
+
+def test_a_late_fin_trims_every_buffered_piece_beyond_it() -> None:
+    """Buffered pieces are sorted by start, not end: a FIN below the end of one that is not the last buffered
+    still cuts it (else the bytes beyond the FIN were delivered and the stream never reached its FIN)."""
+    f = Flow()
+    segs = f.handshake() + [f.c(0, DATA[:1000]), f.c(1100, DATA[1100:1500]), f.c(1200, DATA[1200:1300]),
+                            f.c(1400, flags="FA"), f.c(1000, DATA[1000:1100])]
+    tracker, recs = run(segs)
+    assert recs[0].stream(0) == DATA[:1400]
+    assert recs[0].ends[0] == (1400, "fin")
+    assert tracker.connections[0].ignored_bytes[0] == 100

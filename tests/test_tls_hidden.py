@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import synth as S
 import tls_synth as X
 
 from dissectors.analysis.judge import Options
@@ -60,19 +61,17 @@ def test_hidden_roles_and_outcome_agree_with_the_decrypted_truth(cap: Path) -> N
 
 
 def _recovery_split(hidden: dict[str, Any], truth: dict[str, Any]) -> None:
-    """A postcopy recovery over TLS: only the contents (RECV_BITMAP on the new main channel) tie a recovery
-    leg to the paused migration, so without the key log each leg is a migration of its own. The paused leg
-    must not pass for a completed one (no SHUT-sized record after the source's last), and the last leg's
-    outcome is the migration's."""
+    """A postcopy recovery over TLS: without the key log the record sizes of the new main channel (a
+    RECV_BITMAP command, answered by the destination's RECV_BITMAP message naming the same block) tie the
+    recovery leg to the paused migration between the same hosts, which ended unacknowledged: one migration,
+    its legs, roles, pause and outcome those the contents prove, and a note saying how it is known."""
     (t,) = truth["migrations"]
-    legs = sorted({c["leg"] for c in t["channels"]})
-    assert len(hidden["migrations"]) == len(legs)
-    for h, leg in zip(hidden["migrations"], legs, strict=True):
-        assert [c["client"] for c in h["channels"]] == [c["client"] for c in t["channels"] if c["leg"] == leg]
-    *paused, last = hidden["migrations"]
-    for h in paused:
-        assert h["outcome"]["status"] == "unknown" and "unacknowledged" in h["outcome"]["reason"], h["outcome"]
-    assert last["outcome"]["status"] == t["outcome"]["status"]
+    (h,) = hidden["migrations"]
+    assert ([(c["client"], c["leg"], c["role"], c["assigned_role"]) for c in h["channels"]]
+            == [(c["client"], c["leg"], c["role"], c["assigned_role"]) for c in t["channels"]])
+    assert h["postcopy"]["pauses"] == t["postcopy"]["pauses"]
+    assert h["outcome"]["status"] == t["outcome"]["status"]
+    assert any("taken as a postcopy recovery" in n for n in h["notes"]), h["notes"]
 
 
 @pytest.mark.parametrize("name", ["preempt-tls-10.0", "preempt-tls-11.1"])
@@ -188,3 +187,96 @@ def test_a_destination_killed_in_a_hidden_postcopy_may_have_paused_the_source() 
     reason = m["outcome"]["reason"]
     assert m["outcome"]["status"] == "failed" and reason.startswith("the destination stopped as a whole")
     assert "if postcopy had started" in reason and "postcopy-paused" in reason
+
+
+# -- a postcopy recovery over TLS, without the key log ---------------------------------------------------
+BLOCK = b"pc.ram"
+
+
+def _recovery_capture(path: Path, acknowledged: bool = False, answer: bytes | None = None,
+                      source_closes: bool = True) -> None:
+    """A TLS postcopy migration (main + preempt) whose main channel the source closes with a page request
+    last from the destination (a pause), then a recovery on another port: a new main channel opening with
+    RECV_BITMAP, the destination answering with its RECV_BITMAP message and the bitmap, and a new preempt
+    channel; the destination acknowledges with SHUT at the end. ``acknowledged``: the first migration's
+    destination sent SHUT last instead (it completed); ``answer``: the recovery main's first answer instead;
+    ``source_closes`` False: the capture ends before the source answers the destination's closes of the
+    recovery leg's channels."""
+    from dissectors.layers import commands as C
+    from dissectors.layers import return_path as R
+
+    def conn(port: int, dport: int, syn: float) -> tuple[S.Conn, X.TlsSession]:
+        s = X.TlsSession()
+        c_open, s_open = s.opening()
+        hello = len(X.client_hello(s.random))
+        c = S.Conn(port, syn, dport=dport).send(syn + 0.001, c_open[:hello]).reply(syn + 0.002, s_open)
+        return c.send(syn + 0.003, c_open[hello:]), s
+
+    shut = bytes(R.RpMessage(type=R.MIG_RP_MSG_SHUT) / R.RpShut(status=0))
+    request = bytes(R.RpMessage(type=R.MIG_RP_MSG_REQ_PAGES) / R.RpReqPages(start=0, len=4096))
+    main, ms = conn(50000, 4444, 1.0)
+    main.send(1.01, ms.data(0, b"Q" * 32)).reply(1.011, ms.data(1, b"P" * 8)).send(1.02, ms.data(0, b"r" * 9000))
+    pre, ps = conn(50001, 4444, 1.5)
+    pre.send(1.51, ps.data(0, b"p" * 4111))
+    main.send(2.0, ms.data(0, b"r" * 100))
+    main.reply(2.001 if acknowledged else 1.9, ms.data(1, shut if acknowledged else request))
+    main.close(2.1, by=0)
+    main.close(2.101, by=1)
+    pre.close(2.1, by=1)
+    pre.close(2.101, by=0)
+    rec, rs = conn(50002, 4445, 3.0)
+    recv_bitmap = bytes(C.Command(cmd=C.MIG_CMD_RECV_BITMAP) / C.CmdRecvBitmap(block=BLOCK))
+    rp_bitmap = bytes(R.RpMessage(type=R.MIG_RP_MSG_RECV_BITMAP) / R.RpRecvBitmap(block=BLOCK))
+    rec.send(3.01, rs.data(0, recv_bitmap)).reply(3.011, rs.data(1, answer if answer is not None else rp_bitmap))
+    rec.reply(3.012, rs.data(1, b"b" * 1040)).send(3.02, rs.data(0, b"r" * 20000))
+    pre2, qs = conn(50003, 4445, 3.1)
+    pre2.send(3.11, qs.data(0, b"p" * 4111))
+    rec.reply(3.5, rs.data(1, shut))
+    for c in (rec, pre2):
+        c.close(3.6, by=1)
+        if source_closes:
+            c.close(3.601, by=0)
+    S.write_capture(str(path), [main, pre, rec, pre2])
+
+
+def test_a_recovery_leg_joins_the_paused_migration_without_the_key_log(tmp_path: Path) -> None:
+    cap = tmp_path / "recover.pcap"
+    _recovery_capture(cap)
+    (m,) = analyze_file(str(cap), Options()).report["migrations"]
+    assert [(c["leg"], c["role"]) for c in m["channels"]] == [(0, "main"), (0, "preempt"), (1, "main-recovery"),
+                                                              (1, "preempt")]
+    (pause,) = m["postcopy"]["pauses"]
+    assert pause["port"] == 4445 and abs(pause["duration"] - (3.0 - 2.1)) < 0.01, pause
+    assert m["outcome"]["status"] == "completed"
+    (note,) = [n for n in m["notes"] if "taken as a postcopy recovery" in n]
+    assert "holds 12 bytes" in note and "answer 11" in note, note      # 1+2+2 and 2+2 header bytes, 1+6 of name
+    assert m["channels"][2]["role_inferred"] and "RECV_BITMAP" in m["channels"][2]["role_evidence"]
+
+
+def test_a_migration_the_destination_acknowledged_is_not_resumed(tmp_path: Path) -> None:
+    """SHUT's size last from the destination: the first migration completed, nothing resumes it."""
+    cap = tmp_path / "acked.pcap"
+    _recovery_capture(cap, acknowledged=True)
+    first, second = analyze_file(str(cap), Options()).report["migrations"]
+    assert first["outcome"]["status"] == "completed" and len(first["channels"]) == 2
+    assert not first["postcopy"]["pauses"]
+
+
+def test_a_new_main_channel_without_the_recv_bitmap_answer_is_a_migration_of_its_own(tmp_path: Path) -> None:
+    """The same sizes from the source, but the destination's first answer is not the RECV_BITMAP message
+    naming that block (a PONG's size): no recovery is proven, so none is claimed."""
+    cap = tmp_path / "fresh.pcap"
+    _recovery_capture(cap, answer=b"P" * 8)
+    first, second = analyze_file(str(cap), Options()).report["migrations"]
+    assert first["outcome"]["status"] == "unknown" and "unacknowledged" in first["outcome"]["reason"]
+    assert [c["leg"] for c in second["channels"]] == [0, 0]
+
+
+def test_a_postcopy_destination_closing_after_its_acknowledgement_is_not_a_failure_yet(tmp_path: Path) -> None:
+    """After the SHUT-sized record the destination closes its channels first, the source answers: a capture
+    (or a live view) that stops in between has seen a completion in progress, not a channel dropped."""
+    cap = tmp_path / "closing.pcap"
+    _recovery_capture(cap, source_closes=False)
+    (m,) = analyze_file(str(cap), Options()).report["migrations"]
+    assert m["outcome"]["status"] == "incomplete", m["outcome"]
+    assert "SHUT" in m["outcome"]["reason"]

@@ -46,9 +46,10 @@ class Cut:
     ``by`` "source": the source's FIN or reset came first (QEMU's ``migrate_cancel`` shuts its channels
     down; a source that fails or is stopped closes them too): every destination then fails on the cut
     stream, whatever its rules, so its own closes after this one say nothing about its policy.
-    ``by`` "destination" and ``whole``: the destination ended every channel, none of them a moment after
-    its first bytes (the prompt drop of a channel it misread): its QEMU stopped as a whole (a failed load,
-    an exit, a crash or a kill; Linux resets a socket closed with unread data in it)."""
+    ``by`` "destination" and ``whole``: the destination ended every channel (its only one, in a plain
+    precopy), none of them a moment after its first bytes (the prompt drop of a channel it misread): its
+    QEMU stopped as a whole (a failed load, an exit, a crash or a kill; Linux resets a socket closed with
+    unread data in it)."""
 
     by: str
     at: float
@@ -102,7 +103,8 @@ def first_cut(order: Sequence[ConnectionFacts], eof: float | None) -> Cut | None
             dest.append((d, g))
     prompt = any(g.conn.first_data_ts[0] is not None and 0 <= e[0] - g.conn.first_data_ts[0] <= PROMPT_DROP_S
                  for e, g in dest)
-    whole = len(order) > 1 and len(dest) == len(order) and not prompt
+    # (one channel too: a plain precopy's destination that drops its only channel late has stopped as a whole)
+    whole = len(dest) == len(order) and not prompt
     return Cut("destination", t, f, reset, whole, len(dest) if whole else 1)
 
 

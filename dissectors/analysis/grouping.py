@@ -6,6 +6,13 @@ main channel (RECV_BITMAP first, no QEVM) joins the latest paused postcopy migra
 (``migrate-recover`` usually listens on a new one). Multifd channels carry the source UUID in their
 hello; a channel whose UUID disagrees with the migration's never joins it.
 
+Under TLS without the key log the contents are hidden, but a recovered main channel shows in its record
+sizes (``TlsShape.looks_recovery``): such a channel opens a new leg of the latest hidden TLS migration
+between the same two hosts whose main channel (its first channel that wrote something other than a multifd
+hello) had ended before it opened, with no SHUT-sized record from the destination (a migration the
+destination acknowledged is over; one that ended unacknowledged is a pause or a failure, and only a paused
+postcopy migration is resumed), whatever the port (:func:`tls_paused`).
+
 Near-linear in the number of connections (a port scan or a day of migrations to one port holds
 100,000s): connections are taken in start order, so a migration that is not alive when one opens is
 never alive again (unless a recovery leg revives it); live migrations are indexed per endpoint, in
@@ -95,7 +102,7 @@ def _end(f: ConnectionFacts) -> float:
     """When the connection was done with: the source's FIN, an RST, or its replacement; else infinity."""
     c = f.conn
     how = c.end_how
-    if "rst" in how or "superseded" in how or c.fin_ts[0] is not None:
+    if "superseded" in how or c.fin_ts[0] is not None or any(t is not None for t in c.rst_ts):
         return c.last_ts
     return _INF
 
@@ -199,14 +206,52 @@ class _Index:
         return None
 
 
+def _hidden_tls(f: ConnectionFacts) -> bool:
+    return f.kind == "tls" and not f.decrypted
+
+
+def tls_main(leg: list[ConnectionFacts]) -> ConnectionFacts | None:
+    """A hidden TLS leg's main channel as the record layer shows it: the first (in role order) whose first
+    write is not a multifd hello (``roles.tls_roles`` names it so too)."""
+    for f in sorted(leg, key=role_ts):
+        shape = f.tls_shape
+        if shape.handshake_done and shape.sides[0].first_len is not None and not shape.looks_multifd():
+            return f
+    return None
+
+
+def tls_paused(g: MigrationGroup, f: ConnectionFacts, ts: float) -> bool:
+    """Whether hidden TLS channel ``f``, a recovered main channel by its record sizes, opening at ``ts``,
+    resumes ``g``: ``g``'s current leg is hidden TLS, between the same two hosts, its main channel ended
+    (closed or reset) by ``ts``, and no record of SHUT's size came from the destination after the source's
+    last one (an acknowledged migration is over)."""
+    leg = g.current
+    if not leg or not all(_hidden_tls(x) for x in leg):
+        return False
+    main = tls_main(leg)
+    if main is None or (main.conn.client[0], main.conn.server[0]) != (f.conn.client[0], f.conn.server[0]):
+        return False
+    c = main.conn
+    if not any(t is not None and t <= ts for t in (*c.fin_ts, *c.rst_ts)):
+        return False
+    return not any(x.tls_shape.acknowledged() for x in leg)
+
+
 def group(facts: list[ConnectionFacts]) -> list[MigrationGroup]:
     groups: list[MigrationGroup] = []
     index = _Index()
+    hidden: list[MigrationGroup] = []        # migrations whose first channel is hidden TLS, in creation order
     for f in sorted(facts, key=start_ts):
         ts = start_ts(f)
         end = _end(f)
         if f.kind == "main-recovery":
             g = index.paused(f, ts)
+            if g is not None:
+                g._add(f, end, new_leg=True)
+                index.register(g, f.endpoint)
+                continue
+        elif hidden and _hidden_tls(f) and f.tls_shape.looks_recovery():
+            g = next((h for h in reversed(hidden[-RECOVERY_CANDIDATES:]) if tls_paused(h, f, ts)), None)
             if g is not None:
                 g._add(f, end, new_leg=True)
                 index.register(g, f.endpoint)
@@ -229,6 +274,8 @@ def group(facts: list[ConnectionFacts]) -> list[MigrationGroup]:
             groups.append(target)
             target._add(f, end)
             index.register(target, ep)
+            if _hidden_tls(f):
+                hidden.append(target)
             continue
         had = target._uuid
         target._add(f, end)

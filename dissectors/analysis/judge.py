@@ -10,7 +10,7 @@ from typing import Any
 from dissectors.analysis import behaviour as B
 from dissectors.analysis import policies as P
 from dissectors.analysis.facts import ConnectionFacts
-from dissectors.analysis.grouping import MigrationGroup, role_ts, start_ts
+from dissectors.analysis.grouping import MigrationGroup, role_ts, start_ts, tls_main
 from dissectors.analysis.ledger import PageLedger
 from dissectors.analysis.repeats import RepeatedPages
 from dissectors.analysis.roles import infer_generation, tls_roles, true_role
@@ -192,6 +192,7 @@ class MigrationJudge:
             notes.append(f"TLS: {len(decrypted)} of {sum(f.encrypted for f in conns)} connections decrypted with the "
                          "key log; their roles are read from their contents, and the destination's assignment "
                          "follows the rules for TLS channels (no peek)")
+        notes += self.tls_recovery_notes()
         if inferred:
             notes.append("TLS: the channels' contents are hidden; their roles are inferred from the TLS record layer "
                          "(a first write of a multifd hello's size is multifd, the first other channel main, a later "
@@ -448,11 +449,29 @@ class MigrationJudge:
         }
 
     # -- stalls -----------------------------------------------------------------------------------
+    def tls_recovery_notes(self) -> list[str]:
+        """How a recovery leg of a hidden TLS migration was linked to it (``grouping.tls_paused``)."""
+        out = []
+        for n, (prev, leg) in enumerate(zip(self.g.legs, self.g.legs[1:], strict=False), start=1):
+            first = leg[0]          # the channel that opened the leg
+            main = tls_main(prev)
+            if first.kind != "tls" or first.decrypted or main is None or not first.tls_shape.looks_recovery():
+                continue
+            lost = min(t for t in (*main.conn.fin_ts, *main.conn.rst_ts) if t is not None)
+            out.append(f"TLS: leg {n} is taken as a postcopy recovery of leg {n - 1} from the record layer: "
+                       f"{_addr(first.conn.client)} opened it {start_ts(first) - lost:.3f} s after leg {n - 1}'s "
+                       f"main channel {_addr(main.conn.client)} ended, between the same two hosts, with no record "
+                       "of SHUT's size from the destination (a pause, not a completion); "
+                       f"{first.tls_shape.recovery_text()}; {_keylog_hint(self.g.connections)}")
+        return out
+
     def pauses(self) -> list[dict[str, Any]]:
         """Each postcopy pause: when the previous leg's main channel was lost, when and where it resumed."""
         out = []
         for prev, leg in zip(self.g.legs, self.g.legs[1:], strict=False):
-            mains = [f for f in prev if f.kind in ("main", "main-recovery")] or prev
+            hidden_main = tls_main(prev)
+            mains = ([f for f in prev if f.kind in ("main", "main-recovery")]
+                     or ([hidden_main] if hidden_main is not None else prev))
             lost = [t for f in mains for t in (*f.conn.fin_ts, *f.conn.rst_ts) if t is not None]
             paused = min(lost) if lost else max(f.conn.last_ts for f in mains)
             new_main = next((f for f in leg if f.kind in ("main", "main-recovery")), leg[0])
@@ -609,10 +628,11 @@ class MigrationJudge:
         return (f"the source closed its channels at {_fmt(t)} (stopped from outside){tail}; a destination "
                 f"in this state then fails (QEMU: {silent})")
 
-    def tls_outcome(self, conns: list[ConnectionFacts], postcopy: bool = False) -> dict[str, Any]:
+    def tls_outcome(self, conns: list[ConnectionFacts], postcopy: bool = False,
+                    cut: B.Cut | None = None) -> dict[str, Any]:
         """The verdict TCP and the TLS record layer allow when the contents are hidden (no key log).
         ``postcopy``: the record layer shows a postcopy set-up, whose destination closes the channels itself
-        once it has loaded everything (a precopy source closes first)."""
+        once it has loaded everything (a precopy source closes first). ``cut``: ``first_cut`` of ``conns``."""
         hidden = f"judged from TCP and TLS evidence, contents not verified: {_keylog_hint(conns)}"
         alerts = sorted((ts, d, f) for f in conns for d, ts in f.tls_alerts)
         if alerts:
@@ -628,6 +648,19 @@ class MigrationJudge:
                               "source's last record, as a postcopy destination does once it has loaded the whole "
                               "stream, its last record on the return path of the size of SHUT; "
                               f"{hidden}"}
+        main = tls_main(conns)
+        main_open = main is not None and not B.ended(main.conn)
+        if (postcopy and first and (acked or main_open) and not any(_abort(f.conn) is not None for f in conns)
+                and all(_closed_after_source(f) for f in conns if B.closed_both_ways(f.conn) is not None)
+                and any(B.closed_both_ways(f.conn) is None for f in conns)):
+            # A postcopy destination that has loaded everything closes its channels itself (the preempt channel
+            # before it sends SHUT on main), then the source closes them: a completion under way, not a
+            # dropped channel, until every channel is closed both ways (a live view must not say "failed")
+            done = ("sent a record of SHUT's size after the source's last one and closes its channels" if acked
+                    else f"closed {_addr(first[0].conn.client)} while the main channel is still open")
+            return {"status": "incomplete",
+                    "reason": f"the destination {done}, as a postcopy destination that has loaded the whole "
+                              f"stream does; the capture ends before every channel is closed both ways; {hidden}"}
         src_first = sorted((f.conn.fin_ts[0], f) for f in conns
                            if f.conn.closed_by == "client" and f.conn.fin_ts[0] is not None)
         if postcopy and src_first and not acked:
@@ -640,7 +673,6 @@ class MigrationJudge:
                               "port given to migrate-recover, a migration of its own here without the key log) or "
                               f"a failure; {hidden}"}
         if first:
-            cut = B.first_cut(conns, None)
             if cut is not None and cut.by == "source":
                 what = "reset" if cut.reset else "closed"
                 return {"status": "failed",
@@ -702,8 +734,9 @@ class MigrationJudge:
         if stalls:
             s = stalls[0]
             return {"status": "stalled", "reason": f"{s['kind']} stall from {_fmt(s['start'])}"}
-        cut = B.first_cut(conns, None) if conns and not all(f.kind == "tls" for f in conns if f.client_sent()) \
-            else None
+        tls_only = all(f.kind == "tls" for f in conns if f.client_sent())
+        first_cut = B.first_cut(conns, None)          # (once per judgement: it walks every connection)
+        cut = first_cut if conns and not tls_only else None
         if cut is not None and cut.by == "destination" and any(
                 f.conn.last_data_ts[0] is not None and f.conn.last_data_ts[0] > cut.at for f in conns):
             # the source still sent after the destination ended a channel: the stream had not ended there,
@@ -716,11 +749,11 @@ class MigrationJudge:
         # holes hide an EOF only on the main channel (under TLS without a key log no EOF is seen anyway): a
         # migration cut short whose main channel is whole up to its close is judged by the cut
         hidden_eof = any(f.conn.gap_bytes[0] for f in conns if f.kind in ("main", "main-recovery"))
-        if lost and (hidden_eof or B.first_cut(conns, None) is None):
+        if lost and (hidden_eof or first_cut is None):
             return {"status": "incomplete", "reason": f"no EOF seen, and the capture misses {lost} bytes of the "
                                                       "streams (lost or snaplen-cut packets)"}
-        if conns and all(f.kind == "tls" for f in conns if f.client_sent()):
-            return self.tls_outcome(conns, postcopy=self.tls_postcopy)
+        if conns and tls_only:
+            return self.tls_outcome(conns, postcopy=self.tls_postcopy, cut=first_cut)
         if cut is not None and not (cut.by == "source" and mains and not any(B.ended(f.conn) for f in mains)):
             # a source's close is a cut once the main channel has ended with no EOF: while main is open the
             # stream may still end well (and a live view must not say "failed" before it knows)
@@ -757,10 +790,11 @@ class MigrationJudge:
         else:
             after = "the source fails on the broken channels"
         if cut.whole:
-            why = (f"the destination stopped as a whole at {_fmt(cut.at)}: it {what} all {cut.ended} channels "
-                   f"(first {name}), none a moment after its first bytes, before the main channel's EOF, with no "
-                   "error on the return path; its QEMU failed to load the stream, exited, crashed or was killed "
-                   f"(Linux resets a socket closed with unread data in it); {after}")
+            which = (f"all {cut.ended} channels (first {name}), none a moment after its first bytes" if cut.ended > 1
+                     else f"its only channel ({name}), not a moment after its first bytes")
+            why = (f"the destination stopped as a whole at {_fmt(cut.at)}: it {what} {which}, before the main "
+                   "channel's EOF, with no error on the return path; its QEMU failed to load the stream, exited, "
+                   f"crashed or was killed (Linux resets a socket closed with unread data in it); {after}")
         else:
             why = f"the destination {what} {name} at {_fmt(cut.at)} before the main channel's EOF"
             if postcopy or postcopy is None:

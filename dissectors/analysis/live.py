@@ -233,8 +233,8 @@ class LiveView:
             return False
         if m is None:
             return not _is_migration(g.connections)
-        if "relay" in m:
-            return False
+        if "relay" in m or (_hidden_postcopy(m) and m["outcome"]["status"] != "completed"):
+            return False        # (a recovery leg may still join it: grouping.tls_paused)
         hit = self._settled.get((g.destination, min(f.conn.index for f in g.connections)))
         return hit is not None and hit[1] is m
 
@@ -316,7 +316,8 @@ class LiveView:
         if m["outcome"]["status"] == "completed":
             return True
         # A postcopy migration that did not complete may be resumed by a recovery on another port.
-        return not (g.postcopy() or any(f.kind in ("preempt-candidate", None) for f in g.connections))
+        return not (g.postcopy() or _hidden_postcopy(m)
+                    or any(f.kind in ("preempt-candidate", None) for f in g.connections))
 
     def _migration(self, m: dict[str, Any], seen: _Seen, base: dict[str, Any], last_ts: float,
                    now: float, final: bool = False) -> list[Event]:
@@ -326,22 +327,28 @@ class LiveView:
             out.append({"event": "source-generation", **base, "time": _r(last_ts), "source_generation": gen,
                         "evidence": m["policy"].get("evidence", [])})
         seen.generation = gen
+        # A misreading that only the assumed destination policy makes, while one the capture has not ruled
+        # out would misread nothing, is no alarm yet: held as the outcome it would cause is (``_policy_open``).
+        unsure = m["id"] in self._open_policy
         for ch in m["channels"]:
             pair = (ch["role"], ch["assigned_role"])
             before = self._channels.get(ch["connection"])
             if before != pair:
                 self._channels[ch["connection"]] = pair
-                out.append({"event": "channel" if before is None else "channel-role", **base,
-                            "time": ch["handshake_time"] or ch["syn_time"] or ch["first_data_time"],
-                            "connection": ch["connection"], "client": ch["client"], "leg": ch["leg"],
-                            "accept_index": ch["accept_index"], "role": ch["role"],
-                            "assigned_role": ch["assigned_role"], "misclassified": ch["misclassified"],
-                            "role_evidence": ch["role_evidence"]})
+                ev = {"event": "channel" if before is None else "channel-role", **base,
+                      "time": ch["handshake_time"] or ch["syn_time"] or ch["first_data_time"],
+                      "connection": ch["connection"], "client": ch["client"], "leg": ch["leg"],
+                      "accept_index": ch["accept_index"], "role": ch["role"],
+                      "assigned_role": ch["assigned_role"], "misclassified": ch["misclassified"],
+                      "role_evidence": ch["role_evidence"]}
+                if ch["misclassified"] and unsure:
+                    ev["policy_unsure"] = True
+                out.append(ev)
         stalls = {(s["kind"], s["start"]): s for s in m["stalls"]}
         by_client = {ch["client"]: ch for ch in m["channels"]}
         for mc in m["misclassifications"]:
             ch = by_client.get(mc["client"])
-            if ch is None or ch["connection"] in self._misread:
+            if ch is None or ch["connection"] in self._misread or unsure:
                 continue
             silent = (mc["role"] == PREEMPT and mc["assigned_role"] == MAIN) or mc["assigned_role"] == BLOCKED
             ev = {"event": "misclassified", **base, "time": mc["time"], "connection": ch["connection"],
@@ -380,9 +387,14 @@ class LiveView:
         if pc.get("run_time") is not None and not seen.postcopy_run:
             seen.postcopy_run = True
             out.append({"event": "postcopy-start", **base, "time": pc["run_time"]})
-        if seen.postcopy_run:
+        # (a recovery leg proves postcopy ran where TLS hides the POSTCOPY_RUN command)
+        if seen.postcopy_run or any(leg["kind"] == "recovery" and leg["leg"] > 0 for leg in m["legs"]):
+            last_leg = max(leg["leg"] for leg in m["legs"])
             for leg in m["legs"]:
                 lost = self._main_lost(m, leg["leg"])
+                if lost is not None and leg["leg"] == last_leg and any(
+                        ch["role_inferred"] for ch in m["channels"] if ch["leg"] == last_leg):
+                    lost = None     # TLS hides main's EOF: a pause shows only once a recovery leg follows
                 if lost is not None and leg["leg"] not in seen.paused and m["outcome"]["status"] != "completed":
                     seen.paused.add(leg["leg"])
                     out.append({"event": "postcopy-pause", **base, "time": lost, "leg": leg["leg"]})
@@ -390,7 +402,7 @@ class LiveView:
                     seen.resumed.add(leg["leg"])
                     out.append({"event": "postcopy-recovery", **base, "time": leg["start_time"], "leg": leg["leg"]})
         status = m["outcome"]["status"]
-        if status in ("failed", "stalled") and m["id"] in self._open_policy:
+        if status in ("failed", "stalled") and unsure:
             return out          # a failure only under some of the destination's possible versions: not yet
         if status != seen.outcome and (status in FINAL_STATUSES or (final and seen.outcome is not None)):
             ev = {"event": "outcome", **base, "time": m["end_time"], "status": status,
@@ -441,6 +453,12 @@ class LiveView:
             times = [t for t in (ch["rst_time"], *ch["fin_time"]) if t is not None]
             return min(times) if times else None
         return None
+
+
+def _hidden_postcopy(m: dict[str, Any]) -> bool:
+    """A TLS migration whose record layer shows a preempt channel (no key log): the grouping's
+    ``_postcopyish`` cannot see it, but a recovery leg may join it (``grouping.tls_paused``)."""
+    return any(ch["role"] == PREEMPT and ch["role_inferred"] for ch in m["channels"])
 
 
 def _end_of(groups: list[MigrationGroup]) -> float:

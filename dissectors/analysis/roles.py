@@ -138,6 +138,8 @@ def tls_roles(order: list[ConnectionFacts], truth: list[tuple[str, str]],
             out[i] = (MULTIFD, f"likely multifd: {what}; {INFERRED}")
         elif not main_seen and shape.sides[0].first_len is not None:
             name = RECOVERY if recovery else MAIN
+            if recovery and shape.looks_recovery():
+                what = shape.recovery_text()
             out[i] = (name, f"likely {name}: the first channel whose first write is not a multifd hello ({what}); "
                             f"{INFERRED}")
             main_seen = True

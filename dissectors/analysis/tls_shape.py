@@ -17,6 +17,14 @@ sizes approximate). Alerts after ChangeCipherSpec are protected but keep their o
 after its own application data is, most likely, the close_notify QEMU sends before closing (10.0+); in
 TLS 1.3 it would be hidden as application data.
 
+A recovered main channel (postcopy recovery, ``migrate-recover``) opens with the source's RECV_BITMAP
+command, one write: the command header and a counted RAM block name; the destination answers at once with
+its RECV_BITMAP return-path message, one write: the message header and the same counted name (then the
+bitmap). A channel whose first two application records, the source's and then the destination's, differ
+in size by exactly the difference of those two headers is, most likely, a recovered main channel
+(:meth:`TlsShape.looks_recovery`; a new main channel's first writes are a header and configuration
+section one way, a PONG the other).
+
 QEMU writes a multifd channel's 64-byte hello with one write right after the handshake, so a channel
 whose first application record holds exactly that many bytes is, most likely, a multifd channel. A main
 channel's first write (header and configuration section) and a preempt channel's (a page) are of other
@@ -42,6 +50,11 @@ FINISHED12_MAX_RECORD = 128
 MULTIFD_HELLO_SIZE = named("MultifdHello").size
 #: The return path's SHUT message: its header and its 4-byte status.
 RP_SHUT_SIZE = wire_size("RpMessage") + wire_size("RpShut")
+#: Headers around the counted block name of the RECV_BITMAP command (source) and return-path message
+#: (destination) that open a recovered main channel; the name is 1 to 255 bytes after its length byte.
+COMMAND_HEADER = wire_size("Command")
+RP_HEADER = wire_size("RpMessage")
+COUNTED_NAME = range(2, 257)
 
 
 @dataclass
@@ -115,6 +128,22 @@ class TlsShape:
         src, dst = self.sides
         return (dst.last_len == RP_SHUT_SIZE and dst.last_ts is not None and src.last_ts is not None
                 and dst.last_ts >= src.last_ts)
+
+    def looks_recovery(self) -> bool:
+        """The source's first write has the size of a RECV_BITMAP command and the destination's first one,
+        after it, that of the RECV_BITMAP message naming the same block (see the module's doc)."""
+        src, dst = self.sides
+        if src.first_len is None or dst.first_len is None or src.first_ts is None or dst.first_ts is None:
+            return False
+        name = src.first_len - COMMAND_HEADER
+        return dst.first_ts >= src.first_ts and name in COUNTED_NAME and dst.first_len - RP_HEADER == name
+
+    def recovery_text(self) -> str:
+        src, dst = self.sides
+        return (f"its first TLS application record holds {src.first_len} bytes of plaintext, the size of a "
+                f"RECV_BITMAP command naming a {src.first_len - COMMAND_HEADER - 1}-byte RAM block, and the "
+                f"destination's first answer {dst.first_len}, the size of its RECV_BITMAP message naming the same "
+                "block")
 
     def looks_multifd(self) -> bool:
         return self.sides[0].first_len == MULTIFD_HELLO_SIZE

@@ -49,7 +49,8 @@ def _what(e: dict[str, Any]) -> str:
         return f"source QEMU is {e['source_generation']} ({'; '.join(e['evidence'][-1:])})"
     if kind in ("channel", "channel-role"):
         verb = "accepted" if kind == "channel" else "now reads as"
-        mark = "  !! MISREAD" if e["misclassified"] else ""
+        mark = ("  ?? misread only under the assumed destination version (one the capture has not ruled out "
+                "reads it right)" if e.get("policy_unsure") else "  !! MISREAD") if e["misclassified"] else ""
         what = f"{e['role']}" if kind == "channel-role" else f"true role {e['role']}"
         return (f"channel {e['client']} (#{e['accept_index']} of leg {e['leg']}) {verb} {what}, the destination "
                 f"{taken_as(e['assigned_role'])}{mark}")

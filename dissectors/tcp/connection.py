@@ -74,7 +74,7 @@ class Connection:
     @property
     def state(self) -> str:
         ends = [h.ended for h in self.halves]
-        if "rst" in ends:
+        if "rst" in ends or any(h.rst_ts is not None for h in self.halves):
             return "reset"
         if ends == ["fin", "fin"]:
             return "closed"

@@ -10,6 +10,12 @@ then the hole is declared a gap and the waiting data delivered. The last ``tail_
 pieces are kept *by reference* (no copy: the capture reader's buffers stay valid) so that retransmissions
 can be compared with what was delivered; a gap empties that tail, the stream's end drops it.
 
+Ends: a FIN's sequence number is the stream's final length (``fin_offset``); bytes beyond it are ignored,
+holes below it wait to be filled. A reset (either side's RST) makes what the direction has carried so far
+(its front, or the end of what waits out of order) its final length the same way (:meth:`HalfStream.reset`):
+on a path that reorders, segments sent before the reset arrive after it and fill holes; the tracker gives
+up on them ``RESET_GRACE`` later.
+
 Snaplen-cut segments: the captured bytes are data, the bytes that were not captured become a gap as
 soon as they reach the front. If the full bytes were buffered from another copy of the segment before
 that, the copy wins; if they arrive after, they count as retransmitted.
@@ -35,7 +41,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from .flags import SEQ_MASK, unwrap
-from .sink import END_FIN, StreamSink
+from .sink import END_FIN, END_RST, StreamSink
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -64,7 +70,7 @@ class HalfStream:
         "pending_bytes", "ooo_limit", "tail", "fin_offset", "ended", "awaiting_handshake",
         "frames", "last_ts", "first_data_ts", "last_data_ts", "gaps", "gap_count", "gap_bytes",
         "retransmitted_bytes", "overlap_conflicts", "conflict_offsets", "ignored_bytes",
-        "fin_ts", "rst_ts", "skip_until", "tail_len", "gather", "gather_from",
+        "fin_ts", "rst_ts", "skip_until", "tail_len", "gather", "gather_from", "close_how", "reset_ts",
     )
 
     def __init__(self, direction: int, ooo_limit: int, tail_segments: int) -> None:
@@ -81,7 +87,9 @@ class HalfStream:
         self.ooo_limit = ooo_limit
         self.tail_len = tail_segments
         self.tail = _NO_TAIL            # delivered pieces, ending at the front: made when data can flow
-        self.fin_offset: int | None = None
+        self.fin_offset: int | None = None   # where the stream stops: its FIN, or what it carried at a reset
+        self.close_how = END_FIN             # how it ends on reaching ``fin_offset``
+        self.reset_ts: float | None = None   # when the connection was reset while this direction had holes
         self.ended: str | None = None        # how the stream ended, once it has
         self.awaiting_handshake = False      # client side between SYN and the ACK completing it
         self.frames = 0
@@ -349,7 +357,7 @@ class HalfStream:
             return
         fin_offset = max(fin_offset, self.offset)
         self.fin_offset = fin_offset
-        if self.pending and self.pending[-1][2] > fin_offset:
+        if self.pending and max(p[2] for p in self.pending) > fin_offset:   # (sorted by start, not end)
             kept = []
             for start, kind, end, data in self.pending:
                 if kind == _DATA:
@@ -368,7 +376,25 @@ class HalfStream:
 
     def _reach_fin(self, ts: float) -> None:
         if self.fin_offset is not None and self.offset == self.fin_offset and self.ended is None:
-            self.end(END_FIN, ts)
+            self.end(self.close_how, ts)
+
+    def reset(self, ts: float) -> bool:
+        """The connection was reset (by either side). Nothing beyond what this direction has carried so far
+        (its front, or the end of what waits out of order) is data any more, but the holes below that
+        still are: a segment sent before the reset can arrive after it on a path that reorders, and fills
+        one. Without holes the direction ends here (``end`` with ``END_RST``); else it ends when they are
+        filled, or when :meth:`flush` gives up on them. Returns whether it is still waiting for holes."""
+        if self.ended is not None:
+            return False
+        if self.fin_offset is None:                   # a FIN seen before: its offset stays the stream's end
+            self.fin_offset = max(self.offset, max((p[2] for p in self.pending), default=0))
+            self.close_how = END_RST
+        if self.offset == self.fin_offset:
+            self.end(self.close_how, ts)
+            return False
+        self.reset_ts = ts
+        self.refresh()
+        return True
 
     def flush(self, ts: float) -> None:
         """No more bytes will come: declare every hole a gap and deliver everything buffered."""
@@ -385,6 +411,7 @@ class HalfStream:
         if self.gather is not None:
             self._hand_gathered(ts)
         self.ended = how
+        self.reset_ts = None
         self.next_seq = -1
         # Shrink to the summary: drop the tail's references, and the sink's bound method; an empty
         # out-of-order list becomes one shared empty tuple (nothing is buffered once the direction ended).

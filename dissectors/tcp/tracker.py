@@ -48,7 +48,7 @@ from .connection import (
 )
 from .flags import ACK, CONTROL, FIN, RST, SEQ_MASK, SYN
 from .halfstream import _NO_TAIL, HalfStream
-from .sink import END_CAPTURE, END_RST, END_SUPERSEDED, StreamSink
+from .sink import END_CAPTURE, END_SUPERSEDED, StreamSink
 
 SinkFactory = Callable[[Connection], "StreamSink | None"]
 KeyedSegment = tuple[bytes, float, int, int, "memoryview | bytes", int]
@@ -59,6 +59,9 @@ _PORTS = struct.Struct("!HH")
 #: ``RUNS_RETRY`` batches.
 RUNS_MIN_ABSORBED = 4
 RUNS_RETRY = 64
+#: How long (capture time) after a reset a connection's holes wait for segments sent before it and reordered
+#: on the path; then they are gaps (docs/limits.md). Reordering on a real path is a matter of milliseconds.
+RESET_GRACE = 1.0
 #: Connections tracked at most per capture (~2.5 KB each once closed); the segments of any connection
 #: first seen after that are counted, not reassembled (docs/limits.md).
 MAX_CONNECTIONS = 200_000
@@ -105,6 +108,7 @@ class TcpTracker:
         #: them one by one (its ``exclude``); forgotten every ``RUNS_RETRY`` batches.
         self.one_by_one: dict[bytes, bool] = {}
         self._batches = 0
+        self._resetting: dict[int, Connection] = {}   # reset connections whose holes may still be filled
         self.first_ts: float | None = None   # time of the first and of the last segment fed (feed order)
         self.last_ts: float | None = None
 
@@ -148,6 +152,8 @@ class TcpTracker:
                 elif h.gather is not None:          # (but kept, in a gather window)
                     h.gather.append(payload)
         self.last_ts = ts
+        if self._resetting:
+            self._expire(ts)
 
     # ---- runs of coalesced segments ------------------------------------------------------------
 
@@ -186,6 +192,8 @@ class TcpTracker:
             run(heappop(deferred)[2], count)
         if last_ts is not None:
             self.last_ts = last_ts
+        if self._resetting and self.last_ts is not None:
+            self._expire(self.last_ts)
 
     def _run(self, state: list[Any], done: int) -> None:
         """Go on with a run (``state`` = key, run lists, next segment, its sequence number, flags) while
@@ -266,6 +274,8 @@ class TcpTracker:
             h = self._open(key, flags, ts)
         conn = h.conn
         assert conn is not None
+        if self._resetting and conn.index in self._resetting:
+            self._expire_one(conn, ts)               # too late to be a segment sent before the reset?
         h.frames += 1
         h.last_ts = ts
         n = len(payload)
@@ -297,9 +307,11 @@ class TcpTracker:
             h.ignored_bytes += n + missing
             if conn.closed_by is None:
                 conn.closed_by = "client" if h.direction == 0 else "server"
+            waiting = False
             for half in conn.halves:
-                half.flush(ts)
-                half.end(END_RST, ts)
+                waiting = half.reset(ts) or waiting
+            if waiting:
+                self._resetting[conn.index] = conn
             return
 
         if n or missing:
@@ -309,6 +321,25 @@ class TcpTracker:
                 conn.closed_by = "client" if h.direction == 0 else "server"
             h.fin(h.offset_of((seq + n + missing) & SEQ_MASK), ts)
         h.refresh()
+
+    def _expire(self, now: float) -> None:
+        """Give up the holes of reset connections whose grace has passed at capture time ``now``."""
+        for conn in list(self._resetting.values()):
+            self._expire_one(conn, now)
+
+    def _expire_one(self, conn: Connection, now: float) -> None:
+        times = [h.reset_ts for h in conn.halves if h.reset_ts is not None]
+        if not times:
+            del self._resetting[conn.index]
+        elif now - min(times) > RESET_GRACE:
+            self._give_up(conn)
+
+    def _give_up(self, conn: Connection) -> None:
+        """A reset connection's holes are gaps now; it ends (at its last segment's time, whenever asked)."""
+        self._resetting.pop(conn.index, None)
+        when = conn.last_ts
+        for half in conn.halves:
+            half.flush(when)
 
     def _starts_new(self, h: HalfStream, seq: int, flags: int) -> bool:
         """Does this SYN or SYN-ACK open a new connection on the 4-tuple (rather than repeat one)?"""
@@ -384,12 +415,15 @@ class TcpTracker:
                 half.tail = _NO_TAIL
             conn.sink = None
         self.connections = [c for c in self.connections if id(c) not in gone]
+        for conn in conns:
+            self._resetting.pop(conn.index, None)
 
     def finish(self, ts: float | None = None) -> None:
         """End of capture: declare remaining holes as gaps, deliver buffered data, end open streams.
 
         ``ts`` defaults to each connection's last segment time. Calling it again does nothing.
         """
+        self._resetting.clear()
         for conn in self.connections:
             if conn.closed:
                 continue
