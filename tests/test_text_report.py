@@ -273,3 +273,15 @@ def test_postcopy_line_far_from_the_source_says_what_it_cannot_tell(tmp_path) ->
     assert "looks served" in far and "round trip included" in far
     near = text(0.00001)
     assert "looks served" not in near and "latency median" in near
+
+
+def test_an_unknown_source_generation_is_not_called_a_generation(tmp_path: Path) -> None:
+    """A capture cut before anything pins the source's generation: the policy's reason says so, not "source
+    looks like QEMU unknown; ... fits that generation's rules" (there is no such generation)."""
+    cut = tmp_path / "cut.pcap.gz"
+    cut.write_bytes((CAPTURES / "holdback-multifd-7.2.pcap.gz").read_bytes()[:1000])
+    [m] = analyze_file(str(cut)).report["migrations"]
+    why = m["policy"]["why"]
+    assert "QEMU unknown" not in why and "that generation" not in why, why
+    assert why.startswith("nothing in the capture pins the source's generation; ")
+    assert f"fits {m['policy']['name']}'s rules" in why

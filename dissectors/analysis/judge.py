@@ -288,20 +288,25 @@ class MigrationJudge:
                            "(main, then multifd, then preempt), so the roles hold whichever it is (named after "
                            f"{guess}'s rules only)"), gen
         unjudged = next(iter(fits.values())).unjudged if fits else None
+        known = gen.text() != "unknown"
+        # what the source says, and the generation assumed for the destination from it
+        src = f"source looks like QEMU {gen.text()}" if known else "nothing in the capture pins the source's generation"
+        same_gen = "the same generation" if known else f"{guess}'s rules (the oldest generation's)"
         if unjudged:
-            return guess, (f"source looks like QEMU {gen.text()}; assuming the destination runs the same "
-                           f"generation ({unjudged}; pass --qemu-version for another)"), gen
+            return guess, (f"{src}; assuming the destination runs {same_gen} ({unjudged}; pass --qemu-version "
+                           "for another)"), gen
         fitting = [n for n in real if fits[n].fits]
         if not fitting:
-            return guess, (f"source looks like QEMU {gen.text()}; no destination policy fits everything the "
-                           f"capture shows, so assuming the destination runs the same generation"), gen
+            return guess, (f"{src}; no destination policy fits everything the capture shows, so assuming the "
+                           f"destination runs {same_gen}"), gen
         if guess in fitting:
             name = guess
-            why = f"source looks like QEMU {gen.text()}; the destination's behaviour fits that generation's rules"
+            why = f"{src}; the destination's behaviour fits " + (
+                "that generation's rules" if known else f"{guess}'s rules")
         else:
             later = [n for n in fitting if real.index(n) > real.index(guess)]
             name = later[0] if later else fitting[-1]
-            why = (f"source looks like QEMU {gen.text()}, but the destination did not behave as {guess} would "
+            why = (f"{src}, but the destination did not behave as {guess} would "
                    f"({fits[guess].against[0]}); {name} is the nearest generation whose rules fit")
         same = {tuple(assignments[n].roles) for n in fitting}
         if len(fitting) > 1:
