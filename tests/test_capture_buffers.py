@@ -1,0 +1,240 @@
+"""Reused read buffers (``capture/buffers.py``, ``source.StreamSource``): a gzip or piped capture is read into a
+few buffers that are used again, and nothing that outlives a window may see its bytes change.
+
+The capture below makes the TCP room keep views across many windows: a connection's retransmission tail (the
+delivered segments, kept by reference, compared with a retransmission that comes ~1 MB later), a gather
+window spanning several windows, and an out-of-order segment held across them. Read with windows of 64 KiB
+from a gzip file and through a FIFO (plain and gzip'd, written in pieces of odd sizes), by the compiled
+scanner and by the pure-Python reader, every delivered byte must be the one sent and the retransmission must
+compare equal; and the buffers must really have been reused. With the buffers' "still referenced" check
+turned off, the same reads must go wrong (the test would see a reused buffer leak into kept data).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import dissectors.capture.buffers as buffers_module
+import dissectors.capture.source as source_module
+from dissectors.capture import open_capture
+from dissectors.capture.buffers import BufferPool, exported
+from dissectors.capture.scanner import compiled_scanner
+from dissectors.capture.writer import PcapWriter, tcp_frame
+from dissectors.cli.pipeline import reassemble
+from dissectors.tcp import Connection
+
+CHUNK = 64 << 10
+A_SEG, A_COUNT = 1000, 40          # the watched connection: 40 segments of 1000 bytes
+B_SEG = 1400                       # the bulk connection that fills the windows between them
+GATHER_AT, GATHER = 33 * A_SEG, 5000   # after A's byte 33000, its sink asks for the next 5000 as a whole
+
+
+class Capture:
+    """The capture's bytes and what each connection sent."""
+
+    def __init__(self) -> None:
+        rng = random.Random(20261202)
+        self.a = rng.randbytes(A_SEG * A_COUNT)
+        self.b = bytearray()
+        self.frames: list[tuple[float, bytes]] = []
+        self._rng = rng
+
+    def frame(self, frame: bytes) -> None:
+        self.frames.append((1.0 + len(self.frames) / 1000, frame))
+
+    def a_seg(self, i: int) -> None:
+        self.frame(tcp_frame("10.0.0.1", "10.0.0.2", 40000, 4444, 1001 + i * A_SEG, 5001, "PA",
+                             self.a[i * A_SEG:(i + 1) * A_SEG]))
+
+    def bulk(self, count: int) -> None:
+        for _ in range(count):
+            data = self._rng.randbytes(B_SEG)
+            self.frame(tcp_frame("10.0.0.3", "10.0.0.2", 40001, 4444, 7001 + len(self.b), 9001, "PA", data))
+            self.b += data
+
+
+def build() -> Capture:
+    cap = Capture()
+    for cport, cip, isn in ((40000, "10.0.0.1", 1000), (40001, "10.0.0.3", 7000)):
+        cap.frame(tcp_frame(cip, "10.0.0.2", cport, 4444, isn, 0, "S"))
+        cap.frame(tcp_frame("10.0.0.2", cip, 4444, cport, isn + 2000, isn + 1, "SA"))
+        cap.frame(tcp_frame(cip, "10.0.0.2", cport, 4444, isn + 1, isn + 2001, "A"))
+    for i in range(30):                       # A in order, ~21 KB of B between its segments
+        cap.a_seg(i)
+        cap.bulk(15)
+    cap.a_seg(31)                             # out of order: 31 waits (copied) across windows for 30
+    cap.bulk(60)
+    cap.a_seg(30)
+    for i in range(32, A_COUNT):              # the gather window (33000-38000) spans several windows
+        cap.a_seg(i)
+        cap.bulk(10)
+    cap.bulk(700)                             # ~1 MB: B's early windows leave its tail and are reused
+    cap.a_seg(A_COUNT - 1)                    # retransmissions: compared with A's tail, kept by reference
+    cap.a_seg(A_COUNT - 2)
+    cap.frame(tcp_frame("10.0.0.1", "10.0.0.2", 40000, 4444, 1001 + A_SEG * A_COUNT, 5001, "FA"))
+    cap.frame(tcp_frame("10.0.0.3", "10.0.0.2", 40001, 4444, 7001 + len(cap.b), 9001, "FA"))
+    return cap
+
+
+@pytest.fixture(scope="module")
+def sent() -> Capture:
+    return build()
+
+
+@pytest.fixture(scope="module")
+def files(sent: Capture, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("buffers")
+    plain, packed = root / "kept.pcap", root / "kept.pcap.gz"
+    with PcapWriter(plain) as w:
+        for ts, frame in sent.frames:
+            w.write(ts, frame)
+    packed.write_bytes(gzip.compress(plain.read_bytes(), 6))
+    return {"plain": plain, "gzip": packed}
+
+
+class Keeper:
+    """A sink keeping a copy of every delivered piece; A's asks for one gather window."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.index = conn.index
+        self.pieces: list[tuple[int, bytes]] = []
+        self.gathered: list[tuple[int, int]] = []
+        self._asked = False
+
+    def data(self, direction: int, offset: int, data: memoryview | bytes, ts: float) -> int:
+        if direction:
+            return 0
+        self.pieces.append((offset, bytes(data)))
+        if len(data) > A_SEG:
+            self.gathered.append((offset, len(data)))
+        if self.index == 0 and not self._asked and offset + len(data) == GATHER_AT:
+            self._asked = True
+            return -GATHER
+        return 0
+
+    def gap(self, direction: int, offset: int, length: int, ts: float) -> None:
+        self.pieces.append((offset, b"<gap %d>" % length))
+
+    def end(self, direction: int, offset: int, ts: float, how: str) -> None:
+        pass
+
+    def stream(self) -> bytes:
+        out = bytearray()
+        for offset, piece in self.pieces:
+            assert offset == len(out), "pieces not contiguous"
+            out += piece
+        return bytes(out)
+
+
+def _feed_fifo(fifo: Path, data: bytes) -> threading.Thread:
+    """Write ``data`` into ``fifo`` in pieces of odd sizes (a live stream's arrivals), from a thread."""
+    def write() -> None:
+        rng = random.Random(5)
+        with open(fifo, "wb", buffering=0) as f:
+            pos = 0
+            while pos < len(data):
+                step = rng.choice((1, 24, 700, 4096, 30_000, 90_000))
+                f.write(data[pos:pos + step])
+                pos += step
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
+
+
+def _read(how: str, files: dict[str, Path], tmp_path: Path) -> Iterator[str]:
+    """The path to open for ``how`` (``gzip``, ``fifo``, ``fifo-gzip``), feeding a FIFO while it is read."""
+    if how == "gzip":
+        yield str(files["gzip"])
+        return
+    fifo = tmp_path / "capture.fifo"
+    os.mkfifo(fifo)
+    thread = _feed_fifo(fifo, files["gzip" if how == "fifo-gzip" else "plain"].read_bytes())
+    yield str(fifo)
+    thread.join(timeout=30)
+
+
+def analyse(how: str, files: dict[str, Path], tmp_path: Path) -> tuple[dict[int, Keeper], list, BufferPool]:
+    sinks: dict[int, Keeper] = {}
+
+    def factory(conn: Connection) -> Keeper:
+        sinks[conn.index] = Keeper(conn)
+        return sinks[conn.index]
+
+    for path in _read(how, files, tmp_path):
+        with open_capture(path) as cap:
+            pool = cap.source.pool  # type: ignore[union-attr]
+            tracker, summary = reassemble(cap, path, factory)
+            assert not summary["warnings"]
+            halves = [(c.halves[0].retransmitted_bytes, c.halves[0].overlap_conflicts, c.halves[0].gap_bytes)
+                      for c in tracker.connections]
+    return sinks, halves, pool
+
+
+MODES = ["compiled", "pure"] if compiled_scanner() is not None else ["pure"]
+
+
+@pytest.fixture(params=MODES)
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "pure":
+        monkeypatch.setenv("MIGSHARK_PURE_PYTHON", "1")
+    else:
+        monkeypatch.delenv("MIGSHARK_PURE_PYTHON", raising=False)
+    monkeypatch.setattr(source_module, "STREAM_CHUNK", CHUNK)
+    return str(request.param)
+
+
+@pytest.mark.parametrize("how", ["gzip", "fifo", "fifo-gzip"])
+def test_kept_views_never_see_a_reused_buffer(how: str, reader: str, sent: Capture, files: dict[str, Path],
+                                              tmp_path: Path) -> None:
+    sinks, halves, pool = analyse(how, files, tmp_path)
+    assert sinks[0].stream() == sent.a and sinks[1].stream() == sent.b
+    assert sinks[0].gathered == [(GATHER_AT, GATHER + A_SEG)]  # the window, whole, with the segment after it
+    assert halves[0] == (2 * A_SEG, 0, 0)                      # retransmissions compared equal with the tail
+    assert halves[1] == (0, 0, 0)
+    windows = files["plain"].stat().st_size // CHUNK           # 29; A's tail pins the ones holding its segments
+    assert pool.reused >= 5 and pool.made < windows             # so buffers were reused, and not while kept
+
+
+def test_the_check_is_what_keeps_them_apart(reader: str, files: dict[str, Path], sent: Capture, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reusing a buffer while views of it are alive (the check off) corrupts what the TCP room kept: the
+    retransmission no longer compares equal, or the gathered or held bytes are not those sent."""
+    monkeypatch.setattr(buffers_module, "exported", lambda buf: False)
+    sinks, halves, _ = analyse("gzip", files, tmp_path)
+    assert halves[0][1] > 0 or sinks[0].stream() != sent.a
+
+
+@pytest.mark.parametrize("how", ["gzip", "fifo", "fifo-gzip"])
+def test_small_windows_read_what_the_file_holds(how: str, reader: str, files: dict[str, Path],
+                                                tmp_path: Path) -> None:
+    """Every segment, payload and counter, read in 64 KiB windows, is what the plain file gives (mapped)."""
+    def segments(path: str) -> tuple[list, object]:
+        with open_capture(path) as cap:
+            segs = [(k, ts, seq, fl, bytes(p), miss) for b in cap.keyed_batches() for k, ts, seq, fl, p, miss in b]
+            return segs, cap.stats
+
+    want = segments(str(files["plain"]))
+    for path in _read(how, files, tmp_path):
+        assert segments(path) == want
+
+
+def test_a_buffer_with_a_live_view_is_not_handed_out() -> None:
+    pool = BufferPool(4096, keep=2)
+    first = pool.take(4096)
+    view = memoryview(first)[10:20].toreadonly()
+    assert exported(first)
+    second = pool.take(4096)
+    assert second is not first and pool.made == 2
+    del view
+    assert not exported(first)
+    assert pool.take(4096) is first and pool.reused == 1
+    assert pool.take(4096, busy=first) is second             # the buffer being read from is never taken
+    big = pool.take(10_000)                                 # a record larger than a chunk: its own buffer
+    assert len(big) >= 10_000 and big is not first and big is not second
