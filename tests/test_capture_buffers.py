@@ -149,13 +149,14 @@ def _feed_fifo(fifo: Path, data: bytes) -> threading.Thread:
 
 
 def _read(how: str, files: dict[str, Path], tmp_path: Path) -> Iterator[str]:
-    """The path to open for ``how`` (``gzip``, ``fifo``, ``fifo-gzip``), feeding a FIFO while it is read."""
+    """The path to open for ``how`` (``gzip``, ``fifo``, ``fifo-gzip``, either FIFO ``-whole``), feeding a FIFO
+    while it is read."""
     if how == "gzip":
         yield str(files["gzip"])
         return
     fifo = tmp_path / "capture.fifo"
     os.mkfifo(fifo)
-    thread = _feed_fifo(fifo, files["gzip" if how == "fifo-gzip" else "plain"].read_bytes())
+    thread = _feed_fifo(fifo, files["gzip" if how.startswith("fifo-gzip") else "plain"].read_bytes())
     yield str(fifo)
     thread.join(timeout=30)
 
@@ -169,6 +170,9 @@ def analyse(how: str, files: dict[str, Path], tmp_path: Path) -> tuple[dict[int,
 
     for path in _read(how, files, tmp_path):
         with open_capture(path) as cap:
+            if how.endswith("-whole"):            # as ``analyze -`` reads a pipe: whole windows
+                assert cap.live is not None
+                cap.live.prompt = False
             pool = cap.source.pool  # type: ignore[union-attr]
             tracker, summary = reassemble(cap, path, factory)
             assert not summary["warnings"]
@@ -190,7 +194,7 @@ def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     return str(request.param)
 
 
-@pytest.mark.parametrize("how", ["gzip", "fifo", "fifo-gzip"])
+@pytest.mark.parametrize("how", ["gzip", "fifo", "fifo-gzip", "fifo-whole", "fifo-gzip-whole"])
 def test_kept_views_never_see_a_reused_buffer(how: str, reader: str, sent: Capture, files: dict[str, Path],
                                               tmp_path: Path) -> None:
     sinks, halves, pool = analyse(how, files, tmp_path)
@@ -211,12 +215,14 @@ def test_the_check_is_what_keeps_them_apart(reader: str, files: dict[str, Path],
     assert halves[0][1] > 0 or sinks[0].stream() != sent.a
 
 
-@pytest.mark.parametrize("how", ["gzip", "fifo", "fifo-gzip"])
+@pytest.mark.parametrize("how", ["gzip", "fifo", "fifo-gzip", "fifo-whole", "fifo-gzip-whole"])
 def test_small_windows_read_what_the_file_holds(how: str, reader: str, files: dict[str, Path],
                                                 tmp_path: Path) -> None:
     """Every segment, payload and counter, read in 64 KiB windows, is what the plain file gives (mapped)."""
     def segments(path: str) -> tuple[list, object]:
         with open_capture(path) as cap:
+            if cap.live is not None and how.endswith("-whole"):
+                cap.live.prompt = False
             segs = [(k, ts, seq, fl, bytes(p), miss) for b in cap.keyed_batches() for k, ts, seq, fl, p, miss in b]
             return segs, cap.stats
 

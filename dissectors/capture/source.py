@@ -4,6 +4,9 @@ A pipe, a FIFO, a socket, a terminal or ``-`` (standard input) is read as a *liv
 seek, no size (``size`` is None), each read returns what has arrived so far instead of waiting for a full
 chunk, and while nothing arrives an idle hook runs every ``idle_interval`` seconds (wall-clock judgements
 of a live watcher) and a stop check can end the stream early (SIGINT / SIGTERM in ``migshark watch``).
+A reader that wants nothing before the end (``analyze -``) sets ``prompt`` off: windows are then filled whole,
+with blocking reads, not handed over at each arrival (a slow writer such as ``zcat`` otherwise wakes the
+walker for every ~32 KiB it writes).
 
 A walker works on a window ``buf`` (memoryview) whose first byte sits at capture offset ``base``. When a
 record runs past the window it calls ``more(buf, keep_from, need)`` for a new window that starts at
@@ -76,7 +79,8 @@ class LiveRaw:
     """A file descriptor read as it fills (pipe, FIFO, socket, standard input): ``read(n)`` waits for the
     first byte, then takes whatever else is already there (up to ``n``) without waiting for more; ``b""``
     at the end of the stream or once ``should_stop()`` says so. While waiting, ``on_idle()`` runs every
-    ``idle_interval`` seconds of silence."""
+    ``idle_interval`` seconds of silence. With ``prompt`` off, ``readinto`` fills its buffer whole (or to
+    the end of the stream) instead: no hooks run, nothing is handed over before that."""
 
     def __init__(self, fd: int, name: str, idle_interval: float = 0.025) -> None:
         self.fd = fd
@@ -85,6 +89,7 @@ class LiveRaw:
         self.on_idle: Callable[[], None] | None = None
         self.should_stop: Callable[[], bool] | None = None
         self.consumed = 0            # bytes read from the descriptor so far
+        self.prompt = True           # hand over what has arrived (off: fill whole windows)
         self.stopped = False         # ended by should_stop(), not by the writer
         self._eof = False
         self._file: io.FileIO | None = None   # the descriptor as a file object, for readinto
@@ -125,11 +130,13 @@ class LiveRaw:
     read1 = read
 
     def readinto(self, view: memoryview) -> int:
-        """``read`` into ``view`` (no bytes object made): what has arrived, at least one byte; 0 at the end."""
+        """``read`` into ``view`` (no bytes object made): what has arrived, at least one byte; 0 at the end.
+        With ``prompt`` off: until ``view`` is full or the stream ends."""
         size = len(view)
         if self._eof or not size:
             return 0
-        if not self._wait():
+        prompt = self.prompt
+        if prompt and not self._wait():
             self._eof = True
             return 0
         if self._file is None:
@@ -141,7 +148,7 @@ class LiveRaw:
                 self._eof = True
                 break
             have += got
-            if not select.select([self.fd], [], [], 0)[0]:
+            if prompt and not select.select([self.fd], [], [], 0)[0]:
                 break                # nothing more has arrived: hand over what is there
         self.consumed += have
         return have
@@ -183,6 +190,10 @@ class StreamSource:
         self._buf = bytearray()   # the buffer of the current window
         self._lo = self._hi = 0   # the current window is _buf[_lo:_hi]; _buf[_hi:] was never handed out
 
+    def _prompt(self) -> bool:
+        """Hand over what has arrived (a live stream read promptly), rather than whole windows?"""
+        return self.live is not None and self.live.prompt
+
     def _fill(self, view: memoryview) -> int:
         """Read into ``view``: until it is full or the input ends; a live stream, what has arrived (at least
         one byte unless it ended). Returns the bytes read."""
@@ -192,7 +203,7 @@ class StreamSource:
         have = 0
         try:
             if stream.__class__ is GunzipStream:
-                have = stream.readinto(view, partial=self.live is not None)  # type: ignore[union-attr]
+                have = stream.readinto(view, partial=self._prompt())  # type: ignore[union-attr]
             elif stream.__class__ is LiveRaw:
                 have = stream.readinto(view)  # type: ignore[union-attr]
             else:
@@ -224,7 +235,7 @@ class StreamSource:
         buf = self._buf = self.pool.take(max(STREAM_CHUNK, len(head)))
         buf[:len(head)] = head
         self._lo, self._hi = 0, len(head)
-        want = len(buf) if self.live is None else 24   # a live stream: at least a pcap file header
+        want = 24 if self._prompt() else len(buf)   # a live stream: at least a pcap file header
         while self._hi < want:
             got = self._fill(memoryview(buf)[self._hi:])
             if not got:
@@ -246,7 +257,7 @@ class StreamSource:
                 fresh[:keep] = old[start:self._hi]
             self._buf, start, self._hi = fresh, 0, keep
         self._lo = start
-        target = start + need if self.live is not None else len(self._buf)
+        target = start + need if self._prompt() else len(self._buf)
         grew = False
         while not grew or self._hi < target:
             got = self._fill(memoryview(self._buf)[self._hi:])
