@@ -244,3 +244,52 @@ def test_a_buffer_with_a_live_view_is_not_handed_out() -> None:
     assert pool.take(4096, busy=first) is second             # the buffer being read from is never taken
     big = pool.take(10_000)                                 # a record larger than a chunk: its own buffer
     assert len(big) >= 10_000 and big is not first and big is not second
+
+
+# ---- the inflater: zlib-ng where installed (a dependency), the standard library's zlib otherwise -------------
+
+def _damaged(files: dict[str, Path], root: Path) -> dict[str, Path]:
+    """The gzip'd capture whole, cut, with a flipped byte, as two members, and with garbage after it."""
+    raw, packed = files["plain"].read_bytes(), files["gzip"].read_bytes()
+    half, third = len(raw) // 2, len(packed) // 3
+    forms = {"whole": packed, "cut": packed[:len(packed) // 2],
+             "flipped": packed[:third] + bytes([packed[third] ^ 0x55]) + packed[third + 1:],
+             "members": gzip.compress(raw[:half]) + gzip.compress(raw[half:]),
+             "trailing": packed + b"not a gzip member"}
+    out = {}
+    for name, data in forms.items():
+        out[name] = root / f"{name}.pcap.gz"
+        out[name].write_bytes(data)
+    return out
+
+
+@pytest.mark.parametrize("form", ["whole", "cut", "flipped", "members", "trailing"])
+def test_zlib_ng_and_zlib_read_alike(form: str, sent: Capture, files: dict[str, Path], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import zlib
+
+    from zlib_ng import zlib_ng
+
+    import dissectors.capture.gunzip as gunzip
+
+    monkeypatch.setattr(source_module, "STREAM_CHUNK", CHUNK)
+    path = _damaged(files, tmp_path)[form]
+    results = []
+    for module in (zlib_ng, zlib):
+        monkeypatch.setattr(gunzip, "_backend", module)
+        with open_capture(path) as cap:
+            segs = [(k, ts, seq, fl, bytes(p), miss) for b in cap.keyed_batches() for k, ts, seq, fl, p, miss in b]
+            results.append((segs, cap.stats, cap.warnings, cap.stopped))
+    assert results[0] == results[1]
+    segs, stats, warnings, _ = results[0]
+    if form in ("whole", "members"):
+        assert not warnings and stats.frames == len(sent.frames)
+    else:                               # the frames before the damage, then the gzip problem said
+        assert "gzip" in warnings[-1] and warnings[-1].endswith("stopped reading")
+        assert 0 < stats.frames <= len(sent.frames) and (stats.frames < len(sent.frames)) == (form != "trailing")
+
+
+def test_zlib_ng_inflates_where_installed() -> None:
+    from dissectors.capture.gunzip import backend
+
+    assert backend().__name__ == "zlib_ng.zlib_ng"      # a dependency (pyproject.toml): installed with migshark

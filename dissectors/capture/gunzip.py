@@ -9,11 +9,17 @@ bounds each output chunk, so a decompression bomb cannot allocate more than one 
 and the compressed reads come from the allocator's free lists (no fresh pages to fault in), and that the input
 left over when a piece is full (``unconsumed_tail``, a copy at every call) stays short on captures that
 compress 50-100 to 1 (guest RAM mostly zero pages).
+
+Inflating is done by zlib-ng (PyPI ``zlib-ng``, a dependency: the standard library's ``zlib`` interface over
+zlib-ng, which inflates such captures ~5 times faster than zlib: 0.16 s of CPU for a 1.16 GB capture against
+0.87 s), or by the standard library's ``zlib`` where it is not installed (``backend``); both give the same
+bytes and the same messages (tests/test_capture_buffers.py).
 """
 
 from __future__ import annotations
 
 import zlib
+from types import ModuleType
 from typing import BinaryIO, Protocol
 
 _RAW_CHUNK = 16 << 10
@@ -25,6 +31,20 @@ class _Readable(Protocol):
 
     def close(self) -> None: ...
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
+_backend: ModuleType | None = None
+
+
+def backend() -> ModuleType:
+    """The module that inflates: ``zlib_ng.zlib_ng`` where installed, else ``zlib`` (imported on first use, so
+    that reading a plain capture pays nothing for it)."""
+    global _backend
+    if _backend is None:
+        try:
+            from zlib_ng import zlib_ng as module
+        except ImportError:
+            module = zlib
+        _backend = module
+    return _backend
 
 
 class GunzipStream:
@@ -33,7 +53,8 @@ class GunzipStream:
     def __init__(self, raw: BinaryIO | _Readable, prefix: bytes = b"") -> None:
         self._raw = raw
         self._prefix = prefix        # compressed bytes already read from ``raw`` (a live stream's magic)
-        self._inflate = zlib.decompressobj(_GZIP_WBITS)
+        self._zlib = backend()
+        self._inflate = self._zlib.decompressobj(_GZIP_WBITS)
         self._raw_eof = False
         self._done = False
         self.problem: str | None = None
@@ -85,7 +106,7 @@ class GunzipStream:
             if not data:
                 self._done = True
                 return b""
-            self._inflate = inflate = zlib.decompressobj(_GZIP_WBITS)
+            self._inflate = inflate = self._zlib.decompressobj(_GZIP_WBITS)
         else:
             data = inflate.unconsumed_tail  # input left over when the last call hit its output limit
             if not data:
@@ -96,7 +117,7 @@ class GunzipStream:
                     return b""
         try:
             return inflate.decompress(data, limit)
-        except zlib.error as exc:
+        except self._zlib.error as exc:
             self._done = True
             self.problem = f"gzip data corrupt: {exc}"
             return b""
