@@ -12,12 +12,14 @@ compress 50-100 to 1 (guest RAM mostly zero pages).
 
 Inflating is done by zlib-ng (PyPI ``zlib-ng``, a dependency: the standard library's ``zlib`` interface over
 zlib-ng, which inflates such captures ~5 times faster than zlib: 0.16 s of CPU for a 1.16 GB capture against
-0.87 s), or by the standard library's ``zlib`` where it is not installed (``backend``); both give the same
-bytes and the same messages (tests/test_capture_buffers.py).
+0.87 s), or by the standard library's ``zlib`` where it is not installed or ``MIGSHARK_STDLIB_ZLIB`` is set
+(``backend``; benchmarks/bench_reassembly.py compares them); both give the same bytes and the same messages
+(tests/test_capture_buffers.py).
 """
 
 from __future__ import annotations
 
+import os
 import zlib
 from types import ModuleType
 from typing import BinaryIO, Protocol
@@ -35,14 +37,16 @@ _backend: ModuleType | None = None
 
 
 def backend() -> ModuleType:
-    """The module that inflates: ``zlib_ng.zlib_ng`` where installed, else ``zlib`` (imported on first use, so
-    that reading a plain capture pays nothing for it)."""
+    """The module that inflates: ``zlib_ng.zlib_ng`` where installed, else (or with ``MIGSHARK_STDLIB_ZLIB``
+    set) ``zlib``; imported on first use, so that reading a plain capture pays nothing for it."""
     global _backend
     if _backend is None:
-        try:
-            from zlib_ng import zlib_ng as module
-        except ImportError:
-            module = zlib
+        module: ModuleType = zlib
+        if not os.environ.get("MIGSHARK_STDLIB_ZLIB"):
+            try:
+                from zlib_ng import zlib_ng as module
+            except ImportError:
+                pass
         _backend = module
     return _backend
 
