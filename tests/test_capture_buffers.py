@@ -161,7 +161,9 @@ def _read(how: str, files: dict[str, Path], tmp_path: Path) -> Iterator[str]:
     thread.join(timeout=30)
 
 
-def analyse(how: str, files: dict[str, Path], tmp_path: Path) -> tuple[dict[int, Keeper], list, BufferPool]:
+def analyse(how: str, files: dict[str, Path], tmp_path: Path) -> tuple[dict[int, Keeper], list, tuple[int, int]]:
+    """Each connection's sink, (retransmitted, conflicting, gap) bytes of each client side, and the buffers the
+    read made and reused (the pool is the process's: counted from the read's start)."""
     sinks: dict[int, Keeper] = {}
 
     def factory(conn: Connection) -> Keeper:
@@ -174,11 +176,13 @@ def analyse(how: str, files: dict[str, Path], tmp_path: Path) -> tuple[dict[int,
                 assert cap.live is not None
                 cap.live.prompt = False
             pool = cap.source.pool  # type: ignore[union-attr]
+            made, reused = pool.made, pool.reused
             tracker, summary = reassemble(cap, path, factory)
+            made, reused = pool.made - made, pool.reused - reused
             assert not summary["warnings"]
             halves = [(c.halves[0].retransmitted_bytes, c.halves[0].overlap_conflicts, c.halves[0].gap_bytes)
                       for c in tracker.connections]
-    return sinks, halves, pool
+    return sinks, halves, (made, reused)
 
 
 MODES = ["compiled", "pure"] if compiled_scanner() is not None else ["pure"]
@@ -197,13 +201,13 @@ def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 @pytest.mark.parametrize("how", ["gzip", "fifo", "fifo-gzip", "fifo-whole", "fifo-gzip-whole"])
 def test_kept_views_never_see_a_reused_buffer(how: str, reader: str, sent: Capture, files: dict[str, Path],
                                               tmp_path: Path) -> None:
-    sinks, halves, pool = analyse(how, files, tmp_path)
+    sinks, halves, (made, reused) = analyse(how, files, tmp_path)
     assert sinks[0].stream() == sent.a and sinks[1].stream() == sent.b
     assert sinks[0].gathered == [(GATHER_AT, GATHER + A_SEG)]  # the window, whole, with the segment after it
     assert halves[0] == (2 * A_SEG, 0, 0)                      # retransmissions compared equal with the tail
     assert halves[1] == (0, 0, 0)
     windows = files["plain"].stat().st_size // CHUNK           # 29; A's tail pins the ones holding its segments
-    assert pool.reused >= 5 and pool.made < windows             # so buffers were reused, and not while kept
+    assert reused >= 5 and made < windows                       # so buffers were reused, and not while kept
 
 
 def test_the_check_is_what_keeps_them_apart(reader: str, files: dict[str, Path], sent: Capture, tmp_path: Path,
@@ -231,19 +235,35 @@ def test_small_windows_read_what_the_file_holds(how: str, reader: str, files: di
         assert segments(path) == want
 
 
-def test_a_buffer_with_a_live_view_is_not_handed_out() -> None:
+def test_a_buffer_with_a_live_view_or_a_pin_is_not_handed_out() -> None:
     pool = BufferPool(4096, keep=2)
-    first = pool.take(4096)
-    view = memoryview(first)[10:20].toreadonly()
+    first, pin = pool.take(4096)
+    view = pin[10:20].toreadonly()
+    pin.release()                                           # done filling: only the view is left
     assert exported(first)
-    second = pool.take(4096)
+    second, pin2 = pool.take(4096)
     assert second is not first and pool.made == 2
     del view
-    assert not exported(first)
-    assert pool.take(4096) is first and pool.reused == 1
-    assert pool.take(4096, busy=first) is second             # the buffer being read from is never taken
-    big = pool.take(10_000)                                 # a record larger than a chunk: its own buffer
-    assert len(big) >= 10_000 and big is not first and big is not second
+    assert not exported(first) and exported(second)         # second is pinned: being filled
+    third, pin3 = pool.take(4096)
+    assert third is first and pool.reused == 1
+    big, pin4 = pool.take(10_000)                           # a record larger than a chunk: its own buffer
+    assert len(big) >= 10_000 and big is not first and big is not second and pool.made == 3
+    for p in (pin2, pin3, pin4):
+        p.release()
+    assert pool.take(4096)[0] in (first, second) and pool.reused == 2
+
+
+def test_the_pool_is_shared_by_the_reads_of_a_process(files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second capture read after the first takes the buffers the first left (check and fleet workers)."""
+    monkeypatch.setattr(source_module, "STREAM_CHUNK", CHUNK)
+    for _ in range(2):
+        with open_capture(files["gzip"]) as cap:
+            pool = cap.source.pool  # type: ignore[union-attr]
+            made = pool.made
+            for _ in cap.keyed_batches():
+                pass
+    assert pool.made == made                                # the second read made none
 
 
 # ---- the inflater: zlib-ng where installed (a dependency), the standard library's zlib otherwise -------------

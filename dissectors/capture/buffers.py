@@ -8,9 +8,16 @@ TCP room's retransmission tail and gather windows, a batch a consumer holds on t
 is then not reused (a new one is made while they do). The test is the buffer protocol's own: a ``bytearray``
 with exports cannot be resized (``exported``), so no bookkeeping of the views is needed and none can be
 forgotten.
+
+The pool is shared by every stream of the process (``shared_pool``): ``check`` and fleet workers read many
+captures one after the other, and a small capture would otherwise make (and fault in) its buffers anew. A
+reader holds a *pin* (a memoryview) on the buffer it is filling, so that no other reader, in another thread,
+takes it; ``take`` checks and pins under a lock.
 """
 
 from __future__ import annotations
+
+import threading
 
 #: How many buffers a pool keeps for reuse (each ``chunk`` bytes); more may be alive while views pin them.
 POOL_KEEP = 8
@@ -37,27 +44,39 @@ class BufferPool:
         self.made = 0                       # buffers allocated so far (a figure for tests and benchmarks)
         self.reused = 0                     # times a kept buffer was handed out again
         self._kept: list[bytearray] = []    # least recently handed out first
+        self._lock = threading.Lock()
 
-    def take(self, size: int, busy: bytearray | None = None) -> bytearray:
-        """A buffer of at least ``size`` bytes that nothing points into (``busy``, the one being read from,
-        excluded), its contents undefined."""
-        kept = self._kept
-        if size <= self.chunk:
-            for i, buf in enumerate(kept):
-                if buf is not busy and not exported(buf):
-                    del kept[i]
-                    kept.append(buf)
-                    self.reused += 1
-                    return buf
-        buf = bytearray(max(size, self.chunk))
-        buf.append(0)                       # grow once now, so that ``exported`` never reallocates it
-        del buf[-1]
-        self.made += 1
-        if len(buf) == self.chunk:
-            kept.append(buf)
-            if len(kept) > self.keep:       # forget the oldest pinned one: it goes when its views do
-                for i, old in enumerate(kept):
-                    if old is not busy and old is not buf:
+    def take(self, size: int) -> tuple[bytearray, memoryview]:
+        """A buffer of at least ``size`` bytes that nothing points into, its contents undefined, and a pin on
+        it (a view of it: release it when done filling the buffer, so that it can be handed out again)."""
+        with self._lock:
+            kept = self._kept
+            if size <= self.chunk:
+                for i, buf in enumerate(kept):
+                    if not exported(buf):
                         del kept[i]
-                        break
-        return buf
+                        kept.append(buf)
+                        self.reused += 1
+                        return buf, memoryview(buf)
+            buf = bytearray(max(size, self.chunk))
+            buf.append(0)                   # grow once now, so that ``exported`` never reallocates it
+            del buf[-1]
+            self.made += 1
+            if len(buf) == self.chunk:
+                kept.append(buf)
+                if len(kept) > self.keep:   # forget the oldest (all are pinned): it goes when its views do
+                    del kept[0]
+            return buf, memoryview(buf)
+
+
+_pools: dict[int, BufferPool] = {}
+_pools_lock = threading.Lock()
+
+
+def shared_pool(chunk: int) -> BufferPool:
+    """The process's pool of ``chunk``-byte buffers."""
+    with _pools_lock:
+        pool = _pools.get(chunk)
+        if pool is None:
+            pool = _pools[chunk] = BufferPool(chunk)
+        return pool

@@ -24,7 +24,7 @@ import stat
 from collections.abc import Callable
 from typing import BinaryIO
 
-from .buffers import BufferPool
+from .buffers import shared_pool
 from .gunzip import GunzipStream
 
 STREAM_CHUNK = 4 << 20
@@ -182,12 +182,13 @@ class StreamSource:
         self.compressed = isinstance(stream, GunzipStream)
         self.problem: str | None = None
         self.live = raw if isinstance(raw, LiveRaw) else None
-        self.pool = BufferPool(STREAM_CHUNK)
+        self.pool = shared_pool(STREAM_CHUNK)
         self._stream = stream
         self._raw = raw
         self._head = head  # bytes already read to look at the magic
         self._eof = False
         self._buf = bytearray()   # the buffer of the current window
+        self._pin: memoryview | None = None   # held on _buf while it is read into (see buffers.BufferPool.take)
         self._lo = self._hi = 0   # the current window is _buf[_lo:_hi]; _buf[_hi:] was never handed out
 
     def _prompt(self) -> bool:
@@ -226,18 +227,25 @@ class StreamSource:
                 self.problem = stream.problem
         return have
 
+    def _switch(self, taken: tuple[bytearray, memoryview]) -> bytearray:
+        """Read into the buffer ``BufferPool.take`` gave from now on; unpin the one before."""
+        if self._pin is not None:
+            self._pin.release()
+        self._buf, self._pin = taken
+        return self._buf
+
     def _window(self) -> memoryview:
-        with memoryview(self._buf) as whole:
-            return whole[self._lo:self._hi].toreadonly()
+        assert self._pin is not None
+        return self._pin[self._lo:self._hi].toreadonly()
 
     def first(self) -> memoryview:
         head, self._head = self._head, b""
-        buf = self._buf = self.pool.take(max(STREAM_CHUNK, len(head)))
+        buf = self._switch(self.pool.take(max(STREAM_CHUNK, len(head))))
         buf[:len(head)] = head
         self._lo, self._hi = 0, len(head)
         want = 24 if self._prompt() else len(buf)   # a live stream: at least a pcap file header
         while self._hi < want:
-            got = self._fill(memoryview(buf)[self._hi:])
+            got = self._fill(self._pin[self._hi:])  # type: ignore[index]
             if not got:
                 break
             self._hi += got
@@ -246,21 +254,21 @@ class StreamSource:
     def more(self, buf: memoryview, keep_from: int, need: int) -> memoryview | None:
         """A new window: ``buf[keep_from:]`` plus at least ``need`` bytes in all if the input has them."""
         if buf.obj is not self._buf or len(buf) != self._hi - self._lo:   # not our current window: adopt it
-            self._buf = self.pool.take(max(STREAM_CHUNK, len(buf)))
-            self._buf[:len(buf)] = buf
+            self._switch(self.pool.take(max(STREAM_CHUNK, len(buf))))[:len(buf)] = buf
             self._lo, self._hi = 0, len(buf)
         start = self._lo + keep_from
         if start + max(need, self._hi - start + 1) > len(self._buf):   # no room after it: another buffer
             keep = self._hi - start
-            fresh = self.pool.take(max(STREAM_CHUNK, need, keep + 1), busy=self._buf)
-            with memoryview(self._buf) as old:
-                fresh[:keep] = old[start:self._hi]
-            self._buf, start, self._hi = fresh, 0, keep
+            fresh, pin = self.pool.take(max(STREAM_CHUNK, need, keep + 1))
+            assert self._pin is not None
+            fresh[:keep] = self._pin[start:self._hi]
+            self._switch((fresh, pin))
+            start, self._hi = 0, keep
         self._lo = start
         target = start + need if self._prompt() else len(self._buf)
         grew = False
         while not grew or self._hi < target:
-            got = self._fill(memoryview(self._buf)[self._hi:])
+            got = self._fill(self._pin[self._hi:])  # type: ignore[index]
             if not got:
                 break
             self._hi += got
@@ -279,6 +287,9 @@ class StreamSource:
         pass
 
     def close(self) -> None:
+        if self._pin is not None:
+            self._pin.release()
+            self._pin = None
         self._stream.close()
         if self._raw is not self._stream:
             self._raw.close()
