@@ -17,6 +17,7 @@ takes it; ``take`` checks and pins under a lock.
 
 from __future__ import annotations
 
+import os
 import threading
 
 #: How many buffers a pool keeps for reuse (each ``chunk`` bytes); more may be alive while views pin them.
@@ -80,3 +81,14 @@ def shared_pool(chunk: int) -> BufferPool:
         if pool is None:
             pool = _pools[chunk] = BufferPool(chunk)
         return pool
+
+
+def _after_fork() -> None:
+    """A forked child (a fleet worker from the fork server) starts with locks that no thread of its holds."""
+    global _pools_lock
+    _pools_lock = threading.Lock()
+    for pool in _pools.values():
+        pool._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
