@@ -313,3 +313,51 @@ def test_zlib_ng_inflates_where_installed() -> None:
     from dissectors.capture.gunzip import backend
 
     assert backend().__name__ == "zlib_ng.zlib_ng"      # a dependency (pyproject.toml): installed with migshark
+
+
+@pytest.mark.parametrize("inflater", ["zlib", "zlib-ng"])
+def test_gunzip_never_waits_for_input_while_holding_output(inflater: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read as a live stream gives it (a few bytes at a time), the inflater hands over every byte the input so
+    far makes before it asks for more: zlib keeps the tail of a match when a piece fills up, which would
+    otherwise wait for the next arrival (a watcher's alert with it)."""
+    import zlib
+
+    from zlib_ng import zlib_ng
+
+    import dissectors.capture.gunzip as gunzip
+
+    module = zlib if inflater == "zlib" else zlib_ng
+    monkeypatch.setattr(gunzip, "_backend", module)
+    rng = random.Random(3)
+    data = b"".join(rng.choice((bytes(rng.randrange(1, 3000)), rng.randbytes(rng.randrange(1, 300))))
+                    for _ in range(400))
+    packed = gzip.compress(data)
+
+    class Arrivals:
+        """Raw reads of 1-7 bytes; each checks that the inflater holds no output of what it was given."""
+
+        def __init__(self) -> None:
+            self.pos = 0
+            self.reads = 0
+
+        def read(self, count: int = -1) -> bytes:
+            if self.pos and not stream._inflate.eof:
+                assert stream._inflate.copy().decompress(b"") == b"", f"output held back at byte {self.pos}"
+            step = 1 + self.reads % 7
+            self.reads += 1
+            piece = packed[self.pos:self.pos + min(step, count)]
+            self.pos += len(piece)
+            return piece
+
+        def close(self) -> None:
+            pass
+
+    stream = gunzip.GunzipStream(Arrivals())
+    out = bytearray()
+    window = memoryview(bytearray(200))                     # as near a buffer's end: pieces fill up
+    while True:
+        got = stream.readinto(window, partial=True)
+        if not got:
+            break
+        out += window[:got]
+    assert bytes(out) == data and stream.problem is None

@@ -61,6 +61,7 @@ class GunzipStream:
         self._inflate = self._zlib.decompressobj(_GZIP_WBITS)
         self._raw_eof = False
         self._done = False
+        self._full = False           # the last piece filled its limit: zlib may hold more output already
         self.problem: str | None = None
 
     def read(self, count: int) -> bytes:
@@ -113,18 +114,23 @@ class GunzipStream:
             self._inflate = inflate = self._zlib.decompressobj(_GZIP_WBITS)
         else:
             data = inflate.unconsumed_tail  # input left over when the last call hit its output limit
-            if not data:
+            if not data and self._full:
+                pass                        # first what zlib holds of the input it took (a match's tail): a
+                                            # live stream must not wait for more input with it undelivered
+            elif not data:
                 data = self._raw_read()
                 if not data:
                     self._done = True
                     self.problem = "gzip stream ends early (file cut?)"
                     return b""
         try:
-            return inflate.decompress(data, limit)
+            out = inflate.decompress(data, limit)
         except self._zlib.error as exc:
             self._done = True
             self.problem = f"gzip data corrupt: {exc}"
             return b""
+        self._full = len(out) == limit
+        return out
 
     def close(self) -> None:
         self._raw.close()
