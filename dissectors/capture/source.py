@@ -11,7 +11,8 @@ walker for every ~32 KiB it writes).
 A walker works on a window ``buf`` (memoryview) whose first byte sits at capture offset ``base``. When a
 record runs past the window it calls ``more(buf, keep_from, need)`` for a new window that starts at
 ``buf[keep_from]`` (so ``base += keep_from``); an mmap window already holds the whole file and never
-grows. Old windows are never modified, so memoryviews handed out earlier stay valid.
+grows. A byte once handed out in a window is never written again while any view of it is alive (a stream's
+buffers are reused only when none is: ``buffers.BufferPool``), so memoryviews handed out earlier stay valid.
 """
 
 from __future__ import annotations
