@@ -206,8 +206,9 @@ def test_kept_views_never_see_a_reused_buffer(how: str, reader: str, sent: Captu
     assert sinks[0].gathered == [(GATHER_AT, GATHER + A_SEG)]  # the window, whole, with the segment after it
     assert halves[0] == (2 * A_SEG, 0, 0)                      # retransmissions compared equal with the tail
     assert halves[1] == (0, 0, 0)
-    windows = files["plain"].stat().st_size // CHUNK           # 29; A's tail pins the ones holding its segments
-    assert reused >= 5 and made < windows                       # so buffers were reused, and not while kept
+    if how == "gzip" or how.endswith("-whole"):                 # windows filled whole: not up to arrivals
+        windows = files["plain"].stat().st_size // CHUNK       # 29; A's tail pins the ones holding its segments
+        assert reused >= 5 and made < windows                   # so buffers were reused, and not while kept
 
 
 def test_the_check_is_what_keeps_them_apart(reader: str, files: dict[str, Path], sent: Capture, tmp_path: Path,
