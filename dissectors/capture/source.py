@@ -4,15 +4,20 @@ A pipe, a FIFO, a socket, a terminal or ``-`` (standard input) is read as a *liv
 seek, no size (``size`` is None), each read returns what has arrived so far instead of waiting for a full
 chunk, and while nothing arrives an idle hook runs every ``idle_interval`` seconds (wall-clock judgements
 of a live watcher) and a stop check can end the stream early (SIGINT / SIGTERM in ``migshark watch``).
+A reader that wants nothing before the end (``analyze -``) sets ``prompt`` off: windows are then filled whole,
+with blocking reads, not handed over at each arrival (a slow writer such as ``zcat`` otherwise wakes the
+walker for every ~32 KiB it writes).
 
 A walker works on a window ``buf`` (memoryview) whose first byte sits at capture offset ``base``. When a
 record runs past the window it calls ``more(buf, keep_from, need)`` for a new window that starts at
 ``buf[keep_from]`` (so ``base += keep_from``); an mmap window already holds the whole file and never
-grows. Old windows are never modified, so memoryviews handed out earlier stay valid.
+grows. A byte once handed out in a window is never written again while any view of it is alive (a stream's
+buffers are reused only when none is: ``buffers.BufferPool``), so memoryviews handed out earlier stay valid.
 """
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import select
@@ -20,6 +25,7 @@ import stat
 from collections.abc import Callable
 from typing import BinaryIO
 
+from .buffers import shared_pool
 from .gunzip import GunzipStream
 
 STREAM_CHUNK = 4 << 20
@@ -74,7 +80,8 @@ class LiveRaw:
     """A file descriptor read as it fills (pipe, FIFO, socket, standard input): ``read(n)`` waits for the
     first byte, then takes whatever else is already there (up to ``n``) without waiting for more; ``b""``
     at the end of the stream or once ``should_stop()`` says so. While waiting, ``on_idle()`` runs every
-    ``idle_interval`` seconds of silence."""
+    ``idle_interval`` seconds of silence. With ``prompt`` off, ``readinto`` fills its buffer whole (or to
+    the end of the stream) instead: no hooks run, nothing is handed over before that."""
 
     def __init__(self, fd: int, name: str, idle_interval: float = 0.025) -> None:
         self.fd = fd
@@ -83,8 +90,10 @@ class LiveRaw:
         self.on_idle: Callable[[], None] | None = None
         self.should_stop: Callable[[], bool] | None = None
         self.consumed = 0            # bytes read from the descriptor so far
+        self.prompt = True           # hand over what has arrived (off: fill whole windows)
         self.stopped = False         # ended by should_stop(), not by the writer
         self._eof = False
+        self._file: io.FileIO | None = None   # the descriptor as a file object, for readinto
 
     def _wait(self) -> bool:
         """Block until the descriptor is readable; False if told to stop first."""
@@ -121,10 +130,37 @@ class LiveRaw:
 
     read1 = read
 
+    def readinto(self, view: memoryview) -> int:
+        """``read`` into ``view`` (no bytes object made): what has arrived, at least one byte; 0 at the end.
+        With ``prompt`` off: until ``view`` is full or the stream ends."""
+        size = len(view)
+        if self._eof or not size:
+            return 0
+        prompt = self.prompt
+        if prompt and not self._wait():
+            self._eof = True
+            return 0
+        if self._file is None:
+            self._file = io.FileIO(self.fd, "rb", closefd=False)
+        have = 0
+        while have < size:
+            got = self._file.readinto(view[have:])
+            if not got:
+                self._eof = True
+                break
+            have += got
+            if prompt and not select.select([self.fd], [], [], 0)[0]:
+                break                # nothing more has arrived: hand over what is there
+        self.consumed += have
+        return have
+
     def tell(self) -> int:
         return self.consumed
 
     def close(self) -> None:
+        if self._file is not None:
+            self._file.close()       # closefd=False: leaves the descriptor to the line below
+            self._file = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -133,7 +169,13 @@ class LiveRaw:
 class StreamSource:
     """Sequential reads in chunks from a file object (a gzip stream or anything not mmap-able).
 
-    ``size`` is None for a live stream (no size known); its reads hand over what has arrived."""
+    ``size`` is None for a live stream (no size known); its reads hand over what has arrived.
+
+    Windows are read-only memoryviews of reused buffers (``buffers.BufferPool``): the bytes after the
+    current window's end, never handed out, are filled in place while its buffer has room (a live stream's
+    small arrivals: no copy of the record left over, no new buffer); otherwise the record left over is
+    copied to the start of a buffer nothing points into any more and the rest of it filled. Bytes once
+    handed out in a window are never written again while any view of them is alive."""
 
     def __init__(self, stream: BinaryIO | GunzipStream | LiveRaw, raw: BinaryIO | LiveRaw, size: int | None,
                  head: bytes = b"") -> None:
@@ -141,48 +183,98 @@ class StreamSource:
         self.compressed = isinstance(stream, GunzipStream)
         self.problem: str | None = None
         self.live = raw if isinstance(raw, LiveRaw) else None
+        self.pool = shared_pool(STREAM_CHUNK)
         self._stream = stream
         self._raw = raw
         self._head = head  # bytes already read to look at the magic
         self._eof = False
+        self._buf = bytearray()   # the buffer of the current window
+        self._pin: memoryview | None = None   # held on _buf while it is read into (see buffers.BufferPool.take)
+        self._lo = self._hi = 0   # the current window is _buf[_lo:_hi]; _buf[_hi:] was never handed out
 
-    def _read(self, count: int) -> bytes:
-        if self._eof:
-            return b""
+    def _prompt(self) -> bool:
+        """Hand over what has arrived (a live stream read promptly), rather than whole windows?"""
+        return self.live is not None and self.live.prompt
+
+    def _fill(self, view: memoryview) -> int:
+        """Read into ``view``: until it is full or the input ends; a live stream, what has arrived (at least
+        one byte unless it ended). Returns the bytes read."""
+        if self._eof or not len(view):
+            return 0
+        stream = self._stream
+        have = 0
         try:
-            data = self._stream.read1(count) if self.live is not None else self._stream.read(count)
+            if stream.__class__ is GunzipStream:
+                have = stream.readinto(view, partial=self._prompt())  # type: ignore[union-attr]
+            elif stream.__class__ is LiveRaw:
+                have = stream.readinto(view)  # type: ignore[union-attr]
+            else:
+                readinto = getattr(stream, "readinto", None)
+                while have < len(view):
+                    if readinto is not None:
+                        got = readinto(view[have:])
+                    else:
+                        data = stream.read(len(view) - have)
+                        got = len(data)
+                        view[have:have + got] = data
+                    if not got:
+                        break
+                    have += got
         except OSError as exc:
             self.problem = f"read error: {exc}"
-            data = b""
-        if not data:
+        if not have:
             self._eof = True
-            if isinstance(self._stream, GunzipStream) and self._stream.problem:
-                self.problem = self._stream.problem
-        return data
+            if isinstance(stream, GunzipStream) and stream.problem:
+                self.problem = stream.problem
+        return have
+
+    def _switch(self, taken: tuple[bytearray, memoryview]) -> bytearray:
+        """Read into the buffer ``BufferPool.take`` gave from now on; unpin the one before."""
+        if self._pin is not None:
+            self._pin.release()
+        self._buf, self._pin = taken
+        return self._buf
+
+    def _window(self) -> memoryview:
+        assert self._pin is not None
+        return self._pin[self._lo:self._hi].toreadonly()
 
     def first(self) -> memoryview:
         head, self._head = self._head, b""
-        data = head + self._read(STREAM_CHUNK)
-        while self.live is not None and len(data) < 24:   # a live stream: at least a pcap file header
-            more = self._read(STREAM_CHUNK)
-            if not more:
+        buf = self._switch(self.pool.take(max(STREAM_CHUNK, len(head))))
+        buf[:len(head)] = head
+        self._lo, self._hi = 0, len(head)
+        want = 24 if self._prompt() else len(buf)   # a live stream: at least a pcap file header
+        while self._hi < want:
+            got = self._fill(self._pin[self._hi:])  # type: ignore[index]
+            if not got:
                 break
-            data += more
-        return memoryview(data)
+            self._hi += got
+        return self._window()
 
     def more(self, buf: memoryview, keep_from: int, need: int) -> memoryview | None:
         """A new window: ``buf[keep_from:]`` plus at least ``need`` bytes in all if the input has them."""
-        parts = [bytes(buf[keep_from:])]
-        have = len(parts[0])
+        if buf.obj is not self._buf or len(buf) != self._hi - self._lo:   # not our current window: adopt it
+            self._switch(self.pool.take(max(STREAM_CHUNK, len(buf))))[:len(buf)] = buf
+            self._lo, self._hi = 0, len(buf)
+        start = self._lo + keep_from
+        if start + max(need, self._hi - start + 1) > len(self._buf):   # no room after it: another buffer
+            keep = self._hi - start
+            fresh, pin = self.pool.take(max(STREAM_CHUNK, need, keep + 1))
+            assert self._pin is not None
+            fresh[:keep] = self._pin[start:self._hi]
+            self._switch((fresh, pin))
+            start, self._hi = 0, keep
+        self._lo = start
+        target = start + need if self._prompt() else len(self._buf)
         grew = False
-        while not grew or have < need:
-            data = self._read(max(STREAM_CHUNK, need - have))
-            if not data:
+        while not grew or self._hi < target:
+            got = self._fill(self._pin[self._hi:])  # type: ignore[index]
+            if not got:
                 break
-            parts.append(data)
-            have += len(data)
+            self._hi += got
             grew = True
-        return memoryview(b"".join(parts)) if grew else None
+        return self._window() if grew else None
 
     def position(self, offset: int) -> int:
         if not self.compressed:
@@ -196,6 +288,9 @@ class StreamSource:
         pass
 
     def close(self) -> None:
+        if self._pin is not None:
+            self._pin.release()
+            self._pin = None
         self._stream.close()
         if self._raw is not self._stream:
             self._raw.close()

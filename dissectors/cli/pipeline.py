@@ -169,6 +169,8 @@ def analyze_file(path: str, options: Options | None = None, progress: ProgressFn
     analyzer = Analyzer(options, keylog=keylog)
     with gc_unfrozen_after():
         with open_capture(path, stream=stream) as cap:
+            if cap.live is not None:          # a pipe: the report comes at the end, so read whole windows
+                cap.live.prompt = False
             _, capture = reassemble(cap, str(path), analyzer.sink_for, progress, freeze=True,
                                     on_batch=sweeping(analyzer))
         return analyzer.finish(capture)
