@@ -326,3 +326,11 @@ def test_time_format_help_marks_the_default_letter(command, capsys):
         main([command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "as tshark -t: r (default): relative to the migration's start (+1.0011s), the start itself" in text
+
+
+def test_a_file_that_says_size_0_but_reads_bytes_is_read(capsys):
+    """procfs and sysfs files are regular files of size 0 that read bytes: they are read (here: not a
+    capture), not called "empty file"; a truly empty file still is."""
+    assert main(["analyze", "/proc/self/status"]) == 2
+    err = capsys.readouterr().err
+    assert "/proc/self/status, offset 0: not a pcap or pcapng file (magic 0x4e616d65)" in err, err

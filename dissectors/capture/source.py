@@ -360,7 +360,8 @@ def open_source(path: str | os.PathLike[str], live: bool = False) -> tuple[ByteS
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(21, "Is a directory", name)
-        if live or not stat.S_ISREG(st.st_mode):
+        # a regular file of size 0 that still reads bytes (procfs, sysfs) is read as a stream too
+        if live or not stat.S_ISREG(st.st_mode) or (st.st_size == 0 and os.pread(fd, 1, 0)):
             return _open_live(LiveRaw(fd, name))
         raw: BinaryIO = os.fdopen(fd, "rb")  # noqa: SIM115 - owned by the returned source
     except BaseException:
