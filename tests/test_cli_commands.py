@@ -334,3 +334,15 @@ def test_a_file_that_says_size_0_but_reads_bytes_is_read(capsys):
     assert main(["analyze", "/proc/self/status"]) == 2
     err = capsys.readouterr().err
     assert "/proc/self/status, offset 0: not a pcap or pcapng file (magic 0x4e616d65)" in err, err
+
+
+def test_a_cut_gzip_capture_stops_with_one_warning(tmp_path, capsys):
+    """A .pcap.gz cut mid-record stops once: the truncated record, with the gzip stream's early end as its
+    cause, not two warnings at one offset."""
+    cut = tmp_path / "cut.pcap.gz"
+    cut.write_bytes((CORPUS / "holdback-multifd-7.2.pcap.gz").read_bytes()[:1000])
+    assert main(["analyze", "--json", str(cut)]) == 1
+    cap = json.loads(capsys.readouterr().out)["capture"]
+    [warning] = [w for w in cap["warnings"] if w.endswith("; stopped reading")]
+    assert "truncated record" in warning and "; cause: gzip stream ends early (file cut?)" in warning, warning
+    assert cap["stopped"]["reason"].startswith("truncated record")

@@ -64,6 +64,12 @@ class Capture:
     def warn(self, offset: int, message: str) -> None:
         """A warning naming file and offset; one ending in ``; stopped reading`` (the walkers' wording when
         they give up before the end of the file) also sets ``stopped``."""
+        prev = self.stopped
+        if (message.endswith(STOPPED) and prev is not None and (prev["offset"], prev["where"]) == (offset, self._where)
+                and self.warnings[-1].endswith(STOPPED)):
+            # the same stop twice (a record cut short where the gzip stream ends early): one warning, with its cause
+            self.warnings[-1] = f"{self.warnings[-1][:-len(STOPPED)]}; cause: {message}"
+            return
         self.warnings.append(f"{self.path}: {self._where} {offset}: {message}")
         if message.endswith(STOPPED) and self.stopped is None:
             self.stopped = {"offset": offset, "where": self._where, "reason": message[:-len(STOPPED)]}
