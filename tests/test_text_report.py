@@ -285,3 +285,14 @@ def test_an_unknown_source_generation_is_not_called_a_generation(tmp_path: Path)
     assert "QEMU unknown" not in why and "that generation" not in why, why
     assert why.startswith("nothing in the capture pins the source's generation; ")
     assert f"fits {m['policy']['name']}'s rules" in why
+
+
+def test_the_headline_and_the_migration_count_time_from_one_start() -> None:
+    """The headline's times count from the start of the migration it speaks of, as that migration's lines
+    do (they counted from the capture's first frame, 12.7 ms earlier here: +0.2889s against +0.2762s), and
+    the migration's start is said before its reason."""
+    lines = _run("analyze", "captures/netpath-kill-destination-10.0.dst.pcap.gz").stdout.splitlines()
+    at = re.search(r"stopped as a whole at (\+\d+\.\d+s)", lines[0])
+    assert at and at.group(1) == "+0.2762s", lines[0]
+    i = next(i for i, line in enumerate(lines) if line.startswith("Migration 0 "))
+    assert lines[i + 1].startswith("  started ") and f"stopped as a whole at {at.group(1)}" in lines[i + 2]

@@ -176,6 +176,15 @@ def _shape(m: dict[str, Any]) -> str:
     return f"{kind}, {' + '.join(parts)}{rec}, {_size(sent)}{tail}"
 
 
+def _worst(its: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The migration the headline speaks of: the worst outcome, then the most findings."""
+    def rank(it: tuple[dict[str, Any], dict[str, Any] | None]) -> tuple[int, int]:
+        s = it[0]["outcome"]["status"]
+        return (SEVERITY.index(s) if s in SEVERITY else len(SEVERITY), -_migration_findings(it[0]))
+
+    return min(its, key=rank)
+
+
 def headline(report: dict[str, Any]) -> str:
     """The one line that matters: the worst migration's status and what went wrong (or its shape)."""
     cap = report["capture"]
@@ -191,12 +200,7 @@ def headline(report: dict[str, Any]) -> str:
             what += " (TLS hidden: pass --keylog)"
         return f"NO MIGRATION: {what}" + (f"; {cut}" if cut else "")
 
-    def rank(it: tuple[dict[str, Any], dict[str, Any] | None]) -> tuple[int, int]:
-        m = it[0]
-        s = m["outcome"]["status"]
-        return (SEVERITY.index(s) if s in SEVERITY else len(SEVERITY), -_migration_findings(m))
-
-    worst = min(its, key=rank)
+    worst = _worst(its)
     m = worst[0]
     status = m["outcome"]["status"]
     text = f"{status.upper()}: {gist(m, report.get('options', {}).get('qemu_version'))}"
@@ -240,7 +244,9 @@ def render_report(report: dict[str, Any], tf: TimeFormat | None = None, width: i
     cap = report["capture"]
     w = _Writer(width, tf, cap.get("first_time"))
     its = items(report)
-    w.raw(one_line(tf.retime(headline(report), cap.get("first_time")), width))
+    # the headline's times count from the start of the migration it speaks of, as that migration's lines do
+    head_base = _start(*_worst(its)) if its else None
+    w.raw(one_line(tf.retime(headline(report), head_base if head_base is not None else cap.get("first_time")), width))
     shown = migrations_counted(its)
     first = f" from {tf.absolute(cap['first_time'])}" if cap.get("first_time") is not None else ""
     w.para(f"{cap['file']}: {cap['frames']} frames ({cap['tcp_segments']} TCP){first}; {shown}")
@@ -336,11 +342,11 @@ def _migration(m: dict[str, Any], src: dict[str, Any] | None, tf: TimeFormat, wi
     else:
         where = ""
     w.para(f"Migration {m['id']} to {m['destination']}{where}: {out['status'].upper()}")
-    w.para(out["reason"], 2, 2)
-    if base is not None:
+    if base is not None:          # said first: the reason's times count from it
         since = {"r": "relative to it", "a": "the local time of day", "ad": "local", "u": "the UTC time of day",
                  "ud": "UTC", "e": "seconds since the epoch"}[tf.mode]
         w.para(f"started {tf.absolute(base)}; times below are {since}", 2)
+    w.para(out["reason"], 2, 2)
     _findings(w, m)
     if src is not None and src.get("unreadable"):
         w.para("source side:", 2)
