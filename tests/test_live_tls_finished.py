@@ -29,7 +29,7 @@ def test_held_tls_finished_does_not_reorder_the_destination(tmp_path: Path) -> N
         [sys.executable, "-m", "dissectors.cli.main", "record", "--scenario", "multifd-tls-7.2",
          "--hold-back", "main", "--hold-at", "tls-finished", "--hold-delay", "1.5",
          "--out", str(tmp_path), "--name", "tlsfin", "--json", "--timeout", "40"],
-        capture_output=True, text=True, timeout=240, cwd=REPO,
+        capture_output=True, text=True, timeout=600, cwd=REPO,
     )
     assert proc.returncode in (0, 1), proc.stderr
     result = json.loads(proc.stdout)

@@ -69,7 +69,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     lines: list[tuple[float, str]] = []
     reader = threading.Thread(target=_lines, args=(watch.stdout, lines), daemon=True)
     reader.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while "listening on" not in (out / "td.log").read_text(errors="replace"):
         assert time.monotonic() < deadline and dump.poll() is None, "tcpdump did not start"
         time.sleep(0.05)
@@ -86,7 +86,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         except subprocess.TimeoutExpired:
             watch.kill()
             raise
-    reader.join(timeout=5)
+    reader.join(timeout=60)
     events = [(t, json.loads(line)) for t, line in lines]
     analyze = subprocess.run([sys.executable, "-m", "dissectors.cli.main", "analyze", "--json", str(teed)],
                              capture_output=True, text=True, timeout=120, cwd=REPO)

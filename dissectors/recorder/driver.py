@@ -391,7 +391,7 @@ class Run:
         exit_status["destination"] = await dst.stop()
         return exit_status, info
 
-    async def _wait_guest_ready(self, src: QemuSide, timeout: float = 30.0) -> None:
+    async def _wait_guest_ready(self, src: QemuSide, timeout: float = 90.0) -> None:
         """Wait until the guest has filled its memory (it says so on its serial port), then a little more."""
         serial = self.work / "source.serial"
         deadline = time.monotonic() + timeout
