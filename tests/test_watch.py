@@ -283,6 +283,22 @@ class _SmallBatches:
                 yield [tuple(x[:4]) + (bytes(x[4]),) + tuple(x[5:]) for x in batch[i:i + 5]]
 
 
+def _child_captures(parent: int) -> bool:
+    """True once a child of ``parent`` (the tcpdump that ``watch -i`` started) holds a packet socket bound to
+    an interface (/proc/net/packet: Iface set, R running)."""
+    with open("/proc/net/packet") as f:
+        bound = {c[8] for c in (line.split() for line in list(f)[1:]) if c[4] != "0" and c[5] == "1"}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != parent:
+                continue
+            if any(os.readlink(fd) in {f"socket:[{i}]" for i in bound} for fd in (stat.parent / "fd").iterdir()):
+                return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
+
+
 def test_watch_interface_starts_tcpdump_and_follows_a_connection() -> None:
     """``watch -i lo -f FILTER`` with the real tcpdump: a migration stream sent over loopback is reported
     while the watcher runs, and SIGINT gives the report."""
@@ -308,7 +324,13 @@ def test_watch_interface_starts_tcpdump_and_follows_a_connection() -> None:
 
     threading.Thread(target=read, daemon=True).start()
     try:
-        time.sleep(3.0)                       # tcpdump starts listening
+        # watch starts (imports), then its tcpdump: wait until that one captures, however long a busy
+        # machine takes, then a moment for its filter (set right after)
+        deadline = time.monotonic() + 60
+        while not _child_captures(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, "watch's tcpdump did not start"
+            time.sleep(0.05)
+        time.sleep(0.5)
         cli = socket.create_connection(("127.0.0.1", port))
         conn, _ = srv.accept()
         cli.sendall(L.precopy_stream())
