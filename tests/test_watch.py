@@ -185,12 +185,13 @@ def test_a_silent_channel_is_judged_on_the_wall_clock_and_sigint_gives_the_repor
     assert proc.stdin is not None
     proc.stdin.write(data)
     proc.stdin.flush()
-    written = time.monotonic()
+    # from watch's first event on (its start-up, longer on a busy machine, is not what is measured here)
+    started, _ = _wait_for(events, lambda e: e["event"] == "migration-start")
     t, alert = _wait_for(events, lambda e: e["event"] == "misclassified" and e["role"] == "preempt")
     assert alert["assigned_role"] == "main" and alert["clock"] == "wall"
     assert 0.5 <= alert["silent_for"] < 3.0
     assert "silent socket" in alert["qemu_would_show"]
-    assert t - written < 5.0
+    assert t - started < 5.0
     _, stall = _wait_for(events, lambda e: e["event"] == "stall" and e["kind"] == "preempt-as-main")
     assert stall["ongoing"] and stall["clock"] == "wall"
     proc.send_signal(signal.SIGINT)
@@ -367,12 +368,13 @@ def test_a_page_request_waiting_is_a_stall_on_the_wall_clock(tmp_path: Path) -> 
     assert proc.stdin is not None
     proc.stdin.write(path.read_bytes())
     proc.stdin.flush()
-    written = time.monotonic()
-    _wait_for(events, lambda e: e["event"] == "postcopy-start")
+    started, _ = _wait_for(events, lambda e: e["event"] == "postcopy-start")
     t, stall = _wait_for(events, lambda e: e["event"] == "stall" and e["kind"] == "page-request")
     assert stall["clock"] == "wall" and stall["ongoing"]
     assert stall["outstanding_requests"][0]["addr"] == "0x8000"
-    assert 0.4 <= t - written < 5.0
+    # said once the request has waited the threshold on the wall clock (its own measure: a time taken here
+    # may come late on a busy machine), and soon after, while the stream is still open
+    assert 0.5 <= stall["duration"] and t - started < 5.0
     proc.stdin.close()
     proc.wait(timeout=20)
     _, last = _wait_for(events, lambda e: e["event"] == "report")
