@@ -105,7 +105,9 @@ def test_the_alert_arrives_while_the_migration_is_stalled(watched: dict[str, obj
     assert isinstance(events, list)
     alerts = [(t, e) for t, e in events if e["event"] == "misclassified" and e["role"] == "preempt"
               and e["assigned_role"] == "main"]
-    assert alerts, [e for _, e in events]
+    # (a string message: pytest shortens a list's repr, and this is what a failure needs to be understood)
+    assert alerts, "\n".join(json.dumps({k: v for k, v in e.items() if k not in ("report", "evidence")})
+                              for _, e in events)
     arrived, alert = alerts[0]
     timeline = {m["what"]: m["time"] for m in watched["timeline"]}  # type: ignore[union-attr]
     # The stall ends when the recorder gives up and stops the source (its timeout): the alert must come before,
