@@ -84,10 +84,11 @@ $RUN env HOME="$HOMEDIR" XDG_RUNTIME_DIR="$WORK/run" DISPLAY="$DISP" QT_QPA_PLAT
 WPID=$!
 
 # Wait until Wireshark has used no CPU for a second: it has read, filtered, moved or drawn what it was
-# just asked to, however long a busy machine made that take (fixed sleeps were too short under load).
+# just asked to, however long a busy machine made that take (fixed sleeps were too short under load);
+# at most 30 s a step.
 settle() {
     last=-1; still=0; n=0
-    while [ $still -lt 2 ] && [ $n -lt 240 ]; do
+    while [ $still -lt 2 ] && [ $n -lt 60 ]; do
         now=$(awk '{print $14 + $15}' "/proc/$GPID/stat" 2>/dev/null) || break
         [ -n "$now" ] || break
         if [ "$now" = "$last" ]; then still=$((still + 1)); else still=0; fi
