@@ -67,13 +67,36 @@ fi
 DISP=:$(( 90 + $$ % 500 ))
 Xvfb "$DISP" -screen 0 1280x860x24 -nolisten tcp >/dev/null 2>&1 &
 XPID=$!
-sleep 1
+i=0
+until DISPLAY="$DISP" xdotool getdisplaygeometry >/dev/null 2>&1; do
+    i=$((i + 1))
+    if [ $i -gt 120 ] || ! kill -0 "$XPID" 2>/dev/null; then
+        echo "$0: Xvfb did not start on $DISP" >&2
+        exit 1
+    fi
+    sleep 0.25
+done
 
 # shellcheck disable=SC2086
 $RUN env HOME="$HOMEDIR" XDG_RUNTIME_DIR="$WORK/run" DISPLAY="$DISP" QT_QPA_PLATFORM=xcb \
     wireshark -n -r "$WORK/capture.pcap.gz" -o "qmig.policy:$POLICY" -o tcp.reassemble_out_of_order:TRUE \
     -o gui.update.enabled:FALSE >"$WORK/wireshark.log" 2>&1 &
 WPID=$!
+
+# Wait until Wireshark has used no CPU for a second: it has read, filtered, moved or drawn what it was
+# just asked to, however long a busy machine made that take (fixed sleeps were too short under load);
+# at most 30 s a step.
+settle() {
+    last=-1; still=0; n=0
+    while [ $still -lt 2 ] && [ $n -lt 60 ]; do
+        now=$(awk '{print $14 + $15}' "/proc/$GPID/stat" 2>/dev/null) || break
+        [ -n "$now" ] || break
+        if [ "$now" = "$last" ]; then still=$((still + 1)); else still=0; fi
+        last=$now
+        n=$((n + 1))
+        sleep 0.5
+    done
+}
 
 export DISPLAY="$DISP"
 i=0
@@ -85,25 +108,26 @@ until WIN=$(xdotool search --onlyvisible --name 'capture.pcap.gz' 2>/dev/null | 
     fi
     sleep 0.5
 done
-sleep 4                                   # the file read twice (the plugin's verdicts), the list filled
+GPID=$(xdotool getwindowpid "$WIN" 2>/dev/null || echo "$WPID")
+settle                                    # the file read twice (the plugin's verdicts), the list filled
 xdotool windowmove "$WIN" 0 0 windowsize "$WIN" 1280 860 windowfocus --sync "$WIN" 2>/dev/null || true
-sleep 1
+settle
 # the display filter, applied once the file is read (the GUI then knows every channel's verdict)
 xdotool key --window "$WIN" ctrl+slash
-sleep 0.3
+settle
 xdotool type --window "$WIN" --delay 20 "$FILTER"
 xdotool key --window "$WIN" Return
-sleep 2
+settle
 # go to the frame, then in the packet details select the last top-level item (QMIG) and open it
 xdotool key --window "$WIN" ctrl+g
-sleep 0.3
+settle
 xdotool type --window "$WIN" --delay 20 "$FRAME"
 xdotool key --window "$WIN" Return
-sleep 1
+settle
 xdotool mousemove --window "$WIN" 300 "$DETAILS_Y" click 1
-sleep 0.3
+settle
 xdotool key --window "$WIN" End shift+Right
-sleep 1.5
+settle
 import -window root -depth 8 "$WORK/shot.png"
 # small: a 64-colour palette PNG
 import_conv=$(command -v /usr/bin/convert || true)

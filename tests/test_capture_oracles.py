@@ -105,7 +105,12 @@ def test_real_tcpdump_loopback_capture(tmp_path: Path, iface: str) -> None:
                 time.sleep(0.01)
         thread.join(timeout=30)
         assert bytes(received) == sent
-        time.sleep(1.0)  # let tcpdump write the last frames before it is stopped
+        # let tcpdump write the last frames before it is stopped: the file holds at least what was sent and
+        # stops growing (--immediate-mode and -U: each frame is written once tcpdump gets the CPU)
+        deadline, last = time.monotonic() + 60, -1
+        while time.monotonic() < deadline and not (last >= len(sent) and path.stat().st_size == last):
+            last = path.stat().st_size
+            time.sleep(0.5)
     finally:
         dump.terminate()
         dump.wait(timeout=10)
@@ -131,7 +136,7 @@ def test_real_tcpdump_loopback_capture(tmp_path: Path, iface: str) -> None:
 
 
 def _wait_for_listening(dump: subprocess.Popen[bytes], path: Path) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if dump.poll() is not None:
             pytest.skip(f"tcpdump exited: {dump.stderr.read().decode(errors='replace') if dump.stderr else ''}")

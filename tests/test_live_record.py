@@ -32,7 +32,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     proc = subprocess.run(
         [sys.executable, "-m", "dissectors.cli.main", "record", "--scenario", "smoke-multifd2-7.2",
          "--out", str(out), "--name", "smoke", "--json"],
-        capture_output=True, text=True, timeout=240, cwd=REPO,
+        capture_output=True, text=True, timeout=600, cwd=REPO,
     )
     assert proc.returncode in (0, 1), proc.stderr
     result = json.loads(proc.stdout)
@@ -99,7 +99,7 @@ def test_record_11_1_in_its_chroot(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "dissectors.cli.main", "record", "--scenario", "smoke-multifd2-7.2",
          "--src-qemu", "11.1", "--dst-qemu", "11.1", "--out", str(tmp_path), "--name", "smoke11", "--json"],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
+        capture_output=True, text=True, timeout=600, cwd=REPO,
     )
     assert proc.returncode in (0, 1), proc.stderr
     result = json.loads(proc.stdout)
@@ -128,7 +128,7 @@ def test_record_a_frozen_timer_footer_look_alike(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "dissectors.cli.main", "record", "--scenario", "timer-footer-11.1",
          "--out", str(tmp_path), "--name", "timer", "--json"],
-        capture_output=True, text=True, timeout=240, cwd=REPO,
+        capture_output=True, text=True, timeout=600, cwd=REPO,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)

@@ -32,7 +32,7 @@ def test_a_tls12_chacha_migration_is_decrypted_and_read_without_the_key_log(tmp_
     proc = subprocess.run(
         [sys.executable, "-m", "dissectors.cli.main", "record", "--scenario", "multifd-tls12-7.2",
          "--tls-priority", PRIORITY, "--out", str(tmp_path), "--name", "t12", "--json", "--timeout", "40"],
-        capture_output=True, text=True, timeout=240, cwd=REPO,
+        capture_output=True, text=True, timeout=600, cwd=REPO,
     )
     assert proc.returncode in (0, 1), proc.stderr
     result = json.loads(proc.stdout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     reason = live_recording_unavailable()
     if reason:
         pytest.skip(reason)
-    from dissectors.recorder.capture import FLUSH_S, port_filter
+    from dissectors.recorder.capture import BUFFER_KIB, FLUSH_S, port_filter
     from dissectors.recorder.driver import Run
     from dissectors.recorder.qemus import tool
     from dissectors.recorder.scenarios import SCENARIOS
@@ -58,9 +59,11 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     run = Run(SCENARIOS["holdback-preempt-tiny-7.2"], out, "recorded")
     teed = out / "watched.pcap"
     # Our own tcpdump on the recorder's ports (chosen when the run was made) piping into watch; every byte
-    # is also written to a file (a tee) for analyze.
+    # is also written to a file (a tee) for analyze. Its buffer is the recorder's: with tcpdump's default
+    # (2 MiB) a busy machine dropped the migration's first burst, the destination-side preempt handshake
+    # with it, and the capture no longer showed the misorder (seen in a stress run).
     log = open(out / "td.log", "wb")  # noqa: SIM115 - closed below
-    dump = subprocess.Popen([tool("tcpdump"), "-i", "lo", "-s", "0", "-n", "-U", "-w", "-",
+    dump = subprocess.Popen([tool("tcpdump"), "-i", "lo", "-B", str(BUFFER_KIB), "-s", "0", "-n", "-U", "-w", "-",
                              port_filter(list(run.ports.values()))], stdout=subprocess.PIPE, stderr=log)
     watch = subprocess.Popen([sys.executable, "-m", "dissectors.cli.main", "watch", "--json", "-"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
@@ -69,7 +72,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     lines: list[tuple[float, str]] = []
     reader = threading.Thread(target=_lines, args=(watch.stdout, lines), daemon=True)
     reader.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while "listening on" not in (out / "td.log").read_text(errors="replace"):
         assert time.monotonic() < deadline and dump.poll() is None, "tcpdump did not start"
         time.sleep(0.05)
@@ -86,13 +89,13 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         except subprocess.TimeoutExpired:
             watch.kill()
             raise
-    reader.join(timeout=5)
+    reader.join(timeout=60)
     events = [(t, json.loads(line)) for t, line in lines]
     analyze = subprocess.run([sys.executable, "-m", "dissectors.cli.main", "analyze", "--json", str(teed)],
                              capture_output=True, text=True, timeout=120, cwd=REPO)
     return {"recording": rec, "timeline": run.timeline, "events": events, "watch_rc": watch.returncode,
             "watch_err": watch.stderr.read().decode() if watch.stderr else "", "analyze": analyze,
-            "teed": teed}
+            "teed": teed, "tcpdump_log": (out / "td.log").read_text(errors="replace")}
 
 
 def test_the_migration_stalled(watched: dict[str, object]) -> None:
@@ -103,9 +106,14 @@ def test_the_migration_stalled(watched: dict[str, object]) -> None:
 def test_the_alert_arrives_while_the_migration_is_stalled(watched: dict[str, object]) -> None:
     events = watched["events"]
     assert isinstance(events, list)
+    # what watch was fed is the whole migration: a dropped handshake would hide the misorder
+    dropped = re.search(r"^(\d+) packets? dropped by kernel", str(watched["tcpdump_log"]), re.M)
+    assert dropped and int(dropped.group(1)) == 0, watched["tcpdump_log"]
     alerts = [(t, e) for t, e in events if e["event"] == "misclassified" and e["role"] == "preempt"
               and e["assigned_role"] == "main"]
-    assert alerts, [e for _, e in events]
+    # (a string message: pytest shortens a list's repr, and this is what a failure needs to be understood)
+    assert alerts, "\n".join(json.dumps({k: v for k, v in e.items() if k not in ("report", "evidence")})
+                              for _, e in events)
     arrived, alert = alerts[0]
     timeline = {m["what"]: m["time"] for m in watched["timeline"]}  # type: ignore[union-attr]
     # The stall ends when the recorder gives up and stops the source (its timeout): the alert must come before,

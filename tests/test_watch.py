@@ -185,12 +185,13 @@ def test_a_silent_channel_is_judged_on_the_wall_clock_and_sigint_gives_the_repor
     assert proc.stdin is not None
     proc.stdin.write(data)
     proc.stdin.flush()
-    written = time.monotonic()
+    # from watch's first event on (its start-up, longer on a busy machine, is not what is measured here)
+    started, _ = _wait_for(events, lambda e: e["event"] == "migration-start")
     t, alert = _wait_for(events, lambda e: e["event"] == "misclassified" and e["role"] == "preempt")
     assert alert["assigned_role"] == "main" and alert["clock"] == "wall"
     assert 0.5 <= alert["silent_for"] < 3.0
     assert "silent socket" in alert["qemu_would_show"]
-    assert t - written < 5.0
+    assert t - started < 5.0
     _, stall = _wait_for(events, lambda e: e["event"] == "stall" and e["kind"] == "preempt-as-main")
     assert stall["ongoing"] and stall["clock"] == "wall"
     proc.send_signal(signal.SIGINT)
@@ -283,6 +284,22 @@ class _SmallBatches:
                 yield [tuple(x[:4]) + (bytes(x[4]),) + tuple(x[5:]) for x in batch[i:i + 5]]
 
 
+def _child_captures(parent: int) -> bool:
+    """True once a child of ``parent`` (the tcpdump that ``watch -i`` started) holds a packet socket bound to
+    an interface (/proc/net/packet: Iface set, R running)."""
+    with open("/proc/net/packet") as f:
+        bound = {c[8] for c in (line.split() for line in list(f)[1:]) if c[4] != "0" and c[5] == "1"}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != parent:
+                continue
+            if any(os.readlink(fd) in {f"socket:[{i}]" for i in bound} for fd in (stat.parent / "fd").iterdir()):
+                return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
+
+
 def test_watch_interface_starts_tcpdump_and_follows_a_connection() -> None:
     """``watch -i lo -f FILTER`` with the real tcpdump: a migration stream sent over loopback is reported
     while the watcher runs, and SIGINT gives the report."""
@@ -308,7 +325,13 @@ def test_watch_interface_starts_tcpdump_and_follows_a_connection() -> None:
 
     threading.Thread(target=read, daemon=True).start()
     try:
-        time.sleep(3.0)                       # tcpdump starts listening
+        # watch starts (imports), then its tcpdump: wait until that one captures, however long a busy
+        # machine takes, then a moment for its filter (set right after)
+        deadline = time.monotonic() + 60
+        while not _child_captures(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, "watch's tcpdump did not start"
+            time.sleep(0.05)
+        time.sleep(0.5)
         cli = socket.create_connection(("127.0.0.1", port))
         conn, _ = srv.accept()
         cli.sendall(L.precopy_stream())
@@ -345,12 +368,13 @@ def test_a_page_request_waiting_is_a_stall_on_the_wall_clock(tmp_path: Path) -> 
     assert proc.stdin is not None
     proc.stdin.write(path.read_bytes())
     proc.stdin.flush()
-    written = time.monotonic()
-    _wait_for(events, lambda e: e["event"] == "postcopy-start")
+    started, _ = _wait_for(events, lambda e: e["event"] == "postcopy-start")
     t, stall = _wait_for(events, lambda e: e["event"] == "stall" and e["kind"] == "page-request")
     assert stall["clock"] == "wall" and stall["ongoing"]
     assert stall["outstanding_requests"][0]["addr"] == "0x8000"
-    assert 0.4 <= t - written < 5.0
+    # said once the request has waited the threshold on the wall clock (its own measure: a time taken here
+    # may come late on a busy machine), and soon after, while the stream is still open
+    assert 0.5 <= stall["duration"] and t - started < 5.0
     proc.stdin.close()
     proc.wait(timeout=20)
     _, last = _wait_for(events, lambda e: e["event"] == "report")

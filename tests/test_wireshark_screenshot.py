@@ -24,7 +24,7 @@ def test_screenshot_script_draws_the_misclassified_channel(tmp_path: Path) -> No
 
     out = tmp_path / "gui.png"
     res = subprocess.run(["sh", str(ROOT / "scripts" / "wireshark-screenshot.sh"), str(out)], cwd=ROOT,
-                         env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=300)
+                         env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     img = Image.open(out)
     assert img.size == (1280, 860)

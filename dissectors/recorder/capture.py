@@ -67,7 +67,7 @@ class Tcpdump:
         self.stderr_path = out.with_suffix(".tcpdump.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 30.0) -> None:
         self._err = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self._err, start_new_session=True)
         deadline = time.monotonic() + timeout

@@ -391,7 +391,7 @@ class Run:
         exit_status["destination"] = await dst.stop()
         return exit_status, info
 
-    async def _wait_guest_ready(self, src: QemuSide, timeout: float = 30.0) -> None:
+    async def _wait_guest_ready(self, src: QemuSide, timeout: float = 90.0) -> None:
         """Wait until the guest has filled its memory (it says so on its serial port), then a little more."""
         serial = self.work / "source.serial"
         deadline = time.monotonic() + timeout
@@ -428,7 +428,7 @@ class Run:
         deadline = time.monotonic() + self.sc.timeout_s
         last: tuple[str | None, str | None] = (None, None)
         error_at: float | None = None
-        error_line = ""
+        error_line = dst_error = ""
         while time.monotonic() < deadline:
             s, d = await src.migration_status(), await dst.migration_status()
             if (s, d) != last:
@@ -442,11 +442,18 @@ class Run:
                 await asyncio.sleep(GUEST_SETTLE_S)  # let the guest print on the destination's serial
                 return "completed", "both sides completed"
             # A paused postcopy prints socket errors on purpose; recovery runs are judged by status only.
-            if error_at is None and not self.sc.recover:
+            # The destination's error is looked for during the grace too: a source that saw the broken
+            # connection first (its status polled before the destination's line was read) still has the
+            # cause named in the reason.
+            if not dst_error and not self.sc.recover:
                 new = [ln for ln in dst.stderr()[baseline:].splitlines() if is_destination_error(ln)]
                 if new:
-                    error_at, error_line = time.monotonic(), new[0]
-                    self.mark("destination error", line=error_line)
+                    dst_error = new[0]
+                    self.mark("destination error", line=dst_error)
+                    if error_at is None:
+                        error_at, error_line = time.monotonic(), dst_error
+                    else:
+                        error_line += f"; destination: {dst_error}"
             if "failed" in (s, d) and error_at is None:
                 error_at, error_line = time.monotonic(), f"status source={s} destination={d}"
             if error_at is not None and time.monotonic() - error_at >= ERROR_GRACE_S:

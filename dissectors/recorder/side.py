@@ -55,7 +55,7 @@ class QemuSide:
         self.qmp_timeouts = 0
         self._event_task: asyncio.Task[None] | None = None
 
-    async def start(self, timeout: float = 15.0) -> None:
+    async def start(self, timeout: float = 30.0) -> None:
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 self.cmd,
@@ -149,7 +149,9 @@ class QemuSide:
                 await self._event_task
         if self.proc is None:
             return None
-        for sig, wait in ((None, 3.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+        # after "quit" a QEMU exits in well under a second; a busy machine can stretch that past a few seconds,
+        # and the exit status is part of the manifest (tests check it): wait before signalling
+        for sig, wait in ((None, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             if sig is not None and self.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, sig)
