@@ -230,6 +230,21 @@ def test_a_negative_or_nan_number_is_a_usage_error(args, message, capsys):
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--multifd", "-3"], "argument --multifd: not a count >= 0: '-3'"),
+    (["--multifd", "256"], "argument --multifd: not a channel count from 0 to 255: '256'"),
+    (["--timeout", "-1"], "argument --timeout: not a number of seconds >= 0: '-1'"),
+    (["--interrupt-after", "nan"], "argument --interrupt-after: not a number of seconds >= 0: 'nan'"),
+])
+def test_a_bad_recording_number_is_a_usage_error_before_qemu_starts(args, message, tmp_path, capsys):
+    """`record --multifd -3` reached QMP ("Parameter 'multifd-channels' expects uint8_t") and exited 1 as a
+    failed recording; it is a usage error, and nothing is started or written."""
+    with pytest.raises(SystemExit) as exc:
+        main(["record", "--scenario", "precopy-7.2", *args, "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_dissect_of_tcp_that_is_no_migration_says_so(tmp_path, capsys):
     path = tmp_path / "http.pcap"
     S.write_capture(str(path), [S.Conn(40000, 1.0, dport=80).send(1.01, b"GET / HTTP/1.1\r\n\r\n")

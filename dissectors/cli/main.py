@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from dissectors import __version__
 from dissectors.analysis.findings import no_migration_reason
-from dissectors.cli.options import add_judge_options, add_keylog_options, add_time_option, count, seconds
+from dissectors.argtypes import count, seconds
+from dissectors.cli.options import add_judge_options, add_keylog_options, add_time_option
 from dissectors.errors import InputError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2

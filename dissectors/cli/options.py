@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import math
+
+from dissectors.argtypes import seconds
 
 
 def qemu_version(text: str) -> str:
@@ -15,29 +16,6 @@ def qemu_version(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
     return text
-
-
-def seconds(text: str) -> float:
-    """A duration in seconds: a number >= 0 ('inf' for never; a negative or NaN threshold was taken as given
-    and made every page request a stall, or none)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if math.isnan(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {text!r}")
-    return value
-
-
-def count(text: str) -> int:
-    """A count >= 0 (``dissect --limit``: 0 is no limit)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"not a count >= 0: {text!r}")
-    return value
 
 
 def add_judge_options(p: argparse.ArgumentParser, qemu_help: str) -> None:

@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from dissectors.argtypes import channels, seconds
+
 from .proxy import HOLD_AT, hold_back_indices
 from .qemus import KNOWN_QEMUS, EnvironmentProblem
 from .scenarios import INTERRUPTS, SCENARIOS, with_overrides
@@ -28,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--src-qemu", choices=list(KNOWN_QEMUS), help="source QEMU (overrides the scenario)")
     parser.add_argument("--dst-qemu", choices=list(KNOWN_QEMUS), help="destination QEMU")
-    parser.add_argument("--multifd", type=int, metavar="N", help="multifd channels (0 = off)")
+    parser.add_argument("--multifd", type=channels, metavar="N", help="multifd channels (0 = off, at most 255)")
     parser.add_argument(
         "--hold-back",
         choices=["main", "multifd", "preempt", "none"],
@@ -40,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what the proxy holds back: the upstream connect (default), or with --tls every client byte after "
         "the first TLS record (the client's Finished: the destination completes that handshake last)",
     )
-    parser.add_argument("--hold-delay", type=float, metavar="S", help="how long to hold back (default 1 s)")
+    parser.add_argument("--hold-delay", type=seconds, metavar="S", help="how long to hold back (default 1 s)")
     parser.add_argument(
         "--tls",
         action=argparse.BooleanOptionalAction,
@@ -67,11 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="break the migration --interrupt-after seconds after migrate: migrate_cancel on the source, or "
         "SIGKILL the destination's or the source's QEMU",
     )
-    parser.add_argument("--interrupt-after", type=float, metavar="S",
+    parser.add_argument("--interrupt-after", type=seconds, metavar="S",
                         help="seconds after migrate for --interrupt (default 1)")
-    parser.add_argument("--out", type=Path, default=Path("."), metavar="DIR", help="output directory")
+    parser.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
+                        help="output directory, made if missing (default: the current directory)")
     parser.add_argument("--name", help="file name stem (default: the scenario name)")
-    parser.add_argument("--timeout", type=float, metavar="S", help="give up (stalled) after S seconds")
+    parser.add_argument("--timeout", type=seconds, metavar="S", help="give up (stalled) after S seconds")
     parser.add_argument("--gzip", action="store_true", help="write NAME.pcap.gz instead of NAME.pcap")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the timeline while recording")
     parser.add_argument("--json", action="store_true", help="print the result (or --list) as JSON")
@@ -154,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
         return 0 if rec.outcome == "completed" else 1
     print(
         f"{rec.pcap}: {rec.outcome} ({rec.reason}); {cap.get('size_bytes', 0)} bytes, "
-        f"{cap.get('packets_dropped_by_kernel')} dropped by kernel; manifest {rec.manifest}"
+        + (f"{dropped} dropped by kernel" if (dropped := cap.get("packets_dropped_by_kernel")) is not None else
+           "no capture count from tcpdump") + f"; manifest {rec.manifest}"
     )
     return 0 if rec.outcome == "completed" else 1
 
