@@ -13,7 +13,9 @@ the machine's other load weighs on each kind alike), the median of each kind kep
 its clusters afresh and has every worker analyse one capture before the timing (the loop's process has
 imported the analysis too):
 
-- ``loop``: ``task.analyse_capture`` on every capture in this process, one after the other (the baseline);
+- ``loop``: ``task.analyse_capture`` on every capture, one after the other, in one process that has not
+  imported distributed, as ``migshark fleet -j 1``'s has not (the baseline; a child forked before the
+  clusters start, warmed with one capture);
 - ``dask``: ``runner.run_tasks`` on a running ``LocalCluster`` of ``--workers`` processes (one thread
   each), largest capture first, every row collected back here; and the same with the cluster's start and
   stop included (``dask+startup``: what ``migshark fleet`` costs end to end);
@@ -77,6 +79,10 @@ TASK = (analyse_capture.__module__,)        # what the clusters' fork server imp
 
 def noop(item: CaptureInput, options: Options) -> list[dict[str, Any]]:
     return []
+
+
+def _loop(items: list[CaptureInput], options: Options) -> list[list[dict[str, Any]]]:
+    return [analyse_capture(i, options) for i in items]
 
 
 def _pool_one(j: int) -> list[dict[str, Any]]:
@@ -220,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         opts = Options()
         for item in items:                              # warm the page cache
             Path(item.url).read_bytes()
+        # The loop runs in a child forked now, before this process imports distributed for the clusters:
+        # a process like `migshark fleet -j 1`'s. In this process, distributed's ~50,000 objects made
+        # every full collection of the loop's longer (~5 % of its CPU), which flattered the clusters.
+        looper = multiprocessing.get_context("fork").Pool(1)
+        looper.apply(analyse_capture, (items[-1], opts))
 
         load0 = os.getloadavg()[0]
         # The runs are interleaved, round after round (the median of each kind is kept), so that a change in
@@ -249,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         cli_name = f"cli-{args.workers}"
         timelines: dict[str, Timeline] = {}
         for _ in range(args.repeat):
-            record("loop", lambda: [analyse_capture(i, opts) for i in items])
+            record("loop", lambda: looper.apply(_loop, (items, opts)))
             with multiprocessing.get_context("fork").Pool(args.workers) as pool:
                 pool.map(_pool_one, [len(items) - 1] * args.workers, chunksize=1)
                 record(pool_name, lambda: pool_run(pool, items))
@@ -272,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                 record("dask-1", with_timeline(lambda t: run_tasks(analyse_capture, items, opts, timeline=t,
                                                                    scheduler=c.scheduler_address), timelines, "dask-1"))
                 record("noop-1", lambda: run_tasks(noop, items, opts, scheduler=c.scheduler_address))
+        looper.terminate()
         secs = {k: statistics.median(v) for k, v in wall.items()}
         CPU = {k: statistics.median(v) for k, v in cpus.items()}
         loop_s, dask_s, start_s, one_s, noop_s = (secs[k] for k in ("loop", two, start_name, "dask-1", "noop-1"))
@@ -295,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<16} {s:8.2f} {n / s:11.1f} {total / 1e6 / s:8.1f} {loop_s / s:7.2f} {cpu_txt}")
         print(f"speed-up on the running {args.workers}-worker cluster: {loop_s / dask_s:.2f}x "
               f"(with cluster start-up and shutdown: {loop_s / start_s:.2f}x)")
+        for name in (two, pool_name, start_name):   # the same, round by round: the host's drift cancels out
+            per = [lw / w for lw, w in zip(wall["loop"], wall[name], strict=True)]
+            print(f"  round by round, loop / {name}: " + ", ".join(f"{r:.2f}" for r in per)
+                  + f" (median {statistics.median(per):.2f}x)")
         print(f"Dask path overhead per capture (dask-1 - loop) / n: {(one_s - loop_s) / n * 1000:+.1f} ms "
               f"({(one_s - loop_s) / loop_s * 100:+.1f} % of the loop); empty-task round trip "
               f"{noop_s / n * 1000:.1f} ms; workers busy {busy:.2f} s of {dask_s * args.workers:.2f} s")
