@@ -21,7 +21,13 @@ from distributed import Client  # noqa: E402
 
 from dissectors.cli.main import main  # noqa: E402
 from dissectors.fleet.inputs import CaptureInput  # noqa: E402
-from dissectors.fleet.runner import WORKER_MALLOC, _start_method, local_cluster, run_tasks  # noqa: E402
+from dissectors.fleet.runner import (  # noqa: E402
+    FULL_COLLECTION_EVERY,
+    WORKER_MALLOC,
+    _start_method,
+    local_cluster,
+    run_tasks,
+)
 
 CORPUS = Path(__file__).resolve().parent.parent / "captures"
 
@@ -130,3 +136,70 @@ def test_workers_start_with_the_malloc_settings():
         for pid in pids:
             env = psutil.Process(pid).environ()
             assert {k: env.get(k) for k in WORKER_MALLOC} == WORKER_MALLOC
+
+
+def collector_threshold(item: CaptureInput) -> tuple[int, int, int]:
+    import gc
+
+    return gc.get_threshold()
+
+
+def test_captures_are_analysed_with_rarer_full_collections_and_the_setting_is_undone_after():
+    """On the workers and in the serial loop alike: full collections ten times rarer while a task runs
+    (``runner.fewer_full_collections``), Python's own thresholds back once it ends."""
+    import gc
+
+    items = [CaptureInput(f"/fleet/c{i}.pcap", 1000 + i) for i in range(4)]
+    before = gc.get_threshold()
+    with local_cluster(2) as cluster:
+        on_cluster = run_tasks(collector_threshold, items, scheduler=cluster.scheduler_address)
+        with Client(cluster) as client:
+            after_on_workers = set(client.run(gc.get_threshold).values())
+    serial = run_tasks(collector_threshold, items, workers=1)
+    rarer = (before[0], before[1], FULL_COLLECTION_EVERY)
+    assert on_cluster == serial == [rarer] * len(items)
+    assert after_on_workers == {before} and gc.get_threshold() == before
+
+
+FULL_COLLECTIONS = r"""
+import gc, sys
+import distributed  # noqa: F401 - what a Dask worker holds
+from dissectors.fleet.inputs import discover
+from dissectors.fleet.runner import fewer_full_collections
+from dissectors.fleet.task import analyse_capture
+
+items = discover(sys.argv[1:]) * 6
+analyse_capture(items[0])
+full = [0]
+
+
+def count(phase, info):
+    if phase == "stop" and info["generation"] == 2:
+        full[0] += 1
+
+
+gc.callbacks.append(count)
+for mode in ("default", "rarer"):
+    full[0] = 0
+    if mode == "rarer":
+        with fewer_full_collections():
+            for item in items:
+                analyse_capture(item)
+    else:
+        for item in items:
+            analyse_capture(item)
+    print(mode, full[0])
+"""
+
+
+def test_rarer_full_collections_are_what_a_worker_gets():
+    """The analysis of the corpus (x6) in a process holding distributed, as a worker does: Python's default
+    thresholds run many full collections (each walking distributed's ~60,000 objects); the runner's
+    setting a fraction of them."""
+    caps = sorted(str(p) for p in CORPUS.glob("*.pcap.gz"))[:20]
+    proc = subprocess.run([sys.executable, "-c", FULL_COLLECTIONS, *caps], capture_output=True, text=True,
+                          timeout=600, check=False, cwd=CORPUS.parent)
+    assert proc.returncode == 0, proc.stderr
+    counts = dict(line.split() for line in proc.stdout.splitlines())
+    assert int(counts["default"]) >= 4, counts
+    assert int(counts["rarer"]) * 3 <= int(counts["default"]), counts
