@@ -68,7 +68,7 @@ sys.path.insert(0, str(HERE))
 
 from dissectors.analysis.judge import Options  # noqa: E402
 from dissectors.fleet.inputs import CaptureInput, discover  # noqa: E402
-from dissectors.fleet.runner import WORKER_MALLOC, batches, run_tasks  # noqa: E402
+from dissectors.fleet.runner import WORKER_MALLOC, batches, fewer_full_collections, run_tasks  # noqa: E402
 from dissectors.fleet.runner import local_cluster as cluster  # noqa: E402
 from dissectors.fleet.task import analyse_capture  # noqa: E402
 from dissectors.fleet.timeline import Timeline  # noqa: E402
@@ -82,12 +82,14 @@ def noop(item: CaptureInput, options: Options) -> list[dict[str, Any]]:
 
 
 def _loop(items: list[CaptureInput], options: Options) -> list[list[dict[str, Any]]]:
-    return [analyse_capture(i, options) for i in items]
+    with fewer_full_collections():          # as migshark fleet -j 1's loop and every runner have it
+        return [analyse_capture(i, options) for i in items]
 
 
 def _pool_one(j: int) -> list[dict[str, Any]]:
     assert _POOL is not None
-    return analyse_capture(_POOL[0][j], _POOL[1])
+    with fewer_full_collections():
+        return analyse_capture(_POOL[0][j], _POOL[1])
 
 
 def pool_run(pool: Any, items: list[CaptureInput]) -> list[list[dict[str, Any]]]:
