@@ -203,3 +203,47 @@ def test_rarer_full_collections_are_what_a_worker_gets():
     counts = dict(line.split() for line in proc.stdout.splitlines())
     assert int(counts["default"]) >= 4, counts
     assert int(counts["rarer"]) * 3 <= int(counts["default"]), counts
+
+
+def test_fleet_starts_the_fork_server_before_it_imports_the_analysis(tmp_path, monkeypatch):
+    """The server imports distributed and the analysis on another core while `migshark fleet` imports its
+    own (the analysis, the tables): its start comes before the command's imports are done."""
+    if _start_method() != "forkserver":
+        pytest.skip("the fork server is the Linux start method")
+    from dissectors.cli.fleet import TASK_MODULE
+    from dissectors.fleet.task import analyse_capture
+
+    assert TASK_MODULE == analyse_capture.__module__
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    proc = subprocess.run([sys.executable, "-m", "dissectors.cli.main", "fleet", "--timings", "-j", "2",
+                           str(CORPUS / "precopy-10.0.pcap.gz"), "-o", str(tmp_path / "t.jsonl")],
+                          capture_output=True, text=True, timeout=300, check=False, cwd=CORPUS.parent)
+    assert proc.returncode == 0, proc.stderr
+    marks = re.findall(r"^\s+([\d.]+)  (.+)$", proc.stderr, re.M)
+    when = {what: float(t) for t, what in marks}
+    assert when["fork server started"] < when["imports done, command line read"] < when["local cluster started"]
+
+
+START_EARLY = r"""
+import sys
+from dissectors.fleet import runner
+scheduler, workers = sys.argv[1] or None, int(sys.argv[2]) if sys.argv[2] else None
+runner.start_fork_server_early("dissectors.fleet.task", scheduler, workers)
+print(runner._SERVER_STARTED is not None)
+"""
+
+
+@pytest.mark.parametrize("scheduler, workers, env, started", [
+    ("", "2", None, True), ("", "", None, True), ("", "1", None, False),
+    ("tcp://127.0.0.1:1", "2", None, False), ("", "2", "tcp://127.0.0.1:1", False)])
+def test_the_fork_server_is_started_early_only_for_a_local_cluster(scheduler, workers, env, started):
+    if _start_method() != "forkserver":
+        pytest.skip("the fork server is the Linux start method")
+    environ = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
+    if env:
+        environ["DASK_SCHEDULER_ADDRESS"] = env
+    proc = subprocess.run([sys.executable, "-c", START_EARLY, scheduler, workers], capture_output=True, text=True,
+                          timeout=120, check=False, cwd=CORPUS.parent, env=environ)
+    assert proc.returncode == 0, proc.stderr
+    expected = started and (workers != "" or (os.cpu_count() or 1) > 1)
+    assert proc.stdout.strip() == str(expected)

@@ -7,15 +7,13 @@ import sys
 import time
 from typing import Any
 
-from dissectors.analysis.judge import Options
 from dissectors.cli.options import add_judge_options
-from dissectors.fleet.inputs import CaptureInput, discover, largest_first, read_list
-from dissectors.fleet.rows import error_row
-from dissectors.fleet.runner import RunnerError, describe_engine, run_tasks
-from dissectors.fleet.summary import FleetProgress, exit_code, render_summary
-from dissectors.fleet.tables import TableError, table_format, write_table
-from dissectors.fleet.task import analyse_capture
-from dissectors.fleet.timeline import Timeline
+from dissectors.fleet.inputs import CaptureInput
+from dissectors.fleet.runner import start_fork_server_early
+
+# The analysis and the tables (~0.2 s of imports) are imported by run_fleet once the local cluster's fork
+# server has been started: the server imports the task's module and distributed on the other core meanwhile.
+TASK_MODULE = "dissectors.fleet.task"       # analyse_capture's (tests/test_fleet_local.py checks it)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,11 +34,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _worker_died(item: CaptureInput, exc: BaseException) -> list[dict[str, Any]]:
+    from dissectors.fleet.rows import error_row
+
     return [error_row(item.url, item.size, f"{item.url}: the worker analysing it died ({type(exc).__name__}: "
                                            f"{exc}); if it ran out of memory, give workers more")]
 
 
 def run_fleet(args: argparse.Namespace) -> int:
+    if args.jobs is None or args.jobs > 1:
+        start_fork_server_early(TASK_MODULE, args.scheduler, args.jobs)
+    from dissectors.analysis.judge import Options
+    from dissectors.fleet.inputs import discover, largest_first, read_list
+    from dissectors.fleet.runner import RunnerError, describe_engine, run_tasks
+    from dissectors.fleet.summary import FleetProgress, exit_code, render_summary
+    from dissectors.fleet.tables import TableError, table_format, write_table
+    from dissectors.fleet.task import analyse_capture
+    from dissectors.fleet.timeline import Timeline
+
     try:
         table_format(args.output)
     except TableError as exc:

@@ -77,8 +77,9 @@ class Timeline:
         timeline.mark("imports done, command line read")
         return timeline
 
-    def mark(self, what: str) -> None:
-        self.marks.append((what, time.time()))
+    def mark(self, what: str, at: float | None = None) -> None:
+        """``what`` happened now, or at ``at`` (``time.time()``)."""
+        self.marks.append((what, time.time() if at is None else at))
 
     def cpu(self, which: dict[str, float], values: dict[str, Any]) -> None:
         which.update({k: float(v) for k, v in values.items()})
