@@ -132,7 +132,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     full = command is None
     p = argparse.ArgumentParser(prog="migshark", description="Dissect and analyse QEMU live-migration captures.")
     p.add_argument("--version", action="version", version=f"migshark {__version__}, {_reader_kind()}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
 
     a = sub.add_parser("analyze", aliases=["analyse"], help="per migration: accept order, roles, findings")
     a.add_argument("capture", type=file_name,
