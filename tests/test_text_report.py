@@ -127,13 +127,30 @@ def test_a_relays_two_legs_are_one_migration() -> None:
     proc = _run("analyze", "captures/holdback-multifd-7.2.pcap.gz")
     out = proc.stdout
     assert proc.returncode == 1
-    assert len(re.findall(r"^Migration ", out, re.M)) == 1
-    assert "Migration 1 to 127.0.0.1:54699 through a relay at 127.0.0.1:58743: FAILED" in out
+    assert len(re.findall(r"^Migration", out, re.M)) == 1
+    assert ("Migrations 1 and 0, the destination and source sides of one migration to 127.0.0.1:54699 through a "
+            "relay at 127.0.0.1:58743: FAILED") in " ".join(x.strip() for x in out.splitlines())
     dst, src = out.index("destination side, migration 1"), out.index("source side, migration 0")
     assert dst < out.index("127.0.0.1:39298", dst) < src < out.index("127.0.0.1:36412", src)
     assert "1 migration(s), 1 through a relay (two legs)" in out
     report = json.loads(_run("analyze", "--json", "captures/holdback-multifd-7.2.pcap.gz").stdout)
     assert [m["relay"]["side"] for m in report["migrations"]] == ["source", "destination"]   # JSON: two legs
+
+
+def test_a_relayed_migrations_text_names_the_json_ids_of_both_legs() -> None:
+    """The text called a relayed migration "Migration 1" where the JSON report lists it as migrations 0 (the
+    source side, first) and 1: the heading and the headline name both ids, each with its side, as the JSON."""
+    report = json.loads(_run("analyze", "--json", "captures/holdback-multifd-7.2.pcap.gz").stdout)
+    side = {m["id"]: m["relay"]["side"] for m in report["migrations"]}
+    text = render_report(report, width=300)
+    heading = next(x for x in text.splitlines() if x.startswith("Migration"))
+    named = re.match(r"Migrations (\d+) and (\d+), the destination and source sides ", heading)
+    assert named, heading
+    assert [side[int(i)] for i in named.groups()] == ["destination", "source"]
+    other = json.loads(_run("analyze", "--json", "captures/precopy-7.2.pcap.gz").stdout)["migrations"][0]
+    both = report | {"migrations": report["migrations"] + [other | {"id": 2}]}
+    assert headline(both).endswith("(migrations 1 and 0, through a relay; 1 other(s): 1 completed)"), headline(both)
+    assert "Migration 2 to " in render_report(both, width=300)
 
 
 def test_the_same_context_is_said_once(tmp_path: Path) -> None:

@@ -201,7 +201,7 @@ def headline(report: dict[str, Any]) -> str:
         return f"NO MIGRATION: {what}" + (f"; {cut}" if cut else "")
 
     worst = _worst(its)
-    m = worst[0]
+    m, src = worst
     status = m["outcome"]["status"]
     text = f"{status.upper()}: {gist(m, report.get('options', {}).get('qemu_version'))}"
     if status == "incomplete" and stopped:
@@ -211,7 +211,8 @@ def headline(report: dict[str, Any]) -> str:
     if len(its) > 1:
         others = [it[0]["outcome"]["status"] for it in its if it is not worst]
         counts = ", ".join(f"{others.count(s)} {s}" for s in SEVERITY if s in others)
-        text += f" (migration {m['id']}; {len(its) - 1} other(s): {counts})"
+        which = f"migrations {m['id']} and {src['id']}, through a relay" if src else f"migration {m['id']}"
+        text += f" ({which}; {len(its) - 1} other(s): {counts})"
     return text
 
 
@@ -335,13 +336,15 @@ def _migration(m: dict[str, Any], src: dict[str, Any] | None, tf: TimeFormat, wi
     w = _Writer(width, tf, base)
     out = m["outcome"]
     relay = m.get("relay")
-    if src is not None:
-        where = f" through a relay at {src['destination']}"
+    if src is not None:             # two JSON migrations, both ids said (the report's "migrations" list has both)
+        name = (f"Migrations {m['id']} and {src['id']}, the destination and source sides of one migration to "
+                f"{m['destination']} through a relay at {src['destination']}")
     elif relay:
-        where = f" [relay leg, {relay['side']} side; the other leg, migration {relay['peer']}, is not in the capture]"
+        name = (f"Migration {m['id']} to {m['destination']} [relay leg, {relay['side']} side; the other leg, "
+                f"migration {relay['peer']}, is not in the capture]")
     else:
-        where = ""
-    w.para(f"Migration {m['id']} to {m['destination']}{where}: {out['status'].upper()}")
+        name = f"Migration {m['id']} to {m['destination']}"
+    w.para(f"{name}: {out['status'].upper()}")
     if base is not None:          # said first: the reason's times count from it
         since = {"r": "relative to it", "a": "the local time of day", "ad": "local", "u": "the UTC time of day",
                  "ud": "UTC", "e": "seconds since the epoch"}[tf.mode]
