@@ -208,6 +208,36 @@ def test_watch_event_lines_are_relative_to_their_migration() -> None:
     assert stall.lstrip().startswith("+1.5000s") and "since +1.5000s" in stall
 
 
+def test_watch_events_say_a_channels_place_in_words() -> None:
+    """"(#0 of leg 0)" read as jargon: a channel's place and its set of connections are said in words."""
+    text = EventText(TimeFormat("r"))
+    base = {"migration": 0, "destination": "127.0.0.1:4444", "wall": 1.0, "time": 1795633639.0, "client": "a:1",
+            "role": "main", "assigned_role": "main", "misclassified": False}
+    first = text(base | {"event": "channel", "leg": 0, "accept_index": 0})
+    assert "channel a:1, the first of the initial connections, accepted: true role main" in first, first
+    again = text(base | {"event": "channel-role", "leg": 1, "accept_index": 1, "role": "preempt"})
+    assert "channel a:1 (the second connection of the first postcopy recovery) now reads as preempt" in again
+    pause = text(base | {"event": "postcopy-pause", "leg": 0})
+    assert "postcopy paused: the initial connections' main channel was lost" in pause, pause
+    resume = text(base | {"event": "postcopy-recovery", "leg": 1})
+    assert "the migration resumes on the first postcopy recovery's connections" in resume, resume
+
+
+def test_no_leg_numbers_in_watch_or_analyze_text_of_a_postcopy_recovery() -> None:
+    """Nowhere "#N of leg N", "leg N resumes" or "leg.place": the sets of connections are named."""
+    jargon = re.compile(r"#\d+ of leg|\bleg \d|leg\.place")
+    with open(CAPTURES / "preempt-recover-11.1.pcap.gz", "rb") as capture:
+        watched = subprocess.run([*CLI, "watch", "-"], stdin=capture, capture_output=True, text=True, cwd=REPO,
+                                 timeout=120)
+    analysed = _run("analyze", "captures/preempt-recover-11.1.pcap.gz")
+    assert watched.returncode == 0 and analysed.returncode == 0, watched.stderr + analysed.stderr
+    for out in (watched.stdout, analysed.stdout):
+        assert not jargon.findall(out), jargon.findall(out)
+    assert "the second connection of the first postcopy recovery, accepted: true role preempt" in watched.stdout
+    assert ("#: 0.N the initial connections, 1.N the first postcopy recovery's connections"
+            in " ".join(x.strip() for x in analysed.stdout.splitlines()))
+
+
 # -- a capture cut short ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
 def test_a_capture_cut_short_is_a_finding(tmp_path: Path, fmt: str) -> None:

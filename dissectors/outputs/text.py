@@ -10,6 +10,7 @@ import textwrap
 from typing import Any
 
 from dissectors.analysis.policies import BLOCKED
+from dissectors.analysis.wording import leg_connections
 from dissectors.outputs.timefmt import TimeFormat
 
 #: Outcome statuses, worst first: the headline speaks of the worst migration.
@@ -435,8 +436,8 @@ def _legs_table(w: _Writer, m: dict[str, Any], indent: int) -> None:
     header = ["#", "client", "accepted", "true role", "assigned", "to dst", "to src", "closed"]
     w.lines += [" " * indent + x for x in table(rows, header, w.width - indent)]
     if len(legs) > 1:
-        w.para("#: leg.place in that leg's accept order (leg 0 the initial connections, 1.. postcopy recovery)",
-               indent, 4)
+        sets = ", ".join(f"{leg}.N {leg_connections(leg)}" for leg in sorted(legs))
+        w.para(f"#: {sets}; N the place in that set's accept order, from 0", indent, 4)
     if any(c.get("tls_handshake_done_time") is not None for c in m["channels"]):
         if (m.get("vantage") or {}).get("guess") in ("source", "between"):
             when = ("the time the client's TLS Finished passed here; it completes the handshake at the "
