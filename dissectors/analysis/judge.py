@@ -378,8 +378,7 @@ class MigrationJudge:
         role, assigned = ch["role"], ch["assigned_role"]
         c = f.conn
         how = "its TLS handshake completed" if ch["tls_handshake_done_time"] is not None else "accepted"
-        among = f" in the {ordinal(ch['leg'])} postcopy recovery" if ch.get("leg") else ""
-        evidence: list[str] = [f"{how} {ch['accept_index'] + 1} of {len(order)}{among} at "
+        evidence: list[str] = [f"{how} {ch['accept_index'] + 1} of {len(order)} at "
                                f"{_fmt(role_ts(f))}; its bytes say {role} ({ch['role_evidence']})"]
         when = c.first_data_ts[0] or c.handshake_ts
         if error:
