@@ -1,5 +1,5 @@
-"""argparse types for numbers on every command line (the CLI's and the recorder's): a usage error, exit 2,
-names the bad value; QEMU or the analysis never sees it."""
+"""argparse types for numbers and file names on every command line (the CLI's and the recorder's): a usage
+error, exit 2, names the bad value; QEMU or the analysis never sees it."""
 
 from __future__ import annotations
 
@@ -37,3 +37,11 @@ def channels(text: str) -> int:
     if value > 255:
         raise argparse.ArgumentTypeError(f"not a channel count from 0 to 255: {text!r}")
     return value
+
+
+def file_name(text: str) -> str:
+    """A file name that is not empty (``analyze ''`` failed with "cannot open" and no name, and ``--plot ''``
+    wrote no picture without a word)."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty file name")
+    return text

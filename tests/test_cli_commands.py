@@ -231,6 +231,22 @@ def test_a_negative_or_nan_number_is_a_usage_error(args, message, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
+    (["analyze", ""], "migshark analyze: error: argument capture: empty file name"),
+    (["dissect", ""], "migshark dissect: error: argument capture: empty file name"),
+    (["watch", ""], "migshark watch: error: argument capture: empty file name"),
+    (["analyze", str(CORPUS / "precopy-7.2.pcap.gz"), "--plot", ""], "argument --plot: empty file name"),
+    (["analyze", str(CORPUS / "precopy-7.2.pcap.gz"), "--keylog", ""], "argument --keylog: empty file name"),
+])
+def test_an_empty_file_name_is_a_usage_error_naming_the_argument(args, message, capsys):
+    """``analyze ''`` said only "cannot open: No such file or directory" (no name to read), ``--keylog ''``
+    ": no such file", and ``--plot ''`` wrote no picture and said nothing: each is a usage error naming it."""
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err, err
+
+
+@pytest.mark.parametrize("args,message", [
     (["--multifd", "-3"], "argument --multifd: not a count >= 0: '-3'"),
     (["--multifd", "256"], "argument --multifd: not a channel count from 0 to 255: '256'"),
     (["--timeout", "-1"], "argument --timeout: not a number of seconds >= 0: '-1'"),

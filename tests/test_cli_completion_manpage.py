@@ -112,6 +112,16 @@ def test_manpage_names_every_subcommand_and_option(manpage):
     assert ".SH EXIT STATUS" in manpage.read_text().upper()
 
 
+def test_manpage_lists_the_subcommands_as_commands(manpage):
+    """The subcommands were listed under POSITIONAL ARGUMENTS, as if they were file names: they are the
+    COMMANDS section, and no section of that name is left."""
+    text = manpage.read_text().replace("\\-", "-").replace(".SH\n", ".SH ")   # a title on the next line too
+    heads = re.findall(r"^\.SH (.*)$", text, flags=re.M)
+    assert "COMMANDS" in heads and "POSITIONAL ARGUMENTS" not in heads, heads
+    commands = re.sub(r"\\f[BIR]|\\[,/]", "", text.split(".SH COMMANDS", 1)[1].split(".SH ", 1)[0])  # fonts
+    assert all(f"migshark {name}" in commands for name in COMMANDS), commands
+
+
 @pytest.mark.skipif(shutil.which("man") is None, reason="man (man-db) is not installed")
 def test_manpage_renders_cleanly(manpage):
     out = subprocess.run(["man", "--warnings", "-l", str(manpage)], capture_output=True, text=True, timeout=60,

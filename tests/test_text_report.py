@@ -127,13 +127,30 @@ def test_a_relays_two_legs_are_one_migration() -> None:
     proc = _run("analyze", "captures/holdback-multifd-7.2.pcap.gz")
     out = proc.stdout
     assert proc.returncode == 1
-    assert len(re.findall(r"^Migration ", out, re.M)) == 1
-    assert "Migration 1 to 127.0.0.1:54699 through a relay at 127.0.0.1:58743: FAILED" in out
+    assert len(re.findall(r"^Migration", out, re.M)) == 1
+    assert ("Migrations 1 and 0, the destination and source sides of one migration to 127.0.0.1:54699 through a "
+            "relay at 127.0.0.1:58743: FAILED") in " ".join(x.strip() for x in out.splitlines())
     dst, src = out.index("destination side, migration 1"), out.index("source side, migration 0")
     assert dst < out.index("127.0.0.1:39298", dst) < src < out.index("127.0.0.1:36412", src)
     assert "1 migration(s), 1 through a relay (two legs)" in out
     report = json.loads(_run("analyze", "--json", "captures/holdback-multifd-7.2.pcap.gz").stdout)
     assert [m["relay"]["side"] for m in report["migrations"]] == ["source", "destination"]   # JSON: two legs
+
+
+def test_a_relayed_migrations_text_names_the_json_ids_of_both_legs() -> None:
+    """The text called a relayed migration "Migration 1" where the JSON report lists it as migrations 0 (the
+    source side, first) and 1: the heading and the headline name both ids, each with its side, as the JSON."""
+    report = json.loads(_run("analyze", "--json", "captures/holdback-multifd-7.2.pcap.gz").stdout)
+    side = {m["id"]: m["relay"]["side"] for m in report["migrations"]}
+    text = render_report(report, width=300)
+    heading = next(x for x in text.splitlines() if x.startswith("Migration"))
+    named = re.match(r"Migrations (\d+) and (\d+), the destination and source sides ", heading)
+    assert named, heading
+    assert [side[int(i)] for i in named.groups()] == ["destination", "source"]
+    other = json.loads(_run("analyze", "--json", "captures/precopy-7.2.pcap.gz").stdout)["migrations"][0]
+    both = report | {"migrations": report["migrations"] + [other | {"id": 2}]}
+    assert headline(both).endswith("(migrations 1 and 0, through a relay; 1 other(s): 1 completed)"), headline(both)
+    assert "Migration 2 to " in render_report(both, width=300)
 
 
 def test_the_same_context_is_said_once(tmp_path: Path) -> None:
@@ -189,6 +206,36 @@ def test_watch_event_lines_are_relative_to_their_migration() -> None:
     stall = text(base | {"event": "stall", "time": 1795633640.5, "kind": "no-progress", "duration": 5.0,
                          "ongoing": True, "clock": "capture", "channels": ["127.0.0.1:1"], "evidence": []})
     assert stall.lstrip().startswith("+1.5000s") and "since +1.5000s" in stall
+
+
+def test_watch_events_say_a_channels_place_in_words() -> None:
+    """"(#0 of leg 0)" read as jargon: a channel's place and its set of connections are said in words."""
+    text = EventText(TimeFormat("r"))
+    base = {"migration": 0, "destination": "127.0.0.1:4444", "wall": 1.0, "time": 1795633639.0, "client": "a:1",
+            "role": "main", "assigned_role": "main", "misclassified": False}
+    first = text(base | {"event": "channel", "leg": 0, "accept_index": 0})
+    assert "channel a:1, the first of the initial connections, accepted: true role main" in first, first
+    again = text(base | {"event": "channel-role", "leg": 1, "accept_index": 1, "role": "preempt"})
+    assert "channel a:1 (the second connection of the first postcopy recovery) now reads as preempt" in again
+    pause = text(base | {"event": "postcopy-pause", "leg": 0})
+    assert "postcopy paused: the initial connections' main channel was lost" in pause, pause
+    resume = text(base | {"event": "postcopy-recovery", "leg": 1})
+    assert "the migration resumes on the first postcopy recovery's connections" in resume, resume
+
+
+def test_no_leg_numbers_in_watch_or_analyze_text_of_a_postcopy_recovery() -> None:
+    """Nowhere "#N of leg N", "leg N resumes" or "leg.place": the sets of connections are named."""
+    jargon = re.compile(r"#\d+ of leg|\bleg \d|leg\.place")
+    with open(CAPTURES / "preempt-recover-11.1.pcap.gz", "rb") as capture:
+        watched = subprocess.run([*CLI, "watch", "-"], stdin=capture, capture_output=True, text=True, cwd=REPO,
+                                 timeout=120)
+    analysed = _run("analyze", "captures/preempt-recover-11.1.pcap.gz")
+    assert watched.returncode == 0 and analysed.returncode == 0, watched.stderr + analysed.stderr
+    for out in (watched.stdout, analysed.stdout):
+        assert not jargon.findall(out), jargon.findall(out)
+    assert "the second connection of the first postcopy recovery, accepted: true role preempt" in watched.stdout
+    assert ("#: 0.N the initial connections, 1.N the first postcopy recovery's connections"
+            in " ".join(x.strip() for x in analysed.stdout.splitlines()))
 
 
 # -- a capture cut short ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ held to what the key log proves on every TLS capture of the corpus."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +251,9 @@ def test_a_recovery_leg_joins_the_paused_migration_without_the_key_log(tmp_path:
     assert m["outcome"]["status"] == "completed"
     (note,) = [n for n in m["notes"] if "taken as a postcopy recovery" in n]
     assert "holds 12 bytes" in note and "answer 11" in note, note      # 1+2+2 and 2+2 header bytes, 1+6 of name
+    # in words, not "leg 1 is taken as a postcopy recovery of leg 0 ... after leg 0's main channel"
+    assert "taken as a postcopy recovery (the first)" in note and "after the initial connections' main channel" \
+        in note and not re.search(r"\bleg \d", note), note
     assert m["channels"][2]["role_inferred"] and "RECV_BITMAP" in m["channels"][2]["role_evidence"]
 
 

@@ -146,7 +146,8 @@ def test_watch_text_lines() -> None:
     assert proc.returncode == 1
     assert "MISCLASSIFIED 127.0.0.1:39298 is main but the destination (qemu-7.2) takes it as multifd" in out
     assert "QEMU would show: failed to receive packet via multifd channel 3" in out
-    assert "Migration 1 to 127.0.0.1:54699 through a relay at 127.0.0.1:58743: FAILED" in out   # the report
+    assert ("Migrations 1 and 0, the destination and source sides of one migration to 127.0.0.1:54699 through a "
+            "relay at 127.0.0.1:58743: FAILED") in " ".join(x.strip() for x in out.splitlines())   # the report
     assert "FAILED: multifd channel accepted before main on a QEMU 7.2 destination" in out      # its headline
     assert "+1.0011s  migration 1 to 127.0.0.1:54699 [relay leg, destination side]: MISCLASSIFIED" in out
 

@@ -14,6 +14,7 @@ from dissectors.analysis.grouping import MigrationGroup, role_ts, start_ts, tls_
 from dissectors.analysis.ledger import PageLedger
 from dissectors.analysis.repeats import RepeatedPages
 from dissectors.analysis.roles import infer_generation, tls_roles, true_role
+from dissectors.analysis.wording import leg_owner, ordinal
 from dissectors.channels import MULTIFD_MAGIC, QEMU_VM_FILE_MAGIC
 from dissectors.tcp.connection import Connection
 from dissectors.tcp.connection import endpoint_text as _addr
@@ -463,9 +464,10 @@ class MigrationJudge:
             if first.kind != "tls" or first.decrypted or main is None or not first.tls_shape.looks_recovery():
                 continue
             lost = min(t for t in (*main.conn.fin_ts, *main.conn.rst_ts) if t is not None)
-            out.append(f"TLS: leg {n} is taken as a postcopy recovery of leg {n - 1} from the record layer: "
-                       f"{_addr(first.conn.client)} opened it {start_ts(first) - lost:.3f} s after leg {n - 1}'s "
-                       f"main channel {_addr(main.conn.client)} ended, between the same two hosts, with no record "
+            out.append(f"TLS: the connections from {_addr(first.conn.client)} on are taken as a postcopy "
+                       f"recovery (the {ordinal(n)}) from the record layer: {_addr(first.conn.client)} opened "
+                       f"{start_ts(first) - lost:.3f} s after {leg_owner(n - 1)} main channel "
+                       f"{_addr(main.conn.client)} ended, between the same two hosts, with no record "
                        "of SHUT's size from the destination (a pause, not a completion); "
                        f"{first.tls_shape.recovery_text()}; {_keylog_hint(self.g.connections)}")
         return out

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from dissectors import __version__
 from dissectors.analysis.findings import no_migration_reason
-from dissectors.argtypes import count, seconds
+from dissectors.argtypes import count, file_name, seconds
 from dissectors.cli.options import add_judge_options, add_keylog_options, add_time_option
 from dissectors.errors import InputError
 
@@ -132,24 +132,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     full = command is None
     p = argparse.ArgumentParser(prog="migshark", description="Dissect and analyse QEMU live-migration captures.")
     p.add_argument("--version", action="version", version=f"migshark {__version__}, {_reader_kind()}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
 
     a = sub.add_parser("analyze", aliases=["analyse"], help="per migration: accept order, roles, findings")
-    a.add_argument("capture", help="pcap or pcapng file (optionally gzip-compressed); '-', a pipe or a FIFO "
-                                   "is read as a stream; or a raw migration stream file (migrate \"exec:cat > "
-                                   "FILE\"), summarised as one")
+    a.add_argument("capture", type=file_name,
+                   help="pcap or pcapng file (optionally gzip-compressed); '-', a pipe or a FIFO is read as a "
+                        "stream; or a raw migration stream file (migrate \"exec:cat > FILE\"), summarised as one")
     a.add_argument("--json", action="store_true", help="machine-readable report (docs/report-schema.md)")
     add_judge_options(a, QEMU_VERSION_HELP)
     add_keylog_options(a)
-    a.add_argument("--plot", metavar="FILE.png", help="write a timeline picture of the channels")
+    a.add_argument("--plot", type=file_name, metavar="FILE.png", help="write a timeline picture of the channels")
     a.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     add_time_option(a)
     a.set_defaults(func=_analyze)
 
     w = sub.add_parser("watch", help="follow a live capture: an event line as each thing happens, the report at "
                                      "the end (or on Ctrl-C)")
-    w.add_argument("capture", nargs="?", help="'-' (standard input), a pipe or a FIFO: tcpdump -U -w - ... | "
-                                              "migshark watch -")
+    w.add_argument("capture", nargs="?", type=file_name,
+                   help="'-' (standard input), a pipe or a FIFO: tcpdump -U -w - ... | migshark watch -")
     w.add_argument("-i", "--interface", metavar="IFACE", help="start tcpdump -U -w - on IFACE (needs root or "
                                                                "tcpdump's capture capabilities)")
     w.add_argument("-f", "--filter", metavar="FILTER", help="capture filter for -i (e.g. 'tcp port 4444')")
@@ -170,8 +170,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                    "direction, channel, stream offset, seconds since the capture's first TCP "
                                    "segment (as tshark -t r), record type, size and fields. --json keeps "
                                    "capture timestamps (seconds since the epoch).")
-    d.add_argument("capture", help="pcap or pcapng file (optionally gzip-compressed), '-' or a pipe; or a raw "
-                                   "migration stream file (migrate \"exec:cat > FILE\"), read as the main channel")
+    d.add_argument("capture", type=file_name,
+                   help="pcap or pcapng file (optionally gzip-compressed), '-' or a pipe; or a raw migration "
+                        "stream file (migrate \"exec:cat > FILE\"), read as the main channel")
     d.add_argument("--json", action="store_true", help="one JSON object per record (JSON lines)")
     add_keylog_options(d, verify=False)
     d.add_argument("--connection", "-c", action="append", metavar="N|IP:PORT",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dissectors.argtypes import seconds
+from dissectors.argtypes import file_name, seconds
 
 
 def qemu_version(text: str) -> str:
@@ -38,7 +38,8 @@ def add_time_option(p: argparse.ArgumentParser) -> None:
 
 def add_keylog_options(p: argparse.ArgumentParser, verify: bool = True) -> None:
     """--keylog (and, where the analysis skips page contents, --tls-verify)."""
-    p.add_argument("--keylog", metavar="FILE", help="NSS key log (SSLKEYLOGFILE) to decrypt TLS migrations")
+    p.add_argument("--keylog", type=file_name, metavar="FILE",
+                   help="NSS key log (SSLKEYLOGFILE) to decrypt TLS migrations")
     if verify:
         p.add_argument("--tls-verify", action="store_true",
                        help="decrypt and authenticate every TLS record, page contents too (slower; by default "

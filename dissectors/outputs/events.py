@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dissectors.analysis.wording import leg_connections, leg_owner, place_in_leg
 from dissectors.outputs.text import taken_as
 from dissectors.outputs.timefmt import TimeFormat
 
@@ -48,12 +49,12 @@ def _what(e: dict[str, Any]) -> str:
     if kind == "source-generation":
         return f"source QEMU is {e['source_generation']} ({'; '.join(e['evidence'][-1:])})"
     if kind in ("channel", "channel-role"):
-        verb = "accepted" if kind == "channel" else "now reads as"
         mark = ("  ?? misread only under the assumed destination version (one the capture has not ruled out "
                 "reads it right)" if e.get("policy_unsure") else "  !! MISREAD") if e["misclassified"] else ""
-        what = f"{e['role']}" if kind == "channel-role" else f"true role {e['role']}"
-        return (f"channel {e['client']} (#{e['accept_index']} of leg {e['leg']}) {verb} {what}, the destination "
-                f"{taken_as(e['assigned_role'])}{mark}")
+        place = place_in_leg(e["accept_index"], e["leg"])
+        head = (f"channel {e['client']}, {place}, accepted: true role {e['role']}" if kind == "channel" else
+                f"channel {e['client']} ({place}) now reads as {e['role']}")
+        return f"{head}, the destination {taken_as(e['assigned_role'])}{mark}"
     if kind == "misclassified":
         silent = f", silent for {e['silent_for']:.1f} s ({e['clock']} clock)" if "silent_for" in e else ""
         return (f"MISCLASSIFIED {e['client']} is {e['role']} but the destination ({e['policy']}) "
@@ -67,9 +68,9 @@ def _what(e: dict[str, Any]) -> str:
     if kind == "postcopy-start":
         return "postcopy starts (POSTCOPY_RUN)"
     if kind == "postcopy-pause":
-        return f"postcopy paused: the main channel of leg {e['leg']} was lost"
+        return f"postcopy paused: {leg_owner(e['leg'])} main channel was lost"
     if kind == "postcopy-recovery":
-        return f"postcopy recovery: leg {e['leg']} resumes"
+        return f"postcopy recovery: the migration resumes on {leg_connections(e['leg'])}"
     if kind == "outcome":
         return f"{e['status'].upper()}: {e['reason']}"
     return kind

@@ -10,6 +10,7 @@ import textwrap
 from typing import Any
 
 from dissectors.analysis.policies import BLOCKED
+from dissectors.analysis.wording import leg_connections
 from dissectors.outputs.timefmt import TimeFormat
 
 #: Outcome statuses, worst first: the headline speaks of the worst migration.
@@ -201,7 +202,7 @@ def headline(report: dict[str, Any]) -> str:
         return f"NO MIGRATION: {what}" + (f"; {cut}" if cut else "")
 
     worst = _worst(its)
-    m = worst[0]
+    m, src = worst
     status = m["outcome"]["status"]
     text = f"{status.upper()}: {gist(m, report.get('options', {}).get('qemu_version'))}"
     if status == "incomplete" and stopped:
@@ -211,7 +212,8 @@ def headline(report: dict[str, Any]) -> str:
     if len(its) > 1:
         others = [it[0]["outcome"]["status"] for it in its if it is not worst]
         counts = ", ".join(f"{others.count(s)} {s}" for s in SEVERITY if s in others)
-        text += f" (migration {m['id']}; {len(its) - 1} other(s): {counts})"
+        which = f"migrations {m['id']} and {src['id']}, through a relay" if src else f"migration {m['id']}"
+        text += f" ({which}; {len(its) - 1} other(s): {counts})"
     return text
 
 
@@ -335,13 +337,15 @@ def _migration(m: dict[str, Any], src: dict[str, Any] | None, tf: TimeFormat, wi
     w = _Writer(width, tf, base)
     out = m["outcome"]
     relay = m.get("relay")
-    if src is not None:
-        where = f" through a relay at {src['destination']}"
+    if src is not None:             # two JSON migrations, both ids said (the report's "migrations" list has both)
+        name = (f"Migrations {m['id']} and {src['id']}, the destination and source sides of one migration to "
+                f"{m['destination']} through a relay at {src['destination']}")
     elif relay:
-        where = f" [relay leg, {relay['side']} side; the other leg, migration {relay['peer']}, is not in the capture]"
+        name = (f"Migration {m['id']} to {m['destination']} [relay leg, {relay['side']} side; the other leg, "
+                f"migration {relay['peer']}, is not in the capture]")
     else:
-        where = ""
-    w.para(f"Migration {m['id']} to {m['destination']}{where}: {out['status'].upper()}")
+        name = f"Migration {m['id']} to {m['destination']}"
+    w.para(f"{name}: {out['status'].upper()}")
     if base is not None:          # said first: the reason's times count from it
         since = {"r": "relative to it", "a": "the local time of day", "ad": "local", "u": "the UTC time of day",
                  "ud": "UTC", "e": "seconds since the epoch"}[tf.mode]
@@ -432,8 +436,8 @@ def _legs_table(w: _Writer, m: dict[str, Any], indent: int) -> None:
     header = ["#", "client", "accepted", "true role", "assigned", "to dst", "to src", "closed"]
     w.lines += [" " * indent + x for x in table(rows, header, w.width - indent)]
     if len(legs) > 1:
-        w.para("#: leg.place in that leg's accept order (leg 0 the initial connections, 1.. postcopy recovery)",
-               indent, 4)
+        sets = ", ".join(f"{leg}.N {leg_connections(leg)}" for leg in sorted(legs))
+        w.para(f"#: {sets}; N the place in that set's accept order, from 0", indent, 4)
     if any(c.get("tls_handshake_done_time") is not None for c in m["channels"]):
         if (m.get("vantage") or {}).get("guess") in ("source", "between"):
             when = ("the time the client's TLS Finished passed here; it completes the handshake at the "
