@@ -9,7 +9,10 @@ import io
 import json
 import logging
 import shutil
+import socket
+import warnings
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +32,38 @@ CORPUS = Path(__file__).resolve().parent.parent / "captures"
 CAPTURES = find_captures([str(CORPUS)])
 
 
+DASK_HTTP_PORT = 8787          # where Dask's scheduler serves its HTTP routes unless told otherwise
+CLUSTER_WARNINGS: list[str] = []   # what Dask warned while the module's cluster started
+
+
+@contextlib.contextmanager
+def dask_port_taken() -> Iterator[None]:
+    """Loopback's port 8787 taken, as when another Dask cluster runs on the machine (if one does, it is taken
+    already)."""
+    with socket.socket() as s:
+        with contextlib.suppress(OSError):
+            s.bind(("127.0.0.1", DASK_HTTP_PORT))
+            s.listen()
+        yield
+
+
 @pytest.fixture(scope="module")
-def cluster():
-    """One real local cluster for the module: two worker processes, one thread each."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, silence_logs=logging.CRITICAL) as c:
+def cluster() -> Iterator[str]:
+    """One real local cluster for the module: two worker processes, one thread each; the scheduler's HTTP
+    routes on a free loopback port, as ``runner.local_cluster``'s (Dask's 8787 may be taken by another
+    cluster on the machine: Dask then warns "Port 8787 is already in use")."""
+    with warnings.catch_warnings(record=True) as said, dask_port_taken():
+        warnings.simplefilter("always")
+        c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                     dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                     silence_logs=logging.CRITICAL)
+    CLUSTER_WARNINGS[:] = [str(w.message) for w in said]
+    with c:
         yield c.scheduler_address
+
+
+def test_the_cluster_takes_no_fixed_port(cluster: str) -> None:
+    assert not [w for w in CLUSTER_WARNINGS if "already in use" in w]
 
 
 def run_cli(argv: list[str]) -> tuple[int, str]:

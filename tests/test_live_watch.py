@@ -50,7 +50,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     reason = live_recording_unavailable()
     if reason:
         pytest.skip(reason)
-    from dissectors.recorder.capture import BUFFER_KIB, FLUSH_S, port_filter
+    from dissectors.recorder.capture import BUFFER_KIB, port_filter, wait_written
     from dissectors.recorder.driver import Run
     from dissectors.recorder.qemus import tool
     from dissectors.recorder.scenarios import SCENARIOS
@@ -79,7 +79,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     try:
         rec = asyncio.run(run.execute())
     finally:
-        time.sleep(FLUSH_S)
+        wait_written(dump, out / "td.log")   # every packet through tcpdump's ring buffer to watch
         dump.send_signal(signal.SIGINT)
         dump.wait(timeout=30)
         log.close()

@@ -129,3 +129,60 @@ def test_device_state_is_decoded_in_a_stream_file_as_in_a_capture(capsys: pytest
     assert got == decoded(CORPUS / "precopy-7.2.pcap.gz")
     rc, out, _ = run(capsys, "dissect", "--device", "cpu_common", "-V", str(EXEC_72))
     assert rc == 0 and "    halted: uint32[4] @0 = " in out
+
+
+@pytest.mark.parametrize("inflater", ["zlib", "zlib-ng"])
+def test_a_cut_gzip_stream_file_gives_every_byte_it_holds(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch, inflater: str) -> None:
+    """A .gz stream file cut short is inflated as a capture is (the capture room's ``GunzipStream``, zlib-ng
+    where installed): every byte before the cut reaches the parser, then the file is named with the problem;
+    the stdlib ``GzipFile`` dropped the last chunk it had inflated (4194304 of these 4456305 bytes)."""
+    import zlib
+
+    from zlib_ng import zlib_ng
+
+    import dissectors.capture.gunzip as gunzip
+
+    monkeypatch.setattr(gunzip, "_backend", zlib if inflater == "zlib" else zlib_ng)
+    cut = tmp_path / "cut.qevm.gz"
+    cut.write_bytes(EXEC_72.read_bytes()[:100_000])
+    held = len(zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(cut.read_bytes()))
+    rc, out, _ = run(capsys, "analyze", "--json", str(cut))
+    report = json.loads(out)
+    assert rc == 1 and report["capture"]["bytes"] == held
+    assert report["capture"]["warnings"] == [
+        f"{cut}: uncompressed offset {held}: gzip stream ends early (file cut?); stopped reading"]
+    rc, _, err = run(capsys, "dissect", "--summary", str(cut))
+    assert rc == 1 and err == f"migshark: warning: {report['capture']['warnings'][0]}\n"
+
+
+def test_a_gzip_stream_file_damaged_at_its_start_is_an_input_error(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Deflate data damaged before its first bytes inflate: a clear message naming the file and exit 2, not the
+    ``zlib.error`` traceback ``GzipFile`` raised while looking for the QEVM magic."""
+    damaged = bytearray(EXEC_72.read_bytes())
+    for i in range(12, 40):
+        damaged[i] ^= 0x55
+    path = tmp_path / "damaged.qevm.gz"
+    path.write_bytes(damaged)
+    for command in ("analyze", "dissect"):
+        rc, out, err = run(capsys, command, str(path))
+        assert rc == 2 and not out
+        assert err.startswith(f"migshark: error: {path}, offset 0: the gzip stream ends") and "Traceback" not in err
+
+
+def test_damaged_gzip_data_after_the_magic_is_said_after_what_it_held(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A damaged trailer (its CRC): the records before it are decoded, then the file is named with zlib's words;
+    the last piece inflated when zlib found the damage is lost with it (as in a capture)."""
+    damaged = bytearray(EXEC_72.read_bytes())
+    damaged[-5] ^= 0xFF                          # the CRC in the gzip trailer
+    path = tmp_path / "crc.qevm.gz"
+    path.write_bytes(damaged)
+    rc, out, _ = run(capsys, "analyze", "--json", str(path))
+    report = json.loads(out)
+    held = report["capture"]["bytes"]
+    assert rc == 1 and 4_194_304 < held < len(gzip.decompress(EXEC_72.read_bytes()))
+    assert report["capture"]["warnings"] == [f"{path}: uncompressed offset {held}: gzip data corrupt: Error -3 while "
+                                             "decompressing data: incorrect data check; stopped reading"]
+    assert report["stream_file"]["status"] != "complete"

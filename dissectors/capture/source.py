@@ -346,6 +346,51 @@ class _Prefixed:
         self._raw.close()
 
 
+class FileBytes:
+    """A regular file's bytes read in order, gunzipped by ``GunzipStream`` (zlib-ng where installed, as a
+    capture's) when the file starts with the gzip magic: for a file that is not a capture (a raw migration
+    stream, ``migrate "exec:cat > FILE"``). ``read(n)`` returns ``b""`` at the end and never raises on a cut
+    or damaged gzip stream nor on a read error: every byte it could recover comes first, then ``problem`` says
+    what stopped it.
+    ``position()`` is the offset in the file on disk (progress)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()
+        try:
+            self.compressed = self._raw.read(2) == GZIP_MAGIC
+            self._raw.seek(0)
+        except BaseException:
+            self._raw.close()
+            raise
+        self._gunzip = GunzipStream(self._raw) if self.compressed else None
+        self._problem: str | None = None
+
+    @property
+    def problem(self) -> str | None:
+        return self._problem or (self._gunzip.problem if self._gunzip is not None else None)
+
+    def read(self, count: int) -> bytes:
+        if self._problem:
+            return b""
+        try:
+            return self._gunzip.read(count) if self._gunzip is not None else self._raw.read(count)
+        except OSError as exc:
+            self._problem = f"read error: {exc}"
+            return b""
+
+    def position(self) -> int:
+        return self._raw.tell()
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> FileBytes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def open_source(path: str | os.PathLike[str], live: bool = False) -> tuple[ByteSource, bytes]:
     """Open ``path`` by content (gzip or not) and return the source plus its first 4 capture bytes.
 

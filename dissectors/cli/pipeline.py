@@ -12,6 +12,7 @@ from dissectors.analysis.engine import RETIRE_AFTER, SWEEP_EVERY, Analysis, Anal
 from dissectors.analysis.judge import Options
 from dissectors.capture import open_capture
 from dissectors.capture.scanner import COALESCE_WINDOW, compiled_coalescer
+from dissectors.capture.source import FileBytes
 from dissectors.errors import InputError
 from dissectors.tcp import Connection, StreamSink, TcpTracker
 from dissectors.tcp.flags import CONTROL
@@ -225,17 +226,6 @@ def reassemble_file(path: str, sink_factory: SinkFactory, progress: ProgressFn |
 STREAM_FILE_CHUNK = 1 << 20
 
 
-def _open_maybe_gzip(path: str) -> BinaryIO:
-    import gzip
-
-    f = open(path, "rb")  # noqa: SIM115 - returned to the caller
-    if f.read(2) == b"\x1f\x8b":
-        f.seek(0)
-        return gzip.GzipFile(fileobj=f)  # type: ignore[return-value]
-    f.seek(0)
-    return f
-
-
 def is_migration_stream(path: str) -> bool:
     """Does the regular file at ``path`` (gzip-compressed or not) start with the QEVM magic, not a capture
     header? (A pipe or standard input is read as a capture.)"""
@@ -246,9 +236,9 @@ def is_migration_stream(path: str) -> bool:
     if path == "-" or not os.path.isfile(path):
         return False
     try:
-        with _open_maybe_gzip(path) as f:
+        with FileBytes(path) as f:          # a damaged gzip stream reads short: then read as a capture
             return f.read(4) == QEMU_VM_FILE_MAGIC.to_bytes(4, "big")
-    except (OSError, EOFError):
+    except OSError:
         return False
 
 
@@ -257,25 +247,18 @@ def feed_stream_file(path: str, sink: StreamSink, progress: ProgressFn | None = 
     connection (sans-IO: the sink does not know it is a file) and end both directions; return what was
     read (``bytes``, ``warnings``)."""
     import os
-    import zlib
 
     size = os.path.getsize(path)
     offset = 0
     warnings: list[str] = []
-    with _open_maybe_gzip(path) as f:
-        while True:
-            try:
-                chunk = f.read(STREAM_FILE_CHUNK)
-            except (EOFError, OSError, zlib.error) as exc:
-                warnings.append(f"{path}: uncompressed offset {offset}: the gzip stream is cut or damaged "
-                                f"({exc}); stopped reading")
-                break
-            if not chunk:
-                break
+    with FileBytes(path) as f:
+        while chunk := f.read(STREAM_FILE_CHUNK):
             sink.data(0, offset, chunk, 0.0)
             offset += len(chunk)
             if progress is not None:
-                progress(min(f.tell() if not hasattr(f, "fileobj") else f.fileobj.tell(), size), size)  # type: ignore[union-attr]
+                progress(min(f.position(), size), size)
+        if f.problem:
+            warnings.append(f"{path}: uncompressed offset {offset}: {f.problem}; stopped reading")
     sink.end(0, offset, 0.0, "fin")
     sink.end(1, 0, 0.0, "fin")
     return {"file": path, "format": "migration-stream", "bytes": offset, "warnings": warnings}

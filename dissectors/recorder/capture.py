@@ -14,10 +14,64 @@ from pathlib import Path
 from .qemus import EnvironmentProblem, tool
 
 BUFFER_KIB = 524288  # -B: 512 MiB; the default buffer dropped packets on a 9 MB migration
-# libpcap hands tcpdump a ring block only when it is full or its 1 s timeout runs out, and tcpdump's SIGINT
-# handler drops the block in progress (not counted as dropped): wait longer than that timeout before SIGINT.
-# A 0.3 s wait lost the last 29 packets (every FIN/RST) of multifd-postcopy-7.2, whose end came just before.
-FLUSH_S = 1.2
+# libpcap hands tcpdump a ring block only when it is full or its timeout (tcpdump's 1 s) runs out, and tcpdump's
+# SIGINT handler drops the blocks not yet read (not counted as dropped): tcpdump is stopped only once it has
+# written every packet the kernel took for it (``wait_written``). A fixed 0.3 s wait lost the last 29 packets
+# (every FIN/RST) of multifd-postcopy-7.2, whose end came just before; a fixed 1.2 s one did not cover a tcpdump
+# that a busy machine runs late.
+RING_TIMEOUT_S = 1.0
+QUIET_S = RING_TIMEOUT_S + 0.2   # no packet taken nor written for this long: every ring block has been read
+ASK_EVERY_S = 0.1
+WRITTEN_TIMEOUT_S = 60.0         # a bound on a hang (tcpdump stopped, or packets that keep coming)
+# tcpdump's answer to SIGUSR1 (its running counts): packets written, packets the kernel's filter took, drops
+_INFO = re.compile(r"^tcpdump: (\d+) packets? captured, (\d+) packets? received by filter, (\d+) packets? dropped "
+                   r"by kernel\n", re.M)
+
+
+def wait_written(proc: subprocess.Popen[bytes], log: Path, out: Path | None = None, group: bool = False,
+                 timeout: float = WRITTEN_TIMEOUT_S) -> bool:
+    """Wait until the tcpdump ``proc`` (its stderr going to ``log``; ``group``: signal its process group) has
+    written every packet the kernel took for it to its output ``out`` (a file, or None for a pipe).
+
+    tcpdump is asked for its counts with SIGUSR1, a new question once the last one is answered (it prints the
+    packets it captured and the packets the kernel's filter took, which the kernel counts as they arrive, read
+    or not). Written means: those counts and the size of ``out`` stayed the same, with tcpdump answering, for
+    longer than the ring's timeout, so that the packets the kernel held when they last changed have been handed
+    over and, tcpdump running, written. (Captured is not compared with taken: on loopback the kernel takes each
+    packet twice, sent and received, and libpcap drops one.) False if tcpdump ended or that did not come within
+    ``timeout`` (packets kept coming, or tcpdump did not run)."""
+    deadline = time.monotonic() + timeout
+    read_to = log.stat().st_size if log.exists() else 0
+    last: tuple[object, ...] | None = None
+    quiet_from = 0.0
+    answers_after = 0     # answers seen once the ring's timeout had run out in this quiet spell
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        (os.killpg if group else os.kill)(proc.pid, signal.SIGUSR1)
+        answer = None
+        while answer is None and time.monotonic() < deadline and proc.poll() is None:
+            with open(log, "rb") as f:
+                f.seek(read_to)
+                text = f.read().decode(errors="replace")
+            found = list(_INFO.finditer(text))
+            if found:
+                answer = found[-1].groups()
+                read_to += len(text[:found[-1].end()].encode())
+            else:
+                time.sleep(0.01)
+        if answer is None:
+            return False
+        now = time.monotonic()
+        state = (answer[0], answer[1], out.stat().st_size if out is not None and out.exists() else None)
+        if state != last:
+            last, quiet_from, answers_after = state, now, 0
+        elif now - quiet_from >= RING_TIMEOUT_S:
+            answers_after += 1
+            if now - quiet_from >= QUIET_S and answers_after >= 2:
+                return True
+        time.sleep(ASK_EVERY_S)
+    return False
 
 
 @dataclass
@@ -78,12 +132,16 @@ class Tcpdump:
                 break
             time.sleep(0.05)
         text = self.stderr_path.read_text(errors="replace")
-        self.stop()
+        self.stop(wait=False)
         raise EnvironmentProblem(f"tcpdump did not start (root needed?): {text.strip()}")
 
-    def stop(self) -> CaptureStats:
+    def stop(self, wait: bool = True) -> CaptureStats:
+        """SIGINT once tcpdump has written every packet it took (``wait``: not when it never said it listens)."""
+        unwritten = ""
         if self.proc is not None and self.proc.poll() is None:
-            time.sleep(FLUSH_S)  # let the last packets through the ring buffer
+            if wait and not wait_written(self.proc, self.stderr_path, self.out, group=True):
+                unwritten = (f"migshark: tcpdump had not written every packet it took within "
+                             f"{WRITTEN_TIMEOUT_S:.0f} s (packets kept coming, or it did not run); stopped anyway\n")
             os.killpg(self.proc.pid, signal.SIGINT)
             try:
                 self.proc.wait(timeout=10)
@@ -93,6 +151,7 @@ class Tcpdump:
         if hasattr(self, "_err"):
             self._err.close()
         text = self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+        text = unwritten + _INFO.sub("", text)   # without the answers to wait_written's questions
         self.stderr_path.unlink(missing_ok=True)
         return CaptureStats(
             _count("captured", text),
