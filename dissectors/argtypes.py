@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 
 def seconds(text: str) -> float:
@@ -37,6 +38,14 @@ def channels(text: str) -> int:
     if value > 255:
         raise argparse.ArgumentTypeError(f"not a channel count from 0 to 255: {text!r}")
     return value
+
+
+def directory_name(text: str) -> Path:
+    """A directory name that is not empty (``Path('')`` is the current directory: ``record --out ''``
+    wrote there without a word)."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty directory name")
+    return Path(text)
 
 
 def file_name(text: str) -> str:

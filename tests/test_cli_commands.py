@@ -236,6 +236,12 @@ def test_a_negative_or_nan_number_is_a_usage_error(args, message, capsys):
     (["watch", ""], "migshark watch: error: argument capture: empty file name"),
     (["analyze", str(CORPUS / "precopy-7.2.pcap.gz"), "--plot", ""], "argument --plot: empty file name"),
     (["analyze", str(CORPUS / "precopy-7.2.pcap.gz"), "--keylog", ""], "argument --keylog: empty file name"),
+    (["fleet", str(CORPUS / "precopy-7.2.pcap.gz"), "-o", ""], "argument -o/--output: empty file name"),
+    (["fleet", "", "-o", "t.csv"], "argument CAPTURE: empty file name"),
+    (["fleet", "--from-list", "", "-o", "t.csv"], "argument --from-list: empty file name"),
+    (["check", ""], "migshark check: error: argument paths: empty file name"),
+    (["export-wireshark", ""], "argument OUT.lua: empty file name"),
+    (["record", "--scenario", "precopy-7.2", "--out", ""], "argument --out: empty directory name"),
 ])
 def test_an_empty_file_name_is_a_usage_error_naming_the_argument(args, message, capsys):
     """``analyze ''`` said only "cannot open: No such file or directory" (no name to read), ``--keylog ''``

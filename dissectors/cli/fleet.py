@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any
 
+from dissectors.argtypes import file_name
 from dissectors.cli.options import add_judge_options
 from dissectors.fleet.inputs import CaptureInput
 from dissectors.fleet.runner import start_fork_server_early
@@ -17,11 +18,12 @@ TASK_MODULE = "dissectors.fleet.task"       # analyse_capture's (tests/test_flee
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("captures", nargs="*", metavar="CAPTURE",
+    p.add_argument("captures", nargs="*", type=file_name, metavar="CAPTURE",
                    help="capture files, directories (searched recursively), globs or fsspec URLs (s3://...)")
-    p.add_argument("-o", "--output", required=True, metavar="TABLE",
+    p.add_argument("-o", "--output", required=True, type=file_name, metavar="TABLE",
                    help="the table: .parquet, .csv or .jsonl (a row per migration; docs/report-schema.md)")
-    p.add_argument("--from-list", metavar="FILE", help="more captures, one name or URL per line ('-': stdin)")
+    p.add_argument("--from-list", type=file_name, metavar="FILE",
+                   help="more captures, one name or URL per line ('-': stdin)")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                    help="an existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, else a local cluster)")
     p.add_argument("-j", "--jobs", type=int, metavar="N",

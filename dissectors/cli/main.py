@@ -196,7 +196,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     d.set_defaults(func=_dissect)
 
     c = sub.add_parser("check", help="compare captures with their expected reports (regression)")
-    c.add_argument("paths", nargs="+", help="capture files or directories holding them")
+    c.add_argument("paths", nargs="+", type=file_name, help="capture files or directories holding them")
     c.add_argument("--update", action="store_true", help="rewrite the expected reports")
     c.add_argument("--json", action="store_true", help="one JSON object: each capture's status and diff")
     c.add_argument("-j", "--jobs", type=int, metavar="N",
@@ -213,7 +213,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     f.set_defaults(func=_fleet)
 
     e = sub.add_parser("export-wireshark", help="write the Wireshark Lua plugin (qmig) generated from the layers")
-    e.add_argument("out", nargs="?", metavar="OUT.lua", help="output file (default or '-': stdout)")
+    e.add_argument("out", nargs="?", type=file_name, metavar="OUT.lua", help="output file (default or '-': stdout)")
     e.set_defaults(func=_export)
 
     r = sub.add_parser("record", help="record a real QEMU migration with tcpdump")

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from dissectors.argtypes import channels, seconds
+from dissectors.argtypes import channels, directory_name, seconds
 
 from .proxy import HOLD_AT, hold_back_indices
 from .qemus import KNOWN_QEMUS, EnvironmentProblem
@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--interrupt-after", type=seconds, metavar="S",
                         help="seconds after migrate for --interrupt (default 1)")
-    parser.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
+    parser.add_argument("--out", type=directory_name, default=Path("."), metavar="DIR",
                         help="output directory, made if missing (default: the current directory)")
     parser.add_argument("--name", help="file name stem (default: the scenario name)")
     parser.add_argument("--timeout", type=seconds, metavar="S", help="give up (stalled) after S seconds")
