@@ -43,8 +43,10 @@ def _worker_died(item: CaptureInput, exc: BaseException) -> list[dict[str, Any]]
 
 
 def run_fleet(args: argparse.Namespace) -> int:
-    if args.jobs is None or args.jobs > 1:
-        start_fork_server_early(TASK_MODULE, args.scheduler, args.jobs)
+    if args.jobs is not None and args.jobs < 1:
+        print("migshark fleet: error: -j needs at least 1", file=sys.stderr)
+        return 2
+    start_fork_server_early(TASK_MODULE, args.scheduler, args.jobs)     # only for a local cluster
     from dissectors.analysis.judge import Options
     from dissectors.fleet.inputs import discover, largest_first, read_list
     from dissectors.fleet.runner import RunnerError, describe_engine, run_tasks
@@ -57,9 +59,6 @@ def run_fleet(args: argparse.Namespace) -> int:
         table_format(args.output)
     except TableError as exc:
         print(f"migshark fleet: error: {exc}", file=sys.stderr)
-        return 2
-    if args.jobs is not None and args.jobs < 1:
-        print("migshark fleet: error: -j needs at least 1", file=sys.stderr)
         return 2
     specs = list(args.captures)
     if "-" in specs:        # each capture is read where it lies, by whichever worker takes it
