@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,15 @@ def test_the_fork_server_is_started_early_only_for_a_local_cluster(scheduler, wo
     assert proc.returncode == 0, proc.stderr
     expected = started and (workers != "" or (os.cpu_count() or 1) > 1)
     assert proc.stdout.strip() == str(expected)
+
+
+def test_timings_count_from_the_process_start_to_the_tick():
+    """``--timings``' origin is the process's start to the kernel's 10 ms tick: psutil's ``create_time()`` adds
+    the start's ticks to a boot time in whole seconds and was up to a second early (0.4 s here)."""
+    code = ("import time; t = time.time(); from dissectors.fleet.timeline import process_start; "
+            "print(process_start(), t)")
+    for _ in range(3):
+        before = time.time()
+        start, seen = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                check=True, cwd=CORPUS.parent).stdout.split())
+        assert before - 0.011 <= start <= seen, (before, start, seen)
