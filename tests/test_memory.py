@@ -405,3 +405,24 @@ def test_retired_repeat_keys_keep_only_their_summary() -> None:
     rp.retire([a, b])
     assert len(rp) == 1 and rp._by_key[a].recent == {}
     assert rp.summary({a, b}) == before
+
+
+def test_analyze_gives_back_only_what_it_froze(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``analyze_file`` freezes per-connection state as it piles up and unfreezes it when the report is built,
+    but never undoes a freeze of its caller's (the collector can only unfreeze everything at once)."""
+    path = tmp_path / "scan.pcap"
+    _scan_with_migrations(path, 600)
+    monkeypatch.setattr(pipeline, "FREEZE_EVERY", 50)
+    frozen = []
+    freeze = gc.freeze
+    monkeypatch.setattr(gc, "freeze", lambda: (frozen.append(1), freeze())[1])
+    assert gc.get_freeze_count() == 0
+    analyze_file(str(path))
+    assert frozen and gc.get_freeze_count() == 0            # what it froze, given back
+    freeze()                                                # the caller's own freeze
+    try:
+        held = gc.get_freeze_count()
+        analyze_file(str(path))
+        assert gc.get_freeze_count() >= held                # the caller's freeze stands
+    finally:
+        gc.unfreeze()

@@ -60,11 +60,18 @@ def _freezing(factory: SinkFactory) -> SinkFactory:
 
 @contextmanager
 def gc_unfrozen_after() -> Iterator[None]:
-    """Give what :func:`_freezing` froze back to the collector when the block ends."""
+    """Give what :func:`_freezing` froze in the block back to the collector when it ends.
+
+    The collector can only unfreeze everything at once. So if the caller had frozen objects of its own
+    before the block (a host program, a test), the block's are left frozen with them rather than undoing
+    the caller's freeze: they are still freed when their last reference goes; only cycles among them wait
+    for the caller's own ``gc.unfreeze()``."""
+    before = gc.get_freeze_count()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if before == 0 and gc.get_freeze_count():
+            gc.unfreeze()
 
 
 def reassemble(source: SegmentSource, label: str, sink_factory: SinkFactory,
