@@ -5,6 +5,7 @@ not draw."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -211,16 +212,53 @@ def test_relay_legs_are_drawn_together_and_named():
     tl = timeline("holdback-preempt-7.2")
     fig = tl.figure
     headers = [t.get_text() for t in tl.axes.texts if t.get_gid() == "label:header"]
-    assert headers[0].startswith("M0  relay leg 1/2: source \u2192 relay at 127.0.0.1:39411")
-    assert headers[1].startswith("M1  relay leg 2/2: relay \u2192 destination 127.0.0.1:41299")
+    assert headers[0].startswith("Migration 0  relay leg 1/2: source \u2192 relay at 127.0.0.1:39411 (leg 2 is "
+                                 "migration 1)")
+    assert headers[1].startswith("Migration 1  relay leg 2/2: relay \u2192 destination 127.0.0.1:41299 (leg 1 is "
+                                 "migration 0)")
     assert [t for t in fig.texts if t.get_gid() == "label:relay"]
     # one migration, as the text report counts it (the title said "2 migration(s)": a leg each)
     title = next(t.get_text() for t in fig.texts if t.get_gid() == "label:title")
     assert title.endswith("holdback-preempt-7.2.pcap.gz: 1 migration(s), 1 through a relay (two legs)")
     # the leg order follows the relay, not the report's order
     tl2 = timeline("holdback-multifd-7.2")
-    assert [t.get_text()[:3] for t in tl2.axes.texts if t.get_gid() == "label:header"] == ["M0 ", "M1 "]
+    assert [t.get_text().split("  ")[0] for t in tl2.axes.texts if t.get_gid() == "label:header"] == \
+        ["Migration 0", "Migration 1"]
     assert [(b.migration, b.client) for b in tl2.lanes][:2] == [(0, "127.0.0.1:36412"), (0, "127.0.0.1:36418")]
+
+
+def test_lanes_and_headings_say_places_and_migrations_in_words():
+    """"leg 1 recovery  #0", "M0" and "#0" needed the JSON to read: the lanes say the channel's place in the
+    accept order and, with postcopy recoveries, which recovery; headings say "Migration N"."""
+    name = "preempt-recover-11.1"
+    tl = timeline(name)
+    places = [_lane_labels(name, band.client)[0] for band in tl.lanes]
+    assert places == ["initial, accepted first  127.0.0.1:42182", "initial, accepted second  127.0.0.1:42186",
+                      "first recovery, accepted first  127.0.0.1:57838",
+                      "first recovery, accepted second  127.0.0.1:57854"], places
+    headers = [t.get_text() for t in tl.axes.texts if t.get_gid() == "label:header"]
+    assert headers == ["Migration 0  to 127.0.0.1:51383   COMPLETED   rules: qemu-10.1+"], headers
+    # one set of connections: the place alone
+    assert _lane_labels("holdback-preempt-7.2", "127.0.0.1:46166")[0] == "accepted second  127.0.0.1:46166"
+    # a relay's two legs keep their words ("relay leg 1/2 ... (leg 2 is migration 1)"): no set of connections
+    jargon = re.compile(r"\bleg \d(?!/2| is migration)|#\d|\bM\d")
+    for n in CORPUS:
+        texts = [t.get_text() for t in timeline(n).axes.texts if t.get_gid() in ("label:lane", "label:header")]
+        assert not [t for t in texts if jargon.search(t)], n
+
+
+@pytest.mark.parametrize("name", CORPUS)
+def test_lane_names_fit_the_margin_left_of_the_lanes(name):
+    """The lane names are right-aligned against the lanes: the longest (a recovery's) must still start inside
+    the figure, right of the relay bracket's words."""
+    tl = timeline(name)
+    renderer = tl.figure.canvas.get_renderer()
+    left = max([_box(t, renderer)[2] for t in tl.figure.texts if t.get_gid() == "label:relay"], default=0.0)
+    axes_x0 = tl.axes.get_window_extent(renderer).x0
+    for t in tl.axes.texts:
+        if t.get_gid() == "label:lane":
+            x0, _, x1, _ = _box(t, renderer)
+            assert left + 2 <= x0 and x1 <= axes_x0, (t.get_text(), x0, x1, left, axes_x0)
 
 
 def test_every_lane_named_with_its_role_and_bytes():
@@ -280,7 +318,7 @@ def test_relay_legs_ordered_source_leg_first_whatever_the_report_order():
     analysis.report["migrations"].reverse()          # the destination-side leg first
     tl = plot.build_timeline(analysis)
     headers = [t.get_text() for t in tl.axes.texts if t.get_gid() == "label:header"]
-    assert [h[:3] for h in headers] == ["M0 ", "M1 "]
+    assert [h.split("  ")[0] for h in headers] == ["Migration 0", "Migration 1"]
     assert [b.migration for b in tl.lanes] == [0, 0, 1, 1]
 
 
@@ -331,7 +369,8 @@ def test_a_label_with_no_room_in_its_lane_becomes_a_numbered_note(monkeypatch):
     fig = tl.figure
     fig.canvas.draw()
     notes = [t.get_text() for t in fig.texts if t.get_gid() == "label:note"]
-    assert len(notes) == 2 and notes[0].startswith("[1] M1 #0 127.0.0.1:33364: QEMU would show: stall, no error")
+    assert len(notes) == 2 and notes[0].startswith("[1] Migration 1, 127.0.0.1:33364 (the first of the initial "
+                                                   "connections): QEMU would show: stall, no error"), notes
     assert "+21.677 s" in notes[0]
     refs = [t.get_text() for t in tl.axes.texts if t.get_gid() == "label:lane-note"]
     assert "[1]" in refs and "[2]" in refs

@@ -190,7 +190,8 @@ def test_local_time_with_a_and_ad() -> None:
     env = {"TZ": "Asia/Kolkata"}
     ad = _run("analyze", "-t", "ad", "captures/holdback-multifd-7.2.pcap.gz", env=env).stdout
     assert "started 2026-11-26T00:37:19.074360+05:30; times below are local" in ad
-    assert "accepted 5 of 5 at 2026-11-26T00:37:20.075779+05:30" in ad.replace("\n        ", " ")
+    assert "accepted as the fifth of the initial connections (5 in all) at 2026-11-26T00:37:20.075779+05:30" \
+        in ad.replace("\n        ", " ")
     a = _run("analyze", "-t", "a", "captures/holdback-multifd-7.2.pcap.gz", env=env).stdout
     assert "at 00:37:20.075779;" in a.replace("\n        ", " ")
     ud = _run("analyze", "-t", "ud", "captures/holdback-multifd-7.2.pcap.gz", env=env).stdout

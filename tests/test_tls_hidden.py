@@ -133,7 +133,8 @@ def test_tls_channels_get_their_roles_in_handshake_completion_order(tmp_path: Pa
     assert chans[0]["handshake_time"] > chans[2]["handshake_time"]          # accepted after main ...
     assert chans[0]["tls_handshake_done_time"] < chans[2]["tls_handshake_done_time"]   # ... but ready first
     assert m["outcome"]["status"] == "failed"
-    assert "TLS handshake completed 1 of 3" in m["misclassifications"][0]["evidence"][0]
+    assert "its TLS handshake completed first among the initial connections (3 in all) at" in \
+        m["misclassifications"][0]["evidence"][0]
 
 
 def test_a_reset_after_both_fins_is_teardown_noise_not_a_failure(tmp_path: Path) -> None:
@@ -284,3 +285,48 @@ def test_a_postcopy_destination_closing_after_its_acknowledgement_is_not_a_failu
     (m,) = analyze_file(str(cap), Options()).report["migrations"]
     assert m["outcome"]["status"] == "incomplete", m["outcome"]
     assert "SHUT" in m["outcome"]["reason"]
+
+
+def test_a_recovery_channels_misclassification_names_the_recovery_it_counts_in(tmp_path: Path) -> None:
+    """Decrypted: the recovery's new main channel finishes its TLS handshake after the new preempt channel,
+    which is taken as main. Its place is counted among that recovery's connections, and the evidence says
+    so: "1 of 2" alone read as the first of the migration's connections."""
+    from dissectors.layers import commands as C
+
+    sessions: list[X.TlsSession] = []
+
+    def conn(port: int, dport: int, syn: float, finished_delay: float = 0.0) -> tuple[S.Conn, X.TlsSession]:
+        s = X.TlsSession()
+        sessions.append(s)
+        c_open, s_open = s.opening()
+        hello = len(X.client_hello(s.random))
+        c = S.Conn(port, syn, dport=dport).send(syn + 0.001, c_open[:hello]).reply(syn + 0.002, s_open)
+        return c.send(syn + 0.003 + finished_delay, c_open[hello:]), s
+
+    main, ms = conn(50000, 4444, 1.0)
+    main.send(1.01, ms.data(0, S.header() + S.command(C.MIG_CMD_POSTCOPY_ADVISE, bytes(16)) + S.ram_start()
+                            + S.ram_part([0x1000])))
+    main.send(1.6, ms.data(0, S.command(C.MIG_CMD_POSTCOPY_LISTEN) + S.command(C.MIG_CMD_POSTCOPY_RUN)))
+    main.reply(1.7, ms.data(1, S.rp_req_pages(0x5000)))
+    pre, ps = conn(50001, 4444, 1.02)
+    pre.send(1.8, ps.data(0, S.preempt_page(0x5000, True)))
+    rec, rs = conn(50002, 4445, 3.0, finished_delay=0.2)      # accepted first, ready second
+    rec.send(3.21, rs.data(0, bytes(C.Command(cmd=C.MIG_CMD_RECV_BITMAP) / C.CmdRecvBitmap(block=BLOCK))
+                           + S.ram_part([0x2000])))
+    pre2, qs = conn(50003, 4445, 3.05)
+    pre2.send(3.5, qs.data(0, S.preempt_page(0x6000, True)))
+    for k, c in enumerate((main, pre, rec, pre2)):       # the source closes, then the destination
+        end = (2.0 if k < 2 else 4.0) + k * 0.002
+        c.close(end, by=0)
+        c.close(end + 0.001, by=1)
+    cap = tmp_path / "recovery-misread.pcap"
+    S.write_capture(str(cap), [main, pre, rec, pre2])
+    keylog = tmp_path / "recovery-misread.keylog"
+    keylog.write_text("".join(s.keylog() for s in sessions))
+    (m,) = analyze_file(str(cap), Options(), keylog=KeyLog.load(str(keylog))).report["migrations"]
+    misread = {(x["leg"], x["client"]): x["evidence"][0] for x in m["misclassifications"]}
+    assert set(misread) == {(1, "127.0.0.1:50003"), (1, "127.0.0.1:50002")}, misread
+    assert misread[1, "127.0.0.1:50003"].startswith(
+        "its TLS handshake completed first among the first postcopy recovery's connections (2 in all) at "), misread
+    assert misread[1, "127.0.0.1:50002"].startswith(
+        "its TLS handshake completed second among the first postcopy recovery's connections (2 in all) at "), misread

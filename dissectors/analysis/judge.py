@@ -14,7 +14,7 @@ from dissectors.analysis.grouping import MigrationGroup, role_ts, start_ts, tls_
 from dissectors.analysis.ledger import PageLedger
 from dissectors.analysis.repeats import RepeatedPages
 from dissectors.analysis.roles import infer_generation, tls_roles, true_role
-from dissectors.analysis.wording import leg_owner, ordinal
+from dissectors.analysis.wording import leg_connections, leg_owner, ordinal, place_in_leg
 from dissectors.channels import MULTIFD_MAGIC, QEMU_VM_FILE_MAGIC
 from dissectors.tcp.connection import Connection
 from dissectors.tcp.connection import endpoint_text as _addr
@@ -377,9 +377,14 @@ class MigrationJudge:
                           error: str | None, policy: str) -> dict[str, Any]:
         role, assigned = ch["role"], ch["assigned_role"]
         c = f.conn
-        how = "its TLS handshake completed" if ch["tls_handshake_done_time"] is not None else "accepted"
-        evidence: list[str] = [f"{how} {ch['accept_index'] + 1} of {len(order)} at "
-                               f"{_fmt(role_ts(f))}; its bytes say {role} ({ch['role_evidence']})"]
+        # the place in words, in its own set of connections: "1 of 2" did not say that a postcopy recovery's
+        # connections are counted apart from the initial ones, nor which recovery
+        if ch["tls_handshake_done_time"] is not None:
+            place = f"its TLS handshake completed {ordinal(ch['accept_index'] + 1)} among {leg_connections(ch['leg'])}"
+        else:
+            place = f"accepted as {place_in_leg(ch['accept_index'], ch['leg'])}"
+        evidence: list[str] = [f"{place} ({len(order)} in all) at {_fmt(role_ts(f))}; its bytes say {role} "
+                               f"({ch['role_evidence']})"]
         when = c.first_data_ts[0] or c.handshake_ts
         if error:
             failure = error

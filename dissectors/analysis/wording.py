@@ -31,3 +31,13 @@ def place_in_leg(accept_index: int, leg: int) -> str:
     place = ordinal(accept_index + 1)
     return f"the {place} of the initial connections" if leg == 0 else \
         f"the {place} connection of the {ordinal(leg)} postcopy recovery"
+
+
+def place_in_leg_short(accept_index: int, leg: int, legs: int) -> str:
+    """A channel's place for a narrow label (the timeline's lane names, about 40 characters with the address):
+    "accepted third" in a migration of one set of connections, else with the set: "initial, accepted third",
+    "first recovery, accepted second". ``legs``: how many sets the migration has."""
+    place = f"accepted {ordinal(accept_index + 1)}"
+    if legs <= 1:
+        return place
+    return f"initial, {place}" if leg == 0 else f"{ordinal(leg)} recovery, {place}"

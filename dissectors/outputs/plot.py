@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from dissectors.analysis.engine import Analysis
+from dissectors.analysis.wording import place_in_leg, place_in_leg_short
 from dissectors.errors import InputError
 from dissectors.outputs.text import items, migrations_counted
 
@@ -215,12 +216,13 @@ class _Timeline:
         status = m["outcome"]["status"].upper()
         relay = m.get("relay")
         if relay and relay.get("side") == "source":
-            where = f"relay leg 1/2: source \u2192 relay at {m['destination']} (leg 2 is M{relay['peer']})"
+            where = f"relay leg 1/2: source \u2192 relay at {m['destination']} (leg 2 is migration {relay['peer']})"
         elif relay:
-            where = f"relay leg 2/2: relay \u2192 destination {m['destination']} (leg 1 is M{relay['peer']})"
+            where = f"relay leg 2/2: relay \u2192 destination {m['destination']} (leg 1 is migration {relay['peer']})"
         else:
             where = f"to {m['destination']}"
-        return f"M{m['id']}  {where}   {status}   rules: {m['policy']['name']}"
+        # the report's id said as the text report says it ("Migration 0"), not "M0" for the reader to decode
+        return f"Migration {m['id']}  {where}   {status}   rules: {m['policy']['name']}"
 
     def _t0(self) -> float:
         starts = [m["start_time"] for m in self.report["migrations"] if m["start_time"] is not None]
@@ -302,14 +304,11 @@ class _Timeline:
         role = ch["role"] + (f" {ch['multifd_id']}" if ch["multifd_id"] is not None else "")
         if ch.get("tls") or (lane.facts is not None and lane.facts.encrypted):
             role += " (TLS)"
-        legs = m.get("legs") or []
-        leg = ""
-        if len(legs) > 1:
-            kind = next((x["kind"] for x in legs if x["leg"] == ch["leg"]), "")
-            leg = f"leg {ch['leg']} {kind}  "
+        # the place in words, short enough for the label margin; with postcopy recoveries, which one
+        place = place_in_leg_short(ch["accept_index"], ch["leg"], len(m.get("legs") or []))
         to_dst, to_src = human_bytes(ch["bytes_to_server"]), human_bytes(ch["bytes_to_client"])
         tr = self.ax.get_yaxis_transform()
-        self.ax.text(-0.008, self._y(lane, 0.66), f"{leg}#{ch['accept_index']} {ch['client']}", transform=tr,
+        self.ax.text(-0.008, self._y(lane, 0.66), f"{place}  {ch['client']}", transform=tr,
                      ha="right", va="center", fontsize=FONT, color="#222222", gid="label:lane")
         if ch["misclassified"]:
             second = f"{role}, TAKEN AS {ch['assigned_role'].upper()}"
@@ -438,7 +437,9 @@ class _Timeline:
                                  weight=lab.weight)
             if placed is None:
                 n = len(self.notes) + 1
-                note = f"M{lane.migration['id']} #{lane.channel['accept_index']} {lane.channel['client']}: {lab.text}"
+                ch = lane.channel       # a note has the width of the picture: the place in full words
+                note = (f"Migration {lane.migration['id']}, {ch['client']} "
+                        f"({place_in_leg(ch['accept_index'], ch['leg'])}): {lab.text}")
                 ref = place_label(self.ax, renderer, band, lab.x, f"[{n}]", obstacles, colour=lab.colour,
                                   weight="bold")
                 self.notes.append(f"[{n}] {note}" if ref is not None else f"[{n}] (not marked) {note}")
