@@ -4,7 +4,9 @@ dissectors.layers.synth), framed into TCP connections with the project's capture
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dissectors.capture.writer import PcapWriter, tcp_frame
 from dissectors.layers import commands as C
@@ -132,3 +134,25 @@ def write_capture(path: str, conns: list[Conn], client: str = "127.0.0.1", serve
     with PcapWriter(path, snaplen=snaplen) as w:
         for ts, _, frame in frames:
             w.write(ts, frame)
+
+
+def retime(path: str, ts: float, new_ts: float | None) -> None:
+    """Rewrite a capture of ``write_capture``'s with its one frame captured at ``ts`` moved to ``new_ts`` (a
+    segment reordered on the path, arriving late), or dropped (``None``: a segment the capture missed)."""
+    data = Path(path).read_bytes()
+    (snaplen,) = struct.unpack_from("<I", data, 16)
+    frames: list[tuple[float, bytes, int]] = []
+    pos = 24                                         # the pcap file header
+    while pos < len(data):
+        sec, usec, caplen, wire = struct.unpack_from("<IIII", data, pos)
+        frames.append((sec + usec / 1e6, data[pos + 16:pos + 16 + caplen], wire))
+        pos += 16 + caplen
+    hits = [f for f in frames if abs(f[0] - ts) < 5e-7]
+    assert len(hits) == 1, f"{len(hits)} frames at {ts}"
+    frames.remove(hits[0])
+    if new_ts is not None:
+        frames.append((new_ts, *hits[0][1:]))
+    frames.sort(key=lambda f: f[0])                  # (stable: frames at one time keep their order)
+    with PcapWriter(path, snaplen=snaplen) as w:
+        for t, frame, wire in frames:
+            w.write(t, frame, wire)

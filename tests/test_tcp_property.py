@@ -81,3 +81,40 @@ def test_losses_and_small_buffer_never_fake_or_skip_bytes(data: bytes, isn: int,
     assert rec.fronts[0] == highest == tracker.connections[0].bytes[0]
     assert rec.ends[0] == (highest, "capture-end")
     assert tracker.connections[0].gap_bytes[0] == sum(v for k, _, v in rec.pieces[0] if k == "gap")
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(min_size=1, max_size=3000), isn=ISNS, limit=st.integers(0, 2000),
+       end=st.sampled_from(["", "FA", "R"]), st_data=st.data())
+def test_would_lose_is_what_the_end_of_the_capture_gives_up(data: bytes, isn: int, limit: int, end: str,
+                                                           st_data: st.DataObject) -> None:
+    """Before ``finish``, each direction's ``would_lose`` is exactly the gap bytes ``finish`` then adds (the
+    holes before and between the pieces waiting, their snaplen-cut bytes, what is missing below a FIN or a
+    reset's end), and ``finish`` is what makes them gaps: the live judgement counts them as the report will."""
+    pieces = st_data.draw(segmentation(len(data)))
+    order = st_data.draw(st.permutations(range(len(pieces) + 1)))   # the extra index is the FIN or RST
+    kept = st_data.draw(st.lists(st.booleans(), min_size=len(pieces), max_size=len(pieces)))
+    cut = st_data.draw(st.lists(st.booleans(), min_size=len(pieces), max_size=len(pieces)))
+    f = Flow(cisn=isn)
+    segs = f.handshake()
+    for i in order:
+        if i == len(pieces):
+            if end == "FA":
+                segs.append(f.c(len(data), flags="FA"))
+            elif end == "R":
+                segs.append(f.s(0, flags="R"))              # the other side resets
+            continue
+        a, b = pieces[i]
+        if kept[i]:
+            if cut[i] and b - a > 1:
+                m = (a + b) // 2
+                segs.append(f.c(a, data[a:m], missing=b - m))
+            else:
+                segs.append(f.c(a, data[a:b]))
+    tracker = TcpTracker(Recorders(), ooo_limit=limit)
+    tracker.feed_keyed(segs)
+    conn = tracker.connections[0]
+    gaps, would = conn.gap_bytes, conn.would_lose
+    tracker.finish()
+    assert conn.would_lose == (0, 0)
+    assert conn.gap_bytes == (gaps[0] + would[0], gaps[1] + would[1])

@@ -254,3 +254,90 @@ def test_sigint_after_a_wall_clock_stall_says_the_reports_outcome_last(tmp_path:
     assert [e["status"] for e in events if e["event"] == "outcome" and e["migration"] == clean["id"]] == [
         "stalled", "incomplete"]
     assert any(e["event"] == "stall" and e["migration"] == clean["id"] and e["clock"] == "wall" for e in events)
+
+
+class _Statuses(LiveView):
+    """A live view that keeps the outcome of its last judgement (said as an event or not)."""
+
+    status: str | None = None
+
+    def _judge(self, end: float) -> tuple[list[Any], list[dict[str, Any]]]:
+        groups, migrations = super()._judge(end)
+        (self.status,) = [m["outcome"]["status"] for m in migrations] or [None]
+        return groups, migrations
+
+
+Update = tuple[float, list[dict[str, Any]], "str | None"]
+
+
+def _judged_live(path: Path) -> tuple[list[Update], dict[str, Any]]:
+    """A live view of one migration judging after every segment, then at the end as ``watch`` does: each
+    update's last packet time, events and judged outcome; and the final report."""
+    analyzer = Analyzer(Options(qemu_version="7.2"))
+    view = _Statuses(analyzer)
+    updates: list[Update] = []
+
+    def on_batch(tracker: Any) -> None:
+        events = view.update(tracker.last_ts)
+        updates.append((tracker.last_ts, events, view.status))
+
+    with open_capture(path) as cap:
+        _, capture = reassemble(_Batches(cap, 1), str(path), analyzer.sink_for, on_batch=on_batch,
+                                coalesce_runs=False)
+    events = view.update(capture["last_time"], final=True)
+    updates.append((capture["last_time"], events, view.status))
+    return updates, analyzer.finish(capture).report
+
+
+def _outcomes(updates: list[Update]) -> list[tuple[float, str]]:
+    """The outcome events said, with the time of the last packet before each."""
+    return [(ts, e["status"]) for ts, events, _ in updates for e in events if e["event"] == "outcome"]
+
+
+def _reset_with(tmp_path: Path, segment: str) -> Path:
+    """A precopy whose destination resets its only channel at T0 + 1.2 (the last packet), with the source's
+    segment of T0 + 0.5 ``segment``: "captured" in place, "lost" (a hole below the reset that never fills),
+    or "late" (reordered on the path to arrive after the reset, filling the hole)."""
+    from tests.test_analysis_cut_short import precopy_running
+
+    main = precopy_running()
+    main.close(T0 + 1.2, by=1, how="R")
+    path = tmp_path / f"{segment}.pcap"
+    S.write_capture(str(path), [main])
+    if segment != "captured":
+        S.retime(str(path), T0 + 0.5, None if segment == "lost" else T0 + 1.2005)
+    return path
+
+
+def test_a_reset_over_a_hole_that_never_fills_is_never_said_failed(tmp_path: Path) -> None:
+    """The destination resets main while a segment of the source's before it is missing, and no packet follows:
+    the report cannot tell the EOF was not in the hole ("incomplete"). Live, every judgement is the report's of
+    the capture so far (the hole counts as the lost bytes the end of the capture makes it), so none says
+    "failed" for watch to withdraw later."""
+    updates, report = _judged_live(_reset_with(tmp_path, "lost"))
+    (m,) = report["migrations"]
+    assert m["outcome"]["status"] == "incomplete", m["outcome"]
+    assert "misses 18 bytes" in m["outcome"]["reason"]
+    statuses = [status for _, _, status in updates]
+    assert "failed" not in statuses, statuses
+    assert statuses[-2:] == ["incomplete", "incomplete"]      # at the reset (the last packet), and at the end
+    assert _outcomes(updates) == []
+
+
+def test_a_hole_filled_after_the_reset_is_said_failed_once_filled(tmp_path: Path) -> None:
+    """The same reset, the missing segment arriving after it (reordered on the path): while the hole is open
+    the capture so far is "incomplete"; the segment fills it, and the reset is a failure, live and in the report."""
+    updates, report = _judged_live(_reset_with(tmp_path, "late"))
+    (m,) = report["migrations"]
+    assert m["outcome"]["status"] == "failed", m["outcome"]
+    assert _outcomes(updates) == [(T0 + 1.2005, "failed")]
+    assert [status for ts, _, status in updates if ts >= T0 + 1.2] == ["incomplete", "failed", "failed"]
+
+
+def test_a_reset_with_no_hole_is_said_failed_at_once(tmp_path: Path) -> None:
+    """The control: the ordinary reset is a failure as soon as it is seen."""
+    updates, report = _judged_live(_reset_with(tmp_path, "captured"))
+    (m,) = report["migrations"]
+    assert m["outcome"]["status"] == "failed", m["outcome"]
+    assert _outcomes(updates) == [(T0 + 1.2, "failed")]
+    assert updates[-1][2] == "failed"

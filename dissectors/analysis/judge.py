@@ -49,6 +49,16 @@ def _abort(c: Connection) -> float | None:
     return min(times) if times else None
 
 
+def _missed(c: Connection) -> tuple[int, int]:
+    """The bytes each direction of ``c`` misses if the capture ends now: its gaps, and the holes the end of the
+    capture would give up (``Connection.would_lose``). A live view judges the capture so far as the report
+    would if it ended there: a hole the tracker still waits on (below a reset of main, no packet since) is lost
+    bytes then, not a reset's failure said and withdrawn at the end; a late or reordered segment that fills it
+    changes the judgement, as any new data does. At the end (``TcpTracker.finish``) they are gaps: same sum."""
+    wait = c.would_lose
+    return c.gap_bytes[0] + wait[0], c.gap_bytes[1] + wait[1]
+
+
 def _r(ts: float | None) -> float | None:
     return None if ts is None else round(ts, 6)
 
@@ -166,7 +176,7 @@ class MigrationJudge:
                              "end_time": _r(max(f.conn.last_ts for f in order)) if order else None})
         self.tls_postcopy = any(c["role"] == P.PREEMPT and c["role_inferred"] for c in channels)
         pauses = self.pauses()
-        lost = sum(sum(f.conn.gap_bytes) for f in self.g.connections)
+        lost = sum(sum(_missed(f.conn)) for f in self.g.connections)
         if not lost:        # with holes, a request may have been served inside one: not judged
             stalls.extend(self.request_stalls(postcopy, pauses))
         unsupported = self.unsupported(policy_name, postcopy)
@@ -760,7 +770,7 @@ class MigrationJudge:
                                                       f"cannot be read past offset {u['offset']}: {u['reason']}"}
         # holes hide an EOF only on the main channel (under TLS without a key log no EOF is seen anyway): a
         # migration cut short whose main channel is whole up to its close is judged by the cut
-        hidden_eof = any(f.conn.gap_bytes[0] for f in conns if f.kind in ("main", "main-recovery"))
+        hidden_eof = any(_missed(f.conn)[0] for f in conns if f.kind in ("main", "main-recovery"))
         if lost and (hidden_eof or first_cut is None):
             return {"status": "incomplete", "reason": f"no EOF seen, and the capture misses {lost} bytes of the "
                                                       "streams (lost or snaplen-cut packets)"}

@@ -123,6 +123,12 @@ class Connection:
         return self.halves[0].gap_bytes, self.halves[1].gap_bytes
 
     @property
+    def would_lose(self) -> tuple[int, int]:
+        """Bytes not yet gaps that the end of the capture would make gaps (``HalfStream.would_lose``): with
+        ``gap_bytes``, what the capture so far misses."""
+        return self.halves[0].would_lose(), self.halves[1].would_lose()
+
+    @property
     def retransmitted_bytes(self) -> tuple[int, int]:
         return self.halves[0].retransmitted_bytes, self.halves[1].retransmitted_bytes
 

@@ -396,6 +396,26 @@ class HalfStream:
         self.refresh()
         return True
 
+    def would_lose(self) -> int:
+        """The bytes :meth:`flush` would declare gaps now: the holes before and between the pieces waiting out
+        of order, the bytes a snaplen cut left out of them, and what is missing up to the FIN (or the reset's
+        end). What the end of the capture would count as lost, for a judgement of the capture so far; the
+        holes themselves stay open (a late segment may still fill them). Walks ``pending``, which is short
+        (``MAX_PENDING_PIECES``) and empty on the tracker's fast path."""
+        lost = 0
+        front = self.offset
+        for start, kind, end, _ in self.pending:      # as _give_up_front and _drain walk them
+            if start > front:
+                lost += start - front
+                front = start
+            if end > front:
+                if kind == _HOLE:
+                    lost += end - front
+                front = end
+        if self.fin_offset is not None and front < self.fin_offset and self.ended is None:
+            lost += self.fin_offset - front
+        return lost
+
     def flush(self, ts: float) -> None:
         """No more bytes will come: declare every hole a gap and deliver everything buffered."""
         while self.pending:
