@@ -7,11 +7,15 @@ import struct
 from pathlib import Path
 
 import pytest
-from capture_helpers import ipv4_fragment_frame, ipv6_fragment_frame, read_segments
+from capture_helpers import gzip_damaged_at, ipv4_fragment_frame, ipv6_fragment_frame, read_segments, zlib_most
 
 from dissectors.capture import open_capture
+from dissectors.capture.source import open_source
 from dissectors.capture.writer import PcapngWriter, PcapWriter, tcp_frame
 from dissectors.errors import InputError
+
+CORPUS = Path(__file__).resolve().parent.parent / "captures"
+STREAM_72 = Path(__file__).resolve().parent / "data" / "stream-exec-7.2.qevm.gz"   # a raw migration stream file
 
 
 def frames(count: int) -> list[bytes]:
@@ -127,6 +131,61 @@ def test_truncated_gzip_stream(tmp_path: Path) -> None:
     packed.write_bytes(blob[: len(blob) // 2])
     segments, _, warnings = read_segments(packed)
     assert 0 < len(segments) < 50 and warnings and all(str(packed) in w for w in warnings)
+
+
+def use_inflater(monkeypatch: pytest.MonkeyPatch, inflater: str) -> None:
+    """Inflate with ``zlib`` or ``zlib-ng`` (``gunzip.backend``): both must recover alike."""
+    import zlib
+
+    from zlib_ng import zlib_ng
+
+    import dissectors.capture.gunzip as gunzip
+
+    monkeypatch.setattr(gunzip, "_backend", zlib if inflater == "zlib" else zlib_ng)
+
+
+def pcap_cut_record(raw: bytes, end: int) -> tuple[int, int]:
+    """Where the last pcap record of ``raw`` that ``raw[:end]`` holds whole ends, and the captured length the
+    record after it announces."""
+    pos = 24
+    while True:
+        length = struct.unpack_from("<I", raw, pos + 8)[0]
+        if pos + 16 + length > end:
+            return pos, length
+        pos += 16 + length
+
+
+@pytest.mark.parametrize("inflater", ["zlib", "zlib-ng"])
+@pytest.mark.parametrize("at,level", [(5_000_000, 6), (18_000_000, 1)], ids=["first-mark", "past-a-mark"])
+def test_gzip_damaged_partway_gives_what_zlib_can(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int,
+                                                  level: int, inflater: str) -> None:
+    """A .pcap.gz damaged partway (at compressed offset 85940, and 427755: past the first of the inflater's
+    copies, every 256 KiB): the byte source hands over all that feeding zlib one byte at a time recovers (it
+    lost zlib's last piece, up to 32 KiB), and the reader's warning counts the last record's bytes up to
+    the damage and gives its compressed offset."""
+    use_inflater(monkeypatch, inflater)
+    raw = gzip.decompress((CORPUS / "precopy-7.2.pcap.gz").read_bytes())
+    blob, damage = gzip_damaged_at(raw, at, level)
+    most, fails = zlib_most(blob)
+    assert fails == damage and most == raw[:at]
+    path = tmp_path / "damaged.pcap.gz"
+    path.write_bytes(blob)
+    source, _ = open_source(path)
+    try:
+        window = source.first()
+        got = [bytes(window)]
+        while (window := source.more(window, len(window), 1)) is not None:
+            got.append(bytes(window))
+        problem = source.problem
+    finally:
+        source.close()
+    assert len(b"".join(got)) == len(most) and b"".join(got) == most
+    corrupt = f"gzip data corrupt at compressed offset {damage}: Error -3 while decompressing data: invalid block type"
+    assert problem == corrupt
+    _, _, warnings = read_segments(path)
+    last, announced = pcap_cut_record(raw, at)
+    assert warnings == [f"{path}: uncompressed offset {last}: truncated record: {announced} captured bytes announced, "
+                        f"{at - last - 16} present; cause: {corrupt}; stopped reading"]
 
 
 def test_fragments_counted_and_warned_once(tmp_path: Path) -> None:
