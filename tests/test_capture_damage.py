@@ -12,6 +12,7 @@ from capture_helpers import gzip_damaged_at, ipv4_fragment_frame, ipv6_fragment_
 from dissectors.capture import open_capture
 from dissectors.capture.source import open_source
 from dissectors.capture.writer import PcapngWriter, PcapWriter, tcp_frame
+from dissectors.cli.main import main
 from dissectors.errors import InputError
 
 CORPUS = Path(__file__).resolve().parent.parent / "captures"
@@ -142,6 +143,45 @@ def use_inflater(monkeypatch: pytest.MonkeyPatch, inflater: str) -> None:
     import dissectors.capture.gunzip as gunzip
 
     monkeypatch.setattr(gunzip, "_backend", zlib if inflater == "zlib" else zlib_ng)
+
+
+def damaged_at_start(blob: bytes, how: str) -> bytes:
+    """A gzip file ``blob`` damaged before anything of it inflates."""
+    if how == "garbage":             # a bare 10-byte header (no name), then 200 bytes of garbage for deflate data
+        plain = gzip.compress(gzip.decompress(blob)[:1 << 20], compresslevel=1, mtime=0)
+        return plain[:10] + b"\xff" * 200 + plain[210:]
+    if how == "garbage-in-name":     # the corpus file's own header (FNAME set): garbage from byte 10 on
+        return blob[:10] + b"\xff" * 200 + blob[210:]
+    if how == "flags":               # the magic right, reserved header flags set
+        return blob[:3] + b"\xe0" + blob[4:]
+    return blob[:30]                 # cut inside the header's name / the first deflate bytes
+
+
+@pytest.mark.parametrize("inflater", ["zlib", "zlib-ng"])
+@pytest.mark.parametrize("how", ["garbage", "garbage-in-name", "flags", "cut"])
+@pytest.mark.parametrize("source", [CORPUS / "precopy-7.2.pcap.gz", STREAM_72], ids=["pcap", "stream-file"])
+def test_gzip_damaged_at_its_start_is_said_to_be(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch, source: Path, how: str,
+                                                 inflater: str) -> None:
+    """A .pcap.gz or a gzip'd stream file damaged at its start: one line naming the file, saying the gzip data is
+    corrupt (at the compressed offset where zlib fails) or cut short, exit 2 (bad input), from ``analyze`` and
+    ``dissect`` alike. It was "the gzip stream ends after 0 uncompressed byte(s), before a capture header",
+    which reads as a capture too short, not as damage."""
+    use_inflater(monkeypatch, inflater)
+    blob = damaged_at_start(source.read_bytes(), how)
+    path = tmp_path / f"damaged{''.join(source.suffixes)}"
+    path.write_bytes(blob)
+    _, fails = zlib_most(blob)
+    if how == "cut":
+        assert fails is None
+        said = "gzip stream ends early (file cut?) at compressed offset 30"
+    else:
+        said = f"gzip data corrupt at compressed offset {fails}: Error -3 while decompressing data: "
+    for command in ("analyze", "dissect"):
+        assert main([command, str(path)]) == 2
+        out, err = capsys.readouterr()
+        assert not out and err.startswith(f"migshark: error: {path}: ") and err.count("\n") == 1, err
+        assert said in err and "Traceback" not in err, err
 
 
 def pcap_cut_record(raw: bytes, end: int) -> tuple[int, int]:

@@ -160,8 +160,9 @@ def test_a_cut_gzip_stream_file_gives_every_byte_it_holds(tmp_path: Path, capsys
 
 def test_a_gzip_stream_file_damaged_at_its_start_is_an_input_error(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """Deflate data damaged before its first bytes inflate: a clear message naming the file and exit 2, not the
-    ``zlib.error`` traceback ``GzipFile`` raised while looking for the QEVM magic."""
+    """Deflate data damaged before its first bytes inflate: a clear message naming the file and where zlib found
+    the damage, and exit 2, not the ``zlib.error`` traceback ``GzipFile`` raised while looking for the QEVM magic
+    (tests/test_capture_damage.py: the other ways a gzip file is damaged at its start)."""
     damaged = bytearray(EXEC_72.read_bytes())
     for i in range(12, 40):
         damaged[i] ^= 0x55
@@ -170,7 +171,8 @@ def test_a_gzip_stream_file_damaged_at_its_start_is_an_input_error(tmp_path: Pat
     for command in ("analyze", "dissect"):
         rc, out, err = run(capsys, command, str(path))
         assert rc == 2 and not out
-        assert err.startswith(f"migshark: error: {path}, offset 0: the gzip stream ends") and "Traceback" not in err
+        assert err.startswith(f"migshark: error: {path}: not a readable gzip file: gzip data corrupt at compressed "
+                              f"offset {zlib_most(bytes(damaged))[1]}: ") and "Traceback" not in err
 
 
 def test_damaged_gzip_data_after_the_magic_is_said_after_what_it_held(tmp_path: Path,
