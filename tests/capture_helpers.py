@@ -1,9 +1,10 @@
-"""Helpers for the capture reader tests: read a file into comparable tuples, build non-TCP frames."""
+"""Helpers for the capture reader tests: read a file into comparable tuples, build non-TCP frames, damage gzip."""
 
 from __future__ import annotations
 
 import ipaddress
 import struct
+import zlib
 from pathlib import Path
 
 from dissectors.capture import CaptureStats, TcpSegment, open_capture
@@ -50,3 +51,30 @@ def ipv6_fragment_frame(offset_units: int, more: bool, payload: bytes = b"y" * 2
     body = frag + payload
     header = struct.pack("!IHBB16s16s", 0x60000000, len(body), 44, 64, ip("fd00::1"), ip("fd00::2"))
     return MAC_B + MAC_A + b"\x86\xdd" + header + body
+
+
+def gzip_damaged_at(raw: bytes, at: int, level: int = 6) -> tuple[bytes, int]:
+    """``raw`` gzip'd, damaged where its first ``at`` bytes end: a full flush there starts the next deflate block
+    on a byte boundary, and that block's header byte is given the reserved type 3, which zlib refuses ("invalid
+    block type") at that byte. Returns the file's bytes and that compressed offset."""
+    deflate = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    head = deflate.compress(raw[:at]) + deflate.flush(zlib.Z_FULL_FLUSH)
+    blob = bytearray(head + deflate.compress(raw[at:]) + deflate.flush())
+    blob[len(head)] = 0x06          # BFINAL 0, BTYPE 11
+    return bytes(blob), len(head)
+
+
+def zlib_most(blob: bytes) -> tuple[bytes, int | None]:
+    """The most Python's ``zlib.decompressobj`` recovers of the gzip'd ``blob``: fed one compressed byte at a
+    time (a call that raises gives none of what it inflated), up to the byte it fails on, whose offset comes
+    second (None if it does not fail)."""
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = []
+    for i in range(len(blob)):
+        try:
+            out.append(inflate.decompress(blob[i:i + 1]))
+        except zlib.error:
+            return b"".join(out), i
+        if inflate.eof:
+            break
+    return b"".join(out), None

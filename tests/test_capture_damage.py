@@ -7,11 +7,16 @@ import struct
 from pathlib import Path
 
 import pytest
-from capture_helpers import ipv4_fragment_frame, ipv6_fragment_frame, read_segments
+from capture_helpers import gzip_damaged_at, ipv4_fragment_frame, ipv6_fragment_frame, read_segments, zlib_most
 
 from dissectors.capture import open_capture
+from dissectors.capture.source import open_source
 from dissectors.capture.writer import PcapngWriter, PcapWriter, tcp_frame
+from dissectors.cli.main import main
 from dissectors.errors import InputError
+
+CORPUS = Path(__file__).resolve().parent.parent / "captures"
+STREAM_72 = Path(__file__).resolve().parent / "data" / "stream-exec-7.2.qevm.gz"   # a raw migration stream file
 
 
 def frames(count: int) -> list[bytes]:
@@ -127,6 +132,100 @@ def test_truncated_gzip_stream(tmp_path: Path) -> None:
     packed.write_bytes(blob[: len(blob) // 2])
     segments, _, warnings = read_segments(packed)
     assert 0 < len(segments) < 50 and warnings and all(str(packed) in w for w in warnings)
+
+
+def use_inflater(monkeypatch: pytest.MonkeyPatch, inflater: str) -> None:
+    """Inflate with ``zlib`` or ``zlib-ng`` (``gunzip.backend``): both must recover alike."""
+    import zlib
+
+    from zlib_ng import zlib_ng
+
+    import dissectors.capture.gunzip as gunzip
+
+    monkeypatch.setattr(gunzip, "_backend", zlib if inflater == "zlib" else zlib_ng)
+
+
+def damaged_at_start(blob: bytes, how: str) -> bytes:
+    """A gzip file ``blob`` damaged before anything of it inflates."""
+    if how == "garbage":             # a bare 10-byte header (no name), then 200 bytes of garbage for deflate data
+        plain = gzip.compress(gzip.decompress(blob)[:1 << 20], compresslevel=1, mtime=0)
+        return plain[:10] + b"\xff" * 200 + plain[210:]
+    if how == "garbage-in-name":     # the corpus file's own header (FNAME set): garbage from byte 10 on
+        return blob[:10] + b"\xff" * 200 + blob[210:]
+    if how == "flags":               # the magic right, reserved header flags set
+        return blob[:3] + b"\xe0" + blob[4:]
+    return blob[:30]                 # cut inside the header's name / the first deflate bytes
+
+
+@pytest.mark.parametrize("inflater", ["zlib", "zlib-ng"])
+@pytest.mark.parametrize("how", ["garbage", "garbage-in-name", "flags", "cut"])
+@pytest.mark.parametrize("source", [CORPUS / "precopy-7.2.pcap.gz", STREAM_72], ids=["pcap", "stream-file"])
+def test_gzip_damaged_at_its_start_is_said_to_be(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch, source: Path, how: str,
+                                                 inflater: str) -> None:
+    """A .pcap.gz or a gzip'd stream file damaged at its start: one line naming the file, saying the gzip data is
+    corrupt (at the compressed offset where zlib fails) or cut short, exit 2 (bad input), from ``analyze`` and
+    ``dissect`` alike. It was "the gzip stream ends after 0 uncompressed byte(s), before a capture header",
+    which reads as a capture too short, not as damage."""
+    use_inflater(monkeypatch, inflater)
+    blob = damaged_at_start(source.read_bytes(), how)
+    path = tmp_path / f"damaged{''.join(source.suffixes)}"
+    path.write_bytes(blob)
+    _, fails = zlib_most(blob)
+    if how == "cut":
+        assert fails is None
+        said = "gzip stream ends early (file cut?) at compressed offset 30"
+    else:
+        said = f"gzip data corrupt at compressed offset {fails}: Error -3 while decompressing data: "
+    for command in ("analyze", "dissect"):
+        assert main([command, str(path)]) == 2
+        out, err = capsys.readouterr()
+        assert not out and err.startswith(f"migshark: error: {path}: ") and err.count("\n") == 1, err
+        assert said in err and "Traceback" not in err, err
+
+
+def pcap_cut_record(raw: bytes, end: int) -> tuple[int, int]:
+    """Where the last pcap record of ``raw`` that ``raw[:end]`` holds whole ends, and the captured length the
+    record after it announces."""
+    pos = 24
+    while True:
+        length = struct.unpack_from("<I", raw, pos + 8)[0]
+        if pos + 16 + length > end:
+            return pos, length
+        pos += 16 + length
+
+
+@pytest.mark.parametrize("inflater", ["zlib", "zlib-ng"])
+@pytest.mark.parametrize("at,level", [(5_000_000, 6), (18_000_000, 1)], ids=["first-mark", "past-a-mark"])
+def test_gzip_damaged_partway_gives_what_zlib_can(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int,
+                                                  level: int, inflater: str) -> None:
+    """A .pcap.gz damaged partway (at compressed offset 85940, and 427755: past the first of the inflater's
+    copies, every 256 KiB): the byte source hands over all that feeding zlib one byte at a time recovers (it
+    lost zlib's last piece, up to 32 KiB), and the reader's warning counts the last record's bytes up to
+    the damage and gives its compressed offset."""
+    use_inflater(monkeypatch, inflater)
+    raw = gzip.decompress((CORPUS / "precopy-7.2.pcap.gz").read_bytes())
+    blob, damage = gzip_damaged_at(raw, at, level)
+    most, fails = zlib_most(blob)
+    assert fails == damage and most == raw[:at]
+    path = tmp_path / "damaged.pcap.gz"
+    path.write_bytes(blob)
+    source, _ = open_source(path)
+    try:
+        window = source.first()
+        got = [bytes(window)]
+        while (window := source.more(window, len(window), 1)) is not None:
+            got.append(bytes(window))
+        problem = source.problem
+    finally:
+        source.close()
+    assert len(b"".join(got)) == len(most) and b"".join(got) == most
+    corrupt = f"gzip data corrupt at compressed offset {damage}: Error -3 while decompressing data: invalid block type"
+    assert problem == corrupt
+    _, _, warnings = read_segments(path)
+    last, announced = pcap_cut_record(raw, at)
+    assert warnings == [f"{path}: uncompressed offset {last}: truncated record: {announced} captured bytes announced, "
+                        f"{at - last - 16} present; cause: {corrupt}; stopped reading"]
 
 
 def test_fragments_counted_and_warned_once(tmp_path: Path) -> None:

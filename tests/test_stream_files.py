@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from capture_helpers import gzip_damaged_at, zlib_most
 
 from dissectors.cli.main import main
 
@@ -151,15 +152,17 @@ def test_a_cut_gzip_stream_file_gives_every_byte_it_holds(tmp_path: Path, capsys
     report = json.loads(out)
     assert rc == 1 and report["capture"]["bytes"] == held
     assert report["capture"]["warnings"] == [
-        f"{cut}: uncompressed offset {held}: gzip stream ends early (file cut?); stopped reading"]
+        f"{cut}: uncompressed offset {held}: gzip stream ends early (file cut?) at compressed offset 100000; "
+        "stopped reading"]
     rc, _, err = run(capsys, "dissect", "--summary", str(cut))
     assert rc == 1 and err == f"migshark: warning: {report['capture']['warnings'][0]}\n"
 
 
 def test_a_gzip_stream_file_damaged_at_its_start_is_an_input_error(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """Deflate data damaged before its first bytes inflate: a clear message naming the file and exit 2, not the
-    ``zlib.error`` traceback ``GzipFile`` raised while looking for the QEVM magic."""
+    """Deflate data damaged before its first bytes inflate: a clear message naming the file and where zlib found
+    the damage, and exit 2, not the ``zlib.error`` traceback ``GzipFile`` raised while looking for the QEVM magic
+    (tests/test_capture_damage.py: the other ways a gzip file is damaged at its start)."""
     damaged = bytearray(EXEC_72.read_bytes())
     for i in range(12, 40):
         damaged[i] ^= 0x55
@@ -168,21 +171,60 @@ def test_a_gzip_stream_file_damaged_at_its_start_is_an_input_error(tmp_path: Pat
     for command in ("analyze", "dissect"):
         rc, out, err = run(capsys, command, str(path))
         assert rc == 2 and not out
-        assert err.startswith(f"migshark: error: {path}, offset 0: the gzip stream ends") and "Traceback" not in err
+        assert err.startswith(f"migshark: error: {path}: not a readable gzip file: gzip data corrupt at compressed "
+                              f"offset {zlib_most(bytes(damaged))[1]}: ") and "Traceback" not in err
 
 
 def test_damaged_gzip_data_after_the_magic_is_said_after_what_it_held(tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    """A damaged trailer (its CRC): the records before it are decoded, then the file is named with zlib's words;
-    the last piece inflated when zlib found the damage is lost with it (as in a capture)."""
+    """A damaged trailer (its CRC): the records before it are decoded, then the file is named with zlib's words and
+    the offset of the byte where it found the damage; every byte inflated before it is handed over (the last
+    piece inflated, lost with zlib's exception, left it 138,362 bytes short here)."""
     damaged = bytearray(EXEC_72.read_bytes())
     damaged[-5] ^= 0xFF                          # the CRC in the gzip trailer
     path = tmp_path / "crc.qevm.gz"
     path.write_bytes(damaged)
+    most, fails = zlib_most(bytes(damaged))
     rc, out, _ = run(capsys, "analyze", "--json", str(path))
     report = json.loads(out)
     held = report["capture"]["bytes"]
-    assert rc == 1 and 4_194_304 < held < len(gzip.decompress(EXEC_72.read_bytes()))
-    assert report["capture"]["warnings"] == [f"{path}: uncompressed offset {held}: gzip data corrupt: Error -3 while "
-                                             "decompressing data: incorrect data check; stopped reading"]
+    assert rc == 1 and held == len(most) == len(gzip.decompress(EXEC_72.read_bytes()))
+    assert report["capture"]["warnings"] == [f"{path}: uncompressed offset {held}: gzip data corrupt at compressed "
+                                             f"offset {fails}: Error -3 while decompressing data: incorrect data "
+                                             "check; stopped reading"]
     assert report["stream_file"]["status"] != "complete"
+
+
+@pytest.mark.parametrize("inflater", ["zlib", "zlib-ng"])
+@pytest.mark.parametrize("at,level", [(3_000_000, 6), (400_000, 0)], ids=["first-mark", "past-a-mark"])
+def test_a_gzip_stream_file_damaged_partway_gives_what_zlib_can(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                monkeypatch: pytest.MonkeyPatch, at: int,
+                                                                level: int, inflater: str) -> None:
+    """A gzip'd stream file damaged partway (at compressed offset 69881, and ~400,000: past the first of the
+    inflater's copies, every 256 KiB): ``FileBytes`` hands over all that feeding zlib one byte at a time
+    recovers (it lost the 1 MiB read under way: 2,097,152 of 3,000,000 bytes), and the report stops there."""
+    import zlib
+
+    from zlib_ng import zlib_ng
+
+    import dissectors.capture.gunzip as gunzip
+    from dissectors.capture.source import FileBytes
+    from dissectors.cli.pipeline import STREAM_FILE_CHUNK
+
+    monkeypatch.setattr(gunzip, "_backend", zlib if inflater == "zlib" else zlib_ng)
+    raw = gzip.decompress(EXEC_72.read_bytes())
+    blob, damage = gzip_damaged_at(raw, at, level)
+    most, fails = zlib_most(blob)
+    assert fails == damage and most == raw[:at]
+    path = tmp_path / "damaged.qevm.gz"
+    path.write_bytes(blob)
+    with FileBytes(path) as f:
+        got = b"".join(iter(lambda: f.read(STREAM_FILE_CHUNK), b""))
+        problem = f.problem
+    assert len(got) == len(most) and got == most
+    corrupt = f"gzip data corrupt at compressed offset {damage}: Error -3 while decompressing data: invalid block type"
+    assert problem == corrupt
+    rc, out, _ = run(capsys, "analyze", "--json", str(path))
+    report = json.loads(out)
+    assert rc == 1 and report["capture"]["bytes"] == at
+    assert report["capture"]["warnings"] == [f"{path}: uncompressed offset {at}: {corrupt}; stopped reading"]

@@ -154,7 +154,20 @@ def open_capture(path: str | os.PathLike[str], live: bool = False, stream: Binar
     if magic in PCAP_MAGICS or magic == SHB_MAGIC:
         return Capture(name, source, magic == SHB_MAGIC, reopenable=stream is None)
     gzipped = source.compressed
+    damage = None
+    if gzipped and isinstance(source, StreamSource):
+        if len(magic) == 4 and source.size is not None:
+            source.first().release()   # inflate on a little: damaged deflate data may give a few bytes first
+        damage = source.gzip_problem
     source.close()
+    if damage is not None:
+        # said as the damage it is, with its compressed offset: the same words for a capture and a raw
+        # migration stream file (nothing inflated to tell them apart)
+        if len(magic) < 4:
+            raise InputError(f"not a readable gzip file: {damage}; {len(magic)} byte(s) inflated before it, too "
+                             "few for a capture header or the QEVM magic", path=name)
+        raise InputError(f"not a pcap or pcapng file (magic 0x{magic.hex()} inside the gzip stream), and the gzip "
+                         f"data is damaged: {damage}", path=name)
     if gzipped and len(magic) < 4:
         raise InputError(f"the gzip stream ends after {len(magic)} uncompressed byte(s), before a capture header",
                          path=name, offset=0)

@@ -192,6 +192,13 @@ class StreamSource:
         self._pin: memoryview | None = None   # held on _buf while it is read into (see buffers.BufferPool.take)
         self._lo = self._hi = 0   # the current window is _buf[_lo:_hi]; _buf[_hi:] was never handed out
 
+    @property
+    def gzip_problem(self) -> str | None:
+        """What stopped the gzip stream so far (damage, an early end), if it is one: still there after the
+        walkers took ``problem`` (the reader's message when not even the capture header inflated)."""
+        stream = self._stream
+        return stream.problem if isinstance(stream, GunzipStream) else None
+
     def _prompt(self) -> bool:
         """Hand over what has arrived (a live stream read promptly), rather than whole windows?"""
         return self.live is not None and self.live.prompt
