@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -272,3 +273,32 @@ def test_timings_count_from_the_process_start_to_the_tick():
         start, seen = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                                 check=True, cwd=CORPUS.parent).stdout.split())
         assert before - 0.011 <= start <= seen, (before, start, seen)
+
+
+def _refuse_to_load() -> None:
+    raise ValueError("this result cannot be loaded here")
+
+
+class _Unloadable:
+    """A task's result that the worker sends but the client cannot load."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return _refuse_to_load, ()
+
+
+def unloadable_for_bad(item: CaptureInput) -> Any:
+    return _Unloadable() if "bad" in item.url else item.url
+
+
+@pytest.mark.timeout(180)
+def test_a_result_the_client_cannot_load_is_that_capture_error():
+    """A result whose fetch fails on the client (here: it cannot be unpickled) makes its capture an error
+    row, the others of its task retried alone; the run ends (fetching results on the client's event loop,
+    with as_completed's with_results, the fetching coroutine died and the run waited forever)."""
+    items = [CaptureInput(f"/fleet/{'bad' if i == 4 else 'ok'}-{i}.pcap", 1000 * (12 - i)) for i in range(12)]
+    failed: list[str] = []
+    with local_cluster(2) as cluster:
+        got = run_tasks(unloadable_for_bad, items, scheduler=cluster.scheduler_address,
+                        on_error=lambda item, exc: failed.append(f"{item.url}: {exc}") or "error")
+    assert got == [("error" if i == 4 else items[i].url) for i in range(12)]
+    assert failed == ["/fleet/bad-4.pcap: this result cannot be loaded here"]

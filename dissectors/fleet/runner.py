@@ -461,11 +461,33 @@ def _cpu_by_process(client: Any) -> dict[str, float]:
     return out
 
 
+def _fetch(client: Any, ended: list[Any]) -> dict[str, Any]:
+    """The results of the futures ``ended``, by key, in one round trip; None for a future whose result
+    cannot be had: it failed, or the fetch itself failed (a result that cannot be loaded in this process,
+    a result lost with its worker and the task run again failed), then tried one by one."""
+    try:
+        return dict(client.gather({fut.key: fut for fut in ended}, errors="skip"))
+    except Exception:  # noqa: BLE001 - which one? each alone
+        got: dict[str, Any] = {}
+        for fut in ended:
+            try:
+                got[fut.key] = fut.result() if fut.status == "finished" else None
+            except Exception:  # noqa: BLE001 - a failure of this task's: retried or reported as such
+                got[fut.key] = None
+        return got
+
+
 def _on_dask(client: Any, fn: Callable[..., R], items: Sequence[CaptureInput], args: tuple[Any, ...],
              on_result: ResultFn | None, on_error: ErrorFn | None, timeline: Timeline | None = None) -> list[R]:
-    """The tasks on ``client``'s cluster. Results come back with their completion (``as_completed``
-    ``with_results``: fetched on the client's event loop as each task ends, no extra round trip from
-    this thread per task; ~1.5 ms of CPU less per task, measured).
+    """The tasks on ``client``'s cluster. Results are fetched as tasks end, those that ended together in
+    one ``gather``, with ``errors="skip"``: a task whose result cannot be had (it failed, or its worker died
+    after it ended and before its result was fetched, and the task run again failed) comes back as None.
+
+    Not ``as_completed(..., with_results=True)``, which fetched each result on the client's event loop:
+    when that fetch itself raised (a result lost with its worker, the task recomputed and then killed
+    with another worker), the fetching coroutine died silently and the iteration waited forever (seen
+    once in tests/test_fleet_local.py under load). The gather per batch costs ~0.2 ms more per task
+    (benchmarks/README.md, "Fleet").
 
     A failed task of several captures has each of them tried again alone. A capture whose task fails
     alone is a suspect, tried once more at the end with nothing else running: when a capture kills its
@@ -497,42 +519,47 @@ def _on_dask(client: Any, fn: Callable[..., R], items: Sequence[CaptureInput], a
     if timeline is not None:
         timeline.cpu(timeline.cpu_before, _cpu_by_process(client))
     groups = batches(items, _slots(client))
-    queue = as_completed([submit(g, len(groups) - k) for k, g in enumerate(groups)], with_results=True,
-                         raise_errors=False)
+    queue = as_completed([submit(g, len(groups) - k) for k, g in enumerate(groups)])
     _mark(timeline, f"{len(groups)} tasks submitted for {len(items)} captures")
     suspects: list[int] = []
     first = True
-    for fut, value in queue:
+    for ended in queue.batches():
+        got = _fetch(client, ended)
         if first:
             _mark(timeline, "first result back")
             first = False
-        group = pending.pop(fut.key)
-        if fut.status == "finished":
-            outcome, span = value
-            if timeline is not None:
-                timeline.spans.append(span)
+        for fut in ended:
+            group = pending.pop(fut.key)
+            value = got.get(fut.key)
             fut.release()
-            deliver(group, outcome)
-        elif len(group) > 1:     # the worker died (KilledWorker) or the task escaped: which capture did it?
-            fut.release()
-            for j in group:
-                queue.add(submit([j], 0))
-        else:
-            fut.release()
-            suspects.append(group[0])
+            if value is not None:
+                outcome, span = value
+                if timeline is not None:
+                    timeline.spans.append(span)
+                deliver(group, outcome)
+            elif len(group) > 1:  # the worker died (KilledWorker) or the task escaped: which capture did it?
+                for j in group:
+                    queue.add(submit([j], 0))
+            else:
+                suspects.append(group[0])
     for j in suspects:            # alone on the cluster now: a failure here is this capture's own
         fut = submit([j], 0)
         wait([fut])
         pending.pop(fut.key)
+        exc: BaseException | None = None
         if fut.status == "finished":
-            outcome, span = fut.result()
-            if timeline is not None:
-                timeline.spans.append(span)
+            try:
+                outcome, span = fut.result()
+                if timeline is not None:
+                    timeline.spans.append(span)
+            except Exception as cannot:  # noqa: BLE001 - its result cannot be had here (e.g. not loadable)
+                exc = cannot
         else:
             try:
                 exc = fut.exception()
             except (Exception, asyncio.CancelledError) as cancelled:  # a cancelled future raises instead
                 exc = cancelled
+        if exc is not None:
             if on_error is None:
                 raise exc
             outcome = [on_error(items[j], exc)]
