@@ -207,9 +207,9 @@ def test_rarer_full_collections_are_what_a_worker_gets():
     assert int(counts["rarer"]) * 3 <= int(counts["default"]), counts
 
 
-def test_fleet_starts_its_cluster_before_it_imports_the_analysis(tmp_path, monkeypatch):
-    """The fork server imports distributed and the analysis on another core, and the cluster starts in the
-    background, while `migshark fleet` imports the analysis: both begin before the command's imports end."""
+def test_fleet_starts_the_fork_server_before_it_imports_the_analysis(tmp_path, monkeypatch):
+    """The server imports distributed and the analysis on another core while `migshark fleet` imports its
+    own (the analysis, the tables): its start comes before the command's imports are done."""
     if _start_method() != "forkserver":
         pytest.skip("the fork server is the Linux start method")
     from dissectors.cli.fleet import TASK_MODULE
@@ -223,31 +223,22 @@ def test_fleet_starts_its_cluster_before_it_imports_the_analysis(tmp_path, monke
     assert proc.returncode == 0, proc.stderr
     marks = re.findall(r"^\s+([\d.]+)  (.+)$", proc.stderr, re.M)
     when = {what: float(t) for t, what in marks}
-    submitted = when["1 tasks submitted for 1 captures"]
-    # the server first; then the cluster's start, in the background, while the command imports the analysis
-    assert (when["command line read"] <= when["fork server started"]
-            <= when["local cluster starting (in the background)"] < when["imports done"] < submitted)
-    assert when["local cluster started"] < submitted
+    assert when["fork server started"] < when["imports done, command line read"] < when["local cluster started"]
 
 
 START_EARLY = r"""
 import sys
 from dissectors.fleet import runner
 scheduler, workers = sys.argv[1] or None, int(sys.argv[2]) if sys.argv[2] else None
-if __name__ == "__main__":
-    early = runner.start_cluster_early("dissectors.fleet.task", scheduler, workers)
-    print(runner._SERVER_STARTED is not None, early is not None)
-    if early is not None:
-        cluster = early.take()
-        print(len(cluster.workers))
-        cluster.close()
+runner.start_fork_server_early("dissectors.fleet.task", scheduler, workers)
+print(runner._SERVER_STARTED is not None)
 """
 
 
 @pytest.mark.parametrize("scheduler, workers, env, started", [
     ("", "2", None, True), ("", "", None, True), ("", "1", None, False),
     ("tcp://127.0.0.1:1", "2", None, False), ("", "2", "tcp://127.0.0.1:1", False)])
-def test_the_cluster_is_started_early_only_for_a_local_one(scheduler, workers, env, started):
+def test_the_fork_server_is_started_early_only_for_a_local_cluster(scheduler, workers, env, started):
     if _start_method() != "forkserver":
         pytest.skip("the fork server is the Linux start method")
     environ = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
@@ -257,10 +248,7 @@ def test_the_cluster_is_started_early_only_for_a_local_one(scheduler, workers, e
                           timeout=120, check=False, cwd=CORPUS.parent, env=environ)
     assert proc.returncode == 0, proc.stderr
     expected = started and (workers != "" or (os.cpu_count() or 1) > 1)
-    out = proc.stdout.split()
-    assert out[:2] == [str(expected), str(expected)]
-    if expected:                        # the cluster it started, of the size asked for
-        assert int(out[2]) == int(workers or os.cpu_count() or 1)
+    assert proc.stdout.strip() == str(expected)
 
 
 def test_timings_count_from_the_process_start_to_the_tick():

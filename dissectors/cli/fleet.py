@@ -9,11 +9,11 @@ from typing import Any
 
 from dissectors.argtypes import file_name
 from dissectors.cli.options import add_judge_options
-from dissectors.fleet.inputs import CaptureInput, read_list
-from dissectors.fleet.runner import start_cluster_early
+from dissectors.fleet.inputs import CaptureInput
+from dissectors.fleet.runner import start_fork_server_early
 
-# The analysis (~0.1 s of imports) is imported by run_fleet while the local cluster starts (in a thread):
-# its fork server imports the task's module and distributed on the other core meanwhile.
+# The analysis and the tables (~0.2 s of imports) are imported by run_fleet once the local cluster's fork
+# server has been started: the server imports the task's module and distributed on the other core meanwhile.
 TASK_MODULE = "dissectors.fleet.task"       # analyse_capture's (tests/test_fleet_local.py checks it)
 
 
@@ -43,13 +43,18 @@ def _worker_died(item: CaptureInput, exc: BaseException) -> list[dict[str, Any]]
 
 
 def run_fleet(args: argparse.Namespace) -> int:
-    from dissectors.fleet.tables import TableError, table_format, write_table
-    from dissectors.fleet.timeline import Timeline
-
-    timeline = Timeline.since_process_start() if args.timings else None
     if args.jobs is not None and args.jobs < 1:
         print("migshark fleet: error: -j needs at least 1", file=sys.stderr)
         return 2
+    start_fork_server_early(TASK_MODULE, args.scheduler, args.jobs)     # only for a local cluster
+    from dissectors.analysis.judge import Options
+    from dissectors.fleet.inputs import discover, largest_first, read_list
+    from dissectors.fleet.runner import RunnerError, describe_engine, run_tasks
+    from dissectors.fleet.summary import FleetProgress, exit_code, render_summary
+    from dissectors.fleet.tables import TableError, table_format, write_table
+    from dissectors.fleet.task import analyse_capture
+    from dissectors.fleet.timeline import Timeline
+
     try:
         table_format(args.output)
     except TableError as exc:
@@ -69,38 +74,24 @@ def run_fleet(args: argparse.Namespace) -> int:
     if not specs:
         print("migshark fleet: error: no capture given (CAPTURE... or --from-list FILE)", file=sys.stderr)
         return 2
-    early = start_cluster_early(TASK_MODULE, args.scheduler, args.jobs)     # only for a local cluster
-    if early is not None and timeline is not None:
-        timeline.mark("local cluster starting (in the background)")
+    items = discover(specs)
+    options = Options(qemu_version=args.qemu_version, stall_threshold=args.stall_threshold,
+                      progress_timeout=args.progress_timeout)
+    timeline = Timeline.since_process_start() if args.timings else None
+    if timeline is not None:
+        timeline.mark(f"{len(items)} captures found")
+    engine = describe_engine(args.scheduler, args.jobs)
+    bar = FleetProgress(items, engine, force=args.progress)
+    start = time.monotonic()
     try:
-        from dissectors.analysis.judge import Options
-        from dissectors.fleet.inputs import discover, largest_first
-        from dissectors.fleet.runner import RunnerError, describe_engine, run_tasks
-        from dissectors.fleet.summary import FleetProgress, exit_code, render_summary
-        from dissectors.fleet.task import analyse_capture
-
-        if timeline is not None:
-            timeline.mark("imports done")
-        items = discover(specs)
-        options = Options(qemu_version=args.qemu_version, stall_threshold=args.stall_threshold,
-                          progress_timeout=args.progress_timeout)
-        if timeline is not None:
-            timeline.mark(f"{len(items)} captures found")
-        engine = describe_engine(args.scheduler, args.jobs)
-        bar = FleetProgress(items, engine, force=args.progress)
-        start = time.monotonic()
-        try:
-            results = run_tasks(analyse_capture, largest_first(items), options, scheduler=args.scheduler,
-                                workers=args.jobs, on_result=bar, on_error=_worker_died,
-                                timeline=timeline, early=early)
-        except RunnerError as exc:
-            print(f"migshark fleet: error: {exc}", file=sys.stderr)
-            return 2
-        finally:
-            bar.close()
+        results = run_tasks(analyse_capture, largest_first(items), options, scheduler=args.scheduler,
+                            workers=args.jobs, on_result=bar, on_error=_worker_died,
+                            timeline=timeline)
+    except RunnerError as exc:
+        print(f"migshark fleet: error: {exc}", file=sys.stderr)
+        return 2
     finally:
-        if early is not None:
-            early.close()           # if the run did not take it (an error before it started)
+        bar.close()
     seconds = time.monotonic() - start
     by_url = {item.url: rows for item, rows in zip(largest_first(items), results, strict=True)}
     rows = [row for item in items for row in by_url[item.url]]       # the order the captures were named

@@ -90,7 +90,7 @@ class Timeline:
     def since_process_start(cls) -> Timeline:
         """Times counted from this process's start (so the interpreter's start and imports show)."""
         timeline = cls(origin=process_start())
-        timeline.mark("command line read")
+        timeline.mark("imports done, command line read")
         return timeline
 
     def mark(self, what: str, at: float | None = None) -> None:
