@@ -287,10 +287,10 @@ def test_a_postcopy_destination_closing_after_its_acknowledgement_is_not_a_failu
     assert "SHUT" in m["outcome"]["reason"]
 
 
-def test_a_recovery_channels_misclassification_names_the_recovery_it_counts_in(tmp_path: Path) -> None:
-    """Decrypted: the recovery's new main channel finishes its TLS handshake after the new preempt channel,
-    which is taken as main. Its place is counted among that recovery's connections, and the evidence says
-    so: "1 of 2" alone read as the first of the migration's connections."""
+def _recovery_misread(tmp_path: Path, spread: float = 0.002) -> tuple[Path, Path]:
+    """A TLS postcopy migration and its recovery, whose new main channel finishes its TLS handshake after
+    the new preempt channel; the source closes each connection ``spread`` s after the one before (0: all
+    at once), then the destination. The capture and its key log."""
     from dissectors.layers import commands as C
 
     sessions: list[X.TlsSession] = []
@@ -316,13 +316,21 @@ def test_a_recovery_channels_misclassification_names_the_recovery_it_counts_in(t
     pre2, qs = conn(50003, 4445, 3.05)
     pre2.send(3.5, qs.data(0, S.preempt_page(0x6000, True)))
     for k, c in enumerate((main, pre, rec, pre2)):       # the source closes, then the destination
-        end = (2.0 if k < 2 else 4.0) + k * 0.002
+        end = (2.0 if k < 2 else 4.0) + k * spread
         c.close(end, by=0)
         c.close(end + 0.001, by=1)
     cap = tmp_path / "recovery-misread.pcap"
     S.write_capture(str(cap), [main, pre, rec, pre2])
     keylog = tmp_path / "recovery-misread.keylog"
     keylog.write_text("".join(s.keylog() for s in sessions))
+    return cap, keylog
+
+
+def test_a_recovery_channels_misclassification_names_the_recovery_it_counts_in(tmp_path: Path) -> None:
+    """Decrypted: the recovery's new main channel finishes its TLS handshake after the new preempt channel,
+    which is taken as main. Its place is counted among that recovery's connections, and the evidence says
+    so: "1 of 2" alone read as the first of the migration's connections."""
+    cap, keylog = _recovery_misread(tmp_path)
     (m,) = analyze_file(str(cap), Options(), keylog=KeyLog.load(str(keylog))).report["migrations"]
     misread = {(x["leg"], x["client"]): x["evidence"][0] for x in m["misclassifications"]}
     assert set(misread) == {(1, "127.0.0.1:50003"), (1, "127.0.0.1:50002")}, misread
@@ -330,3 +338,11 @@ def test_a_recovery_channels_misclassification_names_the_recovery_it_counts_in(t
         "its TLS handshake completed first among the first postcopy recovery's connections (2 in all) at "), misread
     assert misread[1, "127.0.0.1:50002"].startswith(
         "its TLS handshake completed second among the first postcopy recovery's connections (2 in all) at "), misread
+
+
+def test_connections_the_source_closes_at_the_same_instant_are_judged(tmp_path: Path) -> None:
+    """Without the key log, channels the source closed at the very same time stamp (a capture's time stamps
+    are coarse) are ordered by their connection, not compared as objects (a TypeError ended the analysis)."""
+    cap, _ = _recovery_misread(tmp_path, spread=0.0)
+    report = analyze_file(str(cap), Options()).report
+    assert report["migrations"] and all(m["outcome"]["status"] for m in report["migrations"])

@@ -656,7 +656,9 @@ class MigrationJudge:
         ``postcopy``: the record layer shows a postcopy set-up, whose destination closes the channels itself
         once it has loaded everything (a precopy source closes first). ``cut``: ``first_cut`` of ``conns``."""
         hidden = f"judged from TCP and TLS evidence, contents not verified: {_keylog_hint(conns)}"
-        alerts = sorted((ts, d, f) for f in conns for d, ts in f.tls_alerts)
+        # ties (one time stamp) broken by the connection's index: ConnectionFacts do not compare
+        alerts = sorted(((ts, d, f) for f in conns for d, ts in f.tls_alerts),
+                        key=lambda a: (a[0], a[1], a[2].conn.index))
         if alerts:
             ts, d, f = alerts[0]
             who = "destination" if d == 1 else "source"
@@ -683,8 +685,9 @@ class MigrationJudge:
             return {"status": "incomplete",
                     "reason": f"the destination {done}, as a postcopy destination that has loaded the whole "
                               f"stream does; the capture ends before every channel is closed both ways; {hidden}"}
-        src_first = sorted((f.conn.fin_ts[0], f) for f in conns
-                           if f.conn.closed_by == "client" and f.conn.fin_ts[0] is not None)
+        src_first = sorted(((f.conn.fin_ts[0], f) for f in conns
+                            if f.conn.closed_by == "client" and f.conn.fin_ts[0] is not None),
+                           key=lambda x: (x[0], x[1].conn.index))
         if postcopy and src_first and not acked:
             t, f = src_first[0]
             return {"status": "unknown",
