@@ -241,3 +241,41 @@ def test_any_order_loss_and_cut_matches_the_model(size: int, isn: int, limit: in
     if fin:
         segs.append(f.c(size, flags="FA"))
     run(segs, ooo_limit=limit)
+
+
+class GatherSink:
+    """Asks, after a chunk starting at 0, for the next ``g`` bytes as a whole; records (offset, length, ts)."""
+
+    def __init__(self, g: int) -> None:
+        self.g = g
+        self.got: list[tuple[int, int, float]] = []
+
+    def data(self, direction: int, offset: int, data: memoryview | bytes, ts: float) -> int | None:
+        self.got.append((offset, len(data), ts))
+        return -self.g if direction == 0 and offset == 0 else None
+
+    def gap(self, direction: int, offset: int, length: int, ts: float) -> None: ...
+
+    def end(self, direction: int, offset: int, ts: float, how: str) -> None: ...
+
+
+@pytest.mark.parametrize("reorder", [False, True])
+def test_a_gather_window_completes_with_the_piece_ending_at_its_end(reorder: bool) -> None:
+    """A window whose last byte ends a segment is handed over with that segment, at its time: not with the
+    next segment, which may come much later (the last TLS record before a pause came at the FIN)."""
+    f = Flow()
+    segs = f.handshake()
+    head, body1, body2 = f.c(0, DATA[:100]), f.c(100, DATA[100:1548]), f.c(1548, DATA[1548:2100])
+    done = body2[1]                       # the window [100, 2100) is whole with body2
+    if reorder:                           # body2 first, then body1 fills the hole: whole at body1's time
+        segs += [head, body2, body1]
+        done = body1[1]
+    else:
+        segs += [head, body1, body2]
+    later = Flow(ts=10.0).c(2100, DATA[2100:2200])          # 10 s later: the next data
+    sinks: list[GatherSink] = []
+    tracker = TcpTracker(lambda conn: sinks.append(GatherSink(2000)) or sinks[-1])
+    tracker.feed_keyed([*segs, later])
+    tracker.finish()
+    assert sinks[0].got[:2] == [(0, 100, head[1]), (100, 2000, done)]
+    assert sinks[0].got[2] == (2100, 100, later[1])

@@ -346,3 +346,22 @@ def test_connections_the_source_closes_at_the_same_instant_are_judged(tmp_path: 
     cap, _ = _recovery_misread(tmp_path, spread=0.0)
     report = analyze_file(str(cap), Options()).report
     assert report["migrations"] and all(m["outcome"]["status"] for m in report["migrations"])
+
+
+@pytest.mark.parametrize("coalesce", [True, False])
+def test_a_tls_preempt_channel_taken_as_main_stalls_until_its_first_application_data(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, coalesce: bool) -> None:
+    """Decrypted: the recovery's preempt channel, taken as main, is silent from its TLS handshake (3.053)
+    until its first page (3.5, in three segments, the last at 3.500003). The stall ends there, not at the
+    ClientHello the source sends as it connects (which made it a 1 ms stall), and the record is dated by
+    the segment that completes it, not by the next one (the FIN at 4.006), read run by run or one by one."""
+    if not coalesce:
+        monkeypatch.setenv("MIGSHARK_NO_COALESCE", "1")
+    cap, keylog = _recovery_misread(tmp_path)
+    (m,) = analyze_file(str(cap), Options(), keylog=KeyLog.load(str(keylog))).report["migrations"]
+    (stall,) = [s for s in m["stalls"] if s["kind"] == "preempt-as-main"]
+    assert (stall["start"], stall["end"]) == (3.053, 3.500003), stall
+    assert stall["evidence"][0].startswith("no application data (only its TLS handshake) from the source on "
+                                           "127.0.0.1:50003 from "), stall
+    (misread,) = [x for x in m["misclassifications"] if x["client"] == "127.0.0.1:50003"]
+    assert "until the source first writes on it at 3.500003;" in misread["failure"], misread

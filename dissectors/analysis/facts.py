@@ -118,6 +118,17 @@ class ConnectionFacts:
     def decrypted(self) -> bool:
         return self.tls is not None and self.tls.decrypted
 
+    @property
+    def first_write_ts(self) -> float | None:
+        """When the source first wrote on the channel what its role reads: its first payload byte on plain
+        TCP; under TLS its first application data (decrypted: its first plaintext; hidden: its first
+        application record after its Finished), not the ClientHello it sends as soon as it connects."""
+        if not self.encrypted:
+            return self.conn.first_data_ts[0]
+        if self.tls is not None and self.tls.first_plaintext_ts[0] is not None:
+            return self.tls.first_plaintext_ts[0]
+        return self.tls_shape.sides[0].first_ts
+
     # -- records ----------------------------------------------------------------------------------
     def take(self, direction: int, records: list[Record]) -> None:
         for rec in records:

@@ -401,13 +401,13 @@ class MigrationJudge:
         elif role == P.MAIN and assigned == P.MULTIFD:
             slot = ch.get("assigned_multifd_slot", 0)
             failure = f"failed to receive packet via multifd channel {slot}: {BAD_MAGIC_72}"
-            evidence.append(f"QEVM arrived on it at {_fmt(c.first_data_ts[0])} where a multifd hello was expected")
+            evidence.append(f"QEVM arrived on it at {_fmt(f.first_write_ts)} where a multifd hello was expected")
         elif role == P.MULTIFD and assigned == P.MAIN:
             failure = ("taken as the main channel; the loader waits for every multifd channel, "
                        "so it fails through the real main channel's bad magic (else: Not a migration stream)")
         elif role == P.PREEMPT and assigned == P.MAIN:
-            if c.first_data_ts[0] is not None:
-                failure = (f"stall, no error, until the source first writes on it at {_fmt(c.first_data_ts[0])}; "
+            if f.first_write_ts is not None:
+                failure = (f"stall, no error, until the source first writes on it at {_fmt(f.first_write_ts)}; "
                            "then: Not a migration stream")
             elif c.closed_by == "client" and c.fin_ts[0] is not None:
                 failure = (f"stall, no error, until the source closes it at {_fmt(c.fin_ts[0])}; "
@@ -446,14 +446,17 @@ class MigrationJudge:
         if not silent_main and not (ch["assigned_role"] == P.BLOCKED and f.magic is None):
             return None
         c = f.conn
-        start = c.handshake_ts or c.syn_ts or c.first_ts
+        # Under TLS the destination waits on the channel once its handshake is done (QEMU upgrades first,
+        # then gives the role), and the source's handshake bytes are not writes of the migration's.
+        start = role_ts(f) if f.encrypted else c.handshake_ts or c.syn_ts or c.first_ts
         # The stall lasts until the source writes on the silent channel or the channel closes.
-        ends = [t for t in (c.first_data_ts[0], *c.fin_ts, *c.rst_ts) if t is not None]
+        ends = [t for t in (f.first_write_ts, *c.fin_ts, *c.rst_ts) if t is not None]
         end = min(ends) if ends else None
         others = [o for o in order if o is not f]
         sent = sum(o.conn.bytes[0] for o in others)
         main = next((o for o in others if o.kind == "main"), None)
-        ev = [f"no byte from the source on {ch['client']} from {_fmt(start)} to {_fmt(end or self.capture_end)}",
+        silent = "no application data (only its TLS handshake)" if f.encrypted else "no byte"
+        ev = [f"{silent} from the source on {ch['client']} from {_fmt(start)} to {_fmt(end or self.capture_end)}",
               f"meanwhile the other channels carried {sent} bytes to the destination"]
         if main is not None:
             ev.append(f"the real main channel {_addr(main.conn.client)} got {main.conn.bytes[1]} bytes back "

@@ -28,9 +28,13 @@ a consumer skipping bytes by length still has to know that some of them were los
 
 Gather window: when ``sink.data`` returns ``-g < 0``, the sink needs the next ``g`` bytes, but only as a
 whole (a TLS record: nothing can be done with part of one). They are kept (by reference, in ``gather``)
-as a skip window's are accounted for, and handed over in one call with the piece crossing the window's
-end, at that piece's time, which is the time they would have completed at one by one. A gap or the end
-of the stream inside the window hands over what was gathered first, and the window closes.
+as a skip window's are accounted for, and handed over in one call as soon as the window's last byte is
+there: with the piece crossing the window's end, or when a piece ends exactly at it (a sender writing
+whole records, as QEMU does, ends most of them at a segment's end), at that piece's time, which is the
+time they would have completed at one by one. (Waiting for the next piece instead dated a record at
+the next segment: the last record before a pause, a page a postcopy request waited for, came as late as
+the connection's FIN.) A gap or the end of the stream inside the window hands over what was gathered
+first, and the window closes.
 """
 
 from __future__ import annotations
@@ -200,6 +204,8 @@ class HalfStream:
             self.hand_over(off, data, ts)
         elif self.gather is not None:
             self.gather.append(data)
+            if off + len(data) == self.skip_until:  # the window's last byte: complete now, not with the next
+                self._hand_gathered(ts)
 
     def in_order(self, seq: int, ts: float, payload: memoryview | bytes) -> None:
         """Take the next in-order data segment (``seq == next_seq``, ``payload`` not empty, its frame
@@ -224,6 +230,8 @@ class HalfStream:
             self.hand_over(off, payload, ts)
         elif self.gather is not None:          # (but kept, in a gather window)
             self.gather.append(payload)
+            if off + n == self.skip_until:     # the window's last byte: complete now, not with the next
+                self._hand_gathered(ts)
 
     def hand_over(self, off: int, data: memoryview | bytes, ts: float) -> None:
         """Deliver the piece ``[off, off + len(data))`` (already accounted for) from ``skip_until`` on,

@@ -38,6 +38,7 @@ class TlsStatus:
     client_random: str | None = None
     plaintext_bytes: list[int] = field(default_factory=lambda: [0, 0])
     handshake_done_ts: float | None = None    # when the client's Finished arrived (the server completed)
+    first_plaintext_ts: list[float | None] = field(default_factory=lambda: [None, None])  # first app data
     problems: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,6 +224,8 @@ class TlsStreamSink:
             elif isinstance(ev, Plaintext):
                 d = ev.direction
                 data = ev.data
+                if self.status.first_plaintext_ts[d] is None and len(data):
+                    self.status.first_plaintext_ts[d] = ts
                 at = ev.offset                     # records nobody reads were skipped before it
                 self._out[d] = end = at + len(data)
                 self.status.plaintext_bytes[d] = end
