@@ -253,3 +253,24 @@ def test_stopping_early_still_publishes_stats(tmp_path: Path) -> None:
         next(segments)
         segments.close()
         assert cap.stats.frames == 2 and cap.position > 24
+
+
+@pytest.mark.parametrize("inflater", ["zlib", "zlib-ng"])
+def test_zeros_after_the_gzip_data_are_padding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str], inflater: str) -> None:
+    """A .pcap.gz padded with zeros to a block size (dd, a tape, some copy tools) reads whole, as gzip -t
+    finds it: no "capture cut short", the exit code of the capture itself; garbage after the zeros is
+    still damage, said so."""
+    use_inflater(monkeypatch, inflater)
+    source = CORPUS / "precopy-7.2.pcap.gz"
+    assert main(["analyze", "--json", str(source)]) == 0
+    clean = capsys.readouterr().out.replace(str(source), "CAPTURE")
+    padded = tmp_path / "padded.pcap.gz"
+    padded.write_bytes(source.read_bytes() + bytes(70_000))           # more than one raw read of zeros
+    assert main(["analyze", "--json", str(padded)]) == 0
+    got = capsys.readouterr().out.replace(str(padded), "CAPTURE")
+    assert got.replace(str(padded.stat().st_size), "SIZE") == clean.replace(str(source.stat().st_size), "SIZE")
+    junk = tmp_path / "junk.pcap.gz"
+    junk.write_bytes(source.read_bytes() + bytes(512) + b"\x01junk")
+    assert main(["analyze", str(junk)]) == 1
+    assert "gzip data corrupt at compressed offset" in capsys.readouterr().out

@@ -146,6 +146,11 @@ class GunzipStream:
             at = self._consumed - len(data)
             if not data:
                 data = self._raw_read()
+            while data and not data.strip(b"\0"):
+                # zeros after a whole member (a file padded to a block size by dd, a tape, a copy tool):
+                # the end of the data, as for gzip itself; anything else after them is a damaged member
+                at = self._consumed
+                data = self._raw_read()
             if not data:
                 self._done = True
                 return b""
