@@ -305,3 +305,47 @@ def test_malformed_channel_is_a_finding(cap, capsys):
     assert main(["analyze", path]) == 1
     out = capsys.readouterr().out
     assert "! unreadable: 127.0.0.1:43000 (main, to-server) from offset" in out
+
+
+def postcopy_recovery(preempt_first: bool) -> list[S.Conn]:
+    """A 7.2-style postcopy migration with a preempt channel, paused (the source closes at T0+2), then
+    recovered on another port (migrate-recover): a new main channel (RECV_BITMAP first) and a new preempt
+    channel, which ``preempt_first`` has the destination accept before the main channel."""
+    from dissectors.layers import commands as C
+
+    main = S.Conn(50000, T0 + 1.0, dport=4444)
+    main.send(T0 + 1.01, S.header() + S.command(C.MIG_CMD_POSTCOPY_ADVISE, bytes(16)) + S.ram_start()
+              + S.ram_part([0x1000]))
+    main.send(T0 + 1.6, S.command(C.MIG_CMD_POSTCOPY_LISTEN) + S.command(C.MIG_CMD_POSTCOPY_RUN))
+    main.reply(T0 + 1.7, S.rp_req_pages(0x5000))
+    pre = S.Conn(50001, T0 + 1.02, dport=4444)
+    pre.send(T0 + 1.8, S.preempt_page(0x5000, True))
+    at_rec, at_pre = (T0 + 3.05, T0 + 3.0) if preempt_first else (T0 + 3.0, T0 + 3.05)
+    rec = S.Conn(50002, at_rec, dport=4445)
+    rec.send(at_rec + 0.2, bytes(C.Command(cmd=C.MIG_CMD_RECV_BITMAP) / C.CmdRecvBitmap(block=b"pc.ram"))
+             + S.ram_part([0x2000]))
+    pre2 = S.Conn(50003, at_pre, dport=4445)
+    pre2.send(T0 + 3.5, S.preempt_page(0x6000, True))
+    for k, c in enumerate((main, pre, rec, pre2)):
+        end = T0 + (2.0 if k < 2 else 4.0) + k * 0.002
+        c.close(end, by=0)
+        c.close(end + 0.001, by=1)
+    return [main, pre, rec, pre2]
+
+
+@pytest.mark.parametrize("preempt_first", [False, True])
+def test_a_recovery_preempt_channel_accepted_before_its_main_is_in_the_recovery(cap, preempt_first):
+    """The recovery's preempt channel accepted before its new main channel (a 7.2 source opens it right
+    after main; a reordering path swaps them) belongs to that recovery: one migration whose second set of
+    connections holds both, the preempt channel taken as main by 7.2's accept order and stalling until it
+    carries its first page. It opened a migration of its own before, which took the recovery with it."""
+    (m,) = analyze(cap(postcopy_recovery(preempt_first)), Options(qemu_version="7.2")).report["migrations"]
+    legs = [(c["client"], c["leg"], c["role"], c["assigned_role"]) for c in m["channels"]]
+    assert legs[:2] == [("127.0.0.1:50000", 0, "main", "main"), ("127.0.0.1:50001", 0, "preempt", "preempt")]
+    if not preempt_first:
+        assert legs[2:] == [("127.0.0.1:50002", 1, "main-recovery", "main"), ("127.0.0.1:50003", 1, "preempt", "preempt")]
+        return
+    assert legs[2:] == [("127.0.0.1:50003", 1, "preempt", "main"), ("127.0.0.1:50002", 1, "main-recovery", "preempt")]
+    (stall,) = m["stalls"]
+    assert stall["kind"] == "preempt-as-main" and stall["end"] == round(T0 + 3.5, 6), stall
+    assert m["outcome"]["status"] == "failed" and "silent preempt channel was taken as main" in m["outcome"]["reason"]

@@ -186,3 +186,16 @@ def test_a_hidden_tls_recovery_is_said_as_a_pause_and_a_recovery(batch: int) -> 
     pause_event = next(e for e in events if e["event"] == "postcopy-pause")
     assert pause_event["time"] == pause["paused_at"]
     assert [e["status"] for e in events if e["event"] == "outcome"] == ["completed"]
+
+
+@pytest.mark.parametrize("size", [1, 4])
+def test_a_recovery_preempt_channel_accepted_before_its_main(tmp_path: Path, size: int) -> None:
+    """The recovery's early preempt channel first opens a migration of its own, which the recovered main
+    channel then takes into its paused migration: live, step by step, as the report has it."""
+    from tests.test_analysis_synthetic import postcopy_recovery
+
+    path = tmp_path / "recovery.pcap"
+    S.write_capture(str(path), postcopy_recovery(preempt_first=True))
+    _, report = _run(path, size, Options(qemu_version="7.2"))
+    (m,) = report["migrations"]
+    assert [c["leg"] for c in m["channels"]] == [0, 0, 1, 1]

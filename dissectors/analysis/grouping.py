@@ -198,7 +198,7 @@ class _Index:
             looked = 0
             for i in range(len(entries) - 1, -1, -1):
                 g = entries[i][2]
-                if g._main_end_max <= ts:
+                if g._has_main and g._main_end_max <= ts:     # (no main channel: nothing was paused)
                     return g
                 looked += 1
                 if looked >= RECOVERY_CANDIDATES:
@@ -237,6 +237,15 @@ def tls_paused(g: MigrationGroup, f: ConnectionFacts, ts: float) -> bool:
     return not any(x.tls_shape.acknowledged() for x in leg)
 
 
+def _early_channels(index: _Index, f: ConnectionFacts, ts: float) -> MigrationGroup | None:
+    """The migration that connections to ``f``'s endpoint opened just before recovered main channel ``f``:
+    still alive, no main channel, nothing but its first leg, none of it hidden TLS."""
+    early = index.latest(index.no_main.get(f.endpoint), ts, f.endpoint, need_no_main=True)
+    if early is None or len(early.legs) != 1 or any(_hidden_tls(x) for x in early.legs[0]):
+        return None
+    return early
+
+
 def group(facts: list[ConnectionFacts]) -> list[MigrationGroup]:
     groups: list[MigrationGroup] = []
     index = _Index()
@@ -247,7 +256,20 @@ def group(facts: list[ConnectionFacts]) -> list[MigrationGroup]:
         if f.kind == "main-recovery":
             g = index.paused(f, ts)
             if g is not None:
-                g._add(f, end, new_leg=True)
+                early = _early_channels(index, f, ts)
+                if early is not None and early is not g:
+                    # channels of this recovery the destination accepted before its main channel (a 7.2
+                    # source opens the preempt channel right after main; a reordering path swaps them):
+                    # they opened a migration of their own; they are this leg's first channels
+                    first, *rest = early.legs[0]
+                    g._add(first, _end(first), new_leg=True)
+                    for x in rest:
+                        g._add(x, _end(x))
+                    g._add(f, end)
+                    early.legs = []                 # (its index entries go stale)
+                    groups.remove(early)
+                else:
+                    g._add(f, end, new_leg=True)
                 index.register(g, f.endpoint)
                 continue
         elif hidden and _hidden_tls(f) and f.tls_shape.looks_recovery():
