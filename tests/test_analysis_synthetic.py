@@ -343,7 +343,8 @@ def test_a_recovery_preempt_channel_accepted_before_its_main_is_in_the_recovery(
     legs = [(c["client"], c["leg"], c["role"], c["assigned_role"]) for c in m["channels"]]
     assert legs[:2] == [("127.0.0.1:50000", 0, "main", "main"), ("127.0.0.1:50001", 0, "preempt", "preempt")]
     if not preempt_first:
-        assert legs[2:] == [("127.0.0.1:50002", 1, "main-recovery", "main"), ("127.0.0.1:50003", 1, "preempt", "preempt")]
+        assert legs[2:] == [("127.0.0.1:50002", 1, "main-recovery", "main"),
+                            ("127.0.0.1:50003", 1, "preempt", "preempt")]
         return
     assert legs[2:] == [("127.0.0.1:50003", 1, "preempt", "main"), ("127.0.0.1:50002", 1, "main-recovery", "preempt")]
     (stall,) = m["stalls"]
