@@ -384,6 +384,25 @@ def test_decode_as_and_port_pref(plugin: Path) -> None:
 
 @pytest.mark.tshark
 @skip_no_tshark
+@pytest.mark.parametrize("two_pass", PASSES)
+def test_accept_order_when_client_and_server_ports_are_equal(plugin: Path, tmp_path: Path, two_pass: bool) -> None:
+    """The postdissector tells a connection's frames apart by port once it has seen the first; a client
+    whose port is the server's (4444 -> 4444) is told apart by address. Its handshake completes first, its
+    data comes last: accepted #0 all the same (taken for the server's, its ACK would never accept it and its
+    data would, after the other connection)."""
+    from tests import synth as S
+
+    capture = tmp_path / "equal-ports.pcap"
+    main = S.Conn(4444, 0.0).send(0.01, S.header() + S.eof())
+    mfd = S.Conn(50002, 0.002).send(0.003, S.multifd_hello(0))
+    S.write_capture(str(capture), [main, mfd], client="10.0.0.1", server="10.0.0.2")
+    out = tshark(plugin, capture, "-Y", "qmig.channel.accept_index", "-T", "fields", "-e", "qmig.connection",
+                 "-e", "qmig.channel.accept_index", two_pass=two_pass)
+    assert set(out.splitlines()) == {"10.0.0.1:4444\t0", "10.0.0.1:50002\t1"}
+
+
+@pytest.mark.tshark
+@skip_no_tshark
 def test_tshark_registers_the_generated_fields(plugin: Path) -> None:
     """The fields tshark knows (personal plugin dir) have the types the Scapy classes say."""
     inst = _host()

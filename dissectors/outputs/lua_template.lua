@@ -279,9 +279,14 @@ local migration_servers = {}
 -- accepted), answered (the server has sent)}.
 local conns = {}
 local accepts = {}
--- tcp.stream numbers of connections accepted already: the postdissector has nothing to learn from their
--- frames, and the number (when tshark builds a tree) is cheaper than the endpoints.
+-- Connections by tcp.stream number (when tshark builds a tree, fields have values), so that the endpoint
+-- strings are built once per connection, at its stream's first frame (two strings and a key per frame
+-- were most of the plugin's cost per connection on captures of many short ones): later frames are told
+-- apart by port. accepted_streams[stream] = the entry in conns of a connection accepted already (the
+-- postdissector has nothing to learn from its frames), pending[stream] = one not accepted yet,
+-- server_ports[stream] = its server's port.
 local accepted_streams = {}
+local pending, server_ports = {}, {}
 -- What the destination could see of each connection (client -> server direction), by connection key:
 -- {role = true role, magic = "main" | "multifd" | "other" | nil (nothing sent), tls, recovered}.
 local facts = {}
@@ -301,6 +306,7 @@ local function reset_state()
     conns = {}
     accepts = {}
     accepted_streams = {}
+    pending, server_ports = {}, {}
     facts = {}
     facts_epoch = 0
     verdicts = {}
@@ -351,19 +357,43 @@ function order_proto.dissector(tvb, pinfo, tree)
     end
     local sp, dp = pinfo.src_port, pinfo.dst_port
     if sp == 0 or dp == 0 then return end
-    local src, dst = endpoint(pinfo.src, sp), endpoint(pinfo.dst, dp)
-    local key = conn_key(src, dst)
-    local cn = conns[key]
-    if not cn then
-        conns[key] = {client = src, server = dst}
-    elseif cn.index == nil then
-        if src == cn.server then
-            cn.answered = true
-        elseif cn.answered then
-            accept(cn, key)
+    local cn = stream and pending[stream]
+    local key, from_server
+    if cn then
+        -- the frames of one stream have the same two endpoints: when their ports differ, the port says
+        -- which one sent; when they are equal, only the address can
+        if sp ~= dp then
+            from_server = sp == server_ports[stream]
+        else
+            from_server = endpoint(pinfo.src, sp) == cn.server
+        end
+    else
+        local src, dst = endpoint(pinfo.src, sp), endpoint(pinfo.dst, dp)
+        key = conn_key(src, dst)
+        cn = conns[key]
+        if not cn then
+            cn = {client = src, server = dst}
+            conns[key] = cn
+            if stream then pending[stream], server_ports[stream] = cn, dp end
+            return
+        end
+        from_server = src == cn.server
+        if stream then
+            server_ports[stream] = from_server and sp or dp
+            if cn.index == nil then pending[stream] = cn end
         end
     end
-    if stream and cn and cn.index ~= nil then accepted_streams[stream] = true end
+    if cn.index == nil then
+        if from_server then
+            cn.answered = true
+        elseif cn.answered then
+            accept(cn, key or conn_key(cn.client, cn.server))
+        end
+    end
+    if stream and cn.index ~= nil then
+        accepted_streams[stream] = cn
+        pending[stream] = nil
+    end
 end
 
 register_postdissector(order_proto)
@@ -1277,9 +1307,23 @@ function LazyRoot:add_proto_expert_info(...)
     return item:add_proto_expert_info(...)
 end
 
+-- This call's source and destination endpoints and its connection's key in conns: from the accepted
+-- connection of its tcp.stream when there is one (its key is its entry in accepts), else built.
+local function endpoints(pinfo)
+    local sp, dp = pinfo.src_port, pinfo.dst_port
+    local stream = last(f_stream())
+    local cn = stream and accepted_streams[stream.value]
+    if cn and sp ~= dp then
+        local key = accepts[cn.server][cn.index + 1]
+        if sp == server_ports[stream.value] then return cn.server, cn.client, key end
+        return cn.client, cn.server, key
+    end
+    local src, dst = endpoint(pinfo.src, sp), endpoint(pinfo.dst, dp)
+    return src, dst, conn_key(src, dst)
+end
+
 local function dissect(tvb, pinfo, tree, forced, layer)
-    local src, dst = endpoint(pinfo.src, pinfo.src_port), endpoint(pinfo.dst, pinfo.dst_port)
-    local ckey = conn_key(src, dst)
+    local src, dst, ckey = endpoints(pinfo)
     local visited, number = pinfo.visited, pinfo.number
     if not visited then note_conn(pinfo, ckey) end
     if layer == nil then
