@@ -292,6 +292,10 @@ local pending, server_ports = {}, {}
 local facts = {}
 -- Counts changes to facts and accepts: verdicts worked out before a change are stale.
 local facts_epoch = 0
+-- stale_from[destination] = the lowest accept index (0-based) whose facts changed since its verdicts were
+-- worked out: those of the connections before it still hold, and when it is past all of them (the only
+-- change is connections accepted since, and what they sent) only those are judged (verdict).
+local stale_from = {}
 -- The verdicts per destination, with the epoch, pass and policy they were worked out for (verdict).
 local verdicts = {}
 
@@ -309,6 +313,7 @@ local function reset_state()
     pending, server_ports = {}, {}
     facts = {}
     facts_epoch = 0
+    stale_from = {}
     verdicts = {}
 end
 
@@ -334,6 +339,18 @@ local function accept(cn, key)
     list[#list + 1] = key
     cn.index = #list - 1
     facts_epoch = facts_epoch + 1
+end
+
+-- A fact of connection ckey changed (what it sent, TLS, postcopy): verdicts are stale, its destination's
+-- from its place in the accept order on.
+local function facts_changed(ckey)
+    facts_epoch = facts_epoch + 1
+    local cn = conns[ckey]
+    local i = cn and cn.index
+    if i ~= nil then
+        local from = stale_from[cn.server]
+        if from == nil or i < from then stale_from[cn.server] = i end
+    end
 end
 
 -- Sees every frame on the first pass (a postdissector: the dissector sees no SYN or bare ACK) to learn
@@ -1060,15 +1077,18 @@ end
 
 local POLICY = {}
 
--- Each rule fills roles[i] and whys[i] (nil: no reason to give) for every connection in `order`.
-POLICY["qemu-7.2"] = function(order, setup, roles, whys)
-    for i = 1, #order do roles[i], whys[i] = positional(i == 1, setup), nil end
+-- Each rule fills roles[i] and whys[i] (nil: no reason to give) for the connections order[first..n], in
+-- accept order, going on from `scan` (what the rule has seen of the connections before `first`: have_main,
+-- multifd, blocked), which it leaves as it is after n.
+POLICY["qemu-7.2"] = function(order, first, n, setup, roles, whys, scan)
+    for i = first, n do roles[i], whys[i] = positional(i == 1, setup), nil end
 end
 
-POLICY["qemu-8.0-10.0"] = function(order, setup, roles, whys)
+POLICY["qemu-8.0-10.0"] = function(order, first, n, setup, roles, whys, scan)
     local peek = setup.multifd > 0 and not setup.postcopy
-    local have_main, blocked = false, false
-    for i, c in ipairs(order) do
+    local have_main, blocked = scan.have_main, scan.blocked
+    for i = first, n do
+        local c = order[i]
         if blocked then
             roles[i], whys[i] = R.BLOCKED, BEHIND_PEEK
         elseif peek and not c.tls and c.magic == nil then
@@ -1081,11 +1101,13 @@ POLICY["qemu-8.0-10.0"] = function(order, setup, roles, whys)
             have_main = have_main or is_main
         end
     end
+    scan.have_main, scan.blocked = have_main, blocked
 end
 
-POLICY["qemu-10.1+"] = function(order, setup, roles, whys)
-    local have_main, multifd, blocked = false, 0, false
-    for i, c in ipairs(order) do
+POLICY["qemu-10.1+"] = function(order, first, n, setup, roles, whys, scan)
+    local have_main, multifd, blocked = scan.have_main, scan.multifd, scan.blocked
+    for i = first, n do
+        local c = order[i]
         local role, why
         if blocked then
             role, why = R.BLOCKED, BEHIND_PEEK
@@ -1117,6 +1139,7 @@ POLICY["qemu-10.1+"] = function(order, setup, roles, whys)
             multifd = multifd + 1
         end
     end
+    scan.have_main, scan.multifd, scan.blocked = have_main, multifd, blocked
 end
 
 -- The verdict on connection `ckey`: its assignment and the policy's name. On a second pass (-2, the
@@ -1129,15 +1152,17 @@ local NO_FACTS = {}
 -- Reused by every judgement (the first pass judges again after each new connection: no garbage).
 local ORDER, SETUP = {}, {}
 
--- Fill v.roles and v.whys (arrays in accept order, reused) for every connection to `server`; false
--- when a verdict cannot be given yet.
-local function judge(server, visited, name, v)
+-- Fill v.roles and v.whys (arrays in accept order, reused) for the connections to `server` from the
+-- first'th in accept order on, going on from what v kept of the ones before (v.n of them judged, the
+-- setup they make and the rule's scan); false when a verdict cannot be given yet. The rules give every
+-- connection its role from the setup of all of them: when the new ones change it, all are judged again.
+local function judge(server, visited, name, v, first)
     local acc = accepts[server]
     local n = math.min(#acc, VERDICT_MAX)
-    local order, setup = ORDER, SETUP
-    setup.multifd, setup.postcopy, setup.recovery = 0, false, false
-    for i = #order, n + 1, -1 do order[i] = nil end
-    for i = 1, n do
+    local order = ORDER
+    local multifd, postcopy, recovery = 0, false, false
+    if first > 1 then multifd, postcopy, recovery = v.multifd, v.postcopy, v.recovery end
+    for i = first, n do
         local k = acc[i]
         local f = facts[k]
         if not f then
@@ -1147,29 +1172,45 @@ local function judge(server, visited, name, v)
             return false
         end
         order[i] = f
-        if f.role == R.MULTIFD then setup.multifd = setup.multifd + 1 end
-        if f.role == R.PREEMPT or f.postcopy then setup.postcopy = true end
-        if f.recovered then setup.recovery = true end
+        if f.role == R.MULTIFD then multifd = multifd + 1 end
+        if f.role == R.PREEMPT or f.postcopy then postcopy = true end
+        if f.recovered then recovery = true end
     end
-    POLICY[name](order, setup, v.roles, v.whys)
+    if first > 1 and (multifd ~= v.multifd or postcopy ~= v.postcopy or recovery ~= v.recovery) then
+        return judge(server, visited, name, v, 1)
+    end
+    v.n, v.multifd, v.postcopy, v.recovery = n, multifd, postcopy, recovery
+    local setup, scan = SETUP, v.scan
+    setup.multifd, setup.postcopy, setup.recovery = multifd, postcopy, recovery
+    if first == 1 then scan.have_main, scan.multifd, scan.blocked = false, 0, false end
+    POLICY[name](order, first, n, setup, v.roles, v.whys, scan)
     return true
 end
 
 -- Returns (role, reason or nil, policy name), or nil. A destination's verdicts are worked out again only
 -- when a fact, an accept (facts_changed) or the policy changed, or the pass: a second pass and the GUI
--- ask on every call, and the rules walk up to VERDICT_MAX connections.
+-- ask on every call, and the rules walk up to VERDICT_MAX connections. When the only change is
+-- connections accepted since (and what they sent), only those are judged: the first pass asks once per
+-- new connection, which made one destination's connections cost O(n) each.
 local function verdict(ckey, visited)
     local cn = conns[ckey]
     if not cn or cn.index == nil or cn.index >= VERDICT_MAX then return nil end
     local name = C.POLICIES[qmig.prefs.policy] or C.POLICIES[#C.POLICIES]
-    local v = verdicts[cn.server]
+    local server = cn.server
+    local v = verdicts[server]
     if not v then
-        v = {roles = {}, whys = {}}
-        verdicts[cn.server] = v
+        v = {roles = {}, whys = {}, scan = {}}
+        verdicts[server] = v
     end
     if not (v.epoch == facts_epoch and v.visited == visited and v.name == name) then
+        local first = 1
+        local stale = stale_from[server]
+        if v.ok and v.visited == visited and v.name == name and (stale == nil or stale >= v.n) then
+            first = v.n + 1
+        end
         v.epoch, v.visited, v.name = facts_epoch, visited, name
-        v.ok = judge(cn.server, visited, name, v)
+        v.ok = judge(server, visited, name, v, first)
+        stale_from[server] = nil
     end
     if not v.ok then return nil end
     local i = cn.index + 1
@@ -1276,7 +1317,7 @@ local function note_facts(ckey, src, chan, phase, st, layer)
     if not cn or cn.client ~= src then return end
     local f = facts[ckey] or {}
     facts[ckey] = f
-    facts_epoch = facts_epoch + 1
+    facts_changed(ckey)
     if layer == "tls" then f.tls = true end
     f.role = chan
     if chan == "main" and phase == "header" then
@@ -1366,7 +1407,7 @@ local function dissect(tvb, pinfo, tree, forced, layer)
                 if cn and cn.client == src then
                     facts[ckey] = facts[ckey] or {}
                     facts[ckey].tls = true
-                    facts_epoch = facts_epoch + 1
+                    facts_changed(ckey)
                 end
                 return 0
             end
@@ -1467,7 +1508,7 @@ local function dissect(tvb, pinfo, tree, forced, layer)
     if not visited and order ~= nil then seq_advance(tvb, pinfo, st, seq_start) end
     if not visited and st.postcopy and facts[ckey] and not facts[ckey].postcopy then
         facts[ckey].postcopy = true
-        facts_epoch = facts_epoch + 1
+        facts_changed(ckey)
     end
     local cn = conns[ckey]
     channel_items(root, z, st, ckey, layer, cn ~= nil and cn.client == src, visited, lean)
