@@ -384,6 +384,67 @@ def test_decode_as_and_port_pref(plugin: Path) -> None:
 
 @pytest.mark.tshark
 @skip_no_tshark
+@pytest.mark.parametrize("two_pass", PASSES)
+def test_accept_order_when_client_and_server_ports_are_equal(plugin: Path, tmp_path: Path, two_pass: bool) -> None:
+    """The postdissector tells a connection's frames apart by port once it has seen the first; a client
+    whose port is the server's (4444 -> 4444) is told apart by address. Its handshake completes first, its
+    data comes last: accepted #0 all the same (taken for the server's, its ACK would never accept it and its
+    data would, after the other connection)."""
+    from tests import synth as S
+
+    capture = tmp_path / "equal-ports.pcap"
+    main = S.Conn(4444, 0.0).send(0.01, S.header() + S.eof())
+    mfd = S.Conn(50002, 0.002).send(0.003, S.multifd_hello(0))
+    S.write_capture(str(capture), [main, mfd], client="10.0.0.1", server="10.0.0.2")
+    out = tshark(plugin, capture, "-Y", "qmig.channel.accept_index", "-T", "fields", "-e", "qmig.connection",
+                 "-e", "qmig.channel.accept_index", two_pass=two_pass)
+    assert set(out.splitlines()) == {"10.0.0.1:4444\t0", "10.0.0.1:50002\t1"}
+
+
+@pytest.mark.tshark
+@skip_no_tshark
+@pytest.mark.parametrize("two_pass", PASSES)
+def test_verdicts_follow_a_fact_of_an_earlier_connection(plugin: Path, tmp_path: Path, two_pass: bool) -> None:
+    """A destination's verdicts are judged again for the connections accepted since the last verdict
+    only while nothing known of the earlier ones changed. Here the main channel, accepted after the
+    multifd one, advises postcopy once both were judged: under qemu-8.0-10.0 the destination then peeks
+    at no channel, so the first accepted one is taken as main and the main channel as multifd. A first
+    pass shows that from the advice on; a second pass knows it from the start."""
+    from tests import synth as S
+
+    capture = tmp_path / "late-postcopy.pcap"
+    b = S.Conn(50002, 0.0).send(0.001, S.multifd_hello(0)).send(0.015, S.multifd_packet(1, 0))
+    a = S.Conn(50001, 0.002).send(0.003, S.header()).send(0.010, S.command(commands.MIG_CMD_POSTCOPY_ADVISE))
+    a.send(0.020, S.ping(1))
+    S.write_capture(str(capture), [b, a], client="10.0.0.1", server="10.0.0.2")
+    out = tshark(plugin, capture, "-o", "qmig.policy:qemu-8.0-10.0", "-Y", "qmig.channel.assigned", "-T", "fields",
+                 "-e", "qmig.connection", "-e", "qmig.channel.assigned", two_pass=two_pass)
+    rows = [tuple(line.split("\t")) for line in out.splitlines()]
+    main, mfd = "10.0.0.1:50001", "10.0.0.1:50002"
+    first = [(mfd, "main"), (main, "multifd")] if two_pass else [(mfd, "multifd"), (main, "main")]
+    assert rows == first + [(main, "multifd"), (mfd, "main"), (main, "multifd")]
+
+
+@pytest.mark.tshark
+@skip_no_tshark
+@pytest.mark.parametrize("two_pass", PASSES)
+def test_verdicts_follow_a_setup_changed_by_a_later_connection(plugin: Path, tmp_path: Path, two_pass: bool) -> None:
+    """A connection accepted later can change the setup every verdict depends on: under qemu-7.2 the
+    second connection is preempt while there is no multifd channel, and multifd once one connects."""
+    from tests import synth as S
+
+    capture = tmp_path / "late-multifd.pcap"
+    conns = [S.Conn(50001, 0.0).send(0.001, S.header()),
+             S.Conn(50003, 0.003).send(0.004, S.header()).send(0.012, S.ping(1)),
+             S.Conn(50002, 0.007).send(0.008, S.multifd_hello(0))]
+    S.write_capture(str(capture), conns, client="10.0.0.1", server="10.0.0.2")
+    out = tshark(plugin, capture, "-o", "qmig.policy:qemu-7.2", "-Y", 'qmig.connection == "10.0.0.1:50003"',
+                 "-T", "fields", "-e", "qmig.channel.assigned", two_pass=two_pass)
+    assert out.split() == (["multifd", "multifd"] if two_pass else ["preempt", "multifd"])
+
+
+@pytest.mark.tshark
+@skip_no_tshark
 def test_tshark_registers_the_generated_fields(plugin: Path) -> None:
     """The fields tshark knows (personal plugin dir) have the types the Scapy classes say."""
     inst = _host()

@@ -279,14 +279,23 @@ local migration_servers = {}
 -- accepted), answered (the server has sent)}.
 local conns = {}
 local accepts = {}
--- tcp.stream numbers of connections accepted already: the postdissector has nothing to learn from their
--- frames, and the number (when tshark builds a tree) is cheaper than the endpoints.
+-- Connections by tcp.stream number (when tshark builds a tree, fields have values), so that the endpoint
+-- strings are built once per connection, at its stream's first frame (two strings and a key per frame
+-- were most of the plugin's cost per connection on captures of many short ones): later frames are told
+-- apart by port. accepted_streams[stream] = the entry in conns of a connection accepted already (the
+-- postdissector has nothing to learn from its frames), pending[stream] = one not accepted yet,
+-- server_ports[stream] = its server's port.
 local accepted_streams = {}
+local pending, server_ports = {}, {}
 -- What the destination could see of each connection (client -> server direction), by connection key:
 -- {role = true role, magic = "main" | "multifd" | "other" | nil (nothing sent), tls, recovered}.
 local facts = {}
 -- Counts changes to facts and accepts: verdicts worked out before a change are stale.
 local facts_epoch = 0
+-- stale_from[destination] = the lowest accept index (0-based) whose facts changed since its verdicts were
+-- worked out: those of the connections before it still hold, and when it is past all of them (the only
+-- change is connections accepted since, and what they sent) only those are judged (verdict).
+local stale_from = {}
 -- The verdicts per destination, with the epoch, pass and policy they were worked out for (verdict).
 local verdicts = {}
 
@@ -301,8 +310,10 @@ local function reset_state()
     conns = {}
     accepts = {}
     accepted_streams = {}
+    pending, server_ports = {}, {}
     facts = {}
     facts_epoch = 0
+    stale_from = {}
     verdicts = {}
 end
 
@@ -330,6 +341,18 @@ local function accept(cn, key)
     facts_epoch = facts_epoch + 1
 end
 
+-- A fact of connection ckey changed (what it sent, TLS, postcopy): verdicts are stale, its destination's
+-- from its place in the accept order on.
+local function facts_changed(ckey)
+    facts_epoch = facts_epoch + 1
+    local cn = conns[ckey]
+    local i = cn and cn.index
+    if i ~= nil then
+        local from = stale_from[cn.server]
+        if from == nil or i < from then stale_from[cn.server] = i end
+    end
+end
+
 -- Sees every frame on the first pass (a postdissector: the dissector sees no SYN or bare ACK) to learn
 -- who opened each connection (the sender of its first frame) and the accept order.
 local order_proto = Proto("qmig_order", "QEMU migration connection order")
@@ -351,19 +374,43 @@ function order_proto.dissector(tvb, pinfo, tree)
     end
     local sp, dp = pinfo.src_port, pinfo.dst_port
     if sp == 0 or dp == 0 then return end
-    local src, dst = endpoint(pinfo.src, sp), endpoint(pinfo.dst, dp)
-    local key = conn_key(src, dst)
-    local cn = conns[key]
-    if not cn then
-        conns[key] = {client = src, server = dst}
-    elseif cn.index == nil then
-        if src == cn.server then
-            cn.answered = true
-        elseif cn.answered then
-            accept(cn, key)
+    local cn = stream and pending[stream]
+    local key, from_server
+    if cn then
+        -- the frames of one stream have the same two endpoints: when their ports differ, the port says
+        -- which one sent; when they are equal, only the address can
+        if sp ~= dp then
+            from_server = sp == server_ports[stream]
+        else
+            from_server = endpoint(pinfo.src, sp) == cn.server
+        end
+    else
+        local src, dst = endpoint(pinfo.src, sp), endpoint(pinfo.dst, dp)
+        key = conn_key(src, dst)
+        cn = conns[key]
+        if not cn then
+            cn = {client = src, server = dst}
+            conns[key] = cn
+            if stream then pending[stream], server_ports[stream] = cn, dp end
+            return
+        end
+        from_server = src == cn.server
+        if stream then
+            server_ports[stream] = from_server and sp or dp
+            if cn.index == nil then pending[stream] = cn end
         end
     end
-    if stream and cn and cn.index ~= nil then accepted_streams[stream] = true end
+    if cn.index == nil then
+        if from_server then
+            cn.answered = true
+        elseif cn.answered then
+            accept(cn, key or conn_key(cn.client, cn.server))
+        end
+    end
+    if stream and cn.index ~= nil then
+        accepted_streams[stream] = cn
+        pending[stream] = nil
+    end
 end
 
 register_postdissector(order_proto)
@@ -1030,15 +1077,18 @@ end
 
 local POLICY = {}
 
--- Each rule fills roles[i] and whys[i] (nil: no reason to give) for every connection in `order`.
-POLICY["qemu-7.2"] = function(order, setup, roles, whys)
-    for i = 1, #order do roles[i], whys[i] = positional(i == 1, setup), nil end
+-- Each rule fills roles[i] and whys[i] (nil: no reason to give) for the connections order[first..n], in
+-- accept order, going on from `scan` (what the rule has seen of the connections before `first`: have_main,
+-- multifd, blocked), which it leaves as it is after n.
+POLICY["qemu-7.2"] = function(order, first, n, setup, roles, whys, scan)
+    for i = first, n do roles[i], whys[i] = positional(i == 1, setup), nil end
 end
 
-POLICY["qemu-8.0-10.0"] = function(order, setup, roles, whys)
+POLICY["qemu-8.0-10.0"] = function(order, first, n, setup, roles, whys, scan)
     local peek = setup.multifd > 0 and not setup.postcopy
-    local have_main, blocked = false, false
-    for i, c in ipairs(order) do
+    local have_main, blocked = scan.have_main, scan.blocked
+    for i = first, n do
+        local c = order[i]
         if blocked then
             roles[i], whys[i] = R.BLOCKED, BEHIND_PEEK
         elseif peek and not c.tls and c.magic == nil then
@@ -1051,11 +1101,13 @@ POLICY["qemu-8.0-10.0"] = function(order, setup, roles, whys)
             have_main = have_main or is_main
         end
     end
+    scan.have_main, scan.blocked = have_main, blocked
 end
 
-POLICY["qemu-10.1+"] = function(order, setup, roles, whys)
-    local have_main, multifd, blocked = false, 0, false
-    for i, c in ipairs(order) do
+POLICY["qemu-10.1+"] = function(order, first, n, setup, roles, whys, scan)
+    local have_main, multifd, blocked = scan.have_main, scan.multifd, scan.blocked
+    for i = first, n do
+        local c = order[i]
         local role, why
         if blocked then
             role, why = R.BLOCKED, BEHIND_PEEK
@@ -1087,6 +1139,7 @@ POLICY["qemu-10.1+"] = function(order, setup, roles, whys)
             multifd = multifd + 1
         end
     end
+    scan.have_main, scan.multifd, scan.blocked = have_main, multifd, blocked
 end
 
 -- The verdict on connection `ckey`: its assignment and the policy's name. On a second pass (-2, the
@@ -1099,15 +1152,17 @@ local NO_FACTS = {}
 -- Reused by every judgement (the first pass judges again after each new connection: no garbage).
 local ORDER, SETUP = {}, {}
 
--- Fill v.roles and v.whys (arrays in accept order, reused) for every connection to `server`; false
--- when a verdict cannot be given yet.
-local function judge(server, visited, name, v)
+-- Fill v.roles and v.whys (arrays in accept order, reused) for the connections to `server` from the
+-- first'th in accept order on, going on from what v kept of the ones before (v.n of them judged, the
+-- setup they make and the rule's scan); false when a verdict cannot be given yet. The rules give every
+-- connection its role from the setup of all of them: when the new ones change it, all are judged again.
+local function judge(server, visited, name, v, first)
     local acc = accepts[server]
     local n = math.min(#acc, VERDICT_MAX)
-    local order, setup = ORDER, SETUP
-    setup.multifd, setup.postcopy, setup.recovery = 0, false, false
-    for i = #order, n + 1, -1 do order[i] = nil end
-    for i = 1, n do
+    local order = ORDER
+    local multifd, postcopy, recovery = 0, false, false
+    if first > 1 then multifd, postcopy, recovery = v.multifd, v.postcopy, v.recovery end
+    for i = first, n do
         local k = acc[i]
         local f = facts[k]
         if not f then
@@ -1117,29 +1172,45 @@ local function judge(server, visited, name, v)
             return false
         end
         order[i] = f
-        if f.role == R.MULTIFD then setup.multifd = setup.multifd + 1 end
-        if f.role == R.PREEMPT or f.postcopy then setup.postcopy = true end
-        if f.recovered then setup.recovery = true end
+        if f.role == R.MULTIFD then multifd = multifd + 1 end
+        if f.role == R.PREEMPT or f.postcopy then postcopy = true end
+        if f.recovered then recovery = true end
     end
-    POLICY[name](order, setup, v.roles, v.whys)
+    if first > 1 and (multifd ~= v.multifd or postcopy ~= v.postcopy or recovery ~= v.recovery) then
+        return judge(server, visited, name, v, 1)
+    end
+    v.n, v.multifd, v.postcopy, v.recovery = n, multifd, postcopy, recovery
+    local setup, scan = SETUP, v.scan
+    setup.multifd, setup.postcopy, setup.recovery = multifd, postcopy, recovery
+    if first == 1 then scan.have_main, scan.multifd, scan.blocked = false, 0, false end
+    POLICY[name](order, first, n, setup, v.roles, v.whys, scan)
     return true
 end
 
 -- Returns (role, reason or nil, policy name), or nil. A destination's verdicts are worked out again only
 -- when a fact, an accept (facts_changed) or the policy changed, or the pass: a second pass and the GUI
--- ask on every call, and the rules walk up to VERDICT_MAX connections.
+-- ask on every call, and the rules walk up to VERDICT_MAX connections. When the only change is
+-- connections accepted since (and what they sent), only those are judged: the first pass asks once per
+-- new connection, which made one destination's connections cost O(n) each.
 local function verdict(ckey, visited)
     local cn = conns[ckey]
     if not cn or cn.index == nil or cn.index >= VERDICT_MAX then return nil end
     local name = C.POLICIES[qmig.prefs.policy] or C.POLICIES[#C.POLICIES]
-    local v = verdicts[cn.server]
+    local server = cn.server
+    local v = verdicts[server]
     if not v then
-        v = {roles = {}, whys = {}}
-        verdicts[cn.server] = v
+        v = {roles = {}, whys = {}, scan = {}}
+        verdicts[server] = v
     end
     if not (v.epoch == facts_epoch and v.visited == visited and v.name == name) then
+        local first = 1
+        local stale = stale_from[server]
+        if v.ok and v.visited == visited and v.name == name and (stale == nil or stale >= v.n) then
+            first = v.n + 1
+        end
         v.epoch, v.visited, v.name = facts_epoch, visited, name
-        v.ok = judge(cn.server, visited, name, v)
+        v.ok = judge(server, visited, name, v, first)
+        stale_from[server] = nil
     end
     if not v.ok then return nil end
     local i = cn.index + 1
@@ -1246,7 +1317,7 @@ local function note_facts(ckey, src, chan, phase, st, layer)
     if not cn or cn.client ~= src then return end
     local f = facts[ckey] or {}
     facts[ckey] = f
-    facts_epoch = facts_epoch + 1
+    facts_changed(ckey)
     if layer == "tls" then f.tls = true end
     f.role = chan
     if chan == "main" and phase == "header" then
@@ -1277,9 +1348,23 @@ function LazyRoot:add_proto_expert_info(...)
     return item:add_proto_expert_info(...)
 end
 
+-- This call's source and destination endpoints and its connection's key in conns: from the accepted
+-- connection of its tcp.stream when there is one (its key is its entry in accepts), else built.
+local function endpoints(pinfo)
+    local sp, dp = pinfo.src_port, pinfo.dst_port
+    local stream = last(f_stream())
+    local cn = stream and accepted_streams[stream.value]
+    if cn and sp ~= dp then
+        local key = accepts[cn.server][cn.index + 1]
+        if sp == server_ports[stream.value] then return cn.server, cn.client, key end
+        return cn.client, cn.server, key
+    end
+    local src, dst = endpoint(pinfo.src, sp), endpoint(pinfo.dst, dp)
+    return src, dst, conn_key(src, dst)
+end
+
 local function dissect(tvb, pinfo, tree, forced, layer)
-    local src, dst = endpoint(pinfo.src, pinfo.src_port), endpoint(pinfo.dst, pinfo.dst_port)
-    local ckey = conn_key(src, dst)
+    local src, dst, ckey = endpoints(pinfo)
     local visited, number = pinfo.visited, pinfo.number
     if not visited then note_conn(pinfo, ckey) end
     if layer == nil then
@@ -1322,7 +1407,7 @@ local function dissect(tvb, pinfo, tree, forced, layer)
                 if cn and cn.client == src then
                     facts[ckey] = facts[ckey] or {}
                     facts[ckey].tls = true
-                    facts_epoch = facts_epoch + 1
+                    facts_changed(ckey)
                 end
                 return 0
             end
@@ -1423,7 +1508,7 @@ local function dissect(tvb, pinfo, tree, forced, layer)
     if not visited and order ~= nil then seq_advance(tvb, pinfo, st, seq_start) end
     if not visited and st.postcopy and facts[ckey] and not facts[ckey].postcopy then
         facts[ckey].postcopy = true
-        facts_epoch = facts_epoch + 1
+        facts_changed(ckey)
     end
     local cn = conns[ckey]
     channel_items(root, z, st, ckey, layer, cn ~= nil and cn.client == src, visited, lean)
