@@ -2,8 +2,10 @@
 
 Per destination endpoint, a connection joins a migration that is still alive when it opens (one of its
 connections has not ended yet) unless it would be that migration's second main channel. A recovered
-main channel (RECV_BITMAP first, no QEVM) joins the latest paused postcopy migration, whatever the port
-(``migrate-recover`` usually listens on a new one). Multifd channels carry the source UUID in their
+main channel (RECV_BITMAP first, no QEVM) joins the latest paused postcopy migration (one whose main
+channel ended), whatever the port (``migrate-recover`` usually listens on a new one), and takes with it
+into the new leg the channels its endpoint accepted just before it, which had opened a migration of their
+own (:func:`_early_channels`). Multifd channels carry the source UUID in their
 hello; a channel whose UUID disagrees with the migration's never joins it.
 
 Under TLS without the key log the contents are hidden, but a recovered main channel shows in its record
