@@ -205,7 +205,7 @@ class HalfStream:
         elif self.gather is not None:
             self.gather.append(data)
             if off + len(data) == self.skip_until:  # the window's last byte: complete now, not with the next
-                self._hand_gathered(ts)
+                self.hand_gathered(ts)
 
     def in_order(self, seq: int, ts: float, payload: memoryview | bytes) -> None:
         """Take the next in-order data segment (``seq == next_seq``, ``payload`` not empty, its frame
@@ -231,7 +231,7 @@ class HalfStream:
         elif self.gather is not None:          # (but kept, in a gather window)
             self.gather.append(payload)
             if off + n == self.skip_until:     # the window's last byte: complete now, not with the next
-                self._hand_gathered(ts)
+                self.hand_gathered(ts)
 
     def hand_over(self, off: int, data: memoryview | bytes, ts: float) -> None:
         """Deliver the piece ``[off, off + len(data))`` (already accounted for) from ``skip_until`` on,
@@ -263,8 +263,9 @@ class HalfStream:
             self.gather = []
             self.gather_from = end
 
-    def _hand_gathered(self, ts: float) -> None:
-        """A gap or the end comes inside a gather window: hand over what was gathered; the window closes."""
+    def hand_gathered(self, ts: float) -> None:
+        """Hand over what the gather window holds, and close it: its last byte has come (a piece ended exactly
+        at its end; the tracker's fast paths call this too), or a gap or the end came inside it."""
         parts, self.gather = self.gather, None
         self.skip_until = self.offset
         if parts and self.deliver is not None:
@@ -274,7 +275,7 @@ class HalfStream:
 
     def _gap(self, length: int, ts: float) -> None:
         if self.gather is not None:
-            self._hand_gathered(ts)
+            self.hand_gathered(ts)
         off = self.offset
         self.offset = off + length
         self.gap_count += 1
@@ -437,7 +438,7 @@ class HalfStream:
         if self.ended is not None:
             return
         if self.gather is not None:
-            self._hand_gathered(ts)
+            self.hand_gathered(ts)
         self.ended = how
         self.reset_ts = None
         self.next_seq = -1

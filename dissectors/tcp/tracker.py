@@ -152,7 +152,7 @@ class TcpTracker:
                 elif h.gather is not None:          # (but kept, in a gather window)
                     h.gather.append(payload)
                     if off + n == h.skip_until:     # its last byte: the window completes here
-                        h._hand_gathered(ts)
+                        h.hand_gathered(ts)
         self.last_ts = ts
         if self._resetting:
             self._expire(ts)
@@ -232,7 +232,7 @@ class TcpTracker:
                     if h.gather is not None:
                         h.gather.extend(payloads[j:m])
                         if h.offset == h.skip_until:        # the last absorbed ends the gather window
-                            h._hand_gathered(t)
+                            h.hand_gathered(t)
                     absorbed += m - j
                     j = m
                     continue
