@@ -290,3 +290,49 @@ def test_a_result_the_client_cannot_load_is_that_capture_error():
                         on_error=lambda item, exc: failed.append(f"{item.url}: {exc}") or "error")
     assert got == [("error" if i == 4 else items[i].url) for i in range(12)]
     assert failed == ["/fleet/bad-4.pcap: this result cannot be loaded here"]
+
+
+def nap(item: CaptureInput) -> tuple[str, float]:
+    """Sleeps (3 s for a "long" capture), then says when it ended (this machine's clock, as the client's)."""
+    time.sleep(3.0 if "long" in item.url else 0.05)
+    return item.url, time.time()
+
+
+@pytest.mark.timeout(180)
+def test_results_that_end_close_together_are_fetched_together(monkeypatch):
+    """A fetch interrupts a busy worker (its event loop takes the interpreter from the analysis to answer):
+    results wait on their workers to be fetched together, at once when the last task has ended. Here
+    every task ends well within FETCH_EVERY of the first: one fetch, however many tasks (fetched as each
+    task ended, this was one fetch per batch of tasks that ended together: 8 here)."""
+    from dissectors.fleet import runner
+
+    fetched: list[int] = []
+    real = runner._fetch
+
+    def counted(client: Any, ended: list[Any]) -> dict[str, Any]:
+        fetched.append(len(ended))
+        return real(client, ended)
+
+    monkeypatch.setattr(runner, "_fetch", counted)
+    monkeypatch.setattr(runner, "FETCH_EVERY", 60.0)
+    items = [CaptureInput(f"/fleet/{i}.pcap", 1000) for i in range(16)]
+    with local_cluster(2) as cluster:
+        got = run_tasks(nap, items, scheduler=cluster.scheduler_address)
+    assert [url for url, _ in got] == [item.url for item in items]
+    assert len(fetched) == 1 and fetched[0] == len(runner.batches(items, 2)) > 4
+
+
+@pytest.mark.timeout(180)
+def test_a_long_task_does_not_hold_back_the_results_of_others(monkeypatch):
+    """A result waits on its worker at most FETCH_EVERY: the short tasks' captures reach ``on_result`` (the
+    progress bar) soon after their tasks end while a long one still runs, not when the run ends."""
+    from dissectors.fleet import runner
+
+    monkeypatch.setattr(runner, "FETCH_EVERY", 0.3)
+    items = [CaptureInput("/fleet/long.pcap", 10**6)] + [CaptureInput(f"/fleet/{i}.pcap", 1000) for i in range(8)]
+    late: dict[str, float] = {}          # from the task's end to on_result
+    with local_cluster(2) as cluster:
+        got = run_tasks(nap, items, scheduler=cluster.scheduler_address,
+                        on_result=lambda item, result: late.setdefault(item.url, time.time() - result[1]))
+    assert [url for url, _ in got] == [item.url for item in items]
+    assert len(late) == 9 and max(late.values()) < 0.3 + 1.0     # 3 s or more if held to the end

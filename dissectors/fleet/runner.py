@@ -417,35 +417,52 @@ def _fetch(client: Any, ended: list[Any]) -> dict[str, Any]:
         return got
 
 
+#: How long a finished task's result may wait on its worker before it is fetched (seconds): results are
+#: fetched together, at most this often, and at once when no other task is running.
+FETCH_EVERY = 1.0
+
+
 def _on_dask(client: Any, fn: Callable[..., R], items: Sequence[CaptureInput], args: tuple[Any, ...],
              on_result: ResultFn | None, on_error: ErrorFn | None, timeline: Timeline | None = None) -> list[R]:
-    """The tasks on ``client``'s cluster. Results are fetched as tasks end, those that ended together in
-    one ``gather``, with ``errors="skip"``: a task whose result cannot be had (it failed, or its worker died
-    after it ended and before its result was fetched, and the task run again failed) comes back as None.
+    """The tasks on ``client``'s cluster.
 
-    Not ``as_completed(..., with_results=True)``, which fetched each result on the client's event loop:
-    when that fetch itself raised (a result lost with its worker, the task recomputed and then killed
-    with another worker), the fetching coroutine died silently and the iteration waited forever (seen
-    once in tests/test_fleet_local.py under load). The gather per batch costs ~0.2 ms more per task
-    (benchmarks/README.md, "Fleet").
+    Results are fetched together, at most once every ``FETCH_EVERY`` seconds while tasks still run (a
+    finished task's result waits on its worker until then), and at once when the last running task ends:
+    one ``gather`` with ``errors="skip"`` for all that ended since the last. A fetch is a round trip through
+    the scheduler to each worker holding a result, whose event loop takes the interpreter from the
+    analysis to answer it: fetching each result as its task ended (26 fetches for the benchmark's 200
+    captures) cost 2.5-4.5 % of the wall-clock time against one fetch a second (benchmarks/README.md,
+    "Fleet", seventh pass). So ``on_result`` (the progress bar) hears of captures a second at a time.
 
-    A failed task of several captures has each of them tried again alone. A capture whose task fails
-    alone is a suspect, tried once more at the end with nothing else running: when a capture kills its
-    worker, Dask also blames the task queued behind it on that worker, so an innocent capture can fail
-    alongside a guilty one; only a capture that fails when it runs by itself becomes an error."""
+    Tasks that ended are learnt of from ``Future.add_done_callback`` into a queue this thread waits on
+    with a timeout (the next fetch). Not ``as_completed(..., with_results=True)``, which fetched each
+    result on the client's event loop: when that fetch itself raised (a result lost with its worker, the
+    task recomputed and then killed with another worker), the fetching coroutine died silently and the
+    iteration waited forever (seen once in tests/test_fleet_local.py under load). Here a fetch that
+    raises is retried future by future, and a result that cannot be had is its task's failure.
+
+    A failed task of several captures has each of them tried again alone (at once: its status says so
+    without a fetch). A capture whose task fails alone is a suspect, tried once more at the end with
+    nothing else running: when a capture kills its worker, Dask also blames the task queued behind it on
+    that worker, so an innocent capture can fail alongside a guilty one; only a capture that fails when it
+    runs by itself becomes an error."""
     import asyncio
+    import queue
 
-    from distributed import as_completed, wait
+    from distributed import wait
 
     tag = os.urandom(4).hex()
     pending: dict[str, list[int]] = {}
     attempt = itertools.count()
+    ended_now: queue.SimpleQueue[Any] = queue.SimpleQueue()    # filled on Dask's callback thread
 
-    def submit(group: list[int], priority: int) -> Any:
+    def submit(group: list[int], priority: int, tracked: bool = True) -> Any:
         # Higher runs first: the queue's order (largest captures first, small tasks last).
         fut = client.submit(run_batch, fn, [items[j] for j in group], *args, pure=False, priority=priority,
                             key=f"migshark-{group[0]}-{len(group)}-{tag}-{next(attempt)}")
         pending[fut.key] = group
+        if tracked:
+            fut.add_done_callback(ended_now.put)
         return fut
 
     results: list[Any] = [None] * len(items)
@@ -456,34 +473,66 @@ def _on_dask(client: Any, fn: Callable[..., R], items: Sequence[CaptureInput], a
             if on_result is not None:
                 on_result(items[j], result)
 
+    suspects: list[int] = []
+
+    def failed(group: list[int]) -> int:
+        """A task that failed or whose result cannot be had: its captures tried again alone (how many
+        tasks that submits), or a single capture kept for the end."""
+        if len(group) > 1:  # the worker died (KilledWorker) or the task escaped: which capture did it?
+            for j in group:
+                submit([j], 0)
+            return len(group)
+        suspects.append(group[0])
+        return 0
+
     if timeline is not None:
         timeline.cpu(timeline.cpu_before, _cpu_by_process(client))
     groups = batches(items, _slots(client))
-    queue = as_completed([submit(g, len(groups) - k) for k, g in enumerate(groups)])
+    for k, g in enumerate(groups):
+        submit(g, len(groups) - k)
     _mark(timeline, f"{len(groups)} tasks submitted for {len(items)} captures")
-    suspects: list[int] = []
+    running = len(groups)                   # tasks submitted and not ended
+    finished: list[Any] = []                # ended with a result not fetched yet
+    due = 0.0                               # when those are fetched
     first = True
-    for ended in queue.batches():
-        got = _fetch(client, ended)
-        if first:
-            _mark(timeline, "first result back")
-            first = False
-        for fut in ended:
-            group = pending.pop(fut.key)
-            value = got.get(fut.key)
-            fut.release()
-            if value is not None:
+    while running or finished:
+        if running:
+            try:
+                ended = [ended_now.get(timeout=max(0.0, due - time.monotonic()) if finished else None)]
+            except queue.Empty:
+                ended = []
+            while not ended_now.empty():
+                ended.append(ended_now.get())
+            running -= len(ended)
+            for fut in ended:
+                if fut.status in ("error", "cancelled"):
+                    running += failed(pending.pop(fut.key))
+                    fut.release()
+                    continue
+                # finished; or its result already lost with its worker and being recomputed ("lost",
+                # "pending"): the fetch waits for it
+                if not finished:
+                    due = time.monotonic() + FETCH_EVERY
+                finished.append(fut)
+        if finished and (not running or time.monotonic() >= due):
+            got = _fetch(client, finished)
+            if first:
+                _mark(timeline, "first result back")
+                first = False
+            for fut in finished:
+                group = pending.pop(fut.key)
+                value = got.get(fut.key)
+                fut.release()
+                if value is None:
+                    running += failed(group)
+                    continue
                 outcome, span = value
                 if timeline is not None:
                     timeline.spans.append(span)
                 deliver(group, outcome)
-            elif len(group) > 1:  # the worker died (KilledWorker) or the task escaped: which capture did it?
-                for j in group:
-                    queue.add(submit([j], 0))
-            else:
-                suspects.append(group[0])
+            finished = []
     for j in suspects:            # alone on the cluster now: a failure here is this capture's own
-        fut = submit([j], 0)
+        fut = submit([j], 0, tracked=False)
         wait([fut])
         pending.pop(fut.key)
         exc: BaseException | None = None
