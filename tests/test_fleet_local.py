@@ -336,3 +336,43 @@ def test_a_long_task_does_not_hold_back_the_results_of_others(monkeypatch):
                         on_result=lambda item, result: late.setdefault(item.url, time.time() - result[1]))
     assert [url for url, _ in got] == [item.url for item in items]
     assert len(late) == 9 and max(late.values()) < 0.3 + 1.0     # 3 s or more if held to the end
+
+
+def _group_gone(pgid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("after", [0.3, 0.6, 1.5])
+def test_ctrl_c_ends_the_run_with_130_and_no_traceback(tmp_path, after):
+    """Ctrl-C on a terminal: SIGINT to the whole process group (migshark, the fork server, the workers), here
+    while the fork server imports (0.3 s), while the cluster starts (0.6 s) and while tasks run (1.5 s).
+    Exit code 130, nothing on stderr, every process of the group gone. Before: the fork server and each
+    worker died of it with a KeyboardInterrupt traceback, and a cluster interrupted halfway through its
+    start made Dask's exit handler print an AssertionError traceback."""
+    import signal
+
+    fleet = tmp_path / "fleet"
+    fleet.mkdir()
+    for i in range(6):                                    # ~500 captures: the run lasts well past the signal
+        (fleet / str(i)).symlink_to(CORPUS)
+    proc = subprocess.Popen([sys.executable, "-m", "dissectors.cli.main", "fleet", "-j", "2",
+                             *(str(d) for d in sorted(fleet.iterdir())), "-o", str(tmp_path / "t.jsonl")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parent.parent,
+                            # a terminal's foreground group of its own, with Ctrl-C not ignored (a shell's
+                            # background job, as CI may run the tests, starts with SIGINT ignored)
+                            preexec_fn=lambda: (signal.signal(signal.SIGINT, signal.SIG_DFL), os.setpgrp()))
+    time.sleep(after)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, err[-2000:])
+    assert err == ""
+    assert _group_gone(proc.pid, within=10)

@@ -254,13 +254,21 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:        # the process's own command line (console script, python -m): it exits on return
         try:
-            return _main(sys.argv[1:])
+            return _interruptible(sys.argv[1:])
         finally:
             # Out of the sight of the interpreter's collections at shutdown, which would otherwise walk every
             # object left (Scapy's tables, the report): ~0.04 s of every run. Objects are still freed and
             # finalised, files flushed, atexit handlers run; only cyclic garbage is left to the exit.
             gc.freeze()
-    return _main(list(argv))
+    return _interruptible(list(argv))
+
+
+def _interruptible(words: list[str]) -> int:
+    """``_main``, with Ctrl-C anywhere in it (the command's imports and its parser too) exit code 130."""
+    try:
+        return _main(words)
+    except KeyboardInterrupt:
+        return 130
 
 
 def _main(words: list[str]) -> int:

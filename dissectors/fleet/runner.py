@@ -137,7 +137,9 @@ def local_cluster(workers: int, preload: Sequence[str] = ()) -> Any:
     memory monitors of each worker and its nanny, psutil every 100 ms by default, alone were about half of
     what was left: 30 against 17 ms of CPU per second with one worker). Its logs are
     silenced below CRITICAL: a worker's heartbeat racing the shutdown logs a traceback at ERROR, and what
-    matters to the user (a task that failed, a worker that died) comes back through the futures.
+    matters to the user (a task that failed, a worker that died) comes back through the futures. The
+    workers ignore SIGINT (``WORKER_INIT``, a Dask preload): Ctrl-C reaches the whole process group, and
+    it is this process's to answer, by closing the cluster.
 
     On Linux the worker processes are started by a fork server (``distributed.worker.multiprocessing-method:
     forkserver``) instead of spawned. A spawned worker is a new interpreter that imports distributed, dask
@@ -182,22 +184,32 @@ def local_cluster(workers: int, preload: Sequence[str] = ()) -> Any:
                           "distributed.admin.tick.interval": "1s",
                           "distributed.admin.system-monitor.interval": "2s",
                           # each worker's and each nanny's memory check (psutil), every 100 ms by default
-                          "distributed.worker.memory.monitor-interval": "1s"}):
+                          "distributed.worker.memory.monitor-interval": "1s",
+                          # Ctrl-C is the migshark process's to answer (workerinit's text)
+                          "distributed.worker.preload": [WORKER_INIT]}):
         try:
             if method == "forkserver":
                 start_fork_server(preload)
             # No dashboard; the scheduler's remaining HTTP routes (health, metrics) on a free loopback
             # port, not 8787 (taken when another Dask cluster runs on the machine, which printed a warning).
-            cluster = _cluster_class()(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                                       silence_logs=logging.CRITICAL)
+            with _sigint_deferred() as interrupted:
+                cluster = _cluster_class()(n_workers=workers, threads_per_worker=1, processes=True,
+                                           host="127.0.0.1", dashboard_address=None,
+                                           scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                           silence_logs=logging.CRITICAL)
         except BaseException:
             release()
             raise
     cluster.on_closed = release
     restore_environ()             # the workers have started: this process's environment as it was
+    if interrupted:
+        cluster.close()
+        raise KeyboardInterrupt
     return cluster
 
+
+#: The local workers' Dask preload: they leave SIGINT (Ctrl-C) to the migshark process.
+WORKER_INIT = "dissectors.fleet.workerinit"
 
 _CLUSTER_CLASS: Any = None
 
@@ -289,7 +301,8 @@ def start_fork_server(modules: Sequence[str]) -> float:
     saved = {k: os.environ.get(k) for k in WORKER_MALLOC}
     os.environ.update(WORKER_MALLOC)
     try:
-        forkserver.ensure_running()
+        with _sigint_ignored():
+            forkserver.ensure_running()
     finally:
         for k, v in saved.items():
             if v is None:
@@ -297,6 +310,47 @@ def start_fork_server(modules: Sequence[str]) -> float:
             else:
                 os.environ[k] = v
     return _SERVER_STARTED
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[list[int]]:
+    """Ctrl-C (SIGINT) while the block runs is noted in the list yielded instead of raised (on the main
+    thread; elsewhere nothing changes). Around the local cluster's start: interrupted halfway, the cluster
+    was left half made, and Dask's exit handler, closing it, printed an ``AssertionError`` traceback
+    (``Status.init``). The caller closes the cluster once made, then raises ``KeyboardInterrupt``."""
+    import signal
+    import threading
+
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored in this process while the block runs (on the main thread; elsewhere nothing changes),
+    so that a process it starts inherits it ignored. The fork server does: Ctrl-C reaches the whole process
+    group, and the server, which ignores SIGINT only once its imports are done, died of one that came
+    during them with a ``KeyboardInterrupt`` traceback on the terminal; started this way it ignores SIGINT
+    from its first instruction, and so do the workers it forks (it gives them back the handler it started
+    with). A Ctrl-C meant for this process in the few milliseconds of the start is lost."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 #: The collector's third threshold while captures are analysed one after another (Python's default is 10).
