@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tcp_helpers import Flow, Recorders, run
+import pytest
+from tcp_helpers import MASK, Flow, Recorders, run
 
 from dissectors.tcp import TcpTracker
 from dissectors.tcp.tracker import RESET_GRACE
@@ -91,6 +92,102 @@ def test_a_fin_before_the_reset_still_ends_the_stream() -> None:
     assert recs[0].stream(0) == DATA[:2500]
     assert recs[0].ends[0] == (2500, "fin")
     assert tracker.connections[0].ignored_bytes[0] == 4
+
+
+def _reset_after(f: Flow, rst_offset: int, *, before: list[tuple] | None = None, ooo_limit: int = 8 << 20,
+                 flags: str = "RA") -> tuple[TcpTracker, Recorders]:
+    """Feed a handshake, the client's first 1000 bytes (``before``: other segments instead) and an RST from
+    the client at ``rst_offset``; the tracker is left open (no finish)."""
+    recs = Recorders()
+    tracker = TcpTracker(recs, ooo_limit=ooo_limit)
+    segs = before if before is not None else [f.c(0, DATA[:1000])]
+    tracker.feed_keyed(f.handshake() + segs + [f.s(0, b"xy"), f.c(rst_offset, flags=flags)])
+    return tracker, recs
+
+
+@pytest.mark.parametrize("cisn", [1000, MASK - 1500])   # the second wraps the sequence space mid-stream
+@pytest.mark.parametrize("flags", ["R", "RA"])
+def test_a_reset_right_after_a_lost_segment_shows_the_hole_up_to_its_sequence_number(cisn: int, flags: str) -> None:
+    """An RST carries its sender's SND.NXT: the segment before it that the capture missed (or that the path
+    lost, the reset cancelling its retransmission) is a hole, live (would_lose) and, once the grace is over,
+    a gap in the report. The other direction ends where it was."""
+    f = Flow(cisn=cisn)
+    tracker, recs = _reset_after(f, 2000, flags=flags)
+    conn = tracker.connections[0]
+    assert conn.would_lose == (1000, 0) and conn.state == "reset" and not conn.closed
+    assert recs[0].ends == [None, (2, "rst")]
+    ack = f.s(2, flags="A")
+    tracker.feed_keyed([(ack[0], 0.006 + RESET_GRACE + 0.5, *ack[2:])])   # a segment after the grace
+    assert conn.closed and recs[0].gaps(0) == [(1000, 1000)]
+    assert recs[0].ends == [(2000, "rst"), (2, "rst")]
+    assert conn.gaps == ([(1000, 1000)], []) and conn.gap_bytes == (1000, 0)
+    assert conn.to_dict()["directions"][0]["gaps"] == [[1000, 1000]]
+
+
+def test_the_segment_before_the_reset_arriving_within_the_grace_fills_the_hole() -> None:
+    f = Flow()
+    tracker, recs = _reset_after(f, 2000)
+    tracker.feed_keyed([f.c(1000, DATA[1000:2000])])
+    conn = tracker.connections[0]
+    assert conn.closed and conn.would_lose == (0, 0)
+    tracker.finish()
+    assert recs[0].stream(0) == DATA[:2000] and recs[0].ends[0] == (2000, "rst")
+    assert conn.gap_bytes == (0, 0)
+
+
+def test_a_reset_ahead_of_what_waits_out_of_order_adds_the_hole_after_it() -> None:
+    f = Flow()
+    tracker, recs = _reset_after(f, 4000, before=[f.c(0, DATA[:1000]), f.c(2000, DATA[2000:3000])])
+    assert tracker.connections[0].would_lose == (2000, 0)
+    tracker.finish()
+    assert recs[0].gaps(0) == [(1000, 1000), (3000, 1000)] and recs[0].ends[0] == (4000, "rst")
+
+
+def test_a_reset_after_a_fin_ends_the_stream_at_the_fin() -> None:
+    """An RST after the sender's FIN carries the FIN's sequence number + 1: the FIN's offset stays the end."""
+    f = Flow()
+    before = [f.c(0, DATA[:1000]), f.c(2000, DATA[2000:2500], flags="FPA")]
+    tracker, recs = _reset_after(f, 2501, before=before)
+    assert tracker.connections[0].would_lose == (1000, 0)
+    tracker.finish()
+    assert recs[0].gaps(0) == [(1000, 1000)] and recs[0].ends[0] == (2500, "fin")
+
+
+@pytest.mark.parametrize("ahead", [4097, 1 << 30, (1 << 31) + 12345, 3 << 30])
+def test_a_reset_with_a_wild_sequence_number_adds_nothing(ahead: int) -> None:
+    """A stray or forged RST's sequence number is random: more than the out-of-order bound ahead of what
+    was carried (or, wrapped, behind it), it invents no gap."""
+    f = Flow()
+    tracker, recs = _reset_after(f, 1000 + ahead, ooo_limit=4096)
+    conn = tracker.connections[0]
+    assert conn.closed and conn.would_lose == (0, 0)
+    assert recs[0].ends == [(1000, "rst"), (2, "rst")] and conn.gap_bytes == (0, 0)
+
+
+def test_a_reset_the_out_of_order_bound_ahead_still_counts() -> None:
+    f = Flow()
+    tracker, recs = _reset_after(f, 1000 + 4096, ooo_limit=4096)
+    assert tracker.connections[0].would_lose == (4096, 0)
+    tracker.finish()
+    assert recs[0].gaps(0) == [(1000, 4096)] and recs[0].ends[0] == (5096, "rst")
+
+
+@pytest.mark.parametrize("rst_offset", [0, 600, 1000])
+def test_a_reset_answering_a_segment_behind_the_front_adds_nothing(rst_offset: int) -> None:
+    """An RST answering a segment takes that segment's ACK as its sequence number: at or behind what its
+    sender carried, nothing to add."""
+    f = Flow()
+    tracker, recs = _reset_after(f, rst_offset)
+    conn = tracker.connections[0]
+    assert conn.closed and conn.would_lose == (0, 0)
+    assert recs[0].ends == [(1000, "rst"), (2, "rst")] and conn.gap_bytes == (0, 0)
+
+
+def test_a_reset_from_a_side_that_sent_nothing_seen_adds_nothing() -> None:
+    """Without a SYN or a segment of its own before, the RST's sequence number maps to nothing known."""
+    f = Flow()
+    tracker, recs = run([f.c(0, DATA[:1000]), f.s(7777, flags="RA")])
+    assert recs[0].ends == [(1000, "rst"), (0, "rst")] and tracker.connections[0].gap_bytes == (0, 0)
 
 
 def test_simultaneous_close() -> None:

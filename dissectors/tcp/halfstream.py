@@ -14,7 +14,11 @@ Ends: a FIN's sequence number is the stream's final length (``fin_offset``); byt
 holes below it wait to be filled. A reset (either side's RST) makes what the direction has carried so far
 (its front, or the end of what waits out of order) its final length the same way (:meth:`HalfStream.reset`):
 on a path that reorders, segments sent before the reset arrive after it and fill holes; the tracker gives
-up on them ``RESET_GRACE`` later.
+up on them ``RESET_GRACE`` later. The RST's sender's own direction ends at the RST's sequence number
+instead when that is further (it is the sender's SND.NXT: the segments it wrote last were not captured,
+or were lost and never retransmitted), but by at most ``ooo_limit``: a stray or forged RST's sequence
+number is random. Behind what was carried (an RST answering a segment takes its ACK), or after a FIN
+(whose offset stays the end), it adds nothing.
 
 Snaplen-cut segments: the captured bytes are data, the bytes that were not captured become a gap as
 soon as they reach the front. If the full bytes were buffered from another copy of the segment before
@@ -387,16 +391,21 @@ class HalfStream:
         if self.fin_offset is not None and self.offset == self.fin_offset and self.ended is None:
             self.end(self.close_how, ts)
 
-    def reset(self, ts: float) -> bool:
+    def reset(self, ts: float, sent: int | None = None) -> bool:
         """The connection was reset (by either side). Nothing beyond what this direction has carried so far
         (its front, or the end of what waits out of order) is data any more, but the holes below that
         still are: a segment sent before the reset can arrive after it on a path that reorders, and fills
         one. Without holes the direction ends here (``end`` with ``END_RST``); else it ends when they are
-        filled, or when :meth:`flush` gives up on them. Returns whether it is still waiting for holes."""
+        filled, or when :meth:`flush` gives up on them. Returns whether it is still waiting for holes.
+
+        ``sent`` is the offset of the RST's sequence number when this direction sent it: its sender's
+        SND.NXT, so everything below it was sent, and what the capture missed of it is a hole too. It
+        counts only if ahead of what was carried by at most ``ooo_limit`` (:meth:`_sent_end`)."""
         if self.ended is not None:
             return False
         if self.fin_offset is None:                   # a FIN seen before: its offset stays the stream's end
-            self.fin_offset = max(self.offset, max((p[2] for p in self.pending), default=0))
+            carried = max(self.offset, max((p[2] for p in self.pending), default=0))
+            self.fin_offset = self._sent_end(carried, sent)
             self.close_how = END_RST
         if self.offset == self.fin_offset:
             self.end(self.close_how, ts)
@@ -404,6 +413,22 @@ class HalfStream:
         self.reset_ts = ts
         self.refresh()
         return True
+
+    def _sent_end(self, carried: int, sent: int | None) -> int:
+        """The stream's final length at a reset: what it ``carried``, or the offset its own RST was
+        ``sent`` at when that is ahead by no more than ``ooo_limit``. An RST answering a segment takes that
+        segment's ACK (at or behind what was carried, unless the capture missed bytes that were acknowledged:
+        a loss too); one a few segments ahead says the capture (or the path, the reset then cancelling their
+        retransmission) lost what it sent last. The offset comes from ``offset_of`` (nearest the front
+        across 32-bit wraps): a sequence number 2 GiB or more ahead maps behind, adding nothing.
+        Bytes in flight are bounded by the receiver's window, which Linux's default ``tcp_rmem`` max
+        (6 MiB) keeps below the tracker's own bound on what may wait ahead of the front (``ooo_limit``, 8 MiB
+        by default); a window of up to 1 GiB is possible but a forged or stray RST's random sequence number
+        must not invent that much loss: it lands within the bound once in 512 times, and then adds at most
+        ``ooo_limit`` of gap."""
+        if sent is None or not carried < sent <= carried + self.ooo_limit:
+            return carried
+        return sent
 
     def would_lose(self) -> int:
         """The bytes :meth:`flush` would declare gaps now: the holes before and between the pieces waiting out

@@ -311,9 +311,13 @@ class TcpTracker:
             h.ignored_bytes += n + missing
             if conn.closed_by is None:
                 conn.closed_by = "client" if h.direction == 0 else "server"
+            # The RST's sequence number is its sender's SND.NXT: the sender's direction carried at least that
+            # much, though the capture may have missed the end of it (HalfStream.reset bounds and checks it).
+            # A side seen for the first time took it as its base above: offset 0, nothing to add.
+            sent = h.offset_of(seq)
             waiting = False
             for half in conn.halves:
-                waiting = half.reset(ts) or waiting
+                waiting = half.reset(ts, sent if half is h else None) or waiting
             if waiting:
                 self._resetting[conn.index] = conn
             return
