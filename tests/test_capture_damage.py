@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import struct
+import threading
 from pathlib import Path
 
 import pytest
 from capture_helpers import gzip_damaged_at, ipv4_fragment_frame, ipv6_fragment_frame, read_segments, zlib_most
 
 from dissectors.capture import open_capture
+from dissectors.capture.gunzip import GunzipStream
 from dissectors.capture.source import open_source
 from dissectors.capture.writer import PcapngWriter, PcapWriter, tcp_frame
 from dissectors.cli.main import main
@@ -260,7 +264,7 @@ def test_zeros_after_the_gzip_data_are_padding(tmp_path: Path, monkeypatch: pyte
                                                capsys: pytest.CaptureFixture[str], inflater: str) -> None:
     """A .pcap.gz padded with zeros to a block size (dd, a tape, some copy tools) reads whole, as gzip -t
     finds it: no "capture cut short", the exit code of the capture itself; garbage after the zeros is
-    still damage, said so."""
+    trailing garbage, as for gzip -d (test_trailing_garbage_after_the_gzip_data_is_ignored)."""
     use_inflater(monkeypatch, inflater)
     source = CORPUS / "precopy-7.2.pcap.gz"
     assert main(["analyze", "--json", str(source)]) == 0
@@ -270,7 +274,180 @@ def test_zeros_after_the_gzip_data_are_padding(tmp_path: Path, monkeypatch: pyte
     assert main(["analyze", "--json", str(padded)]) == 0
     got = capsys.readouterr().out.replace(str(padded), "CAPTURE")
     assert got.replace(str(padded.stat().st_size), "SIZE") == clean.replace(str(source.stat().st_size), "SIZE")
-    junk = tmp_path / "junk.pcap.gz"
-    junk.write_bytes(source.read_bytes() + bytes(512) + b"\x01junk")
-    assert main(["analyze", str(junk)]) == 1
-    assert "gzip data corrupt at compressed offset" in capsys.readouterr().out
+
+
+JUNK = bytes(range(1, 256)) * 4   # not a gzip member: it does not start with the magic 1f 8b
+
+
+def two_members(blob: bytes) -> bytes:
+    """``blob``'s data as two gzip members (a concatenation, ``cat a.gz b.gz``)."""
+    raw = gzip.decompress(blob)
+    half = len(raw) // 2
+    return gzip.compress(raw[:half], 1) + gzip.compress(raw[half:], 1)
+
+
+TRAILING = {                       # what follows the gzip data -> (the bytes, where the garbage starts)
+    "junk": lambda blob: (blob + JUNK, len(blob)),
+    "checksum": lambda blob: (blob + b"3f1d9c2e  capture.pcap.gz\n", len(blob)),
+    "zeros-then-junk": lambda blob: (blob + bytes(512) + b"\x01junk", len(blob)),
+    "member-after-zeros": lambda blob: (blob + bytes(512) + blob, len(blob)),   # gzip -d ignores it too
+    "two-members-then-junk": lambda blob: (two_members(blob) + JUNK, len(two_members(blob))),
+}
+
+
+def trailing_warning(path: Path, at: int) -> str:
+    return (f"{path}: uncompressed offset 19425727: trailing garbage ignored: the bytes from compressed offset {at} on "
+            'are not a gzip member (gzip -d: "decompression OK, trailing garbage ignored")')
+
+
+@pytest.mark.parametrize("inflater", ["zlib", "zlib-ng"])
+@pytest.mark.parametrize("case", sorted(TRAILING))
+def test_trailing_garbage_after_the_gzip_data_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str], inflater: str,
+                                                        case: str) -> None:
+    """Bytes after the last gzip member that are not a member (a copy tool's junk, an appended checksum, zeros
+    then anything): ``gzip -d`` writes all the data and warns "decompression OK, trailing garbage ignored"
+    (exit 2, its warning). The capture is analysed whole, with the exit code of the capture itself (a
+    warning, not a finding: 0 here), and a warning naming the file and the compressed offset where the
+    garbage starts. It was "capture cut short: gzip data corrupt", exit 1."""
+    use_inflater(monkeypatch, inflater)
+    source = CORPUS / "precopy-10.0.pcap.gz"
+    assert main(["analyze", "--json", str(source)]) == 0
+    clean = json.loads(capsys.readouterr().out)
+    path = tmp_path / "trailing.pcap.gz"
+    blob, at = TRAILING[case](source.read_bytes())
+    path.write_bytes(blob)
+    assert main(["analyze", "--json", str(path)]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["capture"].pop("warnings") == [trailing_warning(path, at)]
+    assert "stopped" not in got["capture"]
+    assert got["capture"].pop("file") == str(path) and clean["capture"].pop("file") == str(source)
+    del clean["capture"]["warnings"]
+    assert got == clean
+    assert main(["analyze", str(path)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"warning: {trailing_warning(path, at)}" in text and "cut short" not in text
+
+
+def fifo_of(tmp_path: Path, blob: bytes) -> tuple[Path, threading.Thread]:
+    """A FIFO that a thread writes ``blob`` into (a pipe: read as a live stream, ``LiveRaw``)."""
+    fifo = tmp_path / "capture.fifo"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with open(fifo, "wb") as f:
+            try:
+                f.write(blob)
+            except BrokenPipeError:
+                pass
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    return fifo, writer
+
+
+@pytest.mark.parametrize("inflater", ["zlib", "zlib-ng"])
+@pytest.mark.parametrize("case", ["junk", "two-members-then-junk"])
+def test_trailing_garbage_through_a_pipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str], inflater: str, case: str) -> None:
+    """The same through a pipe (``cat FILE.pcap.gz | migshark analyze -``), whose reads hand over what has
+    arrived: a warning, the capture whole, exit 0."""
+    use_inflater(monkeypatch, inflater)
+    blob, at = TRAILING[case]((CORPUS / "precopy-10.0.pcap.gz").read_bytes())
+    fifo, writer = fifo_of(tmp_path, blob)
+    assert main(["analyze", "--json", str(fifo)]) == 0
+    writer.join(5)
+    got = json.loads(capsys.readouterr().out)
+    assert got["capture"]["warnings"] == [trailing_warning(fifo, at)] and "stopped" not in got["capture"]
+    assert got["capture"]["frames"] == 745
+
+
+@pytest.mark.parametrize("inflater", ["zlib", "zlib-ng"])
+@pytest.mark.parametrize("tail,said", [
+    (b"\x1f\x8b" + JUNK, "gzip data corrupt at compressed offset 356809: Error -3 while decompressing data: unknown "
+                          "compression method"),
+    (b"\x1f\x8b\x08\x00" + JUNK, "gzip data corrupt at compressed offset 356816: Error -3 while decompressing "
+                                  "data: invalid block type"),
+    (b"\x1f", "gzip stream ends early (file cut?) at compressed offset 356807"),
+    (b"\x01", "gzip stream ends early (file cut?) at compressed offset 356807"),
+], ids=["magic-then-junk", "magic-deflate-then-junk", "one-byte-of-magic", "one-byte"])
+def test_a_damaged_member_after_the_data_is_still_damage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str], inflater: str,
+                                                         tail: bytes, said: str) -> None:
+    """What starts like a gzip member (1f 8b) and then fails, or a single byte after the data, is an error for
+    gzip -d too ("unknown method 35", "invalid compressed data--format violated", "unexpected end of file";
+    exit 1): a capture cut short, exit 1, as before."""
+    use_inflater(monkeypatch, inflater)
+    source = CORPUS / "precopy-10.0.pcap.gz"
+    path = tmp_path / "damaged.pcap.gz"
+    path.write_bytes(source.read_bytes() + tail)
+    assert main(["analyze", "--json", str(path)]) == 1
+    got = json.loads(capsys.readouterr().out)
+    assert got["capture"]["stopped"]["reason"] == said and got["capture"]["frames"] == 745
+
+
+class _Trickle:
+    """A raw stream that hands over one byte per read (a slow pipe)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def read(self, count: int = -1) -> bytes:
+        out, self._data = self._data[:1], self._data[1:]
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("inflater", ["zlib", "zlib-ng"])
+@pytest.mark.parametrize("tail,warned,problem", [
+    (b"ab", True, False), (b"\0", False, False), (b"\0\0\0x", True, False), (b"\x1f", False, True),
+    (b"", False, False)])
+def test_what_follows_a_member_read_a_byte_at_a_time(monkeypatch: pytest.MonkeyPatch, inflater: str, tail: bytes,
+                                                     warned: bool, problem: bool) -> None:
+    """The bytes after a member arriving one per read: the two of a magic are waited for before deciding."""
+    use_inflater(monkeypatch, inflater)
+    data = bytes(range(256)) * 64
+    blob = gzip.compress(data)
+    stream = GunzipStream(_Trickle(blob + tail))
+    got = stream.read(1 << 20)
+    assert got == data and stream.read(1) == b""
+    assert (stream.warning is not None) == warned and (stream.problem is not None) == problem
+    if warned:
+        assert f"from compressed offset {len(blob)} on" in stream.warning
+
+
+@pytest.mark.parametrize("inflater", ["zlib", "zlib-ng"])
+def test_trailing_garbage_after_a_gzipd_stream_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str], inflater: str) -> None:
+    """A gzip'd raw migration stream file with junk after it: complete, exit 0, the warning in the report (it
+    was a finding: status "incomplete", exit 1) and on ``dissect``'s stderr."""
+    use_inflater(monkeypatch, inflater)
+    blob = STREAM_72.read_bytes()
+    path = tmp_path / "stream.qevm.gz"
+    path.write_bytes(blob + JUNK)
+    warning = (f"{path}: uncompressed offset 4855875: trailing garbage ignored: the bytes from compressed offset "
+               f'{len(blob)} on are not a gzip member (gzip -d: "decompression OK, trailing garbage ignored")')
+    assert main(["analyze", "--json", str(path)]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["stream_file"]["status"] == "complete" and got["findings"] == 0
+    assert got["capture"]["warnings"] == [warning]
+    assert main(["analyze", str(path)]) == 0
+    assert f"  warning: {warning}\n" in capsys.readouterr().out
+    assert main(["dissect", str(path)]) == 0
+    assert f"migshark: warning: {warning}\n" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("writer", [write_pcap, write_pcapng])
+def test_trailing_garbage_pcap_and_pcapng(tmp_path: Path, writer) -> None:  # noqa: ANN001
+    """Both record walkers say it, after every record, at the uncompressed end."""
+    plain = writer(tmp_path / "p.cap", frames(50))
+    packed = tmp_path / "p.cap.gz"
+    blob = gzip.compress(plain.read_bytes())
+    packed.write_bytes(blob + JUNK)
+    segments, _, warnings = read_segments(packed)
+    assert len(segments) == 50
+    assert warnings == [f"{packed}: uncompressed offset {plain.stat().st_size}: trailing garbage ignored: the bytes "
+                        f'from compressed offset {len(blob)} on are not a gzip member (gzip -d: "decompression OK, '
+                        'trailing garbage ignored")']

@@ -88,8 +88,9 @@ class StreamFileSummary:
                 findings.append(f"malformed at offset {p['offset']}: {p['reason']}")
         elif self.eof_at is None:
             findings.append(f"the stream ends at offset {capture['bytes']} before QEMU_VM_EOF: cut short")
-        if capture.get("warnings"):
-            findings.append(capture["warnings"][0])
+        stops = [w for w in capture.get("warnings", ()) if w.endswith("; stopped reading")]
+        if stops:       # not a warning that lost nothing (trailing garbage after the gzip data, ignored)
+            findings.append(stops[0])
         status = "complete" if not findings else "incomplete"
         stream = {
             "status": status,

@@ -43,6 +43,7 @@ class _Readable(Protocol):
 
     def close(self) -> None: ...
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
+_GZIP_MAGIC = b"\x1f\x8b"
 _backend: ModuleType | None = None
 
 
@@ -62,7 +63,8 @@ def backend() -> ModuleType:
 
 
 class GunzipStream:
-    """``read(n)`` returns up to ``n`` decompressed bytes, ``b""`` at the end (check ``problem``)."""
+    """``read(n)`` returns up to ``n`` decompressed bytes, ``b""`` at the end (check ``problem``, and
+    ``warning`` for trailing garbage after the last member: ignored, as ``gzip -d`` does)."""
 
     def __init__(self, raw: BinaryIO | _Readable, prefix: bytes = b"") -> None:
         self._raw = raw
@@ -80,6 +82,7 @@ class GunzipStream:
         self._out_since = 0          # bytes inflated (and handed over) since the mark
         self._held = b""             # after damage: the bytes recovered before it, still to hand over
         self.problem: str | None = None
+        self.warning: str | None = None   # a problem that lost nothing: trailing garbage after the data
 
     def read(self, count: int) -> bytes:
         out: list[bytes] = []
@@ -144,15 +147,13 @@ class GunzipStream:
         if inflate.eof:  # member finished: what follows (if anything) is the next gzip member
             data = inflate.unused_data
             at = self._consumed - len(data)
-            if not data:
-                data = self._raw_read()
-            while data and not data.strip(b"\0"):
-                # zeros after a whole member (a file padded to a block size by dd, a tape, a copy tool):
-                # the end of the data, as for gzip itself; anything else after them is a damaged member
-                at = self._consumed
-                data = self._raw_read()
+            while len(data) < 2 and (more := self._raw_read()):   # the next member's magic, if any
+                data += more
             if not data:
                 self._done = True
+                return b""
+            if data[:2] != _GZIP_MAGIC and (len(data) >= 2 or data == b"\0"):   # 1 byte: a member cut short
+                self._trailing(data, at)
                 return b""
             self._inflate = inflate = self._zlib.decompressobj(_GZIP_WBITS)
             self._mark, self._mark_at = None, at
@@ -178,6 +179,20 @@ class GunzipStream:
         self._full = len(out) == limit
         self._out_since += len(out)
         return out
+
+    def _trailing(self, data: bytes, at: int) -> None:
+        """End the data at ``at`` (the compressed offset where the last whole member ends), ``data`` being the
+        first bytes after it, which do not start a gzip member. As ``gzip -d``: zeros to the end of the file
+        (padding to a block size by dd, a tape, a copy tool) end it silently; anything else (a copy tool's
+        junk, an appended checksum, zeros then junk, even a member after zeros) is trailing garbage, ignored
+        with a warning (``warning``), the data before it whole. A single byte (not a zero) after a member, or
+        bytes that start with the magic and then fail, are read as a member, a damaged one: gzip's error too."""
+        self._done = True
+        while data and not data.strip(b"\0"):
+            data = self._raw_read()
+        if data:
+            self.warning = (f"trailing garbage ignored: the bytes from compressed offset {at} on are not a gzip "
+                            "member (gzip -d: \"decompression OK, trailing garbage ignored\")")
 
     def _replay(self) -> tuple[bytes, int]:
         """Inflate the input fed since the mark again, from a copy of the mark, in steps of ``_REPLAY_STEP``

@@ -192,6 +192,8 @@ def pcap_segments(cap: Capture, keyed: bool = False, runs: Runs | None = None) -
         if source.problem:
             cap.warn(base + pos, source.problem + "; stopped reading")
             source.problem = None
+        if source.gzip_warning:
+            cap.warn(base + pos, source.gzip_warning)
         stats.frames, stats.tcp_segments, stats.non_tcp = frame, frame - non_tcp, non_tcp
         stats.truncated_frames, stats.ip_fragments = truncated, frags
         stats.short_frames, stats.unsupported_link = short, unsupported

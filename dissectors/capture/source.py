@@ -36,6 +36,7 @@ class MmapSource:
     """The whole (uncompressed, regular) file mapped read-only; pages behind the reader are dropped."""
 
     compressed = False
+    gzip_warning: str | None = None
 
     def __init__(self, fd: int, size: int) -> None:
         self.size = size
@@ -198,6 +199,12 @@ class StreamSource:
         walkers took ``problem`` (the reader's message when not even the capture header inflated)."""
         stream = self._stream
         return stream.problem if isinstance(stream, GunzipStream) else None
+
+    @property
+    def gzip_warning(self) -> str | None:
+        """What the gzip stream ignored at its end (trailing garbage), once read to there: lost nothing."""
+        stream = self._stream
+        return stream.warning if isinstance(stream, GunzipStream) else None
 
     def _prompt(self) -> bool:
         """Hand over what has arrived (a live stream read promptly), rather than whole windows?"""
@@ -375,6 +382,11 @@ class FileBytes:
     @property
     def problem(self) -> str | None:
         return self._problem or (self._gunzip.problem if self._gunzip is not None else None)
+
+    @property
+    def warning(self) -> str | None:
+        """Trailing garbage ignored after the gzip data (``GunzipStream.warning``): nothing lost."""
+        return self._gunzip.warning if self._gunzip is not None else None
 
     def read(self, count: int) -> bytes:
         if self._problem:

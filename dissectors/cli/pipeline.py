@@ -266,6 +266,8 @@ def feed_stream_file(path: str, sink: StreamSink, progress: ProgressFn | None = 
                 progress(min(f.position(), size), size)
         if f.problem:
             warnings.append(f"{path}: uncompressed offset {offset}: {f.problem}; stopped reading")
+        if f.warning:
+            warnings.append(f"{path}: uncompressed offset {offset}: {f.warning}")
     sink.end(0, offset, 0.0, "fin")
     sink.end(1, 0, 0.0, "fin")
     return {"file": path, "format": "migration-stream", "bytes": offset, "warnings": warnings}

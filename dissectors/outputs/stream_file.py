@@ -23,6 +23,7 @@ def render_stream_file(report: dict[str, Any]) -> str:
     else:
         lines.append(f"  {s['status'].upper()}: " + s["findings"][0])
         lines += [f"  ! {f}" for f in s["findings"][1:]]
+    lines += [f"  warning: {w}" for w in cap.get("warnings", ()) if w not in s["findings"]]   # lost nothing
     lines.append("  no TCP: no connections, accept order or roles race to judge (capture the migration with "
                  "tcpdump for those)")
     caps = ", ".join(s["capabilities"]) or "none announced"
