@@ -350,21 +350,24 @@ def _group_gone(pgid: int, within: float) -> bool:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("after", [0.3, 0.6, 1.5])
-def test_ctrl_c_ends_the_run_with_130_and_no_traceback(tmp_path, after):
+@pytest.mark.parametrize("jobs, after", [("2", 0.3), ("2", 0.6), ("2", 1.5), ("2", 3.0), ("1", 1.5)])
+def test_ctrl_c_ends_the_run_with_130_the_table_so_far_and_no_traceback(tmp_path, jobs, after):
     """Ctrl-C on a terminal: SIGINT to the whole process group (migshark, the fork server, the workers), here
-    while the fork server imports (0.3 s), while the cluster starts (0.6 s) and while tasks run (1.5 s).
-    Exit code 130, nothing on stderr, every process of the group gone. Before: the fork server and each
-    worker died of it with a KeyboardInterrupt traceback, and a cluster interrupted halfway through its
-    start made Dask's exit handler print an AssertionError traceback."""
+    while the fork server imports (0.3 s), while the cluster starts (0.6 s) and while tasks run (1.5, 3 s).
+    Exit code 130, nothing on stderr, every process of the group gone; the table holds the rows of every
+    capture analysed so far (the summary says how many of how many), with the results that had ended
+    and were not fetched yet. Before: no table; the fork server and each worker died of the signal with
+    a KeyboardInterrupt traceback, and a cluster interrupted halfway through its start made Dask's exit
+    handler print an AssertionError traceback."""
     import signal
 
     fleet = tmp_path / "fleet"
     fleet.mkdir()
     for i in range(6):                                    # ~500 captures: the run lasts well past the signal
         (fleet / str(i)).symlink_to(CORPUS)
-    proc = subprocess.Popen([sys.executable, "-m", "dissectors.cli.main", "fleet", "-j", "2",
-                             *(str(d) for d in sorted(fleet.iterdir())), "-o", str(tmp_path / "t.jsonl")],
+    table = tmp_path / "t.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "dissectors.cli.main", "fleet", "-j", jobs,
+                             *(str(d) for d in sorted(fleet.iterdir())), "-o", str(table)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parent.parent,
                             # a terminal's foreground group of its own, with Ctrl-C not ignored (a shell's
@@ -376,3 +379,10 @@ def test_ctrl_c_ends_the_run_with_130_and_no_traceback(tmp_path, after):
     assert proc.returncode == 130, (proc.returncode, err[-2000:])
     assert err == ""
     assert _group_gone(proc.pid, within=10)
+    said = re.match(r"migshark fleet: interrupted \(Ctrl-C\) with (\d+) of (\d+) capture", out)
+    assert said, out[:500]
+    done, total = map(int, said.groups())
+    rows = [json.loads(line) for line in table.read_text().splitlines()]
+    assert len({r["capture"] for r in rows}) == done < total
+    if after >= 3.0:
+        assert done > 0

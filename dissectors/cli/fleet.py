@@ -82,19 +82,29 @@ def run_fleet(args: argparse.Namespace) -> int:
         timeline.mark(f"{len(items)} captures found")
     engine = describe_engine(args.scheduler, args.jobs)
     bar = FleetProgress(items, engine, force=args.progress)
+    by_url: dict[str, list[dict[str, Any]]] = {}      # each capture's rows as they come back
+
+    def heard(item: CaptureInput, rows: list[dict[str, Any]]) -> None:
+        by_url[item.url] = rows
+        bar(item, rows)
+
     start = time.monotonic()
+    interrupted = False
     try:
         results = run_tasks(analyse_capture, largest_first(items), options, scheduler=args.scheduler,
-                            workers=args.jobs, on_result=bar, on_error=_worker_died,
+                            workers=args.jobs, on_result=heard, on_error=_worker_died,
                             timeline=timeline)
+        by_url = {item.url: rows for item, rows in zip(largest_first(items), results, strict=True)}
     except RunnerError as exc:
         print(f"migshark fleet: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:   # Ctrl-C: the table and the summary of the captures analysed so far
+        interrupted = True
     finally:
         bar.close()
     seconds = time.monotonic() - start
-    by_url = {item.url: rows for item, rows in zip(largest_first(items), results, strict=True)}
-    rows = [row for item in items for row in by_url[item.url]]       # the order the captures were named
+    # the order the captures were named
+    rows = [row for item in items if item.url in by_url for row in by_url[item.url]]
     try:
         write_table(rows, args.output)
     except OSError as exc:
@@ -102,10 +112,11 @@ def run_fleet(args: argparse.Namespace) -> int:
         return 2
     if timeline is not None:
         timeline.mark("table written")
-    sys.stdout.write(render_summary(rows, captures=len(items), seconds=seconds, engine=engine,
-                                    table=args.output, top=args.top))
+    sys.stdout.write(render_summary(rows, captures=len(by_url), seconds=seconds, engine=engine,
+                                    table=args.output, top=args.top,
+                                    interrupted_of=len(items) if interrupted else None))
     if timeline is not None:
         timeline.mark("summary printed")
         sys.stdout.flush()
         sys.stderr.write(timeline.render())
-    return exit_code(rows)
+    return 130 if interrupted else exit_code(rows)

@@ -545,46 +545,63 @@ def _on_dask(client: Any, fn: Callable[..., R], items: Sequence[CaptureInput], a
     for k, g in enumerate(groups):
         submit(g, len(groups) - k)
     _mark(timeline, f"{len(groups)} tasks submitted for {len(items)} captures")
-    running = len(groups)                   # tasks submitted and not ended
-    finished: list[Any] = []                # ended with a result not fetched yet
-    due = 0.0                               # when those are fetched
     first = True
-    while running or finished:
-        if running:
-            try:
-                ended = [ended_now.get(timeout=max(0.0, due - time.monotonic()) if finished else None)]
-            except queue.Empty:
-                ended = []
-            while not ended_now.empty():
-                ended.append(ended_now.get())
-            running -= len(ended)
-            for fut in ended:
-                if fut.status in ("error", "cancelled"):
-                    running += failed(pending.pop(fut.key))
-                    fut.release()
-                    continue
-                # finished; or its result already lost with its worker and being recomputed ("lost",
-                # "pending"): the fetch waits for it
-                if not finished:
-                    due = time.monotonic() + FETCH_EVERY
-                finished.append(fut)
-        if finished and (not running or time.monotonic() >= due):
-            got = _fetch(client, finished)
-            if first:
-                _mark(timeline, "first result back")
-                first = False
-            for fut in finished:
-                group = pending.pop(fut.key)
-                value = got.get(fut.key)
-                fut.release()
-                if value is None:
-                    running += failed(group)
-                    continue
+
+    def collect(ended: list[Any], retry: bool = True) -> int:
+        """Fetch the results of the tasks ``ended`` (in one round trip) and deliver them; a task whose result
+        cannot be had is ``failed`` (if ``retry``). Returns how many tasks that submitted again."""
+        nonlocal first
+        got = _fetch(client, ended)
+        if first:
+            _mark(timeline, "first result back")
+            first = False
+        again = 0
+        for fut in ended:
+            group = pending.pop(fut.key)
+            value = got.get(fut.key)
+            fut.release()
+            if value is not None:
                 outcome, span = value
                 if timeline is not None:
                     timeline.spans.append(span)
                 deliver(group, outcome)
-            finished = []
+            elif retry:
+                again += failed(group)
+        return again
+
+    running = len(groups)                   # tasks submitted and not ended
+    finished: list[Any] = []                # ended with a result not fetched yet
+    due = 0.0                               # when those are fetched
+    try:
+        while running or finished:
+            if running:
+                try:
+                    ended = [ended_now.get(timeout=max(0.0, due - time.monotonic()) if finished else None)]
+                except queue.Empty:
+                    ended = []
+                while not ended_now.empty():
+                    ended.append(ended_now.get())
+                running -= len(ended)
+                for fut in ended:
+                    if fut.status in ("error", "cancelled"):
+                        running += failed(pending.pop(fut.key))
+                        fut.release()
+                        continue
+                    # finished; or its result already lost with its worker and being recomputed ("lost",
+                    # "pending"): the fetch waits for it
+                    if not finished:
+                        due = time.monotonic() + FETCH_EVERY
+                    finished.append(fut)
+            if finished and (not running or time.monotonic() >= due):
+                running += collect(finished)    # (interrupted halfway, the rest is delivered below)
+                finished = []
+    except KeyboardInterrupt:
+        # Ctrl-C: the results of the tasks that have ended are delivered (the caller keeps what it was given
+        # so far) before the run stops; a second Ctrl-C stops it at once
+        while not ended_now.empty():
+            finished.append(ended_now.get())
+        collect([fut for fut in finished if fut.key in pending and fut.status == "finished"], retry=False)
+        raise
     for j in suspects:            # alone on the cluster now: a failure here is this capture's own
         fut = submit([j], 0, tracked=False)
         wait([fut])

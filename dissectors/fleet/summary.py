@@ -56,7 +56,9 @@ def _table(rows: list[list[Any]], header: list[str]) -> list[str]:
 
 
 def render_summary(rows: list[dict[str, Any]], *, captures: int, seconds: float, engine: str,
-                   table: str, top: int = 10) -> str:
+                   table: str, top: int = 10, interrupted_of: int | None = None) -> str:
+    """The terminal summary of ``rows`` (``captures`` analysed); ``interrupted_of``: the run was stopped
+    (Ctrl-C) with that many captures in all, and says so first."""
     migrations = [r for r in rows if r["migration"] is not None]
     counted = [r for r in migrations if r["relay_side"] != "source"]
     errors = [r for r in rows if r["status"] == "error"]
@@ -67,6 +69,11 @@ def render_summary(rows: list[dict[str, Any]], *, captures: int, seconds: float,
            f"{seconds:.1f} s "
            f"({total_bytes / 1e6:,.1f} MB) on {engine}",
            f"table: {table} ({len(rows)} rows)", ""]
+    if interrupted_of is not None:
+        out[:0] = [f"migshark fleet: interrupted (Ctrl-C) with {captures} of {interrupted_of} capture(s) analysed; "
+                   "the table and this summary hold those only", ""]
+    if not rows:
+        return "\n".join(out[:-1]) + "\n"
     relays = len(migrations) - len(counted)
     out.append("Outcome" + (f" ({relays} relay source-side leg(s) counted with their destination-side leg)"
                             if relays else "") + ":")
@@ -120,7 +127,7 @@ def render_summary(rows: list[dict[str, Any]], *, captures: int, seconds: float,
             if pairs_seen:
                 out.append(f"         generation pairs: {', '.join(pairs_seen[:6])}"
                            + (" ..." if len(pairs_seen) > 6 else ""))
-    else:
+    elif migrations:
         out += ["", "No failure signature: every migration completed cleanly."]
     slow = sorted((r for r in rows if r.get("seconds")), key=lambda r: -r["seconds"])[:1]
     if slow:
