@@ -499,7 +499,10 @@ def _on_dask(client: Any, fn: Callable[..., R], items: Sequence[CaptureInput], a
     without a fetch). A capture whose task fails alone is a suspect, tried once more at the end with
     nothing else running: when a capture kills its worker, Dask also blames the task queued behind it on
     that worker, so an innocent capture can fail alongside a guilty one; only a capture that fails when it
-    runs by itself becomes an error."""
+    runs by itself becomes an error.
+
+    Ctrl-C (``KeyboardInterrupt`` while waiting) fetches and delivers the results of the tasks that have
+    ended before it is raised on, so that the caller can report every capture analysed so far."""
     import asyncio
     import queue
 
