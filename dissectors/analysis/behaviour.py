@@ -30,9 +30,10 @@ from dissectors.tcp.connection import Connection, endpoint_text
 #: A destination that rejects a channel does so within this long of its first bytes (7.2: 0.2 ms on
 #: loopback; a delayed path adds round trips).
 PROMPT_ABORT_S = 1.0
-#: ... and when it drops every channel at once, one of them is that reaction only if it came this soon after
-#: the channel's first bytes (a fraction of a millisecond at the destination, a round trip later from the
-#: source's side: 10-20 ms on the 5 +- 3 ms namespace path); later, the destination stopped as a whole.
+#: ... and when it ends every channel, one of them is that reaction only if it came this soon after the
+#: channel's first application bytes (a fraction of a millisecond at the destination, a round trip later from
+#: the source's side: 10-20 ms on the 5 +- 3 ms namespace path) and the destination lived on after it
+#: (:func:`prompt_drop`); else the destination stopped as a whole.
 PROMPT_DROP_S = 0.1
 #: A destination that stops as a whole ends its channels within this long of one another (5 ms seen between
 #: the first and last socket of a SIGKILLed 10.0 under load).
@@ -47,9 +48,9 @@ class Cut:
     down; a source that fails or is stopped closes them too): every destination then fails on the cut
     stream, whatever its rules, so its own closes after this one say nothing about its policy.
     ``by`` "destination" and ``whole``: the destination ended every channel (its only one, in a plain
-    precopy), none of them a moment after its first bytes (the prompt drop of a channel it misread): its
-    QEMU stopped as a whole (a failed load, an exit, a crash or a kill; Linux resets a socket closed with
-    unread data in it)."""
+    precopy), none of them in a prompt drop (:func:`prompt_drop`: a channel it misread, dropped a moment after
+    its first application bytes while the process lived on): its QEMU stopped as a whole (a failed load, an
+    exit, a crash or a kill; Linux resets a socket closed with unread data in it)."""
 
     by: str
     at: float
@@ -79,6 +80,26 @@ def _first_end(c: Connection, side: int) -> tuple[float, bool] | None:
     return min(ends) if ends else None
 
 
+def prompt_drop(at: float, f: ConnectionFacts, others: Sequence[float]) -> bool:
+    """The destination ended ``f`` at ``at`` reacting to its first bytes (a channel it refused: QEMU 7.2
+    reading the real main channel's QEVM where a multifd hello belongs), not as part of a stop of the whole
+    process. ``others``: when the destination ended the leg's other channels.
+
+    The reaction follows what the destination read, so it is timed from the source's first application
+    data (``first_write_ts``): under TLS the destination reads nothing before the handshake ends, 2+ round
+    trips after the ClientHello. And the process lives on after it: 7.2 prints the error and keeps the channel
+    it took as main open until it is stopped (captures/holdback-multifd-7.2: open to the end;
+    netpath-multifd4-7.2-misorder.dst: reset 6.3 s later), so another channel ends more than
+    ``STOP_SPREAD_S`` after it; a process that is killed, crashes or exits ends every socket at once, however
+    soon that comes after some channel's first bytes (kill-destination-tls-10.0: SIGKILLed 38-62 ms after each
+    channel's first application data, all three reset within 0.2 ms). A lone channel shows nothing of the
+    rest of the process: its timing alone decides."""
+    first = f.first_write_ts
+    if first is None or not 0 <= at - first <= PROMPT_DROP_S:
+        return False
+    return not others or max(others) - at > STOP_SPREAD_S
+
+
 def first_cut(order: Sequence[ConnectionFacts], eof: float | None) -> Cut | None:
     """Who ended the leg first before the main channel's EOF (None: nobody, or only after EOF)."""
     ends = []
@@ -101,8 +122,7 @@ def first_cut(order: Sequence[ConnectionFacts], eof: float | None) -> Cut | None
         d, c = _first_end(g.conn, 1), _first_end(g.conn, 0)
         if d is not None and (c is None or d[0] <= c[0] or d[0] - t <= STOP_SPREAD_S):
             dest.append((d, g))
-    prompt = any(g.conn.first_data_ts[0] is not None and 0 <= e[0] - g.conn.first_data_ts[0] <= PROMPT_DROP_S
-                 for e, g in dest)
+    prompt = any(prompt_drop(e[0], g, [d[0] for d, h in dest if h is not g]) for e, g in dest)
     # (one channel too: a plain precopy's destination that drops its only channel late has stopped as a whole)
     whole = len(dest) == len(order) and not prompt
     return Cut("destination", t, f, reset, whole, len(dest) if whole else 1)

@@ -1,0 +1,105 @@
+"""TLS migrations a destination cut short, over a delayed path: a channel the destination refused is told
+from a destination that stopped as a whole by the channel's first application data, not its ClientHello (the
+destination reads nothing before the handshake ends, 2+ round trips later), and by the destination living
+on after the drop (captures/kill-destination-tls-10.0 is the real kill)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import synth as S
+import tls_synth as X
+
+from dissectors.analysis.judge import Options
+from dissectors.cli.pipeline import analyze_file
+from dissectors.tls import KeyLog
+
+#: A round trip of the lab's namespace path (5 +- 3 ms each way), as the source sees it.
+RTT = 0.016
+
+
+def channel(port: int, syn: float, finished: float, writes: list[tuple[float, bytes]],
+            sessions: list[X.TlsSession]) -> S.Conn:
+    """One TLS connection seen from the source over that path: the SYN-ACK a round trip after the SYN, the
+    ClientHello at once, the server's flight a round trip (and its signing) later, the client's Finished at
+    ``finished``; then each of ``writes`` (time, plaintext) in records of its own."""
+    s = X.TlsSession()
+    sessions.append(s)
+    c_open, s_open = s.opening()
+    n = len(X.client_hello(s.random))
+    c = S.Conn(port, syn, synack_delay=RTT)
+    c.send(syn + RTT + 0.0001, c_open[:n]).reply(syn + 2 * RTT + 0.03, s_open).send(finished, c_open[n:])
+    for t, data in writes:
+        c.send(t, s.data(0, data))
+    return c
+
+
+def multifd_writes(start: float, channel_id: int, until: float) -> list[tuple[float, bytes]]:
+    """A multifd channel's hello at ``start``, then a packet every 20 ms up to ``until``."""
+    out = [(start, S.multifd_hello(channel_id))]
+    t, num = start + 0.02, channel_id + 1
+    while t < until:
+        out.append((t, S.multifd_packet(num, 4)))
+        t, num = t + 0.02, num + 2
+    return out
+
+
+def reports(tmp_path: Path, conns: list[S.Conn], sessions: list[X.TlsSession]) -> list[dict[str, Any]]:
+    """The migration's report without the key log, then with it."""
+    cap = tmp_path / "cut.pcap"
+    S.write_capture(str(cap), conns)
+    keylog = tmp_path / "cut.keylog"
+    keylog.write_text("".join(s.keylog() for s in sessions))
+    out = []
+    for kl in (None, KeyLog.load(str(keylog))):
+        (m,) = analyze_file(str(cap), Options(), keylog=kl).report["migrations"]
+        out.append(m)
+    return out
+
+
+def _fits(m: dict[str, Any]) -> dict[str, bool]:
+    return {name: legs[0]["fits_capture"] for name, legs in m["what_if"].items()}
+
+
+def test_a_refused_channel_after_a_slow_handshake_is_not_a_whole_stop(tmp_path: Path) -> None:
+    """QEMU 7.2 over TLS takes channels in handshake order: main's handshake ends last, so main is read as
+    multifd and refused as soon as its QEVM arrives; 0.16 s after main's ClientHello (the handshake took 0.14 s)
+    but a round trip after its first application data. The destination lives on (it only prints the error)
+    and keeps the channel it took as main open until it is stopped seconds later: the reset of main is that
+    refusal, not a stop of the whole destination: with the key log it rules out a rule that would have mapped
+    the channels right (two-way-handshake), which a whole stop would not."""
+    sessions: list[X.TlsSession] = []
+    m0 = channel(50001, 1.0, 1.10, multifd_writes(1.1005, 0, 1.17), sessions)
+    m1 = channel(50002, 1.002, 1.12, multifd_writes(1.1205, 1, 1.17), sessions)
+    main = channel(50000, 1.004, 1.16, [(1.1605, S.header() + S.ram_start()), (1.165, S.ram_part([]))],
+                   sessions)
+    drop = 1.1605 + RTT
+    m1.close(drop - 0.0001, by=1)              # the failing hello check shuts the running multifd channel down
+    main.close(drop, by=1, how="R")            # and resets the one it read (unread data in it)
+    m0.close(7.0, by=1, how="R")               # the destination, stopped at the teardown
+    hidden, read = reports(tmp_path, [m0, m1, main], sessions)
+    for m in (hidden, read):
+        assert m["outcome"]["status"] == "failed", m["outcome"]
+        assert "stopped as a whole" not in m["outcome"]["reason"], m["outcome"]
+    fits = _fits(read)
+    assert fits["qemu-7.2"] and not fits["two-way-handshake"], read["what_if"]
+
+
+def test_a_kill_soon_after_a_channels_first_application_data_is_a_whole_stop(tmp_path: Path) -> None:
+    """A destination killed 30 ms after a multifd channel's first application data (0.3 s after its
+    ClientHello) resets every channel at once: it stopped as a whole, whoever had only just begun."""
+    sessions: list[X.TlsSession] = []
+    main = channel(50000, 1.0, 1.06, [(1.0605, S.header() + S.ram_start())]
+                   + [(1.07 + 0.02 * i, S.ram_part([])) for i in range(12)], sessions)
+    m0 = channel(50001, 1.001, 1.10, multifd_writes(1.1005, 0, 1.32), sessions)
+    m1 = channel(50002, 1.002, 1.30, multifd_writes(1.3005, 1, 1.32), sessions)
+    kill = 1.33
+    for i, c in enumerate((m1, m0, main)):
+        c.close(kill + 0.0001 * i, by=1, how="R")
+    hidden, read = reports(tmp_path, [main, m0, m1], sessions)
+    for m in (hidden, read):
+        assert m["outcome"]["status"] == "failed", m["outcome"]
+        assert m["outcome"]["reason"].startswith("the destination stopped as a whole at "), m["outcome"]
+        assert "reset all 3 channels" in m["outcome"]["reason"], m["outcome"]
+    assert all(_fits(read).values()), read["what_if"]      # a killed destination of any rule does this
