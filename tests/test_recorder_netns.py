@@ -14,11 +14,13 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from recorder_helpers import live_recording_unavailable
+from recorder_helpers import live_recording_unavailable, wait_handed_over
 
+from dissectors.capture import TcpSegment, open_capture
 from dissectors.recorder.capture import Tcpdump
 from dissectors.recorder.delay_relay import DelayQueue, RelayConfig, RelayProcess
 from dissectors.recorder.netns import NetnsPath, list_namespaces
@@ -195,8 +197,6 @@ def test_relay_reorders_under_jitter_and_captures_see_it(tmp_path: Path) -> None
     assert median >= 4.0 and fastest <= 40.0
     assert stats is not None and stats["frames_reordered"] > 100
     assert stats["frames_oversize"] == 0 and stats["directions"]["a_to_b"]["send_errors"] == 0
-    from dissectors.capture import open_capture
-
     seqs = []
     with open_capture(pcap) as cap:
         for seg in cap.tcp_segments():
@@ -205,6 +205,36 @@ def test_relay_reorders_under_jitter_and_captures_see_it(tmp_path: Path) -> None
                 assert len(seg[9]) <= 1460
     later_first = [(b - a) & 0xFFFFFFFF > 0x7FFFFFFF for a, b in zip(seqs, seqs[1:], strict=False)]
     assert any(later_first), "no segment overtook another at the destination"
+
+
+@needs_netns
+def test_both_vantages_are_stopped_at_once_with_every_packet_written(tmp_path: Path) -> None:
+    """On a veth end the kernel takes each packet once: once tcpdump has written as many as it took, ``stop``
+    does not wait out the ring's timeout again (the two tcpdumps of a netns path took 2.5 s), and each file
+    holds every packet its kernel took: the whole connection, both FINs."""
+    with NetnsPath() as p:
+        relay = _relay(p, tmp_path, 5.0, 3.0)
+        dumps = {"src": Tcpdump(tmp_path / "src.pcap", [7777], interface=p.src_if, prefix=p.src_prefix),
+                 "dst": Tcpdump(tmp_path / "dst.pcap", [7777], interface=p.dst_if, prefix=p.dst_prefix)}
+        for dump in dumps.values():
+            dump.start(timeout=60)
+        try:
+            echoed = _echo(p)[2]
+            for dump in dumps.values():
+                wait_handed_over(dump.out)
+        finally:
+            started = time.monotonic()
+            stats = {vantage: dump.stop() for vantage, dump in dumps.items()}
+            took = time.monotonic() - started
+            relay.stop()
+    assert echoed == 3_000_000
+    for vantage, st in stats.items():
+        assert st.dropped_by_kernel == 0 and st.captured == st.received_by_filter, st.stderr
+        with open_capture(tmp_path / f"{vantage}.pcap") as cap:
+            segs = list(map(TcpSegment._make, cap.tcp_segments()))
+        assert len(segs) == st.captured
+        assert {seg.dport == 7777 for seg in segs if seg.flags & 0x01} == {True, False}, vantage  # FIN each way
+    assert took < 1.0, took
 
 
 @needs_netns

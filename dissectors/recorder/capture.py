@@ -18,9 +18,13 @@ BUFFER_KIB = 524288  # -B: 512 MiB; the default buffer dropped packets on a 9 MB
 # SIGINT handler drops the blocks not yet read (not counted as dropped): tcpdump is stopped only once it has
 # written every packet the kernel took for it (``wait_written``). A fixed 0.3 s wait lost the last 29 packets
 # (every FIN/RST) of multifd-postcopy-7.2, whose end came just before; a fixed 1.2 s one did not cover a tcpdump
-# that a busy machine runs late.
+# that a busy machine runs late. Waiting out a quiet spell longer than the ring's timeout after every stop cost
+# 1.2 s (2.4 s with the two tcpdumps of a netns path) where the counts could tell at once: once tcpdump has
+# written as many packets as the kernel took for it (twice as many taken on loopback), no block is left unread;
+# a short quiet spell (``SETTLE_S``) then lets the packets still on their way (the relay's delay) be taken.
 RING_TIMEOUT_S = 1.0
 QUIET_S = RING_TIMEOUT_S + 0.2   # no packet taken nor written for this long: every ring block has been read
+SETTLE_S = 0.2                   # counts unchanged this long, every packet taken written: nothing more is coming
 ASK_EVERY_S = 0.1
 WRITTEN_TIMEOUT_S = 60.0         # a bound on a hang (tcpdump stopped, or packets that keep coming)
 # tcpdump's answer to SIGUSR1 (its running counts): packets written, packets the kernel's filter took, drops
@@ -29,16 +33,18 @@ _INFO = re.compile(r"^tcpdump: (\d+) packets? captured, (\d+) packets? received 
 
 
 def wait_written(proc: subprocess.Popen[bytes], log: Path, out: Path | None = None, group: bool = False,
-                 timeout: float = WRITTEN_TIMEOUT_S) -> bool:
+                 timeout: float = WRITTEN_TIMEOUT_S, copies: int | None = None) -> bool:
     """Wait until the tcpdump ``proc`` (its stderr going to ``log``; ``group``: signal its process group) has
     written every packet the kernel took for it to its output ``out`` (a file, or None for a pipe).
 
     tcpdump is asked for its counts with SIGUSR1, a new question once the last one is answered (it prints the
     packets it captured and the packets the kernel's filter took, which the kernel counts as they arrive, read
     or not). Written means: those counts and the size of ``out`` stayed the same, with tcpdump answering, for
-    longer than the ring's timeout, so that the packets the kernel held when they last changed have been handed
-    over and, tcpdump running, written. (Captured is not compared with taken: on loopback the kernel takes each
-    packet twice, sent and received, and libpcap drops one.) False if tcpdump ended or that did not come within
+    ``SETTLE_S`` with taken equal to ``copies`` times captured (``copies``: how many times the kernel takes each
+    packet tcpdump writes, 2 on loopback, sent and received, where libpcap drops the sent one; each packet is
+    sent before it is received, so equality means every received one was written), or else (``copies`` None,
+    or drops) for longer than the ring's timeout, so that the packets the kernel held when they last changed
+    have been handed over and, tcpdump running, written. False if tcpdump ended or that did not come within
     ``timeout`` (packets kept coming, or tcpdump did not run)."""
     deadline = time.monotonic() + timeout
     read_to = log.stat().st_size if log.exists() else 0
@@ -66,6 +72,8 @@ def wait_written(proc: subprocess.Popen[bytes], log: Path, out: Path | None = No
         state = (answer[0], answer[1], out.stat().st_size if out is not None and out.exists() else None)
         if state != last:
             last, quiet_from, answers_after = state, now, 0
+        elif copies is not None and int(answer[1]) == copies * int(answer[0]) and now - quiet_from >= SETTLE_S:
+            return True
         elif now - quiet_from >= RING_TIMEOUT_S:
             answers_after += 1
             if now - quiet_from >= QUIET_S and answers_after >= 2:
@@ -103,6 +111,7 @@ class Tcpdump:
     def __init__(self, out: Path, ports: list[int], interface: str = "lo", prefix: list[str] | None = None) -> None:
         """``prefix`` goes in front of tcpdump's command line (e.g. ``ip netns exec NS``)."""
         self.out = out
+        self.copies = 2 if interface == "lo" else 1  # times the kernel takes each packet written (wait_written)
         self.args = [
             *(prefix or []),
             tool("tcpdump"),
@@ -139,7 +148,7 @@ class Tcpdump:
         """SIGINT once tcpdump has written every packet it took (``wait``: not when it never said it listens)."""
         unwritten = ""
         if self.proc is not None and self.proc.poll() is None:
-            if wait and not wait_written(self.proc, self.stderr_path, self.out, group=True):
+            if wait and not wait_written(self.proc, self.stderr_path, self.out, group=True, copies=self.copies):
                 unwritten = (f"migshark: tcpdump had not written every packet it took within "
                              f"{WRITTEN_TIMEOUT_S:.0f} s (packets kept coming, or it did not run); stopped anyway\n")
             os.killpg(self.proc.pid, signal.SIGINT)
