@@ -92,7 +92,7 @@ def test_a_tcpdump_that_has_written_everything_is_stopped_at_once(tmp_path: Path
             took = time.monotonic() - started
     check_every_packet_written(tmp_path / "quick.pcap", port, stats)
     assert stats.received_by_filter == 2 * (stats.captured or 0), stats.stderr
-    assert took < 0.5, took
+    assert took < 0.9, took          # 1.3 s before; headroom for a loaded machine
 
 
 def test_a_tcpdump_that_runs_late_still_writes_every_packet(tmp_path: Path) -> None:

@@ -234,7 +234,7 @@ def test_both_vantages_are_stopped_at_once_with_every_packet_written(tmp_path: P
             segs = list(map(TcpSegment._make, cap.tcp_segments()))
         assert len(segs) == st.captured
         assert {seg.dport == 7777 for seg in segs if seg.flags & 0x01} == {True, False}, vantage  # FIN each way
-    assert took < 1.0, took
+    assert took < 2.0, took          # 2.6 s before; headroom for a loaded machine
 
 
 @needs_netns
