@@ -79,7 +79,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     try:
         rec = asyncio.run(run.execute())
     finally:
-        wait_written(dump, out / "td.log")   # every packet through tcpdump's ring buffer to watch
+        wait_written(dump, out / "td.log", copies=2)   # every packet through tcpdump's ring buffer to watch (lo)
         dump.send_signal(signal.SIGINT)
         dump.wait(timeout=30)
         log.close()
