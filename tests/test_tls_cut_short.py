@@ -13,6 +13,9 @@ import tls_synth as X
 
 from dissectors.analysis.judge import Options
 from dissectors.cli.pipeline import analyze_file
+from dissectors.layers.multifd import MultifdHello
+from dissectors.layers.structs import named
+from dissectors.layers.synth import multifd_stream, precopy_stream
 from dissectors.tls import KeyLog
 
 #: A round trip of the lab's namespace path (5 +- 3 ms each way), as the source sees it.
@@ -103,3 +106,35 @@ def test_a_kill_soon_after_a_channels_first_application_data_is_a_whole_stop(tmp
         assert m["outcome"]["reason"].startswith("the destination stopped as a whole at "), m["outcome"]
         assert "reset all 3 channels" in m["outcome"]["reason"], m["outcome"]
     assert all(_fits(read).values()), read["what_if"]      # a killed destination of any rule does this
+
+
+def _precopy_channel(port: int, syn: float, writes: list[bytes], sessions: list[X.TlsSession]) -> S.Conn:
+    """One loopback TLS connection: the handshake, then each of ``writes`` in records of its own, 10 ms in."""
+    s = X.TlsSession()
+    sessions.append(s)
+    c_open, s_open = s.opening()
+    n = len(X.client_hello(s.random))
+    c = S.Conn(port, syn).send(syn + 0.001, c_open[:n]).reply(syn + 0.002, s_open).send(syn + 0.003, c_open[n:])
+    return c.send(syn + 0.01, b"".join(s.data(0, w) for w in writes))
+
+
+def test_a_precopy_destination_closing_first_after_the_last_record_is_not_a_failure(tmp_path: Path) -> None:
+    """A 7.2 source (no TLS close_notify) to a 10.0 destination (the recorded holdback-tls 7.2 -> 10.0 run):
+    once the destination has loaded the stream it closes main and a multifd channel with a FIN 0.2 ms before
+    the source closes them; the source closes the other multifd channel first. Every close is clean and after
+    the source's last record. Without the key log that is a completion or a load that failed on the last
+    bytes (a device section), closed the same way: unknown, not "the destination stopped as a whole"; the key
+    log reads main's EOF: completed."""
+    sessions: list[X.TlsSession] = []
+    hello = named(MultifdHello).size
+    mfd = [multifd_stream(channel_id=i) for i in range(2)]
+    main = _precopy_channel(50000, 1.0, [precopy_stream()], sessions)
+    m0 = _precopy_channel(50001, 1.004, [mfd[0][:hello], mfd[0][hello:]], sessions)
+    m1 = _precopy_channel(50002, 1.006, [mfd[1][:hello], mfd[1][hello:]], sessions)
+    m0.close(1.5, by=1).close(1.5002, by=0)
+    m1.close(1.5003, by=0).close(1.5004, by=1)
+    main.close(1.5005, by=1).close(1.5007, by=0)
+    hidden, read = reports(tmp_path, [main, m0, m1], sessions)
+    assert hidden["outcome"]["status"] == "unknown", hidden["outcome"]
+    assert "stopped as a whole" not in hidden["outcome"]["reason"], hidden["outcome"]
+    assert read["outcome"]["status"] == "completed", read["outcome"]

@@ -700,6 +700,19 @@ class MigrationJudge:
                               "does): a pause (migrate-pause or a lost connection; a recovery reconnects to the "
                               "port given to migrate-recover, a migration of its own here without the key log) or "
                               f"a failure; {hidden}"}
+        if not postcopy and first and all(_closed_after_source(f) and f.client_sent() for f in conns):
+            # A precopy source with nothing left to write learns of a destination's close only when it writes
+            # (no return path): a clean close of every channel after its last record means it had finished the
+            # stream. The destination then closes once it has loaded it, racing the source's own closes (a
+            # source older than 10.0 sends no close_notify); a load that failed on the last bytes (a device
+            # section) closes the same way, so only the contents tell the two apart.
+            f = min(first, key=lambda x: (x.conn.fin_ts[1], x.conn.index))
+            return {"status": "unknown",
+                    "reason": f"encrypted (TLS): every channel carried data and was closed cleanly after the "
+                              f"source's last record, the destination closing {len(first)} of them first (from "
+                              f"{_addr(f.conn.client)} at {_fmt(f.conn.fin_ts[1])}): a destination that has loaded "
+                              "the whole stream does this, and so does one whose load failed on its last bytes; "
+                              f"{hidden}"}
         if first:
             if cut is not None and cut.by == "source":
                 what = "reset" if cut.reset else "closed"
