@@ -350,3 +350,27 @@ def test_a_recovery_preempt_channel_accepted_before_its_main_is_in_the_recovery(
     (stall,) = m["stalls"]
     assert stall["kind"] == "preempt-as-main" and stall["end"] == round(T0 + 3.5, 6), stall
     assert m["outcome"]["status"] == "failed" and "silent preempt channel was taken as main" in m["outcome"]["reason"]
+
+
+def test_a_preempt_connect_after_main_ended_is_not_a_set_up_connect(cap):
+    """An 8.0+ source connects the preempt channel in postcopy_start; a destination killed just before (the
+    recorded kill of a 10.0 destination at migrate-start-postcopy, over TLS) has closed main and refuses that
+    connect, so no POSTCOPY_LISTEN ever follows. A channel opened after main had ended is no connect at set-up
+    (7.2's, right after main's): the evidence must not place the source at 7.2 or a <= 7.2 machine type."""
+    from dissectors.layers import commands as C
+
+    main = S.Conn(42000, T0)
+    main.send(T0 + 0.001, S.header("pc-i440fx-10.0") + S.command(C.MIG_CMD_OPEN_RETURN_PATH) + S.ping(1)
+              + S.command(C.MIG_CMD_POSTCOPY_ADVISE, (0x1000).to_bytes(8, "big") + (0x1000).to_bytes(8, "big"))
+              + S.ram_start() + S.ram_part([0x1000, 0x2000]))
+    main.reply(T0 + 0.002, S.rp_pong(1))
+    main.send(T0 + 1.0, S.ram_part([0x3000]))
+    main.close(T0 + 1.5, by=1)                  # the destination is killed
+    pre = S.Conn(42001, T0 + 1.54)              # postcopy_start's connect, refused at once
+    pre.close(T0 + 1.5401, by=1, how="R")
+    main.close(T0 + 1.55, by=0)
+    (m,) = analyze(cap([main, pre]), Options()).report["migrations"]
+    evidence = m["policy"]["evidence"]
+    assert [c["role"] for c in m["channels"]] == ["main", "preempt"]
+    assert not any("opened at set-up" in e for e in evidence), evidence
+    assert any("only at postcopy start" in e and "after the main channel had ended" in e for e in evidence), evidence

@@ -274,7 +274,15 @@ class MigrationJudge:
             # postcopy starts (after a PONG), so it comes after the POSTCOPY_ADVISE/LISTEN commands.
             listen = main.first_event("main.cmd", cmd="POSTCOPY_LISTEN") or main.first_event(
                 "main.cmd", cmd="POSTCOPY_RUN")
-            preempt_early = listen is None or start_ts(pre[0]) < listen.ts - 0.5
+            main_end = min((t for t in (*main.conn.fin_ts, *main.conn.rst_ts) if t is not None), default=None)
+            if listen is None and main_end is not None and start_ts(pre[0]) > main_end:
+                # No LISTEN (an 8.0+ postcopy_start whose preempt connect failed sends none), and the channel
+                # came after main had ended: a set-up connect comes right after main's, never that late.
+                preempt_early = False
+                how = (f" (no POSTCOPY_LISTEN: it connected {start_ts(pre[0]) - main_end:.3f} s after the main "
+                       "channel had ended, which a connect at set-up never does)")
+            else:
+                preempt_early = listen is None or start_ts(pre[0]) < listen.ts - 0.5
         elif hidden_main is not None and pre:
             # Under TLS the commands are hidden, but 8.0+ opens the preempt channel only after the destination
             # answered on the return path, and 7.2 before it wrote anything there.
