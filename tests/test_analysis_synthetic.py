@@ -374,3 +374,21 @@ def test_a_preempt_connect_after_main_ended_is_not_a_set_up_connect(cap):
     assert [c["role"] for c in m["channels"]] == ["main", "preempt"]
     assert not any("opened at set-up" in e for e in evidence), evidence
     assert any("only at postcopy start" in e and "after the main channel had ended" in e for e in evidence), evidence
+
+
+def test_a_postcopy_set_up_that_completed_in_precopy_is_not_called_postcopy(cap, capsys):
+    """postcopy-ram on, but the stream converged before migrate-start-postcopy (recorded: tlsfin-preempt on
+    10.0 with a 1 s hold, completed at 1.2 s, postcopy due at 1.5 s): ADVISE went out, LISTEN and RUN never
+    did, and a 10.0 source had not opened the preempt channel. QEMU ran a precopy; the headline says so."""
+    from dissectors.layers import commands as C
+
+    ch = S.Conn(43000, T0)
+    ch.send(T0 + 0.001, S.header("pc-i440fx-10.0") + S.command(C.MIG_CMD_OPEN_RETURN_PATH) + S.ping(1)
+            + S.command(C.MIG_CMD_POSTCOPY_ADVISE, (0x1000).to_bytes(8, "big") + (0x1000).to_bytes(8, "big"))
+            + S.ram_start() + S.ram_part([0x1000, 0x2000]))
+    ch.reply(T0 + 0.002, S.rp_pong(1))
+    ch.send(T0 + 0.5, S.ram_part([0x3000], end=True) + S.eof())
+    ch.close(T0 + 0.6, by=0)
+    assert main(["analyze", cap([ch])]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert head.startswith("COMPLETED: precopy (postcopy enabled, never started), main channel only"), head

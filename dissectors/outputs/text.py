@@ -164,6 +164,11 @@ def _shape(m: dict[str, Any]) -> str:
     """``precopy, main + 4 multifd, 19.0 MiB in 1.23 s``."""
     setup = (m.get("legs") or [{}])[0].get("setup", {})
     kind = "postcopy" if setup.get("postcopy") else "precopy"
+    pc = m.get("postcopy") or {}
+    if kind == "postcopy" and pc.get("advise_time") is not None and pc.get("listen_time") is None \
+            and pc.get("run_time") is None:
+        # the main channel was read (ADVISE seen) and never switched: QEMU ran a precopy with postcopy-ram on
+        kind = "precopy (postcopy enabled, never started)"
     roles = [c["role"] for c in m["channels"] if c["leg"] == 0]
     parts = ["main"] + [f"{roles.count(r)} {r}" if roles.count(r) > 1 else r for r in ("multifd", "preempt")
                         if r in roles]
