@@ -716,11 +716,10 @@ class MigrationJudge:
             # section) closes the same way, so only the contents tell the two apart.
             f = min(first, key=lambda x: (x.conn.fin_ts[1], x.conn.index))
             return {"status": "unknown",
-                    "reason": f"encrypted (TLS): every channel carried data and was closed cleanly after the "
-                              f"source's last record, the destination closing {len(first)} of them first (from "
-                              f"{_addr(f.conn.client)} at {_fmt(f.conn.fin_ts[1])}): a destination that has loaded "
-                              "the whole stream does this, and so does one whose load failed on its last bytes; "
-                              f"{hidden}"}
+                    "reason": f"encrypted (TLS); the destination closed {len(first)} channel(s) first (from "
+                              f"{_addr(f.conn.client)} at {_fmt(f.conn.fin_ts[1])}), every channel cleanly and after "
+                              "the source's last record: it had loaded the whole stream, or its load failed on the "
+                              f"last bytes (a device section); {hidden}"}
         if first:
             if cut is not None and cut.by == "source":
                 what = "reset" if cut.reset else "closed"
