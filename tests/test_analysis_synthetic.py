@@ -350,3 +350,30 @@ def test_a_recovery_preempt_channel_accepted_before_its_main_is_in_the_recovery(
     (stall,) = m["stalls"]
     assert stall["kind"] == "preempt-as-main" and stall["end"] == round(T0 + 3.5, 6), stall
     assert m["outcome"]["status"] == "failed" and "silent preempt channel was taken as main" in m["outcome"]["reason"]
+
+
+def killed_at_postcopy_start() -> list[S.Conn]:
+    """A 10.0 source (machine pc-i440fx-10.0) that answered PING 1, then at postcopy start (T0+1.5, after
+    that PONG) connected the preempt channel; the destination died at once: it closed main and reset the
+    silent preempt channel before POSTCOPY_LISTEN was ever sent (kill-destination-preempt, 10.0 -> 11.1)."""
+    from dissectors.layers import commands as C
+
+    main = S.Conn(44000, T0)
+    main.send(T0 + 0.001, S.header("pc-i440fx-10.0") + S.command(C.MIG_CMD_OPEN_RETURN_PATH) + S.ping(1)
+              + S.command(C.MIG_CMD_POSTCOPY_ADVISE, bytes(16)) + S.ram_start() + S.ram_part([0x1000]))
+    main.reply(T0 + 0.002, S.rp_pong(1))
+    pre = S.Conn(44001, T0 + 1.5)
+    main.close(T0 + 1.502, by=1)
+    pre.close(T0 + 1.502, by=1, how="R")
+    main.close(T0 + 1.6, by=0)
+    return [main, pre]
+
+
+def test_a_preempt_channel_opened_at_postcopy_start_is_not_set_up_without_listen(cap):
+    """No POSTCOPY_LISTEN on the wire does not make the preempt channel a set-up one: 8.0+ connects it only
+    after the destination's PONG, and this one came 1.5 s after main, after that PONG."""
+    (m,) = analyze(cap(killed_at_postcopy_start())).report["migrations"]
+    evidence = m["policy"]["evidence"]
+    assert not any("opened at set-up" in e for e in evidence), evidence
+    assert any("only at postcopy start (8.0+)" in e for e in evidence), evidence
+    assert m["outcome"]["status"] == "failed"

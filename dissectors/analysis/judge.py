@@ -274,7 +274,8 @@ class MigrationJudge:
             # postcopy starts (after a PONG), so it comes after the POSTCOPY_ADVISE/LISTEN commands.
             listen = main.first_event("main.cmd", cmd="POSTCOPY_LISTEN") or main.first_event(
                 "main.cmd", cmd="POSTCOPY_RUN")
-            preempt_early = listen is None or start_ts(pre[0]) < listen.ts - 0.5
+            preempt_early = (start_ts(pre[0]) < listen.ts - 0.5 if listen is not None
+                             else preempt_early_without_listen(main, pre[0]))
         elif hidden_main is not None and pre:
             # Under TLS the commands are hidden, but 8.0+ opens the preempt channel only after the destination
             # answered on the return path, and 7.2 before it wrote anything there.
@@ -837,6 +838,25 @@ def _closed_after_source(f: ConnectionFacts) -> bool:
     last = c.last_data_ts[0]
     return (_abort(c) is None and c.fin_ts[0] is not None and c.fin_ts[1] is not None and last is not None
             and c.fin_ts[1] >= last)
+
+
+SET_UP_WINDOW_S = 0.5   # a set-up preempt connect follows main within milliseconds; postcopy starts later
+
+
+def preempt_early_without_listen(main: ConnectionFacts, pre: ConnectionFacts) -> bool | None:
+    """Whether the preempt channel was connected at set-up when the main channel never got as far as
+    POSTCOPY_LISTEN (a kill, a cancel or a failed preempt connect in ``postcopy_start``). 8.0+ connects it
+    only after a PONG on the return path, so one opened before the destination's first return-path byte is
+    set-up (7.2); one opened after that byte and well after main is postcopy start (8.0+); else unknown.
+    Without this a 10.0 source whose preempt connect at postcopy start was refused (the destination had
+    just died) read as a <= 7.2 set-up connect."""
+    answered = main.conn.first_data_ts[1]
+    opened = start_ts(pre)
+    if answered is None or opened < answered:
+        return True
+    if opened - start_ts(main) > SET_UP_WINDOW_S:
+        return False
+    return None
 
 
 def order_window(order: list[ConnectionFacts]) -> float:
