@@ -819,8 +819,12 @@ class MigrationJudge:
         else:
             after = "the source fails on the broken channels"
         if cut.whole:
-            which = (f"all {cut.ended} channels (first {name}), none a moment after its first bytes" if cut.ended > 1
+            kept = cut.ended - cut.refused
+            which = (f"all {kept} channels (first {name}), none a moment after its first bytes" if kept > 1
                      else f"its only channel ({name}), not a moment after its first bytes")
+            if cut.refused:
+                which += (f", and refused {cut.refused} later connect(s) (a reset answered the SYN: nothing "
+                          "listened on the port any more)")
             why = (f"the destination stopped as a whole at {_fmt(cut.at)}: it {what} {which}, before the main "
                    "channel's EOF, with no error on the return path; its QEMU failed to load the stream, exited, "
                    f"crashed or was killed (Linux resets a socket closed with unread data in it); {after}")
