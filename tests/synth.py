@@ -83,6 +83,7 @@ class Conn:
     handshake: bool = True          # False: the capture starts after the connection opened
     synack_delay: float = 0.00001   # SYN to SYN-ACK, as the capture sees it
     ack_delay: float = 0.00001      # SYN-ACK to the ACK that completes the handshake
+    refused: bool = False           # the server's kernel answers the SYN with a reset (nothing listens)
 
     def send(self, ts: float, data: bytes) -> Conn:
         self.events.append((ts, 0, data))
@@ -112,6 +113,11 @@ def write_capture(path: str, conns: list[Conn], client: str = "127.0.0.1", serve
                                                 flags, payload)))
             order += 1
 
+        if c.refused:
+            add(c.syn_ts, 0, "S")
+            seq[0] += 1
+            add(c.syn_ts + c.synack_delay, 1, "R")
+            continue
         if c.handshake:
             add(c.syn_ts, 0, "S")
             seq[0] += 1

@@ -392,3 +392,44 @@ def test_a_postcopy_set_up_that_completed_in_precopy_is_not_called_postcopy(cap,
     assert main(["analyze", cap([ch])]) == 0
     head = capsys.readouterr().out.splitlines()[0]
     assert head.startswith("COMPLETED: precopy (postcopy enabled, never started), main channel only"), head
+
+
+def killed_at_postcopy_start(refused: bool = False) -> list[S.Conn]:
+    """A 10.0 source (machine pc-i440fx-10.0) whose destination answered PING 1, then at postcopy start
+    (T0+1.5, after that PONG) connected the preempt channel; the destination died at once: it closed main and
+    reset the silent preempt channel before POSTCOPY_LISTEN was ever sent. ``refused``: it died just before
+    (T0+1.4), so its kernel refused the preempt connect (kill-destination-preempt, 10.0 -> 11.1)."""
+    from dissectors.layers import commands as C
+
+    main = S.Conn(44000, T0)
+    main.send(T0 + 0.001, S.header("pc-i440fx-10.0") + S.command(C.MIG_CMD_OPEN_RETURN_PATH) + S.ping(1)
+              + S.command(C.MIG_CMD_POSTCOPY_ADVISE, bytes(16)) + S.ram_start() + S.ram_part([0x1000]))
+    main.reply(T0 + 0.002, S.rp_pong(1))
+    pre = S.Conn(44001, T0 + 1.5, refused=refused)
+    main.close(T0 + (1.4 if refused else 1.502), by=1)
+    if not refused:
+        pre.close(T0 + 1.502, by=1, how="R")
+    main.close(T0 + 1.6, by=0)
+    return [main, pre]
+
+
+@pytest.mark.parametrize("refused", [False, True])
+def test_a_preempt_channel_opened_at_postcopy_start_is_not_set_up_without_listen(cap, refused):
+    """No POSTCOPY_LISTEN on the wire does not make the preempt channel a set-up one: 8.0+ connects it only
+    after the destination's PONG, and this one came 1.5 s after main, after that PONG."""
+    (m,) = analyze(cap(killed_at_postcopy_start(refused))).report["migrations"]
+    evidence = m["policy"]["evidence"]
+    assert not any("opened at set-up" in e for e in evidence), evidence
+    assert any("only at postcopy start (8.0+)" in e for e in evidence), evidence
+    assert m["outcome"]["status"] == "failed"
+
+
+def test_a_connect_refused_after_the_destination_died_is_not_one_of_its_channels(cap):
+    """The destination died (closed main at T0+1.4); the source's preempt connect at postcopy start got a
+    reset for its SYN. The destination stopped as a whole with one channel, and refused the later connect:
+    it never had two channels to close."""
+    (m,) = analyze(cap(killed_at_postcopy_start(refused=True))).report["migrations"]
+    reason = m["outcome"]["reason"]
+    assert m["outcome"]["status"] == "failed"
+    assert "the destination stopped as a whole" in reason and "its only channel (main 127.0.0.1:44000)" in reason
+    assert "refused 1 later connect(s)" in reason, reason

@@ -144,3 +144,24 @@ def test_record_a_frozen_timer_footer_look_alike(tmp_path: Path) -> None:
     (timer,) = [r for r in recs if r["type"] == "device.state" and r["fields"]["idstr"] == "timer"]
     assert timer["fields"]["section_id"] == 0 and timer["length"] == 24
     assert [r["type"] for r in recs].count("main.eof") == 1
+
+
+def test_an_interrupt_due_before_postcopy_starts_comes_at_its_time(tmp_path: Path) -> None:
+    """``--interrupt-after`` counts from ``migrate`` on postcopy scenarios too: 0.3 s is before the postcopy
+    switch (1.5 s), so the source is killed at 0.3 s in precopy and postcopy is not started (it used to wait
+    for migrate-start-postcopy and kill 1.5 s in while the reason said 0.3 s)."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dissectors.cli.main", "record", "--scenario", "kill-source-preempt-7.2",
+         "--interrupt-after", "0.3", "--out", str(tmp_path), "--name", "early", "--json"],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    timeline = json.loads(Path(result["manifest"]).read_text())["timeline"]
+    at = {e["what"]: e["time"] for e in timeline}
+    assert "migrate-start-postcopy" not in at, timeline
+    assert at["SIGKILL (source)"] - at["migrate"] < 1.0, timeline
+    assert result["reason"].startswith("kill-source 0.3 s after migrate (source was active)"), result["reason"]

@@ -58,6 +58,13 @@ class Cut:
     reset: bool
     whole: bool = False
     ended: int = 1          # connections the destination ended (whole) or 1
+    refused: int = 0        # of those, connects it refused (whole): never accepted, so never a channel of its own
+
+
+def refused(c: Connection) -> bool:
+    """The destination's kernel answered the SYN with a reset: nothing listened on the port any more (a
+    QEMU that died or gave up on the incoming migration), so the connection never became a channel."""
+    return c.syn_ts is not None and c.synack_ts is None and c.handshake_ts is None and c.rst_ts[1] is not None
 
 
 def closed_both_ways(c: Connection) -> float | None:
@@ -125,7 +132,8 @@ def first_cut(order: Sequence[ConnectionFacts], eof: float | None) -> Cut | None
     prompt = any(prompt_drop(e[0], g, [d[0] for d, h in dest if h is not g]) for e, g in dest)
     # (one channel too: a plain precopy's destination that drops its only channel late has stopped as a whole)
     whole = len(dest) == len(order) and not prompt
-    return Cut("destination", t, f, reset, whole, len(dest) if whole else 1)
+    return Cut("destination", t, f, reset, whole, len(dest) if whole else 1,
+               sum(refused(g.conn) for _, g in dest) if whole else 0)
 
 
 @dataclass(frozen=True)

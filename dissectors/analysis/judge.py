@@ -275,14 +275,16 @@ class MigrationJudge:
             listen = main.first_event("main.cmd", cmd="POSTCOPY_LISTEN") or main.first_event(
                 "main.cmd", cmd="POSTCOPY_RUN")
             main_end = min((t for t in (*main.conn.fin_ts, *main.conn.rst_ts) if t is not None), default=None)
-            if listen is None and main_end is not None and start_ts(pre[0]) > main_end:
+            if listen is not None:
+                preempt_early = start_ts(pre[0]) < listen.ts - 0.5
+            elif main_end is not None and start_ts(pre[0]) > main_end:
                 # No LISTEN (an 8.0+ postcopy_start whose preempt connect failed sends none), and the channel
                 # came after main had ended: a set-up connect comes right after main's, never that late.
                 preempt_early = False
                 how = (f" (no POSTCOPY_LISTEN: it connected {start_ts(pre[0]) - main_end:.3f} s after the main "
                        "channel had ended, which a connect at set-up never does)")
             else:
-                preempt_early = listen is None or start_ts(pre[0]) < listen.ts - 0.5
+                preempt_early = preempt_early_without_listen(main, pre[0])
         elif hidden_main is not None and pre:
             # Under TLS the commands are hidden, but 8.0+ opens the preempt channel only after the destination
             # answered on the return path, and 7.2 before it wrote anything there.
@@ -838,8 +840,12 @@ class MigrationJudge:
         else:
             after = "the source fails on the broken channels"
         if cut.whole:
-            which = (f"all {cut.ended} channels (first {name}), none a moment after its first bytes" if cut.ended > 1
+            kept = cut.ended - cut.refused
+            which = (f"all {kept} channels (first {name}), none a moment after its first bytes" if kept > 1
                      else f"its only channel ({name}), not a moment after its first bytes")
+            if cut.refused:
+                which += (f", and refused {cut.refused} later connect(s) (a reset answered the SYN: nothing "
+                          "listened on the port any more)")
             why = (f"the destination stopped as a whole at {_fmt(cut.at)}: it {what} {which}, before the main "
                    "channel's EOF, with no error on the return path; its QEMU failed to load the stream, exited, "
                    f"crashed or was killed (Linux resets a socket closed with unread data in it); {after}")
@@ -857,6 +863,25 @@ def _closed_after_source(f: ConnectionFacts) -> bool:
     last = c.last_data_ts[0]
     return (_abort(c) is None and c.fin_ts[0] is not None and c.fin_ts[1] is not None and last is not None
             and c.fin_ts[1] >= last)
+
+
+SET_UP_WINDOW_S = 0.5   # a set-up preempt connect follows main within milliseconds; postcopy starts later
+
+
+def preempt_early_without_listen(main: ConnectionFacts, pre: ConnectionFacts) -> bool | None:
+    """Whether the preempt channel was connected at set-up when the main channel never got as far as
+    POSTCOPY_LISTEN (a kill, a cancel or a failed preempt connect in ``postcopy_start``). 8.0+ connects it
+    only after a PONG on the return path, so one opened before the destination's first return-path byte is
+    set-up (7.2); one opened after that byte and well after main is postcopy start (8.0+); else unknown.
+    Without this a 10.0 source whose preempt connect at postcopy start was refused (the destination had
+    just died) read as a <= 7.2 set-up connect."""
+    answered = main.conn.first_data_ts[1]
+    opened = start_ts(pre)
+    if answered is None or opened < answered:
+        return True
+    if opened - start_ts(main) > SET_UP_WINDOW_S:
+        return False
+    return None
 
 
 def order_window(order: list[ConnectionFacts]) -> float:

@@ -306,7 +306,12 @@ class Run:
         t_migrate = time.monotonic()
         await src.execute("migrate", {"uri": f"tcp:{self.host}:{target}"})
         self.mark("migrate", port=target)
-        if sc.postcopy:
+        # --interrupt-after counts from migrate: one due before the postcopy switch breaks the precopy phase
+        # and postcopy is not started (waiting for the switch first broke it later than the reason says)
+        interrupt_first = sc.interrupt is not None and sc.interrupt_after_s < sc.postcopy_after_s
+        if sc.postcopy and interrupt_first:
+            self.mark("postcopy not started", reason=f"{sc.interrupt} due {sc.interrupt_after_s:g} s after migrate")
+        elif sc.postcopy:
             await asyncio.sleep(max(0.0, sc.postcopy_after_s - (time.monotonic() - t_migrate)))
             status = await src.migration_status()
             if status in ("active", "setup", "device", "pre-switchover"):
@@ -314,7 +319,7 @@ class Run:
                 self.mark("migrate-start-postcopy", source_status=status)
             else:
                 self.mark("postcopy not started", source_status=status)
-        if sc.recover:
+        if sc.recover and not interrupt_first:
             result = await self._recover(src, dst)
             if result is not None:
                 return result
