@@ -138,3 +138,21 @@ def test_a_precopy_destination_closing_first_after_the_last_record_is_not_a_fail
     assert hidden["outcome"]["status"] == "unknown", hidden["outcome"]
     assert "stopped as a whole" not in hidden["outcome"]["reason"], hidden["outcome"]
     assert read["outcome"]["status"] == "completed", read["outcome"]
+
+
+def test_hidden_roles_partly_inferred_make_one_note(tmp_path: Path) -> None:
+    """Cancelled in set-up: main closed by the source after its handshake alone (no application data: its
+    role unknown), the two multifd channels' hellos sent. Without the key log the report says once that the
+    contents are hidden, some roles inferred from the record layer and the others unknown (it said it twice,
+    in two near-identical notes)."""
+    sessions: list[X.TlsSession] = []
+    main = channel(50000, 1.0, 1.06, [], sessions)
+    m0 = channel(50001, 1.001, 1.10, multifd_writes(1.1005, 0, 1.12), sessions)
+    m1 = channel(50002, 1.002, 1.14, multifd_writes(1.1405, 1, 1.16), sessions)
+    main.close(1.07, by=0)
+    for c in (m0, m1):
+        c.close(1.2, by=1, how="R")
+    hidden, _ = reports(tmp_path, [main, m0, m1], sessions)
+    hid = [n for n in hidden["notes"] if n.startswith("TLS: the channels' contents are hidden")]
+    assert len(hid) == 1, hidden["notes"]
+    assert "the roles of some are inferred" in hid[0] and "the others' are unknown" in hid[0], hid

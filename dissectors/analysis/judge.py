@@ -204,12 +204,17 @@ class MigrationJudge:
                          "key log; their roles are read from their contents, and the destination's assignment "
                          "follows the rules for TLS channels (no peek)")
         notes += self.tls_recovery_notes()
-        if inferred:
-            notes.append("TLS: the channels' contents are hidden; their roles are inferred from the TLS record layer "
+        unknown = any(c["role"] == P.TLS for c in channels)      # not even the record layer tells
+        if inferred:        # one note, saying both when some roles are inferred and others unknown
+            whose = "the roles of some" if unknown else "their roles"
+            notes.append(f"TLS: the channels' contents are hidden; {whose} are inferred from the TLS record layer "
                          "(a first write of a multifd hello's size is multifd, the first other channel main, a later "
-                         "one preempt), the destination's assignment follows the accept order, and nothing can be "
-                         f"verified: {_keylog_hint(conns)}")
-        if any(c["role"] == P.TLS for c in channels):
+                         "one preempt)"
+                         + (", the others' are unknown and the set-up was guessed from the number and volume of "
+                            "channels" if unknown else "")
+                         + f"; the destination's assignment follows the accept order, and nothing can be verified: "
+                         f"{_keylog_hint(conns)}")
+        elif unknown:
             notes.append("TLS: the channels' contents are hidden; the assigned roles follow the accept order and "
                          "the set-up was guessed from the number and volume of channels, so nothing can be verified")
         out = {
