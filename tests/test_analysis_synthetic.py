@@ -433,3 +433,6 @@ def test_a_connect_refused_after_the_destination_died_is_not_one_of_its_channels
     assert m["outcome"]["status"] == "failed"
     assert "the destination stopped as a whole" in reason and "its only channel (main 127.0.0.1:44000)" in reason
     assert "refused 1 later connect(s)" in reason, reason
+    # and the refused connect's role says why it is silent: not "a preempt channel before postcopy starts"
+    (pre,) = [c for c in m["channels"] if c["role"] == "preempt"]
+    assert pre["role_evidence"].startswith("refused: the destination's kernel answered its SYN with a reset"), pre

@@ -61,12 +61,6 @@ class Cut:
     refused: int = 0        # of those, connects it refused (whole): never accepted, so never a channel of its own
 
 
-def refused(c: Connection) -> bool:
-    """The destination's kernel answered the SYN with a reset: nothing listened on the port any more (a
-    QEMU that died or gave up on the incoming migration), so the connection never became a channel."""
-    return c.syn_ts is not None and c.synack_ts is None and c.handshake_ts is None and c.rst_ts[1] is not None
-
-
 def closed_both_ways(c: Connection) -> float | None:
     """When both sides' FINs had been seen (the later one), else None: a reset after that is teardown noise."""
     fin = c.fin_ts
@@ -133,7 +127,9 @@ def first_cut(order: Sequence[ConnectionFacts], eof: float | None) -> Cut | None
     # (one channel too: a plain precopy's destination that drops its only channel late has stopped as a whole)
     whole = len(dest) == len(order) and not prompt
     return Cut("destination", t, f, reset, whole, len(dest) if whole else 1,
-               sum(refused(g.conn) for _, g in dest) if whole else 0)
+               # a connect the destination's kernel refused (a QEMU that died or gave up on the incoming
+               # migration) never became a channel
+               sum(g.conn.refused for _, g in dest) if whole else 0)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,11 @@ def true_role(facts: ConnectionFacts, postcopy: bool) -> tuple[str, str]:
     if kind in KIND_TO_ROLE:
         role = KIND_TO_ROLE[kind]
         return role, _evidence(facts, role)
+    if facts.conn.refused:          # never established: silent because it never connected
+        refused = ("refused: the destination's kernel answered its SYN with a reset (nothing listened any more), "
+                   "so it never carried a byte")
+        return (PREEMPT, f"{refused}; in a postcopy migration such a silent connect is taken as the preempt "
+                         "channel") if postcopy else (UNKNOWN, refused)
     if not facts.wrote(0):          # nothing, or under decrypted TLS nothing past the handshake
         if postcopy:
             if facts.decrypted:

@@ -67,6 +67,13 @@ class Connection:
         return max(times) if times else self.first_ts
 
     @property
+    def refused(self) -> bool:
+        """The server answered the SYN with a reset: nothing listened on the port (any more), so the
+        connection was never established."""
+        return (self.syn_ts is not None and self.synack_ts is None and self.handshake_ts is None
+                and self.halves[1].rst_ts is not None)
+
+    @property
     def closed(self) -> bool:
         """Both directions ended (FIN both ways, RST, or superseded)."""
         return self.halves[0].ended is not None and self.halves[1].ended is not None
