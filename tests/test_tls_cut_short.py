@@ -105,6 +105,8 @@ def test_a_kill_soon_after_a_channels_first_application_data_is_a_whole_stop(tmp
         assert m["outcome"]["status"] == "failed", m["outcome"]
         assert m["outcome"]["reason"].startswith("the destination stopped as a whole at "), m["outcome"]
         assert "reset all 3 channels" in m["outcome"]["reason"], m["outcome"]
+        # one had just begun: it said "none a moment after its first bytes", which was not so
+        assert "none refused while the others stayed open" in m["outcome"]["reason"], m["outcome"]
     assert all(_fits(read).values()), read["what_if"]      # a killed destination of any rule does this
 
 
