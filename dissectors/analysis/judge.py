@@ -279,17 +279,10 @@ class MigrationJudge:
             # postcopy starts (after a PONG), so it comes after the POSTCOPY_ADVISE/LISTEN commands.
             listen = main.first_event("main.cmd", cmd="POSTCOPY_LISTEN") or main.first_event(
                 "main.cmd", cmd="POSTCOPY_RUN")
-            main_end = min((t for t in (*main.conn.fin_ts, *main.conn.rst_ts) if t is not None), default=None)
             if listen is not None:
                 preempt_early = start_ts(pre[0]) < listen.ts - 0.5
-            elif main_end is not None and start_ts(pre[0]) > main_end:
-                # No LISTEN (an 8.0+ postcopy_start whose preempt connect failed sends none), and the channel
-                # came after main had ended: a set-up connect comes right after main's, never that late.
-                preempt_early = False
-                how = (f" (no POSTCOPY_LISTEN: it connected {start_ts(pre[0]) - main_end:.3f} s after the main "
-                       "channel had ended, which a connect at set-up never does)")
             else:
-                preempt_early = preempt_early_without_listen(main, pre[0])
+                preempt_early, how = preempt_early_without_listen(main, pre[0])
         elif hidden_main is not None and pre:
             # Under TLS the commands are hidden, but 8.0+ opens the preempt channel only after the destination
             # answered on the return path, and 7.2 before it wrote anything there.
@@ -876,20 +869,26 @@ def _closed_after_source(f: ConnectionFacts) -> bool:
 SET_UP_WINDOW_S = 0.5   # a set-up preempt connect follows main within milliseconds; postcopy starts later
 
 
-def preempt_early_without_listen(main: ConnectionFacts, pre: ConnectionFacts) -> bool | None:
+def preempt_early_without_listen(main: ConnectionFacts, pre: ConnectionFacts) -> tuple[bool | None, str]:
     """Whether the preempt channel was connected at set-up when the main channel never got as far as
-    POSTCOPY_LISTEN (a kill, a cancel or a failed preempt connect in ``postcopy_start``). 8.0+ connects it
-    only after a PONG on the return path, so one opened before the destination's first return-path byte is
-    set-up (7.2); one opened after that byte and well after main is postcopy start (8.0+); else unknown.
-    Without this a 10.0 source whose preempt connect at postcopy start was refused (the destination had
-    just died) read as a <= 7.2 set-up connect."""
-    answered = main.conn.first_data_ts[1]
+    POSTCOPY_LISTEN (a kill, a cancel or a failed preempt connect in ``postcopy_start``, which then sends
+    none), with what to add to the evidence. A channel that connected after main had ended is not: a set-up
+    connect comes right after main's, never that late. Else, 8.0+ connects it only after a PONG on the
+    return path, so one opened before the destination's first return-path byte is set-up (7.2); one opened
+    after that byte and well after main is postcopy start (8.0+); else unknown. Without this a 10.0 source
+    whose preempt connect at postcopy start was refused (the destination had just died) read as a <= 7.2
+    set-up connect."""
     opened = start_ts(pre)
+    main_end = min((t for t in (*main.conn.fin_ts, *main.conn.rst_ts) if t is not None), default=None)
+    if main_end is not None and opened > main_end:
+        return False, (f" (no POSTCOPY_LISTEN: it connected {opened - main_end:.3f} s after the main channel had "
+                       "ended, which a connect at set-up never does)")
+    answered = main.conn.first_data_ts[1]
     if answered is None or opened < answered:
-        return True
+        return True, ""
     if opened - start_ts(main) > SET_UP_WINDOW_S:
-        return False
-    return None
+        return False, ""
+    return None, ""
 
 
 def order_window(order: list[ConnectionFacts]) -> float:

@@ -313,44 +313,43 @@ def start_fork_server(modules: Sequence[str]) -> float:
 
 
 @contextmanager
-def _sigint_deferred() -> Iterator[list[int]]:
-    """Ctrl-C (SIGINT) while the block runs is noted in the list yielded instead of raised (on the main
-    thread; elsewhere nothing changes). Around the local cluster's start: interrupted halfway, the cluster
-    was left half made, and Dask's exit handler, closing it, printed an ``AssertionError`` traceback
-    (``Status.init``). The caller closes the cluster once made, then raises ``KeyboardInterrupt``."""
+def _sigint_handled(handler: Any) -> Iterator[None]:
+    """SIGINT handled by ``handler`` in this process while the block runs, as before afterwards (on the main
+    thread; elsewhere nothing changes)."""
     import signal
     import threading
 
-    noted: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield noted
+        yield
         return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    previous = signal.signal(signal.SIGINT, handler)
     try:
-        yield noted
+        yield
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """SIGINT ignored in this process while the block runs (on the main thread; elsewhere nothing changes),
-    so that a process it starts inherits it ignored. The fork server does: Ctrl-C reaches the whole process
-    group, and the server, which ignores SIGINT only once its imports are done, died of one that came
-    during them with a ``KeyboardInterrupt`` traceback on the terminal; started this way it ignores SIGINT
-    from its first instruction, and so do the workers it forks (it gives them back the handler it started
-    with). A Ctrl-C meant for this process in the few milliseconds of the start is lost."""
-    import signal
-    import threading
+def _sigint_deferred() -> Iterator[list[int]]:
+    """Ctrl-C (SIGINT) while the block runs is noted in the list yielded instead of raised. Around the local
+    cluster's start: interrupted halfway, the cluster was left half made, and Dask's exit handler, closing
+    it, printed an ``AssertionError`` traceback (``Status.init``). The caller closes the cluster once made,
+    then raises ``KeyboardInterrupt``."""
+    noted: list[int] = []
+    with _sigint_handled(lambda signum, frame: noted.append(signum)):
+        yield noted
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+
+def _sigint_ignored() -> Any:
+    """SIGINT ignored while the block runs, so that a process it starts inherits it ignored. The fork server
+    does: Ctrl-C reaches the whole process group, and the server, which ignores SIGINT only once its imports
+    are done, died of one that came during them with a ``KeyboardInterrupt`` traceback on the terminal;
+    started this way it ignores SIGINT from its first instruction, and so do the workers it forks (it gives
+    them back the handler it started with). A Ctrl-C meant for this process in the few milliseconds of the
+    start is lost."""
+    import signal
+
+    return _sigint_handled(signal.SIG_IGN)
 
 
 #: The collector's third threshold while captures are analysed one after another (Python's default is 10).
